@@ -1,0 +1,123 @@
+# shmb - the one build entry.  `make help` lists the targets.
+#
+# Everything is built into $(BUILD) (default build/).  `make asan` builds
+# the same sources with AddressSanitizer and UBSan into build-asan/ and
+# runs the unit and hostile-input suites there.
+
+VERSION  := 0.1.0
+SOVER    := 0
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+BUILD    ?= build
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
+            -I. -Ilibclient/include -Itests $(EXTRA_CFLAGS)
+override LDFLAGS += $(EXTRA_LDFLAGS)
+LDLIBS   += -lpthread
+
+SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c
+LIB_SRC  := libclient/shmb.c
+TOOL_SRC := tools/ring-demo.c
+
+UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile
+MP_TESTS   := test-mp-ring
+BENCHES    := bench-ring
+
+SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+HDRS     := $(wildcard shm/*.h libclient/include/*.h tests/*.h)
+
+.PHONY: all test test-unit asan bench run demo install clean help
+all: $(BUILD)/libshmb.so $(BUILD)/libshmb.a $(BUILD)/libshmb-internal.a $(BUILD)/shmb.pc \
+     $(BUILD)/ring-demo
+
+help:
+	@echo "make            build libshmb.so, libshmb.a, shmb.pc and the tools into $(BUILD)/"
+	@echo "make test       build and run every test suite (unit, hostile input, multi-process)"
+	@echo "make asan       the unit and hostile-input suites under ASan + UBSan"
+	@echo "make bench      the benchmarks (figures, not pass/fail)"
+	@echo "make demo       a demo to watch: a consumer SIGKILLed mid-stream loses nothing"
+	@echo "make run        same as demo until the broker lands (docs/roadmap.md)"
+	@echo "make install    PREFIX=$(PREFIX) DESTDIR=... installs library, header, pkg-config file"
+
+$(BUILD)/obj/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# The internal archive: what shmbd, shmbctl and the tests share (decisions.md 23).
+$(BUILD)/libshmb-internal.a: $(SHM_OBJ) $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libshmb.a: $(SHM_OBJ) $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libshmb.so: $(SHM_OBJ) $(LIB_OBJ) libclient/libshmb.map
+	$(CC) -shared -Wl,-soname,libshmb.so.$(SOVER) -Wl,--version-script=libclient/libshmb.map \
+		$(LDFLAGS) -o $@.$(VERSION) $(SHM_OBJ) $(LIB_OBJ) $(LDLIBS)
+	ln -sf libshmb.so.$(VERSION) $(BUILD)/libshmb.so.$(SOVER)
+	ln -sf libshmb.so.$(VERSION) $@
+
+$(BUILD)/shmb.pc: libclient/shmb.pc.in
+	@mkdir -p $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+$(BUILD)/ring-demo: $(BUILD)/obj/tools/ring-demo.o $(BUILD)/libshmb-internal.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# ---- tests -------------------------------------------------------------------
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
+
+$(BUILD)/tests/test-mp-%: $(BUILD)/obj/tests/mp/test-mp-%.o $(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
+
+UNIT_BINS := $(UNIT_TESTS:%=$(BUILD)/tests/%)
+MP_BINS   := $(MP_TESTS:%=$(BUILD)/tests/%)
+
+test: all $(UNIT_BINS) $(MP_BINS)
+	tests/run-tests.sh $(UNIT_BINS) $(MP_BINS)
+
+test-unit: $(UNIT_BINS)
+	tests/run-tests.sh $(UNIT_BINS)
+
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" test-unit
+
+# ---- benchmarks ----------------------------------------------------------------
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libshmb-internal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+bench: $(BENCHES:%=$(BUILD)/bench/%)
+	bench/run-bench.sh $(BUILD)
+
+# ---- running ---------------------------------------------------------------------
+
+demo: $(BUILD)/ring-demo
+	$(BUILD)/ring-demo
+
+run: demo
+
+# ---- install ---------------------------------------------------------------------
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 0755 $(BUILD)/libshmb.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libshmb.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libshmb.so.$(SOVER)
+	ln -sf libshmb.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libshmb.so
+	install -m 0644 $(BUILD)/libshmb.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 libclient/include/shmb.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 $(BUILD)/shmb.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+clean:
+	rm -rf build build-asan

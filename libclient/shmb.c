@@ -1,0 +1,40 @@
+/*
+ * libclient/shmb.c - library identity and error strings.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "shm/layout.h"
+#include "shmb.h"
+
+#define SHMB_EXPORT __attribute__((visibility("default")))
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+SHMB_EXPORT const char *shmb_version(void)
+{
+	return STR(SHMB_VERSION_MAJOR) "." STR(SHMB_VERSION_MINOR) "." STR(SHMB_VERSION_PATCH);
+}
+
+SHMB_EXPORT unsigned shmb_layout_version(void)
+{
+	return SHM_LAYOUT_VERSION;
+}
+
+SHMB_EXPORT const char *shmb_strerror(int err)
+{
+	switch (-err) {
+	case 0: return "success";
+	case EAGAIN: return "would block: try again";
+	case EBADMSG: return "corrupt record or segment";
+	case ESTALE: return "session taken over by a newer owner";
+	case EMSGSIZE: return "message larger than the ring allows";
+	case EINVAL: return "invalid argument";
+	case ETIMEDOUT: return "timed out";
+	case EPERM: return "not permitted";
+	case EBUSY: return "session is attached to a live owner";
+	case EPROTONOSUPPORT: return "unsupported layout or protocol version";
+	case ENOMEM: return "out of memory";
+	default: return "unknown error";
+	}
+}

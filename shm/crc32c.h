@@ -1,0 +1,14 @@
+/*
+ * shm/crc32c.h - CRC32C (Castagnoli), the checksum of segment headers
+ * (and of link frames, decisions.md 26).  Table driven, no CPU features.
+ */
+#ifndef SHM_CRC32C_H
+#define SHM_CRC32C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* crc32c(0, buf, len) starts a checksum; pass a result back in to extend it. */
+uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
+
+#endif

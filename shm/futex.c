@@ -1,0 +1,112 @@
+/*
+ * shm/futex.c - the futex system calls (libc does not wrap them) and the
+ * counted-waiter protocol described in futex.h.
+ *
+ * Must never: use a private futex on shared memory; sleep without first
+ * announcing itself in the waiter count and re-checking.
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "shm/atomics.h"
+#include "shm/futex.h"
+
+uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct timespec deadline_in_ns(uint64_t ns)
+{
+	uint64_t t = mono_ns() + ns;
+
+	return (struct timespec){ .tv_sec = (time_t)(t / 1000000000ull),
+				  .tv_nsec = (long)(t % 1000000000ull) };
+}
+
+int futex_wait(const uint32_t *word, uint32_t expected, const struct timespec *deadline)
+{
+	/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a
+	 * wait restarted after a spurious wake-up never extends it */
+	long r = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, deadline, NULL,
+			 FUTEX_BITSET_MATCH_ANY);
+
+	return r == 0 ? 0 : -errno;
+}
+
+int futex_wake(const uint32_t *word, int n)
+{
+	long r = syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
+
+	return r < 0 ? -errno : (int)r;
+}
+
+int wake_signal(uint32_t *word, const uint32_t *waiters)
+{
+	/* the release orders the caller's data before the bump */
+	fetch_add_release(word, 1);
+	/* pairs with the fence in wake_wait(): store word, then load waiters */
+	fence_full();
+	if (load_relaxed(waiters) == 0)
+		return 0;
+	futex_wake(word, 0x7fffffff);
+	return 1;
+}
+
+static bool deadline_passed(const struct timespec *deadline)
+{
+	struct timespec now;
+
+	if (!deadline)
+		return false;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec > deadline->tv_sec ||
+	       (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+int wake_wait(const uint32_t *word, uint32_t *waiters, wake_ready_fn ready, void *arg,
+	      uint64_t spin_ns, const struct timespec *deadline)
+{
+	uint32_t v;
+	int r;
+
+	if (ready(arg))
+		return 0;
+	if (spin_ns) {
+		uint64_t until = mono_ns() + spin_ns;
+		unsigned i = 0;
+
+		for (;;) {
+			cpu_relax();
+			if (ready(arg))
+				return 0;
+			if ((++i & 63) == 0 && mono_ns() >= until)
+				break;
+		}
+	}
+	for (;;) {
+		if (deadline_passed(deadline))
+			return -ETIMEDOUT;
+		/* pairs with fetch_add_release in wake_signal() */
+		v = load_acquire(word);
+		fetch_add_relaxed(waiters, 1);
+		/* pairs with the fence in wake_signal(): store waiters, load data */
+		fence_full();
+		if (ready(arg)) {
+			fetch_sub_relaxed(waiters, 1);
+			return 0;
+		}
+		r = futex_wait(word, v, deadline);
+		fetch_sub_relaxed(waiters, 1);
+		if (ready(arg))
+			return 0;
+		if (r == -ETIMEDOUT)
+			return r;
+		/* woken, changed, interrupted or spurious: check and go again */
+	}
+}
