@@ -29,6 +29,7 @@ SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 HDRS     := $(wildcard shm/*.h libclient/include/*.h tests/*.h)
 
+.SECONDARY:
 .PHONY: all test test-unit asan bench run demo install clean help
 all: $(BUILD)/libshmb.so $(BUILD)/libshmb.a $(BUILD)/libshmb-internal.a $(BUILD)/shmb.pc \
      $(BUILD)/ring-demo
