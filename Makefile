@@ -21,7 +21,7 @@ SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c
 LIB_SRC  := libclient/shmb.c
 TOOL_SRC := tools/ring-demo.c
 
-UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile
+UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex
 MP_TESTS   := test-mp-ring
 BENCHES    := bench-ring
 
@@ -73,11 +73,11 @@ $(BUILD)/ring-demo: $(BUILD)/obj/tools/ring-demo.o $(BUILD)/libshmb-internal.a
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcunit -luring $(LDLIBS)
 
 $(BUILD)/tests/test-mp-%: $(BUILD)/obj/tests/mp/test-mp-%.o $(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcunit -luring $(LDLIBS)
 
 UNIT_BINS := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 MP_BINS   := $(MP_TESTS:%=$(BUILD)/tests/%)
