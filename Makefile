@@ -118,7 +118,8 @@ install: all
 	ln -sf libshmb.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libshmb.so
 	install -m 0644 $(BUILD)/libshmb.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 0644 libclient/include/shmb.h $(DESTDIR)$(PREFIX)/include/
-	install -m 0644 $(BUILD)/shmb.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' libclient/shmb.pc.in \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/shmb.pc
 
 clean:
 	rm -rf build build-asan
