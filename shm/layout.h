@@ -70,10 +70,6 @@ enum shm_policy {
 	SHM_POLICY_DROP_OLDEST = 1, /* full RX ring drops its oldest records */
 };
 
-/* Bits of shm_rx_ctrl.broker_flags. */
-#define SHM_BROKER_WAIT_TX 0x1u       /* broker sleeps on tx_signal */
-#define SHM_BROKER_WAIT_RX_SPACE 0x2u /* broker waits for rx_acked to move */
-
 /*
  * Broker-written counters.  Each group is written by one side of one ring
  * and sits on its own cache line so that the producer and the consumer of
@@ -92,7 +88,7 @@ struct shm_rx_ctrl {
 	uint64_t tx_read;         /* broker's read position in the current TX file */
 	uint64_t tx_read_seq;     /* sequence of the next TX record it will read */
 	uint32_t tx_space_signal; /* futex: bumped when tx_read advances */
-	uint32_t broker_flags;    /* SHM_BROKER_WAIT_* */
+	uint32_t broker_waiting;  /* non-zero while the broker sleeps on tx_signal */
 	uint8_t pad1[40];
 
 	/* line 2: ownership (decisions.md 6-8) */
@@ -125,16 +121,16 @@ struct shm_tx_hdr {
 struct shm_tx_ctrl {
 	/* line 0: the TX ring's producer (client) */
 	uint64_t tx_write;         /* published write position (a hint) */
-	uint32_t tx_signal;        /* futex: bumped after TX records commit */
+	uint32_t tx_signal;        /* futex: bumped after TX records commit or
+	                            * rx_acked advances (wakes the broker) */
 	uint32_t tx_space_waiters; /* publishers sleeping on tx_space_signal */
 	uint8_t pad0[48];
 
 	/* line 1: the RX ring's consumer (client) */
 	uint64_t rx_acked;         /* cumulative: bytes of RX the client is done with */
 	uint32_t rx_waiters;       /* readers sleeping on rx_signal */
-	uint32_t rx_space_signal;  /* futex: bumped after rx_acked advances */
 	uint32_t client_flags;     /* SHM_CLIENT_* */
-	uint8_t pad1[44];
+	uint8_t pad1[48];
 };
 
 /* ---- records --------------------------------------------------------- */
