@@ -18,8 +18,8 @@ override LDFLAGS += $(EXTRA_LDFLAGS)
 LDLIBS   += -lpthread
 
 SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c
-LIB_SRC  := libclient/shmb.c
-TOOL_SRC := tools/ring-demo.c
+LIB_SRC  := libclient/shmb.c libclient/client.c
+BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c
 
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex
 MP_TESTS   := test-mp-ring
@@ -27,12 +27,12 @@ BENCHES    := bench-ring
 
 SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
-HDRS     := $(wildcard shm/*.h libclient/include/*.h tests/*.h)
+HDRS     := $(wildcard shm/*.h libclient/include/*.h libclient/*.h broker/*.h tests/*.h)
 
 .SECONDARY:
 .PHONY: all test test-unit asan bench run demo install clean help
 all: $(BUILD)/libshmb.so $(BUILD)/libshmb.a $(BUILD)/libshmb-internal.a $(BUILD)/shmb.pc \
-     $(BUILD)/ring-demo
+     $(BUILD)/ring-demo $(BUILD)/shmbd $(BUILD)/shmbctl
 
 help:
 	@echo "make            build libshmb.so, libshmb.a, shmb.pc and the tools into $(BUILD)/"
@@ -65,6 +65,12 @@ $(BUILD)/libshmb.so: $(SHM_OBJ) $(LIB_OBJ) libclient/libshmb.map
 $(BUILD)/shmb.pc: libclient/shmb.pc.in
 	@mkdir -p $(BUILD)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+$(BUILD)/shmbd: $(BROKER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/libshmb-internal.a
+	$(CC) $(LDFLAGS) -o $@ $^ -luring $(LDLIBS)
+
+$(BUILD)/shmbctl: $(BUILD)/obj/tools/shmbctl.o $(BUILD)/libshmb-internal.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/ring-demo: $(BUILD)/obj/tools/ring-demo.o $(BUILD)/libshmb-internal.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

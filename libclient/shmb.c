@@ -35,6 +35,14 @@ SHMB_EXPORT const char *shmb_strerror(int err)
 	case EBUSY: return "session is attached to a live owner";
 	case EPROTONOSUPPORT: return "unsupported layout or protocol version";
 	case ENOMEM: return "out of memory";
+	case EPIPE: return "the broker went away";
+	case ENOENT: return "no such session, topic or broker";
+	case ECONNREFUSED: return "no broker listens there";
+	case EACCES: return "permission denied";
+	case EDQUOT: return "too many sessions for this uid";
+	case EPROTO: return "protocol error";
+	case EOPNOTSUPP: return "not supported by this broker";
+	case ENAMETOOLONG: return "path or name too long";
 	default: return "unknown error";
 	}
 }

@@ -180,6 +180,25 @@ static inline uint32_t shm_commit_seq_lo(uint64_t c)
 	return (uint32_t)(c >> 32);
 }
 
+/*
+ * Messages: the payload of a data record starts with one of these.  A TX
+ * record names its topic (an id interned over the control socket); the
+ * broker delivers it with the topic and the source (broker, session,
+ * source sequence), which tells a redelivery from a new message.
+ */
+struct shm_msg_tx {
+	uint32_t topic_id;
+	uint32_t reserved;
+};
+
+struct shm_msg_rx {
+	uint32_t topic_id;
+	uint32_t flags;
+	uint64_t src_broker;
+	uint64_t src_session;
+	uint64_t src_seq;
+};
+
 /* ---- the layout other processes rely on ------------------------------ */
 
 static_assert(sizeof(struct shm_seg_hdr) == 128, "segment header size");
@@ -200,6 +219,8 @@ static_assert(sizeof(struct shm_rec_hdr) == 24, "record header size");
 static_assert(offsetof(struct shm_rec_hdr, commit) == 0, "commit word first");
 static_assert(offsetof(struct shm_rec_hdr, seq) == 16, "record seq");
 static_assert(sizeof(struct shm_rec_hdr) % SHM_REC_ALIGN == 0, "header keeps alignment");
+static_assert(sizeof(struct shm_msg_tx) == 8, "tx message header");
+static_assert(sizeof(struct shm_msg_rx) == 32, "rx message header");
 
 /* Where things live inside a mapped file. */
 #define SHM_SEG_HDR_OFF 0u

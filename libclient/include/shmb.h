@@ -1,22 +1,35 @@
 /*
  * shmb.h - the public API of libshmb, the shmb client library.
  *
- * Functions return 0 (or a documented non-negative value) on success and
- * a negative errno on failure.  Only symbols starting with shmb_ are
- * exported; everything else in the library is hidden.
+ * A client connects to the broker (shmbd) over its control socket, opens
+ * named sessions, subscribes them to topics, publishes into them and
+ * receives from them.  Messages travel through shared memory; the control
+ * socket carries only set-up.  A session outlives its process: a client
+ * that crashes and opens the same session name again resumes after the
+ * last message it acknowledged.
  *
- * This first version carries the library's identity only; sessions,
- * publishing and receiving arrive with the broker (docs/api.md).
+ * Conventions.  Functions return 0 (or a documented non-negative value)
+ * on success and a negative errno on failure; every code a function can
+ * return is listed with it.  Only symbols starting with shmb_ are
+ * exported.  Thread-safety is stated per function: a shmb_client may be
+ * shared by threads; a shmb_session is used by one thread at a time
+ * unless a function says otherwise.
+ *
+ * Environment: SHMB_DIR names the broker's runtime directory (default
+ * /run/shmb) when shmb_connect() is given none.
  */
 #ifndef SHMB_H
 #define SHMB_H
+
+#include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 #define SHMB_VERSION_MAJOR 0
-#define SHMB_VERSION_MINOR 1
+#define SHMB_VERSION_MINOR 2
 #define SHMB_VERSION_PATCH 0
 
 /* The library's version as "major.minor.patch".  Thread-safe; never fails. */
@@ -31,6 +44,149 @@ unsigned shmb_layout_version(void);
  * "unknown error" for values it does not know.
  */
 const char *shmb_strerror(int err);
+
+struct shmb_client;
+struct shmb_session;
+
+/* ---- connecting ---------------------------------------------------------- */
+
+struct shmb_connect_opts {
+	const char *dir; /* the broker's SHMB_DIR; NULL: $SHMB_DIR, else /run/shmb */
+};
+
+/*
+ * Connect to the broker.  opts may be NULL.  Thread-safe.
+ * -ENOENT / -ECONNREFUSED: no broker listens there; -EACCES: not allowed to
+ * reach its socket; -EPROTONOSUPPORT: the broker speaks another protocol
+ * version; -ENAMETOOLONG: the directory's path is too long; -ENOMEM.
+ */
+int shmb_connect(const struct shmb_connect_opts *opts, struct shmb_client **out);
+
+/*
+ * Close the connection.  Every session still open on it is closed first
+ * (detached and kept by the broker, or destroyed if ephemeral).  Not to be
+ * called while another thread uses the client or its sessions.  NULL is a
+ * no-op.
+ */
+void shmb_close(struct shmb_client *c);
+
+/* ---- sessions ------------------------------------------------------------ */
+
+enum shmb_policy {
+	SHMB_POLICY_DEFAULT = -1,   /* block for a new session; any for a resumed one */
+	SHMB_POLICY_BLOCK = 0,      /* a full RX ring holds publishers back: lossless */
+	SHMB_POLICY_DROP_OLDEST = 1 /* reserved: the broker does not offer it yet */
+};
+
+#define SHMB_TAKEOVER 0x1u  /* fence off a live owner (its calls get -ESTALE) */
+#define SHMB_EPHEMERAL 0x2u /* the broker destroys the session when its owner goes */
+#define SHMB_AUTO_ACK 0x4u  /* shmb_recv() acknowledges the message before it */
+#define SHMB_FRESH 0x8u     /* destroy an existing session of that name first */
+
+struct shmb_session_opts {
+	size_t rx_ring_size; /* bytes, a power of two (4 KiB-1 GiB); 0: broker default */
+	size_t tx_ring_size;
+	int policy;          /* enum shmb_policy */
+	unsigned flags;      /* SHMB_* flags above */
+	unsigned spin_us;    /* shmb_recv() spins this long before sleeping (default 5) */
+};
+
+/*
+ * Open the session `name` of this uid, creating it if it does not exist.
+ * If it exists, the caller becomes its new owner: a new generation starts,
+ * reading resumes after the last acknowledged message, and publishing
+ * continues the session's sequence.  opts may be NULL.  Names are 1-128
+ * characters of [A-Za-z0-9._:@-], not starting with '.'.  Thread-safe.
+ * -EBUSY: a live process owns it (pass SHMB_TAKEOVER to take it over);
+ * -EINVAL: bad name, or ring sizes / policy differ from the session's;
+ * -EAGAIN: the previous owner's messages are still being delivered (retry);
+ * -EDQUOT: this uid has too many sessions; -EBADMSG: the session is
+ * quarantined; -EPIPE: the broker went away; -ENOMEM.
+ */
+int shmb_session_open(struct shmb_client *c, const char *name, const struct shmb_session_opts *opts,
+		      struct shmb_session **out);
+
+/*
+ * Detach from the session; the broker keeps it (and keeps receiving into
+ * it) for its --session-ttl, so a later open resumes it.  Frees s.
+ * Returns 0 or -EPIPE (the broker is gone; s is freed anyway).
+ */
+int shmb_session_close(struct shmb_session *s);
+
+/* Delete the session in the broker and free s.  0, -ESTALE, -EPIPE. */
+int shmb_session_destroy(struct shmb_session *s);
+
+/*
+ * Subscribe / unsubscribe the session to a topic (1-200 printable
+ * characters, no spaces).  A subscription lasts as long as the session.
+ * -EINVAL: bad topic name; -EPERM: the topic belongs to another uid;
+ * -ENOENT (unsubscribe): not subscribed; -ESTALE: taken over; -EPIPE.
+ */
+int shmb_subscribe(struct shmb_session *s, const char *topic);
+int shmb_unsubscribe(struct shmb_session *s, const char *topic);
+
+/* Replace every subscription of the session by these n topics. */
+int shmb_subscribe_only(struct shmb_session *s, const char *const *topics, size_t n);
+
+/* ---- messages ------------------------------------------------------------- */
+
+/*
+ * Publish len bytes on topic.  timeout_ms: 0 returns -EAGAIN at once when
+ * the session's TX ring is full; > 0 waits up to that long; < 0 waits as
+ * long as it takes.  On success the message is committed to the TX ring:
+ * the broker will deliver it even if this process dies now.
+ * -EAGAIN: full (timeout 0); -ETIMEDOUT; -EMSGSIZE: larger than a quarter
+ * of the TX ring; -ESTALE: the session was taken over (nothing of this
+ * message was sent); -EINVAL / -EPERM: bad or foreign topic; -EPIPE.
+ */
+int shmb_publish(struct shmb_session *s, const char *topic, const void *data, size_t len,
+		 int timeout_ms);
+
+struct shmb_msg {
+	const void *data;     /* valid until the next shmb_recv() or shmb_ack() */
+	size_t len;
+	const char *topic;    /* the topic's name, when this client knows it, else "" */
+	uint32_t topic_id;
+	uint64_t src_broker;  /* (src_broker, src_session, src_seq) identifies the */
+	uint64_t src_session; /* message: a redelivery after a crash carries the  */
+	uint64_t src_seq;     /* same triple as the first delivery                */
+};
+
+/*
+ * Receive the next message.  timeout_ms as for shmb_publish(); the call
+ * spins for spin_us, then sleeps on a futex.  A message stays
+ * unacknowledged (and is delivered again after a crash) until
+ * shmb_ack(), or the next shmb_recv() with SHMB_AUTO_ACK.
+ * -EAGAIN: none (timeout 0); -ETIMEDOUT; -ESTALE: the session was taken
+ * over; -EBADMSG: the RX ring is corrupt (the session is unusable).
+ */
+int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms);
+
+/*
+ * Acknowledge every message received so far: the broker may reuse their
+ * space, and they will not be delivered again.  0 or -ESTALE.
+ */
+int shmb_ack(struct shmb_session *s);
+
+/*
+ * Wait until the broker has taken every message published so far out of
+ * the TX ring (delivered it to every subscriber).  0, -ETIMEDOUT, -ESTALE.
+ */
+int shmb_flush(struct shmb_session *s, int timeout_ms);
+
+struct shmb_session_info {
+	uint64_t session_id;
+	uint32_t generation;   /* +1 at every new owner */
+	int created;           /* 1: this open created the session */
+	uint64_t rx_acked;     /* RX bytes acknowledged */
+	uint64_t tx_next_seq;  /* source sequence the next publish gets */
+	uint64_t tx_start_seq; /* first sequence of this generation: every message
+				  before it was committed by an earlier owner */
+	uint64_t tx_routed_seq;/* the broker has delivered every message below it */
+};
+
+/* Fill *info.  Never fails on a valid session (returns 0). */
+int shmb_session_info(struct shmb_session *s, struct shmb_session_info *info);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,162 @@
+/*
+ * broker/broker.h - shmbd's objects: the broker, its control connections,
+ * sessions and topics.  One thread owns all of them (the io_uring loop in
+ * loop.c); nothing here is locked.
+ */
+#ifndef BROKER_BROKER_H
+#define BROKER_BROKER_H
+
+#include <liburing.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "shm/layout.h"
+#include "shm/proto.h"
+#include "shm/ring.h"
+#include "shm/segment.h"
+
+struct broker_opts {
+	const char *dir;             /* SHMB_DIR */
+	uint64_t rx_ring_size;       /* default ring sizes for new sessions */
+	uint64_t tx_ring_size;
+	uint64_t session_ttl_ms;     /* detached sessions expire after this */
+	uint64_t poll_us;            /* busy-poll window after the last work */
+	unsigned max_sessions_per_uid;
+	bool no_uring_futex;         /* force the timer fallback (tests) */
+	uint64_t fallback_tick_us;   /* the fallback's polling period */
+};
+
+struct conn {
+	int slot;
+	int fd;
+	int pidfd;
+	uint32_t slot_gen;
+	uid_t uid;
+	pid_t pid;
+	bool hello;
+	bool dead;
+};
+
+/* What one subscriber has received from one source (dedup across a
+ * partial fan-out, decisions.md 12). */
+struct delivered {
+	uint64_t src_session;
+	uint64_t seq; /* highest source sequence delivered, +1 */
+};
+
+struct session {
+	uint64_t id;
+	char name[PROTO_NAME_MAX + 1];
+	uid_t uid;
+	uint32_t policy;
+	uint32_t generation;
+	bool ephemeral;
+	bool quarantined;
+	uint32_t slot_gen;     /* tags this session's io_uring requests */
+	struct conn *owner;    /* NULL: detached */
+	int owner_conn_slot;
+	pid_t owner_pid;
+	int owner_pidfd;       /* -1 when detached */
+	uint8_t token[PROTO_TOKEN_LEN];
+	uint64_t detached_ns;  /* when it lost its owner (CLOCK_MONOTONIC) */
+	const char *detach_reason;
+
+	int dirfd;             /* sessions/<id>/ */
+	struct segment rx;     /* broker-written file */
+	struct segment tx;     /* the current owner's tx.<generation> */
+	struct shm_rx_ctrl *rxc;
+	struct shm_tx_ctrl *txc;
+	struct ring_prod rx_prod; /* broker produces RX */
+	struct ring_cons tx_cons; /* broker consumes TX */
+	bool rx_dirty;         /* RX records reserved, not yet committed */
+	bool tx_open;          /* a TX file is mapped and read */
+	bool futex_armed;
+	bool blocked;          /* a subscriber of its records is full */
+
+	uint32_t *topics;      /* subscribed topic ids */
+	unsigned ntopics;
+	struct delivered *dlv;
+	unsigned ndlv;
+
+	uint64_t routed_in;    /* records taken from its TX ring */
+	uint64_t delivered_out;/* records written to its RX ring */
+	uint64_t dropped_stale;/* records of a fenced-off generation */
+};
+
+struct topic {
+	uint32_t id;
+	uid_t owner;
+	char name[PROTO_TOPIC_MAX + 1];
+	struct session **subs;
+	unsigned nsubs;
+	uint64_t routed;
+};
+
+#define BROKER_MAX_CONNS 4096
+
+struct broker {
+	struct broker_opts o;
+	struct io_uring ring;
+	bool uring_futex;
+	int dirfd, sessions_dirfd, lockfd;
+	int listen_fd, signal_fd;
+	uint64_t broker_id;
+	uint64_t start_ns;
+	uint64_t next_session_id;
+	bool stopping;
+
+	struct conn *conns[BROKER_MAX_CONNS];
+	uint32_t conn_gen[BROKER_MAX_CONNS];
+	struct session **sessions;
+	unsigned nsessions, cap_sessions;
+	struct topic **topics;
+	unsigned ntopics;
+	uint64_t routed;
+	uint64_t sqes_pending;
+};
+
+/* ---- log.c ---- */
+enum log_level { LOG_ERR = 3, LOG_WARNING = 4, LOG_NOTICE = 5, LOG_INFO = 6, LOG_DEBUG = 7 };
+void log_set_level(int level);
+void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- session.c ---- */
+int session_table_init(struct broker *b);
+struct session *session_find(struct broker *b, uid_t uid, const char *name);
+struct session *session_by_id(struct broker *b, uint64_t id);
+int session_open(struct broker *b, struct conn *c, const struct proto_open *req, struct session **out,
+		 int *created);
+void session_detach(struct broker *b, struct session *s, const char *reason);
+void session_destroy(struct broker *b, struct session *s, const char *reason);
+void session_expire(struct broker *b, uint64_t now_ns);
+void session_quarantine(struct broker *b, struct session *s, const char *why);
+void session_reap(struct broker *b);
+int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bool reset);
+int session_unsubscribe(struct broker *b, struct session *s, uint32_t topic_id);
+struct topic *topic_by_id(struct broker *b, uint32_t id);
+int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id);
+void session_conn_gone(struct broker *b, struct conn *c, const char *reason);
+
+/* ---- router.c ---- */
+/* Move what every TX ring holds to its subscribers; returns records moved. */
+uint64_t router_run(struct broker *b);
+/* Drain one session's TX ring as far as subscribers allow. */
+uint64_t router_session(struct broker *b, struct session *s);
+
+/* ---- ctl.c ---- */
+int ctl_listen(struct broker *b);
+void ctl_accepted(struct broker *b, int fd);
+void ctl_readable(struct broker *b, struct conn *c);
+void ctl_close(struct broker *b, struct conn *c, const char *why);
+void ctl_push_event(struct broker *b, struct conn *c, uint32_t kind, uint64_t session_id);
+
+/* ---- loop.c ---- */
+int loop_init(struct broker *b);
+int loop_run(struct broker *b);
+void loop_watch_conn(struct broker *b, struct conn *c, int slot);
+void loop_cancel_session(struct broker *b, struct session *s);
+
+uint64_t now_ns(void);
+
+#endif

@@ -1,0 +1,320 @@
+/*
+ * broker/loop.c - shmbd's one event loop: io_uring for the control
+ * socket, each connection, each peer's pidfd, a futex wait on each
+ * session's tx_signal, signals, and the housekeeping timeout.
+ *
+ * Waking (architecture.md, "Waking readers"): after its last piece of
+ * work the loop polls for --poll-us, so under load it never sleeps and a
+ * client never pays a wake-up.  Before it sleeps it reads each session's
+ * tx_signal, sets broker_waiting, issues a full fence, looks at every ring
+ * once more, and only then arms FUTEX_WAIT(tx_signal, value read): a
+ * client that commits after that look sees broker_waiting and wakes it,
+ * and a commit between the read and the arm makes the wait return at once.
+ *
+ * Fallback: where io_uring lacks FUTEX_WAIT (kernel < 6.7) or with
+ * --no-uring-futex, the idle loop wakes every --fallback-tick-us instead.
+ *
+ * Must never: free an object an io_uring request still refers to without
+ * tagging the request so that its completion is recognised as stale.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "broker/broker.h"
+#include "broker/uring-futex.h"
+#include "shm/atomics.h"
+
+enum op_kind { OP_ACCEPT = 1, OP_CONN, OP_PIDFD, OP_FUTEX, OP_SIGNAL, OP_CANCEL };
+
+#define UD(kind, a, b) (((uint64_t)(kind) << 56) | ((uint64_t)(a) << 32) | (uint32_t)(b))
+#define UD_KIND(u) ((unsigned)((u) >> 56))
+#define UD_A(u) ((unsigned)(((u) >> 32) & 0xffffff))
+#define UD_B(u) ((uint32_t)(u))
+/* futex waits: session id (40 bits) and generation (16 bits) */
+#define UD_FUTEX(id, gen) (((uint64_t)OP_FUTEX << 56) | ((uint64_t)((gen) & 0xffff) << 40) | ((id) & 0xffffffffffull))
+
+uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static struct io_uring_sqe *sqe_get(struct broker *b)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
+
+	if (!sqe) {
+		io_uring_submit(&b->ring);
+		sqe = io_uring_get_sqe(&b->ring);
+	}
+	return sqe;
+}
+
+static void arm_accept(struct broker *b)
+{
+	struct io_uring_sqe *sqe = sqe_get(b);
+
+	io_uring_prep_multishot_accept(sqe, b->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	io_uring_sqe_set_data64(sqe, UD(OP_ACCEPT, 0, 0));
+}
+
+static void arm_poll(struct broker *b, int fd, uint64_t ud)
+{
+	struct io_uring_sqe *sqe = sqe_get(b);
+
+	io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+	io_uring_sqe_set_data64(sqe, ud);
+}
+
+static void cancel(struct broker *b, uint64_t ud)
+{
+	struct io_uring_sqe *sqe = sqe_get(b);
+
+	io_uring_prep_cancel64(sqe, ud, 0);
+	io_uring_sqe_set_data64(sqe, UD(OP_CANCEL, 0, 0));
+}
+
+int loop_init(struct broker *b)
+{
+	sigset_t ss;
+	int r;
+
+	r = io_uring_queue_init(256, &b->ring, 0);
+	if (r < 0)
+		return r;
+	b->uring_futex = !b->o.no_uring_futex && uring_futex_supported(&b->ring);
+	if (b->uring_futex)
+		log_msg(LOG_INFO, "idle wake-ups: io_uring FUTEX_WAIT on each session's tx_signal");
+	else
+		log_msg(LOG_WARNING, "idle wake-ups: io_uring FUTEX_WAIT %s; polling every %llu us instead",
+			b->o.no_uring_futex ? "disabled" : "not supported by this kernel",
+			(unsigned long long)b->o.fallback_tick_us);
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGTERM);
+	sigaddset(&ss, SIGINT);
+	sigprocmask(SIG_BLOCK, &ss, NULL);
+	b->signal_fd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (b->signal_fd < 0)
+		return -errno;
+	arm_accept(b);
+	arm_poll(b, b->signal_fd, UD(OP_SIGNAL, 0, 0));
+	return 0;
+}
+
+void loop_watch_conn(struct broker *b, struct conn *c, int slot)
+{
+	arm_poll(b, c->fd, UD(OP_CONN, slot, c->slot_gen));
+	if (c->pidfd >= 0)
+		arm_poll(b, c->pidfd, UD(OP_PIDFD, slot, c->slot_gen));
+}
+
+void ctl_close(struct broker *b, struct conn *c, const char *why)
+{
+	if (c->dead)
+		return;
+	c->dead = true;
+	log_msg(LOG_DEBUG, "connection of pid %d closed: %s", (int)c->pid, why);
+	session_conn_gone(b, c, why);
+	cancel(b, UD(OP_CONN, c->slot, c->slot_gen));
+	if (c->pidfd >= 0) {
+		cancel(b, UD(OP_PIDFD, c->slot, c->slot_gen));
+		close(c->pidfd);
+	}
+	close(c->fd);
+	b->conns[c->slot] = NULL;
+	b->conn_gen[c->slot]++;
+	free(c);
+}
+
+void loop_cancel_session(struct broker *b, struct session *s)
+{
+	if (!s->futex_armed)
+		return;
+	cancel(b, UD_FUTEX(s->id, s->generation));
+	s->futex_armed = false;
+}
+
+static struct conn *conn_of(struct broker *b, uint64_t ud)
+{
+	unsigned slot = UD_A(ud);
+	struct conn *c = slot < BROKER_MAX_CONNS ? b->conns[slot] : NULL;
+
+	return c && c->slot_gen == UD_B(ud) ? c : NULL;
+}
+
+static void on_cqe(struct broker *b, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	struct conn *c;
+
+	switch (UD_KIND(ud)) {
+	case OP_ACCEPT:
+		if (cqe->res >= 0)
+			ctl_accepted(b, cqe->res);
+		else if (cqe->res != -ECANCELED)
+			log_msg(LOG_WARNING, "accept: %s", strerror(-cqe->res));
+		if (!more && !b->stopping)
+			arm_accept(b);
+		break;
+	case OP_CONN:
+		c = conn_of(b, ud);
+		if (!c)
+			break;
+		ctl_readable(b, c);
+		if (!more && !c->dead && b->conns[UD_A(ud)] == c)
+			arm_poll(b, c->fd, ud);
+		break;
+	case OP_PIDFD:
+		c = conn_of(b, ud);
+		if (c && cqe->res >= 0)
+			/* the peer process is gone; its sessions detach now */
+			ctl_close(b, c, "owner process exited");
+		break;
+	case OP_FUTEX:
+		for (unsigned i = 0; i < b->nsessions; i++) {
+			struct session *s = b->sessions[i];
+
+			if (UD_FUTEX(s->id, s->generation) == ud) {
+				s->futex_armed = false;
+				break;
+			}
+		}
+		break;
+	case OP_SIGNAL: {
+		struct signalfd_siginfo si;
+
+		while (read(b->signal_fd, &si, sizeof(si)) == sizeof(si)) {
+			log_msg(LOG_NOTICE, "signal %d: stopping", (int)si.ssi_signo);
+			b->stopping = true;
+		}
+		if (!more && !b->stopping)
+			arm_poll(b, b->signal_fd, ud);
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+static unsigned drain_cqes(struct broker *b)
+{
+	struct io_uring_cqe *cqe;
+	unsigned n = 0;
+
+	while (io_uring_peek_cqe(&b->ring, &cqe) == 0) {
+		struct io_uring_cqe copy = *cqe;
+
+		io_uring_cqe_seen(&b->ring, cqe);
+		on_cqe(b, &copy);
+		n++;
+	}
+	return n;
+}
+
+static void set_waiting(struct broker *b, uint32_t v)
+{
+	for (unsigned i = 0; i < b->nsessions; i++) {
+		struct session *s = b->sessions[i];
+
+		if (s->tx_open)
+			store_relaxed(&s->rxc->broker_waiting, v);
+	}
+}
+
+/* Go to sleep unless there is work; returns after a wake-up or timeout. */
+static void sleep_idle(struct broker *b)
+{
+	struct __kernel_timespec ts = { .tv_sec = 1 };
+	struct io_uring_cqe *cqe;
+	uint32_t *vals = NULL;
+
+	if (b->uring_futex && b->nsessions) {
+		vals = calloc(b->nsessions, sizeof(*vals));
+		if (!vals)
+			return;
+		/* the value each wait will expect, read before the last look */
+		for (unsigned i = 0; i < b->nsessions; i++)
+			if (b->sessions[i]->tx_open)
+				vals[i] = load_acquire(&b->sessions[i]->txc->tx_signal);
+	}
+	set_waiting(b, 1);
+	/* pairs with the client's fence in wake_signal(): flag, then rings */
+	fence_full();
+	if (router_run(b)) {
+		set_waiting(b, 0);
+		free(vals);
+		return;
+	}
+	if (vals) {
+		for (unsigned i = 0; i < b->nsessions; i++) {
+			struct session *s = b->sessions[i];
+			struct io_uring_sqe *sqe;
+
+			if (!s->tx_open || s->futex_armed)
+				continue;
+			sqe = sqe_get(b);
+			uring_prep_futex_wait(sqe, &s->txc->tx_signal, vals[i]);
+			io_uring_sqe_set_data64(sqe, UD_FUTEX(s->id, s->generation));
+			s->futex_armed = true;
+		}
+		free(vals);
+	} else if (!b->uring_futex && b->nsessions) {
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long long)b->o.fallback_tick_us * 1000;
+	}
+	io_uring_submit_and_wait_timeout(&b->ring, &cqe, 1, &ts, NULL);
+	set_waiting(b, 0);
+}
+
+int loop_run(struct broker *b)
+{
+	uint64_t last_work = now_ns(), last_house = last_work, drain_until = 0;
+
+	for (;;) {
+		uint64_t moved = router_run(b), now;
+		unsigned handled;
+
+		session_reap(b);
+		io_uring_submit(&b->ring);
+		handled = drain_cqes(b);
+		now = now_ns();
+		if (now - last_house >= 200000000ull) {
+			session_expire(b, now);
+			last_house = now;
+		}
+		if (b->stopping) {
+			/* finish what is in flight, for at most --drain-timeout */
+			if (!drain_until) {
+				drain_until = now + 5000000000ull;
+				close(b->listen_fd);
+				b->listen_fd = -1;
+			}
+			if (!moved || now >= drain_until)
+				break;
+			continue;
+		}
+		if (moved || handled) {
+			last_work = now;
+			continue;
+		}
+		if (now - last_work < b->o.poll_us * 1000ull) {
+			cpu_relax();
+			continue;
+		}
+		sleep_idle(b);
+		last_work = now_ns() - b->o.poll_us * 1000ull; /* poll again only after work */
+	}
+	log_msg(LOG_NOTICE, "stopped: %llu messages routed; segments consistent",
+		(unsigned long long)b->routed);
+	return 0;
+}

@@ -1,0 +1,206 @@
+/*
+ * broker/main.c - shmbd: options, the runtime directory and its lock,
+ * then the event loop.  Runs in the foreground (service managers expect
+ * that) and logs to stderr.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <dirent.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "broker/broker.h"
+#include "shmb.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: shmbd [options]\n"
+		"\n"
+		"The shmb broker: owns one shared-memory segment per client session and routes\n"
+		"messages between them.  Runs in the foreground; logs to stderr.\n"
+		"\n"
+		"  -d, --dir DIR              runtime directory (default: $SHMB_DIR, else /run/shmb):\n"
+		"                             control socket, sessions/, lock\n"
+		"      --rx-ring-size BYTES   default RX ring of a new session (default 1048576)\n"
+		"      --tx-ring-size BYTES   default TX ring of a new session (default 1048576)\n"
+		"      --session-ttl SECONDS  a detached session expires after this (default 60)\n"
+		"      --poll-us US           busy-poll this long after the last work before\n"
+		"                             sleeping (default 50; 0 sleeps at once)\n"
+		"      --max-sessions-per-uid N  (default 256; root is not limited)\n"
+		"      --no-uring-futex       do not wait in io_uring FUTEX_WAIT; poll every\n"
+		"                             --fallback-tick-us when idle instead\n"
+		"      --fallback-tick-us US  (default 1000)\n"
+		"  -v, --verbose              log debug lines too\n"
+		"  -q, --quiet                log warnings and errors only\n"
+		"  -h, --help                 this text\n"
+		"  -V, --version              print the version\n"
+		"\n"
+		"Signals: SIGTERM or SIGINT stop accepting, finish routing what is in flight\n"
+		"(at most 5 s), leave every segment consistent and exit 0.\n");
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s || *end || s[0] == '-')
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int dir_setup(struct broker *b)
+{
+	char path[4096];
+	int r;
+
+	if (mkdir(b->o.dir, 0755) < 0 && errno != EEXIST) {
+		log_msg(LOG_ERR, "cannot create %s: %s", b->o.dir, strerror(errno));
+		return -errno;
+	}
+	b->dirfd = open(b->o.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (b->dirfd < 0) {
+		log_msg(LOG_ERR, "cannot open %s: %s", b->o.dir, strerror(errno));
+		return -errno;
+	}
+	b->lockfd = openat(b->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (b->lockfd < 0 || flock(b->lockfd, LOCK_EX | LOCK_NB) < 0) {
+		char other[32] = "";
+
+		if (b->lockfd >= 0 && pread(b->lockfd, other, sizeof(other) - 1, 0) > 0)
+			other[strcspn(other, "\n")] = 0;
+		log_msg(LOG_ERR, "another shmbd (pid %s) already serves %s: refusing to start",
+			other[0] ? other : "?", b->o.dir);
+		return -EBUSY;
+	}
+	{
+		char pid[32];
+		int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+
+		if (ftruncate(b->lockfd, 0) < 0 || pwrite(b->lockfd, pid, (size_t)n, 0) != n)
+			log_msg(LOG_WARNING, "cannot write the pid into %s/lock", b->o.dir);
+	}
+	snprintf(path, sizeof(path), "%s/sessions", b->o.dir);
+	r = segment_dir_open(path, 0700, &b->sessions_dirfd);
+	if (r < 0) {
+		log_msg(LOG_ERR, "%s: %s (must be a directory of mode 0700 owned by uid %u)", path,
+			strerror(-r), (unsigned)geteuid());
+		return r;
+	}
+	return 0;
+}
+
+/* Session ids are never reused: continue after the highest one present. */
+static void next_id_from_disk(struct broker *b)
+{
+	int fd = dup(b->sessions_dirfd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		char *end;
+		unsigned long long id = strtoull(e->d_name, &end, 10);
+
+		if (!*end && id >= b->next_session_id)
+			b->next_session_id = id + 1;
+	}
+	closedir(d);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "dir", required_argument, NULL, 'd' },
+		{ "rx-ring-size", required_argument, NULL, 1 },
+		{ "tx-ring-size", required_argument, NULL, 2 },
+		{ "session-ttl", required_argument, NULL, 3 },
+		{ "poll-us", required_argument, NULL, 4 },
+		{ "max-sessions-per-uid", required_argument, NULL, 5 },
+		{ "no-uring-futex", no_argument, NULL, 6 },
+		{ "fallback-tick-us", required_argument, NULL, 7 },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static struct broker b;
+	uint64_t ttl_s = 60, v;
+	int o, r;
+
+	b.o = (struct broker_opts){
+		.dir = getenv("SHMB_DIR") && *getenv("SHMB_DIR") ? getenv("SHMB_DIR") : "/run/shmb",
+		.rx_ring_size = 1u << 20,
+		.tx_ring_size = 1u << 20,
+		.poll_us = 50,
+		.max_sessions_per_uid = 256,
+		.fallback_tick_us = 1000,
+	};
+	while ((o = getopt_long(argc, argv, "d:vqhV", opts, NULL)) != -1) {
+		r = 0;
+		switch (o) {
+		case 'd': b.o.dir = optarg; break;
+		case 1: r = parse_u64(optarg, &b.o.rx_ring_size); break;
+		case 2: r = parse_u64(optarg, &b.o.tx_ring_size); break;
+		case 3: r = parse_u64(optarg, &ttl_s); break;
+		case 4: r = parse_u64(optarg, &b.o.poll_us); break;
+		case 5: r = parse_u64(optarg, &v); b.o.max_sessions_per_uid = (unsigned)v; break;
+		case 6: b.o.no_uring_futex = true; break;
+		case 7: r = parse_u64(optarg, &b.o.fallback_tick_us); break;
+		case 'v': log_set_level(LOG_DEBUG); break;
+		case 'q': log_set_level(LOG_WARNING); break;
+		case 'h': usage(stdout); return 0;
+		case 'V': printf("shmbd %s (layout %u, protocol %u)\n", shmb_version(),
+				 shmb_layout_version(), PROTO_VERSION); return 0;
+		default: usage(stderr); return 2;
+		}
+		if (r < 0) {
+			fprintf(stderr, "shmbd: bad value '%s' for --%s\n", optarg, opts[o == 'd' ? 0 : o].name);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "shmbd: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (!segment_ring_size_ok(b.o.rx_ring_size) || !segment_ring_size_ok(b.o.tx_ring_size)) {
+		fprintf(stderr, "shmbd: ring sizes must be powers of two from %u to %llu bytes\n",
+			SHM_RING_MIN, (unsigned long long)SHM_RING_MAX);
+		return 2;
+	}
+	b.o.session_ttl_ms = ttl_s * 1000;
+	b.start_ns = now_ns();
+	b.listen_fd = b.signal_fd = b.lockfd = b.dirfd = b.sessions_dirfd = -1;
+	if (getrandom(&b.broker_id, sizeof(b.broker_id), 0) != sizeof(b.broker_id))
+		return 1;
+	session_table_init(&b);
+	if (dir_setup(&b) < 0)
+		return 1;
+	next_id_from_disk(&b);
+	r = ctl_listen(&b);
+	if (r < 0) {
+		log_msg(LOG_ERR, "cannot listen on %s/control: %s", b.o.dir, strerror(-r));
+		return 1;
+	}
+	r = loop_init(&b);
+	if (r < 0) {
+		log_msg(LOG_ERR, "io_uring set-up failed: %s", strerror(-r));
+		return 1;
+	}
+	log_msg(LOG_NOTICE, "shmbd %s ready on %s/control (pid %d)", shmb_version(), b.o.dir,
+		(int)getpid());
+	r = loop_run(&b);
+	return r < 0 ? 1 : 0;
+}

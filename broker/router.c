@@ -1,0 +1,193 @@
+/*
+ * broker/router.c - fan-out of TX records to subscribers' RX rings.
+ *
+ * In order per publisher; batched (one commit and at most one wake-up per
+ * subscriber per pass); the publisher's TX read position advances only
+ * after every delivery of what it read is committed.  When a subscriber
+ * under the `block` policy is full, the publisher stops at that record;
+ * subscribers that already got it are remembered (struct delivered) so a
+ * retry never delivers it twice.
+ *
+ * Must never: trust a TX record before ring_peek() validated its header;
+ * re-read a length from shared memory after checking it; advance tx_read
+ * past a record not yet committed to every subscriber.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/broker.h"
+#include "shm/atomics.h"
+#include "shm/futex.h"
+
+#define ROUTE_BATCH 64
+
+static struct session **dirty;
+static unsigned ndirty, capdirty;
+
+static int mark_dirty(struct session *s)
+{
+	if (s->rx_dirty)
+		return 0;
+	if (ndirty == capdirty) {
+		unsigned cap = capdirty ? 2 * capdirty : 64;
+		struct session **n = realloc(dirty, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		dirty = n;
+		capdirty = cap;
+	}
+	dirty[ndirty++] = s;
+	s->rx_dirty = true;
+	return 0;
+}
+
+static void commit_dirty(struct broker *b)
+{
+	for (unsigned i = 0; i < ndirty; i++) {
+		struct session *s = dirty[i];
+		int r = ring_commit(&s->rx_prod);
+
+		s->rx_dirty = false;
+		if (r < 0) {
+			session_quarantine(b, s, "its RX ring refused a commit");
+			continue;
+		}
+		if (s->txc)
+			/* pairs with the reader's fence in wake_wait() */
+			wake_signal(&s->rxc->rx_signal, &s->txc->rx_waiters);
+	}
+	ndirty = 0;
+}
+
+static struct delivered *dlv_get(struct session *sub, uint64_t src)
+{
+	struct delivered *n;
+
+	for (unsigned i = 0; i < sub->ndlv; i++)
+		if (sub->dlv[i].src_session == src)
+			return &sub->dlv[i];
+	n = realloc(sub->dlv, (sub->ndlv + 1) * sizeof(*n));
+	if (!n)
+		return NULL;
+	sub->dlv = n;
+	n[sub->ndlv] = (struct delivered){ .src_session = src, .seq = 0 };
+	return &n[sub->ndlv++];
+}
+
+/* Deliver one record to one subscriber: 0, or -EAGAIN when it is full. */
+static int deliver(struct broker *b, struct session *pub, struct session *sub,
+		   const struct ring_msg *m, const struct shm_msg_tx *tx)
+{
+	struct delivered *d = dlv_get(sub, pub->id);
+	uint32_t dlen = m->len - (uint32_t)sizeof(*tx);
+	struct shm_msg_rx rx = {
+		.topic_id = tx->topic_id,
+		.src_broker = b->broker_id,
+		.src_session = pub->id,
+		.src_seq = m->hdr.seq,
+	};
+	uint8_t *dst;
+	int r;
+
+	if (!d)
+		return -EAGAIN;
+	if (d->seq > m->hdr.seq)
+		return 0; /* delivered in an earlier, partial pass */
+	r = ring_reserve(&sub->rx_prod, (uint32_t)sizeof(rx) + dlen, SHM_REC_DATA, 0, (void **)&dst);
+	if (r == -EAGAIN)
+		return r;
+	if (r == -EMSGSIZE) {
+		/* larger than this subscriber's ring can ever hold */
+		log_msg(LOG_WARNING, "message of %u bytes from %s too large for %s: not delivered",
+			dlen, pub->name, sub->name);
+		d->seq = m->hdr.seq + 1;
+		return 0;
+	}
+	if (r < 0) {
+		session_quarantine(b, sub, "its rx_acked is impossible (behind, misaligned or ahead)");
+		return 0;
+	}
+	memcpy(dst, &rx, sizeof(rx));
+	memcpy(dst + sizeof(rx), (const uint8_t *)m->payload + sizeof(*tx), dlen);
+	d->seq = m->hdr.seq + 1;
+	sub->delivered_out++;
+	if (mark_dirty(sub) < 0) {
+		ring_abort(&sub->rx_prod);
+		d->seq = m->hdr.seq;
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+uint64_t router_session(struct broker *b, struct session *s)
+{
+	struct ring_msg m[ROUTE_BATCH];
+	uint64_t moved = 0;
+	int k;
+
+	s->blocked = false;
+	if (!s->tx_open || s->quarantined)
+		return 0;
+	k = ring_peek_batch(&s->tx_cons, m, ROUTE_BATCH);
+	if (k == -EAGAIN || k == -ESTALE)
+		return 0;
+	if (k < 0) {
+		session_quarantine(b, s, "corrupt record header in its TX ring");
+		return 0;
+	}
+	for (int i = 0; i < k; i++) {
+		struct shm_msg_tx tx;
+		struct topic *t;
+		bool blocked = false;
+
+		if (m[i].hdr.type != SHM_REC_DATA || m[i].len < sizeof(tx)) {
+			session_quarantine(b, s, "malformed message in its TX ring");
+			break;
+		}
+		/* one copy of the message header, checked, then used */
+		memcpy(&tx, m[i].payload, sizeof(tx));
+		t = topic_by_id(b, tx.topic_id);
+		if (!t || (s->uid != 0 && t->owner != s->uid)) {
+			s->dropped_stale++;
+		} else {
+			for (unsigned j = 0; j < t->nsubs; j++) {
+				struct session *sub = t->subs[j];
+
+				if (sub->quarantined)
+					continue;
+				if (deliver(b, s, sub, &m[i], &tx) == -EAGAIN)
+					blocked = true;
+			}
+		}
+		if (blocked) {
+			s->blocked = true;
+			break;
+		}
+		if (t)
+			t->routed++;
+		ring_consume(&s->tx_cons, &m[i]);
+		moved++;
+	}
+	/* deliveries first, then the publisher's read position */
+	commit_dirty(b);
+	if (moved) {
+		s->routed_in += moved;
+		b->routed += moved;
+		ring_release(&s->tx_cons);
+		store_release(&s->rxc->tx_read_seq, s->tx_cons.seq);
+		if (s->txc)
+			wake_signal(&s->rxc->tx_space_signal, &s->txc->tx_space_waiters);
+	}
+	return moved;
+}
+
+uint64_t router_run(struct broker *b)
+{
+	uint64_t moved = 0;
+
+	for (unsigned i = 0; i < b->nsessions; i++)
+		moved += router_session(b, b->sessions[i]);
+	return moved;
+}

@@ -1,0 +1,15 @@
+/*
+ * libclient/internal.h - what shmbctl and shmbd use of libclient beyond
+ * the public API.  Hidden from libshmb.so; linked from the internal
+ * archive only (decisions.md 23).
+ */
+#ifndef LIBCLIENT_INTERNAL_H
+#define LIBCLIENT_INTERNAL_H
+
+#include "shm/proto.h"
+#include "shmb.h"
+
+/* Admin: the broker's counters (PROTO_STATUS).  0 or -errno. */
+int client_status(struct shmb_client *c, struct proto_reply *rep);
+
+#endif
