@@ -23,6 +23,7 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/r
 
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex
 MP_TESTS   := test-mp-ring
+INT_TESTS  := test-broker
 BENCHES    := bench-ring
 
 SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
@@ -85,11 +86,17 @@ $(BUILD)/tests/test-mp-%: $(BUILD)/obj/tests/mp/test-mp-%.o $(BUILD)/obj/tests/h
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit -luring $(LDLIBS)
 
+$(BUILD)/tests/test-broker: $(BUILD)/obj/tests/integration/test-broker.o $(BUILD)/obj/tests/broker-helper.o \
+		$(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a $(BUILD)/shmbd
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) -lcunit $(LDLIBS)
+
 UNIT_BINS := $(UNIT_TESTS:%=$(BUILD)/tests/%)
+INT_BINS  := $(INT_TESTS:%=$(BUILD)/tests/%)
 MP_BINS   := $(MP_TESTS:%=$(BUILD)/tests/%)
 
-test: all $(UNIT_BINS) $(MP_BINS)
-	tests/run-tests.sh $(UNIT_BINS) $(MP_BINS)
+test: all $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
+	tests/run-tests.sh $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
 
 test-unit: $(UNIT_BINS)
 	tests/run-tests.sh $(UNIT_BINS)

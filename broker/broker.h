@@ -69,6 +69,9 @@ struct session {
 	struct shm_tx_ctrl *txc;
 	struct ring_prod rx_prod; /* broker produces RX */
 	struct ring_cons tx_cons; /* broker consumes TX */
+	struct segment drain_tx;  /* a previous owner's TX file, still being delivered */
+	struct ring_cons drain_cons;
+	uint32_t drain_gen;       /* its generation; 0: nothing draining */
 	bool rx_dirty;         /* RX records reserved, not yet committed */
 	bool tx_open;          /* a TX file is mapped and read */
 	bool futex_armed;
@@ -132,6 +135,7 @@ void session_destroy(struct broker *b, struct session *s, const char *reason);
 void session_expire(struct broker *b, uint64_t now_ns);
 void session_quarantine(struct broker *b, struct session *s, const char *why);
 void session_reap(struct broker *b);
+void session_drain_done(struct session *s);
 int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bool reset);
 int session_unsubscribe(struct broker *b, struct session *s, uint32_t topic_id);
 struct topic *topic_by_id(struct broker *b, uint32_t id);

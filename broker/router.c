@@ -121,18 +121,26 @@ static int deliver(struct broker *b, struct session *pub, struct session *sub,
 	return 0;
 }
 
-uint64_t router_session(struct broker *b, struct session *s)
+/*
+ * Route what one TX file holds, from the reader c, publishing progress to
+ * *read_seq (and c's released position).  Returns records moved; *state is
+ * 0 (emptied or blocked), or -ESTALE when c reached the fence.
+ */
+static uint64_t route_ring(struct broker *b, struct session *s, struct ring_cons *c,
+			   uint64_t *read_seq, int *state)
 {
 	struct ring_msg m[ROUTE_BATCH];
 	uint64_t moved = 0;
 	int k;
 
-	s->blocked = false;
-	if (!s->tx_open || s->quarantined)
+	*state = 0;
+	k = ring_peek_batch(c, m, ROUTE_BATCH);
+	if (k == -EAGAIN)
 		return 0;
-	k = ring_peek_batch(&s->tx_cons, m, ROUTE_BATCH);
-	if (k == -EAGAIN || k == -ESTALE)
+	if (k == -ESTALE) {
+		*state = -ESTALE;
 		return 0;
+	}
 	if (k < 0) {
 		session_quarantine(b, s, "corrupt record header in its TX ring");
 		return 0;
@@ -167,7 +175,7 @@ uint64_t router_session(struct broker *b, struct session *s)
 		}
 		if (t)
 			t->routed++;
-		ring_consume(&s->tx_cons, &m[i]);
+		ring_consume(c, &m[i]);
 		moved++;
 	}
 	/* deliveries first, then the publisher's read position */
@@ -175,12 +183,37 @@ uint64_t router_session(struct broker *b, struct session *s)
 	if (moved) {
 		s->routed_in += moved;
 		b->routed += moved;
-		ring_release(&s->tx_cons);
-		store_release(&s->rxc->tx_read_seq, s->tx_cons.seq);
-		if (s->txc)
-			wake_signal(&s->rxc->tx_space_signal, &s->txc->tx_space_waiters);
+		ring_release(c);
+		store_release(read_seq, c->seq);
 	}
 	return moved;
+}
+
+uint64_t router_session(struct broker *b, struct session *s)
+{
+	uint64_t moved = 0;
+	int state;
+
+	s->blocked = false;
+	if (s->quarantined)
+		return 0;
+	if (s->drain_gen) {
+		/* a previous owner's records go first: order per publisher */
+		moved = route_ring(b, s, &s->drain_cons, &s->rxc->drain_read_seq, &state);
+		if (state == -ESTALE)
+			session_drain_done(s);
+		else
+			return moved;
+	}
+	if (!s->tx_open)
+		return moved;
+	{
+		uint64_t n = route_ring(b, s, &s->tx_cons, &s->rxc->tx_read_seq, &state);
+
+		if (n && s->txc)
+			wake_signal(&s->rxc->tx_space_signal, &s->txc->tx_space_waiters);
+		return moved + n;
+	}
 }
 
 uint64_t router_run(struct broker *b)

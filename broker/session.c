@@ -179,6 +179,7 @@ static int session_create(struct broker *b, struct conn *c, const struct proto_o
 	s->ephemeral = req->flags & PROTO_OPEN_EPHEMERAL;
 	s->rx = (struct segment)SEGMENT_INIT;
 	s->tx = (struct segment)SEGMENT_INIT;
+	s->drain_tx = (struct segment)SEGMENT_INIT;
 	s->owner_pidfd = -1;
 	snprintf(dname, sizeof(dname), "%llu", (unsigned long long)s->id);
 	if (mkdirat(b->sessions_dirfd, dname, 0700) < 0 && errno != EEXIST) {
@@ -255,34 +256,91 @@ static void owner_set(struct session *s, struct conn *c)
 }
 
 /*
- * A new owner: drain and fence the old TX file, then give the session a
- * new generation and a new TX file.  -EAGAIN while the old file cannot be
- * drained (its subscribers are full).
+ * Cut the current owner off: walk over every record it committed, and
+ * swap the fence marker into the slot after the last one.  A commit that
+ * races with the swap either lands first (then the walk goes on) or fails
+ * with -ESTALE in the client: nothing it was told "sent" is lost.
+ */
+static int tx_cut(struct session *s, uint64_t *end_pos, uint64_t *end_seq)
+{
+	for (int tries = 0; tries < 1000; tries++) {
+		uint64_t pos = s->tx_cons.pos, seq = s->tx_cons.seq;
+		struct ring_cons c;
+		int r;
+
+		r = ring_recover(&s->tx_cons.r, s->tx_cons.pos, &pos, &seq, s->generation, s->generation);
+		if (r < 0)
+			return r;
+		r = ring_cons_init(&c, &s->tx_cons.r, NULL, NULL, pos, seq, s->generation, s->generation);
+		if (r < 0)
+			return r;
+		if (ring_fence(&c) == 0) {
+			*end_pos = pos;
+			*end_seq = seq;
+			return 0;
+		}
+	}
+	return -EAGAIN;
+}
+
+void session_drain_done(struct session *s)
+{
+	char name[32];
+
+	if (!s->drain_gen)
+		return;
+	snprintf(name, sizeof(name), "tx.%u", s->drain_gen);
+	segment_unmap(&s->drain_tx);
+	unlinkat(s->dirfd, name, 0);
+	s->drain_gen = 0;
+	store_release(&s->rxc->drain_generation, 0);
+}
+
+/*
+ * A new owner: cut the old TX file off, give the session a new generation
+ * and a new TX file whose sequence continues where the old one ended.
+ * What the old owner committed and the router has not delivered yet is
+ * delivered from the old file first (decisions.md 8); one such drain at a
+ * time, so a further new owner meanwhile gets -EAGAIN.
  */
 static int session_new_generation(struct broker *b, struct session *s)
 {
 	struct segment tx = SEGMENT_INIT;
 	uint32_t gen = s->generation + 1;
-	uint64_t start_seq, acked;
+	uint64_t start_seq = s->tx_cons.seq, end_pos = s->tx_cons.pos, acked;
 	int r;
 
-	if (s->tx_open) {
-		for (int tries = 0;; tries++) {
-			router_session(b, s);
-			r = ring_fence(&s->tx_cons);
-			if (r == 0)
-				break;
-			if (tries > 64 || s->blocked)
-				return -EAGAIN;
-		}
+	if (s->drain_gen) {
+		router_session(b, s);
+		if (s->drain_gen)
+			return -EAGAIN;
 	}
-	start_seq = s->tx_cons.seq;
+	if (s->tx_open) {
+		router_session(b, s);
+		r = tx_cut(s, &end_pos, &start_seq);
+		if (r < 0)
+			return r;
+	}
 	acked = s->rx_prod.cons_cache;
 	r = tx_file_create(b, s, gen, start_seq, acked, &tx);
 	if (r < 0)
 		return r;
 	loop_cancel_session(b, s);
-	tx_drop(s);
+	if (s->tx_open && s->tx_cons.pos != end_pos) {
+		/* the old file keeps being delivered, before anything new */
+		s->drain_tx = s->tx;
+		s->drain_cons = s->tx_cons;
+		s->drain_cons.cons_pos = &s->rxc->drain_read;
+		s->drain_gen = s->generation;
+		store_release(&s->rxc->drain_read, s->drain_cons.pos);
+		store_release(&s->rxc->drain_read_seq, s->drain_cons.seq);
+		store_release(&s->rxc->drain_generation, s->drain_gen);
+		s->tx = (struct segment)SEGMENT_INIT;
+		s->txc = NULL;
+		s->tx_open = false;
+	} else {
+		tx_drop(s);
+	}
 	s->generation = gen;
 	r = tx_adopt(s, &tx, gen, start_seq);
 	if (r < 0) {
@@ -427,6 +485,7 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 	}
 	loop_cancel_session(b, s);
 	tx_drop(s);
+	session_drain_done(s);
 	segment_unmap(&s->rx);
 	unlinkat(s->dirfd, "rx", 0);
 	close(s->dirfd);

@@ -552,3 +552,9 @@ int client_status(struct shmb_client *c, struct proto_reply *rep)
 
 	return rpc(c, &q, sizeof(q), rep, NULL, 0);
 }
+
+void *client_session_tx_base(struct shmb_session *s, size_t *len)
+{
+	*len = s->tx.len;
+	return s->tx.base;
+}

@@ -1,0 +1,138 @@
+/*
+ * tests/broker-helper.c - see broker-helper.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "broker-helper.h"
+#include "shm/futex.h"
+#include "shmb.h"
+
+static void broker_path(char *out, size_t n)
+{
+	char self[512];
+	ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	self[k > 0 ? k : 0] = 0;
+	snprintf(out, n, "%s/../shmbd", dirname(self));
+}
+
+int tb_start(struct tb *t, ...)
+{
+	char path[600];
+	const char *argv[32];
+	int argc = 0;
+	va_list ap;
+	uint64_t until;
+
+	snprintf(t->dir, sizeof(t->dir), "/dev/shm/shmb-test.XXXXXX");
+	if (!mkdtemp(t->dir))
+		return -errno;
+	snprintf(t->log, sizeof(t->log), "%s.log", t->dir);
+	broker_path(path, sizeof(path));
+	argv[argc++] = path;
+	argv[argc++] = "--dir";
+	argv[argc++] = t->dir;
+	va_start(ap, t);
+	for (const char *a; argc < 30 && (a = va_arg(ap, const char *));)
+		argv[argc++] = a;
+	va_end(ap);
+	argv[argc] = NULL;
+	t->pid = fork();
+	if (t->pid == 0) {
+		int fd = open(t->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		if (fd >= 0)
+			dup2(fd, 2);
+		execv(path, (char *const *)argv);
+		_exit(127);
+	}
+	if (t->pid < 0)
+		return -errno;
+	until = mono_ns() + 10ull * 1000000000ull;
+	while (mono_ns() < until) {
+		struct shmb_connect_opts o = { .dir = t->dir };
+		struct shmb_client *c;
+		int st;
+
+		if (shmb_connect(&o, &c) == 0) {
+			shmb_close(c);
+			return 0;
+		}
+		if (waitpid(t->pid, &st, WNOHANG) == t->pid) {
+			t->pid = 0;
+			return -ECHILD;
+		}
+		usleep(2000);
+	}
+	return -ETIMEDOUT;
+}
+
+int tb_wait_child(pid_t pid, unsigned timeout_ms)
+{
+	uint64_t until = mono_ns() + (uint64_t)timeout_ms * 1000000ull;
+	int st;
+
+	if (pid <= 0)
+		return -1; /* never kill(0): that is our own process group */
+	while (mono_ns() < until) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+
+		if (r == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		if (r < 0)
+			return -1;
+		usleep(1000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	return -1;
+}
+
+int tb_stop(struct tb *t)
+{
+	int r;
+
+	if (t->pid <= 0)
+		return -1;
+	kill(t->pid, SIGTERM);
+	r = tb_wait_child(t->pid, 10000);
+	t->pid = 0;
+	return r;
+}
+
+void tb_cleanup(struct tb *t)
+{
+	char cmd[700];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", t->dir, t->log);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", t->dir);
+}
+
+bool tb_alive(const struct tb *t)
+{
+	return t->pid > 0 && kill(t->pid, 0) == 0 && waitpid(t->pid, NULL, WNOHANG) == 0;
+}
+
+int tb_log_count(const struct tb *t, const char *needle)
+{
+	FILE *f = fopen(t->log, "r");
+	char line[2048];
+	int n = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	fclose(f);
+	return n;
+}

@@ -1,0 +1,697 @@
+/*
+ * tests/integration/test-broker.c - a real shmbd in a fresh SHMB_DIR,
+ * real client processes, real kills.  Every test counts what was sent and
+ * what arrived and fails on loss, reorder, or a duplicate outside the
+ * unacknowledged window.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "broker-helper.h"
+#include "harness.h"
+#include "libclient/internal.h"
+#include "shm/atomics.h"
+#include "shm/crc32c.h"
+#include "shm/futex.h"
+#include "shm/layout.h"
+#include "shm/proto.h"
+#include "shmb.h"
+
+#define NPUB 3
+#define NSUB 3
+#define ACK_EVERY 32
+
+struct payload {
+	uint32_t pub;
+	uint32_t crc;
+	uint64_t n;
+	uint8_t fill[16];
+};
+
+static void payload_make(struct payload *p, uint32_t pub, uint64_t n)
+{
+	memset(p, 0, sizeof(*p));
+	p->pub = pub;
+	p->n = n;
+	memset(p->fill, (int)(n & 0xff), sizeof(p->fill));
+	p->crc = crc32c(0, &p->n, sizeof(*p) - offsetof(struct payload, n));
+}
+
+static bool payload_ok(const struct shmb_msg *m, struct payload *out)
+{
+	if (m->len != sizeof(*out))
+		return false;
+	memcpy(out, m->data, sizeof(*out));
+	return out->crc == crc32c(0, &out->n, sizeof(*out) - offsetof(struct payload, n));
+}
+
+/* Counters the children write and the parent reads. */
+struct stats {
+	uint32_t ready;
+	uint32_t pad;
+	uint64_t next[NSUB][NPUB]; /* per subscriber, per publisher: next n expected */
+	uint64_t dups[NSUB];
+	uint64_t errors[NSUB];
+	uint64_t received[NSUB];
+	uint64_t published[NPUB];
+};
+
+static struct stats *stats_new(void)
+{
+	struct stats *s = mmap(NULL, sizeof(struct stats), PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	CU_ASSERT_FATAL(s != MAP_FAILED);
+	memset(s, 0, sizeof(*s));
+	return s;
+}
+
+static int connect_open(const struct tb *t, const char *name, unsigned flags,
+			struct shmb_client **c, struct shmb_session **s)
+{
+	struct shmb_connect_opts co = { .dir = t->dir };
+	struct shmb_session_opts so = { .policy = SHMB_POLICY_DEFAULT, .flags = flags,
+					.rx_ring_size = 1u << 16, .tx_ring_size = 1u << 16 };
+	int r = shmb_connect(&co, c);
+
+	if (r < 0)
+		return r;
+	r = shmb_session_open(*c, name, &so, s);
+	if (r < 0)
+		shmb_close(*c);
+	return r;
+}
+
+/* A subscriber process: receive `total` new messages, checking order per
+ * publisher; records what it saw before each acknowledgement. */
+static void subscriber(const struct tb *t, struct stats *st, int idx, uint64_t total, int npub)
+{
+	struct shmb_client *c;
+	struct shmb_session *s;
+	char name[32];
+	unsigned unacked = 0;
+
+	snprintf(name, sizeof(name), "sub-%d", idx);
+	if (connect_open(t, name, 0, &c, &s) < 0 || shmb_subscribe(s, "t") < 0)
+		_exit(10);
+	fetch_add_release(&st->ready, 1);
+	for (;;) {
+		uint64_t done = 0;
+		struct shmb_msg m;
+		struct payload p;
+		int r;
+
+		for (int j = 0; j < npub; j++)
+			done += st->next[idx][j];
+		if (done >= total)
+			break;
+		r = shmb_recv(s, &m, 30000);
+		if (r < 0)
+			_exit(11);
+		if (!payload_ok(&m, &p) || p.pub >= (uint32_t)npub || m.src_seq != p.n) {
+			st->errors[idx]++;
+			_exit(12);
+		}
+		if (p.n < st->next[idx][p.pub]) {
+			st->dups[idx]++; /* seen before a kill, not acknowledged then */
+		} else if (p.n == st->next[idx][p.pub]) {
+			store_release(&st->next[idx][p.pub], p.n + 1);
+			st->received[idx]++;
+		} else {
+			st->errors[idx]++; /* a gap */
+			_exit(13);
+		}
+		/* what was seen is recorded before it is acknowledged */
+		if (++unacked == ACK_EVERY) {
+			if (shmb_ack(s) < 0)
+				_exit(14);
+			unacked = 0;
+		}
+	}
+	shmb_ack(s);
+	shmb_session_close(s);
+	shmb_close(c);
+	_exit(0);
+}
+
+static void publisher(const struct tb *t, struct stats *st, int idx, uint64_t n)
+{
+	struct shmb_client *c;
+	struct shmb_session *s;
+	char name[32];
+
+	snprintf(name, sizeof(name), "pub-%d", idx);
+	if (connect_open(t, name, 0, &c, &s) < 0)
+		_exit(20);
+	for (uint64_t i = 0; i < n; i++) {
+		struct payload p;
+
+		payload_make(&p, (uint32_t)idx, i);
+		if (shmb_publish(s, "t", &p, sizeof(p), 30000) < 0)
+			_exit(21);
+		st->published[idx] = i + 1;
+	}
+	if (shmb_flush(s, 30000) < 0)
+		_exit(22);
+	shmb_session_close(s);
+	shmb_close(c);
+	_exit(0);
+}
+
+static pid_t fork_or_die(void)
+{
+	pid_t p = fork();
+
+	CU_ASSERT_FATAL(p >= 0);
+	return p;
+}
+
+static bool wait_ready(struct stats *st, uint32_t n)
+{
+	uint64_t until = mono_ns() + 10ull * 1000000000ull;
+
+	while (load_acquire(&st->ready) < n && mono_ns() < until)
+		usleep(1000);
+	return load_acquire(&st->ready) >= n;
+}
+
+static void test_three_by_three(void)
+{
+	const uint64_t n = (uint64_t)(100000 * harness_scale());
+	struct stats *st = stats_new();
+	pid_t subs[NSUB], pubs[NPUB];
+	uint64_t t0;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
+	for (int i = 0; i < NSUB; i++)
+		if ((subs[i] = fork_or_die()) == 0)
+			subscriber(&t, st, i, n * NPUB, NPUB);
+	CU_ASSERT_FATAL(wait_ready(st, NSUB));
+	t0 = mono_ns();
+	for (int j = 0; j < NPUB; j++)
+		if ((pubs[j] = fork_or_die()) == 0)
+			publisher(&t, st, j, n);
+	for (int j = 0; j < NPUB; j++)
+		CU_ASSERT(tb_wait_child(pubs[j], 120000) == 0);
+	for (int i = 0; i < NSUB; i++)
+		CU_ASSERT(tb_wait_child(subs[i], 120000) == 0);
+	printf("\n  %d publishers x %llu messages -> %d subscribers in %.2f s:", NPUB,
+	       (unsigned long long)n, NSUB, (mono_ns() - t0) / 1e9);
+	for (int i = 0; i < NSUB; i++) {
+		printf(" [sub %d: %llu received, %llu dup, %llu errors]", i,
+		       (unsigned long long)st->received[i], (unsigned long long)st->dups[i],
+		       (unsigned long long)st->errors[i]);
+		CU_ASSERT(st->received[i] == n * NPUB);
+		CU_ASSERT(st->dups[i] == 0);
+		CU_ASSERT(st->errors[i] == 0);
+		for (int j = 0; j < NPUB; j++)
+			CU_ASSERT(st->next[i][j] == n);
+	}
+	printf("\n");
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(st, sizeof(*st));
+}
+
+static void test_subscriber_killed(void)
+{
+	const uint64_t n = (uint64_t)(1000000 * harness_scale());
+	uint64_t s = harness_seed("subscriber kills"), t0;
+	struct stats *st = stats_new();
+	unsigned kills = 0, want = 30;
+	pid_t pub, sub;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
+	if ((sub = fork_or_die()) == 0)
+		subscriber(&t, st, 0, n, 1);
+	CU_ASSERT_FATAL(wait_ready(st, 1));
+	t0 = mono_ns();
+	if ((pub = fork_or_die()) == 0)
+		publisher(&t, st, 0, n);
+	while (kills < want && mono_ns() - t0 < 120ull * 1000000000ull) {
+		uint64_t at = load_acquire(&st->next[0][0]);
+
+		usleep(2000 + (unsigned)(harness_rand(&s) % 20000));
+		if (load_acquire(&st->next[0][0]) == at)
+			continue; /* let the new one make progress first */
+		if (at >= n)
+			break;
+		kill(sub, SIGKILL);
+		CU_ASSERT(tb_wait_child(sub, 5000) == 128 + SIGKILL);
+		kills++;
+		st->ready = 0;
+		if ((sub = fork_or_die()) == 0)
+			subscriber(&t, st, 0, n, 1);
+	}
+	CU_ASSERT(tb_wait_child(pub, 120000) == 0);
+	CU_ASSERT(tb_wait_child(sub, 120000) == 0);
+	printf("\n  sent %llu, received %llu in order, %u SIGKILLs, %llu redelivered (each unacknowledged"
+	       " at a kill, same source and sequence), %llu errors, %.2f s\n",
+	       (unsigned long long)n, (unsigned long long)st->received[0], kills,
+	       (unsigned long long)st->dups[0], (unsigned long long)st->errors[0],
+	       (mono_ns() - t0) / 1e9);
+	CU_ASSERT(kills >= want);
+	CU_ASSERT(st->received[0] == n);
+	CU_ASSERT(st->next[0][0] == n);
+	CU_ASSERT(st->errors[0] == 0);
+	CU_ASSERT(st->dups[0] <= (uint64_t)kills * ACK_EVERY);
+	CU_ASSERT(tb_log_count(&t, "detached") >= (int)kills);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(st, sizeof(*st));
+}
+
+/* A publisher SIGKILLed mid-stream; its successor learns exactly which
+ * messages were accepted, and the subscriber sees each once, whole. */
+static void test_publisher_killed(void)
+{
+	struct stats *st = stats_new();
+	struct shmb_client *sc, *pc;
+	struct shmb_session *ss, *ps;
+	struct shmb_session_info info;
+	uint64_t s = harness_seed("publisher kill"), got = 0;
+	pid_t pub;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "sink", 0, &sc, &ss) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
+	if ((pub = fork_or_die()) == 0)
+		publisher(&t, st, 0, UINT64_MAX / 2);
+	/* kill it once it is well into the stream */
+	while (load_acquire(&st->published[0]) < 1000 + harness_rand(&s) % 5000)
+		usleep(100);
+	kill(pub, SIGKILL);
+	CU_ASSERT(tb_wait_child(pub, 5000) == 128 + SIGKILL);
+	/* its successor: a new generation that knows what was accepted */
+	CU_ASSERT_FATAL(connect_open(&t, "pub-0", 0, &pc, &ps) == 0);
+	CU_ASSERT(shmb_session_info(ps, &info) == 0);
+	CU_ASSERT(info.generation == 2);
+	CU_ASSERT(info.created == 0);
+	CU_ASSERT(info.tx_next_seq == info.tx_start_seq);
+	CU_ASSERT(info.tx_start_seq >= st->published[0]);
+	CU_ASSERT(info.tx_start_seq <= st->published[0] + 1);
+	for (uint64_t i = info.tx_start_seq; i < info.tx_start_seq + 100; i++) {
+		struct payload p;
+
+		payload_make(&p, 0, i);
+		CU_ASSERT_FATAL(shmb_publish(ps, "t", &p, sizeof(p), 10000) == 0);
+	}
+	/* every accepted message arrives once, whole, in order */
+	while (got < info.tx_start_seq + 100) {
+		struct shmb_msg m;
+		struct payload p;
+
+		if (shmb_recv(ss, &m, 10000) < 0)
+			break;
+		if (!payload_ok(&m, &p) || p.n != got || m.src_seq != got)
+			break;
+		got++;
+		if (got % 64 == 0)
+			shmb_ack(ss);
+	}
+	printf("\n  publisher killed after %llu accepted; successor (generation %u) starts at %llu;"
+	       " subscriber got %llu of %llu, whole and in order\n",
+	       (unsigned long long)st->published[0], info.generation,
+	       (unsigned long long)info.tx_start_seq, (unsigned long long)got,
+	       (unsigned long long)(info.tx_start_seq + 100));
+	CU_ASSERT(got == info.tx_start_seq + 100);
+	{
+		struct shmb_msg m;
+
+		CU_ASSERT(shmb_recv(ss, &m, 0) == -EAGAIN);
+	}
+	shmb_session_close(ps);
+	shmb_close(pc);
+	shmb_session_close(ss);
+	shmb_close(sc);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(st, sizeof(*st));
+}
+
+static void test_takeover_and_stale(void)
+{
+	struct shmb_client *a, *b, *sc;
+	struct shmb_session *sa, *sb, *ss;
+	struct shmb_connect_opts co;
+	struct shmb_session_opts take = { .policy = SHMB_POLICY_DEFAULT, .flags = SHMB_TAKEOVER };
+	struct shmb_msg m;
+	struct tb t;
+	int got = 0;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co.dir = t.dir;
+	CU_ASSERT_FATAL(connect_open(&t, "watcher", 0, &sc, &ss) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "x", 0, &a, &sa) == 0);
+	CU_ASSERT(shmb_publish(sa, "t", "from-a", 6, 1000) == 0);
+	CU_ASSERT_FATAL(shmb_connect(&co, &b) == 0);
+	/* the owner lives: refused without take-over */
+	CU_ASSERT(shmb_session_open(b, "x", NULL, &sb) == -EBUSY);
+	CU_ASSERT_FATAL(shmb_session_open(b, "x", &take, &sb) == 0);
+	{
+		struct shmb_session_info i;
+
+		shmb_session_info(sb, &i);
+		CU_ASSERT(i.generation == 2);
+		CU_ASSERT(i.tx_start_seq == 1); /* a's message was accepted before the cut */
+	}
+	/* the old owner is fenced off */
+	CU_ASSERT(shmb_publish(sa, "t", "late-a", 6, 1000) == -ESTALE);
+	CU_ASSERT(shmb_recv(sa, &m, 0) == -ESTALE);
+	CU_ASSERT(shmb_ack(sa) == -ESTALE);
+	CU_ASSERT(shmb_publish(sb, "t", "from-b", 6, 1000) == 0);
+	while (shmb_recv(ss, &m, 2000) == 0) {
+		if (got == 0)
+			CU_ASSERT(m.len == 6 && !memcmp(m.data, "from-a", 6) && m.src_seq == 0);
+		if (got == 1)
+			CU_ASSERT(m.len == 6 && !memcmp(m.data, "from-b", 6) && m.src_seq == 1);
+		got++;
+		if (got == 2)
+			break;
+	}
+	CU_ASSERT(got == 2);
+	shmb_close(a);
+	shmb_session_close(sb);
+	shmb_close(b);
+	shmb_close(sc);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+static void test_other_uid(void)
+{
+	struct shmb_client *c;
+	struct shmb_session *s;
+	struct tb t;
+	pid_t p;
+
+	if (geteuid() != 0) {
+		HARNESS_SKIP("needs root to run a client as another uid (nobody)");
+		return;
+	}
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT(chmod(t.dir, 0755) == 0); /* let nobody reach the socket */
+	CU_ASSERT_FATAL(connect_open(&t, "x", 0, &c, &s) == 0);
+	CU_ASSERT(shmb_subscribe(s, "secret") == 0);
+	if ((p = fork_or_die()) == 0) {
+		struct shmb_client *oc;
+		struct shmb_session *os;
+		struct shmb_session_info i;
+		char path[400];
+		int fail = 0;
+
+		if (setgid(65534) || setuid(65534))
+			_exit(50);
+		if (connect_open(&t, "x", 0, &oc, &os) < 0)
+			_exit(51);
+		shmb_session_info(os, &i);
+		fail |= i.created != 1;        /* its own "x", not root's */
+		fail |= i.session_id == 1;
+		fail |= (shmb_subscribe(os, "secret") != -EPERM) << 1;
+		fail |= (shmb_publish(os, "secret", "x", 1, 0) != -EPERM) << 2;
+		snprintf(path, sizeof(path), "%s/sessions/1/rx", t.dir);
+		fail |= (open(path, O_RDONLY) >= 0) << 3;
+		_exit(fail ? 60 + fail : 0);
+	}
+	CU_ASSERT(tb_wait_child(p, 10000) == 0);
+	{
+		struct shmb_msg m;
+
+		/* root's session saw nothing of it */
+		CU_ASSERT(shmb_recv(s, &m, 0) == -EAGAIN);
+	}
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* ---- hostile clients ------------------------------------------------------- */
+
+static int raw_connect(const struct tb *t)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = 5 };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	if (snprintf(a.sun_path, sizeof(a.sun_path), "%s/control", t->dir) >= (int)sizeof(a.sun_path))
+		return -1;
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/* Send raw bytes; return the reply's err, 1 for a clean disconnect. */
+static int raw_exchange(int fd, const void *buf, size_t len)
+{
+	struct proto_reply rep;
+	ssize_t n;
+
+	if (send(fd, buf, len, MSG_NOSIGNAL) != (ssize_t)len)
+		return errno == EPIPE || errno == ECONNRESET ? 1 : -1000;
+	n = recv(fd, &rep, sizeof(rep), 0);
+	if (n == 0)
+		return 1;
+	if (n != sizeof(rep) || rep.h.type != PROTO_REPLY)
+		return -1000;
+	return rep.err;
+}
+
+static void test_malformed_control_messages(void)
+{
+	uint64_t s = harness_seed("malformed");
+	struct shmb_client *pc, *sc;
+	struct shmb_session *ps, *ss;
+	struct proto_hello hello = { .h = { PROTO_HELLO, sizeof(hello), 1 }, .version = PROTO_VERSION };
+	struct shmb_msg m;
+	unsigned answered = 0;
+	static uint8_t big[100000];
+	struct tb t;
+	int fd, r;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "good-sub", 0, &sc, &ss) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "good-pub", 0, &pc, &ps) == 0);
+	CU_ASSERT(shmb_publish(ps, "t", "before", 6, 1000) == 0);
+
+	/* random bytes, with and without a hello first */
+	for (int i = 0; i < 200; i++) {
+		uint8_t junk[300];
+		size_t len = 1 + harness_rand(&s) % sizeof(junk);
+
+		for (size_t k = 0; k < len; k++)
+			junk[k] = (uint8_t)harness_rand(&s);
+		if (i % 3 == 0 && len >= sizeof(struct proto_hdr)) {
+			/* plausible header, wrong body */
+			struct proto_hdr h = { (uint32_t)(harness_rand(&s) % 8), (uint32_t)len, 7 };
+
+			memcpy(junk, &h, sizeof(h));
+		}
+		fd = raw_connect(&t);
+		CU_ASSERT_FATAL(fd >= 0);
+		if (i % 2)
+			CU_ASSERT(raw_exchange(fd, &hello, sizeof(hello)) == 0);
+		r = raw_exchange(fd, junk, len);
+		CU_ASSERT(r != -1000 && r <= 1);
+		answered += r < 0;
+		close(fd);
+	}
+	/* truncated, oversized, wrong version, wrong order, unknown type */
+	fd = raw_connect(&t);
+	CU_ASSERT(raw_exchange(fd, &hello, 4) == -EBADMSG);
+	close(fd);
+	fd = raw_connect(&t);
+	CU_ASSERT(raw_exchange(fd, big, sizeof(big)) == 1 || raw_exchange(fd, &hello, sizeof(hello)) == 1);
+	close(fd);
+	fd = raw_connect(&t);
+	{
+		struct proto_hello v2 = hello;
+
+		v2.version = 99;
+		CU_ASSERT(raw_exchange(fd, &v2, sizeof(v2)) == -EPROTONOSUPPORT);
+	}
+	close(fd);
+	fd = raw_connect(&t);
+	{
+		struct proto_open o = { .h = { PROTO_SESSION_OPEN, sizeof(o), 2 }, .name_len = 1, .name = "z" };
+
+		CU_ASSERT(raw_exchange(fd, &o, sizeof(o)) == -EPROTO);
+	}
+	close(fd);
+	fd = raw_connect(&t);
+	{
+		struct proto_hdr h = { 77, sizeof(h), 3 };
+		struct proto_open o = { .h = { PROTO_SESSION_OPEN, sizeof(o), 4 }, .name_len = 500 };
+		struct proto_close cl = { .h = { PROTO_SESSION_CLOSE, sizeof(cl), 5 }, .session_id = 1 };
+
+		CU_ASSERT(raw_exchange(fd, &hello, sizeof(hello)) == 0);
+		/* unknown type: an error, and the connection stays */
+		CU_ASSERT(raw_exchange(fd, &h, sizeof(h)) == -EOPNOTSUPP);
+		CU_ASSERT(raw_exchange(fd, &o, sizeof(o)) == -EINVAL);
+		/* someone else's session (the good subscriber's): not ours */
+		CU_ASSERT(raw_exchange(fd, &cl, sizeof(cl)) == -ESTALE);
+		/* a lying length field */
+		h.type = PROTO_HELLO;
+		h.len = 9999;
+		CU_ASSERT(raw_exchange(fd, &h, sizeof(h)) == -EBADMSG);
+	}
+	close(fd);
+	/* file descriptors are refused (and closed by the broker) */
+	fd = raw_connect(&t);
+	{
+		union {
+			struct cmsghdr h;
+			char b[CMSG_SPACE(sizeof(int))];
+		} cm = { 0 };
+		struct iovec iov = { &hello, sizeof(hello) };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
+				     .msg_controllen = sizeof(cm.b) };
+		int devnull = open("/dev/null", O_RDONLY);
+		struct proto_reply rep;
+
+		cm.h.cmsg_level = SOL_SOCKET;
+		cm.h.cmsg_type = SCM_RIGHTS;
+		cm.h.cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(&cm.h), &devnull, sizeof(int));
+		CU_ASSERT(sendmsg(fd, &mh, 0) == sizeof(hello));
+		CU_ASSERT(recv(fd, &rep, sizeof(rep), 0) == sizeof(rep) && rep.err == -EBADMSG);
+		close(devnull);
+	}
+	close(fd);
+	/* the broker still serves the good pair, in order */
+	CU_ASSERT(tb_alive(&t));
+	CU_ASSERT(shmb_publish(ps, "t", "after", 5, 1000) == 0);
+	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 6 && !memcmp(m.data, "before", 6));
+	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 5 && !memcmp(m.data, "after", 5));
+	printf("\n  200 junk messages (%u answered with an error, the rest disconnected) and 10 malformed"
+	       " ones; the broker kept serving\n", answered);
+	shmb_close(pc);
+	shmb_close(sc);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* A client scribbles over its own TX ring: its session is quarantined,
+ * nobody else notices. */
+static void test_scribbling_client(void)
+{
+	struct shmb_client *pc, *sc, *bc;
+	struct shmb_session *ps, *ss, *bs;
+	struct shmb_msg m;
+	struct tb t;
+	uint8_t *base;
+	size_t len;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "good-sub", 0, &sc, &ss) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "good-pub", 0, &pc, &ps) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "bad", 0, &bc, &bs) == 0);
+	CU_ASSERT(shmb_publish(bs, "t", "ok-from-bad", 11, 1000) == 0);
+	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 11);
+	CU_ASSERT(shmb_ack(ss) == 0);
+	/* forge a record: a length far beyond the ring, then poke the broker */
+	base = client_session_tx_base(bs, &len);
+	{
+		uint8_t *ring = base + SHM_RING_OFFSET;
+		struct shm_tx_ctrl *txc = (struct shm_tx_ctrl *)(base + SHM_CTRL_OFF);
+		uint64_t pos = 48; /* after the one record: 24 + 8 + 11 bytes, aligned */
+		uint64_t forged = shm_commit_word(0x7ffffff0, 1);
+
+		memcpy(ring + pos, &forged, 8);
+		memset(base, 0xff, 64); /* the header too */
+		__atomic_fetch_add(&txc->tx_signal, 1, __ATOMIC_SEQ_CST);
+		futex_wake(&txc->tx_signal, 1);
+	}
+	/* the broker logs the quarantine; wait for it with a deadline */
+	{
+		uint64_t until = mono_ns() + 5000000000ull;
+
+		while (tb_log_count(&t, "quarantined") == 0 && mono_ns() < until)
+			usleep(2000);
+	}
+	CU_ASSERT(tb_log_count(&t, "bad") >= 1);
+	CU_ASSERT(tb_log_count(&t, "quarantined") >= 1);
+	CU_ASSERT(tb_alive(&t));
+	CU_ASSERT(shmb_publish(ps, "t", "still-fine", 10, 1000) == 0);
+	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 10 && !memcmp(m.data, "still-fine", 10));
+	CU_ASSERT(shmb_recv(ss, &m, 100) == -ETIMEDOUT); /* nothing forged got through */
+	shmb_close(bc);
+	shmb_close(pc);
+	shmb_close(sc);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+static void test_second_broker_refused(void)
+{
+	struct tb t;
+	char cmd[600];
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	snprintf(cmd, sizeof(cmd), "/proc/self/exe");
+	{
+		pid_t p = fork_or_die();
+
+		if (p == 0) {
+			char self[512], path[600];
+			ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+			int fd = open(t.log, O_WRONLY | O_APPEND);
+
+			self[k > 0 ? k : 0] = 0;
+			*strrchr(self, '/') = 0;
+			snprintf(path, sizeof(path), "%s/../shmbd", self);
+			dup2(fd, 2);
+			execl(path, path, "--dir", t.dir, (char *)NULL);
+			_exit(127);
+		}
+		CU_ASSERT(tb_wait_child(p, 5000) == 1);
+	}
+	CU_ASSERT(tb_log_count(&t, "already serves") == 1);
+	CU_ASSERT(tb_alive(&t));
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+static const struct harness_test broker_tests[] = {
+	{ "three_by_three", test_three_by_three },
+	{ "subscriber_killed", test_subscriber_killed },
+	{ "publisher_killed", test_publisher_killed },
+	{ "takeover_and_stale", test_takeover_and_stale },
+	{ "other_uid", test_other_uid },
+	{ "second_broker_refused", test_second_broker_refused },
+	{ NULL, NULL },
+};
+
+static const struct harness_test hostile_tests[] = {
+	{ "malformed_control_messages", test_malformed_control_messages },
+	{ "scribbling_client", test_scribbling_client },
+	{ NULL, NULL },
+};
+
+static const struct harness_suite suites[] = {
+	{ "broker", broker_tests },
+	{ "broker-hostile", hostile_tests },
+	{ NULL, NULL },
+};
+
+int main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	return harness_main("test-broker", suites, argc, argv);
+}
