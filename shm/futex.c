@@ -107,6 +107,9 @@ int wake_wait(const uint32_t *word, uint32_t *waiters, wake_ready_fn ready, void
 			return 0;
 		if (r == -ETIMEDOUT)
 			return r;
-		/* woken, changed, interrupted or spurious: check and go again */
+		/* woken, changed, interrupted or spurious: check and go again;
+		 * anything else (a bad address) would only repeat */
+		if (r != 0 && r != -EAGAIN && r != -EINTR)
+			return r;
 	}
 }

@@ -41,7 +41,8 @@ int ring_prod_init(struct ring_prod *p, const struct ring *r, const uint64_t *co
 		return -EINVAL;
 	/* pairs with the consumer's ring_release() */
 	cons = load_acquire(cons_pos);
-	if (cons > pos || pos - cons > r->size || cons % SHM_REC_ALIGN)
+	/* a producer never gets closer than 8 bytes to a full lap */
+	if (cons > pos || pos - cons > r->size - SHM_REC_ALIGN || cons % SHM_REC_ALIGN)
 		return -EBADMSG;
 	*p = (struct ring_prod){
 		.r = *r,
@@ -214,11 +215,12 @@ again:
 		/* pairs with store_release of prod_pos in ring_commit() */
 		uint64_t prod = load_acquire(c->prod_pos);
 
-		if (prod < pos || prod - pos > r->size || prod % SHM_REC_ALIGN)
+		if (prod < pos || prod - pos > r->size - SHM_REC_ALIGN || prod % SHM_REC_ALIGN)
 			return -EBADMSG;
 		c->prod_cache = prod;
 		if (prod == pos)
-			return -EAGAIN;
+			/* nothing published; but a fenced ring says so even here */
+			return load_acquire(ring_word(r, pos)) == SHM_COMMIT_FENCED ? -ESTALE : -EAGAIN;
 	}
 	/* pairs with the producer's cas_release in ring_commit() */
 	commit = load_acquire(ring_word(r, pos));
@@ -253,7 +255,7 @@ again:
 		return -EBADMSG;
 	if (m->hdr.gen < c->gen_min || m->hdr.gen > c->gen_max)
 		return -EBADMSG;
-	if ((uint32_t)m->hdr.seq != shm_commit_seq_lo(commit))
+	if ((uint32_t)m->hdr.seq != shm_commit_seq_lo(commit) || m->hdr.seq >= RING_SEQ_ANY - 1)
 		return -EBADMSG;
 	if (seq != RING_SEQ_ANY && m->hdr.seq != seq)
 		return -EBADMSG;
@@ -313,7 +315,13 @@ int ring_fence(struct ring_cons *c)
 	/* pairs with the producer's cas_release: exactly one of the two wins */
 	if (cas_full(ring_word(&c->r, c->pos), &expected, SHM_COMMIT_FENCED))
 		return 0;
-	return expected == SHM_COMMIT_FENCED ? 0 : -EAGAIN;
+	if (expected == SHM_COMMIT_FENCED)
+		return 0;
+	/* a record (or pad) to drain first; anything else is garbage */
+	return (shm_commit_len(expected) & SHM_COMMIT_PAD) ||
+			       shm_commit_len(expected) >= SHM_REC_HDR_SIZE
+		       ? -EAGAIN
+		       : -EBADMSG;
 }
 
 int ring_recover(const struct ring *r, uint64_t cons, uint64_t *pos, uint64_t *seq,
@@ -326,7 +334,7 @@ int ring_recover(const struct ring *r, uint64_t cons, uint64_t *pos, uint64_t *s
 	ret = ring_cons_init(&c, r, NULL, NULL, *pos, *seq, gen_min, gen_max);
 	if (ret < 0)
 		return ret;
-	if (*pos < cons || *pos - cons > r->size)
+	if (*pos < cons || *pos - cons > r->size - SHM_REC_ALIGN)
 		return -EBADMSG;
 	for (;;) {
 		ret = ring_peek(&c, &m);
@@ -335,7 +343,7 @@ int ring_recover(const struct ring *r, uint64_t cons, uint64_t *pos, uint64_t *s
 		if (ret < 0)
 			return ret;
 		/* a whole lap of valid records past the consumer is impossible */
-		if (m.end - cons > r->size)
+		if (m.end - cons > r->size - SHM_REC_ALIGN)
 			return -EBADMSG;
 		ring_consume(&c, &m);
 	}

@@ -47,7 +47,7 @@ int segment_dir_open(const char *path, mode_t mode, int *dirfd)
 
 int segment_create(int dirfd, const char *name, size_t len, struct segment *out)
 {
-	int fd;
+	int fd, e;
 
 	if (dirfd >= 0)
 		fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -56,14 +56,17 @@ int segment_create(int dirfd, const char *name, size_t len, struct segment *out)
 	if (fd < 0)
 		return -errno;
 	if (ftruncate(fd, (off_t)len) < 0) {
-		int e = -errno;
+		e = -errno;
 
 		close(fd);
 		if (dirfd >= 0)
 			unlinkat(dirfd, name, 0);
 		return e;
 	}
-	return segment_map(fd, true, out);
+	e = segment_map(fd, true, out);
+	if (e < 0 && dirfd >= 0)
+		unlinkat(dirfd, name, 0); /* a retry must not meet -EEXIST */
+	return e;
 }
 
 int segment_map(int fd, bool writable, struct segment *out)

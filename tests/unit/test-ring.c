@@ -264,6 +264,18 @@ static void test_fence(void)
 	CU_ASSERT(get(&f, &got) == -ESTALE);
 	CU_ASSERT(f.p.seq == 101);
 	fx_fini(&f);
+	/* a reader bounded by the producer's word learns of the fence too */
+	fx_init(&f, 4096, 0, true);
+	CU_ASSERT(put(&f, 10) == 0);
+	CU_ASSERT(get(&f, &got) == 0);
+	CU_ASSERT(ring_fence(&f.c) == 0);
+	CU_ASSERT(get(&f, &got) == -ESTALE);
+	fx_fini(&f);
+	/* garbage in the slot is not "a record to drain first" */
+	fx_init(&f, 4096, 0, false);
+	*(uint64_t *)f.mem = 3;
+	CU_ASSERT(ring_fence(&f.c) == -EBADMSG);
+	fx_fini(&f);
 }
 
 static void test_recover(void)
@@ -316,6 +328,10 @@ static void test_bad_consumer_position(void)
 		CU_ASSERT(r == -EBADMSG);
 	}
 	CU_ASSERT(ring_prod_init(&f.p, &f.r, &f.cons_word, NULL, 0, 0, 1) == -EBADMSG);
+	/* a whole lap ahead of the consumer is impossible (8 bytes of headroom) */
+	f.cons_word = 0;
+	CU_ASSERT(ring_prod_init(&f.p, &f.r, &f.cons_word, NULL, 4096, 0, 1) == -EBADMSG);
+	CU_ASSERT(ring_prod_init(&f.p, &f.r, &f.cons_word, NULL, 4088, 0, 1) == 0);
 	fx_fini(&f);
 }
 

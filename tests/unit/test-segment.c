@@ -69,6 +69,10 @@ static void test_file_create_validate(void)
 	CU_ASSERT_FATAL(segment_create(dfd, "rx", segment_file_size(65536), &s) == 0);
 	CU_ASSERT(fstat(s.fd, &st) == 0 && (st.st_mode & 07777) == 0600);
 	CU_ASSERT(segment_create(dfd, "rx", segment_file_size(65536), &ro) == -EEXIST);
+	/* a size no segment has: refused, and no file is left behind */
+	CU_ASSERT(segment_create(dfd, "tiny", 100, &ro) == -EBADMSG);
+	CU_ASSERT(segment_create(dfd, "tiny", 100, &ro) == -EBADMSG);
+	CU_ASSERT(faccessat(dfd, "tiny", F_OK, 0) < 0 && errno == ENOENT);
 	/* unformatted: all zeros is not a segment */
 	CU_ASSERT(segment_rx_validate(&s, &h) == -EBADMSG);
 	CU_ASSERT(segment_rx_format(&s, &params) == 0);
