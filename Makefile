@@ -31,7 +31,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 HDRS     := $(wildcard shm/*.h libclient/include/*.h libclient/*.h broker/*.h tests/*.h)
 
 .SECONDARY:
-.PHONY: all test test-unit asan bench run demo install clean help
+.PHONY: all test test-unit asan bench run demo ring-demo install clean help
 all: $(BUILD)/libshmb.so $(BUILD)/libshmb.a $(BUILD)/libshmb-internal.a $(BUILD)/shmb.pc \
      $(BUILD)/ring-demo $(BUILD)/shmbd $(BUILD)/shmbctl
 
@@ -40,8 +40,9 @@ help:
 	@echo "make test       build and run every test suite (unit, hostile input, multi-process)"
 	@echo "make asan       the unit and hostile-input suites under ASan + UBSan"
 	@echo "make bench      the benchmarks (figures, not pass/fail)"
-	@echo "make demo       a demo to watch: a consumer SIGKILLed mid-stream loses nothing"
-	@echo "make run        same as demo until the broker lands (docs/roadmap.md)"
+	@echo "make demo       a demo to watch: a subscriber SIGKILLed mid-stream loses nothing"
+	@echo "make run        shmbd in the foreground on /dev/shm/shmb-\$$USER, with what to type next"
+	@echo "make ring-demo  the same kind of demo on the bare shared-memory ring"
 	@echo "make install    PREFIX=$(PREFIX) DESTDIR=... installs library, header, pkg-config file"
 
 $(BUILD)/obj/%.o: %.c $(HDRS)
@@ -117,10 +118,14 @@ bench: $(BENCHES:%=$(BUILD)/bench/%)
 
 # ---- running ---------------------------------------------------------------------
 
-demo: $(BUILD)/ring-demo
+demo: all
+	tools/demo.sh $(BUILD)
+
+ring-demo: $(BUILD)/ring-demo
 	$(BUILD)/ring-demo
 
-run: demo
+run: all
+	tools/run-broker.sh $(BUILD)
 
 # ---- install ---------------------------------------------------------------------
 

@@ -321,6 +321,14 @@ static int session_new_generation(struct broker *b, struct session *s)
 		if (r < 0)
 			return r;
 	}
+	/* what the last owner acknowledged, read now (and checked) from its file */
+	{
+		uint64_t free_bytes;
+
+		if (ring_prod_free(&s->rx_prod, &free_bytes) < 0)
+			log_msg(LOG_WARNING, "session %s: impossible rx_acked left by its last owner;"
+				" resuming from the last valid one", s->name);
+	}
 	acked = s->rx_prod.cons_cache;
 	r = tx_file_create(b, s, gen, start_seq, acked, &tx);
 	if (r < 0)

@@ -392,6 +392,42 @@ static void test_takeover_and_stale(void)
 	tb_cleanup(&t);
 }
 
+/* A new owner resumes exactly after what the last one acknowledged,
+ * even while the ring was never full. */
+static void test_resume_after_ack(void)
+{
+	struct shmb_client *pc, *c;
+	struct shmb_session *ps, *s;
+	struct shmb_msg m;
+	struct payload p;
+	struct tb t;
+	int got = 0;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "r", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "p", 0, &pc, &ps) == 0);
+	for (uint64_t i = 0; i < 100; i++) {
+		payload_make(&p, 0, i);
+		CU_ASSERT_FATAL(shmb_publish(ps, "t", &p, sizeof(p), 1000) == 0);
+	}
+	for (int i = 0; i < 60; i++)
+		CU_ASSERT(shmb_recv(s, &m, 5000) == 0);
+	CU_ASSERT(shmb_ack(s) == 0);
+	CU_ASSERT(shmb_recv(s, &m, 5000) == 0); /* read, never acknowledged */
+	shmb_close(c); /* like a crash: the session stays, detached */
+	CU_ASSERT_FATAL(connect_open(&t, "r", 0, &c, &s) == 0);
+	while (shmb_recv(s, &m, 200) == 0) {
+		CU_ASSERT(payload_ok(&m, &p) && p.n == (uint64_t)(60 + got));
+		got++;
+	}
+	CU_ASSERT(got == 40);
+	shmb_close(c);
+	shmb_close(pc);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static void test_other_uid(void)
 {
 	struct shmb_client *c;
@@ -673,6 +709,7 @@ static const struct harness_test broker_tests[] = {
 	{ "subscriber_killed", test_subscriber_killed },
 	{ "publisher_killed", test_publisher_killed },
 	{ "takeover_and_stale", test_takeover_and_stale },
+	{ "resume_after_ack", test_resume_after_ack },
 	{ "other_uid", test_other_uid },
 	{ "second_broker_refused", test_second_broker_refused },
 	{ NULL, NULL },
