@@ -24,7 +24,7 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/r
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker
-BENCHES    := bench-ring
+BENCHES    := bench-ring bench-broker
 
 SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -109,11 +109,11 @@ asan:
 
 # ---- benchmarks ----------------------------------------------------------------
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libshmb-internal.a
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/obj/bench/common.o $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bench: $(BENCHES:%=$(BUILD)/bench/%)
+bench: all $(BENCHES:%=$(BUILD)/bench/%)
 	bench/run-bench.sh $(BUILD)
 
 # ---- running ---------------------------------------------------------------------

@@ -22,12 +22,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench/common.h"
 #include "shm/atomics.h"
 #include "shm/futex.h"
 #include "shm/ring.h"
 #include "shm/segment.h"
 
-#define REPS 3
 #define RING_SIZE (1u << 22)
 
 struct shared {
@@ -41,19 +41,6 @@ struct shared {
 	uint64_t bad;
 	uint64_t lat[]; /* round-trip samples */
 };
-
-static int pinned;
-
-static void pin(int cpu)
-{
-	cpu_set_t s;
-
-	if (!pinned)
-		return;
-	CPU_ZERO(&s);
-	CPU_SET(cpu, &s);
-	sched_setaffinity(0, sizeof(s), &s);
-}
 
 struct bench_mem {
 	struct segment seg;
@@ -81,31 +68,6 @@ static void mem_close(struct bench_mem *m, size_t samples)
 	segment_unmap(&m->seg);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static pid_t spawn(void)
-{
-	pid_t p = fork();
-
-	if (p < 0) {
-		perror("fork");
-		exit(1);
-	}
-	return p;
-}
-
-static void reap(pid_t p)
-{
-	int st;
-
-	waitpid(p, &st, 0);
-}
-
 /* ---- one-way throughput ---------------------------------------------------- */
 
 static double ring_throughput(uint32_t size, uint64_t n)
@@ -115,12 +77,12 @@ static double ring_throughput(uint32_t size, uint64_t n)
 	double rate;
 
 	mem_open(&m, 0);
-	prod = spawn();
+	prod = bench_spawn();
 	if (prod == 0) {
 		struct ring_prod p;
 		uint64_t seq = 0;
 
-		pin(0);
+		bench_pin(0);
 		ring_prod_init(&p, &m.r[0], &m.sh->cons[0], &m.sh->prod[0], 0, 0, 1);
 		while (seq < n) {
 			unsigned k = 0;
@@ -145,7 +107,7 @@ static double ring_throughput(uint32_t size, uint64_t n)
 		struct ring_msg msg[256];
 		uint64_t next = 0, t0, bad = 0;
 
-		pin(1);
+		bench_pin(1);
 		ring_cons_init(&c, &m.r[0], &m.sh->prod[0], &m.sh->cons[0], 0, 0, 1, 1);
 		t0 = mono_ns();
 		while (next < n) {
@@ -171,57 +133,8 @@ static double ring_throughput(uint32_t size, uint64_t n)
 		if (bad)
 			rate = 0; /* a figure with any loss does not count */
 	}
-	reap(prod);
+	bench_reap(prod);
 	mem_close(&m, 0);
-	return rate;
-}
-
-static double unix_throughput(uint32_t size, uint64_t n)
-{
-	int sv[2];
-	pid_t prod;
-	double rate;
-	uint8_t buf[65536];
-
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0) {
-		perror("socketpair");
-		exit(1);
-	}
-	prod = spawn();
-	if (prod == 0) {
-		pin(0);
-		close(sv[1]);
-		memset(buf, 0, sizeof(buf));
-		for (uint64_t seq = 0; seq < n; seq++) {
-			memset(buf, (int)(seq & 0xff), size);
-			memcpy(buf, &seq, 8);
-			if (send(sv[0], buf, size, 0) != (ssize_t)size)
-				_exit(1);
-		}
-		_exit(0);
-	}
-	close(sv[0]);
-	pin(1);
-	{
-		uint64_t next = 0, t0 = mono_ns(), bad = 0;
-
-		while (next < n) {
-			ssize_t r = recv(sv[1], buf, sizeof(buf), 0);
-			uint64_t s;
-
-			if (r <= 0)
-				break;
-			memcpy(&s, buf, 8);
-			if (s != next || r != (ssize_t)size)
-				bad++;
-			next++;
-		}
-		rate = (double)next / ((double)(mono_ns() - t0) / 1e9);
-		if (bad || next != n)
-			rate = 0;
-	}
-	close(sv[1]);
-	reap(prod);
 	return rate;
 }
 
@@ -292,17 +205,6 @@ static uint64_t pp_recv(struct pp_side *s)
 	return v;
 }
 
-struct lat {
-	double p50, p99, p999, max;
-};
-
-static struct lat summarize(uint64_t *s, size_t n)
-{
-	qsort(s, n, 8, cmp_u64);
-	return (struct lat){ s[n / 2] / 1e3, s[n * 99 / 100] / 1e3, s[n * 999 / 1000] / 1e3,
-			     s[n - 1] / 1e3 };
-}
-
 static struct lat ring_pingpong(bool blocking, size_t n)
 {
 	struct bench_mem m;
@@ -311,15 +213,15 @@ static struct lat ring_pingpong(bool blocking, size_t n)
 	struct lat l;
 
 	mem_open(&m, n);
-	echo = spawn();
+	echo = bench_spawn();
 	if (echo == 0) {
-		pin(1);
+		bench_pin(1);
 		pp_side_init(&b, &m, 0, 1, blocking);
 		for (size_t i = 0; i < n + 100; i++)
 			pp_send(&b, pp_recv(&b));
 		_exit(0);
 	}
-	pin(0);
+	bench_pin(0);
 	pp_side_init(&a, &m, 1, 0, blocking);
 	for (size_t i = 0; i < n + 100; i++) {
 		uint64_t t0 = mono_ns();
@@ -330,93 +232,23 @@ static struct lat ring_pingpong(bool blocking, size_t n)
 		if (i >= 100) /* warm-up dropped */
 			m.sh->lat[i - 100] = mono_ns() - t0;
 	}
-	reap(echo);
-	l = summarize(m.sh->lat, n);
+	bench_reap(echo);
+	l = bench_summarize(m.sh->lat, n);
 	if (m.sh->bad)
 		l.p50 = -1;
 	mem_close(&m, n);
 	return l;
 }
 
-static struct lat unix_pingpong(size_t n)
-{
-	uint64_t *lat = malloc(n * 8);
-	uint8_t buf[64] = { 0 };
-	int sv[2];
-	pid_t echo;
-	struct lat l;
-
-	socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv);
-	echo = spawn();
-	if (echo == 0) {
-		pin(1);
-		close(sv[0]);
-		while (recv(sv[1], buf, sizeof(buf), 0) == (ssize_t)sizeof(buf))
-			if (send(sv[1], buf, sizeof(buf), 0) != (ssize_t)sizeof(buf))
-				break;
-		_exit(0);
-	}
-	close(sv[1]);
-	pin(0);
-	for (size_t i = 0; i < n + 100; i++) {
-		uint64_t t0 = mono_ns();
-
-		memcpy(buf, &i, 8);
-		send(sv[0], buf, sizeof(buf), 0);
-		recv(sv[0], buf, sizeof(buf), 0);
-		if (i >= 100)
-			lat[i - 100] = mono_ns() - t0;
-	}
-	close(sv[0]);
-	reap(echo);
-	l = summarize(lat, n);
-	free(lat);
-	return l;
-}
-
 /* ---- reporting ---------------------------------------------------------------- */
-
-static double median3(double *v)
-{
-	double t[REPS];
-
-	memcpy(t, v, sizeof(t));
-	for (int i = 0; i < REPS; i++)
-		for (int j = i + 1; j < REPS; j++)
-			if (t[j] < t[i]) {
-				double x = t[i];
-
-				t[i] = t[j];
-				t[j] = x;
-			}
-	return t[REPS / 2];
-}
-
-static double vmin(double *v)
-{
-	double m = v[0];
-
-	for (int i = 1; i < REPS; i++)
-		m = v[i] < m ? v[i] : m;
-	return m;
-}
-
-static double vmax(double *v)
-{
-	double m = v[0];
-
-	for (int i = 1; i < REPS; i++)
-		m = v[i] > m ? v[i] : m;
-	return m;
-}
 
 static void run(int pin_mode)
 {
 	const uint32_t sizes[] = { 64, 1024 };
 	const size_t lat_n = 20000, lat_n_block = 5000;
 
-	pinned = pin_mode;
-	printf("\n### %s\n\n", pinned ? "pinned: the two processes on CPU 0 and CPU 1"
+	bench_pinned = pin_mode;
+	printf("\n### %s\n\n", bench_pinned ? "pinned: the two processes on CPU 0 and CPU 1"
 				       : "unpinned: the scheduler places the processes");
 	printf("| one-way throughput | shm ring msgs/s (min-max) | ring GB/s | AF_UNIX seqpacket msgs/s "
 	       "(min-max) | ratio ring/AF_UNIX |\n|---|---|---|---|---|\n");
@@ -429,8 +261,8 @@ static void run(int pin_mode)
 			uu[i] = unix_throughput(sizes[s], n / 10);
 		}
 		printf("| %u B | %.2f M (%.2f-%.2f) | %.2f | %.3f M (%.3f-%.3f) | %.1fx |\n", sizes[s],
-		       median3(rr) / 1e6, vmin(rr) / 1e6, vmax(rr) / 1e6, median3(rr) * sizes[s] / 1e9,
-		       median3(uu) / 1e6, vmin(uu) / 1e6, vmax(uu) / 1e6, median3(rr) / median3(uu));
+		       bench_median(rr) / 1e6, bench_min(rr) / 1e6, bench_max(rr) / 1e6, bench_median(rr) * sizes[s] / 1e9,
+		       bench_median(uu) / 1e6, bench_min(uu) / 1e6, bench_max(uu) / 1e6, bench_median(rr) / bench_median(uu));
 	}
 	printf("\n| 64 B round trip, us | p50 (min-max) | p99 | p99.9 | max | p50 ratio to AF_UNIX |\n"
 	       "|---|---|---|---|---|---|\n");
@@ -452,8 +284,8 @@ static void run(int pin_mode)
 		}
 		for (int k = 0; k < 3; k++)
 			printf("| %s | %.2f (%.2f-%.2f) | %.2f | %.2f | %.1f | %.3fx |\n", name[k],
-			       median3(p50[k]), vmin(p50[k]), vmax(p50[k]), median3(p99[k]),
-			       median3(p999[k]), median3(mx[k]), median3(p50[k]) / median3(p50[2]));
+			       bench_median(p50[k]), bench_min(p50[k]), bench_max(p50[k]), bench_median(p99[k]),
+			       bench_median(p999[k]), bench_median(mx[k]), bench_median(p50[k]) / bench_median(p50[2]));
 	}
 }
 

@@ -8,6 +8,7 @@ out="$build/bench/results.md"
 {
 	echo "# shmb benchmarks — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, kernel $(uname -r)"
 	"$build/bench/bench-ring"
+	"$build/bench/bench-broker"
 } | tee "$out"
 echo
 echo "results written to $out"

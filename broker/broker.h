@@ -116,7 +116,8 @@ struct broker {
 	struct topic **topics;
 	unsigned ntopics;
 	uint64_t routed;
-	uint64_t sqes_pending;
+	uint64_t sleeps;       /* times the loop went to sleep */
+	uint64_t wakes_sent;   /* FUTEX_WAKEs of readers */
 };
 
 /* ---- log.c ---- */

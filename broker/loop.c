@@ -272,6 +272,7 @@ static void sleep_idle(struct broker *b)
 		ts.tv_sec = 0;
 		ts.tv_nsec = (long long)b->o.fallback_tick_us * 1000;
 	}
+	b->sleeps++;
 	io_uring_submit_and_wait_timeout(&b->ring, &cqe, 1, &ts, NULL);
 	set_waiting(b, 0);
 }
@@ -314,7 +315,8 @@ int loop_run(struct broker *b)
 		sleep_idle(b);
 		last_work = now_ns() - b->o.poll_us * 1000ull; /* poll again only after work */
 	}
-	log_msg(LOG_NOTICE, "stopped: %llu messages routed; segments consistent",
-		(unsigned long long)b->routed);
+	log_msg(LOG_NOTICE, "stopped: %llu messages routed, %llu idle sleeps, %llu reader wake-ups;"
+		" segments consistent", (unsigned long long)b->routed, (unsigned long long)b->sleeps,
+		(unsigned long long)b->wakes_sent);
 	return 0;
 }

@@ -56,7 +56,7 @@ static void commit_dirty(struct broker *b)
 		}
 		if (s->txc)
 			/* pairs with the reader's fence in wake_wait() */
-			wake_signal(&s->rxc->rx_signal, &s->txc->rx_waiters);
+			b->wakes_sent += (uint64_t)wake_signal(&s->rxc->rx_signal, &s->txc->rx_waiters);
 	}
 	ndirty = 0;
 }
