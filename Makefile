@@ -4,7 +4,7 @@
 # the same sources with AddressSanitizer and UBSan into build-asan/ and
 # runs the unit and hostile-input suites there.
 
-VERSION  := 0.1.0
+VERSION  := 0.2.0
 SOVER    := 0
 PREFIX   ?= /usr/local
 DESTDIR  ?=
@@ -19,7 +19,7 @@ LDLIBS   += -lpthread
 
 SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c
 LIB_SRC  := libclient/shmb.c libclient/client.c
-BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c
+BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c
 
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex
 MP_TESTS   := test-mp-ring
@@ -88,15 +88,21 @@ $(BUILD)/tests/test-mp-%: $(BUILD)/obj/tests/mp/test-mp-%.o $(BUILD)/obj/tests/h
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit -luring $(LDLIBS)
 
 $(BUILD)/tests/test-broker: $(BUILD)/obj/tests/integration/test-broker.o $(BUILD)/obj/tests/broker-helper.o \
-		$(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a $(BUILD)/shmbd
+		$(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a $(BUILD)/shmbd $(BUILD)/example-pubsub
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) -lcunit $(LDLIBS)
+
+# The API guide's example program, built the way a user builds it: public
+# header and libshmb.so only.
+$(BUILD)/example-pubsub: docs/example/pubsub.c libclient/include/shmb.h $(BUILD)/libshmb.so
+	$(CC) -std=c11 -Wall -Wextra -Werror -Ilibclient/include $(EXTRA_CFLAGS) $< -o $@ \
+		-L$(BUILD) -lshmb -Wl,-rpath,'$$ORIGIN' $(LDFLAGS)
 
 UNIT_BINS := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 INT_BINS  := $(INT_TESTS:%=$(BUILD)/tests/%)
 MP_BINS   := $(MP_TESTS:%=$(BUILD)/tests/%)
 
-test: all $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
+test: all $(BUILD)/example-pubsub $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
 	tests/run-tests.sh $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
 
 test-unit: $(UNIT_BINS)

@@ -156,6 +156,12 @@ void ctl_readable(struct broker *b, struct conn *c);
 void ctl_close(struct broker *b, struct conn *c, const char *why);
 void ctl_push_event(struct broker *b, struct conn *c, uint32_t kind, uint64_t session_id);
 
+/* ---- guard.c ---- */
+int guard_init(void);
+int guard_add(void *base, size_t len, struct session *s);
+void guard_remove(void *base);
+void guard_check(struct broker *b);
+
 /* ---- loop.c ---- */
 int loop_init(struct broker *b);
 int loop_run(struct broker *b);

@@ -285,6 +285,7 @@ int loop_run(struct broker *b)
 		uint64_t moved = router_run(b), now;
 		unsigned handled;
 
+		guard_check(b);
 		session_reap(b);
 		io_uring_submit(&b->ring);
 		handled = drain_cqes(b);

@@ -189,6 +189,10 @@ int main(int argc, char **argv)
 	if (dir_setup(&b) < 0)
 		return 1;
 	next_id_from_disk(&b);
+	if (guard_init() < 0) {
+		log_msg(LOG_ERR, "cannot install the SIGBUS guard: %s", strerror(errno));
+		return 1;
+	}
 	r = ctl_listen(&b);
 	if (r < 0) {
 		log_msg(LOG_ERR, "cannot listen on %s/control: %s", b.o.dir, strerror(-r));

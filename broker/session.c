@@ -120,6 +120,8 @@ static int tx_adopt(struct session *s, struct segment *tx, uint32_t gen, uint64_
 		return ret;
 	s->tx = *tx;
 	s->txc = segment_tx_ctrl(&s->tx);
+	if (guard_add(s->tx.base, s->tx.len, s) < 0)
+		return -ENOMEM;
 	/* commit words only: the client's published position is a hint */
 	ret = ring_cons_init(&s->tx_cons, &r, NULL, &s->rxc->tx_read, 0, start_seq, gen, gen);
 	if (ret < 0)
@@ -139,6 +141,7 @@ static void tx_drop(struct session *s)
 	if (!s->tx_open && !s->tx.base)
 		return;
 	snprintf(name, sizeof(name), "tx.%u", s->generation);
+	guard_remove(s->tx.base);
 	segment_unmap(&s->tx);
 	unlinkat(s->dirfd, name, 0);
 	s->txc = NULL;
@@ -290,6 +293,7 @@ void session_drain_done(struct session *s)
 	if (!s->drain_gen)
 		return;
 	snprintf(name, sizeof(name), "tx.%u", s->drain_gen);
+	guard_remove(s->drain_tx.base);
 	segment_unmap(&s->drain_tx);
 	unlinkat(s->dirfd, name, 0);
 	s->drain_gen = 0;

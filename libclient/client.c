@@ -41,7 +41,7 @@ struct shmb_client {
 	uint64_t next_req;
 	uint64_t broker_id;
 	bool dead;
-	struct topic_entry *topics;
+	struct topic_entry **topics; /* entries never move: shmb_msg.topic points at them */
 	unsigned ntopics;
 };
 
@@ -179,6 +179,8 @@ SHMB_EXPORT void shmb_close(struct shmb_client *c)
 		return;
 	close(c->fd);
 	pthread_mutex_destroy(&c->lock);
+	for (unsigned i = 0; i < c->ntopics; i++)
+		free(c->topics[i]);
 	free(c->topics);
 	free(c);
 }
@@ -196,8 +198,8 @@ static int topic_id(struct shmb_client *c, const char *name, uint32_t *id)
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
 	for (unsigned i = 0; i < c->ntopics; i++)
-		if (!strcmp(c->topics[i].name, name)) {
-			*id = c->topics[i].id;
+		if (!strcmp(c->topics[i]->name, name)) {
+			*id = c->topics[i]->id;
 			pthread_mutex_unlock(&c->lock);
 			return 0;
 		}
@@ -205,14 +207,18 @@ static int topic_id(struct shmb_client *c, const char *name, uint32_t *id)
 	memcpy(q.name, name, len);
 	r = rpc_locked(c, &q, sizeof(q), &rep, NULL, 0);
 	if (r == 0) {
-		struct topic_entry *n = realloc(c->topics, (c->ntopics + 1) * sizeof(*n));
+		struct topic_entry **n = realloc(c->topics, (c->ntopics + 1) * sizeof(*n));
+		struct topic_entry *e = malloc(sizeof(*e));
 
 		*id = rep.u.topic.topic_id;
-		if (n) {
+		if (n)
 			c->topics = n;
-			n[c->ntopics].id = *id;
-			snprintf(n[c->ntopics].name, sizeof(n[c->ntopics].name), "%s", name);
-			c->ntopics++;
+		if (n && e) {
+			e->id = *id;
+			snprintf(e->name, sizeof(e->name), "%s", name);
+			c->topics[c->ntopics++] = e;
+		} else {
+			free(e); /* not cached: looked up again next time */
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -225,8 +231,8 @@ static const char *topic_name(struct shmb_client *c, uint32_t id)
 
 	pthread_mutex_lock(&c->lock);
 	for (unsigned i = 0; i < c->ntopics; i++)
-		if (c->topics[i].id == id) {
-			name = c->topics[i].name;
+		if (c->topics[i]->id == id) {
+			name = c->topics[i]->name;
 			break;
 		}
 	pthread_mutex_unlock(&c->lock);
@@ -553,8 +559,9 @@ int client_status(struct shmb_client *c, struct proto_reply *rep)
 	return rpc(c, &q, sizeof(q), rep, NULL, 0);
 }
 
-void *client_session_tx_base(struct shmb_session *s, size_t *len)
+void *client_session_tx_base(struct shmb_session *s, size_t *len, int *fd)
 {
 	*len = s->tx.len;
+	*fd = s->tx.fd;
 	return s->tx.base;
 }

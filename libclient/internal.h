@@ -12,7 +12,7 @@
 /* Admin: the broker's counters (PROTO_STATUS).  0 or -errno. */
 int client_status(struct shmb_client *c, struct proto_reply *rep);
 
-/* Tests: the session's own TX file mapping, to scribble over it. */
-void *client_session_tx_base(struct shmb_session *s, size_t *len);
+/* Tests: the session's own TX file (mapping and fd), to scribble over it. */
+void *client_session_tx_base(struct shmb_session *s, size_t *len, int *fd);
 
 #endif

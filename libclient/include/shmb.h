@@ -10,8 +10,10 @@
  *
  * Conventions.  Functions return 0 (or a documented non-negative value)
  * on success and a negative errno on failure; every code a function can
- * return is listed with it.  Only symbols starting with shmb_ are
- * exported.  Thread-safety is stated per function: a shmb_client may be
+ * return is listed with it; in addition, any call that talks to the
+ * broker may return -EPIPE (the broker went away) or -EPROTO (it answered
+ * something this library does not understand; the connection is then
+ * unusable).  Only symbols starting with shmb_ are exported.  Thread-safety is stated per function: a shmb_client may be
  * shared by threads; a shmb_session is used by one thread at a time
  * unless a function says otherwise.
  *
@@ -145,7 +147,8 @@ int shmb_publish(struct shmb_session *s, const char *topic, const void *data, si
 struct shmb_msg {
 	const void *data;     /* valid until the next shmb_recv() or shmb_ack() */
 	size_t len;
-	const char *topic;    /* the topic's name, when this client knows it, else "" */
+	const char *topic;    /* the topic's name when this client knows it, else "";
+				 valid as long as the client */
 	uint32_t topic_id;
 	uint64_t src_broker;  /* (src_broker, src_session, src_seq) identifies the */
 	uint64_t src_session; /* message: a redelivery after a crash carries the  */

@@ -632,6 +632,7 @@ static void test_scribbling_client(void)
 	struct tb t;
 	uint8_t *base;
 	size_t len;
+	int fd;
 
 	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
 	CU_ASSERT_FATAL(connect_open(&t, "good-sub", 0, &sc, &ss) == 0);
@@ -642,7 +643,7 @@ static void test_scribbling_client(void)
 	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 11);
 	CU_ASSERT(shmb_ack(ss) == 0);
 	/* forge a record: a length far beyond the ring, then poke the broker */
-	base = client_session_tx_base(bs, &len);
+	base = client_session_tx_base(bs, &len, &fd);
 	{
 		uint8_t *ring = base + SHM_RING_OFFSET;
 		struct shm_tx_ctrl *txc = (struct shm_tx_ctrl *)(base + SHM_CTRL_OFF);
@@ -670,6 +671,104 @@ static void test_scribbling_client(void)
 	shmb_close(bc);
 	shmb_close(pc);
 	shmb_close(sc);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* A client truncates its own TX file under the broker's mapping: the
+ * broker's next read there would be SIGBUS; it quarantines the session
+ * and goes on. */
+static void test_truncating_client(void)
+{
+	struct shmb_client *pc, *sc, *bc;
+	struct shmb_session *ps, *ss, *bs;
+	struct shmb_msg m;
+	struct tb t;
+	uint8_t *base;
+	size_t len;
+	int fd;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "good-sub", 0, &sc, &ss) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "good-pub", 0, &pc, &ps) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "shrinker", 0, &bc, &bs) == 0);
+	CU_ASSERT(shmb_publish(bs, "t", "one", 3, 1000) == 0);
+	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 3);
+	CU_ASSERT(shmb_ack(ss) == 0);
+	base = client_session_tx_base(bs, &len, &fd);
+	/* keep the first page (header, counters), cut the ring off */
+	CU_ASSERT(ftruncate(fd, 4096) == 0);
+	{
+		struct shm_tx_ctrl *txc = (struct shm_tx_ctrl *)(base + SHM_CTRL_OFF);
+		uint64_t until = mono_ns() + 5000000000ull;
+
+		__atomic_fetch_add(&txc->tx_signal, 1, __ATOMIC_SEQ_CST);
+		futex_wake(&txc->tx_signal, 1);
+		while (tb_log_count(&t, "truncated") == 0 && mono_ns() < until)
+			usleep(2000);
+	}
+	CU_ASSERT(tb_log_count(&t, "truncated") == 1);
+	CU_ASSERT(tb_alive(&t));
+	CU_ASSERT(shmb_publish(ps, "t", "still-fine", 10, 1000) == 0);
+	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 10 && !memcmp(m.data, "still-fine", 10));
+	shmb_close(bc);
+	shmb_close(pc);
+	shmb_close(sc);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* The API guide's example program, run as a user would run it. */
+static int run_example(const struct tb *t, char *const argv[], char *out, size_t cap)
+{
+	char self[512], path[600];
+	ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	int pfd[2], st;
+	size_t n = 0;
+	pid_t p;
+
+	self[k > 0 ? k : 0] = 0;
+	*strrchr(self, '/') = 0;
+	snprintf(path, sizeof(path), "%s/../example-pubsub", self);
+	if (pipe(pfd) < 0)
+		return -1;
+	p = fork();
+	if (p == 0) {
+		dup2(pfd[1], 1);
+		close(pfd[0]);
+		setenv("SHMB_DIR", t->dir, 1);
+		execv(path, argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	for (ssize_t r; n + 1 < cap && (r = read(pfd[0], out + n, cap - 1 - n)) > 0;)
+		n += (size_t)r;
+	out[n] = 0;
+	close(pfd[0]);
+	st = tb_wait_child(p, 20000);
+	return st;
+}
+
+static void test_example_program(void)
+{
+	struct shmb_client *c;
+	struct shmb_session *s;
+	char out[4096];
+	struct tb t;
+	char *pub[] = { "example-pubsub", "pub", "news", "5", NULL };
+	char *sub[] = { "example-pubsub", "sub", "news", "ex", NULL };
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	/* the session exists and is subscribed before anything is published */
+	CU_ASSERT_FATAL(connect_open(&t, "ex", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "news") == 0);
+	shmb_close(c);
+	CU_ASSERT(run_example(&t, pub, out, sizeof(out)) == 0);
+	CU_ASSERT(run_example(&t, sub, out, sizeof(out)) == 0);
+	CU_ASSERT(strstr(out, "hello 1 ") != NULL);
+	CU_ASSERT(strstr(out, "hello 5 ") != NULL);
+	CU_ASSERT(strstr(out, "hello 6") == NULL);
 	CU_ASSERT(tb_stop(&t) == 0);
 	tb_cleanup(&t);
 }
@@ -712,12 +811,14 @@ static const struct harness_test broker_tests[] = {
 	{ "resume_after_ack", test_resume_after_ack },
 	{ "other_uid", test_other_uid },
 	{ "second_broker_refused", test_second_broker_refused },
+	{ "example_program", test_example_program },
 	{ NULL, NULL },
 };
 
 static const struct harness_test hostile_tests[] = {
 	{ "malformed_control_messages", test_malformed_control_messages },
 	{ "scribbling_client", test_scribbling_client },
+	{ "truncating_client", test_truncating_client },
 	{ NULL, NULL },
 };
 
