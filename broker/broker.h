@@ -58,6 +58,7 @@ struct session {
 	int owner_conn_slot;
 	pid_t owner_pid;
 	int owner_pidfd;       /* -1 when detached */
+	int notify_wr;         /* the owner's poll pipe (write end), -1 if none */
 	uint8_t token[PROTO_TOKEN_LEN];
 	uint64_t detached_ns;  /* when it lost its owner (CLOCK_MONOTONIC) */
 	const char *detach_reason;
@@ -130,7 +131,7 @@ int session_table_init(struct broker *b);
 struct session *session_find(struct broker *b, uid_t uid, const char *name);
 struct session *session_by_id(struct broker *b, uint64_t id);
 int session_open(struct broker *b, struct conn *c, const struct proto_open *req, struct session **out,
-		 int *created);
+		 int *created, int *notify_rd);
 void session_detach(struct broker *b, struct session *s, const char *reason);
 void session_destroy(struct broker *b, struct session *s, const char *reason);
 void session_expire(struct broker *b, uint64_t now_ns);

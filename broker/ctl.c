@@ -85,7 +85,7 @@ static int send_reply(struct conn *c, const struct proto_reply *r, const int *fd
 {
 	union {
 		struct cmsghdr h;
-		char buf[CMSG_SPACE(2 * sizeof(int))];
+		char buf[CMSG_SPACE(3 * sizeof(int))];
 	} cm;
 	struct iovec iov = { .iov_base = (void *)r, .iov_len = sizeof(*r) };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
@@ -157,9 +157,9 @@ static int do_open(struct broker *b, struct conn *c, const struct proto_open *q)
 {
 	struct proto_reply r;
 	struct session *s;
-	int created = 0, fds[2], ret;
+	int created = 0, fds[3] = { -1, -1, -1 }, ret;
 
-	ret = session_open(b, c, q, &s, &created);
+	ret = session_open(b, c, q, &s, &created, &fds[2]);
 	if (ret < 0)
 		return reply_err(c, q->h.req_id, ret, "cannot open session: %s", strerror(-ret));
 	reply_init(&r, q->h.req_id, 0);
@@ -174,17 +174,16 @@ static int do_open(struct broker *b, struct conn *c, const struct proto_open *q)
 	/* the client gets the rx file read-only, never by path */
 	fds[0] = openat(s->dirfd, "rx", O_RDONLY | O_CLOEXEC);
 	fds[1] = dup(s->tx.fd);
-	if (fds[0] < 0 || fds[1] < 0) {
-		ret = -errno;
-		if (fds[0] >= 0)
-			close(fds[0]);
-		if (fds[1] >= 0)
-			close(fds[1]);
+	if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0) {
+		ret = fds[2] < 0 ? fds[2] : -errno;
+		for (int i = 0; i < 3; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
 		return reply_err(c, q->h.req_id, ret, "cannot pass the segment: %s", strerror(-ret));
 	}
-	ret = send_reply(c, &r, fds, 2);
-	close(fds[0]);
-	close(fds[1]);
+	ret = send_reply(c, &r, fds, 3);
+	for (int i = 0; i < 3; i++)
+		close(fds[i]);
 	return ret;
 }
 

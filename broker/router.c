@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "broker/broker.h"
 #include "shm/atomics.h"
@@ -54,9 +55,14 @@ static void commit_dirty(struct broker *b)
 			session_quarantine(b, s, "its RX ring refused a commit");
 			continue;
 		}
-		if (s->txc)
-			/* pairs with the reader's fence in wake_wait() */
-			b->wakes_sent += (uint64_t)wake_signal(&s->rxc->rx_signal, &s->txc->rx_waiters);
+		if (!s->txc)
+			continue;
+		/* pairs with the reader's fence in wake_wait() */
+		b->wakes_sent += (uint64_t)wake_signal(&s->rxc->rx_signal, &s->txc->rx_waiters);
+		/* a poller (shmb_session_fd) gets a byte; a full pipe is readable already.
+		 * wake_signal's full fence orders rx_write before this load. */
+		if (s->notify_wr >= 0 && (load_relaxed(&s->txc->client_flags) & SHM_CLIENT_POLLER))
+			(void)!write(s->notify_wr, "", 1);
 	}
 	ndirty = 0;
 }

@@ -184,6 +184,7 @@ static int session_create(struct broker *b, struct conn *c, const struct proto_o
 	s->tx = (struct segment)SEGMENT_INIT;
 	s->drain_tx = (struct segment)SEGMENT_INIT;
 	s->owner_pidfd = -1;
+	s->notify_wr = -1;
 	snprintf(dname, sizeof(dname), "%llu", (unsigned long long)s->id);
 	if (mkdirat(b->sessions_dirfd, dname, 0700) < 0 && errno != EEXIST) {
 		ret = -errno;
@@ -247,6 +248,29 @@ err_dir:
 err_free:
 	free(s);
 	return ret;
+}
+
+static void notify_close(struct session *s)
+{
+	/* the owner's read end sees EOF: a poller wakes and learns why */
+	if (s->notify_wr >= 0)
+		close(s->notify_wr);
+	s->notify_wr = -1;
+}
+
+/*
+ * A new poll pipe for the new owner (decisions.md 21): the broker keeps
+ * the write end, the owner gets the read end.  Returns the read end.
+ */
+static int notify_new(struct session *s)
+{
+	int p[2];
+
+	notify_close(s);
+	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -errno;
+	s->notify_wr = p[1];
+	return p[0];
 }
 
 static void owner_set(struct session *s, struct conn *c)
@@ -369,7 +393,7 @@ static int session_new_generation(struct broker *b, struct session *s)
 }
 
 int session_open(struct broker *b, struct conn *c, const struct proto_open *req, struct session **out,
-		 int *created)
+		 int *created, int *notify_rd)
 {
 	char name[PROTO_NAME_MAX + 1];
 	struct session *s;
@@ -395,6 +419,7 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 		if (getrandom(s->token, sizeof(s->token), 0) != sizeof(s->token))
 			return -EIO;
 		owner_set(s, c);
+		*notify_rd = notify_new(s);
 		*created = 1;
 		*out = s;
 		log_msg(LOG_INFO, "session %s (id %llu, uid %u) created, generation 1, owner pid %d",
@@ -412,6 +437,7 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 	if ((req->flags & PROTO_OPEN_TOKEN) && !memcmp(req->token, s->token, sizeof(s->token))) {
 		/* the same owner over a new connection: same generation, same file */
 		owner_set(s, c);
+		*notify_rd = notify_new(s);
 		*out = s;
 		log_msg(LOG_INFO, "session %s resumed by its owner (pid %d), generation %u", s->name,
 			(int)c->pid, s->generation);
@@ -431,6 +457,7 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 	if (getrandom(s->token, sizeof(s->token), 0) != sizeof(s->token))
 		return -EIO;
 	owner_set(s, c);
+	*notify_rd = notify_new(s);
 	*out = s;
 	log_msg(LOG_NOTICE, "session %s reattached by pid %d: generation %u", s->name, (int)c->pid,
 		s->generation);
@@ -443,6 +470,7 @@ void session_detach(struct broker *b, struct session *s, const char *reason)
 		return;
 	s->owner = NULL;
 	s->owner_pidfd = -1;
+	notify_close(s);
 	s->detached_ns = now_ns();
 	s->detach_reason = reason;
 	if (s->ephemeral) {
@@ -496,6 +524,7 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 				o->dlv[k--] = o->dlv[--o->ndlv];
 	}
 	loop_cancel_session(b, s);
+	notify_close(s);
 	tx_drop(s);
 	session_drain_done(s);
 	segment_unmap(&s->rx);

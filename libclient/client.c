@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -43,6 +44,8 @@ struct shmb_client {
 	bool dead;
 	struct topic_entry **topics; /* entries never move: shmb_msg.topic points at them */
 	unsigned ntopics;
+	struct shmb_session **sessions; /* open on this connection, freed by shmb_close */
+	unsigned nsessions;
 };
 
 struct shmb_session {
@@ -59,6 +62,8 @@ struct shmb_session {
 	struct ring_cons rx_cons;
 	uint64_t tx_start_seq;
 	bool unacked;
+	int notify_rd; /* read end of the broker's poll pipe */
+	int epfd;      /* shmb_session_fd(): an epoll fd holding notify_rd, or -1 */
 };
 
 /* ---- control requests ------------------------------------------------------- */
@@ -173,10 +178,16 @@ err:
 	return r;
 }
 
+static void session_free(struct shmb_session *s);
+
 SHMB_EXPORT void shmb_close(struct shmb_client *c)
 {
 	if (!c)
 		return;
+	/* closing the connection detaches them all in the broker at once */
+	while (c->nsessions)
+		session_free(c->sessions[0]);
+	free(c->sessions);
 	close(c->fd);
 	pthread_mutex_destroy(&c->lock);
 	for (unsigned i = 0; i < c->ntopics; i++)
@@ -282,7 +293,7 @@ SHMB_EXPORT int shmb_session_open(struct shmb_client *c, const char *name,
 	struct proto_reply rep;
 	struct shmb_session *s;
 	size_t len = name ? strlen(name) : 0;
-	int fds[2], r;
+	int fds[3], r;
 
 	if (len == 0 || len > PROTO_NAME_MAX)
 		return -EINVAL;
@@ -304,11 +315,13 @@ SHMB_EXPORT int shmb_session_open(struct shmb_client *c, const char *name,
 		return -ENOMEM;
 	s->rx = (struct segment)SEGMENT_INIT;
 	s->tx = (struct segment)SEGMENT_INIT;
-	r = rpc(c, &q, sizeof(q), &rep, fds, 2);
+	r = rpc(c, &q, sizeof(q), &rep, fds, 3);
 	if (r < 0) {
 		free(s);
 		return r;
 	}
+	s->notify_rd = fds[2];
+	s->epfd = -1;
 	s->c = c;
 	s->id = rep.u.open.session_id;
 	s->generation = rep.u.open.generation;
@@ -319,15 +332,38 @@ SHMB_EXPORT int shmb_session_open(struct shmb_client *c, const char *name,
 	if (r < 0) {
 		segment_unmap(&s->rx);
 		segment_unmap(&s->tx);
+		close(s->notify_rd);
 		free(s);
 		return r;
 	}
+	pthread_mutex_lock(&c->lock);
+	{
+		struct shmb_session **n = realloc(c->sessions, (c->nsessions + 1) * sizeof(*n));
+
+		if (n) {
+			c->sessions = n;
+			c->sessions[c->nsessions++] = s;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
 	*out = s;
 	return 0;
 }
 
 static void session_free(struct shmb_session *s)
 {
+	struct shmb_client *c = s->c;
+
+	pthread_mutex_lock(&c->lock);
+	for (unsigned i = 0; i < c->nsessions; i++)
+		if (c->sessions[i] == s) {
+			c->sessions[i] = c->sessions[--c->nsessions];
+			break;
+		}
+	pthread_mutex_unlock(&c->lock);
+	if (s->epfd >= 0)
+		close(s->epfd);
+	close(s->notify_rd);
 	segment_unmap(&s->rx);
 	segment_unmap(&s->tx);
 	free(s);
@@ -474,6 +510,37 @@ SHMB_EXPORT int shmb_ack(struct shmb_session *s)
 	return 0;
 }
 
+static void notify_drain(struct shmb_session *s)
+{
+	char buf[256];
+
+	while (read(s->notify_rd, buf, sizeof(buf)) > 0)
+		;
+}
+
+SHMB_EXPORT int shmb_session_fd(struct shmb_session *s)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	if (s->epfd >= 0)
+		return s->epfd;
+	s->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (s->epfd < 0)
+		return -errno;
+	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->notify_rd, &ev) < 0) {
+		int e = -errno;
+
+		close(s->epfd);
+		s->epfd = -1;
+		return e;
+	}
+	/* from now on the broker writes a byte after each delivery; the full
+	 * fence pairs with the broker's: flag, then the caller's next look */
+	__atomic_fetch_or(&s->txc->client_flags, SHM_CLIENT_POLLER, __ATOMIC_RELAXED);
+	fence_full();
+	return s->epfd;
+}
+
 SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms)
 {
 	struct timespec d = deadline_ms(timeout_ms > 0 ? timeout_ms : 0);
@@ -491,8 +558,18 @@ SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeou
 		r = ring_peek(&s->rx_cons, &rm);
 		if (r != -EAGAIN)
 			break;
-		if (timeout_ms == 0)
-			return -EAGAIN;
+		if (timeout_ms == 0) {
+			if (s->epfd < 0)
+				return -EAGAIN;
+			/* a poller: empty the pipe, then look once more, so a
+			 * record committed after this look writes a fresh byte */
+			notify_drain(s);
+			fence_full();
+			r = ring_peek(&s->rx_cons, &rm);
+			if (r != -EAGAIN)
+				break;
+			return stale(s) ? -ESTALE : -EAGAIN;
+		}
 		r = wake_wait(&s->rxc->rx_signal, &s->txc->rx_waiters, moved_or_stale, &mv, s->spin_ns,
 			      timeout_ms > 0 ? &d : NULL);
 		if (r < 0)

@@ -166,6 +166,18 @@ struct shmb_msg {
 int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms);
 
 /*
+ * A file descriptor that becomes readable when messages may be waiting,
+ * for the application's own poll/epoll loop.  It is an epoll fd owned by
+ * the session (do not close it; shmb_session_close() does), and it also
+ * becomes readable when the session is taken over or the broker goes
+ * away.  Use: after this call and after every wake-up, call
+ * shmb_recv(s, &m, 0) until it returns -EAGAIN, then wait on the fd
+ * again; nothing is missed that way.  Returns the fd, or -EMFILE /
+ * -ENOMEM.  Not to be called concurrently with shmb_recv() on s.
+ */
+int shmb_session_fd(struct shmb_session *s);
+
+/*
  * Acknowledge every message received so far: the broker may reuse their
  * space, and they will not be delivered again.  0 or -ESTALE.
  */
