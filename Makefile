@@ -31,7 +31,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 HDRS     := $(wildcard shm/*.h libclient/include/*.h libclient/*.h broker/*.h tests/*.h)
 
 .SECONDARY:
-.PHONY: all test test-unit asan bench run demo ring-demo install clean help
+.PHONY: all test test-unit test-hostile-broker asan bench run demo ring-demo install clean help
 all: $(BUILD)/libshmb.so $(BUILD)/libshmb.a $(BUILD)/libshmb-internal.a $(BUILD)/shmb.pc \
      $(BUILD)/ring-demo $(BUILD)/shmbd $(BUILD)/shmbctl
 
@@ -108,10 +108,16 @@ test: all $(BUILD)/example-pubsub $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
 test-unit: $(UNIT_BINS)
 	tests/run-tests.sh $(UNIT_BINS)
 
+# The broker's hostile-input suite (malformed control messages, clients
+# scribbling over or truncating their segments), broker and client built
+# the same way as the test.
+test-hostile-broker: $(INT_BINS)
+	SHMB_TEST_ONLY=broker-hostile tests/run-tests.sh $(INT_BINS)
+
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-		EXTRA_LDFLAGS="-fsanitize=address,undefined" test-unit
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" test-unit test-hostile-broker
 
 # ---- benchmarks ----------------------------------------------------------------
 

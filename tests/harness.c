@@ -49,7 +49,7 @@ double harness_scale(void)
 
 int harness_main(const char *program, const struct harness_suite *suites, int argc, char **argv)
 {
-	const char *only = argc > 1 ? argv[1] : NULL;
+	const char *only = argc > 1 ? argv[1] : getenv("SHMB_TEST_ONLY");
 	unsigned run, failed;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);

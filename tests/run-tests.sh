@@ -5,7 +5,7 @@
 # SHMB_TEST_TIMEOUT (seconds, default 600) bounds each program.
 set -u
 timeout_s=${SHMB_TEST_TIMEOUT:-600}
-passed=0 failed=0 skipped=0
+passed=0 failed=0 skipped=0 failures=""
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for t in "$@"; do
@@ -17,6 +17,8 @@ for t in "$@"; do
 	line=$(grep '^RESULT ' "$log" | tail -n 1)
 	if [ -z "$line" ]; then
 		echo "=== $name: exited $rc without a RESULT line (crash or timeout): counted as 1 failure"
+		failures="$failures
+$name: exited $rc without a RESULT line"
 		failed=$((failed + 1))
 		continue
 	fi
@@ -27,7 +29,10 @@ for t in "$@"; do
 		echo "=== $name: exited $rc although no test failed: counted as 1 failure"
 		f=1
 	fi
+	[ "$f" -gt 0 ] && failures="$failures
+$name: $(grep -E '^ +[0-9]+\. |FAILED' "$log" | head -n 5 | tr '\n' ' ')"
 	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
 done
+[ -n "$failures" ] && printf 'failures:%s\n' "$failures"
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
