@@ -21,6 +21,7 @@ struct broker_opts {
 	uint64_t rx_ring_size;       /* default ring sizes for new sessions */
 	uint64_t tx_ring_size;
 	uint64_t session_ttl_ms;     /* detached sessions expire after this */
+	uint64_t block_timeout_ms;   /* a live subscriber full this long is detached */
 	uint64_t poll_us;            /* busy-poll window after the last work */
 	unsigned max_sessions_per_uid;
 	bool no_uring_futex;         /* force the timer fallback (tests) */
@@ -77,6 +78,7 @@ struct session {
 	bool tx_open;          /* a TX file is mapped and read */
 	bool futex_armed;
 	bool blocked;          /* a subscriber of its records is full */
+	uint64_t full_since;   /* its RX ring has held a publisher back since (0: not) */
 
 	uint32_t *topics;      /* subscribed topic ids */
 	unsigned ntopics;

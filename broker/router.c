@@ -102,8 +102,12 @@ static int deliver(struct broker *b, struct session *pub, struct session *sub,
 	if (d->seq > m->hdr.seq)
 		return 0; /* delivered in an earlier, partial pass */
 	r = ring_reserve(&sub->rx_prod, (uint32_t)sizeof(rx) + dlen, SHM_REC_DATA, 0, (void **)&dst);
-	if (r == -EAGAIN)
+	if (r == -EAGAIN) {
+		if (!sub->full_since)
+			sub->full_since = now_ns();
 		return r;
+	}
+	sub->full_since = 0;
 	if (r == -EMSGSIZE) {
 		/* larger than this subscriber's ring can ever hold */
 		log_msg(LOG_WARNING, "message of %u bytes from %s too large for %s: not delivered",

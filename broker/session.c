@@ -525,6 +525,12 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 	}
 	loop_cancel_session(b, s);
 	notify_close(s);
+	/* a client still mapping it learns -ESTALE at its next call */
+	store_release(&s->rxc->generation, 0);
+	fetch_add_release(&s->rxc->rx_signal, 1);
+	fetch_add_release(&s->rxc->tx_space_signal, 1);
+	futex_wake(&s->rxc->rx_signal, 0x7fffffff);
+	futex_wake(&s->rxc->tx_space_signal, 0x7fffffff);
 	tx_drop(s);
 	session_drain_done(s);
 	segment_unmap(&s->rx);
@@ -572,6 +578,16 @@ void session_expire(struct broker *b, uint64_t now)
 {
 	for (unsigned i = 0; i < b->nsessions;) {
 		struct session *s = b->sessions[i];
+
+		/* a live reader that holds publishers back too long loses its
+		 * session's attachment (decisions.md 15); the session keeps what
+		 * it has and expires like any detached one */
+		if (s->owner && s->full_since &&
+		    now - s->full_since >= b->o.block_timeout_ms * 1000000ull) {
+			session_detach(b, s, "its RX ring was full for longer than --block-timeout");
+			if (i >= b->nsessions || b->sessions[i] != s)
+				continue;
+		}
 
 		if (!s->owner && s->detached_ns &&
 		    now - s->detached_ns >= b->o.session_ttl_ms * 1000000ull) {

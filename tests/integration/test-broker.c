@@ -843,6 +843,51 @@ static void test_pollable_fd(void)
 	tb_cleanup(&t);
 }
 
+static bool wait_log(const struct tb *t, const char *needle, unsigned ms)
+{
+	uint64_t until = mono_ns() + (uint64_t)ms * 1000000ull;
+
+	while (tb_log_count(t, needle) == 0 && mono_ns() < until)
+		usleep(2000);
+	return tb_log_count(t, needle) > 0;
+}
+
+/* A live subscriber that never reads holds its publishers back only for
+ * --block-timeout; detached, it expires after --session-ttl and the
+ * publishers go on. */
+static void test_block_timeout(void)
+{
+	struct shmb_client *pc, *sc;
+	struct shmb_session *ps, *ss;
+	uint8_t buf[1000] = { 0 };
+	struct tb t;
+	int r = 0, sent = 0;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--block-timeout", "1", "--session-ttl", "1", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "slow", 0, &sc, &ss) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "p", 0, &pc, &ps) == 0);
+	while (sent < 1000 && (r = shmb_publish(ps, "t", buf, sizeof(buf), 200)) == 0)
+		sent++;
+	CU_ASSERT(r == -ETIMEDOUT); /* held back: nothing is dropped for "slow" */
+	CU_ASSERT(wait_log(&t, "longer than --block-timeout", 5000));
+	CU_ASSERT(wait_log(&t, "expired", 5000));
+	CU_ASSERT(shmb_publish(ps, "t", buf, sizeof(buf), 2000) == 0);
+	CU_ASSERT(shmb_flush(ps, 5000) == 0);
+	{
+		struct shmb_msg m;
+
+		/* its owner learns the session is gone */
+		CU_ASSERT(shmb_recv(ss, &m, 0) == -ESTALE);
+	}
+	printf("\n  %d messages filled the slow subscriber; detached after 1 s, expired after 1 s more;"
+	       " the publisher went on\n", sent);
+	shmb_close(sc);
+	shmb_close(pc);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static void test_second_broker_refused(void)
 {
 	struct tb t;
@@ -883,6 +928,7 @@ static const struct harness_test broker_tests[] = {
 	{ "second_broker_refused", test_second_broker_refused },
 	{ "example_program", test_example_program },
 	{ "pollable_fd", test_pollable_fd },
+	{ "block_timeout", test_block_timeout },
 	{ NULL, NULL },
 };
 
