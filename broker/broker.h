@@ -88,6 +88,7 @@ struct session {
 	uint64_t routed_in;    /* records taken from its TX ring */
 	uint64_t delivered_out;/* records written to its RX ring */
 	uint64_t dropped_stale;/* records of a fenced-off generation */
+	uint64_t dropped_oldest; /* drop-oldest: records dropped before they were read */
 };
 
 struct topic {
@@ -140,6 +141,8 @@ void session_expire(struct broker *b, uint64_t now_ns);
 void session_quarantine(struct broker *b, struct session *s, const char *why);
 void session_reap(struct broker *b);
 void session_drain_done(struct session *s);
+/* Where a new owner starts reading RX, and the sequence found there. */
+void session_rx_start(struct session *s, uint64_t *pos, uint64_t *seq);
 int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bool reset);
 int session_unsubscribe(struct broker *b, struct session *s, uint32_t topic_id);
 struct topic *topic_by_id(struct broker *b, uint32_t id);

@@ -170,6 +170,7 @@ static int do_open(struct broker *b, struct conn *c, const struct proto_open *q)
 	r.u.open.tx_ring_size = s->tx_cons.r.size;
 	r.u.open.broker_id = b->broker_id;
 	r.u.open.created = (uint32_t)created;
+	session_rx_start(s, &r.u.open.rx_pos, &r.u.open.rx_seq);
 	memcpy(r.u.open.token, s->token, sizeof(s->token));
 	/* the client gets the rx file read-only, never by path */
 	fds[0] = openat(s->dirfd, "rx", O_RDONLY | O_CLOEXEC);

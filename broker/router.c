@@ -82,6 +82,40 @@ static struct delivered *dlv_get(struct session *sub, uint64_t src)
 	return &n[sub->ndlv++];
 }
 
+/*
+ * Drop-oldest (decisions.md 15): free the oldest record the subscriber has
+ * not acknowledged.  The new drop position is published (release, then a
+ * store-store fence) before any byte it frees is written again, so a
+ * reader that copied such bytes sees the move when it re-reads it.
+ * Returns 0, or -EAGAIN when there is nothing committed to drop.
+ */
+static int drop_oldest(struct broker *b, struct session *sub)
+{
+	struct ring_prod *p = &sub->rx_prod;
+	struct ring_cons c;
+	struct ring_msg m;
+	uint64_t free_bytes;
+
+	(void)b;
+	/* what this pass reserved for it goes out first, in order */
+	if (p->rsv != p->pos && ring_commit(p) < 0)
+		return -EAGAIN;
+	if (ring_prod_free(p, &free_bytes) < 0) {
+		session_quarantine(b, sub, "its rx_acked is impossible (behind, misaligned or ahead)");
+		return -EAGAIN;
+	}
+	if (p->cons_cache >= p->pos ||
+	    ring_cons_init(&c, &p->r, NULL, NULL, p->cons_cache, RING_SEQ_ANY, 1, UINT32_MAX) < 0 ||
+	    ring_peek(&c, &m) < 0)
+		return -EAGAIN;
+	store_release(&sub->rxc->rx_drop, m.end);
+	/* the drop position is out before the freed bytes are overwritten */
+	fence_release();
+	ring_prod_set_floor(p, m.end);
+	sub->dropped_oldest++;
+	return 0;
+}
+
 /* Deliver one record to one subscriber: 0, or -EAGAIN when it is full. */
 static int deliver(struct broker *b, struct session *pub, struct session *sub,
 		   const struct ring_msg *m, const struct shm_msg_tx *tx)
@@ -101,7 +135,12 @@ static int deliver(struct broker *b, struct session *pub, struct session *sub,
 		return -EAGAIN;
 	if (d->seq > m->hdr.seq)
 		return 0; /* delivered in an earlier, partial pass */
-	r = ring_reserve(&sub->rx_prod, (uint32_t)sizeof(rx) + dlen, SHM_REC_DATA, 0, (void **)&dst);
+	for (;;) {
+		r = ring_reserve(&sub->rx_prod, (uint32_t)sizeof(rx) + dlen, SHM_REC_DATA, 0,
+				 (void **)&dst);
+		if (r != -EAGAIN || sub->policy != SHM_POLICY_DROP_OLDEST || drop_oldest(b, sub) < 0)
+			break;
+	}
 	if (r == -EAGAIN) {
 		if (!sub->full_since)
 			sub->full_since = now_ns();

@@ -310,6 +310,24 @@ static int tx_cut(struct session *s, uint64_t *end_pos, uint64_t *end_seq)
 	return -EAGAIN;
 }
 
+void session_rx_start(struct session *s, uint64_t *pos, uint64_t *seq)
+{
+	struct ring_prod *p = &s->rx_prod;
+	struct ring_cons c;
+	struct ring_msg m;
+	uint64_t free_bytes;
+
+	/* past what was acknowledged, and past what drop-oldest dropped */
+	(void)ring_prod_free(p, &free_bytes);
+	*pos = p->cons_cache;
+	*seq = RING_SEQ_ANY;
+	if (*pos >= p->pos)
+		*seq = p->seq;
+	else if (ring_cons_init(&c, &p->r, NULL, NULL, *pos, RING_SEQ_ANY, 1, UINT32_MAX) == 0 &&
+		 ring_peek(&c, &m) == 0)
+		*seq = m.hdr.seq; /* our own ring: readable, nothing overwrites it now */
+}
+
 void session_drain_done(struct session *s)
 {
 	char name[32];

@@ -63,6 +63,9 @@ struct shmb_session {
 	uint64_t tx_start_seq;
 	bool unacked;
 	int notify_rd; /* read end of the broker's poll pipe */
+	bool drop_oldest;  /* the broker may drop what this reader has not read */
+	uint8_t *copy;     /* drop-oldest: messages are copied out, then checked */
+	uint64_t gap_from; /* drop-oldest: RX sequence expected before a jump, or 0 */
 	int epfd;      /* shmb_session_fd(): an epoll fd holding notify_rd, or -1 */
 };
 
@@ -274,10 +277,14 @@ static int session_map(struct shmb_session *s, int rx_fd, int tx_fd, const struc
 	s->rxc = segment_rx_ctrl(&s->rx);
 	s->txc = segment_tx_ctrl(&s->tx);
 	s->tx_start_seq = th.start_seq;
+	s->drop_oldest = rh.policy == SHM_POLICY_DROP_OLDEST;
+	if (s->drop_oldest && !(s->copy = malloc(rh.rx_ring_size / RING_MAX_REC_DIV)))
+		return -ENOMEM;
 	ret = ring_init(&r, segment_ring_data(&s->rx), rh.rx_ring_size);
 	if (ret == 0)
+		/* where the broker says: past what was acknowledged or dropped */
 		ret = ring_cons_init(&s->rx_cons, &r, &s->rxc->rx_write, &s->txc->rx_acked,
-				     load_acquire(&s->txc->rx_acked), RING_SEQ_ANY, 1, UINT32_MAX);
+				     rep->u.open.rx_pos, rep->u.open.rx_seq, 1, UINT32_MAX);
 	if (ret == 0)
 		ret = ring_init(&r, segment_ring_data(&s->tx), th.tx_ring_size);
 	if (ret == 0)
@@ -298,10 +305,10 @@ SHMB_EXPORT int shmb_session_open(struct shmb_client *c, const char *name,
 	if (len == 0 || len > PROTO_NAME_MAX)
 		return -EINVAL;
 	if (opts) {
-		if (opts->policy != SHMB_POLICY_DEFAULT && opts->policy != SHMB_POLICY_BLOCK)
-			return -EINVAL; /* drop-oldest is not offered yet */
-		if (opts->policy == SHMB_POLICY_BLOCK)
-			q.policy = 0;
+		if (opts->policy < SHMB_POLICY_DEFAULT || opts->policy > SHMB_POLICY_DROP_OLDEST)
+			return -EINVAL;
+		if (opts->policy != SHMB_POLICY_DEFAULT)
+			q.policy = (uint32_t)opts->policy;
 		q.rx_ring_size = opts->rx_ring_size;
 		q.tx_ring_size = opts->tx_ring_size;
 		q.flags = (opts->flags & SHMB_TAKEOVER ? PROTO_OPEN_TAKEOVER : 0) |
@@ -364,6 +371,7 @@ static void session_free(struct shmb_session *s)
 	if (s->epfd >= 0)
 		close(s->epfd);
 	close(s->notify_rd);
+	free(s->copy);
 	segment_unmap(&s->rx);
 	segment_unmap(&s->tx);
 	free(s);
@@ -575,11 +583,40 @@ SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeou
 		if (r < 0)
 			return r;
 	}
+	if (s->drop_oldest) {
+		/*
+		 * The broker may be overwriting what we read: copy it out, then
+		 * re-read the drop position (acquire fence between, pairing with
+		 * the broker's store-store fence); keep the copy only if the
+		 * record lies at or after it, else jump there (decisions.md 15).
+		 */
+		uint64_t drop;
+
+		if (r == 0 && rm.len <= ring_max_payload(&s->rx_cons.r))
+			memcpy(s->copy, rm.payload, rm.len);
+		fence_acquire();
+		drop = load_acquire(&s->rxc->rx_drop);
+		if ((r == 0 && rm.pos < drop) || (r == -EBADMSG && s->rx_cons.pos < drop)) {
+			if (!s->gap_from)
+				s->gap_from = s->rx_cons.seq + 1;
+			s->rx_cons.pos = drop;
+			s->rx_cons.seq = RING_SEQ_ANY;
+			s->unacked = true;
+			return shmb_recv(s, m, timeout_ms);
+		}
+		if (r == 0)
+			rm.payload = s->copy;
+	}
 	if (r < 0)
 		return r;
 	if (rm.len < sizeof(rx))
 		return -EBADMSG;
 	memcpy(&rx, rm.payload, sizeof(rx));
+	m->missed = 0;
+	if (s->gap_from) {
+		m->missed = rm.hdr.seq - (s->gap_from - 1);
+		s->gap_from = 0;
+	}
 	m->data = (const uint8_t *)rm.payload + sizeof(rx);
 	m->len = rm.len - sizeof(rx);
 	m->topic_id = rx.topic_id;

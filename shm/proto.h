@@ -117,6 +117,8 @@ struct proto_reply {
 			uint8_t token[PROTO_TOKEN_LEN];
 			uint32_t created;  /* 1: new session; 0: an existing one resumed */
 			uint32_t pad;
+			uint64_t rx_pos;   /* where the owner starts reading RX */
+			uint64_t rx_seq;   /* the RX sequence there (UINT64_MAX: unknown) */
 		} open;
 		struct {
 			uint32_t topic_id;

@@ -53,6 +53,7 @@ int ring_prod_init(struct ring_prod *p, const struct ring *r, const uint64_t *co
 		.rsv = pos,
 		.rsv_seq = seq,
 		.cons_cache = cons,
+		.cons_raw = cons,
 		.gen = gen,
 	};
 	return 0;
@@ -68,10 +69,18 @@ static int prod_refresh(struct ring_prod *p)
 	/* pairs with the consumer's store_release in ring_release() */
 	uint64_t cons = load_acquire(p->cons_pos);
 
-	if (cons < p->cons_cache || cons > p->pos || cons % SHM_REC_ALIGN)
+	if (cons < p->cons_raw || cons > p->pos || cons % SHM_REC_ALIGN)
 		return -EBADMSG;
-	p->cons_cache = cons;
+	p->cons_raw = cons;
+	if (cons > p->cons_cache)
+		p->cons_cache = cons;
 	return 0;
+}
+
+void ring_prod_set_floor(struct ring_prod *p, uint64_t pos)
+{
+	if (pos > p->cons_cache && pos <= p->pos)
+		p->cons_cache = pos;
 }
 
 int ring_prod_free(struct ring_prod *p, uint64_t *out)

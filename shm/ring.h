@@ -71,7 +71,9 @@ struct ring_prod {
 	uint64_t rsv;             /* reserved up to here */
 	uint64_t rsv_seq;         /* sequence of the next reserved record */
 	uint64_t first_commit;    /* commit word held back for the slot at pos */
-	uint64_t cons_cache;      /* last consumer position read and accepted */
+	uint64_t cons_cache;      /* where free space starts: the consumer's position,
+				     or the floor if that is further (drop-oldest) */
+	uint64_t cons_raw;        /* the consumer's position as last read */
 	uint32_t gen;             /* stamped into every record */
 };
 
@@ -108,6 +110,14 @@ int ring_write(struct ring_prod *p, const void *buf, uint32_t len, uint16_t type
 
 /* Bytes free for the producer now (refreshes the consumer position). */
 int ring_prod_free(struct ring_prod *p, uint64_t *out);
+
+/*
+ * Drop-oldest: treat everything before pos as consumed, whatever the
+ * consumer says.  pos must lie on a record boundary between the
+ * consumer's position and what was committed; the caller publishes it to
+ * readers before it writes over the bytes it frees.
+ */
+void ring_prod_set_floor(struct ring_prod *p, uint64_t pos);
 
 /* ---- consumer ---------------------------------------------------------- */
 

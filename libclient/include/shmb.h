@@ -77,7 +77,8 @@ void shmb_close(struct shmb_client *c);
 enum shmb_policy {
 	SHMB_POLICY_DEFAULT = -1,   /* block for a new session; any for a resumed one */
 	SHMB_POLICY_BLOCK = 0,      /* a full RX ring holds publishers back: lossless */
-	SHMB_POLICY_DROP_OLDEST = 1 /* reserved: the broker does not offer it yet */
+	SHMB_POLICY_DROP_OLDEST = 1 /* a full RX ring drops its oldest unread messages;
+				       the reader is told how many it missed */
 };
 
 #define SHMB_TAKEOVER 0x1u  /* fence off a live owner (its calls get -ESTALE) */
@@ -153,6 +154,7 @@ struct shmb_msg {
 	uint64_t src_broker;  /* (src_broker, src_session, src_seq) identifies the */
 	uint64_t src_session; /* message: a redelivery after a crash carries the  */
 	uint64_t src_seq;     /* same triple as the first delivery                */
+	uint64_t missed;      /* drop-oldest: messages dropped just before this one */
 };
 
 /*
