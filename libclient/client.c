@@ -46,6 +46,9 @@ struct shmb_client {
 	unsigned ntopics;
 	struct shmb_session **sessions; /* open on this connection, freed by shmb_close */
 	unsigned nsessions;
+	shmb_event_fn event_fn;
+	void *event_arg;
+	bool disconnect_told;
 };
 
 struct shmb_session {
@@ -67,6 +70,7 @@ struct shmb_session {
 	uint8_t *copy;     /* drop-oldest: messages are copied out, then checked */
 	uint64_t gap_from; /* drop-oldest: RX sequence expected before a jump, or 0 */
 	int epfd;      /* shmb_session_fd(): an epoll fd holding notify_rd, or -1 */
+	bool stale_told;
 };
 
 /* ---- control requests ------------------------------------------------------- */
@@ -134,6 +138,36 @@ static int rpc_locked(struct shmb_client *c, void *req, size_t len, struct proto
 	}
 }
 
+/* Called in the thread of the call that noticed, never under a lock. */
+static void event_emit(struct shmb_client *c, int kind, struct shmb_session *s, uint64_t count)
+{
+	struct shmb_event ev = { .kind = kind, .session = s, .count = count };
+
+	if (c->event_fn)
+		c->event_fn(&ev, c->event_arg);
+}
+
+/* After a request, outside the lock: the first loss of the broker is told. */
+static void tell_disconnect(struct shmb_client *c)
+{
+	bool tell;
+
+	pthread_mutex_lock(&c->lock);
+	tell = c->dead && !c->disconnect_told;
+	c->disconnect_told |= tell;
+	pthread_mutex_unlock(&c->lock);
+	if (tell)
+		event_emit(c, SHMB_EV_DISCONNECTED, NULL, 0);
+}
+
+SHMB_EXPORT void shmb_set_event_cb(struct shmb_client *c, shmb_event_fn fn, void *arg)
+{
+	pthread_mutex_lock(&c->lock);
+	c->event_fn = fn;
+	c->event_arg = arg;
+	pthread_mutex_unlock(&c->lock);
+}
+
 static int rpc(struct shmb_client *c, void *req, size_t len, struct proto_reply *rep, int *fds,
 	       int nfds)
 {
@@ -142,6 +176,7 @@ static int rpc(struct shmb_client *c, void *req, size_t len, struct proto_reply 
 	pthread_mutex_lock(&c->lock);
 	r = rpc_locked(c, req, len, rep, fds, nfds);
 	pthread_mutex_unlock(&c->lock);
+	tell_disconnect(c);
 	return r;
 }
 
@@ -236,6 +271,7 @@ static int topic_id(struct shmb_client *c, const char *name, uint32_t *id)
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
+	tell_disconnect(c);
 	return r;
 }
 
@@ -403,6 +439,16 @@ static bool stale(const struct shmb_session *s)
 	return load_acquire(&s->rxc->generation) != s->generation;
 }
 
+/* -ESTALE, telling the event callback the first time. */
+static int stale_err(struct shmb_session *s)
+{
+	if (!s->stale_told) {
+		s->stale_told = true;
+		event_emit(s->c, SHMB_EV_STALE, s, 0);
+	}
+	return -ESTALE;
+}
+
 static int sub_req(struct shmb_session *s, const char *topic, uint32_t type, uint32_t flags)
 {
 	struct proto_sub q = { .h.type = type, .session_id = s->id, .flags = flags };
@@ -410,7 +456,7 @@ static int sub_req(struct shmb_session *s, const char *topic, uint32_t type, uin
 	int r;
 
 	if (stale(s))
-		return -ESTALE;
+		return stale_err(s);
 	r = topic_id(s->c, topic, &q.topic_id);
 	if (r < 0)
 		return r;
@@ -473,7 +519,7 @@ SHMB_EXPORT int shmb_publish(struct shmb_session *s, const char *topic, const vo
 	int r;
 
 	if (stale(s))
-		return -ESTALE;
+		return stale_err(s);
 	if (len > UINT32_MAX - sizeof(h))
 		return -EMSGSIZE;
 	r = topic_id(s->c, topic, &h.topic_id);
@@ -492,15 +538,15 @@ SHMB_EXPORT int shmb_publish(struct shmb_session *s, const char *topic, const vo
 		if (r < 0)
 			return r;
 		if (stale(s))
-			return -ESTALE;
+			return stale_err(s);
 	}
 	if (r < 0)
-		return r == -EBADMSG ? -ESTALE : r;
+		return r == -EBADMSG ? stale_err(s) : r;
 	memcpy(dst, &h, sizeof(h));
 	memcpy(dst + sizeof(h), data, len);
 	r = ring_commit(&s->tx_prod);
 	if (r < 0)
-		return -ESTALE;
+		return stale_err(s); /* fenced: cut off by a new owner */
 	wake_broker(s);
 	return 0;
 }
@@ -508,7 +554,7 @@ SHMB_EXPORT int shmb_publish(struct shmb_session *s, const char *topic, const vo
 SHMB_EXPORT int shmb_ack(struct shmb_session *s)
 {
 	if (stale(s))
-		return -ESTALE;
+		return stale_err(s);
 	if (!s->unacked)
 		return 0;
 	/* rx_acked = the read position: pairs with the broker's prod_refresh() */
@@ -562,7 +608,7 @@ SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeou
 		struct moved mv = { s, &s->rxc->rx_write, s->rx_cons.pos };
 
 		if (stale(s))
-			return -ESTALE;
+			return stale_err(s);
 		r = ring_peek(&s->rx_cons, &rm);
 		if (r != -EAGAIN)
 			break;
@@ -576,7 +622,7 @@ SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeou
 			r = ring_peek(&s->rx_cons, &rm);
 			if (r != -EAGAIN)
 				break;
-			return stale(s) ? -ESTALE : -EAGAIN;
+			return stale(s) ? stale_err(s) : -EAGAIN;
 		}
 		r = wake_wait(&s->rxc->rx_signal, &s->txc->rx_waiters, moved_or_stale, &mv, s->spin_ns,
 			      timeout_ms > 0 ? &d : NULL);
@@ -616,6 +662,8 @@ SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeou
 	if (s->gap_from) {
 		m->missed = rm.hdr.seq - (s->gap_from - 1);
 		s->gap_from = 0;
+		if (m->missed)
+			event_emit(s->c, SHMB_EV_GAP, s, m->missed);
 	}
 	m->data = (const uint8_t *)rm.payload + sizeof(rx);
 	m->len = rm.len - sizeof(rx);
@@ -642,14 +690,14 @@ SHMB_EXPORT int shmb_flush(struct shmb_session *s, int timeout_ms)
 	int r;
 
 	if (routed_all(s))
-		return stale(s) ? -ESTALE : 0;
+		return stale(s) ? stale_err(s) : 0;
 	if (timeout_ms == 0)
 		return -ETIMEDOUT;
 	r = wake_wait(&s->rxc->tx_space_signal, &s->txc->tx_space_waiters, routed_all, s, s->spin_ns,
 		      timeout_ms > 0 ? &d : NULL);
 	if (r < 0)
 		return r;
-	return stale(s) ? -ESTALE : 0;
+	return stale(s) ? stale_err(s) : 0;
 }
 
 SHMB_EXPORT int shmb_session_info(struct shmb_session *s, struct shmb_session_info *i)

@@ -72,6 +72,29 @@ int shmb_connect(const struct shmb_connect_opts *opts, struct shmb_client **out)
  */
 void shmb_close(struct shmb_client *c);
 
+/*
+ * Events.  The library calls the callback in the thread of the call that
+ * noticed the event, never while it holds a lock, so the callback may call
+ * shmb_ functions (except shmb_close() of this client).
+ *   SHMB_EV_STALE         session taken over, destroyed or expired; its
+ *                         calls return -ESTALE from now on (once per session)
+ *   SHMB_EV_DISCONNECTED  the connection to the broker is lost (once)
+ *   SHMB_EV_GAP           drop-oldest: `count` messages were dropped before
+ *                         the one shmb_recv() is returning
+ */
+enum shmb_event_kind { SHMB_EV_STALE = 1, SHMB_EV_DISCONNECTED = 2, SHMB_EV_GAP = 3 };
+
+struct shmb_event {
+	int kind;                     /* enum shmb_event_kind */
+	struct shmb_session *session; /* NULL for SHMB_EV_DISCONNECTED */
+	uint64_t count;
+};
+
+typedef void (*shmb_event_fn)(const struct shmb_event *ev, void *arg);
+
+/* Set (or clear, with NULL) the client's event callback.  Thread-safe. */
+void shmb_set_event_cb(struct shmb_client *c, shmb_event_fn fn, void *arg);
+
 /* ---- sessions ------------------------------------------------------------ */
 
 enum shmb_policy {

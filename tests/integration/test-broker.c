@@ -343,8 +343,26 @@ static void test_publisher_killed(void)
 	munmap(st, sizeof(*st));
 }
 
+struct ev_count {
+	int stale, disconnected, gap;
+	uint64_t gap_total;
+};
+
+static void count_event(const struct shmb_event *ev, void *arg)
+{
+	struct ev_count *n = arg;
+
+	n->stale += ev->kind == SHMB_EV_STALE;
+	n->disconnected += ev->kind == SHMB_EV_DISCONNECTED;
+	if (ev->kind == SHMB_EV_GAP) {
+		n->gap++;
+		n->gap_total += ev->count;
+	}
+}
+
 static void test_takeover_and_stale(void)
 {
+	struct ev_count evs = { 0 };
 	struct shmb_client *a, *b, *sc;
 	struct shmb_session *sa, *sb, *ss;
 	struct shmb_connect_opts co;
@@ -358,6 +376,7 @@ static void test_takeover_and_stale(void)
 	CU_ASSERT_FATAL(connect_open(&t, "watcher", 0, &sc, &ss) == 0);
 	CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
 	CU_ASSERT_FATAL(connect_open(&t, "x", 0, &a, &sa) == 0);
+	shmb_set_event_cb(a, count_event, &evs);
 	CU_ASSERT(shmb_publish(sa, "t", "from-a", 6, 1000) == 0);
 	CU_ASSERT_FATAL(shmb_connect(&co, &b) == 0);
 	/* the owner lives: refused without take-over */
@@ -374,6 +393,7 @@ static void test_takeover_and_stale(void)
 	CU_ASSERT(shmb_publish(sa, "t", "late-a", 6, 1000) == -ESTALE);
 	CU_ASSERT(shmb_recv(sa, &m, 0) == -ESTALE);
 	CU_ASSERT(shmb_ack(sa) == -ESTALE);
+	CU_ASSERT(evs.stale == 1); /* told once, not at every call */
 	CU_ASSERT(shmb_publish(sb, "t", "from-b", 6, 1000) == 0);
 	while (shmb_recv(ss, &m, 2000) == 0) {
 		if (got == 0)
@@ -385,11 +405,16 @@ static void test_takeover_and_stale(void)
 			break;
 	}
 	CU_ASSERT(got == 2);
+	/* the broker goes away: the next control request says so, once */
+	shmb_set_event_cb(b, count_event, &evs);
+	CU_ASSERT(tb_stop(&t) == 0);
+	CU_ASSERT(shmb_subscribe(sb, "u") == -EPIPE);
+	CU_ASSERT(shmb_subscribe(sb, "u") == -EPIPE);
+	CU_ASSERT(evs.disconnected == 1);
 	shmb_close(a);
 	shmb_session_close(sb);
 	shmb_close(b);
 	shmb_close(sc);
-	CU_ASSERT(tb_stop(&t) == 0);
 	tb_cleanup(&t);
 }
 
@@ -898,6 +923,7 @@ static void test_drop_oldest(void)
 	struct shmb_client *c;
 	struct shmb_session *s;
 	uint64_t got = 0, missed = 0, last = 0, bad = 0, gaps = 0;
+	struct ev_count evs = { 0 };
 	struct tb t;
 	pid_t pub;
 
@@ -905,6 +931,7 @@ static void test_drop_oldest(void)
 	co.dir = t.dir;
 	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
 	CU_ASSERT_FATAL(shmb_session_open(c, "lossy", &so, &s) == 0);
+	shmb_set_event_cb(c, count_event, &evs);
 	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
 	/* a publisher that must never block: timeout 0 */
 	if ((pub = fork_or_die()) == 0) {
@@ -950,6 +977,7 @@ static void test_drop_oldest(void)
 	       (unsigned long long)missed, (unsigned long long)gaps, (unsigned long long)bad);
 	CU_ASSERT(bad == 0);
 	CU_ASSERT(got + missed == n);
+	CU_ASSERT(evs.gap_total == missed && (uint64_t)evs.gap == gaps);
 	CU_ASSERT(missed > 0);
 	CU_ASSERT(last == n - 1);
 	shmb_close(c);
