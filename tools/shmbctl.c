@@ -50,6 +50,60 @@ static int die(const char *what, int err)
 	return 1;
 }
 
+static long parse_count(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 0) {
+		fprintf(stderr, "shmbctl: --count wants a whole number >= 0, not '%s'\n", s);
+		exit(2);
+	}
+	return v;
+}
+
+static double parse_seconds(const char *s)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v > 0)) {
+		fprintf(stderr, "shmbctl: --timeout wants a number of seconds > 0, not '%s'\n", s);
+		exit(2);
+	}
+	return v;
+}
+
+/* What went wrong opening a session, in words a user can act on. */
+static int open_failed(const char *name, int r)
+{
+	if (r == -EBUSY)
+		fprintf(stderr, "shmbctl: session '%s' is attached to another live process;"
+			" stop that one first\n", name);
+	else if (r == -EINVAL)
+		fprintf(stderr, "shmbctl: cannot open session '%s': a name is 1-128 characters of"
+			" A-Z a-z 0-9 . _ : @ -, not starting with '.'\n", name);
+	else
+		fprintf(stderr, "shmbctl: cannot open session '%s': %s\n", name, shmb_strerror(r));
+	return 1;
+}
+
+static int topic_failed(const char *what, const char *topic, int r)
+{
+	if (r == -EINVAL)
+		fprintf(stderr, "shmbctl: %s: bad topic '%s': a topic is 1-200 printable characters"
+			" without spaces\n", what, topic);
+	else if (r == -EPERM)
+		fprintf(stderr, "shmbctl: %s: topic '%s' belongs to another user\n", what, topic);
+	else
+		fprintf(stderr, "shmbctl: %s '%s': %s\n", what, topic, shmb_strerror(r));
+	return 1;
+}
+
 static int write_all(int fd, const char *p, size_t n)
 {
 	while (n) {
@@ -82,12 +136,12 @@ static int cmd_pub(struct shmb_client *c, const char *session, int argc, char **
 		snprintf(name, sizeof(name), "pub-%d-%ld", (int)getpid(), (long)time(NULL));
 	r = shmb_session_open(c, session ? session : name, &o, &s);
 	if (r < 0)
-		return die("cannot open a session", r);
+		return open_failed(session ? session : name, r);
 	if (argc > 1) {
 		for (int i = 1; i < argc && !rc; i++) {
 			r = shmb_publish(s, argv[0], argv[i], strlen(argv[i]), -1);
 			if (r < 0)
-				rc = die("publish", r);
+				rc = topic_failed("publish", argv[0], r);
 		}
 	} else {
 		char *line = NULL;
@@ -99,7 +153,7 @@ static int cmd_pub(struct shmb_client *c, const char *session, int argc, char **
 				n--;
 			r = shmb_publish(s, argv[0], line, (size_t)n, -1);
 			if (r < 0)
-				rc = die("publish", r);
+				rc = topic_failed("publish", argv[0], r);
 		}
 		free(line);
 	}
@@ -134,14 +188,26 @@ static int cmd_sub(struct shmb_client *c, const char *session, long count, doubl
 	else
 		snprintf(name, sizeof(name), "sub-%d-%ld", (int)getpid(), (long)time(NULL));
 	r = shmb_session_open(c, session ? session : name, &o, &s);
-	if (r == -EBUSY)
-		return die("session is in use by a live process", r);
 	if (r < 0)
-		return die("cannot open a session", r);
+		return open_failed(session ? session : name, r);
+	if (session) {
+		struct shmb_session_info i;
+
+		shmb_session_info(s, &i);
+		if (i.created)
+			/* say so: a user restarting a sub expects to resume */
+			fprintf(stderr, "shmbctl: session '%s' is new: nothing by that name existed"
+				" (a detached session expires after shmbd's --session-ttl)\n", session);
+	}
 	/* its topics replace the session's subscriptions */
 	r = shmb_subscribe_only(s, (const char *const *)argv, (size_t)argc);
-	if (r < 0)
+	if (r < 0) {
+		/* find the topic it refused, to name it */
+		for (int k = 0; k < argc; k++)
+			if (shmb_subscribe(s, argv[k]) < 0)
+				return topic_failed("subscribe", argv[k], r);
 		return die("subscribe", r);
+	}
 	while (count < 0 || got < count) {
 		struct shmb_msg m;
 
@@ -222,8 +288,8 @@ int main(int argc, char **argv)
 		switch (o) {
 		case 'd': co.dir = optarg; break;
 		case 's': session = optarg; break;
-		case 'n': count = strtol(optarg, NULL, 10); break;
-		case 't': timeout_s = strtod(optarg, NULL); break;
+		case 'n': count = parse_count(optarg); break;
+		case 't': timeout_s = parse_seconds(optarg); break;
 		case '0': nul = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -245,9 +311,9 @@ int main(int argc, char **argv)
 			if (!strcmp(a, "--session") && i + 1 < argc)
 				session = argv[++i];
 			else if (!strcmp(a, "--count") && i + 1 < argc)
-				count = strtol(argv[++i], NULL, 10);
+				count = parse_count(argv[++i]);
 			else if (!strcmp(a, "--timeout") && i + 1 < argc)
-				timeout_s = strtod(argv[++i], NULL);
+				timeout_s = parse_seconds(argv[++i]);
 			else if (!strcmp(a, "--null"))
 				nul = true;
 			else if (!strcmp(a, "--dir") && i + 1 < argc)
@@ -265,9 +331,15 @@ int main(int argc, char **argv)
 	}
 	r = shmb_connect(&co, &c);
 	if (r < 0) {
-		fprintf(stderr, "shmbctl: cannot reach the broker at %s/control: %s\n",
-			co.dir ? co.dir : getenv("SHMB_DIR") ? getenv("SHMB_DIR") : "/run/shmb",
-			shmb_strerror(r));
+		const char *d = co.dir ? co.dir : getenv("SHMB_DIR") ? getenv("SHMB_DIR") : "/run/shmb";
+
+		if (r == -ENOENT || r == -ECONNREFUSED)
+			fprintf(stderr, "shmbctl: no broker at %s/control: is shmbd running there?"
+				" (start one with 'make run' or 'shmbd --dir %s'; SHMB_DIR or --dir"
+				" names the directory)\n", d, d);
+		else
+			fprintf(stderr, "shmbctl: cannot reach the broker at %s/control: %s\n", d,
+				shmb_strerror(r));
 		return 1;
 	}
 	if (!strcmp(verb, "status"))
