@@ -71,6 +71,11 @@ struct shmb_session {
 	uint64_t gap_from; /* drop-oldest: RX sequence expected before a jump, or 0 */
 	int epfd;      /* shmb_session_fd(): an epoll fd holding notify_rd, or -1 */
 	bool stale_told;
+	const char *last_topic;   /* the caller's pointer of the last publish, */
+	char last_name[PROTO_TOPIC_MAX + 1]; /* its text then, */
+	uint32_t last_id;         /* and its id: one strcmp instead of a lookup */
+	uint32_t last_rx_id;      /* the last received topic and its name */
+	const char *last_rx_name;
 };
 
 /* ---- control requests ------------------------------------------------------- */
@@ -522,9 +527,18 @@ SHMB_EXPORT int shmb_publish(struct shmb_session *s, const char *topic, const vo
 		return stale_err(s);
 	if (len > UINT32_MAX - sizeof(h))
 		return -EMSGSIZE;
-	r = topic_id(s->c, topic, &h.topic_id);
-	if (r < 0)
-		return r;
+	if (topic == s->last_topic && s->last_id && !strcmp(topic, s->last_name)) {
+		h.topic_id = s->last_id;
+	} else {
+		r = topic_id(s->c, topic, &h.topic_id);
+		if (r < 0)
+			return r;
+		if (strlen(topic) <= PROTO_TOPIC_MAX) {
+			strcpy(s->last_name, topic);
+			s->last_topic = topic;
+			s->last_id = h.topic_id;
+		}
+	}
 	for (;;) {
 		struct moved mv = { s, &s->rxc->tx_read, load_acquire(&s->rxc->tx_read) };
 
@@ -668,7 +682,11 @@ SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeou
 	m->data = (const uint8_t *)rm.payload + sizeof(rx);
 	m->len = rm.len - sizeof(rx);
 	m->topic_id = rx.topic_id;
-	m->topic = topic_name(s->c, rx.topic_id);
+	if (rx.topic_id != s->last_rx_id || !s->last_rx_name) {
+		s->last_rx_name = topic_name(s->c, rx.topic_id);
+		s->last_rx_id = rx.topic_id;
+	}
+	m->topic = s->last_rx_name;
 	m->src_broker = rx.src_broker;
 	m->src_session = rx.src_session;
 	m->src_seq = rx.src_seq;
