@@ -985,6 +985,87 @@ static void test_drop_oldest(void)
 	tb_cleanup(&t);
 }
 
+/* Broker CPU time (user + system, clock ticks) from /proc. */
+static long broker_ticks(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut = 0, st = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (!fgets(buf, sizeof(buf), f)) {
+		fclose(f);
+		return -1;
+	}
+	fclose(f);
+	p = strrchr(buf, ')');
+	/* fields after the name: state is 3rd; utime and stime are 14th, 15th */
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+		return -1;
+	return (long)(ut + st);
+}
+
+/* Without io_uring FUTEX_WAIT (forced), the broker's fallback still
+ * delivers everything; and an idle broker (either way) uses no CPU. */
+static void test_fallback_and_idle(void)
+{
+	const char *modes[2][3] = { { "--poll-us", "50", NULL }, { "--no-uring-futex", NULL, NULL } };
+
+	for (int k = 0; k < 2; k++) {
+		struct shmb_client *pc, *sc;
+		struct shmb_session *ps, *ss;
+		struct tb t;
+		long t0, t1;
+		int got = 0;
+
+		CU_ASSERT_FATAL(tb_start(&t, modes[k][0], modes[k][1], NULL) == 0);
+		CU_ASSERT_FATAL(connect_open(&t, "s", 0, &sc, &ss) == 0);
+		CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
+		CU_ASSERT_FATAL(connect_open(&t, "p", 0, &pc, &ps) == 0);
+		for (uint64_t i = 0; i < 20000; i++) {
+			struct payload p;
+			struct shmb_msg m;
+
+			payload_make(&p, 0, i);
+			if (shmb_publish(ps, "t", &p, sizeof(p), 5000) < 0)
+				break;
+			if (i % 7 == 0) /* let the broker go idle now and then */
+				while (shmb_recv(ss, &m, got < (int)i ? 5000 : 0) == 0) {
+					got++;
+					shmb_ack(ss);
+					if (got > (int)i)
+						break;
+				}
+		}
+		{
+			struct shmb_msg m;
+
+			while (got < 20000 && shmb_recv(ss, &m, 5000) == 0) {
+				got++;
+				shmb_ack(ss);
+			}
+		}
+		CU_ASSERT(got == 20000);
+		if (k == 1)
+			CU_ASSERT(tb_log_count(&t, "polling every") == 1);
+		/* idle for a second: the io_uring broker sleeps; the fallback
+		 * wakes every millisecond, which still costs next to nothing */
+		t0 = broker_ticks(t.pid);
+		usleep(1000000);
+		t1 = broker_ticks(t.pid);
+		printf("\n  %s: 20000 delivered; idle second cost %ld clock ticks of CPU\n",
+		       k ? "fallback (--no-uring-futex)" : "io_uring FUTEX_WAIT", t1 - t0);
+		CU_ASSERT(t0 >= 0 && t1 - t0 <= (k ? 20 : 2));
+		shmb_close(pc);
+		shmb_close(sc);
+		CU_ASSERT(tb_stop(&t) == 0);
+		tb_cleanup(&t);
+	}
+}
+
 static void test_second_broker_refused(void)
 {
 	struct tb t;
@@ -1027,6 +1108,7 @@ static const struct harness_test broker_tests[] = {
 	{ "pollable_fd", test_pollable_fd },
 	{ "block_timeout", test_block_timeout },
 	{ "drop_oldest", test_drop_oldest },
+	{ "fallback_and_idle", test_fallback_and_idle },
 	{ NULL, NULL },
 };
 
