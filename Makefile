@@ -103,7 +103,7 @@ INT_BINS  := $(INT_TESTS:%=$(BUILD)/tests/%)
 MP_BINS   := $(MP_TESTS:%=$(BUILD)/tests/%)
 
 test: all $(BUILD)/example-pubsub $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
-	tests/run-tests.sh $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
+	tests/run-tests.sh $(UNIT_BINS) $(MP_BINS) $(INT_BINS) "tests/integration/test-shmbctl.sh $(BUILD)"
 
 test-unit: $(UNIT_BINS)
 	tests/run-tests.sh $(UNIT_BINS)

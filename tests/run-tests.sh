@@ -9,9 +9,11 @@ passed=0 failed=0 skipped=0 failures=""
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for t in "$@"; do
-	name=$(basename "$t")
+	# an entry may carry arguments: "program arg..."
+	name=$(basename "${t%% *}")
 	echo "=== $name"
-	timeout -k 10 "$timeout_s" "$t" >"$log" 2>&1
+	# shellcheck disable=SC2086
+	timeout -k 10 "$timeout_s" $t >"$log" 2>&1
 	rc=$?
 	cat "$log"
 	line=$(grep '^RESULT ' "$log" | tail -n 1)

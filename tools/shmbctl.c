@@ -92,6 +92,23 @@ static int open_failed(const char *name, int r)
 	return 1;
 }
 
+/* The named session, or a throw-away one destroyed with its process. */
+static int open_session(struct shmb_client *c, const char *session, const char *verb,
+			struct shmb_session **s)
+{
+	struct shmb_session_opts o = { .policy = SHMB_POLICY_DEFAULT,
+				       .flags = session ? 0 : SHMB_EPHEMERAL };
+	char name[64];
+	int r;
+
+	if (!session) {
+		snprintf(name, sizeof(name), "%s-%d-%ld", verb, (int)getpid(), (long)time(NULL));
+		session = name;
+	}
+	r = shmb_session_open(c, session, &o, s);
+	return r < 0 ? open_failed(session, r), r : 0;
+}
+
 static int topic_failed(const char *what, const char *topic, int r)
 {
 	if (r == -EINVAL)
@@ -121,22 +138,15 @@ static int write_all(int fd, const char *p, size_t n)
 
 static int cmd_pub(struct shmb_client *c, const char *session, int argc, char **argv)
 {
-	struct shmb_session_opts o = { .policy = SHMB_POLICY_DEFAULT, .flags = SHMB_EPHEMERAL };
 	struct shmb_session *s;
-	char name[64];
 	int r, rc = 0;
 
 	if (argc < 1) {
 		usage(stderr);
 		return 2;
 	}
-	if (session)
-		o.flags = 0;
-	else
-		snprintf(name, sizeof(name), "pub-%d-%ld", (int)getpid(), (long)time(NULL));
-	r = shmb_session_open(c, session ? session : name, &o, &s);
-	if (r < 0)
-		return open_failed(session ? session : name, r);
+	if (open_session(c, session, "pub", &s) < 0)
+		return 1;
 	if (argc > 1) {
 		for (int i = 1; i < argc && !rc; i++) {
 			r = shmb_publish(s, argv[0], argv[i], strlen(argv[i]), -1);
@@ -171,9 +181,7 @@ static int cmd_pub(struct shmb_client *c, const char *session, int argc, char **
 static int cmd_sub(struct shmb_client *c, const char *session, long count, double timeout_s,
 		   bool nul, int argc, char **argv)
 {
-	struct shmb_session_opts o = { .policy = SHMB_POLICY_DEFAULT, .flags = SHMB_EPHEMERAL };
 	struct shmb_session *s;
-	char name[64];
 	long got = 0;
 	int r, timeout_ms = timeout_s > 0 ? (int)(timeout_s * 1000) : -1;
 	char *buf = NULL;
@@ -183,13 +191,8 @@ static int cmd_sub(struct shmb_client *c, const char *session, long count, doubl
 		usage(stderr);
 		return 2;
 	}
-	if (session)
-		o.flags = 0;
-	else
-		snprintf(name, sizeof(name), "sub-%d-%ld", (int)getpid(), (long)time(NULL));
-	r = shmb_session_open(c, session ? session : name, &o, &s);
-	if (r < 0)
-		return open_failed(session ? session : name, r);
+	if (open_session(c, session, "sub", &s) < 0)
+		return 1;
 	if (session) {
 		struct shmb_session_info i;
 

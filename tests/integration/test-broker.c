@@ -660,6 +660,24 @@ static void test_malformed_control_messages(void)
 	tb_cleanup(&t);
 }
 
+/* A broker, a good subscriber and publisher, and a client `bad` whose one
+ * message of 11 bytes ("ok-from-bad") was delivered and acknowledged. */
+static void hostile_setup(struct tb *t, const char *bad, struct shmb_client **sc,
+			  struct shmb_session **ss, struct shmb_client **pc, struct shmb_session **ps,
+			  struct shmb_client **bc, struct shmb_session **bs)
+{
+	struct shmb_msg m;
+
+	CU_ASSERT_FATAL(tb_start(t, NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(t, "good-sub", 0, sc, ss) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(*ss, "t") == 0);
+	CU_ASSERT_FATAL(connect_open(t, "good-pub", 0, pc, ps) == 0);
+	CU_ASSERT_FATAL(connect_open(t, bad, 0, bc, bs) == 0);
+	CU_ASSERT(shmb_publish(*bs, "t", "ok-from-bad", 11, 1000) == 0);
+	CU_ASSERT(shmb_recv(*ss, &m, 5000) == 0 && m.len == 11);
+	CU_ASSERT(shmb_ack(*ss) == 0);
+}
+
 /* A client scribbles over its own TX ring: its session is quarantined,
  * nobody else notices. */
 static void test_scribbling_client(void)
@@ -672,14 +690,7 @@ static void test_scribbling_client(void)
 	size_t len;
 	int fd;
 
-	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
-	CU_ASSERT_FATAL(connect_open(&t, "good-sub", 0, &sc, &ss) == 0);
-	CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
-	CU_ASSERT_FATAL(connect_open(&t, "good-pub", 0, &pc, &ps) == 0);
-	CU_ASSERT_FATAL(connect_open(&t, "bad", 0, &bc, &bs) == 0);
-	CU_ASSERT(shmb_publish(bs, "t", "ok-from-bad", 11, 1000) == 0);
-	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 11);
-	CU_ASSERT(shmb_ack(ss) == 0);
+	hostile_setup(&t, "bad", &sc, &ss, &pc, &ps, &bc, &bs);
 	/* forge a record: a length far beyond the ring, then poke the broker */
 	base = client_session_tx_base(bs, &len, &fd);
 	{
@@ -726,14 +737,7 @@ static void test_truncating_client(void)
 	size_t len;
 	int fd;
 
-	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
-	CU_ASSERT_FATAL(connect_open(&t, "good-sub", 0, &sc, &ss) == 0);
-	CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
-	CU_ASSERT_FATAL(connect_open(&t, "good-pub", 0, &pc, &ps) == 0);
-	CU_ASSERT_FATAL(connect_open(&t, "shrinker", 0, &bc, &bs) == 0);
-	CU_ASSERT(shmb_publish(bs, "t", "one", 3, 1000) == 0);
-	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 3);
-	CU_ASSERT(shmb_ack(ss) == 0);
+	hostile_setup(&t, "shrinker", &sc, &ss, &pc, &ps, &bc, &bs);
 	base = client_session_tx_base(bs, &len, &fd);
 	/* keep the first page (header, counters), cut the ring off */
 	CU_ASSERT(ftruncate(fd, 4096) == 0);

@@ -1,0 +1,52 @@
+#!/bin/sh
+# shmbctl's scripting verbs against a real broker; prints a RESULT line
+# like the C test programs.  Usage: test-shmbctl.sh BUILD_DIR
+set -u
+build=$(cd "${1:-build}" && pwd)
+top=$(cd "$(dirname "$0")/../.." && pwd)
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "  $1 ...passed"; }
+bad() { failed=$((failed + 1)); echo "  $1 ...FAILED: $2"; }
+
+dir=$(mktemp -d /dev/shm/shmb-ctl-test.XXXXXX)
+export SHMB_DIR=$dir
+"$build/shmbd" --quiet 2>"$dir.log" &
+broker=$!
+trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null; rm -rf "$dir" "$dir.log"' EXIT
+i=0
+until "$build/shmbctl" status >/dev/null 2>&1; do
+	i=$((i + 1)); [ $i -gt 200 ] && { echo "broker did not start"; cat "$dir.log"; exit 1; }
+	sleep 0.05
+done
+
+# arguments and stdin, in order, to a named session subscribed first
+"$build/shmbctl" sub t --session s1 --count 0 >/dev/null 2>&1
+"$build/shmbctl" pub t one two && printf 'three\nfour\n' | "$build/shmbctl" pub t
+out=$("$build/shmbctl" sub t --session s1 --count 4 --timeout 5 | tr '\n' ' ')
+[ "$out" = "one two three four " ] && ok "pub_args_and_stdin" || bad "pub_args_and_stdin" "got '$out'"
+
+# --timeout without messages: exit 3
+"$build/shmbctl" sub t --session s1 --timeout 0.2 >/dev/null 2>&1
+rc=$?
+[ $rc -eq 3 ] && ok "sub_timeout_exit_3" || bad "sub_timeout_exit_3" "exit $rc"
+
+# --null separates with NUL
+"$build/shmbctl" pub t "a b" c
+out=$("$build/shmbctl" sub t --session s1 --count 2 --null --timeout 5 | tr '\0' '|')
+[ "$out" = "a b|c|" ] && ok "sub_null" || bad "sub_null" "got '$out'"
+
+# bad values are refused with a usage error
+"$build/shmbctl" sub t --count abc >/dev/null 2>&1
+rc=$?
+[ $rc -eq 2 ] && ok "bad_count_refused" || bad "bad_count_refused" "exit $rc"
+
+# a sub killed with SIGKILL five times resumes each time: the demo's proof
+kill $broker; wait $broker 2>/dev/null
+if DEMO_MESSAGES=20000 "$top/tools/demo.sh" "$build" >"$dir.demo" 2>&1; then
+	ok "sub_killed_and_resumed"
+else
+	bad "sub_killed_and_resumed" "$(tail -n 8 "$dir.demo" | tr '\n' ' ')"
+fi
+rm -f "$dir.demo"
+echo "RESULT test-shmbctl passed=$passed failed=$failed skipped=0"
+[ $failed -eq 0 ]
