@@ -112,6 +112,7 @@ struct broker {
 	uint64_t start_ns;
 	uint64_t next_session_id;
 	bool stopping;
+	bool accept_paused;    /* out of fds: accept is re-armed at the next tick */
 
 	struct conn *conns[BROKER_MAX_CONNS];
 	uint32_t conn_gen[BROKER_MAX_CONNS];

@@ -159,10 +159,19 @@ static void on_cqe(struct broker *b, struct io_uring_cqe *cqe)
 
 	switch (UD_KIND(ud)) {
 	case OP_ACCEPT:
-		if (cqe->res >= 0)
+		if (cqe->res >= 0) {
 			ctl_accepted(b, cqe->res);
-		else if (cqe->res != -ECANCELED)
+		} else if (cqe->res == -EMFILE || cqe->res == -ENFILE || cqe->res == -ENOMEM) {
+			/* out of fds: re-arming now would spin; the housekeeping
+			 * tick re-arms in a moment, and this is said once */
+			if (!b->accept_paused)
+				log_msg(LOG_WARNING, "accept: %s: pausing new connections",
+					strerror(-cqe->res));
+			b->accept_paused = true;
+			break;
+		} else if (cqe->res != -ECANCELED) {
 			log_msg(LOG_WARNING, "accept: %s", strerror(-cqe->res));
+		}
 		if (!more && !b->stopping)
 			arm_accept(b);
 		break;
@@ -171,7 +180,9 @@ static void on_cqe(struct broker *b, struct io_uring_cqe *cqe)
 		if (!c)
 			break;
 		ctl_readable(b, c);
-		if (!more && !c->dead && b->conns[UD_A(ud)] == c)
+		/* ctl_readable may have closed and freed c: look it up again */
+		c = conn_of(b, ud);
+		if (!more && c)
 			arm_poll(b, c->fd, ud);
 		break;
 	case OP_PIDFD:
@@ -221,18 +232,33 @@ static unsigned drain_cqes(struct broker *b)
 	return n;
 }
 
-static void set_waiting(struct broker *b, uint32_t v)
+/*
+ * Before sleeping: ask every client to wake the broker when it publishes
+ * (SHM_WAIT_TX), and a subscriber that holds a publisher back also when it
+ * acknowledges (SHM_WAIT_RX_SPACE); plain acknowledgements then cost no
+ * wake-up.
+ */
+static void set_waiting(struct broker *b)
 {
 	for (unsigned i = 0; i < b->nsessions; i++) {
 		struct session *s = b->sessions[i];
 
 		if (s->tx_open)
-			store_relaxed(&s->rxc->broker_waiting, v);
+			store_relaxed(&s->rxc->broker_waiting,
+				      SHM_WAIT_TX | (s->full_since ? SHM_WAIT_RX_SPACE : 0));
 	}
 }
 
-/* Go to sleep unless there is work; returns after a wake-up or timeout. */
-static void sleep_idle(struct broker *b)
+static void clear_waiting(struct broker *b)
+{
+	for (unsigned i = 0; i < b->nsessions; i++)
+		if (b->sessions[i]->tx_open)
+			store_relaxed(&b->sessions[i]->rxc->broker_waiting, 0);
+}
+
+/* Go to sleep unless there is work; returns after a wake-up or timeout,
+ * true when it found work instead of sleeping (keep polling then). */
+static bool sleep_idle(struct broker *b)
 {
 	struct __kernel_timespec ts = { .tv_sec = 1 };
 	struct io_uring_cqe *cqe;
@@ -241,19 +267,19 @@ static void sleep_idle(struct broker *b)
 	if (b->uring_futex && b->nsessions) {
 		vals = calloc(b->nsessions, sizeof(*vals));
 		if (!vals)
-			return;
+			return true;
 		/* the value each wait will expect, read before the last look */
 		for (unsigned i = 0; i < b->nsessions; i++)
 			if (b->sessions[i]->tx_open)
 				vals[i] = load_acquire(&b->sessions[i]->txc->tx_signal);
 	}
-	set_waiting(b, 1);
+	set_waiting(b);
 	/* pairs with the client's fence in wake_signal(): flag, then rings */
 	fence_full();
 	if (router_run(b)) {
-		set_waiting(b, 0);
+		clear_waiting(b);
 		free(vals);
-		return;
+		return true;
 	}
 	if (vals) {
 		for (unsigned i = 0; i < b->nsessions; i++) {
@@ -274,7 +300,8 @@ static void sleep_idle(struct broker *b)
 	}
 	b->sleeps++;
 	io_uring_submit_and_wait_timeout(&b->ring, &cqe, 1, &ts, NULL);
-	set_waiting(b, 0);
+	clear_waiting(b);
+	return false;
 }
 
 int loop_run(struct broker *b)
@@ -292,6 +319,10 @@ int loop_run(struct broker *b)
 		now = now_ns();
 		if (now - last_house >= 200000000ull) {
 			session_expire(b, now);
+			if (b->accept_paused && !b->stopping) {
+				b->accept_paused = false;
+				arm_accept(b);
+			}
 			last_house = now;
 		}
 		if (b->stopping) {
@@ -313,8 +344,8 @@ int loop_run(struct broker *b)
 			cpu_relax();
 			continue;
 		}
-		sleep_idle(b);
-		last_work = now_ns() - b->o.poll_us * 1000ull; /* poll again only after work */
+		/* found work at the last look: poll again; else poll only after work */
+		last_work = sleep_idle(b) ? now_ns() : now_ns() - b->o.poll_us * 1000ull;
 	}
 	log_msg(LOG_NOTICE, "stopped: %llu messages routed, %llu idle sleeps, %llu reader wake-ups;"
 		" segments consistent", (unsigned long long)b->routed, (unsigned long long)b->sleeps,

@@ -509,10 +509,11 @@ static bool moved_or_stale(void *arg)
 	return load_acquire(m->word) != m->seen || stale(m->s);
 }
 
-/* Tell the broker there is something for it, if it sleeps. */
-static void wake_broker(struct shmb_session *s)
+/* Tell the broker there is something for it, if it sleeps waiting for
+ * that (SHM_WAIT_TX after a publish, SHM_WAIT_RX_SPACE after an ack). */
+static void wake_broker(struct shmb_session *s, uint32_t why)
 {
-	wake_signal(&s->txc->tx_signal, &s->rxc->broker_waiting);
+	wake_signal_mask(&s->txc->tx_signal, &s->rxc->broker_waiting, why);
 }
 
 SHMB_EXPORT int shmb_publish(struct shmb_session *s, const char *topic, const void *data, size_t len,
@@ -561,7 +562,7 @@ SHMB_EXPORT int shmb_publish(struct shmb_session *s, const char *topic, const vo
 	r = ring_commit(&s->tx_prod);
 	if (r < 0)
 		return stale_err(s); /* fenced: cut off by a new owner */
-	wake_broker(s);
+	wake_broker(s, SHM_WAIT_TX);
 	return 0;
 }
 
@@ -574,7 +575,7 @@ SHMB_EXPORT int shmb_ack(struct shmb_session *s)
 	/* rx_acked = the read position: pairs with the broker's prod_refresh() */
 	ring_release(&s->rx_cons);
 	s->unacked = false;
-	wake_broker(s);
+	wake_broker(s, SHM_WAIT_RX_SPACE);
 	return 0;
 }
 

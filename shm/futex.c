@@ -58,6 +58,17 @@ int wake_signal(uint32_t *word, const uint32_t *waiters)
 	return 1;
 }
 
+int wake_signal_mask(uint32_t *word, const uint32_t *flags, uint32_t mask)
+{
+	fetch_add_release(word, 1);
+	/* pairs with the sleeper's fence: set flag, then look at the data */
+	fence_full();
+	if (!(load_relaxed(flags) & mask))
+		return 0;
+	futex_wake(word, 0x7fffffff);
+	return 1;
+}
+
 static bool deadline_passed(const struct timespec *deadline)
 {
 	struct timespec now;

@@ -42,6 +42,10 @@ int futex_wake(const uint32_t *word, int n);
  * is one.  Returns 1 when it made the system call, 0 when it did not. */
 int wake_signal(uint32_t *word, const uint32_t *waiters);
 
+/* The same, for a single sleeper that announces itself with bits in a
+ * flag word: wake only when (*flags & mask). */
+int wake_signal_mask(uint32_t *word, const uint32_t *flags, uint32_t mask);
+
 typedef bool (*wake_ready_fn)(void *arg);
 
 /*

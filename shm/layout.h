@@ -88,7 +88,7 @@ struct shm_rx_ctrl {
 	uint64_t tx_read;         /* broker's read position in the current TX file */
 	uint64_t tx_read_seq;     /* sequence of the next TX record it will read */
 	uint32_t tx_space_signal; /* futex: bumped when tx_read advances */
-	uint32_t broker_waiting;  /* non-zero while the broker sleeps on tx_signal */
+	uint32_t broker_waiting;  /* SHM_WAIT_*: what should wake the sleeping broker */
 	uint8_t pad1[40];
 
 	/* line 2: ownership (decisions.md 6-8) */
@@ -98,6 +98,10 @@ struct shm_rx_ctrl {
 	uint64_t drain_read_seq;
 	uint8_t pad2[40];
 };
+
+/* Bits of shm_rx_ctrl.broker_waiting. */
+#define SHM_WAIT_TX 0x1u       /* the broker sleeps: wake it after a TX commit */
+#define SHM_WAIT_RX_SPACE 0x2u /* ... and after rx_acked moves (it is full) */
 
 /* ---- the tx.<gen> file ---------------------------------------------- */
 
