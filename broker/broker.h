@@ -74,6 +74,7 @@ struct session {
 	struct segment drain_tx;  /* a previous owner's TX file, still being delivered */
 	struct ring_cons drain_cons;
 	uint32_t drain_gen;       /* its generation; 0: nothing draining */
+	uint64_t drain_end;       /* where the old owner was cut off: the drain stops there */
 	bool rx_dirty;         /* RX records reserved, not yet committed */
 	bool tx_open;          /* a TX file is mapped and read */
 	bool futex_armed;
@@ -101,6 +102,7 @@ struct topic {
 };
 
 #define BROKER_MAX_CONNS 4096
+#define BROKER_MAX_CONNS_PER_UID 256
 
 struct broker {
 	struct broker_opts o;
@@ -142,6 +144,7 @@ void session_expire(struct broker *b, uint64_t now_ns);
 void session_quarantine(struct broker *b, struct session *s, const char *why);
 void session_reap(struct broker *b);
 void session_drain_done(struct session *s);
+bool session_tx_drained(struct session *s);
 /* Where a new owner starts reading RX, and the sequence found there. */
 void session_rx_start(struct session *s, uint64_t *pos, uint64_t *seq);
 int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bool reset);

@@ -59,11 +59,23 @@ void ctl_accepted(struct broker *b, int fd)
 		close(fd);
 		return;
 	}
-	for (int i = 0; i < BROKER_MAX_CONNS; i++)
-		if (!b->conns[i]) {
-			slot = i;
-			break;
+	{
+		unsigned mine = 0;
+
+		for (int i = 0; i < BROKER_MAX_CONNS; i++) {
+			if (!b->conns[i] && slot < 0)
+				slot = i;
+			else if (b->conns[i] && b->conns[i]->uid == cred.uid)
+				mine++;
 		}
+		/* one uid cannot take every connection (and fd) from the others */
+		if (cred.uid != 0 && mine >= BROKER_MAX_CONNS_PER_UID) {
+			log_msg(LOG_WARNING, "connection from pid %d refused: uid %u has %u connections",
+				(int)cred.pid, (unsigned)cred.uid, mine);
+			close(fd);
+			return;
+		}
+	}
 	c = slot >= 0 ? calloc(1, sizeof(*c)) : NULL;
 	if (!c) {
 		log_msg(LOG_WARNING, "connection from pid %d refused: too many connections", (int)cred.pid);

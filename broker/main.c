@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -194,6 +195,16 @@ int main(int argc, char **argv)
 	if (dir_setup(&b) < 0)
 		return 1;
 	next_id_from_disk(&b);
+	{
+		/* every connection costs two fds (socket, pidfd), every session
+		 * a few: take what the hard limit allows */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	if (guard_init() < 0) {
 		log_msg(LOG_ERR, "cannot install the SIGBUS guard: %s", strerror(errno));
 		return 1;

@@ -249,7 +249,7 @@ uint64_t router_session(struct broker *b, struct session *s)
 	if (s->drain_gen) {
 		/* a previous owner's records go first: order per publisher */
 		moved = route_ring(b, s, &s->drain_cons, &s->rxc->drain_read_seq, &state);
-		if (state == -ESTALE)
+		if (state == -ESTALE || s->drain_cons.pos == s->drain_end)
 			session_drain_done(s);
 		else
 			return moved;

@@ -275,6 +275,7 @@ static int notify_new(struct session *s)
 
 static void owner_set(struct session *s, struct conn *c)
 {
+	s->full_since = 0;
 	s->owner = c;
 	s->owner_pid = c->pid;
 	s->owner_pidfd = c->pidfd;
@@ -385,6 +386,10 @@ static int session_new_generation(struct broker *b, struct session *s)
 		s->drain_tx = s->tx;
 		s->drain_cons = s->tx_cons;
 		s->drain_cons.cons_pos = &s->rxc->drain_read;
+		/* never read past the cut, whatever the old owner writes there */
+		s->drain_end = end_pos;
+		s->drain_cons.prod_pos = &s->drain_end;
+		s->drain_cons.prod_cache = s->drain_cons.pos;
 		s->drain_gen = s->generation;
 		store_release(&s->rxc->drain_read, s->drain_cons.pos);
 		store_release(&s->rxc->drain_read_seq, s->drain_cons.seq);
@@ -482,6 +487,16 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 	return 0;
 }
 
+/* Has the router taken every committed record out of its TX file(s)? */
+bool session_tx_drained(struct session *s)
+{
+	struct ring_msg m;
+
+	if (s->drain_gen)
+		return false;
+	return !s->tx_open || s->quarantined || ring_peek(&s->tx_cons, &m) < 0;
+}
+
 void session_detach(struct broker *b, struct session *s, const char *reason)
 {
 	if (!s->owner)
@@ -492,7 +507,13 @@ void session_detach(struct broker *b, struct session *s, const char *reason)
 	s->detached_ns = now_ns();
 	s->detach_reason = reason;
 	if (s->ephemeral) {
-		session_destroy(b, s, reason);
+		if (session_tx_drained(s)) {
+			session_destroy(b, s, reason);
+			return;
+		}
+		/* what it published is delivered first, then it goes (expire) */
+		log_msg(LOG_INFO, "session %s: %s; delivering what it published, then destroying it",
+			s->name, reason);
 		return;
 	}
 	log_msg(LOG_NOTICE, "session %s detached: %s (owner pid %d); keeps receiving for %llu ms",
@@ -597,6 +618,19 @@ void session_expire(struct broker *b, uint64_t now)
 	for (unsigned i = 0; i < b->nsessions;) {
 		struct session *s = b->sessions[i];
 
+		/* caught up since it last held a publisher back */
+		if (s->full_since) {
+			uint64_t free_bytes;
+
+			if (ring_prod_free(&s->rx_prod, &free_bytes) == 0 &&
+			    free_bytes >= s->rx_prod.r.size / 2)
+				s->full_since = 0;
+		}
+		/* an ephemeral session whose owner went: gone once delivered */
+		if (!s->owner && s->ephemeral && session_tx_drained(s)) {
+			session_destroy(b, s, "its owner went and what it published is delivered");
+			continue;
+		}
 		/* a live reader that holds publishers back too long loses its
 		 * session's attachment (decisions.md 15); the session keeps what
 		 * it has and expires like any detached one */

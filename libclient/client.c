@@ -71,6 +71,7 @@ struct shmb_session {
 	uint64_t gap_from; /* drop-oldest: RX sequence expected before a jump, or 0 */
 	int epfd;      /* shmb_session_fd(): an epoll fd holding notify_rd, or -1 */
 	bool stale_told;
+	bool notify_eof;   /* the broker closed our poll pipe: we are detached */
 	const char *last_topic;   /* the caller's pointer of the last publish, */
 	char last_name[PROTO_TOPIC_MAX + 1]; /* its text then, */
 	uint32_t last_id;         /* and its id: one strcmp instead of a lookup */
@@ -582,9 +583,12 @@ SHMB_EXPORT int shmb_ack(struct shmb_session *s)
 static void notify_drain(struct shmb_session *s)
 {
 	char buf[256];
+	ssize_t n;
 
-	while (read(s->notify_rd, buf, sizeof(buf)) > 0)
+	while ((n = read(s->notify_rd, buf, sizeof(buf))) > 0)
 		;
+	if (n == 0)
+		s->notify_eof = true; /* the fd stays readable: say why, not -EAGAIN */
 }
 
 SHMB_EXPORT int shmb_session_fd(struct shmb_session *s)
@@ -637,7 +641,9 @@ SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeou
 			r = ring_peek(&s->rx_cons, &rm);
 			if (r != -EAGAIN)
 				break;
-			return stale(s) ? stale_err(s) : -EAGAIN;
+			if (stale(s))
+				return stale_err(s);
+			return s->notify_eof ? -ENOTCONN : -EAGAIN;
 		}
 		r = wake_wait(&s->rxc->rx_signal, &s->txc->rx_waiters, moved_or_stale, &mv, s->spin_ns,
 			      timeout_ms > 0 ? &d : NULL);

@@ -55,7 +55,10 @@ int segment_create(int dirfd, const char *name, size_t len, struct segment *out)
 		fd = memfd_create(name ? name : "shmb-segment", MFD_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (ftruncate(fd, (off_t)len) < 0) {
+	/* size it and reserve its pages now: on a full tmpfs the create fails
+	 * with -ENOSPC, rather than a later store into the mapping with SIGBUS */
+	if (ftruncate(fd, (off_t)len) < 0 ||
+	    (fallocate(fd, 0, 0, (off_t)len) < 0 && errno != EOPNOTSUPP)) {
 		e = -errno;
 
 		close(fd);

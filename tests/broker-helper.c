@@ -25,6 +25,13 @@ static void broker_path(char *out, size_t n)
 	snprintf(out, n, "%s/../shmbd", dirname(self));
 }
 
+static char next_dir[256];
+
+void tb_use_dir(const char *dir)
+{
+	snprintf(next_dir, sizeof(next_dir), "%s", dir);
+}
+
 int tb_start(struct tb *t, ...)
 {
 	char path[600];
@@ -33,9 +40,14 @@ int tb_start(struct tb *t, ...)
 	va_list ap;
 	uint64_t until;
 
-	snprintf(t->dir, sizeof(t->dir), "/dev/shm/shmb-test.XXXXXX");
-	if (!mkdtemp(t->dir))
-		return -errno;
+	if (next_dir[0]) {
+		snprintf(t->dir, sizeof(t->dir), "%s", next_dir);
+		next_dir[0] = 0;
+	} else {
+		snprintf(t->dir, sizeof(t->dir), "/dev/shm/shmb-test.XXXXXX");
+		if (!mkdtemp(t->dir))
+			return -errno;
+	}
 	snprintf(t->log, sizeof(t->log), "%s.log", t->dir);
 	broker_path(path, sizeof(path));
 	argv[argc++] = path;

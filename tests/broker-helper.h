@@ -19,6 +19,10 @@ struct tb {
  * (NULL-terminated).  0 or -errno. */
 int tb_start(struct tb *t, ...);
 
+/* The next tb_start() uses this (existing, empty) directory instead of a
+ * fresh one under /dev/shm. */
+void tb_use_dir(const char *dir);
+
 /* SIGTERM and wait (deadline 10 s); returns the exit status, or -1. */
 int tb_stop(struct tb *t);
 

@@ -135,7 +135,8 @@ int shmb_session_open(struct shmb_client *c, const char *name, const struct shmb
 /*
  * Detach from the session; the broker keeps it (and keeps receiving into
  * it) for its --session-ttl, so a later open resumes it.  Frees s.
- * Returns 0 or -EPIPE (the broker is gone; s is freed anyway).
+ * Returns 0, -EPIPE (the broker is gone) or -ESTALE (the session was
+ * taken over or detached by the broker already); s is freed anyway.
  */
 int shmb_session_close(struct shmb_session *s);
 
@@ -186,7 +187,9 @@ struct shmb_msg {
  * unacknowledged (and is delivered again after a crash) until
  * shmb_ack(), or the next shmb_recv() with SHMB_AUTO_ACK.
  * -EAGAIN: none (timeout 0); -ETIMEDOUT; -ESTALE: the session was taken
- * over; -EBADMSG: the RX ring is corrupt (the session is unusable).
+ * over; -EBADMSG: the RX ring is corrupt (the session is unusable);
+ * -ENOTCONN (with shmb_session_fd() in use, timeout 0): the broker
+ * detached this session or went away; open it again.
  */
 int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms);
 

@@ -1070,6 +1070,158 @@ static void test_fallback_and_idle(void)
 	}
 }
 
+/* An ephemeral publisher that dies with messages still in its TX ring:
+ * they are delivered before its session goes (review finding). */
+static void test_ephemeral_publisher_dies(void)
+{
+	struct shmb_client *c;
+	struct shmb_session *s;
+	struct shmb_connect_opts co;
+	struct shmb_session_opts so = { .policy = SHMB_POLICY_DEFAULT, .rx_ring_size = 4096 };
+	struct tb t;
+	pid_t p;
+	int got = 0;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co.dir = t.dir;
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "reader", &so, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	if ((p = fork_or_die()) == 0) {
+		struct shmb_client *pc;
+		struct shmb_session *ps;
+
+		if (connect_open(&t, "eph", SHMB_EPHEMERAL, &pc, &ps) < 0)
+			_exit(1);
+		for (uint64_t i = 0; i < 200; i++) {
+			struct payload pl;
+
+			payload_make(&pl, 0, i);
+			if (shmb_publish(ps, "t", &pl, sizeof(pl), 1000) < 0)
+				_exit(2);
+		}
+		_exit(0); /* no flush: most of it is still in the TX ring */
+	}
+	CU_ASSERT(tb_wait_child(p, 10000) == 0);
+	for (;;) {
+		struct shmb_msg m;
+		struct payload pl;
+
+		if (shmb_recv(s, &m, 2000) < 0)
+			break;
+		CU_ASSERT(payload_ok(&m, &pl) && pl.n == (uint64_t)got);
+		got++;
+		shmb_ack(s);
+	}
+	CU_ASSERT(got == 200);
+	CU_ASSERT(wait_log(&t, "what it published is delivered", 5000));
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* A subscriber that held a publisher back, then caught up after the
+ * publisher went, is not detached by --block-timeout (review finding). */
+static void test_caught_up_not_detached(void)
+{
+	struct shmb_client *c, *pc;
+	struct shmb_session *s, *ps;
+	struct shmb_connect_opts co;
+	struct shmb_session_opts so = { .policy = SHMB_POLICY_DEFAULT, .rx_ring_size = 4096 };
+	uint8_t buf[200] = { 0 };
+	struct shmb_msg m;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--block-timeout", "1", NULL) == 0);
+	co.dir = t.dir;
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "reader", &so, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "pub", SHMB_EPHEMERAL, &pc, &ps) == 0);
+	while (shmb_publish(ps, "t", buf, sizeof(buf), 100) == 0)
+		;
+	shmb_close(pc);
+	while (shmb_recv(s, &m, 500) == 0)
+		shmb_ack(s);
+	/* longer than --block-timeout and a housekeeping tick */
+	usleep(2500000);
+	CU_ASSERT(tb_log_count(&t, "--block-timeout") == 0);
+	CU_ASSERT(shmb_subscribe(s, "u") == 0);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* A client fills the broker's tmpfs through its own TX file: new sessions
+ * are refused with -ENOSPC, the broker and existing sessions go on. */
+static void test_tmpfs_full(void)
+{
+	struct shmb_client *c, *hc, *nc;
+	struct shmb_session *s, *hs, *ns, *ps;
+	struct shmb_connect_opts co;
+	struct shmb_msg m;
+	char mnt[64], cmd[200];
+	struct tb t;
+	size_t len;
+	int fd;
+
+	if (geteuid() != 0) {
+		HARNESS_SKIP("needs root to mount a small tmpfs");
+		return;
+	}
+	snprintf(mnt, sizeof(mnt), "/tmp/shmb-full.XXXXXX");
+	CU_ASSERT_FATAL(mkdtemp(mnt) != NULL);
+	snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=12m,mode=0700 shmb-full %s", mnt);
+	if (system(cmd) != 0) {
+		HARNESS_SKIP("cannot mount a tmpfs here");
+		rmdir(mnt);
+		return;
+	}
+	tb_use_dir(mnt);
+	if (tb_start(&t, NULL) != 0) {
+		CU_FAIL("broker did not start on the small tmpfs");
+		snprintf(cmd, sizeof(cmd), "umount %s; rmdir %s", mnt, mnt);
+		CU_ASSERT(system(cmd) == 0);
+		return;
+	}
+	co.dir = mnt;
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "ok", NULL, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "ok-pub", NULL, &ps) == 0);
+	CU_ASSERT_FATAL(shmb_connect(&co, &hc) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(hc, "hog", NULL, &hs) == 0);
+	client_session_tx_base(hs, &len, &fd);
+	{
+		static char junk[1 << 16];
+		off_t off = (off_t)len;
+
+		memset(junk, 1, sizeof(junk));
+		CU_ASSERT(ftruncate(fd, 64 << 20) == 0);
+		while (pwrite(fd, junk, sizeof(junk), off) > 0)
+			off += (off_t)sizeof(junk);
+		CU_ASSERT(errno == ENOSPC);
+	}
+	CU_ASSERT_FATAL(shmb_connect(&co, &nc) == 0);
+	CU_ASSERT(shmb_session_open(nc, "new", NULL, &ns) == -ENOSPC);
+	CU_ASSERT(tb_alive(&t));
+	/* what exists keeps working: its pages were reserved when created */
+	for (int i = 0; i < 3000; i++)
+		if (shmb_publish(ps, "t", "x", 1, 1000) < 0 || shmb_recv(s, &m, 1000) < 0 ||
+		    shmb_ack(s) < 0) {
+			CU_FAIL("an existing session stopped working");
+			break;
+		}
+	CU_ASSERT(tb_alive(&t));
+	shmb_close(nc);
+	shmb_close(hc);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	snprintf(cmd, sizeof(cmd), "umount %s", mnt);
+	CU_ASSERT(system(cmd) == 0);
+	tb_cleanup(&t); /* the (now empty) mount point and the log */
+}
+
 static void test_second_broker_refused(void)
 {
 	struct tb t;
@@ -1113,6 +1265,8 @@ static const struct harness_test broker_tests[] = {
 	{ "block_timeout", test_block_timeout },
 	{ "drop_oldest", test_drop_oldest },
 	{ "fallback_and_idle", test_fallback_and_idle },
+	{ "ephemeral_publisher_dies", test_ephemeral_publisher_dies },
+	{ "caught_up_not_detached", test_caught_up_not_detached },
 	{ NULL, NULL },
 };
 
@@ -1120,6 +1274,7 @@ static const struct harness_test hostile_tests[] = {
 	{ "malformed_control_messages", test_malformed_control_messages },
 	{ "scribbling_client", test_scribbling_client },
 	{ "truncating_client", test_truncating_client },
+	{ "tmpfs_full", test_tmpfs_full },
 	{ NULL, NULL },
 };
 
