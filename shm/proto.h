@@ -107,7 +107,8 @@ struct proto_reply {
 			uint64_t broker_id;
 			uint64_t broker_pid;
 		} hello;
-		struct {                  /* comes with two fds: rx (read-only), tx */
+		struct {                  /* comes with three fds: rx (read-only), tx,
+					     and the poll pipe's read end */
 			uint64_t session_id;
 			uint32_t generation;
 			uint32_t policy;

@@ -310,6 +310,24 @@ int main(int argc, char **argv)
 
 		for (int i = optind; i < argc; i++) {
 			const char *a = argv[i];
+			const char *eq = !strncmp(a, "--", 2) ? strchr(a, '=') : NULL;
+
+			/* --name=value after the verb: split it into two words */
+			if (eq) {
+				static char name[32];
+				size_t n = (size_t)(eq - a);
+
+				if (n >= sizeof(name)) {
+					fprintf(stderr, "shmbctl: unknown option '%s'\n", a);
+					return 2;
+				}
+				memcpy(name, a, n);
+				name[n] = 0;
+				argv[i] = (char *)eq + 1;
+				a = name;
+				i--;
+				argv[i] = name;
+			}
 
 			if (!strcmp(a, "--session") && i + 1 < argc)
 				session = argv[++i];
@@ -321,7 +339,10 @@ int main(int argc, char **argv)
 				nul = true;
 			else if (!strcmp(a, "--dir") && i + 1 < argc)
 				co.dir = argv[++i];
-			else
+			else if (!strncmp(a, "--", 2) && a[2]) {
+				fprintf(stderr, "shmbctl: unknown option '%s' (or it lacks its value)\n", a);
+				return 2;
+			} else
 				rest[n++] = argv[i];
 		}
 		argc = n;
