@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1171,17 +1172,17 @@ static void test_tmpfs_full(void)
 	}
 	snprintf(mnt, sizeof(mnt), "/tmp/shmb-full.XXXXXX");
 	CU_ASSERT_FATAL(mkdtemp(mnt) != NULL);
-	snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=12m,mode=0700 shmb-full %s", mnt);
-	if (system(cmd) != 0) {
-		HARNESS_SKIP("cannot mount a tmpfs here");
+	if (mount("shmb-full", mnt, "tmpfs", 0, "size=12m,mode=0700") < 0) {
+		snprintf(cmd, sizeof(cmd), "cannot mount a tmpfs here: %s", strerror(errno));
+		HARNESS_SKIP(cmd);
 		rmdir(mnt);
 		return;
 	}
 	tb_use_dir(mnt);
 	if (tb_start(&t, NULL) != 0) {
 		CU_FAIL("broker did not start on the small tmpfs");
-		snprintf(cmd, sizeof(cmd), "umount %s; rmdir %s", mnt, mnt);
-		CU_ASSERT(system(cmd) == 0);
+		CU_ASSERT(umount2(mnt, MNT_DETACH) == 0);
+		rmdir(mnt);
 		return;
 	}
 	co.dir = mnt;
@@ -1217,8 +1218,7 @@ static void test_tmpfs_full(void)
 	shmb_close(hc);
 	shmb_close(c);
 	CU_ASSERT(tb_stop(&t) == 0);
-	snprintf(cmd, sizeof(cmd), "umount %s", mnt);
-	CU_ASSERT(system(cmd) == 0);
+	CU_ASSERT(umount2(mnt, MNT_DETACH) == 0);
 	tb_cleanup(&t); /* the (now empty) mount point and the log */
 }
 
