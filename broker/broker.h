@@ -22,6 +22,7 @@ struct broker_opts {
 	uint64_t tx_ring_size;
 	uint64_t session_ttl_ms;     /* detached sessions expire after this */
 	uint64_t block_timeout_ms;   /* a live subscriber full this long is detached */
+	uint64_t hello_timeout_ms;   /* a connection must say HELLO within this */
 	uint64_t poll_us;            /* busy-poll window after the last work */
 	unsigned max_sessions_per_uid;
 	bool no_uring_futex;         /* force the timer fallback (tests) */
@@ -37,6 +38,7 @@ struct conn {
 	pid_t pid;
 	bool hello;
 	bool dead;
+	uint64_t accepted_ns;  /* a connection that says no HELLO in time is closed */
 };
 
 /* What one subscriber has received from one source (dedup across a
@@ -80,6 +82,10 @@ struct session {
 	bool futex_armed;
 	bool blocked;          /* a subscriber of its records is full */
 	uint64_t full_since;   /* its RX ring has held a publisher back since (0: not) */
+	uint32_t wakes;        /* its futex wait fired, this housekeeping window */
+	uint64_t routed_mark;  /* routed_in at the window's start */
+	uint64_t backoff_until;/* its wait is not armed before this (wake spam) */
+	unsigned backoff_level;/* consecutive spam windows: the back-off doubles */
 
 	uint32_t *topics;      /* subscribed topic ids */
 	unsigned ntopics;
@@ -165,6 +171,7 @@ void ctl_accepted(struct broker *b, int fd);
 void ctl_readable(struct broker *b, struct conn *c);
 void ctl_close(struct broker *b, struct conn *c, const char *why);
 void ctl_push_event(struct broker *b, struct conn *c, uint32_t kind, uint64_t session_id);
+void ctl_expire(struct broker *b, uint64_t now);
 
 /* ---- guard.c ---- */
 int guard_init(void);

@@ -87,6 +87,7 @@ void ctl_accepted(struct broker *b, int fd)
 	c->uid = cred.uid;
 	c->pid = cred.pid;
 	c->pidfd = sys_peer_pidfd(fd, cred.pid);
+	c->accepted_ns = now_ns();
 	c->slot_gen = ++b->conn_gen[slot];
 	b->conns[slot] = c;
 	log_msg(LOG_DEBUG, "connection from pid %d uid %u", (int)c->pid, (unsigned)c->uid);
@@ -395,6 +396,19 @@ void ctl_readable(struct broker *b, struct conn *c)
 				(int)c->pid, (unsigned)c->uid);
 			ctl_close(b, c, "protocol violation");
 			return;
+		}
+	}
+}
+
+/* Idle connections that never said HELLO hold fds for nothing. */
+void ctl_expire(struct broker *b, uint64_t now)
+{
+	for (int i = 0; i < BROKER_MAX_CONNS; i++) {
+		struct conn *c = b->conns[i];
+
+		if (c && !c->hello && now - c->accepted_ns >= b->o.hello_timeout_ms * 1000000ull) {
+			log_msg(LOG_INFO, "pid %d said no HELLO within --hello-timeout: closed", (int)c->pid);
+			ctl_close(b, c, "no HELLO in time");
 		}
 	}
 }

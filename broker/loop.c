@@ -197,6 +197,7 @@ static void on_cqe(struct broker *b, struct io_uring_cqe *cqe)
 
 			if (UD_FUTEX(s->id, s->generation) == ud) {
 				s->futex_armed = false;
+				s->wakes++;
 				break;
 			}
 		}
@@ -261,6 +262,13 @@ static void clear_waiting(struct broker *b)
 static bool sleep_idle(struct broker *b)
 {
 	struct __kernel_timespec ts = { .tv_sec = 1 };
+
+	/* a session under back-off is looked at on the next tick instead */
+	for (unsigned i = 0; i < b->nsessions; i++)
+		if (b->sessions[i]->backoff_until) {
+			ts = (struct __kernel_timespec){ .tv_nsec = 200000000 };
+			break;
+		}
 	struct io_uring_cqe *cqe;
 	uint32_t *vals = NULL;
 
@@ -286,7 +294,7 @@ static bool sleep_idle(struct broker *b)
 			struct session *s = b->sessions[i];
 			struct io_uring_sqe *sqe;
 
-			if (!s->tx_open || s->futex_armed)
+			if (!s->tx_open || s->futex_armed || s->backoff_until > now_ns())
 				continue;
 			sqe = sqe_get(b);
 			uring_prep_futex_wait(sqe, &s->txc->tx_signal, vals[i]);
@@ -304,6 +312,42 @@ static bool sleep_idle(struct broker *b)
 	return false;
 }
 
+/*
+ * decisions.md 9: a client whose wake word keeps changing with no new
+ * records is backed off.  Once per housekeeping window: a session that
+ * woke the broker more than WAKE_SPAM times while bringing fewer records
+ * than half as many has its wait left unarmed for a window, so its
+ * records are picked up by the next tick; a session that behaves again
+ * is re-armed as usual.
+ */
+#define WAKE_SPAM 500
+
+static void wake_backoff(struct broker *b, uint64_t now)
+{
+	for (unsigned i = 0; i < b->nsessions; i++) {
+		struct session *s = b->sessions[i];
+		/* what its wake-ups brought: records from it, deliveries to it */
+		uint64_t progress = s->routed_in + s->delivered_out - s->routed_mark;
+
+		if (s->wakes > WAKE_SPAM && progress < s->wakes / 2) {
+			if (!s->backoff_level)
+				log_msg(LOG_WARNING, "session %s wakes the broker with no records"
+					" (%u wakes, %llu records): backed off", s->name, s->wakes,
+					(unsigned long long)progress);
+			if (s->backoff_level < 4)
+				s->backoff_level++;
+			/* 0.2, 0.4, 0.8, 1.6 s: spam that goes on pays more */
+			s->backoff_until = now + (200000000ull << (s->backoff_level - 1));
+		} else if (s->backoff_until && now >= s->backoff_until) {
+			s->backoff_until = 0;
+		} else if (!s->backoff_until) {
+			s->backoff_level = 0;
+		}
+		s->wakes = 0;
+		s->routed_mark = s->routed_in + s->delivered_out;
+	}
+}
+
 int loop_run(struct broker *b)
 {
 	uint64_t last_work = now_ns(), last_house = last_work, drain_until = 0;
@@ -319,6 +363,8 @@ int loop_run(struct broker *b)
 		now = now_ns();
 		if (now - last_house >= 200000000ull) {
 			session_expire(b, now);
+			ctl_expire(b, now);
+			wake_backoff(b, now);
 			if (b->accept_paused && !b->stopping) {
 				b->accept_paused = false;
 				arm_accept(b);

@@ -34,6 +34,8 @@ static void usage(FILE *f)
 		"      --session-ttl SECONDS  a detached session expires after this (default 60)\n"
 		"      --block-timeout SECONDS  a live subscriber whose RX ring stays full (holding\n"
 		"                             publishers back) this long is detached (default 10)\n"
+		"      --hello-timeout SECONDS  close a connection that sends no HELLO within\n"
+		"                             this (default 5)\n"
 		"      --poll-us US           busy-poll this long after the last work before\n"
 		"                             sleeping (default 50; 0 sleeps at once)\n"
 		"      --max-sessions-per-uid N  (default 256; root is not limited)\n"
@@ -134,6 +136,7 @@ int main(int argc, char **argv)
 		{ "no-uring-futex", no_argument, NULL, 6 },
 		{ "fallback-tick-us", required_argument, NULL, 7 },
 		{ "block-timeout", required_argument, NULL, 8 },
+		{ "hello-timeout", required_argument, NULL, 9 },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -141,7 +144,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct broker b;
-	uint64_t ttl_s = 60, block_s = 10, v;
+	uint64_t ttl_s = 60, block_s = 10, hello_s = 5, v;
 	int o, r;
 
 	b.o = (struct broker_opts){
@@ -164,6 +167,7 @@ int main(int argc, char **argv)
 		case 6: b.o.no_uring_futex = true; break;
 		case 7: r = parse_u64(optarg, &b.o.fallback_tick_us); break;
 		case 8: r = parse_u64(optarg, &block_s); break;
+		case 9: r = parse_u64(optarg, &hello_s); break;
 		case 'v': log_set_level(LOG_DEBUG); break;
 		case 'q': log_set_level(LOG_WARNING); break;
 		case 'h': usage(stdout); return 0;
@@ -187,6 +191,7 @@ int main(int argc, char **argv)
 	}
 	b.o.session_ttl_ms = ttl_s * 1000;
 	b.o.block_timeout_ms = block_s * 1000;
+	b.o.hello_timeout_ms = hello_s * 1000;
 	b.start_ns = now_ns();
 	b.listen_fd = b.signal_fd = b.lockfd = b.dirfd = b.sessions_dirfd = -1;
 	if (getrandom(&b.broker_id, sizeof(b.broker_id), 0) != sizeof(b.broker_id))

@@ -661,6 +661,8 @@ static void test_malformed_control_messages(void)
 	tb_cleanup(&t);
 }
 
+static long broker_ticks(pid_t pid);
+
 /* A broker, a good subscriber and publisher, and a client `bad` whose one
  * message of 11 bytes ("ok-from-bad") was delivered and acknowledged. */
 static void hostile_setup(struct tb *t, const char *bad, struct shmb_client **sc,
@@ -677,6 +679,72 @@ static void hostile_setup(struct tb *t, const char *bad, struct shmb_client **sc
 	CU_ASSERT(shmb_publish(*bs, "t", "ok-from-bad", 11, 1000) == 0);
 	CU_ASSERT(shmb_recv(*ss, &m, 5000) == 0 && m.len == 11);
 	CU_ASSERT(shmb_ack(*ss) == 0);
+}
+
+/* A client that keeps waking the broker with no records is backed off
+ * (decisions.md 9): the broker does not spin on its behalf, and its real
+ * messages still arrive. */
+static void test_wake_spam_backoff(void)
+{
+	struct shmb_client *pc, *sc, *bc;
+	struct shmb_session *ps, *ss, *bs;
+	struct shmb_msg m;
+	struct tb t;
+	uint8_t *base;
+	size_t len;
+	int fd;
+	long t0, t1;
+	uint64_t until, spins = 0;
+
+	hostile_setup(&t, "spammer", &sc, &ss, &pc, &ps, &bc, &bs);
+	base = client_session_tx_base(bs, &len, &fd);
+	t0 = broker_ticks(t.pid);
+	until = mono_ns() + 2000000000ull;
+	{
+		struct shm_tx_ctrl *txc = (struct shm_tx_ctrl *)(base + SHM_CTRL_OFF);
+
+		while (mono_ns() < until) {
+			__atomic_fetch_add(&txc->tx_signal, 1, __ATOMIC_SEQ_CST);
+			futex_wake(&txc->tx_signal, 1);
+			spins++;
+		}
+	}
+	t1 = broker_ticks(t.pid);
+	printf("\n  %llu wake-ups in 2 s cost the broker %ld clock ticks\n", (unsigned long long)spins,
+	       t1 - t0);
+	/* without back-off the broker spends the whole 2 s (about 200 ticks) */
+	CU_ASSERT(t1 - t0 < 100);
+	CU_ASSERT(tb_log_count(&t, "backed off") >= 1);
+	/* real traffic still flows, the spammer's own included */
+	CU_ASSERT(shmb_publish(bs, "t", "late", 4, 1000) == 0);
+	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 4);
+	CU_ASSERT(shmb_publish(ps, "t", "good", 4, 1000) == 0);
+	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 4);
+	shmb_close(bc);
+	shmb_close(pc);
+	shmb_close(sc);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* A connection that never says HELLO is closed after --hello-timeout. */
+static void test_hello_timeout(void)
+{
+	struct tb t;
+	char b;
+	int fd;
+	uint64_t t0;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--hello-timeout", "1", NULL) == 0);
+	fd = raw_connect(&t); /* SO_RCVTIMEO 5 s */
+	CU_ASSERT_FATAL(fd >= 0);
+	t0 = mono_ns();
+	CU_ASSERT(recv(fd, &b, 1, 0) == 0); /* EOF, well before the 5 s */
+	CU_ASSERT(mono_ns() - t0 < 4000000000ull);
+	close(fd);
+	CU_ASSERT(tb_log_count(&t, "no HELLO") == 1);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
 }
 
 /* A client scribbles over its own TX ring: its session is quarantined,
@@ -1275,6 +1343,8 @@ static const struct harness_test hostile_tests[] = {
 	{ "scribbling_client", test_scribbling_client },
 	{ "truncating_client", test_truncating_client },
 	{ "tmpfs_full", test_tmpfs_full },
+	{ "hello_timeout", test_hello_timeout },
+	{ "wake_spam_backoff", test_wake_spam_backoff },
 	{ NULL, NULL },
 };
 
