@@ -126,8 +126,10 @@ struct broker {
 	uint32_t conn_gen[BROKER_MAX_CONNS];
 	struct session **sessions;
 	unsigned nsessions, cap_sessions;
-	struct topic **topics;
+	struct topic **topics; /* by id - 1 */
 	unsigned ntopics;
+	uint32_t *topic_hash;  /* open addressing: name -> id, 0 = empty */
+	unsigned topic_hash_cap;
 	uint64_t routed;
 	uint64_t sleeps;       /* times the loop went to sleep */
 	uint64_t wakes_sent;   /* FUTEX_WAKEs of readers */

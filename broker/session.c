@@ -291,8 +291,10 @@ static void owner_set(struct session *s, struct conn *c)
  */
 static int tx_cut(struct session *s, uint64_t *end_pos, uint64_t *end_seq)
 {
+	/* each retry walks on from where the last walk ended, not from the start */
+	uint64_t pos = s->tx_cons.pos, seq = s->tx_cons.seq;
+
 	for (int tries = 0; tries < 1000; tries++) {
-		uint64_t pos = s->tx_cons.pos, seq = s->tx_cons.seq;
 		struct ring_cons c;
 		int r;
 
@@ -665,21 +667,60 @@ static bool topic_access(const struct topic *t, uid_t uid)
 	return uid == 0 || t->owner == uid;
 }
 
+static uint64_t topic_name_hash(const char *name)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+	for (; *name; name++)
+		h = (h ^ (uint8_t)*name) * 1099511628211ull;
+	return h;
+}
+
+/* Room for one more topic at under half load: double and re-insert. */
+static int topic_hash_grow(struct broker *b)
+{
+	unsigned cap = b->topic_hash_cap ? 2 * b->topic_hash_cap : 256;
+	uint32_t *t;
+
+	if ((b->ntopics + 1) * 2 <= b->topic_hash_cap)
+		return 0;
+	t = calloc(cap, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	for (unsigned i = 0; i < b->ntopics; i++) {
+		uint64_t k = topic_name_hash(b->topics[i]->name) & (cap - 1);
+
+		while (t[k])
+			k = (k + 1) & (cap - 1);
+		t[k] = b->topics[i]->id;
+	}
+	free(b->topic_hash);
+	b->topic_hash = t;
+	b->topic_hash_cap = cap;
+	return 0;
+}
+
 int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
 {
 	struct topic *t, **n;
+	uint64_t k;
 
-	for (unsigned i = 0; i < b->ntopics; i++) {
-		t = b->topics[i];
-		if (!strcmp(t->name, name)) {
-			if (!topic_access(t, uid))
-				return -EPERM;
-			*id = t->id;
-			return 0;
+	if (b->topic_hash_cap) {
+		for (k = topic_name_hash(name) & (b->topic_hash_cap - 1); b->topic_hash[k];
+		     k = (k + 1) & (b->topic_hash_cap - 1)) {
+			t = b->topics[b->topic_hash[k] - 1];
+			if (!strcmp(t->name, name)) {
+				if (!topic_access(t, uid))
+					return -EPERM;
+				*id = t->id;
+				return 0;
+			}
 		}
 	}
 	if (b->ntopics >= 1u << 20)
 		return -ENOSPC;
+	if (topic_hash_grow(b) < 0)
+		return -ENOMEM;
 	t = calloc(1, sizeof(*t));
 	n = realloc(b->topics, (b->ntopics + 1) * sizeof(*n));
 	if (!t || !n) {
@@ -693,6 +734,10 @@ int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
 	t->owner = uid;
 	snprintf(t->name, sizeof(t->name), "%s", name);
 	b->topics[b->ntopics++] = t;
+	for (k = topic_name_hash(name) & (b->topic_hash_cap - 1); b->topic_hash[k];
+	     k = (k + 1) & (b->topic_hash_cap - 1))
+		;
+	b->topic_hash[k] = t->id;
 	*id = t->id;
 	return 0;
 }

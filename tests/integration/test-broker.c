@@ -1290,6 +1290,48 @@ static void test_tmpfs_full(void)
 	tb_cleanup(&t); /* the (now empty) mount point and the log */
 }
 
+/* Thousands of topics: each name maps to one id for every client. */
+static void test_many_topics(void)
+{
+	struct shmb_client *c, *pc;
+	struct shmb_session *s, *ps;
+	struct tb t;
+	char name[32];
+	int bad = 0, got = 0;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "many", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "pub", 0, &pc, &ps) == 0);
+	for (int i = 0; i < 3000; i++) {
+		snprintf(name, sizeof(name), "topic.%d", i);
+		if (shmb_subscribe(s, name) < 0)
+			bad++;
+	}
+	CU_ASSERT(bad == 0);
+	/* another client interns the same names (in another order) */
+	for (int i = 2999; i >= 0; i -= 7) {
+		snprintf(name, sizeof(name), "topic.%d", i);
+		CU_ASSERT_FATAL(shmb_publish(ps, name, name, strlen(name), 1000) == 0);
+	}
+	for (int i = 2999; i >= 0; i -= 7) {
+		struct shmb_msg m;
+
+		if (shmb_recv(s, &m, 5000) < 0)
+			break;
+		snprintf(name, sizeof(name), "topic.%d", i);
+		if (strcmp(m.topic, name) || m.len != strlen(name) || memcmp(m.data, name, m.len))
+			bad++;
+		got++;
+		shmb_ack(s);
+	}
+	CU_ASSERT(got == 429);
+	CU_ASSERT(bad == 0);
+	shmb_close(pc);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static void test_second_broker_refused(void)
 {
 	struct tb t;
@@ -1335,6 +1377,7 @@ static const struct harness_test broker_tests[] = {
 	{ "fallback_and_idle", test_fallback_and_idle },
 	{ "ephemeral_publisher_dies", test_ephemeral_publisher_dies },
 	{ "caught_up_not_detached", test_caught_up_not_detached },
+	{ "many_topics", test_many_topics },
 	{ NULL, NULL },
 };
 
