@@ -37,11 +37,11 @@ all: $(BUILD)/libshmb.so $(BUILD)/libshmb.a $(BUILD)/libshmb-internal.a $(BUILD)
 
 help:
 	@echo "make            build libshmb.so, libshmb.a, shmb.pc and the tools into $(BUILD)/"
-	@echo "make test       build and run every test suite (unit, hostile input, multi-process)"
+	@echo "make test       build and run every test suite (unit, hostile input, multi-process, broker)"
 	@echo "make asan       the unit and hostile-input suites under ASan + UBSan"
 	@echo "make bench      the benchmarks (figures, not pass/fail)"
 	@echo "make demo       a demo to watch: a subscriber SIGKILLed mid-stream loses nothing"
-	@echo "make run        shmbd in the foreground on /dev/shm/shmb-\$$USER, with what to type next"
+	@echo "make run        shmbd in the foreground on /dev/shm/shmb-<user>, with what to type next"
 	@echo "make ring-demo  the same kind of demo on the bare shared-memory ring"
 	@echo "make install    PREFIX=$(PREFIX) DESTDIR=... installs library, header, pkg-config file"
 

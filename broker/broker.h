@@ -94,7 +94,7 @@ struct session {
 
 	uint64_t routed_in;    /* records taken from its TX ring */
 	uint64_t delivered_out;/* records written to its RX ring */
-	uint64_t dropped_stale;/* records of a fenced-off generation */
+	uint64_t dropped_topic;/* records naming a topic it may not use */
 	uint64_t dropped_oldest; /* drop-oldest: records dropped before they were read */
 };
 

@@ -96,7 +96,6 @@ static int drop_oldest(struct broker *b, struct session *sub)
 	struct ring_msg m;
 	uint64_t free_bytes;
 
-	(void)b;
 	/* what this pass reserved for it goes out first, in order */
 	if (p->rsv != p->pos && ring_commit(p) < 0)
 		return -EAGAIN;
@@ -207,7 +206,7 @@ static uint64_t route_ring(struct broker *b, struct session *s, struct ring_cons
 		memcpy(&tx, m[i].payload, sizeof(tx));
 		t = topic_by_id(b, tx.topic_id);
 		if (!t || (s->uid != 0 && t->owner != s->uid)) {
-			s->dropped_stale++;
+			s->dropped_topic++;
 		} else {
 			for (unsigned j = 0; j < t->nsubs; j++) {
 				struct session *sub = t->subs[j];
