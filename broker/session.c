@@ -643,7 +643,8 @@ void session_expire(struct broker *b, uint64_t now)
 				continue;
 		}
 
-		if (!s->owner && s->detached_ns &&
+		/* detached_ns may be later than now: a detach just above */
+		if (!s->owner && s->detached_ns && now > s->detached_ns &&
 		    now - s->detached_ns >= b->o.session_ttl_ms * 1000000ull) {
 			session_destroy(b, s, "expired (detached longer than --session-ttl)");
 			continue;

@@ -396,6 +396,8 @@ SHMB_EXPORT int shmb_session_open(struct shmb_client *c, const char *name,
 	}
 	pthread_mutex_unlock(&c->lock);
 	*out = s;
+	if (!s->created)
+		event_emit(c, SHMB_EV_REATTACHED, s, s->generation);
 	return 0;
 }
 
@@ -587,8 +589,11 @@ static void notify_drain(struct shmb_session *s)
 
 	while ((n = read(s->notify_rd, buf, sizeof(buf))) > 0)
 		;
-	if (n == 0)
+	if (n == 0 && !s->notify_eof) {
 		s->notify_eof = true; /* the fd stays readable: say why, not -EAGAIN */
+		if (!stale(s))
+			event_emit(s->c, SHMB_EV_DETACHED, s, 0);
+	}
 }
 
 SHMB_EXPORT int shmb_session_fd(struct shmb_session *s)

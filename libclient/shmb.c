@@ -43,6 +43,8 @@ SHMB_EXPORT const char *shmb_strerror(int err)
 	case EPROTO: return "protocol error";
 	case EOPNOTSUPP: return "not supported by this broker";
 	case ENAMETOOLONG: return "path or name too long";
+	case ENOTCONN: return "the broker detached this session";
+	case ENOSPC: return "the broker is out of room for sessions";
 	default: return "unknown error";
 	}
 }

@@ -81,8 +81,19 @@ void shmb_close(struct shmb_client *c);
  *   SHMB_EV_DISCONNECTED  the connection to the broker is lost (once)
  *   SHMB_EV_GAP           drop-oldest: `count` messages were dropped before
  *                         the one shmb_recv() is returning
+ *   SHMB_EV_DETACHED      the broker detached this live session (it held
+ *                         publishers back longer than --block-timeout);
+ *                         seen through shmb_session_fd() (once per session)
+ *   SHMB_EV_REATTACHED    shmb_session_open() resumed an existing session;
+ *                         `count` is its new generation
  */
-enum shmb_event_kind { SHMB_EV_STALE = 1, SHMB_EV_DISCONNECTED = 2, SHMB_EV_GAP = 3 };
+enum shmb_event_kind {
+	SHMB_EV_STALE = 1,
+	SHMB_EV_DISCONNECTED = 2,
+	SHMB_EV_GAP = 3,
+	SHMB_EV_DETACHED = 4,
+	SHMB_EV_REATTACHED = 5,
+};
 
 struct shmb_event {
 	int kind;                     /* enum shmb_event_kind */

@@ -345,8 +345,8 @@ static void test_publisher_killed(void)
 }
 
 struct ev_count {
-	int stale, disconnected, gap;
-	uint64_t gap_total;
+	int stale, disconnected, gap, detached, reattached;
+	uint64_t gap_total, last_generation;
 };
 
 static void count_event(const struct shmb_event *ev, void *arg)
@@ -355,6 +355,11 @@ static void count_event(const struct shmb_event *ev, void *arg)
 
 	n->stale += ev->kind == SHMB_EV_STALE;
 	n->disconnected += ev->kind == SHMB_EV_DISCONNECTED;
+	n->detached += ev->kind == SHMB_EV_DETACHED;
+	if (ev->kind == SHMB_EV_REATTACHED) {
+		n->reattached++;
+		n->last_generation = ev->count;
+	}
 	if (ev->kind == SHMB_EV_GAP) {
 		n->gap++;
 		n->gap_total += ev->count;
@@ -380,6 +385,7 @@ static void test_takeover_and_stale(void)
 	shmb_set_event_cb(a, count_event, &evs);
 	CU_ASSERT(shmb_publish(sa, "t", "from-a", 6, 1000) == 0);
 	CU_ASSERT_FATAL(shmb_connect(&co, &b) == 0);
+	shmb_set_event_cb(b, count_event, &evs);
 	/* the owner lives: refused without take-over */
 	CU_ASSERT(shmb_session_open(b, "x", NULL, &sb) == -EBUSY);
 	CU_ASSERT_FATAL(shmb_session_open(b, "x", &take, &sb) == 0);
@@ -395,6 +401,7 @@ static void test_takeover_and_stale(void)
 	CU_ASSERT(shmb_recv(sa, &m, 0) == -ESTALE);
 	CU_ASSERT(shmb_ack(sa) == -ESTALE);
 	CU_ASSERT(evs.stale == 1); /* told once, not at every call */
+	CU_ASSERT(evs.reattached == 1 && evs.last_generation == 2);
 	CU_ASSERT(shmb_publish(sb, "t", "from-b", 6, 1000) == 0);
 	while (shmb_recv(ss, &m, 2000) == 0) {
 		if (got == 0)
@@ -961,15 +968,31 @@ static void test_block_timeout(void)
 	struct tb t;
 	int r = 0, sent = 0;
 
-	CU_ASSERT_FATAL(tb_start(&t, "--block-timeout", "1", "--session-ttl", "1", NULL) == 0);
+	struct ev_count evs = { 0 };
+
+	CU_ASSERT_FATAL(tb_start(&t, "--block-timeout", "1", "--session-ttl", "3", NULL) == 0);
 	CU_ASSERT_FATAL(connect_open(&t, "slow", 0, &sc, &ss) == 0);
 	CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
+	shmb_set_event_cb(sc, count_event, &evs);
+	CU_ASSERT(shmb_session_fd(ss) >= 0);
 	CU_ASSERT_FATAL(connect_open(&t, "p", 0, &pc, &ps) == 0);
 	while (sent < 1000 && (r = shmb_publish(ps, "t", buf, sizeof(buf), 200)) == 0)
 		sent++;
 	CU_ASSERT(r == -ETIMEDOUT); /* held back: nothing is dropped for "slow" */
 	CU_ASSERT(wait_log(&t, "longer than --block-timeout", 5000));
-	CU_ASSERT(wait_log(&t, "expired", 5000));
+	{
+		struct shmb_msg m;
+		int got = 0;
+
+		/* it keeps what it had; then it learns it was detached */
+		while ((r = shmb_recv(ss, &m, 0)) == 0)
+			got++;
+		printf("\n  after the detach: %d received, then %s\n", got, shmb_strerror(r));
+		CU_ASSERT(got > 0); /* what its ring held; the rest waits in the publisher's */
+		CU_ASSERT(r == -ENOTCONN);
+		CU_ASSERT(evs.detached == 1);
+	}
+	CU_ASSERT(wait_log(&t, "expired", 8000));
 	CU_ASSERT(shmb_publish(ps, "t", buf, sizeof(buf), 2000) == 0);
 	CU_ASSERT(shmb_flush(ps, 5000) == 0);
 	{
@@ -978,7 +1001,7 @@ static void test_block_timeout(void)
 		/* its owner learns the session is gone */
 		CU_ASSERT(shmb_recv(ss, &m, 0) == -ESTALE);
 	}
-	printf("\n  %d messages filled the slow subscriber; detached after 1 s, expired after 1 s more;"
+	printf("\n  %d messages filled the slow subscriber; detached after 1 s, expired after 3 s more;"
 	       " the publisher went on\n", sent);
 	shmb_close(sc);
 	shmb_close(pc);
