@@ -18,10 +18,10 @@ override LDFLAGS += $(EXTRA_LDFLAGS)
 LDLIBS   += -lpthread
 
 SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c
-LIB_SRC  := libclient/shmb.c libclient/client.c libclient/replay.c libclient/lifecycle.c
+LIB_SRC  := libclient/shmb.c libclient/client.c libclient/replay.c libclient/lifecycle.c libclient/registry.c
 BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c
 
-UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle
+UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker
 BENCHES    := bench-ring bench-broker
