@@ -669,6 +669,17 @@ static void test_malformed_control_messages(void)
 }
 
 static long broker_ticks(pid_t pid);
+static bool wait_log(const struct tb *t, const char *needle, unsigned ms);
+
+/* What a client does after a commit: bump tx_signal and wake the broker
+ * (here without looking whether it sleeps). */
+static void poke_broker(uint8_t *tx_base)
+{
+	struct shm_tx_ctrl *txc = (struct shm_tx_ctrl *)(tx_base + SHM_CTRL_OFF);
+
+	__atomic_fetch_add(&txc->tx_signal, 1, __ATOMIC_SEQ_CST);
+	futex_wake(&txc->tx_signal, 1);
+}
 
 /* A broker, a good subscriber and publisher, and a client `bad` whose one
  * message of 11 bytes ("ok-from-bad") was delivered and acknowledged. */
@@ -707,14 +718,9 @@ static void test_wake_spam_backoff(void)
 	base = client_session_tx_base(bs, &len, &fd);
 	t0 = broker_ticks(t.pid);
 	until = mono_ns() + 2000000000ull;
-	{
-		struct shm_tx_ctrl *txc = (struct shm_tx_ctrl *)(base + SHM_CTRL_OFF);
-
-		while (mono_ns() < until) {
-			__atomic_fetch_add(&txc->tx_signal, 1, __ATOMIC_SEQ_CST);
-			futex_wake(&txc->tx_signal, 1);
-			spins++;
-		}
+	while (mono_ns() < until) {
+		poke_broker(base);
+		spins++;
 	}
 	t1 = broker_ticks(t.pid);
 	printf("\n  %llu wake-ups in 2 s cost the broker %ld clock ticks\n", (unsigned long long)spins,
@@ -770,23 +776,15 @@ static void test_scribbling_client(void)
 	/* forge a record: a length far beyond the ring, then poke the broker */
 	base = client_session_tx_base(bs, &len, &fd);
 	{
-		uint8_t *ring = base + SHM_RING_OFFSET;
-		struct shm_tx_ctrl *txc = (struct shm_tx_ctrl *)(base + SHM_CTRL_OFF);
 		uint64_t pos = 48; /* after the one record: 24 + 8 + 11 bytes, aligned */
 		uint64_t forged = shm_commit_word(0x7ffffff0, 1);
 
-		memcpy(ring + pos, &forged, 8);
+		memcpy(base + SHM_RING_OFFSET + pos, &forged, 8);
 		memset(base, 0xff, 64); /* the header too */
-		__atomic_fetch_add(&txc->tx_signal, 1, __ATOMIC_SEQ_CST);
-		futex_wake(&txc->tx_signal, 1);
+		poke_broker(base);
 	}
-	/* the broker logs the quarantine; wait for it with a deadline */
-	{
-		uint64_t until = mono_ns() + 5000000000ull;
-
-		while (tb_log_count(&t, "quarantined") == 0 && mono_ns() < until)
-			usleep(2000);
-	}
+	/* the broker logs the quarantine */
+	CU_ASSERT(wait_log(&t, "quarantined", 5000));
 	CU_ASSERT(tb_log_count(&t, "bad") >= 1);
 	CU_ASSERT(tb_log_count(&t, "quarantined") >= 1);
 	CU_ASSERT(tb_alive(&t));
@@ -817,15 +815,8 @@ static void test_truncating_client(void)
 	base = client_session_tx_base(bs, &len, &fd);
 	/* keep the first page (header, counters), cut the ring off */
 	CU_ASSERT(ftruncate(fd, 4096) == 0);
-	{
-		struct shm_tx_ctrl *txc = (struct shm_tx_ctrl *)(base + SHM_CTRL_OFF);
-		uint64_t until = mono_ns() + 5000000000ull;
-
-		__atomic_fetch_add(&txc->tx_signal, 1, __ATOMIC_SEQ_CST);
-		futex_wake(&txc->tx_signal, 1);
-		while (tb_log_count(&t, "truncated") == 0 && mono_ns() < until)
-			usleep(2000);
-	}
+	poke_broker(base);
+	CU_ASSERT(wait_log(&t, "truncated", 5000));
 	CU_ASSERT(tb_log_count(&t, "truncated") == 1);
 	CU_ASSERT(tb_alive(&t));
 	CU_ASSERT(shmb_publish(ps, "t", "still-fine", 10, 1000) == 0);
