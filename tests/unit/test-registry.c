@@ -1,6 +1,6 @@
 /*
  * tests/unit/test-registry.c - single flight around the lifecycle machine
- * (lifecycle.md behaviours 11, 14, 15, 16), with real threads.  Dials are
+ * (lifecycle.md behaviours 11, 14, 15, 16, 23), with real threads.  Dials are
  * completed by the test itself, so nothing depends on timing except the
  * one timeout that is the behaviour under test.
  */
@@ -183,10 +183,43 @@ static void test_permanent_error_and_late_remove(void)
 	lcr_fini(&r);
 }
 
+/* 23: close while a waiter waits for a reconnect -> it returns at once
+ * with the closed error */
+static void test_close_releases_waiters(void)
+{
+	struct lc_registry r;
+	struct waiter w = { .timeout_ns = 30000000000ull };
+	struct lc_entry *e;
+	struct lc_event ev;
+	pthread_t t;
+	uint64_t t0;
+
+	reg_init(&r);
+	w.r = &r;
+	CU_ASSERT_FATAL(lcr_get(&r, "broker:/run/shmb/control", &e) == 0);
+	/* the peer is away: the machine backs off and the waiter waits */
+	ev = (struct lc_event){ .type = LC_CONNECT_FAILED, .gen = e->m.gen, .err = -ECONNREFUSED };
+	CU_ASSERT(lcr_feed(e, &ev) == 0);
+	CU_ASSERT(e->m.state == LC_BACKOFF);
+	pthread_create(&t, NULL, waiter_main, &w);
+	CU_ASSERT_FATAL(wait_flag(&w.forced, 5000000000ull));
+	t0 = mono_ns();
+	ev = (struct lc_event){ .type = LC_CLOSE, .gen = e->m.gen };
+	CU_ASSERT(lcr_feed(e, &ev) == 0);
+	CU_ASSERT(wait_flag(&w.done, 5000000000ull));
+	CU_ASSERT(w.result == -ESHUTDOWN);
+	CU_ASSERT(mono_ns() - t0 < 1000000000ull); /* at once, not at its 30 s timeout */
+	pthread_join(t, NULL);
+	lcr_put(w.e);
+	lcr_put(e);
+	lcr_fini(&r);
+}
+
 static const struct harness_test tests[] = {
 	{ "two_requests_one_dial", test_two_requests_one_dial },
 	{ "force_reconnects_join", test_force_reconnects_join },
 	{ "permanent_error_and_late_remove", test_permanent_error_and_late_remove },
+	{ "close_releases_waiters", test_close_releases_waiters },
 	{ NULL, NULL },
 };
 
