@@ -25,6 +25,7 @@ struct broker_opts {
 	uint64_t hello_timeout_ms;   /* a connection must say HELLO within this */
 	uint64_t poll_us;            /* busy-poll window after the last work */
 	unsigned max_sessions_per_uid;
+	unsigned max_topics_per_uid;
 	bool no_uring_futex;         /* force the timer fallback (tests) */
 	uint64_t fallback_tick_us;   /* the fallback's polling period */
 };
@@ -107,6 +108,11 @@ struct topic {
 	uint64_t routed;
 };
 
+struct uid_count {
+	uid_t uid;
+	unsigned topics;
+};
+
 #define BROKER_MAX_CONNS 4096
 #define BROKER_MAX_CONNS_PER_UID 256
 
@@ -129,6 +135,8 @@ struct broker {
 	struct topic **topics; /* by id - 1 */
 	unsigned ntopics;
 	uint32_t *topic_hash;  /* open addressing: name -> id, 0 = empty */
+	struct uid_count *uids;/* topics owned per uid */
+	unsigned nuids;
 	unsigned topic_hash_cap;
 	uint64_t routed;
 	uint64_t sleeps;       /* times the loop went to sleep */

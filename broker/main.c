@@ -39,6 +39,7 @@ static void usage(FILE *f)
 		"      --poll-us US           busy-poll this long after the last work before\n"
 		"                             sleeping (default 50; 0 sleeps at once)\n"
 		"      --max-sessions-per-uid N  (default 256; root is not limited)\n"
+		"      --max-topics-per-uid N    (default 4096; root is not limited)\n"
 		"      --no-uring-futex       do not wait in io_uring FUTEX_WAIT; poll every\n"
 		"                             --fallback-tick-us when idle instead\n"
 		"      --fallback-tick-us US  (default 1000)\n"
@@ -137,6 +138,7 @@ int main(int argc, char **argv)
 		{ "fallback-tick-us", required_argument, NULL, 7 },
 		{ "block-timeout", required_argument, NULL, 8 },
 		{ "hello-timeout", required_argument, NULL, 9 },
+		{ "max-topics-per-uid", required_argument, NULL, 10 },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -153,6 +155,7 @@ int main(int argc, char **argv)
 		.tx_ring_size = 1u << 20,
 		.poll_us = 50,
 		.max_sessions_per_uid = 256,
+		.max_topics_per_uid = 4096,
 		.fallback_tick_us = 1000,
 	};
 	while ((o = getopt_long(argc, argv, "d:vqhV", opts, NULL)) != -1) {
@@ -168,6 +171,7 @@ int main(int argc, char **argv)
 		case 7: r = parse_u64(optarg, &b.o.fallback_tick_us); break;
 		case 8: r = parse_u64(optarg, &block_s); break;
 		case 9: r = parse_u64(optarg, &hello_s); break;
+		case 10: r = parse_u64(optarg, &v); b.o.max_topics_per_uid = (unsigned)v; break;
 		case 'v': log_set_level(LOG_DEBUG); break;
 		case 'q': log_set_level(LOG_WARNING); break;
 		case 'h': usage(stdout); return 0;

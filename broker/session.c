@@ -701,6 +701,23 @@ static int topic_hash_grow(struct broker *b)
 	return 0;
 }
 
+/* Topics owned per uid: a short list, since uids are few.  Adds `add`
+ * and returns the count (0 when the list cannot grow: no cap then). */
+static unsigned uid_topics(struct broker *b, uid_t uid, unsigned add)
+{
+	struct uid_count *n;
+
+	for (unsigned i = 0; i < b->nuids; i++)
+		if (b->uids[i].uid == uid)
+			return b->uids[i].topics += add;
+	n = realloc(b->uids, (b->nuids + 1) * sizeof(*n));
+	if (!n)
+		return 0;
+	b->uids = n;
+	b->uids[b->nuids] = (struct uid_count){ .uid = uid, .topics = add };
+	return b->uids[b->nuids++].topics;
+}
+
 int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
 {
 	struct topic *t, **n;
@@ -720,6 +737,9 @@ int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
 	}
 	if (b->ntopics >= 1u << 20)
 		return -ENOSPC;
+	/* one uid cannot use up the topic space of all (decisions.md 19) */
+	if (uid != 0 && uid_topics(b, uid, 0) >= b->o.max_topics_per_uid)
+		return -EDQUOT;
 	if (topic_hash_grow(b) < 0)
 		return -ENOMEM;
 	t = calloc(1, sizeof(*t));
@@ -735,6 +755,7 @@ int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
 	t->owner = uid;
 	snprintf(t->name, sizeof(t->name), "%s", name);
 	b->topics[b->ntopics++] = t;
+	uid_topics(b, uid, 1);
 	for (k = topic_name_hash(name) & (b->topic_hash_cap - 1); b->topic_hash[k];
 	     k = (k + 1) & (b->topic_hash_cap - 1))
 		;

@@ -158,6 +158,7 @@ int shmb_session_destroy(struct shmb_session *s);
  * Subscribe / unsubscribe the session to a topic (1-200 printable
  * characters, no spaces).  A subscription lasts as long as the session.
  * -EINVAL: bad topic name; -EPERM: the topic belongs to another uid;
+ * -EDQUOT: this uid has used --max-topics-per-uid topics already;
  * -ENOENT (unsubscribe): not subscribed; -ESTALE: taken over; -EPIPE.
  */
 int shmb_subscribe(struct shmb_session *s, const char *topic);

@@ -473,8 +473,9 @@ static void test_other_uid(void)
 		HARNESS_SKIP("needs root to run a client as another uid (nobody)");
 		return;
 	}
-	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(tb_start(&t, "--max-topics-per-uid", "3", NULL) == 0);
 	CU_ASSERT(chmod(t.dir, 0755) == 0); /* let nobody reach the socket */
+	/* (this broker runs with --max-topics-per-uid 3) */
 	CU_ASSERT_FATAL(connect_open(&t, "x", 0, &c, &s) == 0);
 	CU_ASSERT(shmb_subscribe(s, "secret") == 0);
 	if ((p = fork_or_die()) == 0) {
@@ -495,6 +496,9 @@ static void test_other_uid(void)
 		fail |= (shmb_publish(os, "secret", "x", 1, 0) != -EPERM) << 2;
 		snprintf(path, sizeof(path), "%s/sessions/1/rx", t.dir);
 		fail |= (open(path, O_RDONLY) >= 0) << 3;
+		/* a per-uid cap on topics; root's do not count */
+		fail |= (shmb_subscribe(os, "a") != 0 || shmb_subscribe(os, "b") != 0 ||
+			 shmb_subscribe(os, "c") != 0 || shmb_subscribe(os, "d") != -EDQUOT) << 4;
 		_exit(fail ? 60 + fail : 0);
 	}
 	CU_ASSERT(tb_wait_child(p, 10000) == 0);
