@@ -764,6 +764,26 @@ static void test_hello_timeout(void)
 	tb_cleanup(&t);
 }
 
+/* After a hostile client: the broker lives and the good pair still talks. */
+static void hostile_still_serving(struct tb *t, struct shmb_session *ps, struct shmb_session *ss)
+{
+	struct shmb_msg m;
+
+	CU_ASSERT(tb_alive(t));
+	CU_ASSERT(shmb_publish(ps, "t", "still-fine", 10, 1000) == 0);
+	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 10 && !memcmp(m.data, "still-fine", 10));
+}
+
+static void hostile_teardown(struct tb *t, struct shmb_client *sc, struct shmb_client *pc,
+			     struct shmb_client *bc)
+{
+	shmb_close(bc);
+	shmb_close(pc);
+	shmb_close(sc);
+	CU_ASSERT(tb_stop(t) == 0);
+	tb_cleanup(t);
+}
+
 /* A client scribbles over its own TX ring: its session is quarantined,
  * nobody else notices. */
 static void test_scribbling_client(void)
@@ -791,15 +811,9 @@ static void test_scribbling_client(void)
 	CU_ASSERT(wait_log(&t, "quarantined", 5000));
 	CU_ASSERT(tb_log_count(&t, "bad") >= 1);
 	CU_ASSERT(tb_log_count(&t, "quarantined") >= 1);
-	CU_ASSERT(tb_alive(&t));
-	CU_ASSERT(shmb_publish(ps, "t", "still-fine", 10, 1000) == 0);
-	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 10 && !memcmp(m.data, "still-fine", 10));
+	hostile_still_serving(&t, ps, ss);
 	CU_ASSERT(shmb_recv(ss, &m, 100) == -ETIMEDOUT); /* nothing forged got through */
-	shmb_close(bc);
-	shmb_close(pc);
-	shmb_close(sc);
-	CU_ASSERT(tb_stop(&t) == 0);
-	tb_cleanup(&t);
+	hostile_teardown(&t, sc, pc, bc);
 }
 
 /* A client truncates its own TX file under the broker's mapping: the
@@ -809,7 +823,6 @@ static void test_truncating_client(void)
 {
 	struct shmb_client *pc, *sc, *bc;
 	struct shmb_session *ps, *ss, *bs;
-	struct shmb_msg m;
 	struct tb t;
 	uint8_t *base;
 	size_t len;
@@ -822,14 +835,8 @@ static void test_truncating_client(void)
 	poke_broker(base);
 	CU_ASSERT(wait_log(&t, "truncated", 5000));
 	CU_ASSERT(tb_log_count(&t, "truncated") == 1);
-	CU_ASSERT(tb_alive(&t));
-	CU_ASSERT(shmb_publish(ps, "t", "still-fine", 10, 1000) == 0);
-	CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && m.len == 10 && !memcmp(m.data, "still-fine", 10));
-	shmb_close(bc);
-	shmb_close(pc);
-	shmb_close(sc);
-	CU_ASSERT(tb_stop(&t) == 0);
-	tb_cleanup(&t);
+	hostile_still_serving(&t, ps, ss);
+	hostile_teardown(&t, sc, pc, bc);
 }
 
 /* The API guide's example program, run as a user would run it. */
