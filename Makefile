@@ -19,11 +19,12 @@ LDLIBS   += -lpthread
 
 SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c
 LIB_SRC  := libclient/shmb.c libclient/client.c libclient/replay.c libclient/lifecycle.c libclient/registry.c
-BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c
+BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c \
+              broker/state.c
 
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry
 MP_TESTS   := test-mp-ring
-INT_TESTS  := test-broker
+INT_TESTS  := test-broker test-restart
 BENCHES    := bench-ring bench-broker
 
 SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
@@ -69,7 +70,7 @@ $(BUILD)/shmb.pc: libclient/shmb.pc.in
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
 $(BUILD)/shmbd: $(BROKER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/libshmb-internal.a
-	$(CC) $(LDFLAGS) -o $@ $^ -luring $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ -luring -lsodium $(LDLIBS)
 
 $(BUILD)/shmbctl: $(BUILD)/obj/tools/shmbctl.o $(BUILD)/libshmb-internal.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -87,7 +88,8 @@ $(BUILD)/tests/test-mp-%: $(BUILD)/obj/tests/mp/test-mp-%.o $(BUILD)/obj/tests/h
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit -luring $(LDLIBS)
 
-$(BUILD)/tests/test-broker: $(BUILD)/obj/tests/integration/test-broker.o $(BUILD)/obj/tests/broker-helper.o \
+$(INT_TESTS:%=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o \
+		$(BUILD)/obj/tests/broker-helper.o $(BUILD)/obj/tests/stream.o \
 		$(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a $(BUILD)/shmbd $(BUILD)/example-pubsub
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) -lcunit $(LDLIBS)

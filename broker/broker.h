@@ -43,11 +43,14 @@ struct conn {
 };
 
 /* What one subscriber has received from one source (dedup across a
- * partial fan-out, decisions.md 12). */
+ * partial fan-out, decisions.md 12).  Entry i mirrors entry i of the
+ * subscriber's shm_dlv_table, which lags it until the RX commit. */
 struct delivered {
-	uint64_t src_session;
-	uint64_t seq; /* highest source sequence delivered, +1 */
+	uint64_t src_session; /* 0: free */
+	uint64_t seq;         /* highest source sequence delivered, +1 */
 };
+
+#define SESSION_TOKEN_HASH_LEN 32
 
 struct session {
 	uint64_t id;
@@ -63,7 +66,10 @@ struct session {
 	pid_t owner_pid;
 	int owner_pidfd;       /* -1 when detached */
 	int notify_wr;         /* the owner's poll pipe (write end), -1 if none */
-	uint8_t token[PROTO_TOKEN_LEN];
+	uint8_t token[PROTO_TOKEN_LEN];   /* known only until a restart */
+	uint8_t token_hash[SESSION_TOKEN_HASH_LEN]; /* what the state file keeps */
+	uint64_t rx_ring_size, tx_ring_size;
+	int adopted_pidfd;     /* re-adopted after a restart: its last owner, or -1 */
 	uint64_t detached_ns;  /* when it lost its owner (CLOCK_MONOTONIC) */
 	const char *detach_reason;
 
@@ -90,8 +96,10 @@ struct session {
 
 	uint32_t *topics;      /* subscribed topic ids */
 	unsigned ntopics;
-	struct delivered *dlv;
-	unsigned ndlv;
+	struct delivered *dlv;  /* SHM_DLV_MAX entries, or NULL before the first */
+	unsigned ndlv;         /* entries in use are among the first ndlv */
+	int dlv_touched;       /* the entry this routing pass changed, or -1 */
+	struct shm_dlv_table *dlv_shm;
 
 	uint64_t routed_in;    /* records taken from its TX ring */
 	uint64_t delivered_out;/* records written to its RX ring */
@@ -139,6 +147,10 @@ struct broker {
 	unsigned nuids;
 	unsigned topic_hash_cap;
 	uint64_t routed;
+	int state_fd;          /* the state file, appended to; -1 before start-up ends */
+	uint64_t state_lines, state_live;
+	unsigned adopted;      /* sessions re-adopted at start-up */
+	unsigned quarantined_at_start; /* sessions moved aside at start-up */
 	uint64_t sleeps;       /* times the loop went to sleep */
 	uint64_t wakes_sent;   /* FUTEX_WAKEs of readers */
 };
@@ -169,11 +181,48 @@ struct topic *topic_by_id(struct broker *b, uint32_t id);
 int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id);
 void session_conn_gone(struct broker *b, struct conn *c, const char *reason);
 
+int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name);
+void session_token_hash(const uint8_t *token, uint8_t *out);
+int session_owner_pid(const struct session *s);
+
+/* ---- state.c ---- */
+struct state_session {
+	uint64_t id;
+	uid_t uid;
+	uint32_t policy;
+	bool ephemeral;
+	uint64_t rx_size, tx_size;
+	int pid;
+	uint8_t token_hash[SESSION_TOKEN_HASH_LEN];
+	char name[PROTO_NAME_MAX + 1];
+	uint32_t *topics;
+	unsigned ntopics;
+};
+
+struct state_load {
+	bool exists, have_header, torn;
+	unsigned lines, bad;
+	struct state_session *s;
+	unsigned n, cap;
+};
+
+int state_read(struct broker *b, struct state_load *l);
+void state_load_free(struct state_load *l);
+int session_adopt_all(struct broker *b, const struct state_load *l);
+void state_keep_copy(struct broker *b, const char *why);
+int state_compact(struct broker *b);
+int state_session(struct broker *b, const struct session *s);
+int state_gone(struct broker *b, uint64_t id);
+int state_sub(struct broker *b, uint64_t id, uint32_t topic, int how);
+int state_topic(struct broker *b, const struct topic *t);
+
 /* ---- router.c ---- */
 /* Move what every TX ring holds to its subscribers; returns records moved. */
 uint64_t router_run(struct broker *b);
 /* Drain one session's TX ring as far as subscribers allow. */
 uint64_t router_session(struct broker *b, struct session *s);
+/* Free sub's delivery entry k (its source is gone). */
+void dlv_free(struct session *sub, unsigned k);
 
 /* ---- ctl.c ---- */
 int ctl_listen(struct broker *b);

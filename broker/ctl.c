@@ -263,7 +263,7 @@ static int do_sub(struct broker *b, struct conn *c, const struct proto_sub *q, b
 static int do_status(struct broker *b, struct conn *c, const struct proto_status *q)
 {
 	struct proto_reply r;
-	uint64_t n = 0, att = 0;
+	uint64_t n = 0, att = 0, quar = 0;
 
 	for (unsigned i = 0; i < b->nsessions; i++) {
 		struct session *s = b->sessions[i];
@@ -273,6 +273,7 @@ static int do_status(struct broker *b, struct conn *c, const struct proto_status
 			continue;
 		n++;
 		att += s->owner != NULL;
+		quar += s->quarantined;
 	}
 	reply_init(&r, q->h.req_id, 0);
 	r.u.status.pid = (uint64_t)getpid();
@@ -281,6 +282,9 @@ static int do_status(struct broker *b, struct conn *c, const struct proto_status
 	r.u.status.attached = att;
 	r.u.status.routed = b->routed;
 	r.u.status.topics = b->ntopics;
+	r.u.status.quarantined = quar;
+	r.u.status.adopted = b->adopted;
+	r.u.status.quarantined_at_start = b->quarantined_at_start;
 	return send_reply(c, &r, NULL, 0);
 }
 

@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "broker/broker.h"
 #include "shmb.h"
 
@@ -106,23 +108,47 @@ static int dir_setup(struct broker *b)
 	return 0;
 }
 
-/* Session ids are never reused: continue after the highest one present. */
-static void next_id_from_disk(struct broker *b)
+/*
+ * Pick up where the last broker stopped (decisions.md 11-12): read the
+ * state file, re-adopt every session whose files pass their checks,
+ * quarantine what does not, then write the state afresh.
+ */
+static int state_setup(struct broker *b)
 {
-	int fd = dup(b->sessions_dirfd);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	struct dirent *e;
+	struct state_load l;
+	char path[4096];
+	int qfd, r;
 
-	if (!d)
-		return;
-	while ((e = readdir(d))) {
-		char *end;
-		unsigned long long id = strtoull(e->d_name, &end, 10);
-
-		if (!*end && id >= b->next_session_id)
-			b->next_session_id = id + 1;
+	snprintf(path, sizeof(path), "%s/quarantine", b->o.dir);
+	r = segment_dir_open(path, 0700, &qfd);
+	if (r < 0) {
+		log_msg(LOG_ERR, "%s: %s (must be a directory of mode 0700 owned by uid %u)", path,
+			strerror(-r), (unsigned)geteuid());
+		return r;
 	}
-	closedir(d);
+	close(qfd);
+	r = state_read(b, &l);
+	if (r < 0) {
+		log_msg(LOG_ERR, "cannot read %s/state: %s; starting without it", b->o.dir,
+			strerror(-r));
+		state_keep_copy(b, "unreadable");
+	}
+	if (l.bad)
+		state_keep_copy(b, "has corrupt lines");
+	if (l.exists && !l.have_header)
+		log_msg(LOG_ERR, "state: its header is lost: this broker takes a new id");
+	r = session_adopt_all(b, &l);
+	if (l.exists || b->adopted || b->quarantined_at_start)
+		log_msg(LOG_NOTICE, "restart: %u session(s) re-adopted, %u quarantined, %u topic(s);"
+			" %u state line(s) read, %u corrupt%s", b->adopted, b->quarantined_at_start,
+			b->ntopics, l.lines, l.bad, l.torn ? ", the last one torn" : "");
+	state_load_free(&l);
+	if (r < 0)
+		return r;
+	r = state_compact(b);
+	if (r < 0)
+		log_msg(LOG_ERR, "cannot write %s/state: %s", b->o.dir, strerror(-r));
+	return r;
 }
 
 int main(int argc, char **argv)
@@ -197,13 +223,12 @@ int main(int argc, char **argv)
 	b.o.block_timeout_ms = block_s * 1000;
 	b.o.hello_timeout_ms = hello_s * 1000;
 	b.start_ns = now_ns();
-	b.listen_fd = b.signal_fd = b.lockfd = b.dirfd = b.sessions_dirfd = -1;
+	b.listen_fd = b.signal_fd = b.lockfd = b.dirfd = b.sessions_dirfd = b.state_fd = -1;
 	if (getrandom(&b.broker_id, sizeof(b.broker_id), 0) != sizeof(b.broker_id))
 		return 1;
 	session_table_init(&b);
 	if (dir_setup(&b) < 0)
 		return 1;
-	next_id_from_disk(&b);
 	{
 		/* every connection costs two fds (socket, pidfd), every session
 		 * a few: take what the hard limit allows */
@@ -218,6 +243,8 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "cannot install the SIGBUS guard: %s", strerror(errno));
 		return 1;
 	}
+	if (sodium_init() < 0 || state_setup(&b) < 0)
+		return 1;
 	r = ctl_listen(&b);
 	if (r < 0) {
 		log_msg(LOG_ERR, "cannot listen on %s/control: %s", b.o.dir, strerror(-r));

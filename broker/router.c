@@ -44,6 +44,8 @@ static int mark_dirty(struct session *s)
 	return 0;
 }
 
+static void dlv_sync(struct broker *b, struct session *sub);
+
 static void commit_dirty(struct broker *b)
 {
 	for (unsigned i = 0; i < ndirty; i++) {
@@ -55,6 +57,8 @@ static void commit_dirty(struct broker *b)
 			session_quarantine(b, s, "its RX ring refused a commit");
 			continue;
 		}
+		/* committed: now the table may say so (decisions.md 12) */
+		dlv_sync(b, s);
 		if (!s->txc)
 			continue;
 		/* pairs with the reader's fence in wake_wait() */
@@ -67,19 +71,77 @@ static void commit_dirty(struct broker *b)
 	ndirty = 0;
 }
 
-static struct delivered *dlv_get(struct session *sub, uint64_t src)
+/* Where a publisher's routing stands: the next source sequence it will route. */
+static uint64_t routing_seq(const struct session *pub)
 {
-	struct delivered *n;
+	return pub->drain_gen ? pub->drain_cons.seq : pub->tx_cons.seq;
+}
 
-	for (unsigned i = 0; i < sub->ndlv; i++)
+void dlv_free(struct session *sub, unsigned k)
+{
+	sub->dlv[k] = (struct delivered){ 0 };
+	if (sub->dlv_shm)
+		store_release(&sub->dlv_shm->ent[k].src_session, 0);
+	if (sub->dlv_touched == (int)k)
+		sub->dlv_touched = -1;
+}
+
+/*
+ * The entry for (sub, src).  A new one takes a free slot, or one no longer
+ * needed: its source is gone or has routed past it, so no record it
+ * covers can be routed again.  NULL when all SHM_DLV_MAX are needed (the
+ * publisher waits) or on ENOMEM.
+ */
+static struct delivered *dlv_get(struct broker *b, struct session *sub, uint64_t src)
+{
+	int free_k = -1;
+
+	if (!sub->dlv && !(sub->dlv = calloc(SHM_DLV_MAX, sizeof(*sub->dlv))))
+		return NULL;
+	for (unsigned i = 0; i < sub->ndlv; i++) {
 		if (sub->dlv[i].src_session == src)
 			return &sub->dlv[i];
-	n = realloc(sub->dlv, (sub->ndlv + 1) * sizeof(*n));
-	if (!n)
+		if (free_k < 0 && sub->dlv[i].src_session == 0)
+			free_k = (int)i;
+	}
+	if (free_k < 0 && sub->ndlv < SHM_DLV_MAX)
+		free_k = (int)sub->ndlv++;
+	for (unsigned i = 0; free_k < 0 && i < sub->ndlv; i++) {
+		struct session *o = session_by_id(b, sub->dlv[i].src_session);
+
+		if (!o || routing_seq(o) >= sub->dlv[i].seq) {
+			dlv_free(sub, i);
+			free_k = (int)i;
+		}
+	}
+	if (free_k < 0)
 		return NULL;
-	sub->dlv = n;
-	n[sub->ndlv] = (struct delivered){ .src_session = src, .seq = 0 };
-	return &n[sub->ndlv++];
+	sub->dlv[free_k] = (struct delivered){ .src_session = src, .seq = 0 };
+	return &sub->dlv[free_k];
+}
+
+/* After sub's RX commit: the changed entry, then the position it is good to. */
+static void dlv_sync(struct broker *b, struct session *sub)
+{
+	struct shm_dlv_table *t = sub->dlv_shm;
+
+	if (!t)
+		return;
+	if (sub->dlv_touched >= 0) {
+		struct shm_dlv *e = &t->ent[sub->dlv_touched];
+		const struct delivered *d = &sub->dlv[sub->dlv_touched];
+
+		if (e->src_session != d->src_session) {
+			e->src_broker = b->broker_id;
+			store_release(&e->src_session, d->src_session);
+		}
+		store_release(&e->next_seq, d->seq);
+		if (t->n < sub->ndlv)
+			store_release(&t->n, sub->ndlv);
+		sub->dlv_touched = -1;
+	}
+	store_release(&t->seq, sub->rx_prod.seq);
+	store_release(&t->pos, sub->rx_prod.pos);
 }
 
 /*
@@ -119,7 +181,7 @@ static int drop_oldest(struct broker *b, struct session *sub)
 static int deliver(struct broker *b, struct session *pub, struct session *sub,
 		   const struct ring_msg *m, const struct shm_msg_tx *tx)
 {
-	struct delivered *d = dlv_get(sub, pub->id);
+	struct delivered *d = dlv_get(b, sub, pub->id);
 	uint32_t dlen = m->len - (uint32_t)sizeof(*tx);
 	struct shm_msg_rx rx = {
 		.topic_id = tx->topic_id,
@@ -151,6 +213,7 @@ static int deliver(struct broker *b, struct session *pub, struct session *sub,
 		log_msg(LOG_WARNING, "message of %u bytes from %s too large for %s: not delivered",
 			dlen, pub->name, sub->name);
 		d->seq = m->hdr.seq + 1;
+		sub->dlv_touched = (int)(d - sub->dlv);
 		return 0;
 	}
 	if (r < 0) {
@@ -160,6 +223,7 @@ static int deliver(struct broker *b, struct session *pub, struct session *sub,
 	memcpy(dst, &rx, sizeof(rx));
 	memcpy(dst + sizeof(rx), (const uint8_t *)m->payload + sizeof(*tx), dlen);
 	d->seq = m->hdr.seq + 1;
+	sub->dlv_touched = (int)(d - sub->dlv);
 	sub->delivered_out++;
 	if (mark_dirty(sub) < 0) {
 		ring_abort(&sub->rx_prod);

@@ -13,11 +13,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <sys/random.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/sys.h"
 #include "shm/atomics.h"
 #include "shm/futex.h"
 
@@ -81,7 +85,38 @@ static bool pidfd_alive(int pidfd)
 
 static bool owner_alive(struct session *s)
 {
-	return s->owner && !s->owner->dead && pidfd_alive(s->owner->pidfd);
+	if (!s->owner)
+		/* re-adopted after a restart: its last owner may come back */
+		return s->adopted_pidfd >= 0 && pidfd_alive(s->adopted_pidfd);
+	return !s->owner->dead && pidfd_alive(s->owner->pidfd);
+}
+
+/* The owner the state file names: one attached now, or a re-adopted
+ * session's last owner that still lives; 0 for none. */
+int session_owner_pid(const struct session *s)
+{
+	return s->owner || s->adopted_pidfd >= 0 ? (int)s->owner_pid : 0;
+}
+
+void session_token_hash(const uint8_t *token, uint8_t *out)
+{
+	crypto_generichash(out, SESSION_TOKEN_HASH_LEN, token, PROTO_TOKEN_LEN, NULL, 0);
+}
+
+/* A fresh attach token for a new owner; the state file keeps its hash. */
+static int token_new(struct session *s)
+{
+	if (getrandom(s->token, sizeof(s->token), 0) != sizeof(s->token))
+		return -EIO;
+	session_token_hash(s->token, s->token_hash);
+	return 0;
+}
+
+static void adopted_forget(struct session *s)
+{
+	if (s->adopted_pidfd >= 0)
+		close(s->adopted_pidfd);
+	s->adopted_pidfd = -1;
 }
 
 /* Create tx.<gen> for a new owner; rx_acked and the first sequence carry on. */
@@ -184,7 +219,10 @@ static int session_create(struct broker *b, struct conn *c, const struct proto_o
 	s->tx = (struct segment)SEGMENT_INIT;
 	s->drain_tx = (struct segment)SEGMENT_INIT;
 	s->owner_pidfd = -1;
+	s->adopted_pidfd = -1;
 	s->notify_wr = -1;
+	s->rx_ring_size = p.rx_ring_size;
+	s->tx_ring_size = p.tx_ring_size;
 	snprintf(dname, sizeof(dname), "%llu", (unsigned long long)s->id);
 	if (mkdirat(b->sessions_dirfd, dname, 0700) < 0 && errno != EEXIST) {
 		ret = -errno;
@@ -203,6 +241,8 @@ static int session_create(struct broker *b, struct conn *c, const struct proto_o
 	if (ret < 0)
 		goto err_rx;
 	s->rxc = segment_rx_ctrl(&s->rx);
+	s->dlv_shm = segment_dlv_table(&s->rx);
+	s->dlv_touched = -1;
 	store_release(&s->rxc->generation, s->generation);
 	ret = ring_init(&r, segment_ring_data(&s->rx), p.rx_ring_size);
 	if (ret < 0)
@@ -275,6 +315,7 @@ static int notify_new(struct session *s)
 
 static void owner_set(struct session *s, struct conn *c)
 {
+	adopted_forget(s);
 	s->full_since = 0;
 	s->owner = c;
 	s->owner_pid = c->pid;
@@ -441,9 +482,15 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 		r = session_create(b, c, req, name, &s);
 		if (r < 0)
 			return r;
-		if (getrandom(s->token, sizeof(s->token), 0) != sizeof(s->token))
-			return -EIO;
 		owner_set(s, c);
+		/* its id and owner are written before anyone hears of it */
+		r = token_new(s);
+		if (r == 0)
+			r = state_session(b, s);
+		if (r < 0) {
+			session_destroy(b, s, "its creation could not be recorded");
+			return r;
+		}
 		*notify_rd = notify_new(s);
 		*created = 1;
 		*out = s;
@@ -459,8 +506,24 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 	    (req->tx_ring_size && req->tx_ring_size != s->tx_cons.r.size) ||
 	    (req->policy != UINT32_MAX && req->policy != s->policy))
 		return -EINVAL;
-	if ((req->flags & PROTO_OPEN_TOKEN) && !memcmp(req->token, s->token, sizeof(s->token))) {
+	if (req->flags & PROTO_OPEN_TOKEN) {
+		uint8_t h[SESSION_TOKEN_HASH_LEN];
+
+		session_token_hash(req->token, h);
+		if (sodium_memcmp(h, s->token_hash, sizeof(h)) != 0)
+			goto not_token;
 		/* the same owner over a new connection: same generation, same file */
+		memcpy(s->token, req->token, sizeof(s->token));
+		if (s->owner_pid != c->pid) {
+			pid_t was = s->owner_pid;
+
+			s->owner_pid = c->pid;
+			r = state_session(b, s);
+			if (r < 0) {
+				s->owner_pid = was;
+				return r;
+			}
+		}
 		owner_set(s, c);
 		*notify_rd = notify_new(s);
 		*out = s;
@@ -468,6 +531,7 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 			(int)c->pid, s->generation);
 		return 0;
 	}
+not_token:
 	if (owner_alive(s) && !(req->flags & PROTO_OPEN_TAKEOVER))
 		return -EBUSY;
 	{
@@ -479,9 +543,15 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 		if (old && old != c && !old->dead)
 			ctl_push_event(b, old, PROTO_EV_STALE, s->id);
 	}
-	if (getrandom(s->token, sizeof(s->token), 0) != sizeof(s->token))
-		return -EIO;
 	owner_set(s, c);
+	r = token_new(s);
+	if (r == 0)
+		r = state_session(b, s);
+	if (r < 0) {
+		/* nobody may hold a token the state file does not know */
+		session_detach(b, s, "its new owner could not be recorded");
+		return r;
+	}
 	*notify_rd = notify_new(s);
 	*out = s;
 	log_msg(LOG_NOTICE, "session %s reattached by pid %d: generation %u", s->name, (int)c->pid,
@@ -506,6 +576,9 @@ void session_detach(struct broker *b, struct session *s, const char *reason)
 	s->owner = NULL;
 	s->owner_pidfd = -1;
 	notify_close(s);
+	/* no owner to wait for after a restart: anyone of its uid may resume it */
+	if (state_session(b, s) < 0)
+		log_msg(LOG_WARNING, "session %s: its detach could not be recorded", s->name);
 	s->detached_ns = now_ns();
 	s->detach_reason = reason;
 	if (s->ephemeral) {
@@ -550,6 +623,13 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 
 	log_msg(LOG_NOTICE, "session %s (id %llu) destroyed: %s", s->name, (unsigned long long)s->id,
 		reason);
+	/* gone from the record first: a crash now leaves a directory that the
+	 * next start finds unrecorded and quarantines, never a session that
+	 * comes back half destroyed */
+	if (state_gone(b, s->id) < 0)
+		log_msg(LOG_WARNING, "session %s: its destruction could not be recorded; the next"
+			" start will quarantine what is left of it", s->name);
+	adopted_forget(s);
 	for (unsigned i = 0; i < s->ntopics; i++) {
 		struct topic *t = topic_by_id(b, s->topics[i]);
 
@@ -562,7 +642,7 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 
 		for (unsigned k = 0; k < o->ndlv; k++)
 			if (o->dlv[k].src_session == s->id)
-				o->dlv[k--] = o->dlv[--o->ndlv];
+				dlv_free(o, k);
 	}
 	loop_cancel_session(b, s);
 	notify_close(s);
@@ -629,7 +709,7 @@ void session_expire(struct broker *b, uint64_t now)
 				s->full_since = 0;
 		}
 		/* an ephemeral session whose owner went: gone once delivered */
-		if (!s->owner && s->ephemeral && session_tx_drained(s)) {
+		if (!s->owner && s->ephemeral && !owner_alive(s) && session_tx_drained(s)) {
 			session_destroy(b, s, "its owner went and what it published is delivered");
 			continue;
 		}
@@ -718,37 +798,21 @@ static unsigned uid_topics(struct broker *b, uid_t uid, unsigned add)
 	return b->uids[b->nuids++].topics;
 }
 
-int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
+/* A new topic with the next id; name "" is a placeholder nobody can name. */
+static struct topic *topic_append(struct broker *b, uid_t uid, const char *name)
 {
 	struct topic *t, **n;
 	uint64_t k;
 
-	if (b->topic_hash_cap) {
-		for (k = topic_name_hash(name) & (b->topic_hash_cap - 1); b->topic_hash[k];
-		     k = (k + 1) & (b->topic_hash_cap - 1)) {
-			t = b->topics[b->topic_hash[k] - 1];
-			if (!strcmp(t->name, name)) {
-				if (!topic_access(t, uid))
-					return -EPERM;
-				*id = t->id;
-				return 0;
-			}
-		}
-	}
-	if (b->ntopics >= 1u << 20)
-		return -ENOSPC;
-	/* one uid cannot use up the topic space of all (decisions.md 19) */
-	if (uid != 0 && uid_topics(b, uid, 0) >= b->o.max_topics_per_uid)
-		return -EDQUOT;
 	if (topic_hash_grow(b) < 0)
-		return -ENOMEM;
+		return NULL;
 	t = calloc(1, sizeof(*t));
 	n = realloc(b->topics, (b->ntopics + 1) * sizeof(*n));
 	if (!t || !n) {
 		free(t);
 		if (n)
 			b->topics = n;
-		return -ENOMEM;
+		return NULL;
 	}
 	b->topics = n;
 	t->id = b->ntopics + 1;
@@ -760,8 +824,57 @@ int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
 	     k = (k + 1) & (b->topic_hash_cap - 1))
 		;
 	b->topic_hash[k] = t->id;
+	return t;
+}
+
+static struct topic *topic_lookup(struct broker *b, const char *name)
+{
+	if (!b->topic_hash_cap)
+		return NULL;
+	for (uint64_t k = topic_name_hash(name) & (b->topic_hash_cap - 1); b->topic_hash[k];
+	     k = (k + 1) & (b->topic_hash_cap - 1))
+		if (!strcmp(b->topics[b->topic_hash[k] - 1]->name, name))
+			return b->topics[b->topic_hash[k] - 1];
+	return NULL;
+}
+
+/* A topic from the state file, with its id.  Ids lost with a corrupt line
+ * become placeholders (owned by root, unnamed), so later ids stay put. */
+int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name)
+{
+	if (id == 0 || id > 1u << 20 || !*name)
+		return -EINVAL;
+	if (id <= b->ntopics)
+		return strcmp(b->topics[id - 1]->name, name) ? -EINVAL : 0;
+	if (topic_lookup(b, name))
+		return -EINVAL;
+	while (b->ntopics + 1 < id)
+		if (!topic_append(b, 0, ""))
+			return -ENOMEM;
+	return topic_append(b, owner, name) ? 0 : -ENOMEM;
+}
+
+int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
+{
+	struct topic *t = topic_lookup(b, name);
+
+	if (t) {
+		if (!topic_access(t, uid))
+			return -EPERM;
+		*id = t->id;
+		return 0;
+	}
+	if (b->ntopics >= 1u << 20)
+		return -ENOSPC;
+	/* one uid cannot use up the topic space of all (decisions.md 19) */
+	if (uid != 0 && uid_topics(b, uid, 0) >= b->o.max_topics_per_uid)
+		return -EDQUOT;
+	t = topic_append(b, uid, name);
+	if (!t)
+		return -ENOMEM;
 	*id = t->id;
-	return 0;
+	/* ids are never reused: a topic is recorded before its id is handed out */
+	return state_topic(b, t);
 }
 
 int session_unsubscribe(struct broker *b, struct session *s, uint32_t topic_id)
@@ -774,7 +887,7 @@ int session_unsubscribe(struct broker *b, struct session *s, uint32_t topic_id)
 		if (s->topics[i] == topic_id) {
 			s->topics[i] = s->topics[--s->ntopics];
 			topic_drop_sub(t, s);
-			return 0;
+			return state_sub(b, s->id, topic_id, 'U');
 		}
 	return -ENOENT;
 }
@@ -787,9 +900,19 @@ int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bo
 
 	if (!t || !topic_access(t, s->uid))
 		return -ENOENT;
-	if (reset)
-		while (s->ntopics)
-			session_unsubscribe(b, s, s->topics[0]);
+	if (reset && s->ntopics) {
+		while (s->ntopics) {
+			struct topic *o = topic_by_id(b, s->topics[0]);
+
+			if (o)
+				topic_drop_sub(o, s);
+			s->topics[0] = s->topics[--s->ntopics];
+		}
+		int r = state_sub(b, s->id, 0, 'R');
+
+		if (r < 0)
+			return r;
+	}
 	for (unsigned i = 0; i < s->ntopics; i++)
 		if (s->topics[i] == topic_id)
 			return 0;
@@ -803,5 +926,356 @@ int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bo
 	t->subs = subs;
 	s->topics[s->ntopics++] = topic_id;
 	t->subs[t->nsubs++] = s;
+	return state_sub(b, s->id, topic_id, 'B');
+}
+
+/* ---- re-adoption after a restart --------------------------------------------- */
+
+/* Move sessions/<name> aside into quarantine/, saying why. */
+static void quarantine_dir(struct broker *b, const char *dname, const char *what, const char *why)
+{
+	char to[300];
+
+	snprintf(to, sizeof(to), "quarantine/%s.%lld", dname, (long long)time(NULL));
+	if (renameat(b->sessions_dirfd, dname, b->dirfd, to) < 0) {
+		log_msg(LOG_ERR, "%s: %s; and it cannot be moved aside (%s): left in place, not served",
+			what, why, strerror(errno));
+		return;
+	}
+	b->quarantined_at_start++;
+	log_msg(LOG_ERR, "%s quarantined at start-up: %s; its files are in %s/%s", what, why,
+		b->o.dir, to);
+}
+
+static int map_file(int dirfd, const char *name, struct segment *out)
+{
+	int fd = openat(dirfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0)
+		return -errno;
+	return segment_map(fd, true, out);
+}
+
+/* Map tx.<gen> and check it is this session's, of this generation and size. */
+static const char *tx_file_check(struct session *s, uint32_t gen, struct segment *tx)
+{
+	struct shm_tx_hdr h;
+	char name[32];
+
+	snprintf(name, sizeof(name), "tx.%u", gen);
+	if (map_file(s->dirfd, name, tx) < 0)
+		return "its TX file is missing or cannot be mapped";
+	if (segment_tx_validate(tx, &h) < 0 || h.session_id != s->id || h.generation != gen ||
+	    h.tx_ring_size != s->tx_ring_size)
+		return "its TX file's header is invalid";
+	return NULL;
+}
+
+/*
+ * The RX side after a crash (decisions.md 12): walk from where the
+ * delivery table is known complete, over valid records, to the true write
+ * position, raising the table's entries from the records found there.
+ */
+static const char *rx_recover(struct broker *b, struct session *s)
+{
+	struct shm_dlv_table *t = s->dlv_shm;
+	uint64_t pub = load_acquire(&s->rxc->rx_write), pos = t->pos, seq = t->seq;
+	struct ring r;
+	struct ring_cons c;
+	struct ring_msg m;
+	unsigned n = t->n;
+
+	if (n > SHM_DLV_MAX)
+		return "its delivery table is corrupt";
+	s->dlv = calloc(SHM_DLV_MAX, sizeof(*s->dlv));
+	if (!s->dlv)
+		return "out of memory";
+	for (unsigned i = 0; i < n; i++) {
+		s->dlv[i].src_session = t->ent[i].src_session;
+		s->dlv[i].seq = t->ent[i].src_session ? t->ent[i].next_seq : 0;
+	}
+	s->ndlv = n;
+	if (ring_init(&r, segment_ring_data(&s->rx), s->rx_ring_size) < 0 || pos > pub ||
+	    pub - pos > r.size || ring_cons_init(&c, &r, NULL, NULL, pos, seq, RX_WRITER_GEN,
+						 RX_WRITER_GEN) < 0)
+		return "its RX positions are impossible";
+	for (;;) {
+		struct shm_msg_rx rx;
+		struct delivered *d = NULL;
+
+		if (ring_peek(&c, &m) < 0 || m.end - pos > r.size)
+			break;
+		if (m.hdr.type == SHM_REC_DATA && m.len >= sizeof(rx)) {
+			memcpy(&rx, m.payload, sizeof(rx));
+			for (unsigned i = 0; i < s->ndlv; i++)
+				if (s->dlv[i].src_session == rx.src_session)
+					d = &s->dlv[i];
+			for (unsigned i = 0; !d && i < SHM_DLV_MAX; i++)
+				if (s->dlv[i].src_session == 0) {
+					d = &s->dlv[i];
+					d->src_session = rx.src_session;
+					if (i >= s->ndlv)
+						s->ndlv = i + 1;
+				}
+			if (d && d->seq <= rx.src_seq)
+				d->seq = rx.src_seq + 1;
+		}
+		ring_consume(&c, &m);
+	}
+	if (c.pos < pub)
+		return "its RX ring holds a bad record before its published end";
+	/* the table, complete up to the true end, then that end published */
+	for (unsigned i = 0; i < s->ndlv; i++) {
+		t->ent[i].src_broker = b->broker_id;
+		t->ent[i].next_seq = s->dlv[i].seq;
+		t->ent[i].src_session = s->dlv[i].src_session;
+	}
+	t->n = s->ndlv;
+	store_release(&t->seq, c.seq);
+	store_release(&t->pos, c.pos);
+	store_release(&s->rxc->rx_write_seq, c.seq);
+	store_release(&s->rxc->rx_write, c.pos);
+	if (ring_prod_init(&s->rx_prod, &r, &s->txc->rx_acked, &s->rxc->rx_write, c.pos, c.seq,
+			   RX_WRITER_GEN) < 0)
+		return "its rx_acked is impossible (behind, misaligned or ahead)";
+	ring_prod_set_floor(&s->rx_prod, load_acquire(&s->rxc->rx_drop));
+	return NULL;
+}
+
+/* The TX file(s): read on from where routing stood. */
+static const char *tx_recover(struct session *s)
+{
+	struct shm_rx_ctrl *x = s->rxc;
+	uint32_t dg = load_acquire(&x->drain_generation);
+	struct ring r;
+	const char *why;
+
+	if (ring_init(&r, segment_ring_data(&s->tx), s->tx_ring_size) < 0 ||
+	    ring_cons_init(&s->tx_cons, &r, NULL, &x->tx_read, load_acquire(&x->tx_read),
+			   load_acquire(&x->tx_read_seq), s->generation, s->generation) < 0)
+		return "its TX read position is impossible";
+	s->txc = segment_tx_ctrl(&s->tx);
+	if (guard_add(s->tx.base, s->tx.len, s) < 0)
+		return "out of memory";
+	s->tx_open = true;
+	if (!dg)
+		return NULL;
+	/* a previous owner's file was still being delivered: on to its fence */
+	if (dg >= s->generation || (why = tx_file_check(s, dg, &s->drain_tx)))
+		return "the TX file it was draining is invalid";
+	if (ring_init(&r, segment_ring_data(&s->drain_tx), s->tx_ring_size) < 0 ||
+	    ring_cons_init(&s->drain_cons, &r, NULL, &x->drain_read, load_acquire(&x->drain_read),
+			   load_acquire(&x->drain_read_seq), dg, dg) < 0)
+		return "its drain position is impossible";
+	{
+		uint64_t end = s->drain_cons.pos, end_seq = s->drain_cons.seq;
+
+		if (ring_recover(&r, s->drain_cons.pos, &end, &end_seq, dg, dg) < 0)
+			return "the TX file it was draining holds a bad record";
+		s->drain_end = end;
+	}
+	s->drain_cons.prod_pos = &s->drain_end;
+	s->drain_cons.prod_cache = s->drain_cons.pos;
+	s->drain_gen = dg;
+	if (guard_add(s->drain_tx.base, s->drain_tx.len, s) < 0)
+		return "out of memory";
+	return NULL;
+}
+
+/* Remove files no generation uses: a tx.<n> of a new owner whose switch a
+ * crash cut short, or of one drained before the crash. */
+static void tx_strays(struct session *s)
+{
+	int fd = dup(s->dirfd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *e;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((e = readdir(d))) {
+		unsigned g;
+		int k = 0;
+
+		if (sscanf(e->d_name, "tx.%u%n", &g, &k) == 1 && !e->d_name[k] && g != s->generation &&
+		    g != s->drain_gen)
+			unlinkat(s->dirfd, e->d_name, 0);
+	}
+	closedir(d);
+}
+
+static const char *adopt_one(struct broker *b, struct session *s, const struct state_session *st,
+			     const char *dname)
+{
+	struct shm_seg_hdr h;
+	const char *why;
+
+	s->dirfd = openat(b->sessions_dirfd, dname, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (s->dirfd < 0)
+		return "its directory cannot be opened";
+	if (map_file(s->dirfd, "rx", &s->rx) < 0)
+		return "its RX file is missing or cannot be mapped";
+	if (segment_rx_validate(&s->rx, &h) < 0)
+		return "its RX file's header is invalid (magic, version, size or checksum)";
+	if (h.session_id != st->id || h.rx_ring_size != st->rx_size || h.tx_ring_size != st->tx_size ||
+	    h.policy != st->policy)
+		return "its RX file does not match the state file";
+	s->rxc = segment_rx_ctrl(&s->rx);
+	s->dlv_shm = segment_dlv_table(&s->rx);
+	s->generation = load_acquire(&s->rxc->generation);
+	if (s->generation == 0)
+		return "it was being destroyed";
+	if ((why = tx_file_check(s, s->generation, &s->tx)))
+		return why;
+	/* rx_prod reads the owner's rx_acked from the TX file */
+	s->txc = segment_tx_ctrl(&s->tx);
+	if ((why = rx_recover(b, s)) || (why = tx_recover(s)))
+		return why;
+	tx_strays(s);
+	return NULL;
+}
+
+static void adopt_undo(struct session *s)
+{
+	guard_remove(s->tx.base);
+	guard_remove(s->drain_tx.base);
+	segment_unmap(&s->tx);
+	segment_unmap(&s->drain_tx);
+	segment_unmap(&s->rx);
+	if (s->dirfd >= 0)
+		close(s->dirfd);
+	free(s->dlv);
+	free(s->topics);
+	free(s);
+}
+
+/* Re-adopt one recorded session as detached; NULL, or why it cannot be. */
+static const char *session_adopt(struct broker *b, const struct state_session *st, const char *dname)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	const char *why;
+
+	if (!s)
+		return "out of memory";
+	s->id = st->id;
+	snprintf(s->name, sizeof(s->name), "%s", st->name);
+	s->uid = st->uid;
+	s->policy = st->policy;
+	s->ephemeral = st->ephemeral;
+	s->rx_ring_size = st->rx_size;
+	s->tx_ring_size = st->tx_size;
+	s->owner_pid = st->pid;
+	memcpy(s->token_hash, st->token_hash, sizeof(s->token_hash));
+	s->rx = s->tx = s->drain_tx = (struct segment)SEGMENT_INIT;
+	s->owner_pidfd = s->adopted_pidfd = s->notify_wr = -1;
+	s->dlv_touched = -1;
+	why = adopt_one(b, s, st, dname);
+	if (!why && b->nsessions == b->cap_sessions) {
+		unsigned cap = b->cap_sessions ? 2 * b->cap_sessions : 64;
+		struct session **n = realloc(b->sessions, cap * sizeof(*n));
+
+		if (n) {
+			b->sessions = n;
+			b->cap_sessions = cap;
+		} else {
+			why = "out of memory";
+		}
+	}
+	if (why) {
+		adopt_undo(s);
+		return why;
+	}
+	b->sessions[b->nsessions++] = s;
+	for (unsigned i = 0; i < st->ntopics; i++)
+		if (session_subscribe(b, s, st->topics[i], false) < 0)
+			log_msg(LOG_WARNING, "session %s: topic %u of its subscriptions is unknown;"
+				" dropped", s->name, st->topics[i]);
+	/* its last owner may still live: its token is good for --session-ttl,
+	 * and anyone else needs take-over while it lives (decisions.md 6) */
+	if (st->pid > 0) {
+		char proc[32];
+		struct stat ps;
+
+		/* a pid reused by another uid's process is not its owner */
+		snprintf(proc, sizeof(proc), "/proc/%d", st->pid);
+		if (stat(proc, &ps) == 0 && ps.st_uid == s->uid)
+			s->adopted_pidfd = sys_pidfd_open(st->pid);
+	}
+	s->detached_ns = now_ns();
+	s->detach_reason = "the broker restarted";
+	/* every sleeper from before the crash looks again (decisions.md 9) */
+	fetch_add_release(&s->rxc->rx_signal, 1);
+	fetch_add_release(&s->rxc->tx_space_signal, 1);
+	futex_wake(&s->rxc->rx_signal, 0x7fffffff);
+	futex_wake(&s->rxc->tx_space_signal, 0x7fffffff);
+	b->adopted++;
+	log_msg(LOG_INFO, "session %s (id %llu, uid %u) re-adopted: generation %u, %s",
+		s->name, (unsigned long long)s->id, (unsigned)s->uid, s->generation,
+		s->adopted_pidfd >= 0 ? "its owner lives" : "its owner is gone");
+	return NULL;
+}
+
+/*
+ * At start-up: every directory in sessions/ is either a recorded session,
+ * re-adopted as detached after its files pass every check, or moved aside
+ * into quarantine/ with the reason in the log.
+ */
+int session_adopt_all(struct broker *b, const struct state_load *l)
+{
+	int fd = dup(b->sessions_dirfd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *e;
+	bool *seen = calloc(l->n + 1, sizeof(*seen));
+
+	if (!d || !seen) {
+		if (d)
+			closedir(d);
+		else if (fd >= 0)
+			close(fd);
+		free(seen);
+		return -ENOMEM;
+	}
+	while ((e = readdir(d))) {
+		char what[320];
+		char *end;
+		unsigned long long id;
+		const struct state_session *st = NULL;
+		const char *why;
+
+		if (e->d_name[0] == '.')
+			continue;
+		id = strtoull(e->d_name, &end, 10);
+		/* ids are never reused, even those of what is moved aside */
+		if (!*end && id >= b->next_session_id)
+			b->next_session_id = id + 1;
+		for (unsigned i = 0; !*end && i < l->n; i++)
+			if (l->s[i].id == id) {
+				st = &l->s[i];
+				seen[i] = true;
+			}
+		if (!st) {
+			snprintf(what, sizeof(what), "sessions/%s", e->d_name);
+			quarantine_dir(b, e->d_name, what, "the state file has no record of it");
+			continue;
+		}
+		why = session_adopt(b, st, e->d_name);
+		if (why && !strcmp(why, "it was being destroyed")) {
+			/* destroyed, but the crash came before its record said so */
+			snprintf(what, sizeof(what), "sessions/%s", e->d_name);
+			quarantine_dir(b, e->d_name, what, why);
+		} else if (why) {
+			snprintf(what, sizeof(what), "session %s (id %llu, uid %u)", st->name, id,
+				 (unsigned)st->uid);
+			quarantine_dir(b, e->d_name, what, why);
+		}
+	}
+	closedir(d);
+	for (unsigned i = 0; i < l->n; i++)
+		if (!seen[i])
+			log_msg(LOG_WARNING, "session %s (id %llu): recorded, but its files are gone;"
+				" forgotten", l->s[i].name, (unsigned long long)l->s[i].id);
+	free(seen);
 	return 0;
 }

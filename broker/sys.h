@@ -35,4 +35,12 @@ static inline int sys_peer_pidfd(int sock, pid_t pid)
 	return fd >= 0 ? fd : -1;
 }
 
+/* A pidfd for pid, or -1 (gone, or no pidfd_open). */
+static inline int sys_pidfd_open(pid_t pid)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	return fd >= 0 ? fd : -1;
+}
+
 #endif

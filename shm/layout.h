@@ -99,6 +99,34 @@ struct shm_rx_ctrl {
 	uint8_t pad2[40];
 };
 
+/*
+ * The delivery table (decisions.md 12), broker-written, after the
+ * counters: for each source with records still in flight to this
+ * subscriber, the next source sequence it has not been given.  The broker
+ * updates an entry after the RX records it covers are committed, then
+ * publishes (pos, seq): the RX write position up to which the table is
+ * complete.  A restarted broker walks the ring from there over valid
+ * commit words and raises entries from the records it finds, so a
+ * fan-out cut by a crash resumes without delivering anything twice.  An
+ * entry with src_session 0 is free.  Clients do not read it.
+ */
+#define SHM_DLV_OFF 512u
+#define SHM_DLV_MAX 128u
+
+struct shm_dlv {
+	uint64_t src_broker;
+	uint64_t src_session;
+	uint64_t next_seq;
+};
+
+struct shm_dlv_table {
+	uint64_t pos;        /* RX write position the entries are complete up to */
+	uint64_t seq;        /* RX sequence at pos */
+	uint32_t n;          /* entries in use are among the first n */
+	uint8_t pad[44];
+	struct shm_dlv ent[SHM_DLV_MAX];
+};
+
 /* Bits of shm_rx_ctrl.broker_waiting. */
 #define SHM_WAIT_TX 0x1u       /* the broker sleeps: wake it after a TX commit */
 #define SHM_WAIT_RX_SPACE 0x2u /* ... and after rx_acked moves (it is full) */
@@ -231,6 +259,9 @@ static_assert(sizeof(struct shm_msg_rx) == 32, "rx message header");
 #define SHM_CTRL_OFF 128u
 static_assert(SHM_CTRL_OFF % SHM_CACHELINE == 0, "counters start a cache line");
 static_assert(SHM_CTRL_OFF + sizeof(struct shm_rx_ctrl) <= SHM_RING_OFFSET, "rx fixed area fits");
+static_assert(SHM_CTRL_OFF + sizeof(struct shm_rx_ctrl) <= SHM_DLV_OFF, "table after counters");
+static_assert(SHM_DLV_OFF + sizeof(struct shm_dlv_table) <= SHM_RING_OFFSET, "table fits");
+static_assert(sizeof(struct shm_dlv_table) == 64 + 24 * SHM_DLV_MAX, "table size");
 static_assert(SHM_CTRL_OFF + sizeof(struct shm_tx_ctrl) <= SHM_RING_OFFSET, "tx fixed area fits");
 
 #endif

@@ -132,6 +132,9 @@ struct proto_reply {
 			uint64_t attached;
 			uint64_t routed;
 			uint64_t topics;
+			uint64_t quarantined;  /* sessions quarantined now */
+			uint64_t adopted;      /* re-adopted at start-up */
+			uint64_t quarantined_at_start; /* moved aside at start-up */
 		} status;
 		char text[160];           /* with err < 0: what was wrong */
 	} u;

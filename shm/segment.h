@@ -79,6 +79,11 @@ static inline struct shm_rx_ctrl *segment_rx_ctrl(const struct segment *s)
 	return (struct shm_rx_ctrl *)(s->base + SHM_CTRL_OFF);
 }
 
+static inline struct shm_dlv_table *segment_dlv_table(const struct segment *s)
+{
+	return (struct shm_dlv_table *)(s->base + SHM_DLV_OFF);
+}
+
 static inline struct shm_tx_ctrl *segment_tx_ctrl(const struct segment *s)
 {
 	return (struct shm_tx_ctrl *)(s->base + SHM_CTRL_OFF);

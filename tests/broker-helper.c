@@ -125,6 +125,11 @@ void tb_cleanup(struct tb *t)
 {
 	char cmd[700];
 
+	/* SHMB_TEST_KEEP=1 keeps the directory and the log for a post-mortem */
+	if (getenv("SHMB_TEST_KEEP")) {
+		fprintf(stderr, "kept %s and %s\n", t->dir, t->log);
+		return;
+	}
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", t->dir, t->log);
 	if (system(cmd) != 0)
 		fprintf(stderr, "cannot remove %s\n", t->dir);

@@ -264,6 +264,13 @@ static int cmd_status(struct shmb_client *c, const char *dir)
 	       (unsigned long long)rep.u.status.attached,
 	       (unsigned long long)(rep.u.status.sessions - rep.u.status.attached),
 	       (unsigned long long)rep.u.status.topics, (unsigned long long)rep.u.status.routed);
+	if (rep.u.status.quarantined)
+		printf("quarantined     %llu session(s) (see the broker's log)\n",
+		       (unsigned long long)rep.u.status.quarantined);
+	if (rep.u.status.adopted || rep.u.status.quarantined_at_start)
+		printf("last start      %llu session(s) re-adopted, %llu quarantined (moved to %s/quarantine)\n",
+		       (unsigned long long)rep.u.status.adopted,
+		       (unsigned long long)rep.u.status.quarantined_at_start, dir);
 	return 0;
 }
 

@@ -1,0 +1,528 @@
+/*
+ * broker/state.c - the state file: what a restarted broker needs beyond
+ * the segments (decisions.md 11): the broker id, the next session id, the
+ * topics, and for each session its owner uid, name, policy, ring sizes,
+ * the hash of its attach token, its owner's pid and its subscriptions.
+ * Routing positions are not here: they live in the segments.
+ *
+ * The file, SHMB_DIR/state, is a log of lines, each "CRC32C record\n".
+ * A change appends one line before the broker answers the request that
+ * made it; when the log has grown to several times what is live, it is
+ * rewritten whole (temp file, fsync, rename).  The crash model is a
+ * process crash (decisions.md 4): a line written is in the page cache
+ * before the reply.  A line torn by a kill, or corrupted, fails its
+ * checksum and is skipped, saying so; what it would have said is either
+ * not yet promised to anyone (the last line) or found again (a session
+ * whose record is lost is quarantined, its files kept for inspection).
+ *
+ * Records:
+ *   H <version> <broker id, hex> <next session id>
+ *   T <topic id> <owner uid> <name, %-escaped>
+ *   S <id> <uid> <policy> <ephemeral> <rx size> <tx size> <owner pid>
+ *     <token hash, hex> <name>                    (a later one replaces)
+ *   G <id>                                        (destroyed)
+ *   B <id> <topic id> / U <id> <topic id>         (subscribed / not)
+ *   R <id>                                        (subscriptions reset)
+ *
+ * Must never: answer a request whose change is not written yet; trust a
+ * line whose checksum fails; let a bad line stop the broker.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "broker/broker.h"
+#include "shm/crc32c.h"
+
+#define STATE_VERSION 1
+#define STATE_LINE_MAX 1024
+
+/* ---- writing ---------------------------------------------------------------- */
+
+static int esc(char *out, size_t cap, const char *in)
+{
+	size_t o = 0;
+
+	for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+		if (o + 4 >= cap)
+			return -ENAMETOOLONG;
+		if (*p <= ' ' || *p > '~' || *p == '%')
+			o += (size_t)snprintf(out + o, cap - o, "%%%02x", *p);
+		else
+			out[o++] = (char)*p;
+	}
+	out[o] = 0;
+	return 0;
+}
+
+static int unesc(char *out, size_t cap, const char *in)
+{
+	size_t o = 0;
+
+	for (const char *p = in; *p; p++) {
+		unsigned v;
+
+		if (o + 1 >= cap)
+			return -ENAMETOOLONG;
+		if (*p == '%') {
+			if (sscanf(p + 1, "%2x", &v) != 1 || !p[1] || !p[2])
+				return -EINVAL;
+			out[o++] = (char)v;
+			p += 2;
+		} else {
+			out[o++] = *p;
+		}
+	}
+	out[o] = 0;
+	return o ? 0 : -EINVAL;
+}
+
+/* Format one record as "crc record\n" into buf; its length, or -ENAMETOOLONG. */
+static int line_fmt(char *buf, size_t cap, const char *fmt, va_list ap)
+{
+	char rec[STATE_LINE_MAX];
+	int n = vsnprintf(rec, sizeof(rec), fmt, ap);
+
+	if (n < 0 || (size_t)n >= sizeof(rec))
+		return -ENAMETOOLONG;
+	n = snprintf(buf, cap, "%08x %s\n", crc32c(0, rec, (size_t)n), rec);
+	if (n < 0 || (size_t)n >= cap)
+		return -ENAMETOOLONG;
+	return n;
+}
+
+struct sbuf {
+	char *p;
+	size_t len, cap;
+	int err;
+};
+
+static void sb_add(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_add(struct sbuf *b, const char *fmt, ...)
+{
+	char line[STATE_LINE_MAX + 16];
+	va_list ap;
+	int n;
+
+	if (b->err)
+		return;
+	va_start(ap, fmt);
+	n = line_fmt(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		b->err = n;
+		return;
+	}
+	if (b->len + (size_t)n > b->cap) {
+		size_t cap = b->cap ? 2 * b->cap : 65536;
+		char *q;
+
+		while (cap < b->len + (size_t)n)
+			cap *= 2;
+		if (!(q = realloc(b->p, cap))) {
+			b->err = -ENOMEM;
+			return;
+		}
+		b->p = q;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, line, (size_t)n);
+	b->len += (size_t)n;
+}
+
+static void hex(char *out, const uint8_t *in, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		sprintf(out + 2 * i, "%02x", in[i]);
+}
+
+static int session_body(char *out, size_t cap, const struct session *s)
+{
+	char th[2 * SESSION_TOKEN_HASH_LEN + 1];
+	int n;
+
+	hex(th, s->token_hash, sizeof(s->token_hash));
+	n = snprintf(out, cap, "S %" PRIu64 " %u %u %u %" PRIu64 " %" PRIu64 " %d %s %s", s->id,
+		     (unsigned)s->uid, s->policy, (unsigned)s->ephemeral, s->rx_ring_size,
+		     s->tx_ring_size, session_owner_pid(s), th, s->name);
+	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+static void session_rec(struct sbuf *sb, const struct session *s)
+{
+	char body[STATE_LINE_MAX];
+
+	if (session_body(body, sizeof(body), s) < 0)
+		sb->err = -ENAMETOOLONG;
+	else
+		sb_add(sb, "%s", body);
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Rewrite the whole state from memory: temp file, fsync, rename. */
+int state_compact(struct broker *b)
+{
+	struct sbuf sb = { 0 };
+	int fd, r;
+
+	sb_add(&sb, "H %d %016" PRIx64 " %" PRIu64, STATE_VERSION, b->broker_id, b->next_session_id);
+	for (unsigned i = 0; i < b->ntopics; i++) {
+		char name[3 * PROTO_TOPIC_MAX + 1];
+
+		if (esc(name, sizeof(name), b->topics[i]->name) == 0)
+			sb_add(&sb, "T %u %u %s", b->topics[i]->id, (unsigned)b->topics[i]->owner, name);
+	}
+	for (unsigned i = 0; i < b->nsessions; i++) {
+		const struct session *s = b->sessions[i];
+
+		if (s->quarantined && !s->rx.base)
+			continue;
+		session_rec(&sb, s);
+		for (unsigned k = 0; k < s->ntopics; k++)
+			sb_add(&sb, "B %" PRIu64 " %u", s->id, s->topics[k]);
+	}
+	if (sb.err) {
+		free(sb.p);
+		return sb.err;
+	}
+	fd = openat(b->dirfd, "state.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		free(sb.p);
+		return -errno;
+	}
+	r = write_all(fd, sb.p, sb.len);
+	free(sb.p);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r == 0 && renameat(b->dirfd, "state.tmp", b->dirfd, "state") < 0)
+		r = -errno;
+	if (r < 0) {
+		close(fd);
+		unlinkat(b->dirfd, "state.tmp", 0);
+		return r;
+	}
+	if (b->state_fd >= 0)
+		close(b->state_fd);
+	/* appends go on in the new file: the descriptor is the renamed file */
+	b->state_fd = fd;
+	b->state_lines = b->state_live = 1 + b->ntopics + b->nsessions;
+	return 0;
+}
+
+/* Append one record.  0, or a negative errno (the change must then fail). */
+static int state_append(struct broker *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int state_append(struct broker *b, const char *fmt, ...)
+{
+	char line[STATE_LINE_MAX + 16];
+	va_list ap;
+	int n, r;
+
+	if (b->state_fd < 0)
+		return 0; /* not yet loaded: start-up writes it whole */
+	va_start(ap, fmt);
+	n = line_fmt(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return n;
+	/* one write: a kill tears at most this line, which its CRC exposes */
+	r = write_all(b->state_fd, line, (size_t)n);
+	if (r < 0) {
+		log_msg(LOG_ERR, "cannot write the state file: %s", strerror(-r));
+		return r;
+	}
+	b->state_lines++;
+	if (b->state_lines > 4 * b->state_live + 1024) {
+		r = state_compact(b);
+		if (r < 0)
+			log_msg(LOG_WARNING, "cannot rewrite the state file: %s (appends go on)",
+				strerror(-r));
+	}
+	return 0;
+}
+
+int state_session(struct broker *b, const struct session *s)
+{
+	char body[STATE_LINE_MAX];
+	int r = session_body(body, sizeof(body), s);
+
+	if (r < 0)
+		return r;
+	b->state_live++;
+	return state_append(b, "%s", body);
+}
+
+int state_gone(struct broker *b, uint64_t id)
+{
+	return state_append(b, "G %" PRIu64, id);
+}
+
+int state_sub(struct broker *b, uint64_t id, uint32_t topic, int how)
+{
+	if (how == 'R')
+		return state_append(b, "R %" PRIu64, id);
+	return state_append(b, "%c %" PRIu64 " %u", how, id, topic);
+}
+
+int state_topic(struct broker *b, const struct topic *t)
+{
+	char name[3 * PROTO_TOPIC_MAX + 1];
+	int r = esc(name, sizeof(name), t->name);
+
+	if (r < 0)
+		return r;
+	b->state_live++;
+	return state_append(b, "T %u %u %s", t->id, (unsigned)t->owner, name);
+}
+
+/* ---- reading ------------------------------------------------------------------ */
+
+static struct state_session *ss_find(struct state_load *l, uint64_t id)
+{
+	for (unsigned i = 0; i < l->n; i++)
+		if (l->s[i].id == id)
+			return &l->s[i];
+	return NULL;
+}
+
+static int unhex(uint8_t *out, size_t n, const char *in)
+{
+	if (strlen(in) != 2 * n)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+
+		if (sscanf(in + 2 * i, "%2x", &v) != 1)
+			return -EINVAL;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+static int parse_rec(struct broker *b, struct state_load *l, char *rec)
+{
+	char name[STATE_LINE_MAX], th[2 * SESSION_TOKEN_HASH_LEN + 2];
+	unsigned long long id, a, c;
+	unsigned u, v, w;
+	int pid, k;
+	struct state_session *s;
+
+	switch (rec[0]) {
+	case 'H':
+		if (sscanf(rec, "H %u %llx %llu%n", &u, &id, &a, &k) != 3 || rec[k] || u != STATE_VERSION)
+			return -EINVAL;
+		b->broker_id = id;
+		l->have_header = true;
+		if (a > b->next_session_id)
+			b->next_session_id = a;
+		return 0;
+	case 'T': {
+		char raw[PROTO_TOPIC_MAX + 1];
+
+		if (sscanf(rec, "T %u %u %1023s%n", &u, &v, name, &k) != 3 || rec[k] ||
+		    unesc(raw, sizeof(raw), name) < 0)
+			return -EINVAL;
+		return topic_restore(b, u, (uid_t)v, raw);
+	}
+	case 'S': {
+		struct state_session n = { 0 };
+
+		if (sscanf(rec, "S %llu %u %u %u %llu %llu %d %65s %1023s%n", &id, &u, &v, &w, &a, &c, &pid,
+			   th, name, &k) != 9 || rec[k] || id == 0 || v > SHM_POLICY_DROP_OLDEST ||
+		    strlen(name) > PROTO_NAME_MAX || unhex(n.token_hash, sizeof(n.token_hash), th) < 0)
+			return -EINVAL;
+		n.id = id;
+		n.uid = (uid_t)u;
+		n.policy = v;
+		n.ephemeral = w != 0;
+		n.rx_size = a;
+		n.tx_size = c;
+		n.pid = pid;
+		memcpy(n.name, name, strlen(name) + 1); /* length checked above */
+		if (id >= b->next_session_id)
+			b->next_session_id = id + 1;
+		s = ss_find(l, id);
+		if (s) {
+			/* a newer owner or token: subscriptions stay */
+			n.topics = s->topics;
+			n.ntopics = s->ntopics;
+			*s = n;
+			return 0;
+		}
+		if (l->n == l->cap) {
+			unsigned cap = l->cap ? 2 * l->cap : 64;
+			struct state_session *q = realloc(l->s, cap * sizeof(*q));
+
+			if (!q)
+				return -ENOMEM;
+			l->s = q;
+			l->cap = cap;
+		}
+		l->s[l->n++] = n;
+		return 0;
+	}
+	case 'G':
+		if (sscanf(rec, "G %llu%n", &id, &k) != 1 || rec[k])
+			return -EINVAL;
+		s = ss_find(l, id);
+		if (s) {
+			free(s->topics);
+			*s = l->s[--l->n];
+		}
+		return 0;
+	case 'R':
+		if (sscanf(rec, "R %llu%n", &id, &k) != 1 || rec[k])
+			return -EINVAL;
+		if ((s = ss_find(l, id)))
+			s->ntopics = 0;
+		return 0;
+	case 'B':
+	case 'U':
+		if (sscanf(rec + 1, " %llu %u%n", &id, &u, &k) != 2 || rec[1 + k])
+			return -EINVAL;
+		s = ss_find(l, id);
+		if (!s)
+			return 0; /* a session destroyed since */
+		for (unsigned i = 0; i < s->ntopics; i++)
+			if (s->topics[i] == u) {
+				if (rec[0] == 'U')
+					s->topics[i] = s->topics[--s->ntopics];
+				return 0;
+			}
+		if (rec[0] == 'B') {
+			uint32_t *q = realloc(s->topics, (s->ntopics + 1) * sizeof(*q));
+
+			if (!q)
+				return -ENOMEM;
+			s->topics = q;
+			s->topics[s->ntopics++] = u;
+		}
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/*
+ * Read SHMB_DIR/state into l (sessions) and b (broker id, next session
+ * id, topics).  A missing file is a first start.  Bad lines are skipped
+ * and counted in l->bad; l->torn says the last line was cut short.
+ */
+int state_read(struct broker *b, struct state_load *l)
+{
+	int fd = openat(b->dirfd, "state", O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	char *buf, *p;
+	unsigned lineno = 0;
+
+	memset(l, 0, sizeof(*l));
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return -errno;
+	}
+	l->exists = true;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 30)) {
+		close(fd);
+		return -EINVAL;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	{
+		size_t got = 0;
+
+		while (got < (size_t)st.st_size) {
+			ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+		}
+		buf[got] = 0;
+		st.st_size = (off_t)got;
+	}
+	close(fd);
+	for (p = buf; *p;) {
+		char *nl = strchr(p, '\n');
+		unsigned crc;
+		int k = 0;
+
+		lineno++;
+		if (!nl) {
+			/* the last line, cut short by a kill mid-write: never promised */
+			l->torn = true;
+			log_msg(LOG_WARNING, "state: line %u is incomplete (a write cut short); ignored",
+				lineno);
+			break;
+		}
+		*nl = 0;
+		if (strlen(p) < 10 || sscanf(p, "%8x %n", &crc, &k) != 1 || k != 9 ||
+		    crc != crc32c(0, p + 9, strlen(p + 9)) || parse_rec(b, l, p + 9) < 0) {
+			l->bad++;
+			if (l->bad <= 10)
+				log_msg(LOG_ERR, "state: line %u is corrupt (checksum or format); skipped",
+					lineno);
+		} else {
+			l->lines++;
+		}
+		p = nl + 1;
+	}
+	free(buf);
+	return 0;
+}
+
+void state_load_free(struct state_load *l)
+{
+	for (unsigned i = 0; i < l->n; i++)
+		free(l->s[i].topics);
+	free(l->s);
+	memset(l, 0, sizeof(*l));
+}
+
+/* Keep a copy of a damaged state file for inspection. */
+void state_keep_copy(struct broker *b, const char *why)
+{
+	char name[64];
+	int in, out;
+
+	snprintf(name, sizeof(name), "quarantine/state.%lld", (long long)time(NULL));
+	in = openat(b->dirfd, "state", O_RDONLY | O_CLOEXEC);
+	out = openat(b->dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (in >= 0 && out >= 0) {
+		char buf[65536];
+		ssize_t n;
+
+		while ((n = read(in, buf, sizeof(buf))) > 0)
+			if (write_all(out, buf, (size_t)n) < 0)
+				break;
+		log_msg(LOG_ERR, "state file %s: a copy is kept as %s/%s", why, b->o.dir, name);
+	}
+	if (in >= 0)
+		close(in);
+	if (out >= 0)
+		close(out);
+}

@@ -1,0 +1,512 @@
+/*
+ * tests/integration/test-restart.c - the broker killed with SIGKILL and
+ * restarted on the same SHMB_DIR while clients stream through it, and
+ * damaged files found at start-up.  Every test counts what was sent and
+ * what arrived and fails on loss, reorder or duplicate.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "broker-helper.h"
+#include "harness.h"
+#include "libclient/internal.h"
+#include "shm/atomics.h"
+#include "shm/futex.h"
+#include "shm/layout.h"
+#include "shm/proto.h"
+#include "shmb.h"
+#include "stream.h"
+
+/* Shared with the children: the stream's counters and the stop signal. */
+struct run {
+	struct stats st;
+	uint32_t stop;   /* publishers: stop publishing, flush, exit */
+	uint32_t done[NPUB]; /* publisher j has stopped; st.published[j] is final */
+};
+
+static struct run *run_new(void)
+{
+	struct run *r = mmap(NULL, sizeof(*r), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+			     -1, 0);
+
+	CU_ASSERT_FATAL(r != MAP_FAILED);
+	memset(r, 0, sizeof(*r));
+	return r;
+}
+
+/* Publish until told to stop, a little at a time, so the stream spans the
+ * kills; then flush and say how many. */
+static void __attribute__((noreturn)) pub_proc(const struct tb *t, struct run *run, int idx)
+{
+	struct shmb_client *c;
+	struct shmb_session *s;
+	char name[32];
+	uint64_t i = 0;
+
+	snprintf(name, sizeof(name), "pub-%d", idx);
+	if (connect_open(t, name, 0, &c, &s) < 0)
+		_exit(20);
+	fetch_add_release(&run->st.ready, 1);
+	while (!load_acquire(&run->stop)) {
+		struct payload p;
+
+		payload_make(&p, (uint32_t)idx, i);
+		if (shmb_publish(s, "t", &p, sizeof(p), 30000) < 0)
+			_exit(21);
+		store_release(&run->st.published[idx], ++i);
+		if (i % 64 == 0)
+			usleep(200);
+	}
+	if (shmb_flush(s, 30000) < 0)
+		_exit(22);
+	store_release(&run->done[idx], 1);
+	_exit(0);
+}
+
+/* Receive, checking order per publisher, until every publisher is done
+ * and everything it published has arrived. */
+static void __attribute__((noreturn)) sub_proc(const struct tb *t, struct run *run, int idx)
+{
+	struct stats *st = &run->st;
+	struct shmb_client *c;
+	struct shmb_session *s;
+	char name[32];
+	unsigned unacked = 0;
+
+	snprintf(name, sizeof(name), "sub-%d", idx);
+	if (connect_open(t, name, 0, &c, &s) < 0 || shmb_subscribe(s, "t") < 0)
+		_exit(10);
+	fetch_add_release(&st->ready, 1);
+	for (;;) {
+		struct shmb_msg m;
+		bool all = true;
+		int r;
+
+		for (int j = 0; j < NPUB; j++)
+			all &= load_acquire(&run->done[j]) &&
+			       st->next[idx][j] == load_acquire(&st->published[j]);
+		if (all)
+			break;
+		r = shmb_recv(s, &m, 200);
+		if (r == -ETIMEDOUT || r == -EAGAIN)
+			continue;
+		if (r < 0)
+			_exit(11);
+		r = stream_take(st, idx, &m, NPUB, s, &unacked);
+		if (r)
+			_exit(r);
+		/* the last subscriber is slow: its ring fills, publishers wait
+		 * on it, and fan-outs stand half done when the broker dies */
+		if (idx == NSUB - 1 && st->received[idx] % 512 == 0)
+			usleep(2000);
+	}
+	shmb_ack(s);
+	_exit(0);
+}
+
+/* ---- watching deliveries from outside: the RX rings' write sequences ---- */
+
+struct watch {
+	char dir[300];
+	pthread_t th;
+	uint32_t quit;
+	uint64_t from_ns;  /* look for a delivery after this moment ... */
+	uint64_t base;     /* ... beyond this many records */
+	uint64_t seen_ns;  /* when it came (0: not yet) */
+};
+
+/* Records the broker has written into every RX ring, read from the files. */
+static uint64_t rx_written(const char *dir)
+{
+	char path[600];
+	DIR *d;
+	struct dirent *e;
+	uint64_t sum = 0;
+
+	snprintf(path, sizeof(path), "%s/sessions", dir);
+	d = opendir(path);
+	if (!d)
+		return 0;
+	while ((e = readdir(d))) {
+		struct shm_rx_ctrl x;
+		int fd;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/sessions/%s/rx", dir, e->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (pread(fd, &x, sizeof(x), SHM_CTRL_OFF) == (ssize_t)sizeof(x))
+			sum += x.rx_write_seq;
+		close(fd);
+	}
+	closedir(d);
+	return sum;
+}
+
+static void *watch_main(void *arg)
+{
+	struct watch *w = arg;
+
+	while (!load_acquire(&w->quit)) {
+		uint64_t from = load_acquire(&w->from_ns), base = load_acquire(&w->base);
+
+		/* only for the round it read: the main thread may start another */
+		if (from && rx_written(w->dir) > base && load_acquire(&w->from_ns) == from) {
+			uint64_t zero = 0, now = mono_ns();
+
+			__atomic_compare_exchange_n(&w->seen_ns, &zero, now, false, __ATOMIC_ACQ_REL,
+						    __ATOMIC_ACQUIRE);
+		}
+		usleep(200);
+	}
+	return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void test_broker_killed(void)
+{
+	const unsigned want = 20 + (unsigned)(5 * harness_scale());
+	uint64_t seed = harness_seed("broker kills"), t0, lat[64];
+	struct run *run = run_new();
+	struct watch w = { 0 };
+	pid_t subs[NSUB], pubs[NPUB];
+	unsigned kills = 0, nlat = 0;
+	uint64_t total = 0;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
+	snprintf(w.dir, sizeof(w.dir), "%s", t.dir);
+	CU_ASSERT_FATAL(pthread_create(&w.th, NULL, watch_main, &w) == 0);
+	for (int i = 0; i < NSUB; i++)
+		if ((subs[i] = fork_or_die()) == 0)
+			sub_proc(&t, run, i);
+	CU_ASSERT_FATAL(wait_ready(&run->st, NSUB));
+	for (int j = 0; j < NPUB; j++)
+		if ((pubs[j] = fork_or_die()) == 0)
+			pub_proc(&t, run, j);
+	CU_ASSERT_FATAL(wait_ready(&run->st, NSUB + NPUB));
+	t0 = mono_ns();
+	while (kills < want && mono_ns() - t0 < 120ull * 1000000000ull) {
+		uint64_t deadline;
+
+		/* a random point in the stream */
+		usleep(10000 + (unsigned)(harness_rand(&seed) % 60000));
+		CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
+		CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
+		kills++;
+		store_release(&w.from_ns, 0);
+		store_release(&w.base, rx_written(t.dir));
+		store_release(&w.seen_ns, 0);
+		store_release(&w.from_ns, mono_ns());
+		tb_use_dir(t.dir);
+		CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
+		/* the stream flows again before the next kill */
+		deadline = mono_ns() + 10ull * 1000000000ull;
+		while (!load_acquire(&w.seen_ns) && mono_ns() < deadline)
+			usleep(200);
+		CU_ASSERT_FATAL(load_acquire(&w.seen_ns) != 0);
+		if (nlat < 64)
+			lat[nlat++] = w.seen_ns - w.from_ns;
+	}
+	store_release(&run->stop, 1);
+	for (int j = 0; j < NPUB; j++) {
+		CU_ASSERT(tb_wait_child(pubs[j], 60000) == 0);
+		total += run->st.published[j];
+	}
+	for (int i = 0; i < NSUB; i++)
+		CU_ASSERT(tb_wait_child(subs[i], 60000) == 0);
+	store_release(&w.quit, 1);
+	pthread_join(w.th, NULL);
+	qsort(lat, nlat, sizeof(lat[0]), cmp_u64);
+	printf("\n  broker SIGKILLed and restarted %u times in %.1f s; %d publishers sent %llu;"
+	       " restart to first delivery: median %.1f ms, max %.1f ms\n", kills,
+	       (mono_ns() - t0) / 1e9, NPUB, (unsigned long long)total,
+	       nlat ? lat[nlat / 2] / 1e6 : 0.0, nlat ? lat[nlat - 1] / 1e6 : 0.0);
+	CU_ASSERT(kills >= 20);
+	for (int i = 0; i < NSUB; i++) {
+		printf("  [sub %d: %llu received, %llu dup, %llu errors]\n", i,
+		       (unsigned long long)run->st.received[i], (unsigned long long)run->st.dups[i],
+		       (unsigned long long)run->st.errors[i]);
+		CU_ASSERT(run->st.received[i] == total);
+		CU_ASSERT(run->st.dups[i] == 0);
+		CU_ASSERT(run->st.errors[i] == 0);
+		for (int j = 0; j < NPUB; j++)
+			CU_ASSERT(run->st.next[i][j] == run->st.published[j]);
+	}
+	{
+		struct shmb_client *c;
+		struct shmb_connect_opts co = { .dir = t.dir };
+		struct proto_reply rep;
+
+		/* every session is still there */
+		CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+		CU_ASSERT(client_status(c, &rep) == 0);
+		CU_ASSERT(rep.u.status.sessions == NPUB + NSUB);
+		CU_ASSERT(rep.u.status.quarantined == 0);
+		CU_ASSERT(rep.u.status.adopted == NPUB + NSUB);
+		shmb_close(c);
+	}
+	CU_ASSERT(tb_log_count(&t, "quarantined at start-up") == 0);
+	CU_ASSERT(tb_log_count(&t, "quarantined:") == 0);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(run, sizeof(*run));
+}
+
+/* ---- damaged files at start-up -------------------------------------------- */
+
+/* Wait (10 s at most) until the broker's log has n lines with needle. */
+static bool wait_log(const struct tb *t, const char *needle, int n)
+{
+	uint64_t until = mono_ns() + 10ull * 1000000000ull;
+
+	while (tb_log_count(t, needle) < n && mono_ns() < until)
+		usleep(1000);
+	return tb_log_count(t, needle) >= n;
+}
+
+/* The id the state file gives session `name`, or 0. */
+static unsigned long long state_id(const char *dir, const char *name)
+{
+	char path[600], line[1024];
+	unsigned long long id = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long i;
+		char n[128];
+
+		line[strcspn(line, "\n")] = 0;
+		if (sscanf(line, "%*x S %llu %*u %*u %*u %*u %*u %*d %*s %127s", &i, n) == 2 &&
+		    !strcmp(n, name))
+			id = i;
+	}
+	fclose(f);
+	return id;
+}
+
+/* Damage the S record of `name` in the state file (its CRC then fails). */
+static int state_damage(const char *dir, const char *name)
+{
+	char path[600], *buf, *p;
+	struct stat st;
+	char needle[160];
+	int fd, r = -1;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	fd = open(path, O_RDWR);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -1;
+	buf = calloc(1, (size_t)st.st_size + 1);
+	if (buf && pread(fd, buf, (size_t)st.st_size, 0) == st.st_size) {
+		snprintf(needle, sizeof(needle), " %s\n", name);
+		/* every record of it (a detach writes one more): the first
+		 * character of the name flipped, so the line no longer checks */
+		for (p = buf; (p = strstr(p, needle)); p++) {
+			p[1] ^= 0x20;
+			r = 0;
+		}
+		if (r == 0)
+			r = pwrite(fd, buf, (size_t)st.st_size, 0) == st.st_size ? 0 : -1;
+	}
+	/* and a torn last line, as a kill in the middle of an append leaves */
+	if (r == 0 && pwrite(fd, "0badcafe S 999 0 0 0 4096", 25, st.st_size) != 25)
+		r = -1;
+	free(buf);
+	close(fd);
+	return r;
+}
+
+static void test_damaged_at_start(void)
+{
+	const char *names[] = { "good", "badrx", "badtx", "norec", "pub" };
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s[5], *g, *p;
+	struct shmb_session_info info;
+	unsigned long long ids[5], maxid = 0;
+	struct proto_reply rep;
+	char path[700];
+	struct tb t;
+	int fd, got = 0, bad = 0;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	for (int i = 0; i < 5; i++) {
+		CU_ASSERT_FATAL(shmb_session_open(c, names[i], NULL, &s[i]) == 0);
+		if (i < 4)
+			CU_ASSERT_FATAL(shmb_subscribe(s[i], "t") == 0);
+	}
+	for (int k = 0; k < 10; k++)
+		CU_ASSERT_FATAL(shmb_publish(s[4], "t", &k, sizeof(k), 1000) == 0);
+	CU_ASSERT_FATAL(shmb_flush(s[4], 5000) == 0);
+	shmb_close(c);
+	/* the broker has recorded that they have no owner any more: the
+	 * restarted one need not wait for this (live) process to come back */
+	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 5));
+	for (int i = 0; i < 5; i++) {
+		ids[i] = state_id(t.dir, names[i]);
+		CU_ASSERT_FATAL(ids[i] != 0);
+		if (ids[i] > maxid)
+			maxid = ids[i];
+	}
+	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
+	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
+
+	/* badrx: a header byte flipped; badtx: its TX file cut short;
+	 * norec: its record in the state file corrupted */
+	snprintf(path, sizeof(path), "%s/sessions/%llu/rx", t.dir, ids[1]);
+	fd = open(path, O_RDWR);
+	CU_ASSERT_FATAL(fd >= 0);
+	CU_ASSERT_FATAL(pwrite(fd, "\x7f", 1, 40) == 1);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/sessions/%llu/tx.1", t.dir, ids[2]);
+	CU_ASSERT_FATAL(truncate(path, 4096) == 0);
+	CU_ASSERT_FATAL(state_damage(t.dir, "norec") == 0);
+
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT(tb_log_count(&t, "quarantined at start-up") == 3);
+	CU_ASSERT(tb_log_count(&t, "state: line") >= 2); /* the corrupt one, the torn one */
+	for (int i = 1; i <= 3; i++) {
+		snprintf(path, sizeof(path), "%s/sessions/%llu", t.dir, ids[i]);
+		CU_ASSERT(access(path, F_OK) < 0);
+	}
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT(client_status(c, &rep) == 0);
+	CU_ASSERT(rep.u.status.adopted == 2);
+	CU_ASSERT(rep.u.status.quarantined_at_start == 3);
+	CU_ASSERT(rep.u.status.sessions == 2);
+
+	/* the rest is served: what "good" had not read is still there, and
+	 * new messages follow it */
+	CU_ASSERT_FATAL(shmb_session_open(c, "good", NULL, &g) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "pub", NULL, &p) == 0);
+	CU_ASSERT(shmb_session_info(g, &info) == 0);
+	CU_ASSERT(info.session_id == ids[0]);
+	CU_ASSERT(info.created == 0);
+	for (int k = 10; k < 15; k++)
+		CU_ASSERT(shmb_publish(p, "t", &k, sizeof(k), 1000) == 0);
+	for (int k = 0; k < 15; k++) {
+		struct shmb_msg m;
+		int v;
+
+		if (shmb_recv(g, &m, 5000) < 0)
+			break;
+		memcpy(&v, m.data, sizeof(v));
+		bad += v != k || m.len != sizeof(v);
+		got++;
+	}
+	CU_ASSERT(got == 15);
+	CU_ASSERT(bad == 0);
+	/* ids are never reused, not even those moved aside */
+	{
+		struct shmb_session *f;
+
+		CU_ASSERT_FATAL(shmb_session_open(c, "fresh", NULL, &f) == 0);
+		CU_ASSERT(shmb_session_info(f, &info) == 0);
+		CU_ASSERT(info.session_id > maxid);
+	}
+	/* the quarantined names can be used again: new sessions */
+	CU_ASSERT_FATAL(shmb_session_open(c, "badrx", NULL, &s[1]) == 0);
+	CU_ASSERT(shmb_session_info(s[1], &info) == 0);
+	CU_ASSERT(info.created == 1);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* A clean stop and start: sessions, subscriptions and topics come back. */
+static void test_clean_restart(void)
+{
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s, *p;
+	struct shmb_session_info info;
+	uint64_t id;
+	struct tb t;
+	int got = 0;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "a") == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "b") == 0);
+	CU_ASSERT_FATAL(shmb_unsubscribe(s, "a") == 0);
+	CU_ASSERT(shmb_session_info(s, &info) == 0);
+	id = info.session_id;
+	shmb_close(c);
+	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 1));
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "p", NULL, &p) == 0);
+	CU_ASSERT(shmb_publish(p, "a", "no", 2, 1000) == 0);
+	CU_ASSERT(shmb_publish(p, "b", "yes", 3, 1000) == 0);
+	CU_ASSERT(shmb_flush(p, 5000) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
+	CU_ASSERT(shmb_session_info(s, &info) == 0);
+	CU_ASSERT(info.session_id == id);
+	for (;;) {
+		struct shmb_msg m;
+
+		if (shmb_recv(s, &m, 300) < 0)
+			break;
+		CU_ASSERT(m.len == 3 && !memcmp(m.data, "yes", 3));
+		CU_ASSERT(!strcmp(m.topic, "b"));
+		got++;
+	}
+	CU_ASSERT(got == 1);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+static const struct harness_test tests[] = {
+	{ "clean_restart", test_clean_restart },
+	{ "broker_killed", test_broker_killed },
+	{ NULL, NULL },
+};
+
+/* Damaged input: also run under ASan (make asan) */
+static const struct harness_test hostile_tests[] = {
+	{ "damaged_at_start", test_damaged_at_start },
+	{ NULL, NULL },
+};
+
+static const struct harness_suite suites[] = {
+	{ "restart", tests },
+	{ "broker-hostile", hostile_tests },
+	{ NULL, NULL },
+};
+
+int main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	return harness_main("test-restart", suites, argc, argv);
+}
