@@ -842,7 +842,8 @@ static struct topic *topic_lookup(struct broker *b, const char *name)
  * become placeholders (owned by root, unnamed), so later ids stay put. */
 int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name)
 {
-	if (id == 0 || id > 1u << 20 || !*name)
+	/* a hole is a lost line: a few in a row at most, never a million */
+	if (id == 0 || id > 1u << 20 || id > b->ntopics + 64 || !*name)
 		return -EINVAL;
 	if (id <= b->ntopics)
 		return strcmp(b->topics[id - 1]->name, name) ? -EINVAL : 0;
