@@ -26,6 +26,7 @@ struct broker_opts {
 	uint64_t poll_us;            /* busy-poll window after the last work */
 	unsigned max_sessions_per_uid;
 	unsigned max_topics_per_uid;
+	uint64_t max_memory_per_uid; /* bytes of segments (rx + two tx files per session) */
 	bool no_uring_futex;         /* force the timer fallback (tests) */
 	uint64_t fallback_tick_us;   /* the fallback's polling period */
 };

@@ -42,6 +42,8 @@ static void usage(FILE *f)
 		"                             sleeping (default 50; 0 sleeps at once)\n"
 		"      --max-sessions-per-uid N  (default 256; root is not limited)\n"
 		"      --max-topics-per-uid N    (default 4096; root is not limited)\n"
+		"      --max-memory-per-uid BYTES  segment memory of one uid's sessions (default 1 GiB;\n"
+		"                                root is not limited)\n"
 		"      --no-uring-futex       do not wait in io_uring FUTEX_WAIT; poll every\n"
 		"                             --fallback-tick-us when idle instead\n"
 		"      --fallback-tick-us US  (default 1000)\n"
@@ -165,6 +167,7 @@ int main(int argc, char **argv)
 		{ "block-timeout", required_argument, NULL, 8 },
 		{ "hello-timeout", required_argument, NULL, 9 },
 		{ "max-topics-per-uid", required_argument, NULL, 10 },
+		{ "max-memory-per-uid", required_argument, NULL, 11 },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -182,6 +185,7 @@ int main(int argc, char **argv)
 		.poll_us = 50,
 		.max_sessions_per_uid = 256,
 		.max_topics_per_uid = 4096,
+		.max_memory_per_uid = 1ull << 30,
 		.fallback_tick_us = 1000,
 	};
 	while ((o = getopt_long(argc, argv, "d:vqhV", opts, NULL)) != -1) {
@@ -198,6 +202,7 @@ int main(int argc, char **argv)
 		case 8: r = parse_u64(optarg, &block_s); break;
 		case 9: r = parse_u64(optarg, &hello_s); break;
 		case 10: r = parse_u64(optarg, &v); b.o.max_topics_per_uid = (unsigned)v; break;
+		case 11: r = parse_u64(optarg, &b.o.max_memory_per_uid); break;
 		case 'v': log_set_level(LOG_DEBUG); break;
 		case 'q': log_set_level(LOG_WARNING); break;
 		case 'h': usage(stdout); return 0;

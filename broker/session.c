@@ -64,6 +64,23 @@ static bool name_ok(const char *n, size_t len)
 	return n[0] != '.';
 }
 
+/* What a session may hold in segments: its rx file, and two tx files
+ * while a previous owner's is still being delivered. */
+static uint64_t session_memory(uint64_t rx_size, uint64_t tx_size)
+{
+	return segment_file_size(rx_size) + 2 * (uint64_t)segment_file_size(tx_size);
+}
+
+static uint64_t memory_of(struct broker *b, uid_t uid)
+{
+	uint64_t m = 0;
+
+	for (unsigned i = 0; i < b->nsessions; i++)
+		if (b->sessions[i]->uid == uid)
+			m += session_memory(b->sessions[i]->rx_ring_size, b->sessions[i]->tx_ring_size);
+	return m;
+}
+
 static unsigned sessions_of(struct broker *b, uid_t uid)
 {
 	unsigned n = 0;
@@ -204,6 +221,10 @@ static int session_create(struct broker *b, struct conn *c, const struct proto_o
 	    p.policy > SHM_POLICY_DROP_OLDEST)
 		return -EINVAL;
 	if (c->uid != 0 && sessions_of(b, c->uid) >= b->o.max_sessions_per_uid)
+		return -EDQUOT;
+	/* one uid cannot fill the tmpfs that every session lives in (decisions.md 19) */
+	if (c->uid != 0 && memory_of(b, c->uid) + session_memory(p.rx_ring_size, p.tx_ring_size) >
+				   b->o.max_memory_per_uid)
 		return -EDQUOT;
 	s = calloc(1, sizeof(*s));
 	if (!s)

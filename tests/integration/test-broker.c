@@ -322,7 +322,8 @@ static void test_other_uid(void)
 		HARNESS_SKIP("needs root to run a client as another uid (nobody)");
 		return;
 	}
-	CU_ASSERT_FATAL(tb_start(&t, "--max-topics-per-uid", "3", NULL) == 0);
+	CU_ASSERT_FATAL(tb_start(&t, "--max-topics-per-uid", "3", "--max-memory-per-uid", "600000",
+				 NULL) == 0);
 	CU_ASSERT(chmod(t.dir, 0755) == 0); /* let nobody reach the socket */
 	/* (this broker runs with --max-topics-per-uid 3) */
 	CU_ASSERT_FATAL(connect_open(&t, "x", 0, &c, &s) == 0);
@@ -348,6 +349,16 @@ static void test_other_uid(void)
 		/* a per-uid cap on topics; root's do not count */
 		fail |= (shmb_subscribe(os, "a") != 0 || shmb_subscribe(os, "b") != 0 ||
 			 shmb_subscribe(os, "c") != 0 || shmb_subscribe(os, "d") != -EDQUOT) << 4;
+		/* a per-uid cap on segment memory: 64 KiB rings take 3 x 68 KiB
+		 * each, so the third session passes 600000 bytes */
+		{
+			struct shmb_session_opts so = { .rx_ring_size = 1u << 16,
+							.tx_ring_size = 1u << 16 };
+			struct shmb_session *s2, *s3;
+
+			fail |= (shmb_session_open(oc, "m2", &so, &s2) != 0) << 5;
+			fail |= (shmb_session_open(oc, "m3", &so, &s3) != -EDQUOT) << 6;
+		}
 		_exit(fail ? 60 + fail : 0);
 	}
 	CU_ASSERT(tb_wait_child(p, 10000) == 0);
