@@ -4,7 +4,7 @@
 # the same sources with AddressSanitizer and UBSan into build-asan/ and
 # runs the unit and hostile-input suites there.
 
-VERSION  := 0.2.0
+VERSION  := 0.3.0
 SOVER    := 0
 PREFIX   ?= /usr/local
 DESTDIR  ?=
