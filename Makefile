@@ -23,7 +23,7 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/r
 
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry
 MP_TESTS   := test-mp-ring
-INT_TESTS  := test-broker
+INT_TESTS  := test-broker test-redial
 BENCHES    := bench-ring bench-broker
 
 SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
@@ -92,6 +92,11 @@ $(BUILD)/tests/test-broker: $(BUILD)/obj/tests/integration/test-broker.o $(BUILD
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) -lcunit $(LDLIBS)
 
+$(BUILD)/tests/test-redial: $(BUILD)/obj/tests/integration/test-redial.o $(BUILD)/obj/tests/broker-helper.o \
+		$(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a $(BUILD)/shmbd
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) -lcunit $(LDLIBS)
+
 # The API guide's example program, built the way a user builds it: public
 # header and libshmb.so only.
 $(BUILD)/example-pubsub: docs/example/pubsub.c libclient/include/shmb.h $(BUILD)/libshmb.so
@@ -111,8 +116,8 @@ test-unit: $(UNIT_BINS)
 # The broker's hostile-input suite (malformed control messages, clients
 # scribbling over or truncating their segments), broker and client built
 # the same way as the test.
-test-hostile-broker: $(INT_BINS)
-	SHMB_TEST_ONLY=broker-hostile tests/run-tests.sh $(INT_BINS)
+test-hostile-broker: $(BUILD)/tests/test-broker
+	SHMB_TEST_ONLY=broker-hostile tests/run-tests.sh $(BUILD)/tests/test-broker
 
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
