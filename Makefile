@@ -18,7 +18,7 @@ override LDFLAGS += $(EXTRA_LDFLAGS)
 LDLIBS   += -lpthread
 
 SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c
-LIB_SRC  := libclient/shmb.c libclient/client.c libclient/replay.c libclient/lifecycle.c libclient/registry.c
+LIB_SRC  := libclient/shmb.c libclient/client.c libclient/conn.c libclient/replay.c libclient/lifecycle.c libclient/registry.c
 BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c
 
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry
