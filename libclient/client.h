@@ -81,7 +81,8 @@ struct shmb_client {
 	uint32_t gen_before;      /* attempt generations of replaced machines */
 	struct conn_batch q[CONN_QUEUE];
 	unsigned qhead, qlen;
-	bool closing;
+	bool closing;             /* shmb_close() began: no more events */
+	bool stop;                /* ... and fed LC_CLOSE: the thread ends when idle */
 	unsigned emitting;        /* the connection thread is telling session events */
 	shmb_event_fn event_fn;
 	void *event_arg;

@@ -525,11 +525,18 @@ static void conn_emit_pending(struct shmb_client *c)
 		struct shmb_event ev[16];
 		unsigned n = 0;
 
+		bool closing;
+
+		pthread_mutex_lock(&c->st);
+		closing = c->closing;
+		pthread_mutex_unlock(&c->st);
 		pthread_mutex_lock(&c->slock);
 		for (unsigned i = 0; i < c->nsessions && n < 16; i++) {
 			struct shmb_session *s = c->sessions[i];
 
-			if (s->ev_pending & EVP_STALE)
+			if (closing)
+				; /* shmb_close() is under way: nobody to tell */
+			else if (s->ev_pending & EVP_STALE)
 				ev[n++] = (struct shmb_event){ SHMB_EV_STALE, s, 0 };
 			else if (s->ev_pending & EVP_REATTACHED)
 				ev[n++] = (struct shmb_event){ SHMB_EV_REATTACHED, s, s->generation };
@@ -597,26 +604,24 @@ static void conn_handshake(struct shmb_client *c, struct lc_entry *e, int fd, ui
 			c->sessions[i]->hs_ok = false;
 	}
 	pthread_mutex_unlock(&c->lock);
-	if (r == 0 && lcr_feed(e, &ev) == 0) {
+	if (r == 0) {
+		/* everything is in place before the machine says READY, so
+		 * whoever it wakes finds it so; if a close came meanwhile,
+		 * the machine's CLOSE_FD of fd follows and undoes it */
 		lcr_hold(e);
 		c->ct.poll_fd = fd;
 		c->ct.poll_gen = gen;
 		c->ct.poll_e = e;
 		c->ct.up = true;
-		conn_relink(c);
 		attempt_ended(c, 0, true);
-	} else if (r < 0) {
+		conn_relink(c);
+		lcr_feed(e, &ev);
+	} else {
 		/* the machine closes fd: it is the connection's */
 		attempt_ended(c, r, false);
 		ev.type = LC_HANDSHAKE_FAILED;
 		ev.err = r;
 		lcr_feed(e, &ev);
-	} else {
-		/* closed meanwhile: the machine's CLOSE_FD of fd follows */
-		pthread_mutex_lock(&c->lock);
-		for (unsigned i = 0; i < c->nsessions; i++)
-			c->sessions[i]->hs_ok = false;
-		pthread_mutex_unlock(&c->lock);
 	}
 	conn_wake_lost(c);
 	conn_emit_pending(c);
@@ -811,9 +816,9 @@ static void *conn_main(void *arg)
 			c->qlen--;
 			pthread_cond_broadcast(&c->st_cond);
 		}
-		/* shmb_close() fed LC_CLOSE before it set closing: what that
+		/* shmb_close() fed LC_CLOSE before it set stop: what that
 		 * asked for (close the fd, end a dial) is in the queue */
-		stop = !got && c->closing;
+		stop = !got && c->stop;
 		pthread_mutex_unlock(&c->st);
 		if (got) {
 			for (unsigned i = 0; i < b.n; i++)
@@ -986,14 +991,18 @@ SHMB_EXPORT void shmb_close(struct shmb_client *c)
 		struct lc_event ev = { .type = LC_CLOSE, .fd = -1 };
 		struct lc_entry *e;
 
+		/* closing first: from now on no event is told, and a handshake
+		 * under way gives up */
 		pthread_mutex_lock(&c->st);
+		c->closing = true;
 		e = c->entry;
 		pthread_mutex_unlock(&c->st);
+		evfd_kick(c);
 		/* what the close asks for is queued before the thread may stop */
 		if (e)
 			lcr_feed(e, &ev);
 		pthread_mutex_lock(&c->st);
-		c->closing = true;
+		c->stop = true;
 		pthread_mutex_unlock(&c->st);
 		evfd_kick(c);
 		pthread_join(c->thread, NULL);
@@ -1058,7 +1067,8 @@ SHMB_EXPORT int shmb_client_info(struct shmb_client *c, struct shmb_client_info 
 	pthread_mutex_unlock(&c->st);
 	lcr_snapshot(e, &m);
 	lcr_put(e);
-	i->connected = m.state == LC_READY;
+	/* up, and every session reattached (pairs with conn_relink()) */
+	i->connected = m.state == LC_READY && load_acquire(&c->linked);
 	i->attempt_gen = before + m.gen;
 	i->failures = m.failures;
 	if (m.state != LC_BACKOFF)

@@ -546,9 +546,10 @@ static void *fake_main(void *arg)
 		if (fd < 0)
 			continue;
 		if (recv(fd, &h, sizeof(h), 0) == sizeof(h) && h.h.type == PROTO_HELLO) {
+			/* counted before the client can have the answer */
+			fetch_add_release(&f->hellos, 1);
 			rep.h.req_id = h.h.req_id;
 			send(fd, &rep, sizeof(rep), MSG_NOSIGNAL);
-			fetch_add_release(&f->hellos, 1);
 		}
 		close(fd);
 	}
