@@ -116,7 +116,8 @@ void shmb_close(struct shmb_client *c);
 int shmb_reconnect(struct shmb_client *c);
 
 struct shmb_client_info {
-	int connected;          /* 1: the connection to the broker is up */
+	int connected;          /* 1: the connection to the broker is up and
+				   every open session reattached */
 	uint32_t attempt_gen;   /* dial attempts so far (the lifecycle machine's
 				   generation: +1 before every attempt) */
 	uint64_t reconnects;    /* connections completed after the first */
