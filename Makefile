@@ -4,7 +4,7 @@
 # the same sources with AddressSanitizer and UBSan into build-asan/ and
 # runs the unit and hostile-input suites there.
 
-VERSION  := 0.2.0
+VERSION  := 0.3.0
 SOVER    := 0
 PREFIX   ?= /usr/local
 DESTDIR  ?=
@@ -18,13 +18,13 @@ override LDFLAGS += $(EXTRA_LDFLAGS)
 LDLIBS   += -lpthread
 
 SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c
-LIB_SRC  := libclient/shmb.c libclient/client.c libclient/replay.c libclient/lifecycle.c libclient/registry.c
+LIB_SRC  := libclient/shmb.c libclient/client.c libclient/conn.c libclient/replay.c libclient/lifecycle.c libclient/registry.c
 BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c \
               broker/state.c
 
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry
 MP_TESTS   := test-mp-ring
-INT_TESTS  := test-broker test-restart
+INT_TESTS  := test-broker test-restart test-redial
 BENCHES    := bench-ring bench-broker
 
 SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
@@ -113,8 +113,8 @@ test-unit: $(UNIT_BINS)
 # The broker's hostile-input suite (malformed control messages, clients
 # scribbling over or truncating their segments), broker and client built
 # the same way as the test.
-test-hostile-broker: $(INT_BINS)
-	SHMB_TEST_ONLY=broker-hostile tests/run-tests.sh $(INT_BINS)
+test-hostile-broker: $(BUILD)/tests/test-broker
+	SHMB_TEST_ONLY=broker-hostile tests/run-tests.sh $(BUILD)/tests/test-broker
 
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \

@@ -493,6 +493,23 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 	if (req->policy != UINT32_MAX && req->policy > SHM_POLICY_DROP_OLDEST)
 		return -EINVAL;
 	s = session_find(b, c->uid, name);
+	if (req->flags & PROTO_OPEN_REATTACH) {
+		uint8_t h[SESSION_TOKEN_HASH_LEN];
+
+		/* a client back after a lost connection: its own session as it
+		 * was, or nothing; never a new session or a new generation */
+		if (req->flags & (PROTO_OPEN_FRESH | PROTO_OPEN_TAKEOVER))
+			return -EINVAL;
+
+		if (!s)
+			return -ENOENT;
+		if (!(req->flags & PROTO_OPEN_TOKEN))
+			return -ESTALE;
+		/* after a restart only the hash is known (the state file's) */
+		session_token_hash(req->token, h);
+		if (sodium_memcmp(h, s->token_hash, sizeof(h)) != 0)
+			return -ESTALE;
+	}
 	if (s && (req->flags & PROTO_OPEN_FRESH)) {
 		if (owner_alive(s) && s->owner != c && !(req->flags & PROTO_OPEN_TAKEOVER))
 			return -EBUSY;
@@ -547,6 +564,11 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 		}
 		owner_set(s, c);
 		*notify_rd = notify_new(s);
+		/* a byte the old pipe carried may be lost with it: a poller
+		 * that reattaches looks at its ring once more */
+		if (*notify_rd >= 0 && (req->flags & PROTO_OPEN_REATTACH) && s->txc &&
+		    (load_relaxed(&s->txc->client_flags) & SHM_CLIENT_POLLER))
+			(void)!write(s->notify_wr, "", 1);
 		*out = s;
 		log_msg(LOG_INFO, "session %s resumed by its owner (pid %d), generation %u", s->name,
 			(int)c->pid, s->generation);

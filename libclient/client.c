@@ -1,297 +1,171 @@
 /*
- * libclient/client.c - libshmb: the control connection, sessions, publish,
- * receive and acknowledge.
+ * libclient/client.c - libshmb: topics, sessions, publish, receive and
+ * acknowledge (the control connection is conn.c's).
  *
  * The control socket carries set-up only; messages go through the two
  * session files the broker passes over SCM_RIGHTS: rx (mapped read-only)
  * and tx.<generation> (mapped read-write).  A client validates both
- * headers before it trusts anything in them.
+ * headers before it trusts anything in them.  The message calls use
+ * shared memory alone, so they go on while the broker is away.
  *
  * Must never: write to the rx mapping (it is read-only; a write faults);
- * call FUTEX_WAKE for the broker unless broker_waiting says it sleeps.
+ * call FUTEX_WAKE for the broker unless broker_waiting says it sleeps;
+ * wait for a control request on the data path (the topic cache has a
+ * lock of its own); free a session while the connection thread may
+ * report an event about it.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "libclient/client.h"
+#include "libclient/internal.h"
 #include "shm/atomics.h"
 #include "shm/futex.h"
-#include "shm/proto.h"
-#include "shm/ring.h"
-#include "shm/segment.h"
-#include "libclient/internal.h"
-#include "shmb.h"
 
-#define SHMB_EXPORT __attribute__((visibility("default")))
+static bool stale(const struct shmb_session *s);
 
-struct topic_entry {
-	uint32_t id;
-	char name[PROTO_TOPIC_MAX + 1];
-};
+/* ---- events --------------------------------------------------------------- */
 
-struct shmb_client {
-	int fd;
-	pthread_mutex_t lock; /* one request in flight; guards topics */
-	uint64_t next_req;
-	uint64_t broker_id;
-	bool dead;
-	struct topic_entry **topics; /* entries never move: shmb_msg.topic points at them */
-	unsigned ntopics;
-	struct shmb_session **sessions; /* open on this connection, freed by shmb_close */
-	unsigned nsessions;
-	shmb_event_fn event_fn;
-	void *event_arg;
-	bool disconnect_told;
-};
-
-struct shmb_session {
-	struct shmb_client *c;
-	uint64_t id;
-	uint32_t generation;
-	int created;
-	unsigned flags;
-	uint64_t spin_ns;
-	struct segment rx, tx;
-	const struct shm_rx_ctrl *rxc;
-	struct shm_tx_ctrl *txc;
-	struct ring_prod tx_prod;
-	struct ring_cons rx_cons;
-	uint64_t tx_start_seq;
-	bool unacked;
-	int notify_rd; /* read end of the broker's poll pipe */
-	bool drop_oldest;  /* the broker may drop what this reader has not read */
-	uint8_t *copy;     /* drop-oldest: messages are copied out, then checked */
-	uint64_t gap_from; /* drop-oldest: RX sequence expected before a jump, or 0 */
-	int epfd;      /* shmb_session_fd(): an epoll fd holding notify_rd, or -1 */
-	bool stale_told;
-	bool notify_eof;   /* the broker closed our poll pipe: we are detached */
-	const char *last_topic;   /* the caller's pointer of the last publish, */
-	char last_name[PROTO_TOPIC_MAX + 1]; /* its text then, */
-	uint32_t last_id;         /* and its id: one strcmp instead of a lookup */
-	uint32_t last_rx_id;      /* the last received topic and its name */
-	const char *last_rx_name;
-};
-
-/* ---- control requests ------------------------------------------------------- */
-
-static int rpc_locked(struct shmb_client *c, void *req, size_t len, struct proto_reply *rep,
-		      int *fds, int nfds_max)
-{
-	struct proto_hdr *h = req;
-	int got_fds = 0;
-
-	if (c->dead)
-		return -EPIPE;
-	h->req_id = ++c->next_req;
-	h->len = (uint32_t)len;
-	if (send(c->fd, req, len, MSG_NOSIGNAL) != (ssize_t)len) {
-		c->dead = true;
-		return -EPIPE;
-	}
-	for (;;) {
-		union {
-			struct cmsghdr h;
-			char buf[CMSG_SPACE(4 * sizeof(int))];
-		} cm;
-		struct iovec iov = { .iov_base = rep, .iov_len = sizeof(*rep) };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
-				     .msg_controllen = sizeof(cm.buf) };
-		ssize_t n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			c->dead = true;
-			return -EPIPE;
-		}
-		for (struct cmsghdr *ch = CMSG_FIRSTHDR(&mh); ch; ch = CMSG_NXTHDR(&mh, ch)) {
-			if (ch->cmsg_level != SOL_SOCKET || ch->cmsg_type != SCM_RIGHTS)
-				continue;
-			for (size_t i = 0; i < (ch->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-				int fd;
-
-				memcpy(&fd, CMSG_DATA(ch) + i * sizeof(int), sizeof(int));
-				if (got_fds < nfds_max)
-					fds[got_fds++] = fd;
-				else
-					close(fd);
-			}
-		}
-		/* events (request id 0) need no answer: staleness is also visible
-		 * in shared memory, where every call checks it */
-		if ((size_t)n >= sizeof(struct proto_hdr) && rep->h.type == PROTO_EVENT)
-			continue;
-		if ((size_t)n != sizeof(*rep) || rep->h.type != PROTO_REPLY ||
-		    rep->h.req_id != h->req_id) {
-			for (int i = 0; i < got_fds; i++)
-				close(fds[i]);
-			c->dead = true;
-			return -EPROTO;
-		}
-		if (rep->err < 0 || got_fds < nfds_max) {
-			for (int i = 0; i < got_fds; i++)
-				close(fds[i]);
-			return rep->err < 0 ? rep->err : -EPROTO;
-		}
-		return 0;
-	}
-}
-
-/* Called in the thread of the call that noticed, never under a lock. */
-static void event_emit(struct shmb_client *c, int kind, struct shmb_session *s, uint64_t count)
+/* Never under a lock: the callback may call shmb_ functions. */
+void client_event(struct shmb_client *c, int kind, struct shmb_session *s, uint64_t count)
 {
 	struct shmb_event ev = { .kind = kind, .session = s, .count = count };
+	shmb_event_fn fn;
+	void *arg;
 
-	if (c->event_fn)
-		c->event_fn(&ev, c->event_arg);
-}
-
-/* After a request, outside the lock: the first loss of the broker is told. */
-static void tell_disconnect(struct shmb_client *c)
-{
-	bool tell;
-
-	pthread_mutex_lock(&c->lock);
-	tell = c->dead && !c->disconnect_told;
-	c->disconnect_told |= tell;
-	pthread_mutex_unlock(&c->lock);
-	if (tell)
-		event_emit(c, SHMB_EV_DISCONNECTED, NULL, 0);
+	pthread_mutex_lock(&c->st);
+	fn = c->event_fn;
+	arg = c->event_arg;
+	pthread_mutex_unlock(&c->st);
+	if (fn)
+		fn(&ev, arg);
 }
 
 SHMB_EXPORT void shmb_set_event_cb(struct shmb_client *c, shmb_event_fn fn, void *arg)
 {
-	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&c->st);
 	c->event_fn = fn;
 	c->event_arg = arg;
-	pthread_mutex_unlock(&c->lock);
-}
-
-static int rpc(struct shmb_client *c, void *req, size_t len, struct proto_reply *rep, int *fds,
-	       int nfds)
-{
-	int r;
-
-	pthread_mutex_lock(&c->lock);
-	r = rpc_locked(c, req, len, rep, fds, nfds);
-	pthread_mutex_unlock(&c->lock);
-	tell_disconnect(c);
-	return r;
-}
-
-SHMB_EXPORT int shmb_connect(const struct shmb_connect_opts *opts, struct shmb_client **out)
-{
-	const char *dir = opts && opts->dir ? opts->dir : getenv("SHMB_DIR");
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	struct proto_hello hello = { .h.type = PROTO_HELLO, .version = PROTO_VERSION };
-	struct proto_reply rep;
-	struct shmb_client *c;
-	int r;
-
-	if (!dir || !*dir)
-		dir = "/run/shmb";
-	if (snprintf(a.sun_path, sizeof(a.sun_path), "%s/control", dir) >= (int)sizeof(a.sun_path))
-		return -ENAMETOOLONG;
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return -ENOMEM;
-	pthread_mutex_init(&c->lock, NULL);
-	c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		r = -errno;
-		goto err;
-	}
-	r = rpc(c, &hello, sizeof(hello), &rep, NULL, 0);
-	if (r < 0)
-		goto err;
-	c->broker_id = rep.u.hello.broker_id;
-	*out = c;
-	return 0;
-err:
-	if (c->fd >= 0)
-		close(c->fd);
-	pthread_mutex_destroy(&c->lock);
-	free(c);
-	return r;
-}
-
-static void session_free(struct shmb_session *s);
-
-SHMB_EXPORT void shmb_close(struct shmb_client *c)
-{
-	if (!c)
-		return;
-	/* closing the connection detaches them all in the broker at once */
-	while (c->nsessions)
-		session_free(c->sessions[0]);
-	free(c->sessions);
-	close(c->fd);
-	pthread_mutex_destroy(&c->lock);
-	for (unsigned i = 0; i < c->ntopics; i++)
-		free(c->topics[i]);
-	free(c->topics);
-	free(c);
+	pthread_mutex_unlock(&c->st);
 }
 
 /* ---- topics ----------------------------------------------------------------- */
 
-static int topic_id(struct shmb_client *c, const char *name, uint32_t *id)
+/* The cached entry for name, valid or not (c->tlock held). */
+static struct topic_entry *topic_find(struct shmb_client *c, const char *name)
+{
+	for (unsigned i = 0; i < c->ntopics; i++)
+		if (!strcmp(c->topics[i]->name, name))
+			return c->topics[i];
+	return NULL;
+}
+
+/*
+ * The topic's entry with a valid id, interned over the live connection
+ * if this client has no valid id for it (c->lock held).  The entry stays
+ * for the client's life (shmb_msg.topic and the subscription lists point
+ * at it).  0, the broker's error, or conn_rpc()'s.
+ */
+int client_topic_get_locked(struct shmb_client *c, int fd, const char *name, uint64_t deadline,
+			    struct topic_entry **out)
 {
 	struct proto_topic q = { .h.type = PROTO_TOPIC };
 	struct proto_reply rep;
+	struct topic_entry *e;
 	size_t len = strlen(name);
 	int r;
 
-	if (len == 0 || len > PROTO_TOPIC_MAX)
-		return -EINVAL;
-	pthread_mutex_lock(&c->lock);
-	for (unsigned i = 0; i < c->ntopics; i++)
-		if (!strcmp(c->topics[i]->name, name)) {
-			*id = c->topics[i]->id;
-			pthread_mutex_unlock(&c->lock);
-			return 0;
-		}
-	q.name_len = (uint32_t)len;
-	memcpy(q.name, name, len);
-	r = rpc_locked(c, &q, sizeof(q), &rep, NULL, 0);
-	if (r == 0) {
+	pthread_mutex_lock(&c->tlock);
+	e = topic_find(c, name);
+	if (!e) {
 		struct topic_entry **n = realloc(c->topics, (c->ntopics + 1) * sizeof(*n));
-		struct topic_entry *e = malloc(sizeof(*e));
 
-		*id = rep.u.topic.topic_id;
 		if (n)
 			c->topics = n;
-		if (n && e) {
-			e->id = *id;
-			snprintf(e->name, sizeof(e->name), "%s", name);
-			c->topics[c->ntopics++] = e;
-		} else {
-			free(e); /* not cached: looked up again next time */
+		e = n ? calloc(1, sizeof(*e)) : NULL;
+		if (e) {
+			memcpy(e->name, name, len + 1);
+			c->topics[c->ntopics++] = e; /* epoch 0: no id yet */
 		}
 	}
-	pthread_mutex_unlock(&c->lock);
-	tell_disconnect(c);
+	r = !e ? -ENOMEM : e->epoch == c->topic_epoch ? 1 : 0;
+	pthread_mutex_unlock(&c->tlock);
+	if (r) {
+		*out = e;
+		return r < 0 ? r : 0;
+	}
+	q.name_len = (uint32_t)len;
+	memcpy(q.name, name, len);
+	r = conn_rpc(c, fd, &q, sizeof(q), &rep, NULL, 0, deadline);
+	if (r == 0 && rep.err == 0) {
+		pthread_mutex_lock(&c->tlock);
+		e->id = rep.u.topic.topic_id;
+		e->epoch = c->topic_epoch;
+		pthread_mutex_unlock(&c->tlock);
+	}
+	*out = e;
+	return r < 0 ? r : rep.err;
+}
+
+static bool topic_name_ok(const char *name)
+{
+	size_t len = strlen(name);
+
+	return len > 0 && len <= PROTO_TOPIC_MAX;
+}
+
+/* The topic's id: from the cache, else one request.  Also returns the
+ * epoch it belongs to. */
+static int topic_id(struct shmb_client *c, const char *name, uint32_t *id, uint32_t *epoch)
+{
+	struct conn_try t = { 0 };
+	struct topic_entry *e;
+	int r;
+
+	if (!topic_name_ok(name))
+		return -EINVAL;
+	pthread_mutex_lock(&c->tlock);
+	e = topic_find(c, name);
+	if (e && e->epoch == c->topic_epoch) {
+		*id = e->id;
+		*epoch = e->epoch;
+		pthread_mutex_unlock(&c->tlock);
+		return 0;
+	}
+	pthread_mutex_unlock(&c->tlock);
+	while ((r = conn_enter(c, &t)) == 0) {
+		r = client_topic_get_locked(c, c->fd, name, 0, &e);
+		if (r == 0) {
+			pthread_mutex_lock(&c->tlock);
+			*id = e->id;
+			*epoch = e->epoch;
+			pthread_mutex_unlock(&c->tlock);
+		}
+		if (!conn_leave(c, &t, &r))
+			break;
+	}
 	return r;
 }
 
+/* The name of a topic id of the current broker, "" if this client does
+ * not know it.  Only the topic lock: the data path never waits for a
+ * control request. */
 static const char *topic_name(struct shmb_client *c, uint32_t id)
 {
 	const char *name = "";
 
-	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&c->tlock);
 	for (unsigned i = 0; i < c->ntopics; i++)
-		if (c->topics[i]->id == id) {
+		if (c->topics[i]->id == id && c->topics[i]->epoch == c->topic_epoch) {
 			name = c->topics[i]->name;
 			break;
 		}
-	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&c->tlock);
 	return name;
 }
 
@@ -335,11 +209,46 @@ static int session_map(struct shmb_session *s, int rx_fd, int tx_fd, const struc
 	return ret < 0 ? -EBADMSG : 0;
 }
 
+/* Room for one more session in c->sessions, made before the open, so an
+ * open session is always in the array the reattach goes through. */
+static int sessions_reserve(struct shmb_client *c)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&c->slock);
+	if (c->nsessions == c->cap_sessions) {
+		unsigned cap = c->cap_sessions ? 2 * c->cap_sessions : 8;
+		struct shmb_session **n = realloc(c->sessions, cap * sizeof(*n));
+
+		if (n) {
+			c->sessions = n;
+			c->cap_sessions = cap;
+		} else {
+			r = -ENOMEM;
+		}
+	}
+	pthread_mutex_unlock(&c->slock);
+	return r;
+}
+
+/* Take s out of the array (c->lock held, so no reattach is under way). */
+static void session_unlist(struct shmb_client *c, struct shmb_session *s)
+{
+	pthread_mutex_lock(&c->slock);
+	for (unsigned i = 0; i < c->nsessions; i++)
+		if (c->sessions[i] == s) {
+			c->sessions[i] = c->sessions[--c->nsessions];
+			break;
+		}
+	pthread_mutex_unlock(&c->slock);
+}
+
 SHMB_EXPORT int shmb_session_open(struct shmb_client *c, const char *name,
 				  const struct shmb_session_opts *opts, struct shmb_session **out)
 {
 	struct proto_open q = { .h.type = PROTO_SESSION_OPEN, .policy = UINT32_MAX };
 	struct proto_reply rep;
+	struct conn_try t = { 0 };
 	struct shmb_session *s;
 	size_t len = name ? strlen(name) : 0;
 	int fds[3], r;
@@ -359,63 +268,70 @@ SHMB_EXPORT int shmb_session_open(struct shmb_client *c, const char *name,
 	}
 	q.name_len = (uint32_t)len;
 	memcpy(q.name, name, len);
+	r = sessions_reserve(c);
+	if (r < 0)
+		return r;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->rx = (struct segment)SEGMENT_INIT;
 	s->tx = (struct segment)SEGMENT_INIT;
-	r = rpc(c, &q, sizeof(q), &rep, fds, 3);
-	if (r < 0) {
-		free(s);
-		return r;
-	}
-	s->notify_rd = fds[2];
+	s->notify_rd = -1;
 	s->epfd = -1;
 	s->c = c;
-	s->id = rep.u.open.session_id;
-	s->generation = rep.u.open.generation;
-	s->created = (int)rep.u.open.created;
+	memcpy(s->name, name, len + 1);
 	s->flags = opts ? opts->flags : 0;
 	s->spin_ns = (uint64_t)(opts && opts->spin_us ? opts->spin_us : 5) * 1000;
-	r = session_map(s, fds[0], fds[1], &rep);
+	while ((r = conn_enter(c, &t)) == 0) {
+		r = conn_rpc_locked(c, &q, sizeof(q), &rep, fds, 3);
+		if (r == 0) {
+			s->notify_rd = fds[2];
+			s->id = rep.u.open.session_id;
+			s->generation = rep.u.open.generation;
+			s->created = (int)rep.u.open.created;
+			memcpy(s->token, rep.u.open.token, sizeof(s->token));
+			r = session_map(s, fds[0], fds[1], &rep);
+		}
+		if (r == 0) {
+			/* in the array under the same c->lock as the open: the
+			 * next reattach knows it */
+			pthread_mutex_lock(&c->slock);
+			c->sessions[c->nsessions++] = s;
+			pthread_mutex_unlock(&c->slock);
+		}
+		if (!conn_leave(c, &t, &r))
+			break;
+	}
 	if (r < 0) {
 		segment_unmap(&s->rx);
 		segment_unmap(&s->tx);
-		close(s->notify_rd);
+		if (s->notify_rd >= 0)
+			close(s->notify_rd);
+		free(s->copy);
 		free(s);
 		return r;
 	}
-	pthread_mutex_lock(&c->lock);
-	{
-		struct shmb_session **n = realloc(c->sessions, (c->nsessions + 1) * sizeof(*n));
-
-		if (n) {
-			c->sessions = n;
-			c->sessions[c->nsessions++] = s;
-		}
-	}
-	pthread_mutex_unlock(&c->lock);
 	*out = s;
 	if (!s->created)
-		event_emit(c, SHMB_EV_REATTACHED, s, s->generation);
+		client_event(c, SHMB_EV_REATTACHED, s, s->generation);
 	return 0;
 }
 
-static void session_free(struct shmb_session *s)
+/* Free s, which is in no array any more: once the connection thread is
+ * not telling events (one may be about s), unless this is that thread. */
+void client_session_free(struct shmb_session *s)
 {
 	struct shmb_client *c = s->c;
 
-	pthread_mutex_lock(&c->lock);
-	for (unsigned i = 0; i < c->nsessions; i++)
-		if (c->sessions[i] == s) {
-			c->sessions[i] = c->sessions[--c->nsessions];
-			break;
-		}
-	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_lock(&c->st);
+	while (c->emitting && conn_of_thread != c)
+		pthread_cond_wait(&c->st_cond, &c->st);
+	pthread_mutex_unlock(&c->st);
 	if (s->epfd >= 0)
 		close(s->epfd);
 	close(s->notify_rd);
 	free(s->copy);
+	free(s->subs);
 	segment_unmap(&s->rx);
 	segment_unmap(&s->tx);
 	free(s);
@@ -424,10 +340,33 @@ static void session_free(struct shmb_session *s)
 static int session_end(struct shmb_session *s, uint32_t flags)
 {
 	struct proto_close q = { .h.type = PROTO_SESSION_CLOSE, .session_id = s->id, .flags = flags };
+	struct shmb_client *c = s->c;
 	struct proto_reply rep;
-	int r = rpc(s->c, &q, sizeof(q), &rep, NULL, 0);
+	struct conn_try t = { 0 };
+	bool unlisted = false;
+	int r;
 
-	session_free(s);
+	if (load_relaxed(&s->lost)) {
+		r = -ESTALE; /* the broker has it no more */
+	} else {
+		while ((r = conn_enter(c, &t)) == 0) {
+			r = conn_rpc_locked(c, &q, sizeof(q), &rep, NULL, 0);
+			/* out of the array under the same c->lock as the close,
+			 * so no reattach brings it back; kept for a retry */
+			if (r != -EPIPE || t.retried) {
+				session_unlist(c, s);
+				unlisted = true;
+			}
+			if (!conn_leave(c, &t, &r))
+				break;
+		}
+	}
+	if (!unlisted) {
+		pthread_mutex_lock(&c->lock);
+		session_unlist(c, s);
+		pthread_mutex_unlock(&c->lock);
+	}
+	client_session_free(s);
 	return r;
 }
 
@@ -443,32 +382,79 @@ SHMB_EXPORT int shmb_session_destroy(struct shmb_session *s)
 
 static bool stale(const struct shmb_session *s)
 {
-	/* pairs with the broker's store_release of the generation */
-	return load_acquire(&s->rxc->generation) != s->generation;
+	/* pairs with the broker's store_release of the generation; `lost`
+	 * with the fence in session_mark_lost() */
+	return load_acquire(&s->rxc->generation) != s->generation || load_relaxed(&s->lost);
 }
 
 /* -ESTALE, telling the event callback the first time. */
 static int stale_err(struct shmb_session *s)
 {
-	if (!s->stale_told) {
-		s->stale_told = true;
-		event_emit(s->c, SHMB_EV_STALE, s, 0);
-	}
+	if (!__atomic_exchange_n(&s->stale_told, 1, __ATOMIC_RELAXED))
+		client_event(s->c, SHMB_EV_STALE, s, 0);
 	return -ESTALE;
+}
+
+/* Keep the session's list of topics as the broker now has it (c->lock
+ * held), for the reattach.  Room was made before the request. */
+static void subs_note(struct shmb_session *s, struct topic_entry *te, uint32_t type, uint32_t flags)
+{
+	unsigned i;
+
+	if (type == PROTO_SUBSCRIBE && (flags & PROTO_SUB_RESET))
+		s->nsubs = 0;
+	for (i = 0; i < s->nsubs && s->subs[i] != te; i++)
+		;
+	if (type == PROTO_SUBSCRIBE && i == s->nsubs)
+		s->subs[s->nsubs++] = te;
+	else if (type == PROTO_UNSUBSCRIBE && i < s->nsubs)
+		s->subs[i] = s->subs[--s->nsubs];
+}
+
+static int subs_reserve(struct shmb_session *s)
+{
+	if (s->nsubs == s->cap_subs) {
+		unsigned cap = s->cap_subs ? 2 * s->cap_subs : 8;
+		struct topic_entry **n = realloc(s->subs, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		s->subs = n;
+		s->cap_subs = cap;
+	}
+	return 0;
 }
 
 static int sub_req(struct shmb_session *s, const char *topic, uint32_t type, uint32_t flags)
 {
 	struct proto_sub q = { .h.type = type, .session_id = s->id, .flags = flags };
+	struct shmb_client *c = s->c;
 	struct proto_reply rep;
+	struct conn_try t = { 0 };
 	int r;
 
 	if (stale(s))
 		return stale_err(s);
-	r = topic_id(s->c, topic, &q.topic_id);
-	if (r < 0)
-		return r;
-	return rpc(s->c, &q, sizeof(q), &rep, NULL, 0);
+	if (!topic_name_ok(topic))
+		return -EINVAL;
+	while ((r = conn_enter(c, &t)) == 0) {
+		struct topic_entry *te;
+
+		/* the id and the request on one connection, so both are of
+		 * one broker */
+		r = subs_reserve(s);
+		if (r == 0)
+			r = client_topic_get_locked(c, c->fd, topic, 0, &te);
+		if (r == 0) {
+			q.topic_id = te->id;
+			r = conn_rpc_locked(c, &q, sizeof(q), &rep, NULL, 0);
+		}
+		if (r == 0)
+			subs_note(s, te, type, flags);
+		if (!conn_leave(c, &t, &r))
+			break;
+	}
+	return r;
 }
 
 SHMB_EXPORT int shmb_subscribe(struct shmb_session *s, const char *topic)
@@ -531,17 +517,17 @@ SHMB_EXPORT int shmb_publish(struct shmb_session *s, const char *topic, const vo
 		return stale_err(s);
 	if (len > UINT32_MAX - sizeof(h))
 		return -EMSGSIZE;
-	if (topic == s->last_topic && s->last_id && !strcmp(topic, s->last_name)) {
+	/* ids are the broker's: a new broker (epoch) needs a new look-up */
+	if (topic == s->last_topic && s->last_id &&
+	    s->last_epoch == load_relaxed(&s->c->topic_epoch) && !strcmp(topic, s->last_name)) {
 		h.topic_id = s->last_id;
 	} else {
-		r = topic_id(s->c, topic, &h.topic_id);
+		r = topic_id(s->c, topic, &h.topic_id, &s->last_epoch);
 		if (r < 0)
 			return r;
-		if (strlen(topic) <= PROTO_TOPIC_MAX) {
-			strcpy(s->last_name, topic);
-			s->last_topic = topic;
-			s->last_id = h.topic_id;
-		}
+		strcpy(s->last_name, topic); /* topic_id() checked its length */
+		s->last_topic = topic;
+		s->last_id = h.topic_id;
 	}
 	for (;;) {
 		struct moved mv = { s, &s->rxc->tx_read, load_acquire(&s->rxc->tx_read) };
@@ -589,34 +575,47 @@ static void notify_drain(struct shmb_session *s)
 
 	while ((n = read(s->notify_rd, buf, sizeof(buf))) > 0)
 		;
-	if (n == 0 && !s->notify_eof) {
-		s->notify_eof = true; /* the fd stays readable: say why, not -EAGAIN */
+	/* the pipe ends with its connection too: then the library redials
+	 * and reattaches, and that is no detach (pairs with conn_relink()) */
+	if (n == 0 && !load_relaxed(&s->notify_eof) && load_acquire(&s->c->linked)) {
+		store_relaxed(&s->notify_eof, 1); /* the fd stays readable: say why */
 		if (!stale(s))
-			event_emit(s->c, SHMB_EV_DETACHED, s, 0);
+			client_event(s->c, SHMB_EV_DETACHED, s, 0);
 	}
 }
 
 SHMB_EXPORT int shmb_session_fd(struct shmb_session *s)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
+	struct shmb_client *c = s->c;
+	int fd, r = 0;
 
-	if (s->epfd >= 0)
+	pthread_mutex_lock(&c->slock);
+	if (s->epfd >= 0) {
+		pthread_mutex_unlock(&c->slock);
 		return s->epfd;
-	s->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (s->epfd < 0)
-		return -errno;
-	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->notify_rd, &ev) < 0) {
-		int e = -errno;
-
-		close(s->epfd);
-		s->epfd = -1;
-		return e;
 	}
+	fd = epoll_create1(EPOLL_CLOEXEC);
+	if (fd < 0)
+		r = -errno;
+	/* while the connection is down the pipe stays out of the set; the
+	 * reattach puts it in (a lost session's at once: it says -ESTALE) */
+	else if ((load_acquire(&c->linked) || load_relaxed(&s->lost)) &&
+		 epoll_ctl(fd, EPOLL_CTL_ADD, s->notify_rd, &ev) < 0)
+		r = -errno;
+	if (r < 0) {
+		if (fd >= 0)
+			close(fd);
+		pthread_mutex_unlock(&c->slock);
+		return r;
+	}
+	s->epfd = fd;
+	pthread_mutex_unlock(&c->slock);
 	/* from now on the broker writes a byte after each delivery; the full
 	 * fence pairs with the broker's: flag, then the caller's next look */
 	__atomic_fetch_or(&s->txc->client_flags, SHM_CLIENT_POLLER, __ATOMIC_RELAXED);
 	fence_full();
-	return s->epfd;
+	return fd;
 }
 
 SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms)
@@ -648,7 +647,7 @@ SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeou
 				break;
 			if (stale(s))
 				return stale_err(s);
-			return s->notify_eof ? -ENOTCONN : -EAGAIN;
+			return load_relaxed(&s->notify_eof) ? -ENOTCONN : -EAGAIN;
 		}
 		r = wake_wait(&s->rxc->rx_signal, &s->txc->rx_waiters, moved_or_stale, &mv, s->spin_ns,
 			      timeout_ms > 0 ? &d : NULL);
@@ -689,12 +688,14 @@ SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeou
 		m->missed = rm.hdr.seq - (s->gap_from - 1);
 		s->gap_from = 0;
 		if (m->missed)
-			event_emit(s->c, SHMB_EV_GAP, s, m->missed);
+			client_event(s->c, SHMB_EV_GAP, s, m->missed);
 	}
 	m->data = (const uint8_t *)rm.payload + sizeof(rx);
 	m->len = rm.len - sizeof(rx);
 	m->topic_id = rx.topic_id;
-	if (rx.topic_id != s->last_rx_id || !s->last_rx_name) {
+	if (rx.topic_id != s->last_rx_id || !s->last_rx_name ||
+	    s->last_rx_epoch != load_relaxed(&s->c->topic_epoch)) {
+		s->last_rx_epoch = load_relaxed(&s->c->topic_epoch);
 		s->last_rx_name = topic_name(s->c, rx.topic_id);
 		s->last_rx_id = rx.topic_id;
 	}
@@ -747,8 +748,15 @@ SHMB_EXPORT int shmb_session_info(struct shmb_session *s, struct shmb_session_in
 int client_status(struct shmb_client *c, struct proto_reply *rep)
 {
 	struct proto_status q = { .h.type = PROTO_STATUS };
+	struct conn_try t = { 0 };
+	int r;
 
-	return rpc(c, &q, sizeof(q), rep, NULL, 0);
+	while ((r = conn_enter(c, &t)) == 0) {
+		r = conn_rpc_locked(c, &q, sizeof(q), rep, NULL, 0);
+		if (!conn_leave(c, &t, &r))
+			break;
+	}
+	return r;
 }
 
 void *client_session_tx_base(struct shmb_session *s, size_t *len, int *fd)

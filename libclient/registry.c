@@ -139,6 +139,20 @@ void lcr_put(struct lc_entry *e)
 	pthread_mutex_unlock(&r->lock);
 }
 
+void lcr_hold(struct lc_entry *e)
+{
+	pthread_mutex_lock(&e->reg->lock);
+	e->refs++;
+	pthread_mutex_unlock(&e->reg->lock);
+}
+
+void lcr_snapshot(struct lc_entry *e, struct lc *out)
+{
+	pthread_mutex_lock(&e->reg->lock);
+	*out = e->m;
+	pthread_mutex_unlock(&e->reg->lock);
+}
+
 int lcr_wait(struct lc_entry *e, uint64_t timeout_ns)
 {
 	struct lc_registry *r = e->reg;

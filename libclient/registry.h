@@ -59,6 +59,14 @@ void lcr_fini(struct lc_registry *r);
 int lcr_get(struct lc_registry *r, const char *endpoint, struct lc_entry **out);
 void lcr_put(struct lc_entry *e);
 
+/* One more reference on an entry the caller already holds (an owner that
+ * stores the pointer, for instance with an action it runs later). */
+void lcr_hold(struct lc_entry *e);
+
+/* A copy of the entry's machine, taken under the lock (state, gen,
+ * failures: for the owner's status reports). */
+void lcr_snapshot(struct lc_entry *e, struct lc *out);
+
 /* Wait until the entry is connected (0) or failed (its error), for at
  * most timeout_ns: -ETIMEDOUT for this caller only; the dial goes on. */
 int lcr_wait(struct lc_entry *e, uint64_t timeout_ns);

@@ -43,7 +43,7 @@ SHMB_EXPORT const char *shmb_strerror(int err)
 	case EPROTO: return "protocol error";
 	case EOPNOTSUPP: return "not supported by this broker";
 	case ENAMETOOLONG: return "path or name too long";
-	case ENOTCONN: return "the broker detached this session";
+	case ENOTCONN: return "not connected: the broker is away, or detached this session";
 	case ENOSPC: return "the broker is out of room for sessions";
 	default: return "unknown error";
 	}

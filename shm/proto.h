@@ -51,6 +51,8 @@ struct proto_hello {
 #define PROTO_OPEN_EPHEMERAL 0x2u /* destroyed when its owner goes away */
 #define PROTO_OPEN_TOKEN 0x4u     /* `token` is this owner's attach token */
 #define PROTO_OPEN_FRESH 0x8u     /* destroy an existing session of that name first */
+#define PROTO_OPEN_REATTACH 0x10u /* with TOKEN: the same owner back over a new connection,
+				     nothing else: never creates, never a new generation */
 
 struct proto_open {
 	struct proto_hdr h;

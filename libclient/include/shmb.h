@@ -11,11 +11,23 @@
  * Conventions.  Functions return 0 (or a documented non-negative value)
  * on success and a negative errno on failure; every code a function can
  * return is listed with it; in addition, any call that talks to the
- * broker may return -EPIPE (the broker went away) or -EPROTO (it answered
- * something this library does not understand; the connection is then
- * unusable).  Only symbols starting with shmb_ are exported.  Thread-safety is stated per function: a shmb_client may be
- * shared by threads; a shmb_session is used by one thread at a time
- * unless a function says otherwise.
+ * broker may return -ENOTCONN (no connection to the broker within the
+ * client's control timeout), -EPIPE (the connection was lost twice during
+ * the request) or -EPROTO (the broker answered something this library
+ * does not understand; the library drops that connection and redials).
+ * Only symbols starting with shmb_ are exported.  Thread-safety is stated
+ * per function: a shmb_client may be shared by threads; a shmb_session is
+ * used by one thread at a time unless a function says otherwise.
+ *
+ * Redial.  A client keeps its connection to the broker up by itself: a
+ * connection thread redials a lost one (with a growing, randomised delay)
+ * and reattaches every open session over it, with the same generation,
+ * the same files and its subscriptions.  While the broker is away the
+ * message calls (shmb_publish, shmb_recv, shmb_ack, shmb_flush) go on in
+ * shared memory: publish fills the TX ring, then waits (or -EAGAIN with
+ * timeout 0); recv waits for its timeout (or -EAGAIN).  Calls that need
+ * the broker wait for the connection up to the control timeout, then
+ * return -ENOTCONN.
  *
  * Environment: SHMB_DIR names the broker's runtime directory (default
  * /run/shmb) when shmb_connect() is given none.
@@ -31,7 +43,7 @@ extern "C" {
 #endif
 
 #define SHMB_VERSION_MAJOR 0
-#define SHMB_VERSION_MINOR 2
+#define SHMB_VERSION_MINOR 3
 #define SHMB_VERSION_PATCH 0
 
 /* The library's version as "major.minor.patch".  Thread-safe; never fails. */
@@ -52,40 +64,99 @@ struct shmb_session;
 
 /* ---- connecting ---------------------------------------------------------- */
 
+/*
+ * Zero-initialise it (struct shmb_connect_opts o = { .dir = ... }): every
+ * field left 0 takes its default, and fields may be added at the end.
+ */
 struct shmb_connect_opts {
 	const char *dir; /* the broker's SHMB_DIR; NULL: $SHMB_DIR, else /run/shmb */
+	int wait_ms;     /* how long shmb_connect() waits for a broker to appear:
+			    0 one attempt, > 0 up to that long, < 0 as long as it takes */
+	int control_timeout_ms; /* how long a call that needs the broker waits for
+				   the connection before -ENOTCONN: 0 is 5000,
+				   < 0 as long as it takes */
+	unsigned redial_base_ms;       /* first redial delay (0: 100); it doubles per
+					  failed attempt, randomised by +-30 % */
+	unsigned redial_cap_ms;        /* largest redial delay (0: 2000) */
+	unsigned connect_timeout_ms;   /* deadline of one connect (0: 2000) */
+	unsigned handshake_timeout_ms; /* deadline of HELLO and the reattach of every
+					  session (0: 2000) */
 };
 
 /*
- * Connect to the broker.  opts may be NULL.  Thread-safe.
- * -ENOENT / -ECONNREFUSED: no broker listens there; -EACCES: not allowed to
- * reach its socket; -EPROTONOSUPPORT: the broker speaks another protocol
- * version; -ENAMETOOLONG: the directory's path is too long; -ENOMEM.
+ * Connect to the broker.  opts may be NULL.  Thread-safe.  Starts the
+ * client's connection thread.  With wait_ms > 0 (or < 0) a client started
+ * before its broker connects once the broker appears.
+ * -ENOENT / -ECONNREFUSED: no broker listens there (with wait_ms: none
+ * appeared in time); -ETIMEDOUT: one accepted but did not answer HELLO in
+ * time; -EACCES: not allowed to reach its socket; -EPROTONOSUPPORT: the
+ * broker speaks another protocol version; -ENAMETOOLONG: the directory's
+ * path is too long; -EINVAL: redial_base_ms above redial_cap_ms; -ENOMEM,
+ * -EMFILE, -EAGAIN (no thread).
  */
 int shmb_connect(const struct shmb_connect_opts *opts, struct shmb_client **out);
 
 /*
- * Close the connection.  Every session still open on it is closed first
- * (detached and kept by the broker, or destroyed if ephemeral).  Not to be
- * called while another thread uses the client or its sessions.  NULL is a
+ * Close the connection and stop the connection thread.  Every session
+ * still open on it is closed first (detached and kept by the broker, or
+ * destroyed if ephemeral).  Not to be called while another thread uses
+ * the client or its sessions, nor from the event callback.  NULL is a
  * no-op.
  */
 void shmb_close(struct shmb_client *c);
 
 /*
- * Events.  The library calls the callback in the thread of the call that
- * noticed the event, never while it holds a lock, so the callback may call
- * shmb_ functions (except shmb_close() of this client).
- *   SHMB_EV_STALE         session taken over, destroyed or expired; its
- *                         calls return -ESTALE from now on (once per session)
- *   SHMB_EV_DISCONNECTED  the connection to the broker is lost (once)
+ * Drop the connection to the broker now and redial at once; every open
+ * session is reattached.  Returns 0 once the new connection is up and
+ * reattached, -ENOTCONN if that did not happen within the control timeout
+ * (the redial goes on), -EPROTONOSUPPORT or -EACCES if the broker refuses
+ * the client for good.  Called from the event callback it returns 0 at
+ * once and the redial happens after the callback returns.  Thread-safe.
+ */
+int shmb_reconnect(struct shmb_client *c);
+
+struct shmb_client_info {
+	int connected;          /* 1: the connection to the broker is up and
+				   every open session reattached */
+	uint32_t attempt_gen;   /* dial attempts so far (the lifecycle machine's
+				   generation: +1 before every attempt) */
+	uint64_t reconnects;    /* connections completed after the first */
+	uint64_t disconnects;   /* connections lost */
+	uint32_t failures;      /* failed attempts since the connection was last up */
+	uint32_t backoff_ms;    /* while waiting to redial: the current delay, else 0 */
+	int last_reason;        /* why the last connection was lost (negative errno;
+				   the first reason seen), 0 if none was */
+	int last_error;         /* the last failed attempt's error, 0 if none */
+	uint64_t broker_id;     /* the broker this client is (or was last) connected to */
+};
+
+/* Fill *info.  Thread-safe; returns 0. */
+int shmb_client_info(struct shmb_client *c, struct shmb_client_info *info);
+
+/*
+ * Events.  The library calls the callback never while it holds a lock, so
+ * the callback may call shmb_ functions (except shmb_close() of this
+ * client).  SHMB_EV_DISCONNECTED, and SHMB_EV_REATTACHED and SHMB_EV_STALE
+ * found by a redial, come from the client's connection thread: while it
+ * runs the callback it redials nothing, so a call there that needs the
+ * broker does not wait for the connection (-ENOTCONN if it is down).  The
+ * other events come in the thread of the call that noticed them.
+ *   SHMB_EV_STALE         session taken over, destroyed or expired, or (after
+ *                         a redial) the broker no longer has it; its calls
+ *                         return -ESTALE from now on (once per session)
+ *   SHMB_EV_DISCONNECTED  the connection to the broker is lost (once per
+ *                         lost connection; the library redials)
  *   SHMB_EV_GAP           drop-oldest: `count` messages were dropped before
  *                         the one shmb_recv() is returning
  *   SHMB_EV_DETACHED      the broker detached this live session (it held
  *                         publishers back longer than --block-timeout);
- *                         seen through shmb_session_fd() (once per session)
- *   SHMB_EV_REATTACHED    shmb_session_open() resumed an existing session;
- *                         `count` is its new generation
+ *                         seen through shmb_session_fd() (once per session;
+ *                         rarely also when the broker dies, just before
+ *                         SHMB_EV_DISCONNECTED)
+ *   SHMB_EV_REATTACHED    shmb_session_open() resumed an existing session
+ *                         (`count` is its new generation), or a redial
+ *                         reattached this session (`count` is its
+ *                         generation, unchanged): once per session per redial
  */
 enum shmb_event_kind {
 	SHMB_EV_STALE = 1,
@@ -138,7 +209,10 @@ struct shmb_session_opts {
  * -EINVAL: bad name, or ring sizes / policy differ from the session's;
  * -EAGAIN: the previous owner's messages are still being delivered (retry);
  * -EDQUOT: this uid has too many sessions; -EBADMSG: the session is
- * quarantined; -EPIPE: the broker went away; -ENOMEM.
+ * quarantined; -ENOTCONN: no connection to the broker within the control
+ * timeout; -EPIPE: the connection was lost twice during the request;
+ * -ENOMEM.  The session is reattached by every redial of the client
+ * (SHMB_EV_REATTACHED), or reported lost (SHMB_EV_STALE, -ESTALE).
  */
 int shmb_session_open(struct shmb_client *c, const char *name, const struct shmb_session_opts *opts,
 		      struct shmb_session **out);
@@ -146,12 +220,15 @@ int shmb_session_open(struct shmb_client *c, const char *name, const struct shmb
 /*
  * Detach from the session; the broker keeps it (and keeps receiving into
  * it) for its --session-ttl, so a later open resumes it.  Frees s.
- * Returns 0, -EPIPE (the broker is gone) or -ESTALE (the session was
- * taken over or detached by the broker already); s is freed anyway.
+ * Returns 0, -ENOTCONN (no connection to the broker within the control
+ * timeout: the broker detaches it when it notices the connection gone),
+ * -EPIPE or -ESTALE (the session was taken over or detached by the broker
+ * already, or lost); s is freed anyway.
  */
 int shmb_session_close(struct shmb_session *s);
 
-/* Delete the session in the broker and free s.  0, -ESTALE, -EPIPE. */
+/* Delete the session in the broker and free s (freed anyway).  0,
+ * -ESTALE, -ENOTCONN (not deleted: it is only detached), -EPIPE. */
 int shmb_session_destroy(struct shmb_session *s);
 
 /*
@@ -159,7 +236,9 @@ int shmb_session_destroy(struct shmb_session *s);
  * characters, no spaces).  A subscription lasts as long as the session.
  * -EINVAL: bad topic name; -EPERM: the topic belongs to another uid;
  * -EDQUOT: this uid has used --max-topics-per-uid topics already;
- * -ENOENT (unsubscribe): not subscribed; -ESTALE: taken over; -EPIPE.
+ * -ENOENT (unsubscribe): not subscribed; -ESTALE: taken over or lost;
+ * -ENOTCONN; -EPIPE.  The library remembers the session's topics and
+ * subscribes them again at each redial.
  */
 int shmb_subscribe(struct shmb_session *s, const char *topic);
 int shmb_unsubscribe(struct shmb_session *s, const char *topic);
@@ -175,8 +254,11 @@ int shmb_subscribe_only(struct shmb_session *s, const char *const *topics, size_
  * long as it takes.  On success the message is committed to the TX ring:
  * the broker will deliver it even if this process dies now.
  * -EAGAIN: full (timeout 0); -ETIMEDOUT; -EMSGSIZE: larger than a quarter
- * of the TX ring; -ESTALE: the session was taken over (nothing of this
- * message was sent); -EINVAL / -EPERM: bad or foreign topic; -EPIPE.
+ * of the TX ring; -ESTALE: the session was taken over or lost (nothing
+ * of this message was sent); -EINVAL / -EPERM: bad or foreign topic.
+ * Only the first publish on a topic talks to the broker (to learn its id):
+ * that one may return -ENOTCONN or -EPIPE; every later one works in shared
+ * memory alone, also while the broker is away.
  */
 int shmb_publish(struct shmb_session *s, const char *topic, const void *data, size_t len,
 		 int timeout_ms);
@@ -201,7 +283,8 @@ struct shmb_msg {
  * -EAGAIN: none (timeout 0); -ETIMEDOUT; -ESTALE: the session was taken
  * over; -EBADMSG: the RX ring is corrupt (the session is unusable);
  * -ENOTCONN (with shmb_session_fd() in use, timeout 0): the broker
- * detached this session or went away; open it again.
+ * detached this session; open it again.  While the connection to the
+ * broker is down it waits (or returns -EAGAIN) as when no message came.
  */
 int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms);
 
@@ -209,8 +292,11 @@ int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms);
  * A file descriptor that becomes readable when messages may be waiting,
  * for the application's own poll/epoll loop.  It is an epoll fd owned by
  * the session (do not close it; shmb_session_close() does), and it also
- * becomes readable when the session is taken over or the broker goes
- * away.  Use: after this call and after every wake-up, call
+ * becomes readable when the session is taken over or lost.  It stays the
+ * same fd across redials; while the connection to the broker is down it
+ * stays quiet, and it becomes readable once after each reattach, so a
+ * message delivered meanwhile is not missed.  Use: after this call and
+ * after every wake-up, call
  * shmb_recv(s, &m, 0) until it returns -EAGAIN, then wait on the fd
  * again; nothing is missed that way.  Returns the fd, or -EMFILE /
  * -ENOMEM.  Not to be called concurrently with shmb_recv() on s.

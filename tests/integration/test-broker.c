@@ -220,7 +220,7 @@ static void test_takeover_and_stale(void)
 	struct ev_count evs = { 0 };
 	struct shmb_client *a, *b, *sc;
 	struct shmb_session *sa, *sb, *ss;
-	struct shmb_connect_opts co;
+	struct shmb_connect_opts co = { 0 };
 	struct shmb_session_opts take = { .policy = SHMB_POLICY_DEFAULT, .flags = SHMB_TAKEOVER };
 	struct shmb_msg m;
 	struct tb t;
@@ -228,6 +228,7 @@ static void test_takeover_and_stale(void)
 
 	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
 	co.dir = t.dir;
+	co.control_timeout_ms = 200; /* for b, once the broker is gone */
 	CU_ASSERT_FATAL(connect_open(&t, "watcher", 0, &sc, &ss) == 0);
 	CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
 	CU_ASSERT_FATAL(connect_open(&t, "x", 0, &a, &sa) == 0);
@@ -262,12 +263,21 @@ static void test_takeover_and_stale(void)
 			break;
 	}
 	CU_ASSERT(got == 2);
-	/* the broker goes away: the next control request says so, once */
-	shmb_set_event_cb(b, count_event, &evs);
+	/* the broker goes away: b says so once, and its control requests
+	 * wait for a redial up to its control timeout (test-redial.c has
+	 * the redial itself) */
+	shmb_set_event_cb(a, NULL, NULL);
 	CU_ASSERT(tb_stop(&t) == 0);
-	CU_ASSERT(shmb_subscribe(sb, "u") == -EPIPE);
-	CU_ASSERT(shmb_subscribe(sb, "u") == -EPIPE);
-	CU_ASSERT(evs.disconnected == 1);
+	CU_ASSERT(shmb_subscribe(sb, "u") == -ENOTCONN);
+	CU_ASSERT(shmb_subscribe(sb, "u") == -ENOTCONN);
+	{
+		uint64_t until = mono_ns() + 5000000000ull;
+
+		/* told by b's connection thread */
+		while (__atomic_load_n(&evs.disconnected, __ATOMIC_ACQUIRE) < 1 && mono_ns() < until)
+			usleep(1000);
+	}
+	CU_ASSERT(__atomic_load_n(&evs.disconnected, __ATOMIC_ACQUIRE) == 1);
 	shmb_close(a);
 	shmb_session_close(sb);
 	shmb_close(b);
@@ -766,7 +776,7 @@ static void test_pollable_fd(void)
 	struct shmb_client *pc, *sc, *tc;
 	struct shmb_session *ps, *ss, *ts;
 	struct shmb_session_opts take = { .policy = SHMB_POLICY_DEFAULT, .flags = SHMB_TAKEOVER };
-	struct shmb_connect_opts co;
+	struct shmb_connect_opts co = { 0 };
 	struct shmb_msg m;
 	struct tb t;
 	int fd, n = 0;
@@ -877,7 +887,7 @@ static void test_drop_oldest(void)
 {
 	const uint64_t n = (uint64_t)(200000 * harness_scale());
 	struct shmb_session_opts so = { .policy = SHMB_POLICY_DROP_OLDEST, .rx_ring_size = 16384 };
-	struct shmb_connect_opts co;
+	struct shmb_connect_opts co = { 0 };
 	struct shmb_client *c;
 	struct shmb_session *s;
 	uint64_t got = 0, missed = 0, last = 0, bad = 0, gaps = 0;
@@ -1030,7 +1040,7 @@ static void test_ephemeral_publisher_dies(void)
 {
 	struct shmb_client *c;
 	struct shmb_session *s;
-	struct shmb_connect_opts co;
+	struct shmb_connect_opts co = { 0 };
 	struct shmb_session_opts so = { .policy = SHMB_POLICY_DEFAULT, .rx_ring_size = 4096 };
 	struct tb t;
 	pid_t p;
@@ -1080,7 +1090,7 @@ static void test_caught_up_not_detached(void)
 {
 	struct shmb_client *c, *pc;
 	struct shmb_session *s, *ps;
-	struct shmb_connect_opts co;
+	struct shmb_connect_opts co = { 0 };
 	struct shmb_session_opts so = { .policy = SHMB_POLICY_DEFAULT, .rx_ring_size = 4096 };
 	uint8_t buf[200] = { 0 };
 	struct shmb_msg m;
@@ -1112,7 +1122,7 @@ static void test_tmpfs_full(void)
 {
 	struct shmb_client *c, *hc, *nc;
 	struct shmb_session *s, *hs, *ns, *ps;
-	struct shmb_connect_opts co;
+	struct shmb_connect_opts co = { 0 };
 	struct shmb_msg m;
 	char mnt[64], cmd[200];
 	struct tb t;
