@@ -113,8 +113,8 @@ test-unit: $(UNIT_BINS)
 # The broker's hostile-input suite (malformed control messages, clients
 # scribbling over or truncating their segments), broker and client built
 # the same way as the test.
-test-hostile-broker: $(BUILD)/tests/test-broker
-	SHMB_TEST_ONLY=broker-hostile tests/run-tests.sh $(BUILD)/tests/test-broker
+test-hostile-broker: $(INT_BINS)
+	SHMB_TEST_ONLY=broker-hostile tests/run-tests.sh $(INT_BINS)
 
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \

@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -148,9 +150,12 @@ void publisher(const struct tb *t, struct stats *st, int idx, uint64_t n)
 
 pid_t fork_or_die(void)
 {
-	pid_t p = fork();
+	pid_t parent = getpid(), p = fork();
 
 	CU_ASSERT_FATAL(p >= 0);
+	/* a child never outlives a test that gave up on it */
+	if (p == 0 && (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent))
+		_exit(99);
 	return p;
 }
 

@@ -32,7 +32,29 @@ struct run {
 	struct stats st;
 	uint32_t stop;   /* publishers: stop publishing, flush, exit */
 	uint32_t done[NPUB]; /* publisher j has stopped; st.published[j] is final */
+	/* each client at its end (subscribers 0.., then publishers): */
+	uint32_t connected[NSUB + NPUB]; /* connected again, sessions reattached */
+	uint32_t generation[NSUB + NPUB];/* its session's owner generation */
+	uint32_t attempts[NSUB + NPUB];  /* its connection's attempt generation */
+	uint64_t reconnects[NSUB + NPUB];
 };
+
+/* At a child's end: wait (10 s at most) for its connection to be back,
+ * then say what its connection and session went through. */
+static void report_end(struct run *run, int k, struct shmb_client *c, struct shmb_session *s)
+{
+	uint64_t until = mono_ns() + 10ull * 1000000000ull;
+	struct shmb_client_info ci;
+	struct shmb_session_info si;
+
+	while (shmb_client_info(c, &ci) == 0 && !ci.connected && mono_ns() < until)
+		usleep(1000);
+	shmb_session_info(s, &si);
+	run->connected[k] = (uint32_t)ci.connected;
+	run->attempts[k] = ci.attempt_gen;
+	run->reconnects[k] = ci.reconnects;
+	run->generation[k] = si.generation;
+}
 
 static struct run *run_new(void)
 {
@@ -70,6 +92,7 @@ static void __attribute__((noreturn)) pub_proc(const struct tb *t, struct run *r
 	if (shmb_flush(s, 30000) < 0)
 		_exit(22);
 	store_release(&run->done[idx], 1);
+	report_end(run, NSUB + idx, c, s);
 	_exit(0);
 }
 
@@ -111,6 +134,7 @@ static void __attribute__((noreturn)) sub_proc(const struct tb *t, struct run *r
 			usleep(2000);
 	}
 	shmb_ack(s);
+	report_end(run, idx, c, s);
 	_exit(0);
 }
 
@@ -184,7 +208,9 @@ static int cmp_u64(const void *a, const void *b)
 static void test_broker_killed(void)
 {
 	const unsigned want = 20 + (unsigned)(5 * harness_scale());
-	uint64_t seed = harness_seed("broker kills"), t0, lat[64];
+	uint64_t seed = harness_seed("broker kills"), t0, lat[64], back[64];
+	unsigned nback = 0;
+	struct shmb_client *watcher;
 	struct run *run = run_new();
 	struct watch w = { 0 };
 	pid_t subs[NSUB], pubs[NPUB];
@@ -203,6 +229,13 @@ static void test_broker_killed(void)
 		if ((pubs[j] = fork_or_die()) == 0)
 			pub_proc(&t, run, j);
 	CU_ASSERT_FATAL(wait_ready(&run->st, NSUB + NPUB));
+	{
+		/* the test's own client, to ask the broker how many are attached */
+		struct shmb_connect_opts co = { .dir = t.dir, .control_timeout_ms = 200,
+						.redial_base_ms = 10, .redial_cap_ms = 50 };
+
+		CU_ASSERT_FATAL(shmb_connect(&co, &watcher) == 0);
+	}
 	t0 = mono_ns();
 	while (kills < want && mono_ns() - t0 < 120ull * 1000000000ull) {
 		uint64_t deadline;
@@ -225,6 +258,23 @@ static void test_broker_killed(void)
 		CU_ASSERT_FATAL(load_acquire(&w.seen_ns) != 0);
 		if (nlat < 64)
 			lat[nlat++] = w.seen_ns - w.from_ns;
+		/* every other time, the next kill waits until every client has
+		 * redialled and reattached its session */
+		if (kills % 2 == 1 && nback < 64) {
+			uint64_t until = mono_ns() + 10ull * 1000000000ull;
+			struct proto_reply rep = { 0 };
+
+			for (;;) {
+				if (client_status(watcher, &rep) == 0 &&
+				    rep.u.status.attached == NSUB + NPUB)
+					break;
+				if (mono_ns() > until)
+					break;
+				usleep(500);
+			}
+			CU_ASSERT_FATAL(rep.u.status.attached == NSUB + NPUB);
+			back[nback++] = mono_ns() - w.from_ns;
+		}
 	}
 	store_release(&run->stop, 1);
 	for (int j = 0; j < NPUB; j++) {
@@ -235,12 +285,29 @@ static void test_broker_killed(void)
 		CU_ASSERT(tb_wait_child(subs[i], 60000) == 0);
 	store_release(&w.quit, 1);
 	pthread_join(w.th, NULL);
+	shmb_close(watcher);
 	qsort(lat, nlat, sizeof(lat[0]), cmp_u64);
+	qsort(back, nback, sizeof(back[0]), cmp_u64);
 	printf("\n  broker SIGKILLed and restarted %u times in %.1f s; %d publishers sent %llu;"
-	       " restart to first delivery: median %.1f ms, max %.1f ms\n", kills,
+	       " restart to first delivery: median %.1f ms, max %.1f ms; to every client"
+	       " reattached (%u times): median %.1f ms, max %.1f ms\n", kills,
 	       (mono_ns() - t0) / 1e9, NPUB, (unsigned long long)total,
-	       nlat ? lat[nlat / 2] / 1e6 : 0.0, nlat ? lat[nlat - 1] / 1e6 : 0.0);
+	       nlat ? lat[nlat / 2] / 1e6 : 0.0, nlat ? lat[nlat - 1] / 1e6 : 0.0, nback,
+	       nback ? back[nback / 2] / 1e6 : 0.0, nback ? back[nback - 1] / 1e6 : 0.0);
 	CU_ASSERT(kills >= 20);
+	/* every client rode through: connected again, its session's owner
+	 * generation unchanged (a token reattach is the same owner,
+	 * decisions.md 6), its connection's attempt generation advanced */
+	for (int k = 0; k < NSUB + NPUB; k++) {
+		printf("  [%s %d: connected %u, session generation %u, connection attempt %u,"
+		       " %llu reconnects]\n", k < NSUB ? "sub" : "pub", k < NSUB ? k : k - NSUB,
+		       run->connected[k], run->generation[k], run->attempts[k],
+		       (unsigned long long)run->reconnects[k]);
+		CU_ASSERT(run->connected[k] == 1);
+		CU_ASSERT(run->generation[k] == 1);
+		CU_ASSERT(run->attempts[k] > 1);
+		CU_ASSERT(run->reconnects[k] >= 1);
+	}
 	for (int i = 0; i < NSUB; i++) {
 		printf("  [sub %d: %llu received, %llu dup, %llu errors]\n", i,
 		       (unsigned long long)run->st.received[i], (unsigned long long)run->st.dups[i],
