@@ -80,8 +80,11 @@ static uint64_t routing_seq(const struct session *pub)
 void dlv_free(struct session *sub, unsigned k)
 {
 	sub->dlv[k] = (struct delivered){ 0 };
-	if (sub->dlv_shm)
+	/* free first: a slot never says one source with another's sequence */
+	if (sub->dlv_shm) {
 		store_release(&sub->dlv_shm->ent[k].src_session, 0);
+		store_release(&sub->dlv_shm->ent[k].next_seq, 0);
+	}
 	if (sub->dlv_touched == (int)k)
 		sub->dlv_touched = -1;
 }
@@ -132,6 +135,8 @@ static void dlv_sync(struct broker *b, struct session *sub)
 		const struct delivered *d = &sub->dlv[sub->dlv_touched];
 
 		if (e->src_session != d->src_session) {
+			/* a free slot ({0, 0}) is taken: its sequence before its name */
+			store_release(&e->next_seq, d->seq);
 			e->src_broker = b->broker_id;
 			store_release(&e->src_session, d->src_session);
 		}
@@ -140,8 +145,11 @@ static void dlv_sync(struct broker *b, struct session *sub)
 			store_release(&t->n, sub->ndlv);
 		sub->dlv_touched = -1;
 	}
+	/* the sequence first: a restart walks from pos and believes the record
+	 * it finds there over this word (recovery.md) */
 	store_release(&t->seq, sub->rx_prod.seq);
 	store_release(&t->pos, sub->rx_prod.pos);
+	store_release(&sub->rxc->rx_write_seq, sub->rx_prod.seq);
 }
 
 /*
@@ -158,9 +166,13 @@ static int drop_oldest(struct broker *b, struct session *sub)
 	struct ring_msg m;
 	uint64_t free_bytes;
 
-	/* what this pass reserved for it goes out first, in order */
-	if (p->rsv != p->pos && ring_commit(p) < 0)
-		return -EAGAIN;
+	/* what this pass reserved for it goes out first, in order, and the
+	 * table says so before any byte is written again */
+	if (p->rsv != p->pos) {
+		if (ring_commit(p) < 0)
+			return -EAGAIN;
+		dlv_sync(b, sub);
+	}
 	if (ring_prod_free(p, &free_bytes) < 0) {
 		session_quarantine(b, sub, "its rx_acked is impossible (behind, misaligned or ahead)");
 		return -EAGAIN;
@@ -295,8 +307,11 @@ static uint64_t route_ring(struct broker *b, struct session *s, struct ring_cons
 	if (moved) {
 		s->routed_in += moved;
 		b->routed += moved;
-		ring_release(c);
+		/* the sequence first: a crash between the two leaves the old
+		 * position, where the record still lies whose header a restart
+		 * trusts over this word (recovery.md) */
 		store_release(read_seq, c->seq);
+		ring_release(c);
 	}
 	return moved;
 }

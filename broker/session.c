@@ -178,8 +178,12 @@ static int tx_adopt(struct session *s, struct segment *tx, uint32_t gen, uint64_
 	ret = ring_cons_init(&s->tx_cons, &r, NULL, &s->rxc->tx_read, 0, start_seq, gen, gen);
 	if (ret < 0)
 		return ret;
-	store_release(&s->rxc->tx_read, 0);
+	/* (after the generation is out) the new file is read from its start;
+	 * tx_read_gen last: until it names this generation, a restart reads
+	 * the file from its start whatever the two words say */
 	store_release(&s->rxc->tx_read_seq, start_seq);
+	store_release(&s->rxc->tx_read, 0);
+	store_release(&s->rxc->tx_read_gen, gen);
 	s->rx_prod.cons_pos = &s->txc->rx_acked;
 	s->tx_open = true;
 	s->futex_armed = false;
@@ -399,12 +403,14 @@ void session_drain_done(struct session *s)
 
 	if (!s->drain_gen)
 		return;
+	/* the record first, then the file: a crash between leaves a stray
+	 * file that a restart removes, never a drain without its file */
+	store_release(&s->rxc->drain_generation, 0);
 	snprintf(name, sizeof(name), "tx.%u", s->drain_gen);
 	guard_remove(s->drain_tx.base);
 	segment_unmap(&s->drain_tx);
 	unlinkat(s->dirfd, name, 0);
 	s->drain_gen = 0;
-	store_release(&s->rxc->drain_generation, 0);
 }
 
 /*
@@ -417,8 +423,9 @@ void session_drain_done(struct session *s)
 static int session_new_generation(struct broker *b, struct session *s)
 {
 	struct segment tx = SEGMENT_INIT;
-	uint32_t gen = s->generation + 1;
+	uint32_t gen = s->generation + 1, old_gen;
 	uint64_t start_seq = s->tx_cons.seq, end_pos = s->tx_cons.pos, acked;
+	bool unlink_old = false;
 	int r;
 
 	if (s->drain_gen) {
@@ -445,33 +452,51 @@ static int session_new_generation(struct broker *b, struct session *s)
 	if (r < 0)
 		return r;
 	loop_cancel_session(b, s);
+	old_gen = s->generation;
 	if (s->tx_open && s->tx_cons.pos != end_pos) {
 		/* the old file keeps being delivered, before anything new */
 		s->drain_tx = s->tx;
 		s->drain_cons = s->tx_cons;
 		s->drain_cons.cons_pos = &s->rxc->drain_read;
-		/* never read past the cut, whatever the old owner writes there */
+		/* never read past the cut, whatever the old owner writes there;
+		 * the cut is recorded where the old owner cannot write */
 		s->drain_end = end_pos;
 		s->drain_cons.prod_pos = &s->drain_end;
 		s->drain_cons.prod_cache = s->drain_cons.pos;
 		s->drain_gen = s->generation;
-		store_release(&s->rxc->drain_read, s->drain_cons.pos);
 		store_release(&s->rxc->drain_read_seq, s->drain_cons.seq);
+		store_release(&s->rxc->drain_read, s->drain_cons.pos);
+		store_release(&s->rxc->drain_end_seq, start_seq);
+		store_release(&s->rxc->drain_end, end_pos);
 		store_release(&s->rxc->drain_generation, s->drain_gen);
 		s->tx = (struct segment)SEGMENT_INIT;
 		s->txc = NULL;
 		s->tx_open = false;
-	} else {
-		tx_drop(s);
+	} else if (s->tx_open || s->tx.base) {
+		/* unmapped now, unlinked once the new generation is out: a crash
+		 * before that finds the old file whole (recovery.md) */
+		guard_remove(s->tx.base);
+		segment_unmap(&s->tx);
+		s->txc = NULL;
+		s->tx_open = false;
+		s->futex_armed = false;
+		unlink_old = true;
 	}
+	/* the commit point of the switch; wake every reader: a fenced owner
+	 * learns -ESTALE, others re-check */
 	s->generation = gen;
+	store_release(&s->rxc->generation, gen);
 	r = tx_adopt(s, &tx, gen, start_seq);
 	if (r < 0) {
 		segment_unmap(&tx);
 		return r;
 	}
-	/* wake every reader: a fenced owner learns -ESTALE, others re-check */
-	store_release(&s->rxc->generation, gen);
+	if (unlink_old) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "tx.%u", old_gen);
+		unlinkat(s->dirfd, name, 0);
+	}
 	fetch_add_release(&s->rxc->rx_signal, 1);
 	fetch_add_release(&s->rxc->tx_space_signal, 1);
 	futex_wake(&s->rxc->rx_signal, 0x7fffffff);
@@ -575,7 +600,11 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 		return 0;
 	}
 not_token:
-	if (owner_alive(s) && !(req->flags & PROTO_OPEN_TAKEOVER))
+	/* a re-adopted session's last owner asking again without its token
+	 * (it closed its client while the broker was away) is that owner: a
+	 * live pid is not reused */
+	if (owner_alive(s) && !(req->flags & PROTO_OPEN_TAKEOVER) &&
+	    !(!s->owner && s->owner_pid == c->pid))
 		return -EBUSY;
 	{
 		struct conn *old = s->owner;
@@ -1000,19 +1029,52 @@ static int map_file(int dirfd, const char *name, struct segment *out)
 	return segment_map(fd, true, out);
 }
 
-/* Map tx.<gen> and check it is this session's, of this generation and size. */
-static const char *tx_file_check(struct session *s, uint32_t gen, struct segment *tx)
+/* Map tx.<gen> and check it is this session's, of this generation and
+ * size.  The SIGBUS guard covers it before its first byte is read: its
+ * owner may be truncating it right now. */
+static const char *tx_file_check(struct session *s, uint32_t gen, struct segment *tx,
+				 struct shm_tx_hdr *h)
 {
-	struct shm_tx_hdr h;
 	char name[32];
 
 	snprintf(name, sizeof(name), "tx.%u", gen);
 	if (map_file(s->dirfd, name, tx) < 0)
 		return "its TX file is missing or cannot be mapped";
-	if (segment_tx_validate(tx, &h) < 0 || h.session_id != s->id || h.generation != gen ||
-	    h.tx_ring_size != s->tx_ring_size)
+	if (guard_add(tx->base, tx->len, s) < 0)
+		return "out of memory";
+	if (segment_tx_validate(tx, h) < 0 || h->session_id != s->id || h->generation != gen ||
+	    h->tx_ring_size != s->tx_ring_size)
 		return "its TX file's header is invalid";
 	return NULL;
+}
+
+/*
+ * Where to resume reading a ring at pos.  Its sequence word is written
+ * before the position (router.c), so after a crash between the two the
+ * word may be ahead; the record at pos, if there is one, says which
+ * sequence it carries.  It must lie at or below the word, by less than a
+ * lap of records.
+ */
+static int resume_seq(const struct ring *r, uint64_t pos, uint64_t stored, uint32_t gmin,
+		      uint32_t gmax, uint64_t *seq)
+{
+	struct ring_cons c;
+	struct ring_msg m;
+	int ret;
+
+	if (ring_cons_init(&c, r, NULL, NULL, pos, RING_SEQ_ANY, gmin, gmax) < 0)
+		return -EBADMSG;
+	ret = ring_peek(&c, &m);
+	if (ret == -EAGAIN || ret == -ESTALE) {
+		*seq = stored;
+		return 0;
+	}
+	if (ret < 0)
+		return ret;
+	if (m.hdr.seq > stored || stored - m.hdr.seq > r->size / SHM_REC_HDR_SIZE)
+		return -EBADMSG;
+	*seq = m.hdr.seq;
+	return 0;
 }
 
 /*
@@ -1040,8 +1102,8 @@ static const char *rx_recover(struct broker *b, struct session *s)
 	}
 	s->ndlv = n;
 	if (ring_init(&r, segment_ring_data(&s->rx), s->rx_ring_size) < 0 || pos > pub ||
-	    pub - pos > r.size || ring_cons_init(&c, &r, NULL, NULL, pos, seq, RX_WRITER_GEN,
-						 RX_WRITER_GEN) < 0)
+	    pub - pos > r.size || resume_seq(&r, pos, seq, RX_WRITER_GEN, RX_WRITER_GEN, &seq) < 0 ||
+	    ring_cons_init(&c, &r, NULL, NULL, pos, seq, RX_WRITER_GEN, RX_WRITER_GEN) < 0)
 		return "its RX positions are impossible";
 	for (;;) {
 		struct shm_msg_rx rx;
@@ -1079,50 +1141,81 @@ static const char *rx_recover(struct broker *b, struct session *s)
 	store_release(&t->pos, c.pos);
 	store_release(&s->rxc->rx_write_seq, c.seq);
 	store_release(&s->rxc->rx_write, c.pos);
-	if (ring_prod_init(&s->rx_prod, &r, &s->txc->rx_acked, &s->rxc->rx_write, c.pos, c.seq,
-			   RX_WRITER_GEN) < 0)
-		return "its rx_acked is impossible (behind, misaligned or ahead)";
-	ring_prod_set_floor(&s->rx_prod, load_acquire(&s->rxc->rx_drop));
+	{
+		/* drop-oldest: a reader may lag more than a lap; what lies before
+		 * the drop position is no longer its */
+		uint64_t floor = s->policy == SHM_POLICY_DROP_OLDEST ? load_acquire(&s->rxc->rx_drop) : 0;
+
+		if (ring_prod_init_floor(&s->rx_prod, &r, &s->txc->rx_acked, &s->rxc->rx_write, c.pos,
+					 c.seq, RX_WRITER_GEN, floor) < 0)
+			return "its rx_acked is impossible (behind, misaligned or ahead)";
+	}
 	return NULL;
 }
 
 /* The TX file(s): read on from where routing stood. */
-static const char *tx_recover(struct session *s)
+static const char *tx_recover(struct session *s, const struct shm_tx_hdr *th)
 {
 	struct shm_rx_ctrl *x = s->rxc;
-	uint32_t dg = load_acquire(&x->drain_generation);
+	uint32_t gen = s->generation, dg = load_acquire(&x->drain_generation);
+	uint64_t pos, seq;
 	struct ring r;
 	const char *why;
 
-	if (ring_init(&r, segment_ring_data(&s->tx), s->tx_ring_size) < 0 ||
-	    ring_cons_init(&s->tx_cons, &r, NULL, &x->tx_read, load_acquire(&x->tx_read),
-			   load_acquire(&x->tx_read_seq), s->generation, s->generation) < 0)
+	if (ring_init(&r, segment_ring_data(&s->tx), s->tx_ring_size) < 0)
+		return "its TX ring size is impossible";
+	if (dg && dg == gen) {
+		/* a new owner's switch that never took effect (no generation was
+		 * given out): undo its cut, the owner of this file goes on */
+		(void)ring_unfence(&r, load_acquire(&x->drain_end));
+		store_release(&x->drain_generation, 0);
+		dg = 0;
+	}
+	if (load_acquire(&x->tx_read_gen) == gen) {
+		pos = load_acquire(&x->tx_read);
+		if (resume_seq(&r, pos, load_acquire(&x->tx_read_seq), gen, gen, &seq) < 0)
+			return "its TX read position is impossible";
+	} else {
+		/* switched to, never read yet: from the start */
+		pos = 0;
+		seq = th->start_seq;
+		store_release(&x->tx_read_seq, seq);
+		store_release(&x->tx_read, pos);
+		store_release(&x->tx_read_gen, gen);
+	}
+	if (ring_cons_init(&s->tx_cons, &r, NULL, &x->tx_read, pos, seq, gen, gen) < 0)
 		return "its TX read position is impossible";
+	{
+		/* a cut with nothing left to drain, whose switch never took
+		 * effect, ends the current file: reopen it */
+		uint64_t end = pos, end_seq = seq;
+
+		if (ring_recover(&r, pos, &end, &end_seq, gen, gen) == 0)
+			(void)ring_unfence(&r, end);
+	}
 	s->txc = segment_tx_ctrl(&s->tx);
-	if (guard_add(s->tx.base, s->tx.len, s) < 0)
-		return "out of memory";
 	s->tx_open = true;
 	if (!dg)
 		return NULL;
-	/* a previous owner's file was still being delivered: on to its fence */
-	if (dg >= s->generation || (why = tx_file_check(s, dg, &s->drain_tx)))
-		return "the TX file it was draining is invalid";
-	if (ring_init(&r, segment_ring_data(&s->drain_tx), s->tx_ring_size) < 0 ||
-	    ring_cons_init(&s->drain_cons, &r, NULL, &x->drain_read, load_acquire(&x->drain_read),
-			   load_acquire(&x->drain_read_seq), dg, dg) < 0)
-		return "its drain position is impossible";
+	/* a previous owner's file still being delivered, up to its recorded cut */
 	{
-		uint64_t end = s->drain_cons.pos, end_seq = s->drain_cons.seq;
+		struct shm_tx_hdr dh;
+		uint64_t end = load_acquire(&x->drain_end);
 
-		if (ring_recover(&r, s->drain_cons.pos, &end, &end_seq, dg, dg) < 0)
-			return "the TX file it was draining holds a bad record";
+		if (dg > gen || (why = tx_file_check(s, dg, &s->drain_tx, &dh)))
+			return "the TX file it was draining is invalid";
+		if (ring_init(&r, segment_ring_data(&s->drain_tx), s->tx_ring_size) < 0)
+			return "the TX file it was draining is invalid";
+		pos = load_acquire(&x->drain_read);
+		if (end < pos || end % SHM_REC_ALIGN || end - pos > r.size ||
+		    resume_seq(&r, pos, load_acquire(&x->drain_read_seq), dg, dg, &seq) < 0 ||
+		    ring_cons_init(&s->drain_cons, &r, NULL, &x->drain_read, pos, seq, dg, dg) < 0)
+			return "its drain positions are impossible";
 		s->drain_end = end;
 	}
 	s->drain_cons.prod_pos = &s->drain_end;
 	s->drain_cons.prod_cache = s->drain_cons.pos;
 	s->drain_gen = dg;
-	if (guard_add(s->drain_tx.base, s->drain_tx.len, s) < 0)
-		return "out of memory";
 	return NULL;
 }
 
@@ -1154,6 +1247,7 @@ static const char *adopt_one(struct broker *b, struct session *s, const struct s
 			     const char *dname)
 {
 	struct shm_seg_hdr h;
+	struct shm_tx_hdr th;
 	const char *why;
 
 	s->dirfd = openat(b->sessions_dirfd, dname, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
@@ -1171,11 +1265,11 @@ static const char *adopt_one(struct broker *b, struct session *s, const struct s
 	s->generation = load_acquire(&s->rxc->generation);
 	if (s->generation == 0)
 		return "it was being destroyed";
-	if ((why = tx_file_check(s, s->generation, &s->tx)))
+	if ((why = tx_file_check(s, s->generation, &s->tx, &th)))
 		return why;
 	/* rx_prod reads the owner's rx_acked from the TX file */
 	s->txc = segment_tx_ctrl(&s->tx);
-	if ((why = rx_recover(b, s)) || (why = tx_recover(s)))
+	if ((why = rx_recover(b, s)) || (why = tx_recover(s, &th)))
 		return why;
 	tx_strays(s);
 	return NULL;

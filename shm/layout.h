@@ -89,14 +89,20 @@ struct shm_rx_ctrl {
 	uint64_t tx_read_seq;     /* sequence of the next TX record it will read */
 	uint32_t tx_space_signal; /* futex: bumped when tx_read advances */
 	uint32_t broker_waiting;  /* SHM_WAIT_*: what should wake the sleeping broker */
-	uint8_t pad1[40];
+	uint32_t tx_read_gen;     /* the generation whose file tx_read describes; a
+				     new generation's file is read from its start
+				     until this says otherwise (recovery) */
+	uint32_t pad1a;
+	uint8_t pad1[32];
 
 	/* line 2: ownership (decisions.md 6-8) */
 	uint32_t generation;      /* current owner generation */
 	uint32_t drain_generation;/* TX file still being drained, 0 if none */
 	uint64_t drain_read;      /* read position in tx.<drain_generation> */
 	uint64_t drain_read_seq;
-	uint8_t pad2[40];
+	uint64_t drain_end;       /* where tx.<drain_generation> was cut off (its */
+	uint64_t drain_end_seq;   /* fence lies in client-writable memory) */
+	uint8_t pad2[24];
 };
 
 /*

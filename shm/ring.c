@@ -35,14 +35,25 @@ int ring_init(struct ring *r, void *data, uint64_t size)
 int ring_prod_init(struct ring_prod *p, const struct ring *r, const uint64_t *cons_pos,
 		   uint64_t *prod_pos, uint64_t pos, uint64_t seq, uint32_t gen)
 {
-	uint64_t cons;
+	return ring_prod_init_floor(p, r, cons_pos, prod_pos, pos, seq, gen, 0);
+}
+
+int ring_prod_init_floor(struct ring_prod *p, const struct ring *r, const uint64_t *cons_pos,
+			 uint64_t *prod_pos, uint64_t pos, uint64_t seq, uint32_t gen,
+			 uint64_t floor)
+{
+	uint64_t cons, cache;
 
 	if (pos % SHM_REC_ALIGN)
 		return -EINVAL;
 	/* pairs with the consumer's ring_release() */
 	cons = load_acquire(cons_pos);
+	if (cons > pos || cons % SHM_REC_ALIGN || floor > pos || floor % SHM_REC_ALIGN)
+		return -EBADMSG;
+	/* a reader behind the floor (drop-oldest) lost what lies before it */
+	cache = cons > floor ? cons : floor;
 	/* a producer never gets closer than 8 bytes to a full lap */
-	if (cons > pos || pos - cons > r->size - SHM_REC_ALIGN || cons % SHM_REC_ALIGN)
+	if (pos - cache > r->size - SHM_REC_ALIGN)
 		return -EBADMSG;
 	*p = (struct ring_prod){
 		.r = *r,
@@ -52,7 +63,7 @@ int ring_prod_init(struct ring_prod *p, const struct ring *r, const uint64_t *co
 		.seq = seq,
 		.rsv = pos,
 		.rsv_seq = seq,
-		.cons_cache = cons,
+		.cons_cache = cache,
 		.cons_raw = cons,
 		.gen = gen,
 	};
@@ -331,6 +342,15 @@ int ring_fence(struct ring_cons *c)
 			       shm_commit_len(expected) >= SHM_REC_HDR_SIZE
 		       ? -EAGAIN
 		       : -EBADMSG;
+}
+
+int ring_unfence(const struct ring *r, uint64_t pos)
+{
+	uint64_t expected = SHM_COMMIT_FENCED;
+
+	if (pos % SHM_REC_ALIGN)
+		return -EINVAL;
+	return cas_full(ring_word(r, pos), &expected, 0) ? 0 : -ENOENT;
 }
 
 int ring_recover(const struct ring *r, uint64_t cons, uint64_t *pos, uint64_t *seq,

@@ -84,6 +84,13 @@ struct ring_prod {
 int ring_prod_init(struct ring_prod *p, const struct ring *r, const uint64_t *cons_pos,
 		   uint64_t *prod_pos, uint64_t pos, uint64_t seq, uint32_t gen);
 
+/* The same, for a ring whose producer may have freed records the consumer
+ * has not read (drop-oldest): nothing before `floor` is the consumer's
+ * any more, so it may lag more than a lap behind pos. */
+int ring_prod_init_floor(struct ring_prod *p, const struct ring *r, const uint64_t *cons_pos,
+			 uint64_t *prod_pos, uint64_t pos, uint64_t seq, uint32_t gen,
+			 uint64_t floor);
+
 /*
  * Reserve a record of payload_len bytes; *payload points to where the
  * caller writes it.  Several reservations form a batch that one
@@ -175,6 +182,10 @@ int ring_read(struct ring_cons *c, void *buf, uint32_t cap, struct ring_msg *m);
  * first (drain it, then fence again).
  */
 int ring_fence(struct ring_cons *c);
+
+/* Undo ring_fence() at pos (a cut that never took effect): 0, or -ENOENT
+ * when no fence is there. */
+int ring_unfence(const struct ring *r, uint64_t pos);
 
 /*
  * After a crash of the producer's process: from a published (pos, seq)

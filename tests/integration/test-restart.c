@@ -589,6 +589,167 @@ static void test_state_fuzz(void)
 	tb_cleanup(&t);
 }
 
+/*
+ * A publisher that gives its session a new owner (and so a new generation,
+ * a fenced old TX file and a drain) every 50 messages, while the broker is
+ * SIGKILLed at random: every switch may be cut at any point.  The
+ * subscriber gets every message whose publish returned 0, once, in order.
+ */
+static void __attribute__((noreturn)) owner_churn(const struct tb *t, struct run *run)
+{
+	struct shmb_connect_opts co = { .dir = t->dir, .wait_ms = 20000, .redial_base_ms = 5,
+					.redial_cap_ms = 50, .control_timeout_ms = 20000 };
+	struct shmb_session_opts so = { .rx_ring_size = 1u << 14, .tx_ring_size = 1u << 14 };
+	uint64_t i = 0;
+
+	fetch_add_release(&run->st.ready, 1);
+	while (!load_acquire(&run->stop)) {
+		struct shmb_client *c;
+		struct shmb_session *s;
+		int r;
+
+		if (shmb_connect(&co, &c) < 0)
+			_exit(30);
+		while ((r = shmb_session_open(c, "churn", &so, &s)) == -EAGAIN || r == -EBUSY ||
+		       r == -ENOTCONN || r == -EPIPE)
+			usleep(1000);
+		if (r < 0)
+			_exit(31);
+		for (int k = 0; k < 50; k++) {
+			struct payload p;
+
+			payload_make(&p, 0, i);
+			r = shmb_publish(s, "t", &p, sizeof(p), 20000);
+			if (r == -ESTALE)
+				break; /* not sent: sent again by the next owner */
+			if (r < 0)
+				_exit(32);
+			store_release(&run->st.published[0], ++i);
+		}
+		/* no flush: the next owner's switch drains what is left */
+		shmb_close(c);
+	}
+	{
+		struct shmb_client *c;
+		struct shmb_session *s;
+		int r;
+
+		if (shmb_connect(&co, &c) < 0)
+			_exit(33);
+		while ((r = shmb_session_open(c, "churn", &so, &s)) == -EAGAIN || r == -EBUSY ||
+		       r == -ENOTCONN || r == -EPIPE)
+			usleep(1000);
+		if (r < 0 || shmb_flush(s, 20000) < 0)
+			_exit(34);
+	}
+	store_release(&run->done[0], 1);
+	for (int j = 1; j < NPUB; j++)
+		store_release(&run->done[j], 1);
+	_exit(0);
+}
+
+static void test_owner_switches_killed(void)
+{
+	uint64_t seed = harness_seed("owner switch kills"), t0;
+	struct run *run = run_new();
+	unsigned kills = 0, quarantined = 0;
+	pid_t sub, pub;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
+	if ((sub = fork_or_die()) == 0)
+		sub_proc(&t, run, 0);
+	CU_ASSERT_FATAL(wait_ready(&run->st, 1));
+	if ((pub = fork_or_die()) == 0)
+		owner_churn(&t, run);
+	CU_ASSERT_FATAL(wait_ready(&run->st, 2));
+	t0 = mono_ns();
+	while (kills < 20 && mono_ns() - t0 < 120ull * 1000000000ull) {
+		uint64_t at = load_acquire(&run->st.published[0]), until = mono_ns() + 10000000000ull;
+
+		usleep(5000 + (unsigned)(harness_rand(&seed) % 40000));
+		/* only while the stream moves: a kill of an idle broker tests nothing */
+		while (load_acquire(&run->st.published[0]) == at && mono_ns() < until)
+			usleep(500);
+		CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
+		CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
+		kills++;
+		tb_use_dir(t.dir);
+		CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
+	}
+	store_release(&run->stop, 1);
+	CU_ASSERT(tb_wait_child(pub, 60000) == 0);
+	CU_ASSERT(tb_wait_child(sub, 60000) == 0);
+	quarantined = (unsigned)tb_log_count(&t, "quarantined");
+	printf("\n  %u kills during owner switches: %llu published, %llu received, %llu dup, %llu"
+	       " errors, %u quarantine lines, %d new owners\n", kills,
+	       (unsigned long long)run->st.published[0], (unsigned long long)run->st.received[0],
+	       (unsigned long long)run->st.dups[0], (unsigned long long)run->st.errors[0],
+	       quarantined - (unsigned)tb_log_count(&t, "0 quarantined"),
+	       tb_log_count(&t, "reattached by pid"));
+	CU_ASSERT(kills >= 20);
+	CU_ASSERT(run->st.received[0] == run->st.published[0]);
+	CU_ASSERT(run->st.dups[0] == 0);
+	CU_ASSERT(run->st.errors[0] == 0);
+	CU_ASSERT(tb_log_count(&t, "quarantined at start-up") == 0);
+	CU_ASSERT(tb_log_count(&t, "quarantined:") == 0);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(run, sizeof(*run));
+}
+
+/* A drop-oldest reader far behind (more than a lap) survives a restart. */
+static void test_drop_oldest_lagging(void)
+{
+	struct shmb_session_opts so = { .policy = SHMB_POLICY_DROP_OLDEST, .rx_ring_size = 4096 };
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s, *p;
+	struct proto_reply rep;
+	char buf[100] = { 0 };
+	uint64_t got = 0, missed = 0, last = 0;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir, .redial_base_ms = 5, .redial_cap_ms = 50 };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "slow", &so, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "fast", NULL, &p) == 0);
+	for (int i = 1; i <= 200; i++) {
+		memcpy(buf, &i, sizeof(i));
+		CU_ASSERT_FATAL(shmb_publish(p, "t", buf, sizeof(buf), 1000) == 0);
+	}
+	CU_ASSERT_FATAL(shmb_flush(p, 5000) == 0);
+	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
+	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT(tb_log_count(&t, "quarantined at start-up") == 0);
+	CU_ASSERT(shmb_reconnect(c) == 0);
+	CU_ASSERT(client_status(c, &rep) == 0);
+	CU_ASSERT(rep.u.status.adopted == 2);
+	for (;;) {
+		struct shmb_msg m;
+		int v;
+
+		if (shmb_recv(s, &m, 300) < 0)
+			break;
+		memcpy(&v, m.data, sizeof(v));
+		CU_ASSERT((uint64_t)v > last);
+		last = (uint64_t)v;
+		missed += m.missed;
+		got++;
+	}
+	printf("\n  after the restart: %llu received, %llu reported dropped, the last %llu\n",
+	       (unsigned long long)got, (unsigned long long)missed, (unsigned long long)last);
+	CU_ASSERT(got > 0);
+	CU_ASSERT(last == 200);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 /* A clean stop and start: sessions, subscriptions and topics come back. */
 static void test_clean_restart(void)
 {
@@ -640,6 +801,8 @@ static void test_clean_restart(void)
 static const struct harness_test tests[] = {
 	{ "clean_restart", test_clean_restart },
 	{ "broker_killed", test_broker_killed },
+	{ "owner_switches_killed", test_owner_switches_killed },
+	{ "drop_oldest_lagging", test_drop_oldest_lagging },
 	{ NULL, NULL },
 };
 
