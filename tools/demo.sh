@@ -1,7 +1,8 @@
 #!/bin/sh
 # make demo: a broker, a publisher, and a subscriber that is killed with
-# SIGKILL five times mid-stream and restarted with the same --session;
-# at the end, the proof on screen that nothing was lost.
+# SIGKILL five times mid-stream and restarted with the same --session,
+# and the broker itself SIGKILLed twice and started again; at the end, the
+# proof on screen that nothing was lost.
 set -eu
 build=${1:-build}
 N=${DEMO_MESSAGES:-50000}
@@ -38,6 +39,14 @@ for k in 1 2 3 4 5; do
 	printf '   SIGKILL subscriber (pid %s) after %s lines; restarting it with the same session\n' "$sub" "$(wc -l <"$out")"
 	"$build/shmbctl" sub demo --session demo-sub >>"$out" &
 	sub=$!
+	if [ "$k" -eq 2 ] || [ "$k" -eq 4 ]; then
+		sleep 0.4
+		kill -9 "$broker"
+		wait "$broker" 2>/dev/null || true
+		printf '   SIGKILL broker (pid %s) after %s lines; starting it again on the same SHMB_DIR\n' "$broker" "$(wc -l <"$out")"
+		"$build/shmbd" --quiet &
+		broker=$!
+	fi
 done
 wait "$pub"
 echo "== publisher done; waiting for the subscriber to catch up"
@@ -57,7 +66,7 @@ echo "   out of order         $backwards"
 echo "   printed twice        $((lines - unique))   (at most one per kill: printed, not yet acknowledged)"
 echo
 if [ "$missing" -eq 0 ] && [ "$backwards" -eq 0 ] && [ "$unique" -eq "$N" ]; then
-	echo "OK: five SIGKILLs, nothing lost, order kept."
+	echo "OK: five SIGKILLs of the subscriber and two of the broker, nothing lost, order kept."
 else
 	echo "FAILED"
 	exit 1

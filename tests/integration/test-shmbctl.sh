@@ -40,7 +40,8 @@ out=$("$build/shmbctl" sub t --session s1 --count 2 --null --timeout 5 | tr '\0'
 rc=$?
 [ $rc -eq 2 ] && ok "bad_count_refused" || bad "bad_count_refused" "exit $rc"
 
-# a sub killed with SIGKILL five times resumes each time: the demo's proof
+# a sub killed with SIGKILL five times resumes each time, and the broker
+# killed twice restarts with everything: the demo's proof
 kill $broker; wait $broker 2>/dev/null
 if DEMO_MESSAGES=20000 "$top/tools/demo.sh" "$build" >"$dir.demo" 2>&1; then
 	ok "sub_killed_and_resumed"
