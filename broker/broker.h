@@ -149,7 +149,7 @@ struct broker {
 	unsigned topic_hash_cap;
 	uint64_t routed;
 	int state_fd;          /* the state file, appended to; -1 before start-up ends */
-	uint64_t state_lines, state_live;
+	uint64_t state_lines;   /* lines in it, live or replaced */
 	unsigned adopted;      /* sessions re-adopted at start-up */
 	unsigned quarantined_at_start; /* sessions moved aside at start-up */
 	uint64_t sleeps;       /* times the loop went to sleep */

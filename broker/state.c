@@ -180,6 +180,25 @@ static int write_all(int fd, const char *p, size_t len)
 	return 0;
 }
 
+/* Does a rewrite of the file keep this session?  Not one quarantined
+ * whose files are gone: there is nothing left to re-adopt. */
+static bool state_keeps(const struct session *s)
+{
+	return !(s->quarantined && !s->rx.base);
+}
+
+/* The lines a rewrite would write: the header, each topic, and each
+ * session kept with one line per subscription. */
+static uint64_t state_live(const struct broker *b)
+{
+	uint64_t n = 1 + (uint64_t)b->ntopics;
+
+	for (unsigned i = 0; i < b->nsessions; i++)
+		if (state_keeps(b->sessions[i]))
+			n += 1 + (uint64_t)b->sessions[i]->ntopics;
+	return n;
+}
+
 /* Rewrite the whole state from memory: temp file, fsync, rename. */
 int state_compact(struct broker *b)
 {
@@ -196,7 +215,7 @@ int state_compact(struct broker *b)
 	for (unsigned i = 0; i < b->nsessions; i++) {
 		const struct session *s = b->sessions[i];
 
-		if (s->quarantined && !s->rx.base)
+		if (!state_keeps(s))
 			continue;
 		session_rec(&sb, s);
 		for (unsigned k = 0; k < s->ntopics; k++)
@@ -226,7 +245,7 @@ int state_compact(struct broker *b)
 		close(b->state_fd);
 	/* appends go on in the new file: the descriptor is the renamed file */
 	b->state_fd = fd;
-	b->state_lines = b->state_live = 1 + b->ntopics + b->nsessions;
+	b->state_lines = state_live(b);
 	return 0;
 }
 
@@ -252,7 +271,14 @@ static int state_append(struct broker *b, const char *fmt, ...)
 		return r;
 	}
 	b->state_lines++;
-	if (b->state_lines > 4 * b->state_live + 1024) {
+	/*
+	 * Rewrite once the log is four times what is live.  Counting what is
+	 * live walks every session, so it is done only past a bound that
+	 * needs no walk: live is at least the header, the topics and one
+	 * line per session.  Below it an append costs nothing more.
+	 */
+	if (b->state_lines > 4 * (1 + (uint64_t)b->ntopics + b->nsessions) + 1024 &&
+	    b->state_lines > 4 * state_live(b) + 1024) {
 		r = state_compact(b);
 		if (r < 0)
 			log_msg(LOG_WARNING, "cannot rewrite the state file: %s (appends go on)",
@@ -268,7 +294,6 @@ int state_session(struct broker *b, const struct session *s)
 
 	if (r < 0)
 		return r;
-	b->state_live++;
 	return state_append(b, "%s", body);
 }
 
@@ -291,7 +316,6 @@ int state_topic(struct broker *b, const struct topic *t)
 
 	if (r < 0)
 		return r;
-	b->state_live++;
 	return state_append(b, "T %u %u %s", t->id, (unsigned)t->owner, name);
 }
 

@@ -589,6 +589,66 @@ static void test_state_fuzz(void)
 	tb_cleanup(&t);
 }
 
+/* Lines in the state file; -1 if it cannot be read. */
+static long state_nlines(const char *dir)
+{
+	char path[600];
+	long n = 0;
+	FILE *f;
+	int ch;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while ((ch = getc(f)) != EOF)
+		n += ch == '\n';
+	fclose(f);
+	return n;
+}
+
+/*
+ * One session opened and closed thousands of times: every attach and every
+ * detach appends a line that replaces the last one, so what is live stays
+ * two records (header, session) and compaction must keep the file near
+ * four times that plus its slack of 1024 lines, not let it grow forever.
+ */
+static void test_state_churn(void)
+{
+	struct shmb_session_opts so = { .rx_ring_size = 4096, .tx_ring_size = 4096 };
+	const unsigned cycles = 1500 + (unsigned)(1500 * harness_scale());
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s;
+	long lines, most = 0;
+	unsigned done = 0;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	for (unsigned i = 0; i < cycles; i++) {
+		if (shmb_session_open(c, "churn", &so, &s) < 0)
+			break;
+		if (shmb_session_close(s) < 0)
+			break;
+		done++;
+		if (i % 256 == 0 && (lines = state_nlines(t.dir)) > most)
+			most = lines;
+	}
+	lines = state_nlines(t.dir);
+	if (lines > most)
+		most = lines;
+	printf("\n  %u open/close cycles: the state file has %ld lines at the end, %ld at most\n",
+	       done, lines, most);
+	CU_ASSERT(done == cycles);
+	CU_ASSERT(lines > 0);
+	CU_ASSERT(most < 4 * 2 + 1100);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 /* A clean stop and start: sessions, subscriptions and topics come back. */
 static void test_clean_restart(void)
 {
@@ -640,6 +700,7 @@ static void test_clean_restart(void)
 static const struct harness_test tests[] = {
 	{ "clean_restart", test_clean_restart },
 	{ "broker_killed", test_broker_killed },
+	{ "state_churn", test_state_churn },
 	{ NULL, NULL },
 };
 
