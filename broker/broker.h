@@ -149,6 +149,7 @@ struct broker {
 	unsigned topic_hash_cap;
 	uint64_t routed;
 	int state_fd;          /* the state file, appended to; -1 before start-up ends */
+	off_t state_len;       /* its length: where the next line goes */
 	uint64_t state_lines;   /* lines in it, live or replaced */
 	unsigned adopted;      /* sessions re-adopted at start-up */
 	unsigned quarantined_at_start; /* sessions moved aside at start-up */

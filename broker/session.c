@@ -841,32 +841,49 @@ static unsigned uid_topics(struct broker *b, uid_t uid, unsigned add)
 	return b->uids[b->nuids++].topics;
 }
 
-/* A new topic with the next id; name "" is a placeholder nobody can name. */
-static struct topic *topic_append(struct broker *b, uid_t uid, const char *name)
+/*
+ * A new topic with the next id, allocated with room for it in the tables
+ * but not yet in them: nothing can fail once it is recorded.  Name "" is
+ * a placeholder nobody can name.
+ */
+static struct topic *topic_new(struct broker *b, uid_t uid, const char *name)
 {
 	struct topic *t, **n;
-	uint64_t k;
 
 	if (topic_hash_grow(b) < 0)
 		return NULL;
-	t = calloc(1, sizeof(*t));
 	n = realloc(b->topics, (b->ntopics + 1) * sizeof(*n));
-	if (!t || !n) {
-		free(t);
-		if (n)
-			b->topics = n;
+	if (!n)
 		return NULL;
-	}
 	b->topics = n;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
 	t->id = b->ntopics + 1;
 	t->owner = uid;
 	snprintf(t->name, sizeof(t->name), "%s", name);
+	return t;
+}
+
+/* Put a topic from topic_new() into the tables (room is there). */
+static void topic_add(struct broker *b, struct topic *t)
+{
+	uint64_t k;
+
 	b->topics[b->ntopics++] = t;
-	uid_topics(b, uid, 1);
-	for (k = topic_name_hash(name) & (b->topic_hash_cap - 1); b->topic_hash[k];
+	uid_topics(b, t->owner, 1);
+	for (k = topic_name_hash(t->name) & (b->topic_hash_cap - 1); b->topic_hash[k];
 	     k = (k + 1) & (b->topic_hash_cap - 1))
 		;
 	b->topic_hash[k] = t->id;
+}
+
+static struct topic *topic_append(struct broker *b, uid_t uid, const char *name)
+{
+	struct topic *t = topic_new(b, uid, name);
+
+	if (t)
+		topic_add(b, t);
 	return t;
 }
 
@@ -901,6 +918,7 @@ int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name)
 int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
 {
 	struct topic *t = topic_lookup(b, name);
+	int r;
 
 	if (t) {
 		if (!topic_access(t, uid))
@@ -913,12 +931,20 @@ int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
 	/* one uid cannot use up the topic space of all (decisions.md 19) */
 	if (uid != 0 && uid_topics(b, uid, 0) >= b->o.max_topics_per_uid)
 		return -EDQUOT;
-	t = topic_append(b, uid, name);
+	t = topic_new(b, uid, name);
 	if (!t)
 		return -ENOMEM;
+	/* ids are never reused: a topic is recorded before it exists, so an
+	 * id the file does not have is never handed out (nor used again
+	 * after a restart for another name) */
+	r = state_topic(b, t);
+	if (r < 0) {
+		free(t);
+		return r;
+	}
+	topic_add(b, t);
 	*id = t->id;
-	/* ids are never reused: a topic is recorded before its id is handed out */
-	return state_topic(b, t);
+	return 0;
 }
 
 int session_unsubscribe(struct broker *b, struct session *s, uint32_t topic_id)
@@ -929,9 +955,14 @@ int session_unsubscribe(struct broker *b, struct session *s, uint32_t topic_id)
 		return -ENOENT;
 	for (unsigned i = 0; i < s->ntopics; i++)
 		if (s->topics[i] == topic_id) {
+			/* recorded first: memory never runs ahead of the file */
+			int r = state_sub(b, s->id, topic_id, 'U');
+
+			if (r < 0)
+				return r;
 			s->topics[i] = s->topics[--s->ntopics];
 			topic_drop_sub(t, s);
-			return state_sub(b, s->id, topic_id, 'U');
+			return 0;
 		}
 	return -ENOENT;
 }
@@ -941,10 +972,16 @@ int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bo
 	struct topic *t = topic_by_id(b, topic_id);
 	struct session **subs;
 	uint32_t *ids;
+	int r;
 
 	if (!t || !topic_access(t, s->uid))
 		return -ENOENT;
+	/* each change is recorded before memory follows it: a request that
+	 * fails leaves nothing the file does not say */
 	if (reset && s->ntopics) {
+		r = state_sub(b, s->id, 0, 'R');
+		if (r < 0)
+			return r;
 		while (s->ntopics) {
 			struct topic *o = topic_by_id(b, s->topics[0]);
 
@@ -952,14 +989,11 @@ int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bo
 				topic_drop_sub(o, s);
 			s->topics[0] = s->topics[--s->ntopics];
 		}
-		int r = state_sub(b, s->id, 0, 'R');
-
-		if (r < 0)
-			return r;
 	}
 	for (unsigned i = 0; i < s->ntopics; i++)
 		if (s->topics[i] == topic_id)
 			return 0;
+	/* room first (unused room is harmless), so nothing fails after the line */
 	ids = realloc(s->topics, (s->ntopics + 1) * sizeof(*ids));
 	if (!ids)
 		return -ENOMEM;
@@ -968,9 +1002,12 @@ int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bo
 	if (!subs)
 		return -ENOMEM;
 	t->subs = subs;
+	r = state_sub(b, s->id, topic_id, 'B');
+	if (r < 0)
+		return r;
 	s->topics[s->ntopics++] = topic_id;
 	t->subs[t->nsubs++] = s;
-	return state_sub(b, s->id, topic_id, 'B');
+	return 0;
 }
 
 /* ---- re-adoption after a restart --------------------------------------------- */

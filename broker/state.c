@@ -7,8 +7,11 @@
  *
  * The file, SHMB_DIR/state, is a log of lines, each "CRC32C record\n".
  * A change appends one line before the broker answers the request that
- * made it; when the log has grown to several times what is live, it is
- * rewritten whole (temp file, fsync, rename).  The crash model is a
+ * made it, and before its memory changes (a new session, whose files
+ * come first, is destroyed again): a line that cannot be written, cut off
+ * again if part of it was, fails the request and changes nothing.  When
+ * the log has grown to several times what is live, it is rewritten
+ * whole (temp file, fsync, rename).  The crash model is a
  * process crash (decisions.md 4): a line written is in the page cache
  * before the reply.  A line torn by a kill, or corrupted, fails its
  * checksum and is skipped, saying so; what it would have said is either
@@ -165,6 +168,25 @@ static void session_rec(struct sbuf *sb, const struct session *s)
 		sb_add(sb, "%s", body);
 }
 
+/* Write at an offset, all of it, or fail. */
+static int pwrite_all(int fd, const char *p, size_t len, off_t off)
+{
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
 static int write_all(int fd, const char *p, size_t len)
 {
 	while (len) {
@@ -245,11 +267,15 @@ int state_compact(struct broker *b)
 		close(b->state_fd);
 	/* appends go on in the new file: the descriptor is the renamed file */
 	b->state_fd = fd;
+	b->state_len = (off_t)sb.len;
 	b->state_lines = state_live(b);
 	return 0;
 }
 
-/* Append one record.  0, or a negative errno (the change must then fail). */
+/*
+ * Append one record.  0, or a negative errno: the change must then fail,
+ * and nothing of the line is left in the file.
+ */
 static int state_append(struct broker *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int state_append(struct broker *b, const char *fmt, ...)
 {
@@ -264,12 +290,20 @@ static int state_append(struct broker *b, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		return n;
-	/* one write: a kill tears at most this line, which its CRC exposes */
-	r = write_all(b->state_fd, line, (size_t)n);
+	/* one write: a kill tears at most this line, which its CRC exposes;
+	 * at the length we know, so a line cut short below is overwritten by
+	 * the next one even if it could not be cut off */
+	r = pwrite_all(b->state_fd, line, (size_t)n, b->state_len);
 	if (r < 0) {
 		log_msg(LOG_ERR, "cannot write the state file: %s", strerror(-r));
+		/* part of the line may be there (a full disk, a size limit):
+		 * the next line would join it and both would fail their CRC */
+		if (ftruncate(b->state_fd, b->state_len) < 0)
+			log_msg(LOG_ERR, "cannot cut a failed line off the state file: %s (the next"
+				" line overwrites it)", strerror(errno));
 		return r;
 	}
+	b->state_len += n;
 	b->state_lines++;
 	/*
 	 * Rewrite once the log is four times what is live.  Counting what is

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -649,6 +650,137 @@ static void test_state_churn(void)
 	tb_cleanup(&t);
 }
 
+/* The state file's lines whose checksum fails, and whether it ends in
+ * the middle of a line; -1 if it cannot be read. */
+static int state_bad_lines(const char *dir, bool *torn)
+{
+	char path[600], *buf, *p, *end;
+	struct stat st;
+	int fd, bad = 0;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -1;
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf || pread(fd, buf, (size_t)st.st_size, 0) != st.st_size) {
+		free(buf);
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	end = buf + st.st_size;
+	*torn = st.st_size > 0 && end[-1] != '\n';
+	for (p = buf; p < end;) {
+		char *nl = memchr(p, '\n', (size_t)(end - p));
+		unsigned crc;
+
+		if (!nl)
+			break;
+		*nl = 0;
+		if (nl - p < 10 || sscanf(p, "%8x ", &crc) != 1 ||
+		    crc != crc32c(0, p + 9, (size_t)(nl - p - 9)))
+			bad++;
+		p = nl + 1;
+	}
+	free(buf);
+	return bad;
+}
+
+/*
+ * The state file cannot grow (RLIMIT_FSIZE set on the running broker,
+ * SIGXFSZ ignored): a topic's line is written in part, then refused.  The
+ * request fails, nothing of the line stays in the file, and the topic
+ * does not exist: once the file can grow again, the same topic is
+ * recorded properly, and after a restart every line checks and the
+ * subscription made then is still there.  A subscribe and an unsubscribe
+ * refused the same way change nothing either.
+ */
+static void test_state_write_fails(void)
+{
+	char topic[PROTO_TOPIC_MAX + 1], path[600];
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s, *p;
+	struct shmb_session_info info;
+	struct rlimit was, lim;
+	struct stat before, after;
+	struct shmb_msg m;
+	uint64_t id;
+	bool torn = false;
+	struct tb t;
+	int r;
+
+	memset(topic, 'L', PROTO_TOPIC_MAX);
+	topic[PROTO_TOPIC_MAX] = 0;
+	/* inherited by the broker through fork and exec: it gets EFBIG, not killed */
+	signal(SIGXFSZ, SIG_IGN);
+	r = tb_start(&t, "--rx-ring-size", "4096", "--tx-ring-size", "4096", NULL);
+	signal(SIGXFSZ, SIG_DFL);
+	CU_ASSERT_FATAL(r == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "short") == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "p", NULL, &p) == 0);
+	CU_ASSERT_FATAL(shmb_publish(p, "other", "", 0, 1000) == 0); /* the topic exists */
+	snprintf(path, sizeof(path), "%s/state", t.dir);
+	CU_ASSERT_FATAL(stat(path, &before) == 0);
+	/* room for 100 more bytes: the topic's line is longer */
+	CU_ASSERT_FATAL(prlimit(t.pid, RLIMIT_FSIZE, NULL, &was) == 0);
+	lim = was;
+	lim.rlim_cur = (rlim_t)before.st_size + 100;
+	CU_ASSERT_FATAL(prlimit(t.pid, RLIMIT_FSIZE, &lim, NULL) == 0);
+	r = shmb_subscribe(s, topic);
+	printf("\n  the state file at its size limit: subscribe to a new topic -> %d (%s)\n", r,
+	       strerror(-r));
+	CU_ASSERT(r < 0);
+	CU_ASSERT(stat(path, &after) == 0);
+	CU_ASSERT(after.st_size == before.st_size);
+	CU_ASSERT(state_bad_lines(t.dir, &torn) == 0);
+	CU_ASSERT(!torn);
+	/* no room at all: neither of these happens */
+	lim.rlim_cur = (rlim_t)after.st_size;
+	CU_ASSERT_FATAL(prlimit(t.pid, RLIMIT_FSIZE, &lim, NULL) == 0);
+	CU_ASSERT(shmb_unsubscribe(s, "short") < 0);
+	CU_ASSERT(shmb_subscribe(s, "other") < 0);
+	/* the file can grow again: still subscribed to short, not to other */
+	CU_ASSERT_FATAL(prlimit(t.pid, RLIMIT_FSIZE, &was, NULL) == 0);
+	CU_ASSERT(shmb_publish(p, "other", "other", 5, 1000) == 0);
+	CU_ASSERT(shmb_publish(p, "short", "short", 5, 1000) == 0);
+	CU_ASSERT(shmb_flush(p, 5000) == 0);
+	CU_ASSERT(shmb_recv(s, &m, 5000) == 0 && m.len == 5 && !memcmp(m.data, "short", 5));
+	shmb_ack(s);
+	/* and the topic is new: its line is written now */
+	CU_ASSERT_FATAL(shmb_subscribe(s, topic) == 0);
+	CU_ASSERT(shmb_session_info(s, &info) == 0);
+	id = info.session_id;
+	shmb_close(c);
+	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 1));
+	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
+	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
+	CU_ASSERT(state_bad_lines(t.dir, &torn) == 0);
+	CU_ASSERT(!torn);
+
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, "--rx-ring-size", "4096", "--tx-ring-size", "4096", NULL) == 0);
+	CU_ASSERT(tb_log_count(&t, "state: line") == 0);
+	CU_ASSERT(tb_log_count(&t, "of its subscriptions is unknown") == 0);
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
+	CU_ASSERT(shmb_session_info(s, &info) == 0);
+	CU_ASSERT(info.session_id == id);
+	CU_ASSERT_FATAL(shmb_session_open(c, "p", NULL, &p) == 0);
+	CU_ASSERT(shmb_publish(p, topic, "long", 4, 1000) == 0);
+	CU_ASSERT(shmb_publish(p, "short", "short", 5, 1000) == 0);
+	CU_ASSERT(shmb_flush(p, 5000) == 0);
+	CU_ASSERT(shmb_recv(s, &m, 5000) == 0 && m.len == 4 && !memcmp(m.data, "long", 4));
+	CU_ASSERT(shmb_recv(s, &m, 5000) == 0 && m.len == 5 && !memcmp(m.data, "short", 5));
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 /* A clean stop and start: sessions, subscriptions and topics come back. */
 static void test_clean_restart(void)
 {
@@ -708,6 +840,7 @@ static const struct harness_test tests[] = {
 static const struct harness_test hostile_tests[] = {
 	{ "damaged_at_start", test_damaged_at_start },
 	{ "state_fuzz", test_state_fuzz },
+	{ "state_write_fails", test_state_write_fails },
 	{ NULL, NULL },
 };
 
