@@ -53,6 +53,12 @@ struct delivered {
 
 #define SESSION_TOKEN_HASH_LEN 32
 
+/* Ids (decisions.md 13): session ids are below SESSION_ID_LIMIT and topic
+ * ids at most TOPIC_ID_MAX.  What names a larger one (a state file line)
+ * is refused, so the next session id can never wrap onto a used one. */
+#define SESSION_ID_LIMIT (1ull << 62)
+#define TOPIC_ID_MAX (1u << 20)
+
 struct session {
 	uint64_t id;
 	char name[PROTO_NAME_MAX + 1];

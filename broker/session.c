@@ -226,6 +226,12 @@ static int session_create(struct broker *b, struct conn *c, const struct proto_o
 	if (c->uid != 0 && memory_of(b, c->uid) + session_memory(p.rx_ring_size, p.tx_ring_size) >
 				   b->o.max_memory_per_uid)
 		return -EDQUOT;
+	/* never a wrapped id, whatever start-up found (decisions.md 13) */
+	if (b->next_session_id == 0 || b->next_session_id >= SESSION_ID_LIMIT) {
+		log_msg(LOG_ERR, "no session id left (the next would be %llu): no new session",
+			(unsigned long long)b->next_session_id);
+		return -EOVERFLOW;
+	}
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
@@ -245,8 +251,14 @@ static int session_create(struct broker *b, struct conn *c, const struct proto_o
 	s->rx_ring_size = p.rx_ring_size;
 	s->tx_ring_size = p.tx_ring_size;
 	snprintf(dname, sizeof(dname), "%llu", (unsigned long long)s->id);
-	if (mkdirat(b->sessions_dirfd, dname, 0700) < 0 && errno != EEXIST) {
+	/* ids are never reused, so a directory already there is not ours to
+	 * fill: another session's, or something wrong.  It is left alone; the
+	 * id is spent and the next request takes the next one. */
+	if (mkdirat(b->sessions_dirfd, dname, 0700) < 0) {
 		ret = -errno;
+		if (ret == -EEXIST)
+			log_msg(LOG_ERR, "new session %s: %s/sessions/%s exists already; left as it is,"
+				" the session is refused", s->name, b->o.dir, dname);
 		goto err_free;
 	}
 	s->dirfd = openat(b->sessions_dirfd, dname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -903,7 +915,7 @@ static struct topic *topic_lookup(struct broker *b, const char *name)
 int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name)
 {
 	/* a hole is a lost line: a few in a row at most, never a million */
-	if (id == 0 || id > 1u << 20 || id > b->ntopics + 64 || !*name)
+	if (id == 0 || id > TOPIC_ID_MAX || id > b->ntopics + 64 || !*name)
 		return -EINVAL;
 	if (id <= b->ntopics)
 		return strcmp(b->topics[id - 1]->name, name) ? -EINVAL : 0;
@@ -926,7 +938,7 @@ int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
 		*id = t->id;
 		return 0;
 	}
-	if (b->ntopics >= 1u << 20)
+	if (b->ntopics >= TOPIC_ID_MAX)
 		return -ENOSPC;
 	/* one uid cannot use up the topic space of all (decisions.md 19) */
 	if (uid != 0 && uid_topics(b, uid, 0) >= b->o.max_topics_per_uid)

@@ -377,6 +377,16 @@ static int unhex(uint8_t *out, size_t n, const char *in)
 	return 0;
 }
 
+/*
+ * A session id a line may name.  sscanf takes "-1" and numbers past 2^64
+ * as huge values, and one taken as the highest id so far would make the
+ * next id wrap onto ids in use: a line naming one says nonsense.
+ */
+static bool session_id_ok(unsigned long long id)
+{
+	return id != 0 && id < SESSION_ID_LIMIT;
+}
+
 static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 {
 	char name[STATE_LINE_MAX], th[2 * SESSION_TOKEN_HASH_LEN + 2];
@@ -387,7 +397,9 @@ static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 
 	switch (rec[0]) {
 	case 'H':
-		if (sscanf(rec, "H %u %llx %llu%n", &u, &id, &a, &k) != 3 || rec[k] || u != STATE_VERSION)
+		/* the next id is one past the highest: at most the limit */
+		if (sscanf(rec, "H %u %llx %llu%n", &u, &id, &a, &k) != 3 || rec[k] || u != STATE_VERSION ||
+		    a > SESSION_ID_LIMIT)
 			return -EINVAL;
 		b->broker_id = id;
 		l->have_header = true;
@@ -406,7 +418,7 @@ static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 		struct state_session n = { 0 };
 
 		if (sscanf(rec, "S %llu %u %u %u %llu %llu %d %65s %1023s%n", &id, &u, &v, &w, &a, &c, &pid,
-			   th, name, &k) != 9 || rec[k] || id == 0 || v > SHM_POLICY_DROP_OLDEST ||
+			   th, name, &k) != 9 || rec[k] || !session_id_ok(id) || v > SHM_POLICY_DROP_OLDEST ||
 		    strlen(name) > PROTO_NAME_MAX || unhex(n.token_hash, sizeof(n.token_hash), th) < 0)
 			return -EINVAL;
 		n.id = id;
@@ -440,7 +452,7 @@ static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 		return 0;
 	}
 	case 'G':
-		if (sscanf(rec, "G %llu%n", &id, &k) != 1 || rec[k])
+		if (sscanf(rec, "G %llu%n", &id, &k) != 1 || rec[k] || !session_id_ok(id))
 			return -EINVAL;
 		s = ss_find(l, id);
 		if (s) {
@@ -449,14 +461,15 @@ static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 		}
 		return 0;
 	case 'R':
-		if (sscanf(rec, "R %llu%n", &id, &k) != 1 || rec[k])
+		if (sscanf(rec, "R %llu%n", &id, &k) != 1 || rec[k] || !session_id_ok(id))
 			return -EINVAL;
 		if ((s = ss_find(l, id)))
 			s->ntopics = 0;
 		return 0;
 	case 'B':
 	case 'U':
-		if (sscanf(rec + 1, " %llu %u%n", &id, &u, &k) != 2 || rec[1 + k])
+		if (sscanf(rec + 1, " %llu %u%n", &id, &u, &k) != 2 || rec[1 + k] || !session_id_ok(id) ||
+		    u == 0 || u > TOPIC_ID_MAX)
 			return -EINVAL;
 		s = ss_find(l, id);
 		if (!s)

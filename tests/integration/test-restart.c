@@ -781,6 +781,109 @@ static void test_state_write_fails(void)
 	tb_cleanup(&t);
 }
 
+/* Append one record to the state file, with its checksum. */
+static int state_add(const char *dir, const char *rec)
+{
+	char path[600];
+	FILE *f;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	f = fopen(path, "a");
+	if (!f)
+		return -1;
+	r = fprintf(f, "%08x %s\n", crc32c(0, rec, strlen(rec)), rec) < 0;
+	return fclose(f) == 0 && r == 0 ? 0 : -1;
+}
+
+/*
+ * Lines that check but name ids past the limit: a header whose next
+ * session id is 2^64-1 (the next ids would wrap to 0, then 1, an id in
+ * use) and a session whose id is 2^63.  The parser refuses both; new
+ * sessions get the ids after the recorded ones, and the old one is
+ * untouched.  Then a directory that is already there when a new session
+ * would take its id: that session is refused, the directory left alone.
+ */
+static void test_state_huge_ids(void)
+{
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s, *n[3];
+	struct shmb_session_info info;
+	unsigned long long old, id[3], bid = 0;
+	char path[700], rec[300], line[1024];
+	struct shmb_msg m;
+	struct tb t;
+	FILE *f;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "old", NULL, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	CU_ASSERT(shmb_session_info(s, &info) == 0);
+	old = info.session_id;
+	shmb_close(c);
+	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 1));
+	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
+	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
+
+	snprintf(path, sizeof(path), "%s/state", t.dir);
+	f = fopen(path, "r");
+	CU_ASSERT_FATAL(f != NULL);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*x H 1 %llx", &bid) == 1)
+			break;
+	fclose(f);
+	CU_ASSERT_FATAL(bid != 0);
+	snprintf(rec, sizeof(rec), "H 1 %016llx 18446744073709551615", bid);
+	CU_ASSERT_FATAL(state_add(t.dir, rec) == 0);
+	snprintf(rec, sizeof(rec), "S 9223372036854775808 %u 0 0 65536 65536 0 %064d huge",
+		 (unsigned)getuid(), 0);
+	CU_ASSERT_FATAL(state_add(t.dir, rec) == 0);
+
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT(tb_log_count(&t, "is corrupt") == 2);
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	for (int i = 0; i < 3; i++) {
+		char name[8];
+
+		snprintf(name, sizeof(name), "n%d", i);
+		CU_ASSERT_FATAL(shmb_session_open(c, name, NULL, &n[i]) == 0);
+		CU_ASSERT(shmb_session_info(n[i], &info) == 0);
+		id[i] = info.session_id;
+		printf("%s  new session %s: id %llu\n", i ? "" : "\n", name, id[i]);
+		CU_ASSERT(id[i] > old && id[i] < old + 100);
+		CU_ASSERT(i == 0 || id[i] == id[i - 1] + 1);
+	}
+	/* the old session is still there, its files and subscription intact */
+	CU_ASSERT_FATAL(shmb_session_open(c, "old", NULL, &s) == 0);
+	CU_ASSERT(shmb_session_info(s, &info) == 0);
+	CU_ASSERT(info.session_id == old);
+	CU_ASSERT(info.created == 0);
+	CU_ASSERT(shmb_publish(n[0], "t", "hi", 2, 1000) == 0);
+	CU_ASSERT(shmb_flush(n[0], 5000) == 0);
+	CU_ASSERT(shmb_recv(s, &m, 5000) == 0 && m.len == 2 && !memcmp(m.data, "hi", 2));
+
+	/* a directory where the next session would go: refused, left alone */
+	snprintf(path, sizeof(path), "%s/sessions/%llu", t.dir, id[2] + 1);
+	CU_ASSERT_FATAL(mkdir(path, 0700) == 0);
+	snprintf(path, sizeof(path), "%s/sessions/%llu/mine", t.dir, id[2] + 1);
+	CU_ASSERT_FATAL(close(open(path, O_WRONLY | O_CREAT, 0600)) == 0);
+	CU_ASSERT(shmb_session_open(c, "late", NULL, &n[0]) < 0);
+	CU_ASSERT(tb_log_count(&t, "exists already") == 1);
+	CU_ASSERT(access(path, F_OK) == 0);
+	snprintf(path, sizeof(path), "%s/sessions/%llu/rx", t.dir, id[2] + 1);
+	CU_ASSERT(access(path, F_OK) < 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "late", NULL, &n[0]) == 0);
+	CU_ASSERT(shmb_session_info(n[0], &info) == 0);
+	CU_ASSERT(info.session_id == id[2] + 2);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 /* A clean stop and start: sessions, subscriptions and topics come back. */
 static void test_clean_restart(void)
 {
@@ -841,6 +944,7 @@ static const struct harness_test hostile_tests[] = {
 	{ "damaged_at_start", test_damaged_at_start },
 	{ "state_fuzz", test_state_fuzz },
 	{ "state_write_fails", test_state_write_fails },
+	{ "state_huge_ids", test_state_huge_ids },
 	{ NULL, NULL },
 };
 
