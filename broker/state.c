@@ -496,13 +496,14 @@ static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 /*
  * Read SHMB_DIR/state into l (sessions) and b (broker id, next session
  * id, topics).  A missing file is a first start.  Bad lines are skipped
- * and counted in l->bad; l->torn says the last line was cut short.
+ * and counted in l->bad; l->torn says the last line was cut short: only
+ * bytes after the last newline, at the very end, are that.
  */
 int state_read(struct broker *b, struct state_load *l)
 {
 	int fd = openat(b->dirfd, "state", O_RDONLY | O_CLOEXEC);
 	struct stat st;
-	char *buf, *p;
+	char *buf, *p, *end;
 	unsigned lineno = 0;
 
 	memset(l, 0, sizeof(*l));
@@ -537,8 +538,11 @@ int state_read(struct broker *b, struct state_load *l)
 		st.st_size = (off_t)got;
 	}
 	close(fd);
-	for (p = buf; *p;) {
-		char *nl = strchr(p, '\n');
+	/* by length, not by C string: a NUL byte must not end the file early */
+	end = buf + st.st_size;
+	for (p = buf; p < end;) {
+		char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t len;
 		unsigned crc;
 		int k = 0;
 
@@ -551,8 +555,10 @@ int state_read(struct broker *b, struct state_load *l)
 			break;
 		}
 		*nl = 0;
-		if (strlen(p) < 10 || sscanf(p, "%8x %n", &crc, &k) != 1 || k != 9 ||
-		    crc != crc32c(0, p + 9, strlen(p + 9)) || parse_rec(b, l, p + 9) < 0) {
+		len = (size_t)(nl - p);
+		/* a NUL inside a line is damage, like a checksum that fails */
+		if (len < 10 || memchr(p, 0, len) || sscanf(p, "%8x %n", &crc, &k) != 1 || k != 9 ||
+		    crc != crc32c(0, p + 9, len - 9) || parse_rec(b, l, p + 9) < 0) {
 			l->bad++;
 			if (l->bad <= 10)
 				log_msg(LOG_ERR, "state: line %u is corrupt (checksum or format); skipped",

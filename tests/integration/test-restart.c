@@ -884,6 +884,86 @@ static void test_state_huge_ids(void)
 	tb_cleanup(&t);
 }
 
+/*
+ * A NUL byte in an early line: the record that created session "first",
+ * which the lines of its detach and its next attach repeat before it
+ * subscribes.  That line is corrupt; every line after it still counts:
+ * both sessions come back with their subscriptions, and the file is not
+ * taken to end at the NUL.
+ */
+static void test_state_nul(void)
+{
+	const char *names[] = { "first", "second" };
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s[2], *p;
+	struct shmb_session_info info;
+	unsigned long long ids[2];
+	char path[600], *buf, *at;
+	struct proto_reply rep;
+	struct stat st;
+	struct shmb_msg m;
+	bool torn = true;
+	struct tb t;
+	int fd;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, names[0], NULL, &s[0]) == 0);
+	CU_ASSERT_FATAL(shmb_session_close(s[0]) == 0);
+	for (int i = 0; i < 2; i++) {
+		CU_ASSERT_FATAL(shmb_session_open(c, names[i], NULL, &s[i]) == 0);
+		CU_ASSERT_FATAL(shmb_subscribe(s[i], "t") == 0);
+		CU_ASSERT(shmb_session_info(s[i], &info) == 0);
+		ids[i] = info.session_id;
+	}
+	shmb_close(c);
+	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 2));
+	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
+	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
+	/* nothing to fault before the NUL */
+	CU_ASSERT(state_bad_lines(t.dir, &torn) == 0);
+
+	snprintf(path, sizeof(path), "%s/state", t.dir);
+	fd = open(path, O_RDWR);
+	CU_ASSERT_FATAL(fd >= 0 && fstat(fd, &st) == 0);
+	buf = calloc(1, (size_t)st.st_size + 1);
+	CU_ASSERT_FATAL(buf && pread(fd, buf, (size_t)st.st_size, 0) == st.st_size);
+	at = strstr(buf, " first\n");
+	CU_ASSERT_FATAL(at != NULL);
+	/* the middle of that line, and the detach repeats the record later */
+	CU_ASSERT_FATAL(strstr(at + 1, " first\n") != NULL);
+	while (at > buf && at[-1] != '\n')
+		at--;
+	CU_ASSERT_FATAL(pwrite(fd, "", 1, at - buf + 20) == 1);
+	free(buf);
+	close(fd);
+
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT(tb_log_count(&t, "is corrupt") == 1);
+	CU_ASSERT(tb_log_count(&t, "incomplete") == 0);
+	CU_ASSERT(tb_log_count(&t, "a copy is kept") == 1);
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT(client_status(c, &rep) == 0);
+	CU_ASSERT(rep.u.status.adopted == 2);
+	CU_ASSERT(rep.u.status.quarantined_at_start == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "p", NULL, &p) == 0);
+	CU_ASSERT(shmb_publish(p, "t", "x", 1, 1000) == 0);
+	CU_ASSERT(shmb_flush(p, 5000) == 0);
+	for (int i = 0; i < 2; i++) {
+		CU_ASSERT_FATAL(shmb_session_open(c, names[i], NULL, &s[i]) == 0);
+		CU_ASSERT(shmb_session_info(s[i], &info) == 0);
+		CU_ASSERT(info.session_id == ids[i]);
+		CU_ASSERT(info.created == 0);
+		CU_ASSERT(shmb_recv(s[i], &m, 5000) == 0 && m.len == 1);
+	}
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 /* A clean stop and start: sessions, subscriptions and topics come back. */
 static void test_clean_restart(void)
 {
@@ -945,6 +1025,7 @@ static const struct harness_test hostile_tests[] = {
 	{ "state_fuzz", test_state_fuzz },
 	{ "state_write_fails", test_state_write_fails },
 	{ "state_huge_ids", test_state_huge_ids },
+	{ "state_nul", test_state_nul },
 	{ NULL, NULL },
 };
 
