@@ -67,6 +67,7 @@ struct session {
 	uint32_t generation;
 	bool ephemeral;
 	bool quarantined;
+	bool destroying;       /* being destroyed: a rewrite of the state file leaves it out */
 	uint32_t slot_gen;     /* tags this session's io_uring requests */
 	struct conn *owner;    /* NULL: detached */
 	int owner_conn_slot;

@@ -680,7 +680,9 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 		reason);
 	/* gone from the record first: a crash now leaves a directory that the
 	 * next start finds unrecorded and quarantines, never a session that
-	 * comes back half destroyed */
+	 * comes back half destroyed; and if that line sets off a rewrite of
+	 * the file, the rewrite leaves this session out */
+	s->destroying = true;
 	if (state_gone(b, s->id) < 0)
 		log_msg(LOG_WARNING, "session %s: its destruction could not be recorded; the next"
 			" start will quarantine what is left of it", s->name);

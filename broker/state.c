@@ -203,10 +203,12 @@ static int write_all(int fd, const char *p, size_t len)
 }
 
 /* Does a rewrite of the file keep this session?  Not one quarantined
- * whose files are gone: there is nothing left to re-adopt. */
+ * whose files are gone: there is nothing left to re-adopt.  Nor one being
+ * destroyed: the rewrite may be the one its G line set off, and would
+ * take that line away with the file it replaces. */
 static bool state_keeps(const struct session *s)
 {
-	return !(s->quarantined && !s->rx.base);
+	return !s->destroying && !(s->quarantined && !s->rx.base);
 }
 
 /* The lines a rewrite would write: the header, each topic, and each

@@ -964,6 +964,80 @@ static void test_state_nul(void)
 	tb_cleanup(&t);
 }
 
+/* Does the state file record session id (an S line not followed by a G)? */
+static bool state_records(const char *dir, unsigned long long id)
+{
+	char path[600], line[1024];
+	bool rec = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long i;
+		char kind;
+
+		if (sscanf(line, "%*x %c %llu", &kind, &i) == 2 && i == id &&
+		    (kind == 'S' || kind == 'G'))
+			rec = kind == 'S';
+	}
+	fclose(f);
+	return rec;
+}
+
+/*
+ * Sessions created and destroyed over and over, so that the file is
+ * rewritten now and then by the G line of a destroy.  That rewrite must
+ * leave the session out: otherwise its G line is lost with the old file,
+ * and the session is recorded again though its files are gone (a kill
+ * before the destroy ends would bring it back).  Runs until three
+ * rewrites came from a destroy.
+ */
+static void test_state_destroy_compacts(void)
+{
+	struct shmb_session_opts so = { .rx_ring_size = 4096, .tx_ring_size = 4096 };
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s;
+	struct shmb_session_info info;
+	unsigned cycles = 0, by_destroy = 0, recorded = 0;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	while (by_destroy < 3 && cycles < 20000) {
+		long before;
+
+		if (shmb_session_open(c, "gone", &so, &s) < 0 || shmb_session_info(s, &info) < 0)
+			break;
+		/* a line more every third time: rewrites fall on every kind of line */
+		if (cycles % 3 == 0 && shmb_subscribe(s, "t") < 0)
+			break;
+		before = state_nlines(t.dir);
+		if (shmb_session_destroy(s) < 0)
+			break;
+		by_destroy += state_nlines(t.dir) < before;
+		recorded += state_records(t.dir, info.session_id);
+		cycles++;
+	}
+	printf("\n  %u sessions created and destroyed; %u rewrites of the state file set off by a"
+	       " destroy; destroyed sessions still recorded after it: %u\n", cycles, by_destroy,
+	       recorded);
+	CU_ASSERT(by_destroy == 3);
+	CU_ASSERT(recorded == 0);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	CU_ASSERT(tb_log_count(&t, "its files are gone") == 0);
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT(tb_log_count(&t, "its files are gone") == 0);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 /* A clean stop and start: sessions, subscriptions and topics come back. */
 static void test_clean_restart(void)
 {
@@ -1016,6 +1090,7 @@ static const struct harness_test tests[] = {
 	{ "clean_restart", test_clean_restart },
 	{ "broker_killed", test_broker_killed },
 	{ "state_churn", test_state_churn },
+	{ "state_destroy_compacts", test_state_destroy_compacts },
 	{ NULL, NULL },
 };
 
