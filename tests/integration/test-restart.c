@@ -590,6 +590,54 @@ static void test_state_fuzz(void)
 	tb_cleanup(&t);
 }
 
+/* A clean stop and start: sessions, subscriptions and topics come back. */
+static void test_clean_restart(void)
+{
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s, *p;
+	struct shmb_session_info info;
+	uint64_t id;
+	struct tb t;
+	int got = 0;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "a") == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "b") == 0);
+	CU_ASSERT_FATAL(shmb_unsubscribe(s, "a") == 0);
+	CU_ASSERT(shmb_session_info(s, &info) == 0);
+	id = info.session_id;
+	shmb_close(c);
+	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 1));
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "p", NULL, &p) == 0);
+	CU_ASSERT(shmb_publish(p, "a", "no", 2, 1000) == 0);
+	CU_ASSERT(shmb_publish(p, "b", "yes", 3, 1000) == 0);
+	CU_ASSERT(shmb_flush(p, 5000) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
+	CU_ASSERT(shmb_session_info(s, &info) == 0);
+	CU_ASSERT(info.session_id == id);
+	for (;;) {
+		struct shmb_msg m;
+
+		if (shmb_recv(s, &m, 300) < 0)
+			break;
+		CU_ASSERT(m.len == 3 && !memcmp(m.data, "yes", 3));
+		CU_ASSERT(!strcmp(m.topic, "b"));
+		got++;
+	}
+	CU_ASSERT(got == 1);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 /* Lines in the state file; -1 if it cannot be read. */
 static long state_nlines(const char *dir)
 {
@@ -1038,59 +1086,9 @@ static void test_state_destroy_compacts(void)
 	tb_cleanup(&t);
 }
 
-/* A clean stop and start: sessions, subscriptions and topics come back. */
-static void test_clean_restart(void)
-{
-	struct shmb_connect_opts co;
-	struct shmb_client *c;
-	struct shmb_session *s, *p;
-	struct shmb_session_info info;
-	uint64_t id;
-	struct tb t;
-	int got = 0;
-
-	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
-	co = (struct shmb_connect_opts){ .dir = t.dir };
-	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
-	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
-	CU_ASSERT_FATAL(shmb_subscribe(s, "a") == 0);
-	CU_ASSERT_FATAL(shmb_subscribe(s, "b") == 0);
-	CU_ASSERT_FATAL(shmb_unsubscribe(s, "a") == 0);
-	CU_ASSERT(shmb_session_info(s, &info) == 0);
-	id = info.session_id;
-	shmb_close(c);
-	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 1));
-	CU_ASSERT(tb_stop(&t) == 0);
-	tb_use_dir(t.dir);
-	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
-	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
-	CU_ASSERT_FATAL(shmb_session_open(c, "p", NULL, &p) == 0);
-	CU_ASSERT(shmb_publish(p, "a", "no", 2, 1000) == 0);
-	CU_ASSERT(shmb_publish(p, "b", "yes", 3, 1000) == 0);
-	CU_ASSERT(shmb_flush(p, 5000) == 0);
-	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
-	CU_ASSERT(shmb_session_info(s, &info) == 0);
-	CU_ASSERT(info.session_id == id);
-	for (;;) {
-		struct shmb_msg m;
-
-		if (shmb_recv(s, &m, 300) < 0)
-			break;
-		CU_ASSERT(m.len == 3 && !memcmp(m.data, "yes", 3));
-		CU_ASSERT(!strcmp(m.topic, "b"));
-		got++;
-	}
-	CU_ASSERT(got == 1);
-	shmb_close(c);
-	CU_ASSERT(tb_stop(&t) == 0);
-	tb_cleanup(&t);
-}
-
 static const struct harness_test tests[] = {
 	{ "clean_restart", test_clean_restart },
 	{ "broker_killed", test_broker_killed },
-	{ "state_churn", test_state_churn },
-	{ "state_destroy_compacts", test_state_destroy_compacts },
 	{ NULL, NULL },
 };
 
@@ -1104,9 +1102,17 @@ static const struct harness_test hostile_tests[] = {
 	{ NULL, NULL },
 };
 
+/* The state file under churn: compaction */
+static const struct harness_test state_tests[] = {
+	{ "state_churn", test_state_churn },
+	{ "state_destroy_compacts", test_state_destroy_compacts },
+	{ NULL, NULL },
+};
+
 static const struct harness_suite suites[] = {
 	{ "restart", tests },
 	{ "broker-hostile", hostile_tests },
+	{ "state", state_tests },
 	{ NULL, NULL },
 };
 
