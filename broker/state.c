@@ -54,7 +54,9 @@ static int esc(char *out, size_t cap, const char *in)
 	size_t o = 0;
 
 	for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
-		if (o + 4 >= cap)
+		/* room for "%xx" and the NUL after it: a name of 200 '%' fits
+		 * the 601 bytes its callers give */
+		if (o + 4 > cap)
 			return -ENAMETOOLONG;
 		if (*p <= ' ' || *p > '~' || *p == '%')
 			o += (size_t)snprintf(out + o, cap - o, "%%%02x", *p);

@@ -1086,6 +1086,41 @@ static void test_state_destroy_compacts(void)
 	tb_cleanup(&t);
 }
 
+/* The longest topic name whose every character the state file escapes
+ * (200 '%', 600 characters written): recorded, and back after a restart. */
+static void test_state_escaped_topic(void)
+{
+	char topic[PROTO_TOPIC_MAX + 1];
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s, *p;
+	struct shmb_msg m;
+	struct tb t;
+
+	memset(topic, '%', PROTO_TOPIC_MAX);
+	topic[PROTO_TOPIC_MAX] = 0;
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, topic) == 0);
+	shmb_close(c);
+	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 1));
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT(tb_log_count(&t, "state: line") == 0);
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "p", NULL, &p) == 0);
+	CU_ASSERT(shmb_publish(p, topic, "x", 1, 1000) == 0);
+	CU_ASSERT(shmb_flush(p, 5000) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
+	CU_ASSERT(shmb_recv(s, &m, 5000) == 0 && m.len == 1 && !strcmp(m.topic, topic));
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static const struct harness_test tests[] = {
 	{ "clean_restart", test_clean_restart },
 	{ "broker_killed", test_broker_killed },
@@ -1102,10 +1137,11 @@ static const struct harness_test hostile_tests[] = {
 	{ NULL, NULL },
 };
 
-/* The state file under churn: compaction */
+/* The state file under churn, and its longest lines */
 static const struct harness_test state_tests[] = {
 	{ "state_churn", test_state_churn },
 	{ "state_destroy_compacts", test_state_destroy_compacts },
+	{ "state_escaped_topic", test_state_escaped_topic },
 	{ NULL, NULL },
 };
 
