@@ -10,10 +10,10 @@
  * made it, and before its memory changes (a new session, whose files
  * come first, is destroyed again): a line that cannot be written, cut off
  * again if part of it was, fails the request and changes nothing.  When
- * the log has grown to several times what is live, it is rewritten
- * whole (temp file, fsync, rename).  The crash model is a
- * process crash (decisions.md 4): a line written is in the page cache
- * before the reply.  A line torn by a kill, or corrupted, fails its
+ * the next line would take the log past several times what is live, it
+ * is rewritten whole first (temp file, fsync, rename).  The crash model
+ * is a process crash (decisions.md 4): a line written is in the page
+ * cache before the reply.  A line torn by a kill, or corrupted, fails its
  * checksum and is skipped, saying so; what it would have said is either
  * not yet promised to anyone (the last line) or found again (a session
  * whose record is lost is quarantined, its files kept for inspection).
@@ -206,8 +206,8 @@ static int write_all(int fd, const char *p, size_t len)
 
 /* Does a rewrite of the file keep this session?  Not one quarantined
  * whose files are gone: there is nothing left to re-adopt.  Nor one being
- * destroyed: the rewrite may be the one its G line set off, and would
- * take that line away with the file it replaces. */
+ * destroyed, whatever line sets the rewrite off (its own G line among
+ * them): the new file must not record a session whose files are going. */
 static bool state_keeps(const struct session *s)
 {
 	return !s->destroying && !(s->quarantined && !s->rx.base);
@@ -294,6 +294,23 @@ static int state_append(struct broker *b, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		return n;
+	/*
+	 * Rewrite once this line would take the log past four times what is
+	 * live.  Before the line, not after it: the change it records is made
+	 * in memory only once it is written, so a rewrite from memory after
+	 * the line would leave the change out and take the line away.  Now
+	 * the file says what memory says, and the line goes into the new one.
+	 * Counting what is live walks every session, so it is done only past
+	 * a bound that needs no walk: live is at least the header, the topics
+	 * and one line per session.  Below it an append costs nothing more.
+	 */
+	if (b->state_lines + 1 > 4 * (1 + (uint64_t)b->ntopics + b->nsessions) + 1024 &&
+	    b->state_lines + 1 > 4 * state_live(b) + 1024) {
+		r = state_compact(b);
+		if (r < 0)
+			log_msg(LOG_WARNING, "cannot rewrite the state file: %s (appends go on)",
+				strerror(-r));
+	}
 	/* one write: a kill tears at most this line, which its CRC exposes;
 	 * at the length we know, so a line cut short below is overwritten by
 	 * the next one even if it could not be cut off */
@@ -309,19 +326,6 @@ static int state_append(struct broker *b, const char *fmt, ...)
 	}
 	b->state_len += n;
 	b->state_lines++;
-	/*
-	 * Rewrite once the log is four times what is live.  Counting what is
-	 * live walks every session, so it is done only past a bound that
-	 * needs no walk: live is at least the header, the topics and one
-	 * line per session.  Below it an append costs nothing more.
-	 */
-	if (b->state_lines > 4 * (1 + (uint64_t)b->ntopics + b->nsessions) + 1024 &&
-	    b->state_lines > 4 * state_live(b) + 1024) {
-		r = state_compact(b);
-		if (r < 0)
-			log_msg(LOG_WARNING, "cannot rewrite the state file: %s (appends go on)",
-				strerror(-r));
-	}
 	return 0;
 }
 

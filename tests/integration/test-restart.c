@@ -1012,12 +1012,15 @@ static void test_state_nul(void)
 	tb_cleanup(&t);
 }
 
-/* Does the state file record session id (an S line not followed by a G)? */
-static bool state_records(const char *dir, unsigned long long id)
+/* Does the state file record session id (an S line not followed by a G)?
+ * *s_lines: how many S lines it has for it. */
+static bool state_records(const char *dir, unsigned long long id, unsigned *s_lines)
 {
 	char path[600], line[1024];
 	bool rec = false;
 	FILE *f;
+
+	*s_lines = 0;
 
 	snprintf(path, sizeof(path), "%s/state", dir);
 	f = fopen(path, "r");
@@ -1028,8 +1031,10 @@ static bool state_records(const char *dir, unsigned long long id)
 		char kind;
 
 		if (sscanf(line, "%*x %c %llu", &kind, &i) == 2 && i == id &&
-		    (kind == 'S' || kind == 'G'))
+		    (kind == 'S' || kind == 'G')) {
 			rec = kind == 'S';
+			*s_lines += kind == 'S';
+		}
 	}
 	fclose(f);
 	return rec;
@@ -1038,9 +1043,9 @@ static bool state_records(const char *dir, unsigned long long id)
 /*
  * Sessions created and destroyed over and over, so that the file is
  * rewritten now and then by the G line of a destroy.  That rewrite must
- * leave the session out: otherwise its G line is lost with the old file,
- * and the session is recorded again though its files are gone (a kill
- * before the destroy ends would bring it back).  Runs until three
+ * leave the session out, and its G line must not be lost with the old
+ * file: the session would be recorded again though its files are gone (a
+ * kill before the destroy ends would bring it back).  Runs until three
  * rewrites came from a destroy.
  */
 static void test_state_destroy_compacts(void)
@@ -1050,7 +1055,7 @@ static void test_state_destroy_compacts(void)
 	struct shmb_client *c;
 	struct shmb_session *s;
 	struct shmb_session_info info;
-	unsigned cycles = 0, by_destroy = 0, recorded = 0;
+	unsigned cycles = 0, by_destroy = 0, recorded = 0, kept = 0;
 	struct tb t;
 
 	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
@@ -1058,6 +1063,8 @@ static void test_state_destroy_compacts(void)
 	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
 	while (by_destroy < 3 && cycles < 20000) {
 		long before;
+		unsigned s_lines;
+		bool rewritten;
 
 		if (shmb_session_open(c, "gone", &so, &s) < 0 || shmb_session_info(s, &info) < 0)
 			break;
@@ -1067,14 +1074,18 @@ static void test_state_destroy_compacts(void)
 		before = state_nlines(t.dir);
 		if (shmb_session_destroy(s) < 0)
 			break;
-		by_destroy += state_nlines(t.dir) < before;
-		recorded += state_records(t.dir, info.session_id);
+		rewritten = state_nlines(t.dir) < before;
+		by_destroy += rewritten;
+		recorded += state_records(t.dir, info.session_id, &s_lines);
+		/* the rewrite left it out: nothing of it but the G line */
+		kept += rewritten && s_lines > 0;
 		cycles++;
 	}
 	printf("\n  %u sessions created and destroyed; %u rewrites of the state file set off by a"
-	       " destroy; destroyed sessions still recorded after it: %u\n", cycles, by_destroy,
-	       recorded);
+	       " destroy, %u of them kept the session; destroyed sessions still recorded: %u\n",
+	       cycles, by_destroy, kept, recorded);
 	CU_ASSERT(by_destroy == 3);
+	CU_ASSERT(kept == 0);
 	CU_ASSERT(recorded == 0);
 	shmb_close(c);
 	CU_ASSERT(tb_stop(&t) == 0);
@@ -1082,6 +1093,128 @@ static void test_state_destroy_compacts(void)
 	tb_use_dir(t.dir);
 	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
 	CU_ASSERT(tb_log_count(&t, "its files are gone") == 0);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+#define MID_TOPICS 4096
+
+/*
+ * What the state file says session `id` is subscribed to, as got[k] for
+ * topic "k<k>"; -1 if a line of it names a topic the file does not have.
+ */
+static int state_subs(const char *dir, unsigned long long id, uint8_t *got)
+{
+	char path[600], line[1024];
+	static int knum[MID_TOPICS + 1]; /* topic id -> k, or -1 */
+	FILE *f;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	memset(got, 0, MID_TOPICS);
+	for (int i = 0; i <= MID_TOPICS; i++)
+		knum[i] = -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long sid;
+		unsigned tid, k;
+		char kind;
+
+		if (sscanf(line, "%*x T %u %*u k%u", &tid, &k) == 2 && tid <= MID_TOPICS &&
+		    k < MID_TOPICS) {
+			knum[tid] = (int)k;
+			continue;
+		}
+		if (sscanf(line, "%*x R %llu", &sid) == 1 && sid == id) {
+			memset(got, 0, MID_TOPICS);
+			continue;
+		}
+		if (sscanf(line, "%*x %c %llu %u", &kind, &sid, &tid) != 3 || sid != id ||
+		    (kind != 'B' && kind != 'U'))
+			continue;
+		if (tid > MID_TOPICS || knum[tid] < 0) {
+			r = -1;
+			continue;
+		}
+		got[knum[tid]] = kind == 'B';
+	}
+	fclose(f);
+	return r;
+}
+
+/*
+ * A rewrite of the state file set off by the line of a subscription
+ * change (a new topic's T line, a B line, a U line) must not drop that
+ * change.  Another session's attach and detach lines bring the log to the
+ * point where the next line crosses the rewrite threshold (four times the
+ * header, topics, sessions and subscriptions, plus 1024: recovery.md),
+ * then the change is made; after it, the file must say what the broker
+ * holds.  Each kind twice.
+ */
+static void test_state_compact_mid_change(void)
+{
+	struct shmb_session_opts so = { .rx_ring_size = 4096, .tx_ring_size = 4096 };
+	static uint8_t want[MID_TOPICS], got[MID_TOPICS];
+	static const char *const kinds[] = { "a new topic", "an unsubscribe", "a subscribe" };
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s, *x = NULL;
+	struct shmb_session_info info;
+	unsigned ntopics = 0, nsubs = 0, done = 0, set_off[3] = { 0 }, wrong = 0;
+	uint64_t t0 = mono_ns();
+	struct tb t;
+
+	memset(want, 0, sizeof(want));
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "subs", &so, &s) == 0);
+	CU_ASSERT_FATAL(shmb_session_info(s, &info) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "churn", &so, &x) == 0);
+	while (done < 6 && mono_ns() - t0 < 60ull * 1000000000ull) {
+		/* live: the header, the topics, two sessions, the subscriptions */
+		long lines = state_nlines(t.dir), live = 1 + ntopics + 2 + nsubs;
+		int kind = (int)(done % 3), r;
+		char topic[16];
+		unsigned k;
+
+		CU_ASSERT_FATAL(lines > 0);
+		if (lines < 4 * live + 1024) {
+			/* one line that replaces another */
+			if (x) {
+				r = shmb_session_close(x);
+				x = NULL;
+			} else {
+				r = shmb_session_open(c, "churn", &so, &x);
+			}
+			CU_ASSERT_FATAL(r == 0);
+			continue;
+		}
+		/* the next line crosses: a new topic (T, then B), the unsubscribe
+		 * of that topic (U), and its subscribe again (B) */
+		k = kind == 0 ? ntopics : ntopics - 1;
+		snprintf(topic, sizeof(topic), "k%u", k);
+		r = kind == 1 ? shmb_unsubscribe(s, topic) : shmb_subscribe(s, topic);
+		CU_ASSERT_FATAL(r == 0);
+		if (kind == 0)
+			ntopics++;
+		want[k] = kind != 1;
+		nsubs += kind == 1 ? -1u : 1;
+		set_off[kind] += state_nlines(t.dir) < lines;
+		if (state_subs(t.dir, info.session_id, got) < 0 || memcmp(got, want, MID_TOPICS)) {
+			printf("\n  after %s that set off a rewrite, the state file is wrong", kinds[kind]);
+			wrong++;
+		}
+		done++;
+	}
+	printf("\n  rewrites set off by a new topic %u, an unsubscribe %u, a subscribe %u;"
+	       " the file wrong after %u of them\n", set_off[0], set_off[1], set_off[2], wrong);
+	CU_ASSERT(done == 6);
+	CU_ASSERT(set_off[0] == 2 && set_off[1] == 2 && set_off[2] == 2);
+	CU_ASSERT(wrong == 0);
+	shmb_close(c);
 	CU_ASSERT(tb_stop(&t) == 0);
 	tb_cleanup(&t);
 }
@@ -1141,6 +1274,7 @@ static const struct harness_test hostile_tests[] = {
 static const struct harness_test state_tests[] = {
 	{ "state_churn", test_state_churn },
 	{ "state_destroy_compacts", test_state_destroy_compacts },
+	{ "state_compact_mid_change", test_state_compact_mid_change },
 	{ "state_escaped_topic", test_state_escaped_topic },
 	{ NULL, NULL },
 };
