@@ -804,7 +804,7 @@ static void test_state_write_fails(void)
 	CU_ASSERT(shmb_session_info(s, &info) == 0);
 	id = info.session_id;
 	shmb_close(c);
-	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 1));
+	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 2));
 	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
 	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
 	CU_ASSERT(state_bad_lines(t.dir, &torn) == 0);
