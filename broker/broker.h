@@ -53,6 +53,12 @@ struct delivered {
 
 #define SESSION_TOKEN_HASH_LEN 32
 
+/* Ids (decisions.md 13): session ids are below SESSION_ID_LIMIT and topic
+ * ids at most TOPIC_ID_MAX.  What names a larger one (a state file line)
+ * is refused, so the next session id can never wrap onto a used one. */
+#define SESSION_ID_LIMIT (1ull << 62)
+#define TOPIC_ID_MAX (1u << 20)
+
 struct session {
 	uint64_t id;
 	char name[PROTO_NAME_MAX + 1];
@@ -61,6 +67,7 @@ struct session {
 	uint32_t generation;
 	bool ephemeral;
 	bool quarantined;
+	bool destroying;       /* being destroyed: a rewrite of the state file leaves it out */
 	uint32_t slot_gen;     /* tags this session's io_uring requests */
 	struct conn *owner;    /* NULL: detached */
 	int owner_conn_slot;
@@ -149,7 +156,8 @@ struct broker {
 	unsigned topic_hash_cap;
 	uint64_t routed;
 	int state_fd;          /* the state file, appended to; -1 before start-up ends */
-	uint64_t state_lines, state_live;
+	off_t state_len;       /* its length: where the next line goes */
+	uint64_t state_lines;   /* lines in it, live or replaced */
 	unsigned adopted;      /* sessions re-adopted at start-up */
 	unsigned quarantined_at_start; /* sessions moved aside at start-up */
 	uint64_t sleeps;       /* times the loop went to sleep */

@@ -230,6 +230,12 @@ static int session_create(struct broker *b, struct conn *c, const struct proto_o
 	if (c->uid != 0 && memory_of(b, c->uid) + session_memory(p.rx_ring_size, p.tx_ring_size) >
 				   b->o.max_memory_per_uid)
 		return -EDQUOT;
+	/* never a wrapped id, whatever start-up found (decisions.md 13) */
+	if (b->next_session_id == 0 || b->next_session_id >= SESSION_ID_LIMIT) {
+		log_msg(LOG_ERR, "no session id left (the next would be %llu): no new session",
+			(unsigned long long)b->next_session_id);
+		return -EOVERFLOW;
+	}
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
@@ -249,8 +255,14 @@ static int session_create(struct broker *b, struct conn *c, const struct proto_o
 	s->rx_ring_size = p.rx_ring_size;
 	s->tx_ring_size = p.tx_ring_size;
 	snprintf(dname, sizeof(dname), "%llu", (unsigned long long)s->id);
-	if (mkdirat(b->sessions_dirfd, dname, 0700) < 0 && errno != EEXIST) {
+	/* ids are never reused, so a directory already there is not ours to
+	 * fill: another session's, or something wrong.  It is left alone; the
+	 * id is spent and the next request takes the next one. */
+	if (mkdirat(b->sessions_dirfd, dname, 0700) < 0) {
 		ret = -errno;
+		if (ret == -EEXIST)
+			log_msg(LOG_ERR, "new session %s: %s/sessions/%s exists already; left as it is,"
+				" the session is refused", s->name, b->o.dir, dname);
 		goto err_free;
 	}
 	s->dirfd = openat(b->sessions_dirfd, dname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -697,7 +709,9 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 		reason);
 	/* gone from the record first: a crash now leaves a directory that the
 	 * next start finds unrecorded and quarantines, never a session that
-	 * comes back half destroyed */
+	 * comes back half destroyed; and if that line sets off a rewrite of
+	 * the file, the rewrite leaves this session out */
+	s->destroying = true;
 	if (state_gone(b, s->id) < 0)
 		log_msg(LOG_WARNING, "session %s: its destruction could not be recorded; the next"
 			" start will quarantine what is left of it", s->name);
@@ -870,32 +884,49 @@ static unsigned uid_topics(struct broker *b, uid_t uid, unsigned add)
 	return b->uids[b->nuids++].topics;
 }
 
-/* A new topic with the next id; name "" is a placeholder nobody can name. */
-static struct topic *topic_append(struct broker *b, uid_t uid, const char *name)
+/*
+ * A new topic with the next id, allocated with room for it in the tables
+ * but not yet in them: nothing can fail once it is recorded.  Name "" is
+ * a placeholder nobody can name.
+ */
+static struct topic *topic_new(struct broker *b, uid_t uid, const char *name)
 {
 	struct topic *t, **n;
-	uint64_t k;
 
 	if (topic_hash_grow(b) < 0)
 		return NULL;
-	t = calloc(1, sizeof(*t));
 	n = realloc(b->topics, (b->ntopics + 1) * sizeof(*n));
-	if (!t || !n) {
-		free(t);
-		if (n)
-			b->topics = n;
+	if (!n)
 		return NULL;
-	}
 	b->topics = n;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
 	t->id = b->ntopics + 1;
 	t->owner = uid;
 	snprintf(t->name, sizeof(t->name), "%s", name);
+	return t;
+}
+
+/* Put a topic from topic_new() into the tables (room is there). */
+static void topic_add(struct broker *b, struct topic *t)
+{
+	uint64_t k;
+
 	b->topics[b->ntopics++] = t;
-	uid_topics(b, uid, 1);
-	for (k = topic_name_hash(name) & (b->topic_hash_cap - 1); b->topic_hash[k];
+	uid_topics(b, t->owner, 1);
+	for (k = topic_name_hash(t->name) & (b->topic_hash_cap - 1); b->topic_hash[k];
 	     k = (k + 1) & (b->topic_hash_cap - 1))
 		;
 	b->topic_hash[k] = t->id;
+}
+
+static struct topic *topic_append(struct broker *b, uid_t uid, const char *name)
+{
+	struct topic *t = topic_new(b, uid, name);
+
+	if (t)
+		topic_add(b, t);
 	return t;
 }
 
@@ -915,7 +946,7 @@ static struct topic *topic_lookup(struct broker *b, const char *name)
 int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name)
 {
 	/* a hole is a lost line: a few in a row at most, never a million */
-	if (id == 0 || id > 1u << 20 || id > b->ntopics + 64 || !*name)
+	if (id == 0 || id > TOPIC_ID_MAX || id > b->ntopics + 64 || !*name)
 		return -EINVAL;
 	if (id <= b->ntopics)
 		return strcmp(b->topics[id - 1]->name, name) ? -EINVAL : 0;
@@ -930,6 +961,7 @@ int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name)
 int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
 {
 	struct topic *t = topic_lookup(b, name);
+	int r;
 
 	if (t) {
 		if (!topic_access(t, uid))
@@ -937,17 +969,25 @@ int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
 		*id = t->id;
 		return 0;
 	}
-	if (b->ntopics >= 1u << 20)
+	if (b->ntopics >= TOPIC_ID_MAX)
 		return -ENOSPC;
 	/* one uid cannot use up the topic space of all (decisions.md 19) */
 	if (uid != 0 && uid_topics(b, uid, 0) >= b->o.max_topics_per_uid)
 		return -EDQUOT;
-	t = topic_append(b, uid, name);
+	t = topic_new(b, uid, name);
 	if (!t)
 		return -ENOMEM;
+	/* ids are never reused: a topic is recorded before it exists, so an
+	 * id the file does not have is never handed out (nor used again
+	 * after a restart for another name) */
+	r = state_topic(b, t);
+	if (r < 0) {
+		free(t);
+		return r;
+	}
+	topic_add(b, t);
 	*id = t->id;
-	/* ids are never reused: a topic is recorded before its id is handed out */
-	return state_topic(b, t);
+	return 0;
 }
 
 int session_unsubscribe(struct broker *b, struct session *s, uint32_t topic_id)
@@ -958,9 +998,14 @@ int session_unsubscribe(struct broker *b, struct session *s, uint32_t topic_id)
 		return -ENOENT;
 	for (unsigned i = 0; i < s->ntopics; i++)
 		if (s->topics[i] == topic_id) {
+			/* recorded first: memory never runs ahead of the file */
+			int r = state_sub(b, s->id, topic_id, 'U');
+
+			if (r < 0)
+				return r;
 			s->topics[i] = s->topics[--s->ntopics];
 			topic_drop_sub(t, s);
-			return state_sub(b, s->id, topic_id, 'U');
+			return 0;
 		}
 	return -ENOENT;
 }
@@ -970,10 +1015,16 @@ int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bo
 	struct topic *t = topic_by_id(b, topic_id);
 	struct session **subs;
 	uint32_t *ids;
+	int r;
 
 	if (!t || !topic_access(t, s->uid))
 		return -ENOENT;
+	/* each change is recorded before memory follows it: a request that
+	 * fails leaves nothing the file does not say */
 	if (reset && s->ntopics) {
+		r = state_sub(b, s->id, 0, 'R');
+		if (r < 0)
+			return r;
 		while (s->ntopics) {
 			struct topic *o = topic_by_id(b, s->topics[0]);
 
@@ -981,14 +1032,11 @@ int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bo
 				topic_drop_sub(o, s);
 			s->topics[0] = s->topics[--s->ntopics];
 		}
-		int r = state_sub(b, s->id, 0, 'R');
-
-		if (r < 0)
-			return r;
 	}
 	for (unsigned i = 0; i < s->ntopics; i++)
 		if (s->topics[i] == topic_id)
 			return 0;
+	/* room first (unused room is harmless), so nothing fails after the line */
 	ids = realloc(s->topics, (s->ntopics + 1) * sizeof(*ids));
 	if (!ids)
 		return -ENOMEM;
@@ -997,9 +1045,12 @@ int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bo
 	if (!subs)
 		return -ENOMEM;
 	t->subs = subs;
+	r = state_sub(b, s->id, topic_id, 'B');
+	if (r < 0)
+		return r;
 	s->topics[s->ntopics++] = topic_id;
 	t->subs[t->nsubs++] = s;
-	return state_sub(b, s->id, topic_id, 'B');
+	return 0;
 }
 
 /* ---- re-adoption after a restart --------------------------------------------- */

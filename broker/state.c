@@ -7,10 +7,13 @@
  *
  * The file, SHMB_DIR/state, is a log of lines, each "CRC32C record\n".
  * A change appends one line before the broker answers the request that
- * made it; when the log has grown to several times what is live, it is
- * rewritten whole (temp file, fsync, rename).  The crash model is a
- * process crash (decisions.md 4): a line written is in the page cache
- * before the reply.  A line torn by a kill, or corrupted, fails its
+ * made it, and before its memory changes (a new session, whose files
+ * come first, is destroyed again): a line that cannot be written, cut off
+ * again if part of it was, fails the request and changes nothing.  When
+ * the next line would take the log past several times what is live, it
+ * is rewritten whole first (temp file, fsync, rename).  The crash model
+ * is a process crash (decisions.md 4): a line written is in the page
+ * cache before the reply.  A line torn by a kill, or corrupted, fails its
  * checksum and is skipped, saying so; what it would have said is either
  * not yet promised to anyone (the last line) or found again (a session
  * whose record is lost is quarantined, its files kept for inspection).
@@ -51,7 +54,9 @@ static int esc(char *out, size_t cap, const char *in)
 	size_t o = 0;
 
 	for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
-		if (o + 4 >= cap)
+		/* room for "%xx" and the NUL after it: a name of 200 '%' fits
+		 * the 601 bytes its callers give */
+		if (o + 4 > cap)
 			return -ENAMETOOLONG;
 		if (*p <= ' ' || *p > '~' || *p == '%')
 			o += (size_t)snprintf(out + o, cap - o, "%%%02x", *p);
@@ -165,6 +170,25 @@ static void session_rec(struct sbuf *sb, const struct session *s)
 		sb_add(sb, "%s", body);
 }
 
+/* Write at an offset, all of it, or fail. */
+static int pwrite_all(int fd, const char *p, size_t len, off_t off)
+{
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
 static int write_all(int fd, const char *p, size_t len)
 {
 	while (len) {
@@ -178,6 +202,27 @@ static int write_all(int fd, const char *p, size_t len)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+/* Does a rewrite of the file keep this session?  Not one quarantined
+ * whose files are gone: there is nothing left to re-adopt.  Nor one being
+ * destroyed, whatever line sets the rewrite off (its own G line among
+ * them): the new file must not record a session whose files are going. */
+static bool state_keeps(const struct session *s)
+{
+	return !s->destroying && !(s->quarantined && !s->rx.base);
+}
+
+/* The lines a rewrite would write: the header, each topic, and each
+ * session kept with one line per subscription. */
+static uint64_t state_live(const struct broker *b)
+{
+	uint64_t n = 1 + (uint64_t)b->ntopics;
+
+	for (unsigned i = 0; i < b->nsessions; i++)
+		if (state_keeps(b->sessions[i]))
+			n += 1 + (uint64_t)b->sessions[i]->ntopics;
+	return n;
 }
 
 /* Rewrite the whole state from memory: temp file, fsync, rename. */
@@ -196,7 +241,7 @@ int state_compact(struct broker *b)
 	for (unsigned i = 0; i < b->nsessions; i++) {
 		const struct session *s = b->sessions[i];
 
-		if (s->quarantined && !s->rx.base)
+		if (!state_keeps(s))
 			continue;
 		session_rec(&sb, s);
 		for (unsigned k = 0; k < s->ntopics; k++)
@@ -226,11 +271,15 @@ int state_compact(struct broker *b)
 		close(b->state_fd);
 	/* appends go on in the new file: the descriptor is the renamed file */
 	b->state_fd = fd;
-	b->state_lines = b->state_live = 1 + b->ntopics + b->nsessions;
+	b->state_len = (off_t)sb.len;
+	b->state_lines = state_live(b);
 	return 0;
 }
 
-/* Append one record.  0, or a negative errno (the change must then fail). */
+/*
+ * Append one record.  0, or a negative errno: the change must then fail,
+ * and nothing of the line is left in the file.
+ */
 static int state_append(struct broker *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int state_append(struct broker *b, const char *fmt, ...)
 {
@@ -245,19 +294,38 @@ static int state_append(struct broker *b, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		return n;
-	/* one write: a kill tears at most this line, which its CRC exposes */
-	r = write_all(b->state_fd, line, (size_t)n);
-	if (r < 0) {
-		log_msg(LOG_ERR, "cannot write the state file: %s", strerror(-r));
-		return r;
-	}
-	b->state_lines++;
-	if (b->state_lines > 4 * b->state_live + 1024) {
+	/*
+	 * Rewrite once this line would take the log past four times what is
+	 * live.  Before the line, not after it: the change it records is made
+	 * in memory only once it is written, so a rewrite from memory after
+	 * the line would leave the change out and take the line away.  Now
+	 * the file says what memory says, and the line goes into the new one.
+	 * Counting what is live walks every session, so it is done only past
+	 * a bound that needs no walk: live is at least the header, the topics
+	 * and one line per session.  Below it an append costs nothing more.
+	 */
+	if (b->state_lines + 1 > 4 * (1 + (uint64_t)b->ntopics + b->nsessions) + 1024 &&
+	    b->state_lines + 1 > 4 * state_live(b) + 1024) {
 		r = state_compact(b);
 		if (r < 0)
 			log_msg(LOG_WARNING, "cannot rewrite the state file: %s (appends go on)",
 				strerror(-r));
 	}
+	/* one write: a kill tears at most this line, which its CRC exposes;
+	 * at the length we know, so a line cut short below is overwritten by
+	 * the next one even if it could not be cut off */
+	r = pwrite_all(b->state_fd, line, (size_t)n, b->state_len);
+	if (r < 0) {
+		log_msg(LOG_ERR, "cannot write the state file: %s", strerror(-r));
+		/* part of the line may be there (a full disk, a size limit):
+		 * the next line would join it and both would fail their CRC */
+		if (ftruncate(b->state_fd, b->state_len) < 0)
+			log_msg(LOG_ERR, "cannot cut a failed line off the state file: %s (the next"
+				" line overwrites it)", strerror(errno));
+		return r;
+	}
+	b->state_len += n;
+	b->state_lines++;
 	return 0;
 }
 
@@ -268,7 +336,6 @@ int state_session(struct broker *b, const struct session *s)
 
 	if (r < 0)
 		return r;
-	b->state_live++;
 	return state_append(b, "%s", body);
 }
 
@@ -291,7 +358,6 @@ int state_topic(struct broker *b, const struct topic *t)
 
 	if (r < 0)
 		return r;
-	b->state_live++;
 	return state_append(b, "T %u %u %s", t->id, (unsigned)t->owner, name);
 }
 
@@ -319,6 +385,16 @@ static int unhex(uint8_t *out, size_t n, const char *in)
 	return 0;
 }
 
+/*
+ * A session id a line may name.  sscanf takes "-1" and numbers past 2^64
+ * as huge values, and one taken as the highest id so far would make the
+ * next id wrap onto ids in use: a line naming one says nonsense.
+ */
+static bool session_id_ok(unsigned long long id)
+{
+	return id != 0 && id < SESSION_ID_LIMIT;
+}
+
 static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 {
 	char name[STATE_LINE_MAX], th[2 * SESSION_TOKEN_HASH_LEN + 2];
@@ -329,7 +405,9 @@ static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 
 	switch (rec[0]) {
 	case 'H':
-		if (sscanf(rec, "H %u %llx %llu%n", &u, &id, &a, &k) != 3 || rec[k] || u != STATE_VERSION)
+		/* the next id is one past the highest: at most the limit */
+		if (sscanf(rec, "H %u %llx %llu%n", &u, &id, &a, &k) != 3 || rec[k] || u != STATE_VERSION ||
+		    a > SESSION_ID_LIMIT)
 			return -EINVAL;
 		b->broker_id = id;
 		l->have_header = true;
@@ -348,7 +426,7 @@ static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 		struct state_session n = { 0 };
 
 		if (sscanf(rec, "S %llu %u %u %u %llu %llu %d %65s %1023s%n", &id, &u, &v, &w, &a, &c, &pid,
-			   th, name, &k) != 9 || rec[k] || id == 0 || v > SHM_POLICY_DROP_OLDEST ||
+			   th, name, &k) != 9 || rec[k] || !session_id_ok(id) || v > SHM_POLICY_DROP_OLDEST ||
 		    strlen(name) > PROTO_NAME_MAX || unhex(n.token_hash, sizeof(n.token_hash), th) < 0)
 			return -EINVAL;
 		n.id = id;
@@ -382,7 +460,7 @@ static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 		return 0;
 	}
 	case 'G':
-		if (sscanf(rec, "G %llu%n", &id, &k) != 1 || rec[k])
+		if (sscanf(rec, "G %llu%n", &id, &k) != 1 || rec[k] || !session_id_ok(id))
 			return -EINVAL;
 		s = ss_find(l, id);
 		if (s) {
@@ -391,14 +469,15 @@ static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 		}
 		return 0;
 	case 'R':
-		if (sscanf(rec, "R %llu%n", &id, &k) != 1 || rec[k])
+		if (sscanf(rec, "R %llu%n", &id, &k) != 1 || rec[k] || !session_id_ok(id))
 			return -EINVAL;
 		if ((s = ss_find(l, id)))
 			s->ntopics = 0;
 		return 0;
 	case 'B':
 	case 'U':
-		if (sscanf(rec + 1, " %llu %u%n", &id, &u, &k) != 2 || rec[1 + k])
+		if (sscanf(rec + 1, " %llu %u%n", &id, &u, &k) != 2 || rec[1 + k] || !session_id_ok(id) ||
+		    u == 0 || u > TOPIC_ID_MAX)
 			return -EINVAL;
 		s = ss_find(l, id);
 		if (!s)
@@ -425,13 +504,14 @@ static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 /*
  * Read SHMB_DIR/state into l (sessions) and b (broker id, next session
  * id, topics).  A missing file is a first start.  Bad lines are skipped
- * and counted in l->bad; l->torn says the last line was cut short.
+ * and counted in l->bad; l->torn says the last line was cut short: only
+ * bytes after the last newline, at the very end, are that.
  */
 int state_read(struct broker *b, struct state_load *l)
 {
 	int fd = openat(b->dirfd, "state", O_RDONLY | O_CLOEXEC);
 	struct stat st;
-	char *buf, *p;
+	char *buf, *p, *end;
 	unsigned lineno = 0;
 
 	memset(l, 0, sizeof(*l));
@@ -466,8 +546,11 @@ int state_read(struct broker *b, struct state_load *l)
 		st.st_size = (off_t)got;
 	}
 	close(fd);
-	for (p = buf; *p;) {
-		char *nl = strchr(p, '\n');
+	/* by length, not by C string: a NUL byte must not end the file early */
+	end = buf + st.st_size;
+	for (p = buf; p < end;) {
+		char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t len;
 		unsigned crc;
 		int k = 0;
 
@@ -480,8 +563,10 @@ int state_read(struct broker *b, struct state_load *l)
 			break;
 		}
 		*nl = 0;
-		if (strlen(p) < 10 || sscanf(p, "%8x %n", &crc, &k) != 1 || k != 9 ||
-		    crc != crc32c(0, p + 9, strlen(p + 9)) || parse_rec(b, l, p + 9) < 0) {
+		len = (size_t)(nl - p);
+		/* a NUL inside a line is damage, like a checksum that fails */
+		if (len < 10 || memchr(p, 0, len) || sscanf(p, "%8x %n", &crc, &k) != 1 || k != 9 ||
+		    crc != crc32c(0, p + 9, len - 9) || parse_rec(b, l, p + 9) < 0) {
 			l->bad++;
 			if (l->bad <= 10)
 				log_msg(LOG_ERR, "state: line %u is corrupt (checksum or format); skipped",

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -798,6 +799,622 @@ static void test_clean_restart(void)
 	tb_cleanup(&t);
 }
 
+/* Lines in the state file; -1 if it cannot be read. */
+static long state_nlines(const char *dir)
+{
+	char path[600];
+	long n = 0;
+	FILE *f;
+	int ch;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while ((ch = getc(f)) != EOF)
+		n += ch == '\n';
+	fclose(f);
+	return n;
+}
+
+/*
+ * One session opened and closed thousands of times: every attach and every
+ * detach appends a line that replaces the last one, so what is live stays
+ * two records (header, session) and compaction must keep the file near
+ * four times that plus its slack of 1024 lines, not let it grow forever.
+ */
+static void test_state_churn(void)
+{
+	struct shmb_session_opts so = { .rx_ring_size = 4096, .tx_ring_size = 4096 };
+	const unsigned cycles = 1500 + (unsigned)(1500 * harness_scale());
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s;
+	long lines, most = 0;
+	unsigned done = 0;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	for (unsigned i = 0; i < cycles; i++) {
+		if (shmb_session_open(c, "churn", &so, &s) < 0)
+			break;
+		if (shmb_session_close(s) < 0)
+			break;
+		done++;
+		if (i % 256 == 0 && (lines = state_nlines(t.dir)) > most)
+			most = lines;
+	}
+	lines = state_nlines(t.dir);
+	if (lines > most)
+		most = lines;
+	printf("\n  %u open/close cycles: the state file has %ld lines at the end, %ld at most\n",
+	       done, lines, most);
+	CU_ASSERT(done == cycles);
+	CU_ASSERT(lines > 0);
+	CU_ASSERT(most < 4 * 2 + 1100);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* The state file's lines whose checksum fails, and whether it ends in
+ * the middle of a line; -1 if it cannot be read. */
+static int state_bad_lines(const char *dir, bool *torn)
+{
+	char path[600], *buf, *p, *end;
+	struct stat st;
+	int fd, bad = 0;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -1;
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf || pread(fd, buf, (size_t)st.st_size, 0) != st.st_size) {
+		free(buf);
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	end = buf + st.st_size;
+	*torn = st.st_size > 0 && end[-1] != '\n';
+	for (p = buf; p < end;) {
+		char *nl = memchr(p, '\n', (size_t)(end - p));
+		unsigned crc;
+
+		if (!nl)
+			break;
+		*nl = 0;
+		if (nl - p < 10 || sscanf(p, "%8x ", &crc) != 1 ||
+		    crc != crc32c(0, p + 9, (size_t)(nl - p - 9)))
+			bad++;
+		p = nl + 1;
+	}
+	free(buf);
+	return bad;
+}
+
+/*
+ * The state file cannot grow (RLIMIT_FSIZE set on the running broker,
+ * SIGXFSZ ignored): a topic's line is written in part, then refused.  The
+ * request fails, nothing of the line stays in the file, and the topic
+ * does not exist: once the file can grow again, the same topic is
+ * recorded properly, and after a restart every line checks and the
+ * subscription made then is still there.  A subscribe and an unsubscribe
+ * refused the same way change nothing either.
+ */
+static void test_state_write_fails(void)
+{
+	char topic[PROTO_TOPIC_MAX + 1], path[600];
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s, *p;
+	struct shmb_session_info info;
+	struct rlimit was, lim;
+	struct stat before, after;
+	struct shmb_msg m;
+	uint64_t id;
+	bool torn = false;
+	struct tb t;
+	int r;
+
+	memset(topic, 'L', PROTO_TOPIC_MAX);
+	topic[PROTO_TOPIC_MAX] = 0;
+	/* inherited by the broker through fork and exec: it gets EFBIG, not killed */
+	signal(SIGXFSZ, SIG_IGN);
+	r = tb_start(&t, "--rx-ring-size", "4096", "--tx-ring-size", "4096", NULL);
+	signal(SIGXFSZ, SIG_DFL);
+	CU_ASSERT_FATAL(r == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "short") == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "p", NULL, &p) == 0);
+	CU_ASSERT_FATAL(shmb_publish(p, "other", "", 0, 1000) == 0); /* the topic exists */
+	snprintf(path, sizeof(path), "%s/state", t.dir);
+	CU_ASSERT_FATAL(stat(path, &before) == 0);
+	/* room for 100 more bytes: the topic's line is longer */
+	CU_ASSERT_FATAL(prlimit(t.pid, RLIMIT_FSIZE, NULL, &was) == 0);
+	lim = was;
+	lim.rlim_cur = (rlim_t)before.st_size + 100;
+	CU_ASSERT_FATAL(prlimit(t.pid, RLIMIT_FSIZE, &lim, NULL) == 0);
+	r = shmb_subscribe(s, topic);
+	printf("\n  the state file at its size limit: subscribe to a new topic -> %d (%s)\n", r,
+	       strerror(-r));
+	CU_ASSERT(r < 0);
+	CU_ASSERT(stat(path, &after) == 0);
+	CU_ASSERT(after.st_size == before.st_size);
+	CU_ASSERT(state_bad_lines(t.dir, &torn) == 0);
+	CU_ASSERT(!torn);
+	/* no room at all: neither of these happens */
+	lim.rlim_cur = (rlim_t)after.st_size;
+	CU_ASSERT_FATAL(prlimit(t.pid, RLIMIT_FSIZE, &lim, NULL) == 0);
+	CU_ASSERT(shmb_unsubscribe(s, "short") < 0);
+	CU_ASSERT(shmb_subscribe(s, "other") < 0);
+	/* the file can grow again: still subscribed to short, not to other */
+	CU_ASSERT_FATAL(prlimit(t.pid, RLIMIT_FSIZE, &was, NULL) == 0);
+	CU_ASSERT(shmb_publish(p, "other", "other", 5, 1000) == 0);
+	CU_ASSERT(shmb_publish(p, "short", "short", 5, 1000) == 0);
+	CU_ASSERT(shmb_flush(p, 5000) == 0);
+	CU_ASSERT(shmb_recv(s, &m, 5000) == 0 && m.len == 5 && !memcmp(m.data, "short", 5));
+	shmb_ack(s);
+	/* and the topic is new: its line is written now */
+	CU_ASSERT_FATAL(shmb_subscribe(s, topic) == 0);
+	CU_ASSERT(shmb_session_info(s, &info) == 0);
+	id = info.session_id;
+	shmb_close(c);
+	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 2));
+	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
+	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
+	CU_ASSERT(state_bad_lines(t.dir, &torn) == 0);
+	CU_ASSERT(!torn);
+
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, "--rx-ring-size", "4096", "--tx-ring-size", "4096", NULL) == 0);
+	CU_ASSERT(tb_log_count(&t, "state: line") == 0);
+	CU_ASSERT(tb_log_count(&t, "of its subscriptions is unknown") == 0);
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
+	CU_ASSERT(shmb_session_info(s, &info) == 0);
+	CU_ASSERT(info.session_id == id);
+	CU_ASSERT_FATAL(shmb_session_open(c, "p", NULL, &p) == 0);
+	CU_ASSERT(shmb_publish(p, topic, "long", 4, 1000) == 0);
+	CU_ASSERT(shmb_publish(p, "short", "short", 5, 1000) == 0);
+	CU_ASSERT(shmb_flush(p, 5000) == 0);
+	CU_ASSERT(shmb_recv(s, &m, 5000) == 0 && m.len == 4 && !memcmp(m.data, "long", 4));
+	CU_ASSERT(shmb_recv(s, &m, 5000) == 0 && m.len == 5 && !memcmp(m.data, "short", 5));
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* Append one record to the state file, with its checksum. */
+static int state_add(const char *dir, const char *rec)
+{
+	char path[600];
+	FILE *f;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	f = fopen(path, "a");
+	if (!f)
+		return -1;
+	r = fprintf(f, "%08x %s\n", crc32c(0, rec, strlen(rec)), rec) < 0;
+	return fclose(f) == 0 && r == 0 ? 0 : -1;
+}
+
+/*
+ * Lines that check but name ids past the limit: a header whose next
+ * session id is 2^64-1 (the next ids would wrap to 0, then 1, an id in
+ * use) and a session whose id is 2^63.  The parser refuses both; new
+ * sessions get the ids after the recorded ones, and the old one is
+ * untouched.  Then a directory that is already there when a new session
+ * would take its id: that session is refused, the directory left alone.
+ */
+static void test_state_huge_ids(void)
+{
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s, *n[3];
+	struct shmb_session_info info;
+	unsigned long long old, id[3], bid = 0;
+	char path[700], rec[300], line[1024];
+	struct shmb_msg m;
+	struct tb t;
+	FILE *f;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "old", NULL, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	CU_ASSERT(shmb_session_info(s, &info) == 0);
+	old = info.session_id;
+	shmb_close(c);
+	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 1));
+	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
+	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
+
+	snprintf(path, sizeof(path), "%s/state", t.dir);
+	f = fopen(path, "r");
+	CU_ASSERT_FATAL(f != NULL);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*x H 1 %llx", &bid) == 1)
+			break;
+	fclose(f);
+	CU_ASSERT_FATAL(bid != 0);
+	snprintf(rec, sizeof(rec), "H 1 %016llx 18446744073709551615", bid);
+	CU_ASSERT_FATAL(state_add(t.dir, rec) == 0);
+	snprintf(rec, sizeof(rec), "S 9223372036854775808 %u 0 0 65536 65536 0 %064d huge",
+		 (unsigned)getuid(), 0);
+	CU_ASSERT_FATAL(state_add(t.dir, rec) == 0);
+
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT(tb_log_count(&t, "is corrupt") == 2);
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	for (int i = 0; i < 3; i++) {
+		char name[8];
+
+		snprintf(name, sizeof(name), "n%d", i);
+		CU_ASSERT_FATAL(shmb_session_open(c, name, NULL, &n[i]) == 0);
+		CU_ASSERT(shmb_session_info(n[i], &info) == 0);
+		id[i] = info.session_id;
+		printf("%s  new session %s: id %llu\n", i ? "" : "\n", name, id[i]);
+		CU_ASSERT(id[i] > old && id[i] < old + 100);
+		CU_ASSERT(i == 0 || id[i] == id[i - 1] + 1);
+	}
+	/* the old session is still there, its files and subscription intact */
+	CU_ASSERT_FATAL(shmb_session_open(c, "old", NULL, &s) == 0);
+	CU_ASSERT(shmb_session_info(s, &info) == 0);
+	CU_ASSERT(info.session_id == old);
+	CU_ASSERT(info.created == 0);
+	CU_ASSERT(shmb_publish(n[0], "t", "hi", 2, 1000) == 0);
+	CU_ASSERT(shmb_flush(n[0], 5000) == 0);
+	CU_ASSERT(shmb_recv(s, &m, 5000) == 0 && m.len == 2 && !memcmp(m.data, "hi", 2));
+
+	/* a directory where the next session would go: refused, left alone */
+	snprintf(path, sizeof(path), "%s/sessions/%llu", t.dir, id[2] + 1);
+	CU_ASSERT_FATAL(mkdir(path, 0700) == 0);
+	snprintf(path, sizeof(path), "%s/sessions/%llu/mine", t.dir, id[2] + 1);
+	CU_ASSERT_FATAL(close(open(path, O_WRONLY | O_CREAT, 0600)) == 0);
+	CU_ASSERT(shmb_session_open(c, "late", NULL, &n[0]) < 0);
+	CU_ASSERT(tb_log_count(&t, "exists already") == 1);
+	CU_ASSERT(access(path, F_OK) == 0);
+	snprintf(path, sizeof(path), "%s/sessions/%llu/rx", t.dir, id[2] + 1);
+	CU_ASSERT(access(path, F_OK) < 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "late", NULL, &n[0]) == 0);
+	CU_ASSERT(shmb_session_info(n[0], &info) == 0);
+	CU_ASSERT(info.session_id == id[2] + 2);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/*
+ * A NUL byte in an early line: the record that created session "first",
+ * which the lines of its detach and its next attach repeat before it
+ * subscribes.  That line is corrupt; every line after it still counts:
+ * both sessions come back with their subscriptions, and the file is not
+ * taken to end at the NUL.
+ */
+static void test_state_nul(void)
+{
+	const char *names[] = { "first", "second" };
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s[2], *p;
+	struct shmb_session_info info;
+	unsigned long long ids[2];
+	char path[600], *buf, *at;
+	struct proto_reply rep;
+	struct stat st;
+	struct shmb_msg m;
+	bool torn = true;
+	struct tb t;
+	int fd;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, names[0], NULL, &s[0]) == 0);
+	CU_ASSERT_FATAL(shmb_session_close(s[0]) == 0);
+	for (int i = 0; i < 2; i++) {
+		CU_ASSERT_FATAL(shmb_session_open(c, names[i], NULL, &s[i]) == 0);
+		CU_ASSERT_FATAL(shmb_subscribe(s[i], "t") == 0);
+		CU_ASSERT(shmb_session_info(s[i], &info) == 0);
+		ids[i] = info.session_id;
+	}
+	shmb_close(c);
+	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 2));
+	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
+	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
+	/* nothing to fault before the NUL */
+	CU_ASSERT(state_bad_lines(t.dir, &torn) == 0);
+
+	snprintf(path, sizeof(path), "%s/state", t.dir);
+	fd = open(path, O_RDWR);
+	CU_ASSERT_FATAL(fd >= 0 && fstat(fd, &st) == 0);
+	buf = calloc(1, (size_t)st.st_size + 1);
+	CU_ASSERT_FATAL(buf && pread(fd, buf, (size_t)st.st_size, 0) == st.st_size);
+	at = strstr(buf, " first\n");
+	CU_ASSERT_FATAL(at != NULL);
+	/* the middle of that line, and the detach repeats the record later */
+	CU_ASSERT_FATAL(strstr(at + 1, " first\n") != NULL);
+	while (at > buf && at[-1] != '\n')
+		at--;
+	CU_ASSERT_FATAL(pwrite(fd, "", 1, at - buf + 20) == 1);
+	free(buf);
+	close(fd);
+
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT(tb_log_count(&t, "is corrupt") == 1);
+	CU_ASSERT(tb_log_count(&t, "incomplete") == 0);
+	CU_ASSERT(tb_log_count(&t, "a copy is kept") == 1);
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT(client_status(c, &rep) == 0);
+	CU_ASSERT(rep.u.status.adopted == 2);
+	CU_ASSERT(rep.u.status.quarantined_at_start == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "p", NULL, &p) == 0);
+	CU_ASSERT(shmb_publish(p, "t", "x", 1, 1000) == 0);
+	CU_ASSERT(shmb_flush(p, 5000) == 0);
+	for (int i = 0; i < 2; i++) {
+		CU_ASSERT_FATAL(shmb_session_open(c, names[i], NULL, &s[i]) == 0);
+		CU_ASSERT(shmb_session_info(s[i], &info) == 0);
+		CU_ASSERT(info.session_id == ids[i]);
+		CU_ASSERT(info.created == 0);
+		CU_ASSERT(shmb_recv(s[i], &m, 5000) == 0 && m.len == 1);
+	}
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* Does the state file record session id (an S line not followed by a G)?
+ * *s_lines: how many S lines it has for it. */
+static bool state_records(const char *dir, unsigned long long id, unsigned *s_lines)
+{
+	char path[600], line[1024];
+	bool rec = false;
+	FILE *f;
+
+	*s_lines = 0;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long i;
+		char kind;
+
+		if (sscanf(line, "%*x %c %llu", &kind, &i) == 2 && i == id &&
+		    (kind == 'S' || kind == 'G')) {
+			rec = kind == 'S';
+			*s_lines += kind == 'S';
+		}
+	}
+	fclose(f);
+	return rec;
+}
+
+/*
+ * Sessions created and destroyed over and over, so that the file is
+ * rewritten now and then by the G line of a destroy.  That rewrite must
+ * leave the session out, and its G line must not be lost with the old
+ * file: the session would be recorded again though its files are gone (a
+ * kill before the destroy ends would bring it back).  Runs until three
+ * rewrites came from a destroy.
+ */
+static void test_state_destroy_compacts(void)
+{
+	struct shmb_session_opts so = { .rx_ring_size = 4096, .tx_ring_size = 4096 };
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s;
+	struct shmb_session_info info;
+	unsigned cycles = 0, by_destroy = 0, recorded = 0, kept = 0;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	while (by_destroy < 3 && cycles < 20000) {
+		long before;
+		unsigned s_lines;
+		bool rewritten;
+
+		if (shmb_session_open(c, "gone", &so, &s) < 0 || shmb_session_info(s, &info) < 0)
+			break;
+		/* a line more every third time: rewrites fall on every kind of line */
+		if (cycles % 3 == 0 && shmb_subscribe(s, "t") < 0)
+			break;
+		before = state_nlines(t.dir);
+		if (shmb_session_destroy(s) < 0)
+			break;
+		rewritten = state_nlines(t.dir) < before;
+		by_destroy += rewritten;
+		recorded += state_records(t.dir, info.session_id, &s_lines);
+		/* the rewrite left it out: nothing of it but the G line */
+		kept += rewritten && s_lines > 0;
+		cycles++;
+	}
+	printf("\n  %u sessions created and destroyed; %u rewrites of the state file set off by a"
+	       " destroy, %u of them kept the session; destroyed sessions still recorded: %u\n",
+	       cycles, by_destroy, kept, recorded);
+	CU_ASSERT(by_destroy == 3);
+	CU_ASSERT(kept == 0);
+	CU_ASSERT(recorded == 0);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	CU_ASSERT(tb_log_count(&t, "its files are gone") == 0);
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT(tb_log_count(&t, "its files are gone") == 0);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+#define MID_TOPICS 4096
+
+/*
+ * What the state file says session `id` is subscribed to, as got[k] for
+ * topic "k<k>"; -1 if a line of it names a topic the file does not have.
+ */
+static int state_subs(const char *dir, unsigned long long id, uint8_t *got)
+{
+	char path[600], line[1024];
+	static int knum[MID_TOPICS + 1]; /* topic id -> k, or -1 */
+	FILE *f;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	memset(got, 0, MID_TOPICS);
+	for (int i = 0; i <= MID_TOPICS; i++)
+		knum[i] = -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long sid;
+		unsigned tid, k;
+		char kind;
+
+		if (sscanf(line, "%*x T %u %*u k%u", &tid, &k) == 2 && tid <= MID_TOPICS &&
+		    k < MID_TOPICS) {
+			knum[tid] = (int)k;
+			continue;
+		}
+		if (sscanf(line, "%*x R %llu", &sid) == 1 && sid == id) {
+			memset(got, 0, MID_TOPICS);
+			continue;
+		}
+		if (sscanf(line, "%*x %c %llu %u", &kind, &sid, &tid) != 3 || sid != id ||
+		    (kind != 'B' && kind != 'U'))
+			continue;
+		if (tid > MID_TOPICS || knum[tid] < 0) {
+			r = -1;
+			continue;
+		}
+		got[knum[tid]] = kind == 'B';
+	}
+	fclose(f);
+	return r;
+}
+
+/*
+ * A rewrite of the state file set off by the line of a subscription
+ * change (a new topic's T line, a B line, a U line) must not drop that
+ * change.  Another session's attach and detach lines bring the log to the
+ * point where the next line crosses the rewrite threshold (four times the
+ * header, topics, sessions and subscriptions, plus 1024: recovery.md),
+ * then the change is made; after it, the file must say what the broker
+ * holds.  Each kind twice.
+ */
+static void test_state_compact_mid_change(void)
+{
+	struct shmb_session_opts so = { .rx_ring_size = 4096, .tx_ring_size = 4096 };
+	static uint8_t want[MID_TOPICS], got[MID_TOPICS];
+	static const char *const kinds[] = { "a new topic", "an unsubscribe", "a subscribe" };
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s, *x = NULL;
+	struct shmb_session_info info;
+	unsigned ntopics = 0, nsubs = 0, done = 0, set_off[3] = { 0 }, wrong = 0;
+	uint64_t t0 = mono_ns();
+	struct tb t;
+
+	memset(want, 0, sizeof(want));
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "subs", &so, &s) == 0);
+	CU_ASSERT_FATAL(shmb_session_info(s, &info) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "churn", &so, &x) == 0);
+	while (done < 6 && mono_ns() - t0 < 60ull * 1000000000ull) {
+		/* live: the header, the topics, two sessions, the subscriptions */
+		long lines = state_nlines(t.dir), live = 1 + ntopics + 2 + nsubs;
+		int kind = (int)(done % 3), r;
+		char topic[16];
+		unsigned k;
+
+		CU_ASSERT_FATAL(lines > 0);
+		if (lines < 4 * live + 1024) {
+			/* one line that replaces another */
+			if (x) {
+				r = shmb_session_close(x);
+				x = NULL;
+			} else {
+				r = shmb_session_open(c, "churn", &so, &x);
+			}
+			CU_ASSERT_FATAL(r == 0);
+			continue;
+		}
+		/* the next line crosses: a new topic (T, then B), the unsubscribe
+		 * of that topic (U), and its subscribe again (B) */
+		k = kind == 0 ? ntopics : ntopics - 1;
+		snprintf(topic, sizeof(topic), "k%u", k);
+		r = kind == 1 ? shmb_unsubscribe(s, topic) : shmb_subscribe(s, topic);
+		CU_ASSERT_FATAL(r == 0);
+		if (kind == 0)
+			ntopics++;
+		want[k] = kind != 1;
+		nsubs += kind == 1 ? -1u : 1;
+		set_off[kind] += state_nlines(t.dir) < lines;
+		if (state_subs(t.dir, info.session_id, got) < 0 || memcmp(got, want, MID_TOPICS)) {
+			printf("\n  after %s that set off a rewrite, the state file is wrong", kinds[kind]);
+			wrong++;
+		}
+		done++;
+	}
+	printf("\n  rewrites set off by a new topic %u, an unsubscribe %u, a subscribe %u;"
+	       " the file wrong after %u of them\n", set_off[0], set_off[1], set_off[2], wrong);
+	CU_ASSERT(done == 6);
+	CU_ASSERT(set_off[0] == 2 && set_off[1] == 2 && set_off[2] == 2);
+	CU_ASSERT(wrong == 0);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* The longest topic name whose every character the state file escapes
+ * (200 '%', 600 characters written): recorded, and back after a restart. */
+static void test_state_escaped_topic(void)
+{
+	char topic[PROTO_TOPIC_MAX + 1];
+	struct shmb_connect_opts co;
+	struct shmb_client *c;
+	struct shmb_session *s, *p;
+	struct shmb_msg m;
+	struct tb t;
+
+	memset(topic, '%', PROTO_TOPIC_MAX);
+	topic[PROTO_TOPIC_MAX] = 0;
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co = (struct shmb_connect_opts){ .dir = t.dir };
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, topic) == 0);
+	shmb_close(c);
+	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 1));
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT(tb_log_count(&t, "state: line") == 0);
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "p", NULL, &p) == 0);
+	CU_ASSERT(shmb_publish(p, topic, "x", 1, 1000) == 0);
+	CU_ASSERT(shmb_flush(p, 5000) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
+	CU_ASSERT(shmb_recv(s, &m, 5000) == 0 && m.len == 1 && !strcmp(m.topic, topic));
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static const struct harness_test tests[] = {
 	{ "clean_restart", test_clean_restart },
 	{ "broker_killed", test_broker_killed },
@@ -810,12 +1427,25 @@ static const struct harness_test tests[] = {
 static const struct harness_test hostile_tests[] = {
 	{ "damaged_at_start", test_damaged_at_start },
 	{ "state_fuzz", test_state_fuzz },
+	{ "state_write_fails", test_state_write_fails },
+	{ "state_huge_ids", test_state_huge_ids },
+	{ "state_nul", test_state_nul },
+	{ NULL, NULL },
+};
+
+/* The state file under churn, and its longest lines */
+static const struct harness_test state_tests[] = {
+	{ "state_churn", test_state_churn },
+	{ "state_destroy_compacts", test_state_destroy_compacts },
+	{ "state_compact_mid_change", test_state_compact_mid_change },
+	{ "state_escaped_topic", test_state_escaped_topic },
 	{ NULL, NULL },
 };
 
 static const struct harness_suite suites[] = {
 	{ "restart", tests },
 	{ "broker-hostile", hostile_tests },
+	{ "state", state_tests },
 	{ NULL, NULL },
 };
 
