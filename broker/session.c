@@ -1436,10 +1436,16 @@ int session_adopt_all(struct broker *b, const struct state_load *l)
 		if (e->d_name[0] == '.')
 			continue;
 		id = strtoull(e->d_name, &end, 10);
+		if (*end || id == 0 || id >= SESSION_ID_LIMIT) {
+			/* not a name this broker gives: never let it move the ids */
+			snprintf(what, sizeof(what), "sessions/%s", e->d_name);
+			quarantine_dir(b, e->d_name, what, "its name is not a session id");
+			continue;
+		}
 		/* ids are never reused, even those of what is moved aside */
-		if (!*end && id >= b->next_session_id)
+		if (id >= b->next_session_id)
 			b->next_session_id = id + 1;
-		for (unsigned i = 0; !*end && i < l->n; i++)
+		for (unsigned i = 0; i < l->n; i++)
 			if (l->s[i].id == id) {
 				st = &l->s[i];
 				seen[i] = true;
