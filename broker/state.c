@@ -235,7 +235,9 @@ int state_compact(struct broker *b)
 	for (unsigned i = 0; i < b->ntopics; i++) {
 		char name[3 * PROTO_TOPIC_MAX + 1];
 
-		if (esc(name, sizeof(name), b->topics[i]->name) == 0)
+		/* a placeholder for a lost line has no name to write: the ids
+		 * after it keep it in place when the file is read again */
+		if (b->topics[i]->name[0] && esc(name, sizeof(name), b->topics[i]->name) == 0)
 			sb_add(&sb, "T %u %u %s", b->topics[i]->id, (unsigned)b->topics[i]->owner, name);
 	}
 	for (unsigned i = 0; i < b->nsessions; i++) {
