@@ -40,6 +40,25 @@ out=$("$build/shmbctl" sub t --session s1 --count 2 --null --timeout 5 | tr '\0'
 rc=$?
 [ $rc -eq 2 ] && ok "bad_count_refused" || bad "bad_count_refused" "exit $rc"
 
+# the broker SIGKILLed, one session's rx header damaged: the restarted
+# broker says in `status` what it re-adopted and what it moved aside
+"$build/shmbctl" sub t --session s2 --count 0 >/dev/null 2>&1
+kill -9 $broker; wait $broker 2>/dev/null
+rx=$(ls -d "$dir"/sessions/*/rx | head -n 1)
+printf '\177' | dd of="$rx" bs=1 seek=40 conv=notrunc 2>/dev/null
+"$build/shmbd" --quiet 2>>"$dir.log" &
+broker=$!
+i=0
+until "$build/shmbctl" status >/dev/null 2>&1; do
+	i=$((i + 1)); [ $i -gt 200 ] && break
+	sleep 0.05
+done
+out=$("$build/shmbctl" status | grep '^last start')
+case "$out" in
+*"1 session(s) re-adopted, 1 quarantined"*) ok "status_after_restart" ;;
+*) bad "status_after_restart" "got '$out'" ;;
+esac
+
 # a sub killed with SIGKILL five times resumes each time, and the broker
 # killed twice restarts with everything: the demo's proof
 kill $broker; wait $broker 2>/dev/null
