@@ -21,6 +21,8 @@
 #include "broker/broker.h"
 #include "shmb.h"
 
+#define SHMBD_CONFIG "/etc/shmb/shmbd.conf"
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -47,6 +49,9 @@ static void usage(FILE *f)
 		"      --no-uring-futex       do not wait in io_uring FUTEX_WAIT; poll every\n"
 		"                             --fallback-tick-us when idle instead\n"
 		"      --fallback-tick-us US  (default 1000)\n"
+		"      --config FILE          read settings from FILE (default " SHMBD_CONFIG ",\n"
+		"                             if it exists): 'key = value' lines whose keys are\n"
+		"                             these options' long names; flags given here win\n"
 		"  -v, --verbose              log debug lines too\n"
 		"  -q, --quiet                log warnings and errors only\n"
 		"  -h, --help                 this text\n"
@@ -153,6 +158,134 @@ static int state_setup(struct broker *b)
 	return r;
 }
 
+/* Options given in seconds, turned into milliseconds once all are read. */
+struct secs {
+	uint64_t ttl, block, hello;
+};
+
+/* "yes"/"no" and friends; NULL (a flag given bare) is yes. */
+static int parse_bool(const char *s, bool *out)
+{
+	if (!s || !strcmp(s, "yes") || !strcmp(s, "true") || !strcmp(s, "1") || !strcmp(s, "on"))
+		*out = true;
+	else if (!strcmp(s, "no") || !strcmp(s, "false") || !strcmp(s, "0") || !strcmp(s, "off"))
+		*out = false;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * One setting, from the command line or the config file (the key is the
+ * long option's name): 0, -EINVAL for a bad value, 1 for an option that
+ * is not a setting.
+ */
+static int set_opt(struct broker *b, struct secs *t, int o, const char *val)
+{
+	uint64_t v = 0;
+	bool on = false;
+	int r = 0;
+
+	switch (o) {
+	case 'd': b->o.dir = val; break;
+	case 1: r = parse_u64(val, &b->o.rx_ring_size); break;
+	case 2: r = parse_u64(val, &b->o.tx_ring_size); break;
+	case 3: r = parse_u64(val, &t->ttl); break;
+	case 4: r = parse_u64(val, &b->o.poll_us); break;
+	case 5: r = parse_u64(val, &v); b->o.max_sessions_per_uid = (unsigned)v; break;
+	case 6: r = parse_bool(val, &b->o.no_uring_futex); break;
+	case 7: r = parse_u64(val, &b->o.fallback_tick_us); break;
+	case 8: r = parse_u64(val, &t->block); break;
+	case 9: r = parse_u64(val, &t->hello); break;
+	case 10: r = parse_u64(val, &v); b->o.max_topics_per_uid = (unsigned)v; break;
+	case 11: r = parse_u64(val, &b->o.max_memory_per_uid); break;
+	case 'v':
+		r = parse_bool(val, &on);
+		if (on)
+			log_set_level(LOG_DEBUG);
+		break;
+	case 'q':
+		r = parse_bool(val, &on);
+		if (on)
+			log_set_level(LOG_WARNING);
+		break;
+	default: return 1;
+	}
+	if (r == 0 && v > UINT32_MAX)
+		r = -EINVAL;
+	return r;
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+		*--e = 0;
+	return s;
+}
+
+/*
+ * The config file: "key = value" lines, keys the long options' names,
+ * '#' starts a comment line.  An unknown key or a bad value is an error
+ * naming the line.  A missing file is an error only when it was named.
+ */
+static int config_read(struct broker *b, struct secs *t, const char *path, bool must,
+		       const struct option *opts)
+{
+	FILE *f = fopen(path, "re");
+	char *line = NULL;
+	size_t cap = 0;
+	unsigned n = 0;
+	int ret = 0;
+
+	if (!f) {
+		if (!must && errno == ENOENT)
+			return 0;
+		fprintf(stderr, "shmbd: cannot read %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	while (ret == 0 && getline(&line, &cap, f) > 0) {
+		char *k = trim(line), *eq, *val;
+		const struct option *o;
+
+		n++;
+		if (!*k || *k == '#')
+			continue;
+		eq = strchr(k, '=');
+		if (!eq) {
+			fprintf(stderr, "shmbd: %s:%u: expected 'key = value'\n", path, n);
+			ret = -1;
+			break;
+		}
+		*eq = 0;
+		k = trim(k);
+		val = trim(eq + 1);
+		for (o = opts; o->name; o++)
+			if (!strcmp(o->name, k) && strcmp(k, "help") && strcmp(k, "version") &&
+			    strcmp(k, "config"))
+				break;
+		if (!o->name) {
+			fprintf(stderr, "shmbd: %s:%u: unknown key '%s'\n", path, n, k);
+			ret = -1;
+			break;
+		}
+		/* a value outlives the line it was read from */
+		val = strdup(val);
+		if (!val || !*val || set_opt(b, t, o->val, val) != 0) {
+			fprintf(stderr, "shmbd: %s:%u: bad value for '%s'\n", path, n, k);
+			free(val);
+			ret = -1;
+		}
+	}
+	free(line);
+	fclose(f);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -168,6 +301,7 @@ int main(int argc, char **argv)
 		{ "hello-timeout", required_argument, NULL, 9 },
 		{ "max-topics-per-uid", required_argument, NULL, 10 },
 		{ "max-memory-per-uid", required_argument, NULL, 11 },
+		{ "config", required_argument, NULL, 12 },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -175,7 +309,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct broker b;
-	uint64_t ttl_s = 60, block_s = 10, hello_s = 5, v;
+	struct secs t = { .ttl = 60, .block = 10, .hello = 5 };
 	int o, r;
 
 	b.o = (struct broker_opts){
@@ -188,27 +322,32 @@ int main(int argc, char **argv)
 		.max_memory_per_uid = 1ull << 30,
 		.fallback_tick_us = 1000,
 	};
+	/* the config file first (default /etc/shmb/shmbd.conf, if there is one);
+	 * flags given on the command line win over it */
+	{
+		const char *cfg = NULL;
+
+		for (int i = 1; i < argc; i++) {
+			if (!strcmp(argv[i], "--config") && i + 1 < argc)
+				cfg = argv[i + 1];
+			else if (!strncmp(argv[i], "--config=", 9))
+				cfg = argv[i] + 9;
+		}
+		if (config_read(&b, &t, cfg ? cfg : SHMBD_CONFIG, cfg != NULL, opts) < 0)
+			return 2;
+	}
 	while ((o = getopt_long(argc, argv, "d:vqhV", opts, NULL)) != -1) {
-		r = 0;
 		switch (o) {
-		case 'd': b.o.dir = optarg; break;
-		case 1: r = parse_u64(optarg, &b.o.rx_ring_size); break;
-		case 2: r = parse_u64(optarg, &b.o.tx_ring_size); break;
-		case 3: r = parse_u64(optarg, &ttl_s); break;
-		case 4: r = parse_u64(optarg, &b.o.poll_us); break;
-		case 5: r = parse_u64(optarg, &v); b.o.max_sessions_per_uid = (unsigned)v; break;
-		case 6: b.o.no_uring_futex = true; break;
-		case 7: r = parse_u64(optarg, &b.o.fallback_tick_us); break;
-		case 8: r = parse_u64(optarg, &block_s); break;
-		case 9: r = parse_u64(optarg, &hello_s); break;
-		case 10: r = parse_u64(optarg, &v); b.o.max_topics_per_uid = (unsigned)v; break;
-		case 11: r = parse_u64(optarg, &b.o.max_memory_per_uid); break;
-		case 'v': log_set_level(LOG_DEBUG); break;
-		case 'q': log_set_level(LOG_WARNING); break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("shmbd %s (layout %u, protocol %u)\n", shmb_version(),
 				 shmb_layout_version(), PROTO_VERSION); return 0;
-		default: usage(stderr); return 2;
+		case 12: continue; /* --config: read above */
+		case '?': usage(stderr); return 2;
+		}
+		r = set_opt(&b, &t, o, optarg);
+		if (r > 0) {
+			usage(stderr);
+			return 2;
 		}
 		if (r < 0) {
 			fprintf(stderr, "shmbd: bad value '%s' for --%s\n", optarg, opts[o == 'd' ? 0 : o].name);
@@ -224,9 +363,9 @@ int main(int argc, char **argv)
 			SHM_RING_MIN, (unsigned long long)SHM_RING_MAX);
 		return 2;
 	}
-	b.o.session_ttl_ms = ttl_s * 1000;
-	b.o.block_timeout_ms = block_s * 1000;
-	b.o.hello_timeout_ms = hello_s * 1000;
+	b.o.session_ttl_ms = t.ttl * 1000;
+	b.o.block_timeout_ms = t.block * 1000;
+	b.o.hello_timeout_ms = t.hello * 1000;
 	b.start_ns = now_ns();
 	b.listen_fd = b.signal_fd = b.lockfd = b.dirfd = b.sessions_dirfd = b.state_fd = -1;
 	if (getrandom(&b.broker_id, sizeof(b.broker_id), 0) != sizeof(b.broker_id))

@@ -68,5 +68,37 @@ else
 	bad "sub_killed_and_resumed" "$(tail -n 8 "$dir.demo" | tr '\n' ' ')"
 fi
 rm -f "$dir.demo"
+
+# shmbd's config file: an unknown key is refused naming its line; a key
+# sets what its flag sets; a flag on the command line wins over the file
+cfg=$dir.conf
+printf '# a comment\n\nsession-ttl = 7\nbogus = 1\n' >"$cfg"
+msg=$("$build/shmbd" --config "$cfg" 2>&1)
+rc=$?
+case "$rc:$msg" in
+"2:"*"$cfg:4: unknown key 'bogus'"*) ok "config_unknown_key" ;;
+*) bad "config_unknown_key" "exit $rc, '$msg'" ;;
+esac
+cfgdir=$dir.cfgdir
+flagdir=$dir.flagdir
+printf 'dir = %s\nsession-ttl = 7\nquiet = yes\n' "$cfgdir" >"$cfg"
+served() { # DIR ARGS...: start shmbd with ARGS; does it answer on DIR?
+	d=$1; shift
+	"$build/shmbd" "$@" 2>>"$dir.log" &
+	pid=$!
+	i=0 r=1
+	while [ $i -lt 100 ]; do
+		SHMB_DIR=$d "$build/shmbctl" status >/dev/null 2>&1 && { r=0; break; }
+		i=$((i + 1)); sleep 0.05
+	done
+	kill $pid 2>/dev/null; wait $pid 2>/dev/null
+	return $r
+}
+if served "$cfgdir" --config "$cfg" && served "$flagdir" --config "$cfg" --dir "$flagdir"; then
+	ok "config_file_and_flags"
+else
+	bad "config_file_and_flags" "the broker did not serve where the file and then the flag said"
+fi
+rm -rf "$cfg" "$cfgdir" "$flagdir"
 echo "RESULT test-shmbctl passed=$passed failed=$failed skipped=0"
 [ $failed -eq 0 ]
