@@ -143,8 +143,15 @@ run: all
 
 # ---- install ---------------------------------------------------------------------
 
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+		$(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BUILD)/shmbd $(DESTDIR)$(PREFIX)/sbin/
+	install -m 0755 $(BUILD)/shmbctl $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|' tools/shmbd.service.in > $(DESTDIR)$(UNITDIR)/shmbd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/shmbd.service
 	install -m 0755 $(BUILD)/libshmb.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libshmb.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libshmb.so.$(SOVER)
 	ln -sf libshmb.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libshmb.so
