@@ -134,13 +134,12 @@ static void dlv_sync(struct broker *b, struct session *sub)
 		struct shm_dlv *e = &t->ent[sub->dlv_touched];
 		const struct delivered *d = &sub->dlv[sub->dlv_touched];
 
+		/* a free slot ({0, 0}) being taken gets its sequence before its name */
+		store_release(&e->next_seq, d->seq);
 		if (e->src_session != d->src_session) {
-			/* a free slot ({0, 0}) is taken: its sequence before its name */
-			store_release(&e->next_seq, d->seq);
 			e->src_broker = b->broker_id;
 			store_release(&e->src_session, d->src_session);
 		}
-		store_release(&e->next_seq, d->seq);
 		if (t->n < sub->ndlv)
 			store_release(&t->n, sub->ndlv);
 		sub->dlv_touched = -1;

@@ -115,6 +115,14 @@ int session_owner_pid(const struct session *s)
 	return s->owner || s->adopted_pidfd >= 0 ? (int)s->owner_pid : 0;
 }
 
+/* A re-adopted session's last owner asking again without its token (it
+ * closed its client while the broker was away) is that owner: a live pid
+ * is not reused. */
+static bool adopted_owner(const struct session *s, const struct conn *c)
+{
+	return !s->owner && s->adopted_pidfd >= 0 && s->owner_pid == c->pid;
+}
+
 void session_token_hash(const uint8_t *token, uint8_t *out)
 {
 	crypto_generichash(out, SESSION_TOKEN_HASH_LEN, token, PROTO_TOKEN_LEN, NULL, 0);
@@ -127,6 +135,19 @@ static int token_new(struct session *s)
 		return -EIO;
 	session_token_hash(s->token, s->token_hash);
 	return 0;
+}
+
+static void owner_set(struct session *s, struct conn *c);
+
+/* c owns s from now on, with a fresh token, recorded before anyone hears
+ * of it: 0, or the error that must fail the request. */
+static int owner_new(struct broker *b, struct session *s, struct conn *c)
+{
+	int r;
+
+	owner_set(s, c);
+	r = token_new(s);
+	return r < 0 ? r : state_session(b, s);
 }
 
 static void adopted_forget(struct session *s)
@@ -203,6 +224,22 @@ static void tx_drop(struct session *s)
 	s->txc = NULL;
 	s->tx_open = false;
 	s->futex_armed = false;
+}
+
+/* Put s in the broker's table: 0 or -ENOMEM. */
+static int sessions_add(struct broker *b, struct session *s)
+{
+	if (b->nsessions == b->cap_sessions) {
+		unsigned cap = b->cap_sessions ? 2 * b->cap_sessions : 64;
+		struct session **n = realloc(b->sessions, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		b->sessions = n;
+		b->cap_sessions = cap;
+	}
+	b->sessions[b->nsessions++] = s;
+	return 0;
 }
 
 static int session_create(struct broker *b, struct conn *c, const struct proto_open *req,
@@ -295,18 +332,9 @@ static int session_create(struct broker *b, struct conn *c, const struct proto_o
 	ret = tx_adopt(s, &tx, 1, 0);
 	if (ret < 0)
 		goto err_tx;
-	if (b->nsessions == b->cap_sessions) {
-		unsigned cap = b->cap_sessions ? 2 * b->cap_sessions : 64;
-		struct session **n = realloc(b->sessions, cap * sizeof(*n));
-
-		if (!n) {
-			ret = -ENOMEM;
-			goto err_all;
-		}
-		b->sessions = n;
-		b->cap_sessions = cap;
-	}
-	b->sessions[b->nsessions++] = s;
+	ret = sessions_add(b, s);
+	if (ret < 0)
+		goto err_all;
 	*out = s;
 	return 0;
 err_all:
@@ -557,11 +585,8 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 		r = session_create(b, c, req, name, &s);
 		if (r < 0)
 			return r;
-		owner_set(s, c);
 		/* its id and owner are written before anyone hears of it */
-		r = token_new(s);
-		if (r == 0)
-			r = state_session(b, s);
+		r = owner_new(b, s, c);
 		if (r < 0) {
 			session_destroy(b, s, "its creation could not be recorded");
 			return r;
@@ -612,11 +637,7 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 		return 0;
 	}
 not_token:
-	/* a re-adopted session's last owner asking again without its token
-	 * (it closed its client while the broker was away) is that owner: a
-	 * live pid is not reused */
-	if (owner_alive(s) && !(req->flags & PROTO_OPEN_TAKEOVER) &&
-	    !(!s->owner && s->owner_pid == c->pid))
+	if (owner_alive(s) && !(req->flags & PROTO_OPEN_TAKEOVER) && !adopted_owner(s, c))
 		return -EBUSY;
 	{
 		struct conn *old = s->owner;
@@ -627,10 +648,7 @@ not_token:
 		if (old && old != c && !old->dead)
 			ctl_push_event(b, old, PROTO_EV_STALE, s->id);
 	}
-	owner_set(s, c);
-	r = token_new(s);
-	if (r == 0)
-		r = state_session(b, s);
+	r = owner_new(b, s, c);
 	if (r < 0) {
 		/* nobody may hold a token the state file does not know */
 		session_detach(b, s, "its new owner could not be recorded");
@@ -1361,22 +1379,12 @@ static const char *session_adopt(struct broker *b, const struct state_session *s
 	s->owner_pidfd = s->adopted_pidfd = s->notify_wr = -1;
 	s->dlv_touched = -1;
 	why = adopt_one(b, s, st, dname);
-	if (!why && b->nsessions == b->cap_sessions) {
-		unsigned cap = b->cap_sessions ? 2 * b->cap_sessions : 64;
-		struct session **n = realloc(b->sessions, cap * sizeof(*n));
-
-		if (n) {
-			b->sessions = n;
-			b->cap_sessions = cap;
-		} else {
-			why = "out of memory";
-		}
-	}
+	if (!why && sessions_add(b, s) < 0)
+		why = "out of memory";
 	if (why) {
 		adopt_undo(s);
 		return why;
 	}
-	b->sessions[b->nsessions++] = s;
 	for (unsigned i = 0; i < st->ntopics; i++)
 		if (session_subscribe(b, s, st->topics[i], false) < 0)
 			log_msg(LOG_WARNING, "session %s: topic %u of its subscriptions is unknown;"
