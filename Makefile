@@ -24,7 +24,7 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/r
 
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry
 MP_TESTS   := test-mp-ring
-INT_TESTS  := test-broker test-restart test-redial
+INT_TESTS  := test-broker test-restart test-redial test-admin
 BENCHES    := bench-ring bench-broker
 
 SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
@@ -105,7 +105,8 @@ INT_BINS  := $(INT_TESTS:%=$(BUILD)/tests/%)
 MP_BINS   := $(MP_TESTS:%=$(BUILD)/tests/%)
 
 test: all $(BUILD)/example-pubsub $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
-	tests/run-tests.sh $(UNIT_BINS) $(MP_BINS) $(INT_BINS) "tests/integration/test-shmbctl.sh $(BUILD)"
+	tests/run-tests.sh $(UNIT_BINS) $(MP_BINS) $(INT_BINS) "tests/integration/test-shmbctl.sh $(BUILD)" \
+		"tests/integration/test-admin-cli.sh $(BUILD)"
 
 test-unit: $(UNIT_BINS)
 	tests/run-tests.sh $(UNIT_BINS)

@@ -59,6 +59,13 @@ struct delivered {
 #define SESSION_ID_LIMIT (1ull << 62)
 #define TOPIC_ID_MAX (1u << 20)
 
+/* What happened to a session lately (shmbctl session NAME). */
+#define SESSION_EVENTS 16
+struct session_event {
+	uint64_t time_ns;      /* CLOCK_REALTIME */
+	char text[120];
+};
+
 struct session {
 	uint64_t id;
 	char name[PROTO_NAME_MAX + 1];
@@ -113,6 +120,9 @@ struct session {
 	uint64_t delivered_out;/* records written to its RX ring */
 	uint64_t dropped_topic;/* records naming a topic it may not use */
 	uint64_t dropped_oldest; /* drop-oldest: records dropped before they were read */
+
+	struct session_event ev[SESSION_EVENTS]; /* a ring: the newest at (nev - 1) % SESSION_EVENTS */
+	uint64_t nev;          /* events ever recorded */
 };
 
 struct topic {
@@ -122,6 +132,9 @@ struct topic {
 	struct session **subs;
 	unsigned nsubs;
 	uint64_t routed;
+	uint64_t rate;         /* messages/s over the last window */
+	uint64_t rate_mark;    /* routed at the window's start */
+	uint64_t rate_ns;      /* the window's start */
 };
 
 struct uid_count {
@@ -193,6 +206,11 @@ void session_conn_gone(struct broker *b, struct conn *c, const char *reason);
 int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name);
 void session_token_hash(const uint8_t *token, uint8_t *out);
 int session_owner_pid(const struct session *s);
+void session_event(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Admin: fence the owner off and detach (delete: destroy); by is the caller's uid. */
+int session_kick(struct broker *b, struct session *s, bool delete, uid_t by);
+/* Refresh each topic's rate when its window is a second old. */
+void topic_rates(struct broker *b, uint64_t now);
 
 /* ---- state.c ---- */
 struct state_session {

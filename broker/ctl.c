@@ -20,10 +20,12 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "broker/broker.h"
 #include "broker/sys.h"
+#include "shm/atomics.h"
 
 int ctl_listen(struct broker *b)
 {
@@ -288,6 +290,271 @@ static int do_status(struct broker *b, struct conn *c, const struct proto_status
 	return send_reply(c, &r, NULL, 0);
 }
 
+/* ---- admin verbs (decisions.md 18, 19) ----------------------------------- */
+
+/*
+ * Whose sessions an admin request may see: root every uid's, unless it
+ * names one; anyone else only its own, and naming another uid is -EPERM.
+ * *all: every uid; else *uid.
+ */
+static int adm_scope(const struct conn *c, uint32_t flags, uint32_t req_uid, bool *all, uid_t *uid)
+{
+	*all = false;
+	*uid = c->uid;
+	if (flags & PROTO_ADM_UID) {
+		if (c->uid != 0 && req_uid != c->uid)
+			return -EPERM;
+		*uid = req_uid;
+	} else if (c->uid == 0) {
+		*all = true;
+	}
+	return 0;
+}
+
+static bool adm_name(uint32_t flags, uint32_t len, const char *in, char *out)
+{
+	if (!(flags & PROTO_ADM_NAME))
+		return true;
+	if (len == 0 || len > PROTO_NAME_MAX)
+		return false;
+	memcpy(out, in, len);
+	out[len] = 0;
+	return strlen(out) == len;
+}
+
+static bool adm_match(const struct session *s, bool all, uid_t uid, const char *name)
+{
+	return (all || s->uid == uid) && (!name[0] || !strcmp(s->name, name));
+}
+
+/* The one session an admin request names, or NULL after an error reply
+ * (none: -ENOENT; one per uid of several, for root: -ENOTUNIQ). */
+static struct session *adm_find(struct broker *b, struct conn *c, uint64_t req_id, bool all,
+				uid_t uid, const char *name)
+{
+	struct session *s = NULL;
+	unsigned found = 0;
+
+	for (unsigned i = 0; i < b->nsessions; i++)
+		if (adm_match(b->sessions[i], all, uid, name)) {
+			s = b->sessions[i];
+			found++;
+		}
+	if (!s)
+		reply_err(c, req_id, -ENOENT, "no session '%s'%s", name, all ? "" : " of this uid");
+	else if (found > 1)
+		reply_err(c, req_id, -ENOTUNIQ,
+			  "sessions named '%s' exist for several uids: name one with --uid", name);
+	return found == 1 ? s : NULL;
+}
+
+static int by_id(const void *a, const void *b)
+{
+	uint64_t x = (*(struct session *const *)a)->id, y = (*(struct session *const *)b)->id;
+
+	return x < y ? -1 : x > y;
+}
+
+static void session_info(struct broker *b, struct session *s, struct proto_session_info *i)
+{
+	const struct shm_seg_hdr *h = (const void *)s->rx.base;
+	uint64_t now = now_ns(), pos, seq;
+	struct timespec rt;
+
+	memset(i, 0, sizeof(*i));
+	i->id = s->id;
+	i->uid = (uint32_t)s->uid;
+	i->pid = session_owner_pid(s) ? session_owner_pid(s) : (int32_t)s->owner_pid;
+	i->generation = s->generation;
+	i->state = s->quarantined ? PROTO_SESSION_QUARANTINED
+		 : s->owner ? PROTO_SESSION_ATTACHED : PROTO_SESSION_DETACHED;
+	i->policy = s->policy;
+	i->flags = (s->ephemeral ? PROTO_SI_EPHEMERAL : 0) | (s->full_since ? PROTO_SI_FULL : 0) |
+		   (s->drain_gen ? PROTO_SI_DRAINING : 0);
+	i->rx_ring_size = s->rx_prod.r.size;
+	if (!s->quarantined) {
+		/* what its owners acknowledged (checked), up to what was written */
+		session_rx_start(s, &pos, &seq);
+		i->rx_depth_bytes = s->rx_prod.pos - pos;
+		i->rx_depth_msgs = seq == RING_SEQ_ANY ? 0 : s->rx_prod.seq - seq;
+	}
+	i->tx_seq = s->tx_cons.seq;
+	i->published = s->routed_in;
+	i->delivered = s->delivered_out;
+	i->dropped = s->dropped_oldest;
+	i->full_ms = s->full_since ? (now - s->full_since) / 1000000 : 0;
+	clock_gettime(CLOCK_REALTIME, &rt);
+	if (h) {
+		uint64_t created = load_relaxed(&h->created_ns);
+		uint64_t rnow = (uint64_t)rt.tv_sec * 1000000000ull + (uint64_t)rt.tv_nsec;
+
+		i->age_ms = rnow > created ? (rnow - created) / 1000000 : 0;
+	}
+	i->detached_ms = !s->owner && s->detached_ns ? (now - s->detached_ns) / 1000000 : 0;
+	i->ntopics = s->ntopics;
+	snprintf(i->name, sizeof(i->name), "%s", s->name);
+	snprintf(i->detach_reason, sizeof(i->detach_reason), "%s", s->detach_reason ? s->detach_reason : "");
+	(void)b;
+}
+
+static int send_page(struct conn *c, struct proto_list_reply *p, uint32_t entry_size)
+{
+	p->h.type = PROTO_LIST_REPLY;
+	p->entry_size = entry_size;
+	p->h.len = (uint32_t)(sizeof(*p) + (size_t)p->count * entry_size);
+	if (send(c->fd, p, p->h.len, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)p->h.len)
+		return -errno;
+	return 0;
+}
+
+static int list_sessions(struct broker *b, struct conn *c, const struct proto_list *q,
+			 struct proto_list_reply *p, bool all, uid_t uid, const char *name)
+{
+	const unsigned room = (PROTO_MAX_MSG - sizeof(*p)) / sizeof(struct proto_session_info);
+	struct proto_session_info *out = (void *)(p + 1);
+	struct session **m = malloc((b->nsessions + 1) * sizeof(*m));
+	unsigned n = 0;
+
+	if (!m)
+		return reply_err(c, q->h.req_id, -ENOMEM, "out of memory");
+	for (unsigned i = 0; i < b->nsessions; i++)
+		if (b->sessions[i]->id >= q->cursor && adm_match(b->sessions[i], all, uid, name))
+			m[n++] = b->sessions[i];
+	if (!n && name[0] && !q->cursor) {
+		free(m);
+		return reply_err(c, q->h.req_id, -ENOENT, "no session '%s'%s", name,
+				 all ? "" : " of this uid");
+	}
+	qsort(m, n, sizeof(*m), by_id);
+	for (p->count = 0; p->count < n && p->count < room; p->count++)
+		session_info(b, m[p->count], &out[p->count]);
+	p->next = n > room ? m[room]->id : 0;
+	free(m);
+	return send_page(c, p, sizeof(*out));
+}
+
+static int list_topics(struct broker *b, struct conn *c, const struct proto_list *q,
+		       struct proto_list_reply *p)
+{
+	const unsigned room = (PROTO_MAX_MSG - sizeof(*p)) / sizeof(struct proto_topic_info);
+	struct proto_topic_info *out = (void *)(p + 1);
+
+	topic_rates(b, now_ns());
+	p->next = 0;
+	/* topics are kept by id - 1, so id order is array order */
+	for (uint64_t k = q->cursor ? q->cursor - 1 : 0; k < b->ntopics; k++) {
+		struct topic *t = b->topics[k];
+
+		if (!t || (c->uid != 0 && t->owner != c->uid))
+			continue;
+		if (p->count == room) {
+			p->next = t->id;
+			break;
+		}
+		out[p->count] = (struct proto_topic_info){
+			.id = t->id,
+			.owner_uid = (uint32_t)t->owner,
+			.subscribers = t->nsubs,
+			.routed = t->routed,
+			.rate = t->rate,
+		};
+		snprintf(out[p->count].name, sizeof(out[p->count].name), "%s", t->name);
+		p->count++;
+	}
+	return send_page(c, p, sizeof(*out));
+}
+
+static int list_events(struct broker *b, struct conn *c, const struct proto_list *q,
+		       struct proto_list_reply *p, bool all, uid_t uid, const char *name)
+{
+	struct proto_event_info *out = (void *)(p + 1);
+	struct session *s;
+
+	if (!name[0])
+		return reply_err(c, q->h.req_id, -EINVAL, "events are listed for one named session");
+	s = adm_find(b, c, q->h.req_id, all, uid, name);
+	if (!s)
+		return 0;
+	for (uint64_t k = s->nev > SESSION_EVENTS ? s->nev - SESSION_EVENTS : 0; k < s->nev; k++) {
+		const struct session_event *e = &s->ev[k % SESSION_EVENTS];
+
+		out[p->count].time_ns = e->time_ns;
+		snprintf(out[p->count].text, sizeof(out[p->count].text), "%s", e->text);
+		p->count++;
+	}
+	p->next = 0;
+	return send_page(c, p, sizeof(*out));
+}
+
+static int do_list(struct broker *b, struct conn *c, const struct proto_list *q)
+{
+	static uint64_t page[PROTO_MAX_MSG / sizeof(uint64_t)];
+	struct proto_list_reply *p = (void *)page;
+	char name[PROTO_NAME_MAX + 1] = "";
+	bool all;
+	uid_t uid;
+	int r;
+
+	if (q->flags & ~(PROTO_ADM_UID | PROTO_ADM_NAME))
+		return reply_err(c, q->h.req_id, -EINVAL, "unknown list flags %#x", q->flags);
+	if (!adm_name(q->flags, q->name_len, q->name, name))
+		return reply_err(c, q->h.req_id, -EINVAL, "bad session name");
+	r = adm_scope(c, q->flags, q->uid, &all, &uid);
+	if (r < 0)
+		return reply_err(c, q->h.req_id, r, "uid %u may list only its own sessions",
+				 (unsigned)c->uid);
+	memset(p, 0, sizeof(*p));
+	p->h.req_id = q->h.req_id;
+	p->kind = q->kind;
+	switch (q->kind) {
+	case PROTO_LIST_SESSIONS:
+		return list_sessions(b, c, q, p, all, uid, name);
+	case PROTO_LIST_TOPICS:
+		return list_topics(b, c, q, p);
+	case PROTO_LIST_EVENTS:
+		return list_events(b, c, q, p, all, uid, name);
+	default:
+		return reply_err(c, q->h.req_id, -EINVAL, "unknown list kind %u", q->kind);
+	}
+}
+
+static int do_kick(struct broker *b, struct conn *c, const struct proto_kick *q)
+{
+	char name[PROTO_NAME_MAX + 1] = "";
+	struct session *s;
+	bool all;
+	uid_t uid;
+	int r;
+
+	if (q->flags & ~(PROTO_ADM_UID | PROTO_KICK_DELETE))
+		return reply_err(c, q->h.req_id, -EINVAL, "unknown kick flags %#x", q->flags);
+	if (!adm_name(PROTO_ADM_NAME, q->name_len, q->name, name))
+		return reply_err(c, q->h.req_id, -EINVAL, "bad session name");
+	r = adm_scope(c, q->flags, q->uid, &all, &uid);
+	if (r < 0)
+		return reply_err(c, q->h.req_id, r, "uid %u may kick only its own sessions",
+				 (unsigned)c->uid);
+	s = adm_find(b, c, q->h.req_id, all, uid, name);
+	if (!s)
+		return 0;
+	r = session_kick(b, s, q->flags & PROTO_KICK_DELETE, c->uid);
+	switch (r) {
+	case 0:
+		return reply_err(c, q->h.req_id, 0, "ok");
+	case -EALREADY:
+		return reply_err(c, q->h.req_id, r, "session '%s' has no owner to kick"
+				 " (--delete destroys it)", name);
+	case -EBADMSG:
+		return reply_err(c, q->h.req_id, r, "session '%s' is quarantined: only --delete"
+				 " applies", name);
+	case -EAGAIN:
+		return reply_err(c, q->h.req_id, r, "session '%s' is still delivering a previous"
+				 " owner's messages: try again", name);
+	default:
+		return reply_err(c, q->h.req_id, r, "cannot kick session '%s': %s", name, strerror(-r));
+	}
+}
+
 static const uint32_t proto_size[] = {
 	[PROTO_HELLO] = sizeof(struct proto_hello),
 	[PROTO_SESSION_OPEN] = sizeof(struct proto_open),
@@ -296,6 +563,8 @@ static const uint32_t proto_size[] = {
 	[PROTO_SUBSCRIBE] = sizeof(struct proto_sub),
 	[PROTO_UNSUBSCRIBE] = sizeof(struct proto_sub),
 	[PROTO_STATUS] = sizeof(struct proto_status),
+	[PROTO_LIST] = sizeof(struct proto_list),
+	[PROTO_KICK] = sizeof(struct proto_kick),
 };
 
 /* One message; returns <0 when the connection must be closed. */
@@ -350,6 +619,12 @@ static int ctl_message(struct broker *b, struct conn *c, const void *buf, size_t
 		break;
 	case PROTO_STATUS:
 		r = do_status(b, c, buf);
+		break;
+	case PROTO_LIST:
+		r = do_list(b, c, buf);
+		break;
+	case PROTO_KICK:
+		r = do_kick(b, c, buf);
 		break;
 	default:
 		r = reply_err(c, h.req_id, -EOPNOTSUPP, "unknown message type %u", h.type);

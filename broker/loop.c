@@ -364,6 +364,7 @@ int loop_run(struct broker *b)
 		if (now - last_house >= 200000000ull) {
 			session_expire(b, now);
 			ctl_expire(b, now);
+			topic_rates(b, now);
 			wake_backoff(b, now);
 			if (b->accept_paused && !b->stopping) {
 				b->accept_paused = false;

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,19 @@ struct session *session_by_id(struct broker *b, uint64_t id)
 		if (b->sessions[i]->id == id)
 			return b->sessions[i];
 	return NULL;
+}
+
+void session_event(struct session *s, const char *fmt, ...)
+{
+	struct session_event *e = &s->ev[s->nev++ % SESSION_EVENTS];
+	struct timespec ts;
+	va_list ap;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	e->time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	va_start(ap, fmt);
+	vsnprintf(e->text, sizeof(e->text), fmt, ap);
+	va_end(ap);
 }
 
 static bool name_ok(const char *n, size_t len)
@@ -596,6 +610,9 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 		*out = s;
 		log_msg(LOG_INFO, "session %s (id %llu, uid %u) created, generation 1, owner pid %d",
 			s->name, (unsigned long long)s->id, (unsigned)s->uid, (int)c->pid);
+		session_event(s, "created by pid %d (%s%s), generation 1", (int)c->pid,
+			      s->policy == SHM_POLICY_DROP_OLDEST ? "drop-oldest" : "block",
+			      s->ephemeral ? ", ephemeral" : "");
 		return 0;
 	}
 	*created = 0;
@@ -634,6 +651,8 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 		*out = s;
 		log_msg(LOG_INFO, "session %s resumed by its owner (pid %d), generation %u", s->name,
 			(int)c->pid, s->generation);
+		session_event(s, "resumed by its owner, pid %d, over a new connection (generation %u)",
+			      (int)c->pid, s->generation);
 		return 0;
 	}
 not_token:
@@ -645,8 +664,10 @@ not_token:
 		r = session_new_generation(b, s);
 		if (r < 0)
 			return r;
-		if (old && old != c && !old->dead)
+		if (old && old != c && !old->dead) {
 			ctl_push_event(b, old, PROTO_EV_STALE, s->id);
+			session_event(s, "taken over from live pid %d", (int)old->pid);
+		}
 	}
 	r = owner_new(b, s, c);
 	if (r < 0) {
@@ -658,6 +679,7 @@ not_token:
 	*out = s;
 	log_msg(LOG_NOTICE, "session %s reattached by pid %d: generation %u", s->name, (int)c->pid,
 		s->generation);
+	session_event(s, "attached by pid %d: generation %u", (int)c->pid, s->generation);
 	return 0;
 }
 
@@ -683,6 +705,7 @@ void session_detach(struct broker *b, struct session *s, const char *reason)
 		log_msg(LOG_WARNING, "session %s: its detach could not be recorded", s->name);
 	s->detached_ns = now_ns();
 	s->detach_reason = reason;
+	session_event(s, "detached: %s (owner pid %d)", reason, (int)s->owner_pid);
 	if (s->ephemeral) {
 		if (session_tx_drained(s)) {
 			session_destroy(b, s, reason);
@@ -708,6 +731,49 @@ void session_conn_gone(struct broker *b, struct conn *c, const char *reason)
 		if (b->nsessions == before)
 			i++;
 	}
+}
+
+/*
+ * An admin's kick (shmbctl kick): the owner is fenced off as by a take-over
+ * (it learns -ESTALE; what it committed is still delivered), its token is
+ * replaced by one nobody knows, and the session waits detached for its
+ * next owner.  With delete, the session is destroyed.
+ */
+int session_kick(struct broker *b, struct session *s, bool delete, uid_t by)
+{
+	struct conn *old = s->owner;
+	int r;
+
+	if (delete) {
+		if (old && !old->dead)
+			ctl_push_event(b, old, PROTO_EV_STALE, s->id);
+		log_msg(LOG_NOTICE, "session %s (uid %u): deleted by uid %u (kick --delete)", s->name,
+			(unsigned)s->uid, (unsigned)by);
+		session_destroy(b, s, "deleted by an admin (kick --delete)");
+		return 0;
+	}
+	if (s->quarantined)
+		return -EBADMSG;
+	if (!old && s->adopted_pidfd < 0)
+		return -EALREADY;
+	r = session_new_generation(b, s);
+	if (r < 0)
+		return r;
+	adopted_forget(s);
+	r = token_new(s);
+	if (r < 0)
+		return r;
+	if (old && !old->dead)
+		ctl_push_event(b, old, PROTO_EV_STALE, s->id);
+	log_msg(LOG_NOTICE, "session %s (uid %u): owner pid %d kicked by uid %u", s->name,
+		(unsigned)s->uid, (int)s->owner_pid, (unsigned)by);
+	session_event(s, "kicked by uid %u: owner pid %d fenced off, generation now %u", (unsigned)by,
+		      (int)s->owner_pid, s->generation);
+	if (old)
+		session_detach(b, s, "kicked by an admin");
+	else if (state_session(b, s) < 0)
+		log_msg(LOG_WARNING, "session %s: its kick could not be recorded", s->name);
+	return 0;
 }
 
 static void topic_drop_sub(struct topic *t, struct session *s)
@@ -780,6 +846,7 @@ void session_quarantine(struct broker *b, struct session *s, const char *why)
 	s->quarantined = true;
 	log_msg(LOG_ERR, "session %s (id %llu) quarantined: %s", s->name, (unsigned long long)s->id,
 		why);
+	session_event(s, "quarantined: %s", why);
 	loop_cancel_session(b, s);
 	s->tx_open = false;
 	/* the owner is detached by session_reap(), outside any routing pass
@@ -838,6 +905,24 @@ void session_expire(struct broker *b, uint64_t now)
 }
 
 /* ---- topics ---------------------------------------------------------------- */
+
+void topic_rates(struct broker *b, uint64_t now)
+{
+	for (unsigned i = 0; i < b->ntopics; i++) {
+		struct topic *t = b->topics[i];
+
+		if (!t)
+			continue;
+		if (!t->rate_ns) {
+			t->rate_ns = now;
+			t->rate_mark = t->routed;
+		} else if (now - t->rate_ns >= 1000000000ull) {
+			t->rate = (t->routed - t->rate_mark) * 1000000000ull / (now - t->rate_ns);
+			t->rate_ns = now;
+			t->rate_mark = t->routed;
+		}
+	}
+}
 
 struct topic *topic_by_id(struct broker *b, uint32_t id)
 {
@@ -1411,6 +1496,12 @@ static const char *session_adopt(struct broker *b, const struct state_session *s
 	log_msg(LOG_INFO, "session %s (id %llu, uid %u) re-adopted: generation %u, %s",
 		s->name, (unsigned long long)s->id, (unsigned)s->uid, s->generation,
 		s->adopted_pidfd >= 0 ? "its owner lives" : "its owner is gone");
+	if (s->adopted_pidfd >= 0)
+		session_event(s, "re-adopted after a broker restart: generation %u, its owner"
+			      " (pid %d) lives", s->generation, (int)s->owner_pid);
+	else
+		session_event(s, "re-adopted after a broker restart: generation %u, its owner is gone",
+			      s->generation);
 	return NULL;
 }
 

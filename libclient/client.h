@@ -175,6 +175,9 @@ struct conn_try {
 int conn_rpc(struct shmb_client *c, int fd, void *req, size_t len, struct proto_reply *rep,
 	     int *fds, int nfds_max, uint64_t deadline);
 
+int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbuf, size_t rcap,
+		 int *fds, int nfds_max, uint64_t deadline);
+
 /* An application's request on the live connection: 0 or an error. */
 int conn_rpc_locked(struct shmb_client *c, void *req, size_t len, struct proto_reply *rep,
 		    int *fds, int nfds_max);

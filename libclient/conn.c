@@ -102,6 +102,15 @@ static int hs_wait(struct shmb_client *c, int fd, short events, uint64_t deadlin
 int conn_rpc(struct shmb_client *c, int fd, void *req, size_t len, struct proto_reply *rep,
 	     int *fds, int nfds_max, uint64_t deadline)
 {
+	return conn_rpc_buf(c, fd, req, len, rep, sizeof(*rep), fds, nfds_max, deadline);
+}
+
+/* The same, for a request whose answer may also be a page of up to rcap
+ * bytes (PROTO_LIST_REPLY, checked for its length only). */
+int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbuf, size_t rcap,
+		 int *fds, int nfds_max, uint64_t deadline)
+{
+	struct proto_reply *rep = rbuf;
 	struct proto_hdr *h = req;
 	int dontwait = deadline ? MSG_DONTWAIT : 0, r;
 
@@ -124,7 +133,7 @@ int conn_rpc(struct shmb_client *c, int fd, void *req, size_t len, struct proto_
 			struct cmsghdr h;
 			char buf[CMSG_SPACE(4 * sizeof(int))];
 		} cm;
-		struct iovec iov = { .iov_base = rep, .iov_len = sizeof(*rep) };
+		struct iovec iov = { .iov_base = rbuf, .iov_len = rcap };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
 				     .msg_controllen = sizeof(cm.buf) };
 		int got = 0;
@@ -157,6 +166,10 @@ int conn_rpc(struct shmb_client *c, int fd, void *req, size_t len, struct proto_
 				close(fds[i]);
 			continue;
 		}
+		if ((size_t)n >= sizeof(struct proto_list_reply) && rep->h.type == PROTO_LIST_REPLY &&
+		    rcap > sizeof(*rep) && rep->h.len == (size_t)n && rep->h.req_id == h->req_id &&
+		    !(mh.msg_flags & MSG_TRUNC) && !got)
+			return 0;
 		if ((size_t)n != sizeof(*rep) || rep->h.type != PROTO_REPLY ||
 		    rep->h.req_id != h->req_id || (mh.msg_flags & MSG_TRUNC)) {
 			for (int i = 0; i < got; i++)

@@ -12,6 +12,18 @@
 /* Admin: the broker's counters (PROTO_STATUS).  0 or -errno. */
 int client_status(struct shmb_client *c, struct proto_reply *rep);
 
+/*
+ * Admin: one page of a listing (PROTO_LIST) into page, which holds
+ * PROTO_MAX_MSG bytes: 0 (page->count entries of the kind's size follow
+ * it; page->next is the next cursor) or -errno, with the broker's words
+ * in text (when given, 160 bytes) on a refusal.
+ */
+int client_list(struct shmb_client *c, struct proto_list *q, struct proto_list_reply *page,
+		char *text);
+
+/* Admin: PROTO_KICK.  0 or -errno, the broker's words in text. */
+int client_kick(struct shmb_client *c, struct proto_kick *q, char *text);
+
 /* Tests: the session's own TX file (mapping and fd), to scribble over it. */
 void *client_session_tx_base(struct shmb_session *s, size_t *len, int *fd);
 

@@ -27,7 +27,7 @@ SHMB_EXPORT const char *shmb_strerror(int err)
 	case 0: return "success";
 	case EAGAIN: return "would block: try again";
 	case EBADMSG: return "corrupt record or segment";
-	case ESTALE: return "session taken over by a newer owner";
+	case ESTALE: return "session fenced off: a newer owner took it over, an admin kicked it, or it was deleted";
 	case EMSGSIZE: return "message larger than the ring allows";
 	case EINVAL: return "invalid argument";
 	case ETIMEDOUT: return "timed out";

@@ -30,8 +30,11 @@ enum proto_type {
 	PROTO_SUBSCRIBE = 5,
 	PROTO_UNSUBSCRIBE = 6,
 	PROTO_STATUS = 20,     /* admin: broker-wide counters */
+	PROTO_LIST = 21,       /* admin: a page of sessions, topics or events */
+	PROTO_KICK = 22,       /* admin: detach a session's owner, or destroy it */
 	PROTO_REPLY = 100,
 	PROTO_EVENT = 101,
+	PROTO_LIST_REPLY = 102,
 };
 
 struct proto_hdr {
@@ -97,6 +100,105 @@ struct proto_status {
 	struct proto_hdr h;
 };
 
+/*
+ * Admin listings (decisions.md 18, 19).  A LIST is answered by one
+ * LIST_REPLY page of at most PROTO_MAX_MSG bytes, or by a proto_reply
+ * with an error.  A page lists entries in id order from `cursor`; its
+ * `next` is the cursor of the following page, 0 after the last.  root
+ * sees every uid; any other uid only its own, and naming another uid is
+ * -EPERM.
+ */
+enum proto_list_kind {
+	PROTO_LIST_SESSIONS = 1, /* struct proto_session_info */
+	PROTO_LIST_TOPICS = 2,   /* struct proto_topic_info */
+	PROTO_LIST_EVENTS = 3,   /* struct proto_event_info: one session's, oldest first */
+};
+
+/* flags of proto_list and proto_kick */
+#define PROTO_ADM_UID 0x1u    /* only sessions of `uid` (else: the caller's; root: all) */
+#define PROTO_ADM_NAME 0x2u   /* only the session called `name` */
+#define PROTO_KICK_DELETE 0x4u /* kick: destroy the session, not only detach it */
+
+struct proto_list {
+	struct proto_hdr h;
+	uint32_t kind;
+	uint32_t flags;
+	uint64_t cursor;
+	uint32_t uid;
+	uint32_t name_len;
+	char name[PROTO_NAME_MAX];
+};
+
+struct proto_kick {
+	struct proto_hdr h;
+	uint32_t flags;
+	uint32_t uid;
+	uint32_t name_len;
+	uint32_t pad;
+	char name[PROTO_NAME_MAX];
+};
+
+struct proto_list_reply {
+	struct proto_hdr h;  /* PROTO_LIST_REPLY, the request's id; len covers the entries */
+	uint32_t kind;
+	uint32_t count;      /* entries that follow */
+	uint32_t entry_size; /* sizeof the kind's entry */
+	uint32_t pad;
+	uint64_t next;       /* the next page's cursor; 0: no more */
+};
+
+/* states of proto_session_info */
+enum proto_session_state {
+	PROTO_SESSION_ATTACHED = 1,
+	PROTO_SESSION_DETACHED = 2,
+	PROTO_SESSION_QUARANTINED = 3,
+};
+
+/* flags of proto_session_info */
+#define PROTO_SI_EPHEMERAL 0x1u
+#define PROTO_SI_FULL 0x2u     /* its full RX ring holds publishers back */
+#define PROTO_SI_DRAINING 0x4u /* a previous owner's TX file is still delivered */
+
+struct proto_session_info {
+	uint64_t id;
+	uint32_t uid;
+	int32_t pid;            /* the (last) owner; 0: none known */
+	uint32_t generation;
+	uint32_t state;         /* enum proto_session_state */
+	uint32_t policy;        /* enum shm_policy */
+	uint32_t flags;         /* PROTO_SI_* */
+	uint64_t rx_ring_size;
+	uint64_t rx_depth_msgs; /* in its RX ring, not yet acknowledged */
+	uint64_t rx_depth_bytes;
+	uint64_t tx_seq;        /* messages of its owners the broker has taken */
+	uint64_t published;     /* of those, taken since the broker started */
+	uint64_t delivered;     /* messages written to its RX ring since the broker started */
+	uint64_t dropped;       /* drop-oldest: dropped before they were read */
+	uint64_t full_ms;       /* how long its full ring has held publishers back */
+	uint64_t age_ms;        /* since it was created (or re-adopted) */
+	uint64_t detached_ms;   /* since it lost its owner; 0: attached */
+	uint32_t ntopics;
+	uint32_t pad;
+	char name[PROTO_NAME_MAX + 8];  /* NUL-terminated, as are the texts below */
+	char detach_reason[64];
+	char exit_reason[48];
+};
+
+struct proto_topic_info {
+	uint32_t id;
+	uint32_t owner_uid;
+	uint32_t subscribers;
+	uint32_t pad;
+	uint64_t routed;        /* messages published to it since the broker started */
+	uint64_t rate;          /* messages/s over the last second or so */
+	char name[PROTO_TOPIC_MAX + 8];
+};
+
+struct proto_event_info {
+	uint64_t time_ns;       /* CLOCK_REALTIME */
+	char text[120];
+};
+
 /* Every reply has this one shape; `err` says which member is meaningful. */
 struct proto_reply {
 	struct proto_hdr h; /* PROTO_REPLY, the request's id */
@@ -157,5 +259,11 @@ static_assert(sizeof(struct proto_hdr) == 16, "proto header");
 static_assert(sizeof(struct proto_open) == 192, "open");
 static_assert(sizeof(struct proto_reply) == 184, "reply");
 static_assert(sizeof(struct proto_reply) <= PROTO_MAX_MSG, "reply fits");
+static_assert(sizeof(struct proto_list) == 168, "list");
+static_assert(sizeof(struct proto_kick) == 160, "kick");
+static_assert(sizeof(struct proto_list_reply) == 40, "list reply");
+static_assert(sizeof(struct proto_session_info) == 368, "session info");
+static_assert(sizeof(struct proto_topic_info) == 240, "topic info");
+static_assert(sizeof(struct proto_event_info) == 128, "event info");
 
 #endif

@@ -35,6 +35,10 @@ int tb_wait_child(pid_t pid, unsigned timeout_ms);
 /* Does the broker still run? */
 bool tb_alive(const struct tb *t);
 
+/* A bare SOCK_SEQPACKET connection to the control socket (5 s receive
+ * timeout), for tests that send raw bytes: the fd, or -1. */
+int tb_raw_connect(const struct tb *t);
+
 /* Count lines of the broker's log containing `needle`. */
 int tb_log_count(const struct tb *t, const char *needle);
 

@@ -1,7 +1,8 @@
 /*
  * tools/shmbctl.c - the shmb CLI.  Scripting verbs: pub and sub; admin:
- * status.  (The full admin set — sessions, topics, kick, --watch — comes
- * with the operations work; docs/roadmap.md.)
+ * status, sessions, session NAME, topics, kick (docs/operations.md).
+ * Listings come from the broker in pages (PROTO_LIST); --json prints the
+ * fields under the stable names docs/operations.md lists.
  *
  * sub acknowledges a message only after its line was written to stdout in
  * full (write(2) returned), so a sub killed with SIGKILL never loses a
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "libclient/internal.h"
+#include "shm/layout.h"
 #include "shmb.h"
 
 static void usage(FILE *f)
@@ -36,6 +38,19 @@ static void usage(FILE *f)
 		"                          even if it was killed; --count: exit after N messages;\n"
 		"                          --timeout: exit 3 after S seconds without a message\n"
 		"  status                  broker pid, uptime, sessions, messages routed\n"
+		"\n"
+		"admin (root sees and manages every uid's sessions; anyone else only their own):\n"
+		"  sessions                every session: owner, generation, state, RX depth,\n"
+		"                          TX sequence, why it was last detached, why its\n"
+		"                          owner went away, age\n"
+		"  session NAME [--uid U]  one session in full, with its recent events\n"
+		"  topics                  every topic: owner, subscribers, messages, rate\n"
+		"  kick NAME [--uid U] [--delete]\n"
+		"                          fence the session's owner off and detach it (the\n"
+		"                          session waits for its next owner); --delete destroys it\n"
+		"      --json              status, sessions, session, topics: one JSON object\n"
+		"      --watch             sessions, topics: redraw every --interval S (default 1)\n"
+		"                          until interrupted (--count N: N times)\n"
 		"\n"
 		"  -d, --dir DIR           the broker's runtime directory (default $SHMB_DIR,\n"
 		"                          else /run/shmb)\n"
@@ -64,6 +79,22 @@ static long parse_count(const char *s)
 	return v;
 }
 
+static double parse_seconds(const char *s);
+
+static unsigned parse_uid(const char *s)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || v > 0xfffffffeul) {
+		fprintf(stderr, "shmbctl: --uid wants a numeric uid, not '%s'\n", s);
+		exit(2);
+	}
+	return (unsigned)v;
+}
+
 static double parse_seconds(const char *s)
 {
 	char *end;
@@ -72,7 +103,8 @@ static double parse_seconds(const char *s)
 	errno = 0;
 	v = strtod(s, &end);
 	if (errno || end == s || *end || !(v > 0)) {
-		fprintf(stderr, "shmbctl: --timeout wants a number of seconds > 0, not '%s'\n", s);
+		fprintf(stderr, "shmbctl: --timeout and --interval want a number of seconds > 0,"
+			" not '%s'\n", s);
 		exit(2);
 	}
 	return v;
@@ -243,7 +275,396 @@ static int cmd_sub(struct shmb_client *c, const char *session, long count, doubl
 	return 0;
 }
 
-static int cmd_status(struct shmb_client *c, const char *dir)
+/* ---- admin ----------------------------------------------------------------- */
+
+struct adm {
+	bool json, watch, del, have_uid;
+	unsigned uid;
+	double interval;
+	long count;
+};
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			fprintf(f, "\\%c", ch);
+		else if (ch < 0x20 || ch == 0x7f)
+			fprintf(f, "\\u%04x", ch);
+		else
+			fputc(ch, f);
+	}
+	fputc('"', f);
+}
+
+static const char *human_bytes(uint64_t v, char *buf, size_t n)
+{
+	static const char unit[] = "BKMGT";
+	int u = 0;
+	double d = (double)v;
+
+	while (d >= 1024 && u < 4) {
+		d /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, n, "%lluB", (unsigned long long)v);
+	else
+		snprintf(buf, n, "%.*f%c", d < 10 ? 1 : 0, d, unit[u]);
+	return buf;
+}
+
+static const char *human_ms(uint64_t ms, char *buf, size_t n)
+{
+	uint64_t s = ms / 1000;
+
+	if (ms < 1000)
+		snprintf(buf, n, "%llums", (unsigned long long)ms);
+	else if (s < 120)
+		snprintf(buf, n, "%llus", (unsigned long long)s);
+	else if (s < 7200)
+		snprintf(buf, n, "%llum", (unsigned long long)(s / 60));
+	else if (s < 172800)
+		snprintf(buf, n, "%lluh", (unsigned long long)(s / 3600));
+	else
+		snprintf(buf, n, "%llud", (unsigned long long)(s / 86400));
+	return buf;
+}
+
+static const char *state_name(uint32_t st)
+{
+	return st == PROTO_SESSION_ATTACHED ? "attached"
+	     : st == PROTO_SESSION_DETACHED ? "detached"
+	     : st == PROTO_SESSION_QUARANTINED ? "quarantined" : "unknown";
+}
+
+static const char *policy_name(uint32_t p)
+{
+	return p == SHM_POLICY_DROP_OLDEST ? "drop-oldest" : "block";
+}
+
+/* Every page of a listing, its entries in one array: count, or -errno. */
+static long list_all(struct shmb_client *c, uint32_t kind, const char *name, const struct adm *a,
+		     void **out, char *text)
+{
+	static uint64_t buf[PROTO_MAX_MSG / sizeof(uint64_t)];
+	struct proto_list_reply *page = (void *)buf;
+	struct proto_list q = { .kind = kind };
+	size_t have = 0, size = 0;
+	char *all = NULL;
+
+	if (name) {
+		q.flags |= PROTO_ADM_NAME;
+		q.name_len = (uint32_t)strlen(name);
+		if (q.name_len == 0 || q.name_len > PROTO_NAME_MAX)
+			return -EINVAL;
+		memcpy(q.name, name, q.name_len);
+	}
+	if (a->have_uid) {
+		q.flags |= PROTO_ADM_UID;
+		q.uid = a->uid;
+	}
+	do {
+		int r = client_list(c, &q, page, text);
+		char *grown;
+
+		if (r < 0) {
+			free(all);
+			return r;
+		}
+		size = page->entry_size;
+		grown = realloc(all, (have + page->count) * size + 1);
+		if (!grown) {
+			free(all);
+			return -ENOMEM;
+		}
+		all = grown;
+		memcpy(all + have * size, page + 1, (size_t)page->count * size);
+		have += page->count;
+		/* a cursor that does not move on would loop for ever */
+		if (page->next && page->next <= q.cursor) {
+			free(all);
+			return -EPROTO;
+		}
+		q.cursor = page->next;
+	} while (q.cursor);
+	*out = all;
+	return (long)have;
+}
+
+static int adm_failed(const char *what, int r, const char *text)
+{
+	if (text[0])
+		fprintf(stderr, "shmbctl: %s: %s\n", what, text);
+	else
+		die(what, r);
+	return 1;
+}
+
+static void session_json(FILE *f, const struct proto_session_info *i)
+{
+	fprintf(f, "{\"name\":");
+	json_str(f, i->name);
+	fprintf(f, ",\"id\":%llu,\"uid\":%u,\"pid\":%d,\"generation\":%u,\"state\":\"%s\","
+		"\"policy\":\"%s\",\"ephemeral\":%s,\"full\":%s,\"draining\":%s,"
+		"\"rx_ring_size\":%llu,\"rx_depth_msgs\":%llu,\"rx_depth_bytes\":%llu,"
+		"\"tx_seq\":%llu,\"published\":%llu,\"delivered\":%llu,\"dropped\":%llu,"
+		"\"full_ms\":%llu,\"topics\":%u,\"age_s\":%llu,\"detached_s\":",
+		(unsigned long long)i->id, i->uid, i->pid, i->generation, state_name(i->state),
+		policy_name(i->policy), i->flags & PROTO_SI_EPHEMERAL ? "true" : "false",
+		i->flags & PROTO_SI_FULL ? "true" : "false", i->flags & PROTO_SI_DRAINING ? "true" : "false",
+		(unsigned long long)i->rx_ring_size, (unsigned long long)i->rx_depth_msgs,
+		(unsigned long long)i->rx_depth_bytes, (unsigned long long)i->tx_seq,
+		(unsigned long long)i->published, (unsigned long long)i->delivered,
+		(unsigned long long)i->dropped, (unsigned long long)i->full_ms, i->ntopics,
+		(unsigned long long)(i->age_ms / 1000));
+	if (i->state == PROTO_SESSION_ATTACHED)
+		fprintf(f, "null");
+	else
+		fprintf(f, "%llu", (unsigned long long)(i->detached_ms / 1000));
+	fprintf(f, ",\"detach_reason\":");
+	json_str(f, i->detach_reason);
+	fprintf(f, ",\"exit_reason\":");
+	json_str(f, i->exit_reason);
+	fputc('}', f);
+}
+
+static int show_sessions(struct shmb_client *c, const struct adm *a)
+{
+	struct proto_session_info *v;
+	char text[160] = "";
+	long n = list_all(c, PROTO_LIST_SESSIONS, NULL, a, (void **)&v, text);
+	int w = 4;
+
+	if (n < 0)
+		return adm_failed("sessions", (int)n, text);
+	if (a->json) {
+		printf("{\"sessions\":[");
+		for (long k = 0; k < n; k++) {
+			if (k)
+				putchar(',');
+			session_json(stdout, &v[k]);
+		}
+		printf("]}\n");
+		free(v);
+		return 0;
+	}
+	for (long k = 0; k < n; k++)
+		if ((int)strlen(v[k].name) > w)
+			w = (int)strlen(v[k].name) > 32 ? 32 : (int)strlen(v[k].name);
+	printf("%-*s %6s %7s %4s %-11s %-11s %15s %10s  %-22s %-18s %5s\n", w, "NAME", "UID", "PID",
+	       "GEN", "STATE", "POLICY", "RX DEPTH", "TX SEQ", "LAST DETACH", "EXIT", "AGE");
+	for (long k = 0; k < n; k++) {
+		const struct proto_session_info *i = &v[k];
+		char depth[40], b1[16], age[16];
+
+		snprintf(depth, sizeof(depth), "%llu/%s%s", (unsigned long long)i->rx_depth_msgs,
+			 human_bytes(i->rx_depth_bytes, b1, sizeof(b1)), i->flags & PROTO_SI_FULL ? "!" : "");
+		printf("%-*.*s %6u %7d %4u %-11s %-11s %15s %10llu  %-22.22s %-18.18s %5s\n", w, w,
+		       i->name, i->uid, i->pid, i->generation, state_name(i->state),
+		       policy_name(i->policy), depth, (unsigned long long)i->tx_seq,
+		       i->detach_reason[0] ? i->detach_reason : "-",
+		       i->exit_reason[0] ? i->exit_reason : "-", human_ms(i->age_ms, age, sizeof(age)));
+	}
+	if (!n)
+		printf("(no sessions)\n");
+	free(v);
+	return 0;
+}
+
+static int show_session(struct shmb_client *c, const char *name, const struct adm *a)
+{
+	struct proto_session_info *v;
+	struct proto_event_info *ev;
+	char text[160] = "", b1[16], b2[16], b3[16];
+	long n = list_all(c, PROTO_LIST_SESSIONS, name, a, (void **)&v, text), ne;
+	const struct proto_session_info *i;
+
+	if (n < 0)
+		return adm_failed(name, (int)n, text);
+	if (n > 1) {
+		fprintf(stderr, "shmbctl: sessions named '%s' exist for %ld uids: name one with --uid\n",
+			name, n);
+		free(v);
+		return 1;
+	}
+	i = &v[0];
+	{
+		struct adm one = *a;
+
+		/* the events of exactly this one */
+		one.have_uid = true;
+		one.uid = i->uid;
+		ne = list_all(c, PROTO_LIST_EVENTS, name, &one, (void **)&ev, text);
+	}
+	if (ne < 0) {
+		free(v);
+		return adm_failed(name, (int)ne, text);
+	}
+	if (a->json) {
+		printf("{\"session\":");
+		session_json(stdout, i);
+		printf(",\"events\":[");
+		for (long k = 0; k < ne; k++) {
+			printf("%s{\"time_ns\":%llu,\"text\":", k ? "," : "",
+			       (unsigned long long)ev[k].time_ns);
+			json_str(stdout, ev[k].text);
+			putchar('}');
+		}
+		printf("]}\n");
+	} else {
+		printf("name            %s\n"
+		       "id              %llu\n"
+		       "uid             %u\n"
+		       "state           %s%s%s\n"
+		       "owner pid       %d%s\n"
+		       "generation      %u\n"
+		       "policy          %s%s\n"
+		       "rx ring         %s, %llu message(s) / %s not yet acknowledged%s\n"
+		       "tx sequence     %llu (published since the broker started: %llu)\n"
+		       "delivered       %llu message(s) since the broker started\n",
+		       i->name, (unsigned long long)i->id, i->uid, state_name(i->state),
+		       i->state != PROTO_SESSION_ATTACHED && i->detached_ms ? " for " : "",
+		       i->state != PROTO_SESSION_ATTACHED && i->detached_ms
+			       ? human_ms(i->detached_ms, b3, sizeof(b3)) : "",
+		       i->pid, i->state == PROTO_SESSION_ATTACHED ? "" : " (its last owner)", i->generation,
+		       policy_name(i->policy), i->flags & PROTO_SI_EPHEMERAL ? ", ephemeral" : "",
+		       human_bytes(i->rx_ring_size, b1, sizeof(b1)), (unsigned long long)i->rx_depth_msgs,
+		       human_bytes(i->rx_depth_bytes, b2, sizeof(b2)),
+		       i->flags & PROTO_SI_FULL ? " (full: holding publishers back)" : "",
+		       (unsigned long long)i->tx_seq, (unsigned long long)i->published,
+		       (unsigned long long)i->delivered);
+		if (i->policy == SHM_POLICY_DROP_OLDEST)
+			printf("dropped         %llu message(s) before they were read\n",
+			       (unsigned long long)i->dropped);
+		printf("subscriptions   %u topic(s)\n"
+		       "last detach     %s\n"
+		       "owner's end     %s\n"
+		       "age             %s\n"
+		       "events (oldest first):\n",
+		       i->ntopics, i->detach_reason[0] ? i->detach_reason : "-",
+		       i->exit_reason[0] ? i->exit_reason : "-", human_ms(i->age_ms, b1, sizeof(b1)));
+		for (long k = 0; k < ne; k++) {
+			time_t t = (time_t)(ev[k].time_ns / 1000000000ull);
+			struct tm tm;
+			char when[32];
+
+			localtime_r(&t, &tm);
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+			printf("  %s.%03llu  %s\n", when,
+			       (unsigned long long)(ev[k].time_ns / 1000000 % 1000), ev[k].text);
+		}
+	}
+	free(ev);
+	free(v);
+	return 0;
+}
+
+static int show_topics(struct shmb_client *c, const struct adm *a)
+{
+	struct proto_topic_info *v;
+	char text[160] = "";
+	struct adm all = *a;
+	long n;
+	int w = 5;
+
+	all.have_uid = false;
+	n = list_all(c, PROTO_LIST_TOPICS, NULL, &all, (void **)&v, text);
+	if (n < 0)
+		return adm_failed("topics", (int)n, text);
+	if (a->json) {
+		printf("{\"topics\":[");
+		for (long k = 0; k < n; k++) {
+			printf("%s{\"name\":", k ? "," : "");
+			json_str(stdout, v[k].name);
+			printf(",\"id\":%u,\"owner_uid\":%u,\"subscribers\":%u,\"routed\":%llu,"
+			       "\"rate\":%llu}", v[k].id, v[k].owner_uid, v[k].subscribers,
+			       (unsigned long long)v[k].routed, (unsigned long long)v[k].rate);
+		}
+		printf("]}\n");
+		free(v);
+		return 0;
+	}
+	for (long k = 0; k < n; k++)
+		if ((int)strlen(v[k].name) > w)
+			w = (int)strlen(v[k].name) > 40 ? 40 : (int)strlen(v[k].name);
+	printf("%-*s %6s %6s %11s %12s %10s\n", w, "TOPIC", "ID", "OWNER", "SUBSCRIBERS", "ROUTED",
+	       "RATE/S");
+	for (long k = 0; k < n; k++)
+		printf("%-*.*s %6u %6u %11u %12llu %10llu\n", w, w, v[k].name, v[k].id, v[k].owner_uid,
+		       v[k].subscribers, (unsigned long long)v[k].routed, (unsigned long long)v[k].rate);
+	if (!n)
+		printf("(no topics)\n");
+	free(v);
+	return 0;
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+/* A listing once, or redrawn in place like top. */
+static int watch(struct shmb_client *c, const struct adm *a, int (*show)(struct shmb_client *,
+									 const struct adm *))
+{
+	struct sigaction sa = { .sa_handler = on_interrupt };
+	long frames = 0;
+
+	if (!a->watch)
+		return show(c, a);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	while (!interrupted && (a->count < 0 || frames < a->count)) {
+		struct timespec ts = { .tv_sec = (time_t)a->interval,
+				       .tv_nsec = (long)((a->interval - (double)(time_t)a->interval) * 1e9) };
+		time_t now = time(NULL);
+		char when[16];
+		int r;
+
+		strftime(when, sizeof(when), "%H:%M:%S", localtime(&now));
+		/* home, clear: one frame replaces the last */
+		printf("\033[H\033[2J%s  (every %gs; Ctrl-C ends)\n\n", when, a->interval);
+		r = show(c, a);
+		fflush(stdout);
+		if (r)
+			return r;
+		if (++frames == a->count)
+			break;
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
+static int cmd_kick(struct shmb_client *c, const char *name, const struct adm *a)
+{
+	struct proto_kick q = { .flags = a->del ? PROTO_KICK_DELETE : 0 };
+	char text[160] = "";
+	int r;
+
+	q.name_len = (uint32_t)strlen(name);
+	if (q.name_len == 0 || q.name_len > PROTO_NAME_MAX)
+		return open_failed(name, -EINVAL);
+	memcpy(q.name, name, q.name_len);
+	if (a->have_uid) {
+		q.flags |= PROTO_ADM_UID;
+		q.uid = a->uid;
+	}
+	r = client_kick(c, &q, text);
+	if (r < 0)
+		return adm_failed("kick", r, text);
+	printf("session '%s' %s\n", name, a->del ? "deleted" : "kicked: its owner is fenced off and"
+	       " the session waits for its next owner");
+	return 0;
+}
+
+static int cmd_status(struct shmb_client *c, const char *dir, const struct adm *a)
 {
 	struct proto_reply rep;
 	uint64_t up;
@@ -251,6 +672,21 @@ static int cmd_status(struct shmb_client *c, const char *dir)
 
 	if (r < 0)
 		return die("status", r);
+	if (a->json) {
+		printf("{\"pid\":%llu,\"dir\":", (unsigned long long)rep.u.status.pid);
+		json_str(stdout, dir);
+		printf(",\"uptime_s\":%llu,\"sessions\":%llu,\"attached\":%llu,\"detached\":%llu,"
+		       "\"topics\":%llu,\"routed\":%llu,\"quarantined\":%llu,\"adopted_at_start\":%llu,"
+		       "\"quarantined_at_start\":%llu}\n",
+		       (unsigned long long)(rep.u.status.uptime_ns / 1000000000ull),
+		       (unsigned long long)rep.u.status.sessions, (unsigned long long)rep.u.status.attached,
+		       (unsigned long long)(rep.u.status.sessions - rep.u.status.attached),
+		       (unsigned long long)rep.u.status.topics, (unsigned long long)rep.u.status.routed,
+		       (unsigned long long)rep.u.status.quarantined,
+		       (unsigned long long)rep.u.status.adopted,
+		       (unsigned long long)rep.u.status.quarantined_at_start);
+		return 0;
+	}
 	up = rep.u.status.uptime_ns / 1000000000ull;
 	printf("broker pid      %llu\n"
 	       "SHMB_DIR        %s\n"
@@ -282,6 +718,11 @@ int main(int argc, char **argv)
 		{ "count", required_argument, NULL, 'n' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "null", no_argument, NULL, '0' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "watch", no_argument, NULL, 'w' },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "uid", required_argument, NULL, 'u' },
+		{ "delete", no_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -291,6 +732,7 @@ int main(int argc, char **argv)
 	long count = -1;
 	double timeout_s = 0;
 	bool nul = false;
+	struct adm adm = { .interval = 1.0, .count = -1 };
 	int o, r;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -301,6 +743,11 @@ int main(int argc, char **argv)
 		case 'n': count = parse_count(optarg); break;
 		case 't': timeout_s = parse_seconds(optarg); break;
 		case '0': nul = true; break;
+		case 'j': adm.json = true; break;
+		case 'w': adm.watch = true; break;
+		case 'i': adm.interval = parse_seconds(optarg); break;
+		case 'u': adm.uid = parse_uid(optarg); adm.have_uid = true; break;
+		case 'D': adm.del = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -344,6 +791,18 @@ int main(int argc, char **argv)
 				timeout_s = parse_seconds(argv[++i]);
 			else if (!strcmp(a, "--null"))
 				nul = true;
+			else if (!strcmp(a, "--json"))
+				adm.json = true;
+			else if (!strcmp(a, "--watch"))
+				adm.watch = true;
+			else if (!strcmp(a, "--delete"))
+				adm.del = true;
+			else if (!strcmp(a, "--interval") && i + 1 < argc)
+				adm.interval = parse_seconds(argv[++i]);
+			else if (!strcmp(a, "--uid") && i + 1 < argc) {
+				adm.uid = parse_uid(argv[++i]);
+				adm.have_uid = true;
+			}
 			else if (!strcmp(a, "--dir") && i + 1 < argc)
 				co.dir = argv[++i];
 			else if (!strncmp(a, "--", 2) && a[2]) {
@@ -355,11 +814,28 @@ int main(int argc, char **argv)
 		argc = n;
 		argv = rest;
 	}
-	if (strcmp(verb, "pub") && strcmp(verb, "sub") && strcmp(verb, "status")) {
-		fprintf(stderr, "shmbctl: unknown verb '%s'\n", verb);
-		usage(stderr);
+	{
+		static const char *const verbs[] = { "pub", "sub", "status", "sessions", "session",
+						     "topics", "kick" };
+		bool known = false;
+
+		for (size_t k = 0; k < sizeof(verbs) / sizeof(verbs[0]); k++)
+			known |= !strcmp(verb, verbs[k]);
+		if (!known) {
+			fprintf(stderr, "shmbctl: unknown verb '%s'\n", verb);
+			usage(stderr);
+			return 2;
+		}
+	}
+	if ((!strcmp(verb, "session") || !strcmp(verb, "kick")) && argc != 1) {
+		fprintf(stderr, "shmbctl: %s wants one session name\n", verb);
 		return 2;
 	}
+	if ((!strcmp(verb, "sessions") || !strcmp(verb, "topics") || !strcmp(verb, "status")) && argc) {
+		fprintf(stderr, "shmbctl: %s takes no argument ('%s')\n", verb, argv[0]);
+		return 2;
+	}
+	adm.count = count;
 	r = shmb_connect(&co, &c);
 	if (r < 0) {
 		const char *d = co.dir ? co.dir : getenv("SHMB_DIR") ? getenv("SHMB_DIR") : "/run/shmb";
@@ -374,7 +850,16 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (!strcmp(verb, "status"))
-		r = cmd_status(c, co.dir ? co.dir : getenv("SHMB_DIR") ? getenv("SHMB_DIR") : "/run/shmb");
+		r = cmd_status(c, co.dir ? co.dir : getenv("SHMB_DIR") ? getenv("SHMB_DIR") : "/run/shmb",
+			       &adm);
+	else if (!strcmp(verb, "sessions"))
+		r = watch(c, &adm, show_sessions);
+	else if (!strcmp(verb, "topics"))
+		r = watch(c, &adm, show_topics);
+	else if (!strcmp(verb, "session"))
+		r = show_session(c, argv[0], &adm);
+	else if (!strcmp(verb, "kick"))
+		r = cmd_kick(c, argv[0], &adm);
 	else if (!strcmp(verb, "pub"))
 		r = cmd_pub(c, session, argc, argv);
 	else

@@ -88,15 +88,20 @@ static void test_subscriber_killed(void)
 	while (kills < want && mono_ns() - t0 < 120ull * 1000000000ull) {
 		uint64_t at = load_acquire(&st->next[0][0]);
 
-		usleep(2000 + (unsigned)(harness_rand(&s) % 20000));
+		usleep(1000 + (unsigned)(harness_rand(&s) % 8000));
 		if (load_acquire(&st->next[0][0]) == at)
 			continue; /* let the new one make progress first */
-		if (at >= n)
+		if (load_acquire(&st->next[0][0]) >= n)
 			break;
 		kill(sub, SIGKILL);
 		{
 			int st_code = tb_wait_child(sub, 5000);
 
+			/* it may have taken the last message just before the kill */
+			if (st_code == 0 && load_acquire(&st->next[0][0]) >= n) {
+				sub = 0;
+				break;
+			}
 			if (st_code != 128 + SIGKILL)
 				printf("\n  subscriber ended with %d before its kill\n", st_code);
 			CU_ASSERT(st_code == 128 + SIGKILL);
@@ -107,7 +112,7 @@ static void test_subscriber_killed(void)
 			subscriber(&t, st, 0, n, 1);
 	}
 	CU_ASSERT(tb_wait_child(pub, 120000) == 0);
-	CU_ASSERT(tb_wait_child(sub, 120000) == 0);
+	CU_ASSERT(!sub || tb_wait_child(sub, 120000) == 0);
 	printf("\n  sent %llu, received %llu in order, %u SIGKILLs, %llu redelivered (each unacknowledged"
 	       " at a kill, same source and sequence), %llu errors, %.2f s\n",
 	       (unsigned long long)n, (unsigned long long)st->received[0], kills,
@@ -385,20 +390,6 @@ static void test_other_uid(void)
 
 /* ---- hostile clients ------------------------------------------------------- */
 
-static int raw_connect(const struct tb *t)
-{
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = 5 };
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-
-	if (snprintf(a.sun_path, sizeof(a.sun_path), "%s/control", t->dir) >= (int)sizeof(a.sun_path))
-		return -1;
-	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
-		return -1;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return fd;
-}
-
 /* Send raw bytes; return the reply's err, 1 for a clean disconnect. */
 static int raw_exchange(int fd, const void *buf, size_t len)
 {
@@ -446,7 +437,7 @@ static void test_malformed_control_messages(void)
 
 			memcpy(junk, &h, sizeof(h));
 		}
-		fd = raw_connect(&t);
+		fd = tb_raw_connect(&t);
 		CU_ASSERT_FATAL(fd >= 0);
 		if (i % 2)
 			CU_ASSERT(raw_exchange(fd, &hello, sizeof(hello)) == 0);
@@ -456,12 +447,12 @@ static void test_malformed_control_messages(void)
 		close(fd);
 	}
 	/* truncated, oversized, wrong version, wrong order, unknown type */
-	fd = raw_connect(&t);
+	fd = tb_raw_connect(&t);
 	CU_ASSERT(raw_exchange(fd, &hello, 4) == -EBADMSG);
 	close(fd);
 	/* larger than any message may be: refused by the kernel, or read
 	 * truncated by the broker, which answers and disconnects */
-	fd = raw_connect(&t);
+	fd = tb_raw_connect(&t);
 	{
 		ssize_t n = send(fd, big, sizeof(big), MSG_NOSIGNAL);
 		struct proto_reply rep;
@@ -474,7 +465,7 @@ static void test_malformed_control_messages(void)
 		}
 	}
 	close(fd);
-	fd = raw_connect(&t);
+	fd = tb_raw_connect(&t);
 	{
 		struct proto_hello v2 = hello;
 
@@ -482,14 +473,14 @@ static void test_malformed_control_messages(void)
 		CU_ASSERT(raw_exchange(fd, &v2, sizeof(v2)) == -EPROTONOSUPPORT);
 	}
 	close(fd);
-	fd = raw_connect(&t);
+	fd = tb_raw_connect(&t);
 	{
 		struct proto_open o = { .h = { PROTO_SESSION_OPEN, sizeof(o), 2 }, .name_len = 1, .name = "z" };
 
 		CU_ASSERT(raw_exchange(fd, &o, sizeof(o)) == -EPROTO);
 	}
 	close(fd);
-	fd = raw_connect(&t);
+	fd = tb_raw_connect(&t);
 	{
 		struct proto_hdr h = { 77, sizeof(h), 3 };
 		struct proto_open o = { .h = { PROTO_SESSION_OPEN, sizeof(o), 4 }, .name_len = 500 };
@@ -508,7 +499,7 @@ static void test_malformed_control_messages(void)
 	}
 	close(fd);
 	/* file descriptors are refused (and closed by the broker) */
-	fd = raw_connect(&t);
+	fd = tb_raw_connect(&t);
 	{
 		union {
 			struct cmsghdr h;
@@ -623,7 +614,7 @@ static void test_hello_timeout(void)
 	uint64_t t0;
 
 	CU_ASSERT_FATAL(tb_start(&t, "--hello-timeout", "1", NULL) == 0);
-	fd = raw_connect(&t); /* SO_RCVTIMEO 5 s */
+	fd = tb_raw_connect(&t); /* SO_RCVTIMEO 5 s */
 	CU_ASSERT_FATAL(fd >= 0);
 	t0 = mono_ns();
 	CU_ASSERT(recv(fd, &b, 1, 0) == 0); /* EOF, well before the 5 s */
