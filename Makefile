@@ -44,7 +44,8 @@ help:
 	@echo "make demo       a demo to watch: a subscriber SIGKILLed mid-stream loses nothing"
 	@echo "make run        shmbd in the foreground on /dev/shm/shmb-<user>, with what to type next"
 	@echo "make ring-demo  the same kind of demo on the bare shared-memory ring"
-	@echo "make install    PREFIX=$(PREFIX) DESTDIR=... installs library, header, pkg-config file"
+	@echo "make install    PREFIX=$(PREFIX) DESTDIR=... installs shmbd, shmbctl, library, header,"
+	@echo "                pkg-config file, systemd unit, man pages (MANDIR=$(MANDIR))"
 
 $(BUILD)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -145,10 +146,13 @@ run: all
 # ---- install ---------------------------------------------------------------------
 
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+MANDIR  ?= $(PREFIX)/share/man
+MANPAGES := man/shmbctl.1 man/shmb.3 man/shmbd.8
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
-		$(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR)
+		$(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(BUILD)/shmbd $(DESTDIR)$(PREFIX)/sbin/
 	install -m 0755 $(BUILD)/shmbctl $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|' tools/shmbd.service.in > $(DESTDIR)$(UNITDIR)/shmbd.service
@@ -160,6 +164,15 @@ install: all
 	install -m 0644 libclient/include/shmb.h $(DESTDIR)$(PREFIX)/include/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' libclient/shmb.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/shmb.pc
+	for p in $(MANPAGES); do \
+		install -m 0644 $$p $(DESTDIR)$(MANDIR)/man$${p##*.}/ || exit 1; \
+	done
+	# one page per function of <shmb.h>, a .so link to shmb(3), so that
+	# `man shmb_publish` finds it
+	for f in $$(sed -n 's/^[a-z][^(]*[ *]\(shmb_[a-z_]*\)(.*/\1/p' libclient/include/shmb.h); do \
+		echo '.so man3/shmb.3' > $(DESTDIR)$(MANDIR)/man3/$$f.3 && \
+		chmod 0644 $(DESTDIR)$(MANDIR)/man3/$$f.3 || exit 1; \
+	done
 
 clean:
 	rm -rf build build-asan

@@ -4,9 +4,10 @@
 set -u
 build=$(cd "${1:-build}" && pwd)
 top=$(cd "$(dirname "$0")/../.." && pwd)
-passed=0 failed=0
+passed=0 failed=0 skipped=0
 ok() { passed=$((passed + 1)); echo "  $1 ...passed"; }
 bad() { failed=$((failed + 1)); echo "  $1 ...FAILED: $2"; }
+skip() { skipped=$((skipped + 1)); echo "  SKIP $1: $2"; }
 
 dir=$(mktemp -d /dev/shm/shmb-ctl-test.XXXXXX)
 export SHMB_DIR=$dir
@@ -103,7 +104,6 @@ rm -rf "$cfg" "$cfgdir" "$flagdir"
 
 # the systemd unit, as `make install` writes it, passes systemd-analyze
 # verify with nothing to say (decisions.md 28)
-skipped=0
 if command -v systemd-analyze >/dev/null 2>&1; then
 	u=$dir.unit
 	mkdir -p "$u/sbin" && ln -sf "$build/shmbd" "$u/sbin/shmbd"
@@ -113,8 +113,46 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 	[ $rc -eq 0 ] && [ -z "$msg" ] && ok "unit_verifies" || bad "unit_verifies" "exit $rc: $msg"
 	rm -rf "$u"
 else
-	echo "  SKIP unit_verifies: systemd-analyze is not installed (apt-get install systemd)"
-	skipped=1
+	skip unit_verifies "systemd-analyze is not installed (apt-get install systemd)"
 fi
+
+# the man pages render with no warning, with each renderer there is
+# (man-db's checks of the macros, groff's of everything)
+man_warnings() { # PAGE: what the renderers say about it, and their exit status
+	if command -v man >/dev/null 2>&1; then
+		LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 "$1" 2>&1 >/dev/null ||
+			echo "man exited $?"
+	fi
+	if command -v groff >/dev/null 2>&1; then
+		groff -man -ww -z "$1" 2>&1 || echo "groff exited $?"
+	fi
+}
+if command -v man >/dev/null 2>&1 || command -v groff >/dev/null 2>&1; then
+	for page in shmbd.8 shmbctl.1 shmb.3; do
+		msg=$(man_warnings "$top/man/$page")
+		[ -z "$msg" ] && ok "man_renders_$page" || bad "man_renders_$page" "$msg"
+	done
+else
+	skip man_renders "neither man nor groff is installed (apt-get install man-db groff-base)"
+fi
+
+# the pages cannot fall behind the code: every long option that --help
+# prints is named in the page (as \-\-name, as the page writes options),
+# and every function of <shmb.h> in shmb(3)
+missing_opts() { # PROGRAM PAGE: the long options of PROGRAM --help not in PAGE
+	"$1" --help | grep -o -- '--[a-z][a-z-]*' | sort -u | while read -r o; do
+		grep -qF -- "$(printf '%s' "$o" | sed 's/-/\\-/g')" "$2" || printf '%s ' "$o"
+	done
+}
+msg=$(missing_opts "$build/shmbd" "$top/man/shmbd.8")
+[ -z "$msg" ] && ok "man_shmbd_has_every_option" || bad "man_shmbd_has_every_option" "not in man/shmbd.8: $msg"
+msg=$(missing_opts "$build/shmbctl" "$top/man/shmbctl.1")
+[ -z "$msg" ] && ok "man_shmbctl_has_every_option" || bad "man_shmbctl_has_every_option" "not in man/shmbctl.1: $msg"
+msg=$(sed -n 's/^[a-z][^(]*[ *]\(shmb_[a-z_]*\)(.*/\1/p' "$top/libclient/include/shmb.h" | while read -r f; do
+	# in the synopsis, and described: under a heading of its own or by name
+	grep -qE "^\.BI? .*[ *]$f\(" "$top/man/shmb.3" &&
+		grep -qE "^\.(SS .*\b$f\(\)|BR $f \(\))" "$top/man/shmb.3" || printf '%s ' "$f"
+done)
+[ -z "$msg" ] && ok "man_shmb3_has_every_function" || bad "man_shmb3_has_every_function" "not in man/shmb.3: $msg"
 echo "RESULT test-shmbctl passed=$passed failed=$failed skipped=$skipped"
 [ $failed -eq 0 ]
