@@ -879,7 +879,8 @@ static uint64_t ms_or(unsigned ms, uint64_t dflt)
 /* Everything but the thread and the dial; shmb_close() undoes any part. */
 static int client_init(struct shmb_client *c, const struct shmb_connect_opts *o)
 {
-	const char *dir = o->dir ? o->dir : getenv("SHMB_DIR");
+	const char *env = getenv("SHMB_DIR");
+	const char *dir = o->dir ? o->dir : env && *env ? env : NULL; /* empty: unset */
 	struct lc_opts lo = {
 		.base_ns = ms_or(o->redial_base_ms, 100 * MS),
 		.cap_ns = ms_or(o->redial_cap_ms, 2000 * MS),

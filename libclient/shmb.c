@@ -39,7 +39,7 @@ SHMB_EXPORT const char *shmb_strerror(int err)
 	case ENOENT: return "no such session, topic or broker";
 	case ECONNREFUSED: return "no broker listens there";
 	case EACCES: return "permission denied";
-	case EDQUOT: return "too many sessions for this uid";
+	case EDQUOT: return "a per-uid limit is reached (sessions, topics or segment memory)";
 	case EPROTO: return "protocol error";
 	case EOPNOTSUPP: return "not supported by this broker";
 	case ENAMETOOLONG: return "path or name too long";

@@ -10,5 +10,6 @@ echo "    export SHMB_DIR=$dir"
 echo "    $build/shmbctl sub news --session me       # prints what arrives; resumes after a kill"
 echo "    $build/shmbctl pub news hello world        # publishes two messages"
 echo "    $build/shmbctl status"
+echo "    $build/shmbctl sessions --watch            # every session, redrawn each second"
 echo
 exec "$build/shmbd" --dir "$dir"

@@ -710,6 +710,14 @@ static int cmd_status(struct shmb_client *c, const char *dir, const struct adm *
 	return 0;
 }
 
+/* The directory the library dials: --dir, else a non-empty $SHMB_DIR, else /run/shmb. */
+static const char *broker_dir(const struct shmb_connect_opts *co)
+{
+	const char *e = getenv("SHMB_DIR");
+
+	return co->dir ? co->dir : e && *e ? e : "/run/shmb";
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -838,7 +846,7 @@ int main(int argc, char **argv)
 	adm.count = count;
 	r = shmb_connect(&co, &c);
 	if (r < 0) {
-		const char *d = co.dir ? co.dir : getenv("SHMB_DIR") ? getenv("SHMB_DIR") : "/run/shmb";
+		const char *d = broker_dir(&co);
 
 		if (r == -ENOENT || r == -ECONNREFUSED)
 			fprintf(stderr, "shmbctl: no broker at %s/control: is shmbd running there?"
@@ -850,7 +858,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (!strcmp(verb, "status"))
-		r = cmd_status(c, co.dir ? co.dir : getenv("SHMB_DIR") ? getenv("SHMB_DIR") : "/run/shmb",
+		r = cmd_status(c, broker_dir(&co),
 			       &adm);
 	else if (!strcmp(verb, "sessions"))
 		r = watch(c, &adm, show_sessions);
