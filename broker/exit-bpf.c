@@ -51,8 +51,13 @@ static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap
 	n = strlen(line);
 	while (n && line[n - 1] == '\n')
 		line[--n] = 0;
-	if (level != LIBBPF_DEBUG && n)
-		snprintf(libbpf_last, sizeof(libbpf_last), "%s", line);
+	if (level != LIBBPF_DEBUG && n) {
+		/* cut to fit: the gist of libbpf's complaint comes first */
+		size_t k = n < sizeof(libbpf_last) - 1 ? n : sizeof(libbpf_last) - 1;
+
+		memcpy(libbpf_last, line, k);
+		libbpf_last[k] = 0;
+	}
 	log_msg(LOG_DEBUG, "libbpf: %s", line);
 	return 0;
 }
