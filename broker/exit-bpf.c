@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -74,33 +75,20 @@ static uint64_t caps_effective(void)
 	return (uint64_t)d[0].effective | (uint64_t)d[1].effective << 32;
 }
 
-/* A nested pid namespace shows more than one pid on NSpid. */
+/*
+ * Is this process outside the initial pid namespace?  That namespace's
+ * inode number is fixed (PROC_PID_INIT_INO, include/linux/proc_ns.h),
+ * which holds even where a container mounted its own /proc (NSpid then
+ * shows one pid only).  Unreadable: assume the initial one, the load
+ * fails anyway where BPF is not allowed.
+ */
+#define PROC_PID_INIT_INO 0xEFFFFFFCu
+
 static bool in_child_pidns(void)
 {
-	FILE *f = fopen("/proc/self/status", "re");
-	char line[256];
-	bool nested = false;
+	struct stat st;
 
-	if (!f)
-		return false;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "NSpid:", 6)) {
-			char *p = line + 6;
-			unsigned n = 0;
-
-			while (*p) {
-				while (*p == ' ' || *p == '\t')
-					p++;
-				if (*p >= '0' && *p <= '9')
-					n++;
-				while (*p && *p != ' ' && *p != '\t')
-					p++;
-			}
-			nested = n > 1;
-			break;
-		}
-	fclose(f);
-	return nested;
+	return stat("/proc/self/ns/pid", &st) == 0 && st.st_ino != PROC_PID_INIT_INO;
 }
 
 int exit_bpf_load(struct exit_bpf **out, char *why, size_t n)
@@ -110,7 +98,7 @@ int exit_bpf_load(struct exit_bpf **out, char *why, size_t n)
 	int r;
 
 	if (in_child_pidns()) {
-		snprintf(why, n, "the broker runs in a pid namespace (the tracer sees global pids)");
+		snprintf(why, n, "the broker runs in a pid namespace: the tracer sees global pids");
 		return -EOPNOTSUPP;
 	}
 	if (!(caps & (1ull << CAP_SYS_ADMIN)) &&
