@@ -185,9 +185,12 @@ static void resolve(struct broker *b, struct pending *e, const char *reason, boo
 			(unsigned)s->uid, (int)e->pid, strcmp(reason, "unknown") ? "" : "died, reason ",
 			reason);
 	}
-	if (!n)
-		log_msg(LOG_INFO, "owner pid %d (uid %u) of %u session(s) since gone: %s", (int)e->pid,
-			(unsigned)e->uid, e->owned, reason);
+	/* its sessions were destroyed (ephemeral) or have a new owner (it
+	 * came back over a new connection): the log is all that is left */
+	if (!n && death)
+		log_msg(LOG_INFO, "owner pid %d (uid %u) %s%s; none of the %u session(s) it owned"
+			" awaits it", (int)e->pid, (unsigned)e->uid,
+			strcmp(reason, "unknown") ? "" : "died, reason ", reason, e->owned);
 	pending_free(b, e);
 }
 
