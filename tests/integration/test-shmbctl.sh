@@ -108,10 +108,10 @@ rm -rf "$cfg" "$cfgdir" "$flagdir"
 fx=$dir.fx
 ec=$build/tests/exit-client
 until_true() { # SECONDS COMMAND...: run COMMAND until it succeeds, at most SECONDS
-	n=$(($1 * 20)); shift
-	while [ $n -gt 0 ]; do
+	_ut=$(($1 * 20)); shift
+	while [ $_ut -gt 0 ]; do
 		"$@" && return 0
-		n=$((n - 1)); sleep 0.05
+		_ut=$((_ut - 1)); sleep 0.05
 	done
 	return 1
 }
@@ -172,7 +172,7 @@ else
 		ok "exit_reasons_bpf_status"
 	fi
 	p=$(sub_killed x)
-	if until_true 10 in_log "session x (uid 0): owner pid $p killed by SIGKILL"; then
+	if until_true 10 in_log "session x (uid 0): owner pid $p killed by SIGKILL\$"; then
 		ok "exit_reasons_bpf_sigkill"
 	else
 		bad "exit_reasons_bpf_sigkill" "$(grep 'session x' "$fx.log" | tail -n 2 | tr '\n' ' ')"
@@ -192,14 +192,14 @@ else
 		bad "exit_reasons_bpf_thread_exit" "rc $rc; $(grep 'session e5' "$fx.log" | tail -n 1)"
 	fi
 	SHMB_DIR=$fx "$ec" sg signal 11 >/dev/null 2>&1
-	if until_true 10 in_log "session sg (uid 0): owner pid [0-9]* killed by SIGSEGV"; then
+	if until_true 10 in_log "session sg (uid 0): owner pid [0-9]* killed by SIGSEGV\$"; then
 		ok "exit_reasons_bpf_sigsegv"
 	else
 		bad "exit_reasons_bpf_sigsegv" "$(grep 'session sg' "$fx.log" | tail -n 1)"
 	fi
 	# the tracer knows before anyone reaps the process
 	hold_kill hb
-	if until_true 10 in_log "session hb (uid 0): owner pid $cp killed by SIGKILL"; then
+	if until_true 10 in_log "session hb (uid 0): owner pid $cp killed by SIGKILL\$"; then
 		ok "exit_reasons_bpf_before_reap"
 	else
 		bad "exit_reasons_bpf_before_reap" "$(grep 'session hb' "$fx.log" | tail -n 1)"
@@ -219,7 +219,7 @@ else
 		bad "exit_reasons_pidfd_status" "$(fx_status | grep crash)"
 	u=$(id -u)
 	p=$(sub_killed x)
-	if until_true 10 in_log "session x (uid $u): owner pid $p killed by SIGKILL"; then
+	if until_true 10 in_log "session x (uid $u): owner pid $p killed by SIGKILL\$"; then
 		ok "exit_reasons_pidfd_sigkill"
 	else
 		bad "exit_reasons_pidfd_sigkill" "$(grep 'session x' "$fx.log" | tail -n 2 | tr '\n' ' ')"
@@ -235,7 +235,7 @@ else
 		hold_reap
 	else
 		hold_reap
-		until_true 10 in_log "session hp (uid $u): owner pid $cp killed by SIGKILL" &&
+		until_true 10 in_log "session hp (uid $u): owner pid $cp killed by SIGKILL\$" &&
 			ok "exit_reasons_pidfd_after_reap" ||
 			bad "exit_reasons_pidfd_after_reap" "$(grep 'session hp' "$fx.log" | tail -n 1)"
 	fi
@@ -248,7 +248,7 @@ if ! fx_start --exit-reasons off; then
 else
 	p=$(sub_killed x)
 	if method_is 'pidfd (death only: reasons unknown)' &&
-	   until_true 10 in_log "session x (uid $(id -u)): owner pid $p died, reason unknown"; then
+	   until_true 10 in_log "session x (uid $(id -u)): owner pid $p died, reason unknown\$"; then
 		ok "exit_reasons_off"
 	else
 		bad "exit_reasons_off" "$(fx_status | grep crash); $(grep 'session x' "$fx.log" | tail -n 1)"
@@ -281,16 +281,16 @@ else
 	if ! fx_start --exit-reasons auto; then
 		bad "exit_reasons_unprivileged" "no broker as uid 65534: $(tail -n 3 "$fx.log" | tr '\n' ' ')"
 	else
-		n=$(grep -c 'BPF exit tracer unavailable (no CAP_BPF and CAP_PERFMON)' "$fx.log")
+		nb=$(grep -c 'BPF exit tracer unavailable (no CAP_BPF and CAP_PERFMON)' "$fx.log")
 		p=$(sub_killed x)
-		if [ "$n" = 1 ] && method_is 'pidfd + PIDFD_INFO_EXIT' &&
-		   until_true 10 in_log "session x (uid 0): owner pid $p killed by SIGKILL"; then
+		if [ "$nb" = 1 ] && method_is 'pidfd + PIDFD_INFO_EXIT' &&
+		   until_true 10 in_log "session x (uid 0): owner pid $p killed by SIGKILL\$"; then
 			ok "exit_reasons_unprivileged"
-		elif [ "$n" = 1 ] && method_is 'pidfd (death only: reasons unknown)' &&
-		   until_true 10 in_log "session x (uid 0): owner pid $p died, reason unknown"; then
+		elif [ "$nb" = 1 ] && method_is 'pidfd (death only: reasons unknown)' &&
+		   until_true 10 in_log "session x (uid 0): owner pid $p died, reason unknown\$"; then
 			ok "exit_reasons_unprivileged"
 		else
-			bad "exit_reasons_unprivileged" "$n line(s) about BPF; $(fx_status | grep crash);"\
+			bad "exit_reasons_unprivileged" "$nb line(s) about BPF; $(fx_status | grep crash);"\
 " $(grep 'session x\|BPF' "$fx.log" | tr '\n' ' ')"
 		fi
 		fx_stop
@@ -303,6 +303,19 @@ else
 	*) bad "exit_reasons_bpf_refused" "$msg" ;;
 	esac
 	fx_as=
+fi
+# in a pid namespace the tracer's pids are not the broker's: auto says so
+# and falls back, bpf refuses
+if [ $is_root = 0 ] || ! command -v unshare >/dev/null 2>&1; then
+	skip "exit_reasons_pidns" "needs root and unshare"
+else
+	rm -rf "$fx" && mkdir -p "$fx"
+	msg=$(unshare --pid --fork --mount-proc "$build/shmbd" --dir "$fx" --exit-reasons bpf 2>&1)
+	case "$?:$msg" in
+	"1:"*"--exit-reasons bpf: the exit tracer cannot be used: the broker runs in a pid namespace"*)
+		ok "exit_reasons_pidns" ;;
+	*) bad "exit_reasons_pidns" "$msg" ;;
+	esac
 fi
 rm -rf "$fx" "$fx.log" "$fx.fifo" "$fx.out"
 
