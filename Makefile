@@ -13,14 +13,14 @@ BUILD    ?= build
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
-            -I. -Ilibclient/include -Itests $(EXTRA_CFLAGS)
+            -I. -Ilibclient/include -Itests -I$(BUILD)/bpf $(EXTRA_CFLAGS)
 override LDFLAGS += $(EXTRA_LDFLAGS)
 LDLIBS   += -lpthread
 
 SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c
 LIB_SRC  := libclient/shmb.c libclient/client.c libclient/conn.c libclient/replay.c libclient/lifecycle.c libclient/registry.c
 BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c \
-              broker/state.c
+              broker/state.c broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c
 
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry
 MP_TESTS   := test-mp-ring
@@ -70,8 +70,24 @@ $(BUILD)/shmb.pc: libclient/shmb.pc.in
 	@mkdir -p $(BUILD)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
+# The exit tracer (broker/exit.bpf.c): a BPF object, whatever the sanitizer
+# flags, embedded into shmbd through a libbpf skeleton.  The kernel's uapi
+# headers are found under the multiarch directory (asm/types.h).
+BPF_CLANG ?= clang
+BPFTOOL   ?= bpftool
+BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -I/usr/include/$(shell $(CC) -dumpmachine)
+
+$(BUILD)/bpf/exit.bpf.o: broker/exit.bpf.c
+	@mkdir -p $(dir $@)
+	$(BPF_CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(BUILD)/bpf/exit.skel.h: $(BUILD)/bpf/exit.bpf.o
+	$(BPFTOOL) gen skeleton $< name exit_tracer > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/broker/exit-bpf.o: $(BUILD)/bpf/exit.skel.h
+
 $(BUILD)/shmbd: $(BROKER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/libshmb-internal.a
-	$(CC) $(LDFLAGS) -o $@ $^ -luring -lsodium $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ -luring -lsodium -lbpf $(LDLIBS)
 
 $(BUILD)/shmbctl: $(BUILD)/obj/tools/shmbctl.o $(BUILD)/libshmb-internal.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -101,11 +117,18 @@ $(BUILD)/example-pubsub: docs/example/pubsub.c libclient/include/shmb.h $(BUILD)
 	$(CC) -std=c11 -Wall -Wextra -Werror -Ilibclient/include $(EXTRA_CFLAGS) $< -o $@ \
 		-L$(BUILD) -lshmb -Wl,-rpath,'$$ORIGIN' $(LDFLAGS)
 
+# A session owner that exits, crashes or waits to be killed on request
+# (the crash-forensics tests in test-shmbctl.sh); built the same way.
+$(BUILD)/tests/exit-client: tests/exit-client.c libclient/include/shmb.h $(BUILD)/libshmb.so
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -Werror -Ilibclient/include $(EXTRA_CFLAGS) $< -o $@ \
+		-L$(BUILD) -lshmb -lpthread -Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS)
+
 UNIT_BINS := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 INT_BINS  := $(INT_TESTS:%=$(BUILD)/tests/%)
 MP_BINS   := $(MP_TESTS:%=$(BUILD)/tests/%)
 
-test: all $(BUILD)/example-pubsub $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
+test: all $(BUILD)/example-pubsub $(BUILD)/tests/exit-client $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
 	tests/run-tests.sh $(UNIT_BINS) $(MP_BINS) $(INT_BINS) "tests/integration/test-shmbctl.sh $(BUILD)" \
 		"tests/integration/test-admin-cli.sh $(BUILD)"
 

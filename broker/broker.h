@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "broker/exit.h"
 #include "shm/layout.h"
 #include "shm/proto.h"
 #include "shm/ring.h"
@@ -29,6 +30,7 @@ struct broker_opts {
 	uint64_t max_memory_per_uid; /* bytes of segments (rx + two tx files per session) */
 	bool no_uring_futex;         /* force the timer fallback (tests) */
 	uint64_t fallback_tick_us;   /* the fallback's polling period */
+	enum exitw_mode exit_reasons;/* --exit-reasons */
 };
 
 struct conn {
@@ -87,6 +89,11 @@ struct session {
 	int adopted_pidfd;     /* re-adopted after a restart: its last owner, or -1 */
 	uint64_t detached_ns;  /* when it lost its owner (CLOCK_MONOTONIC) */
 	const char *detach_reason;
+	/* why its last owner went (exit.h): "killed by SIGKILL", "exited 3",
+	 * "closed normally", "unknown"; "" while not known; kept until a new
+	 * owner attaches */
+	char exit_reason[EXITW_REASON_LEN];
+	bool exit_pending;     /* its owner's connection went; the reason is awaited */
 
 	int dirfd;             /* sessions/<id>/ */
 	struct segment rx;     /* broker-written file */
@@ -175,6 +182,7 @@ struct broker {
 	unsigned quarantined_at_start; /* sessions moved aside at start-up */
 	uint64_t sleeps;       /* times the loop went to sleep */
 	uint64_t wakes_sent;   /* FUTEX_WAKEs of readers */
+	struct exitw *exitw;   /* crash forensics (exit.c) */
 };
 
 /* ---- log.c ---- */
@@ -201,7 +209,8 @@ int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bo
 int session_unsubscribe(struct broker *b, struct session *s, uint32_t topic_id);
 struct topic *topic_by_id(struct broker *b, uint32_t id);
 int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id);
-void session_conn_gone(struct broker *b, struct conn *c, const char *reason);
+/* Detach every session c owns; returns how many it owned. */
+unsigned session_conn_gone(struct broker *b, struct conn *c, const char *reason);
 
 int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name);
 void session_token_hash(const uint8_t *token, uint8_t *out);
@@ -270,6 +279,9 @@ int loop_init(struct broker *b);
 int loop_run(struct broker *b);
 void loop_watch_conn(struct broker *b, struct conn *c, int slot);
 void loop_cancel_session(struct broker *b, struct session *s);
+/* exit.c's watch on a gone process's pidfd: completions go to exitw_event */
+void loop_watch_exit(struct broker *b, int pidfd, unsigned slot, uint32_t gen);
+void loop_unwatch_exit(struct broker *b, unsigned slot, uint32_t gen);
 
 uint64_t now_ns(void);
 

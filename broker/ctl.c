@@ -93,6 +93,7 @@ void ctl_accepted(struct broker *b, int fd)
 	c->slot_gen = ++b->conn_gen[slot];
 	b->conns[slot] = c;
 	log_msg(LOG_DEBUG, "connection from pid %d uid %u", (int)c->pid, (unsigned)c->uid);
+	exitw_track(b, c);
 	loop_watch_conn(b, c, slot);
 }
 
@@ -215,8 +216,10 @@ static int do_close(struct broker *b, struct conn *c, const struct proto_close *
 		session_destroy(b, s, "destroyed by its owner");
 	else if (s->ephemeral)
 		session_destroy(b, s, "closed by its owner (ephemeral)");
-	else
+	else {
 		session_detach(b, s, "closed by its owner");
+		snprintf(s->exit_reason, sizeof(s->exit_reason), "closed normally");
+	}
 	return reply_err(c, q->h.req_id, 0, "ok");
 }
 
@@ -287,6 +290,7 @@ static int do_status(struct broker *b, struct conn *c, const struct proto_status
 	r.u.status.quarantined = quar;
 	r.u.status.adopted = b->adopted;
 	r.u.status.quarantined_at_start = b->quarantined_at_start;
+	snprintf(r.u.status.exit_method, sizeof(r.u.status.exit_method), "%s", exitw_method(b));
 	return send_reply(c, &r, NULL, 0);
 }
 
@@ -394,6 +398,7 @@ static void session_info(struct broker *b, struct session *s, struct proto_sessi
 	i->ntopics = s->ntopics;
 	snprintf(i->name, sizeof(i->name), "%s", s->name);
 	snprintf(i->detach_reason, sizeof(i->detach_reason), "%s", s->detach_reason ? s->detach_reason : "");
+	snprintf(i->exit_reason, sizeof(i->exit_reason), "%s", s->exit_reason);
 	(void)b;
 }
 

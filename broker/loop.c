@@ -31,7 +31,7 @@
 #include "broker/uring-futex.h"
 #include "shm/atomics.h"
 
-enum op_kind { OP_ACCEPT = 1, OP_CONN, OP_PIDFD, OP_FUTEX, OP_SIGNAL, OP_CANCEL };
+enum op_kind { OP_ACCEPT = 1, OP_CONN, OP_PIDFD, OP_FUTEX, OP_SIGNAL, OP_CANCEL, OP_EXIT };
 
 #define UD(kind, a, b) (((uint64_t)(kind) << 56) | ((uint64_t)(a) << 32) | (uint32_t)(b))
 #define UD_KIND(u) ((unsigned)((u) >> 56))
@@ -117,13 +117,27 @@ void loop_watch_conn(struct broker *b, struct conn *c, int slot)
 		arm_poll(b, c->pidfd, UD(OP_PIDFD, slot, c->slot_gen));
 }
 
+void loop_watch_exit(struct broker *b, int pidfd, unsigned slot, uint32_t gen)
+{
+	arm_poll(b, pidfd, UD(OP_EXIT, slot, gen));
+}
+
+void loop_unwatch_exit(struct broker *b, unsigned slot, uint32_t gen)
+{
+	cancel(b, UD(OP_EXIT, slot, gen));
+}
+
 void ctl_close(struct broker *b, struct conn *c, const char *why)
 {
+	unsigned owned;
+
 	if (c->dead)
 		return;
 	c->dead = true;
 	log_msg(LOG_DEBUG, "connection of pid %d closed: %s", (int)c->pid, why);
-	session_conn_gone(b, c, why);
+	owned = session_conn_gone(b, c, why);
+	/* why the process went, if it did, is learnt from a copy of its pidfd */
+	exitw_conn_gone(b, c, owned);
 	cancel(b, UD(OP_CONN, c->slot, c->slot_gen));
 	if (c->pidfd >= 0) {
 		cancel(b, UD(OP_PIDFD, c->slot, c->slot_gen));
@@ -190,6 +204,9 @@ static void on_cqe(struct broker *b, struct io_uring_cqe *cqe)
 		if (c && cqe->res >= 0)
 			/* the peer process is gone; its sessions detach now */
 			ctl_close(b, c, "owner process exited");
+		break;
+	case OP_EXIT:
+		exitw_event(b, UD_A(ud), UD_B(ud), cqe->res, more);
 		break;
 	case OP_FUTEX:
 		for (unsigned i = 0; i < b->nsessions; i++) {
@@ -366,6 +383,7 @@ int loop_run(struct broker *b)
 			ctl_expire(b, now);
 			topic_rates(b, now);
 			wake_backoff(b, now);
+			exitw_tick(b, now);
 			if (b->accept_paused && !b->stopping) {
 				b->accept_paused = false;
 				arm_accept(b);

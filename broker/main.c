@@ -49,6 +49,13 @@ static void usage(FILE *f)
 		"      --no-uring-futex       do not wait in io_uring FUTEX_WAIT; poll every\n"
 		"                             --fallback-tick-us when idle instead\n"
 		"      --fallback-tick-us US  (default 1000)\n"
+		"      --exit-reasons auto|bpf|pidfd|off  how the broker learns why a session's\n"
+		"                             owner went (\"killed by SIGKILL\", \"exited 3\"):\n"
+		"                             bpf: an exit tracer (needs CAP_BPF and CAP_PERFMON,\n"
+		"                             the initial pid namespace); refuses to start without;\n"
+		"                             pidfd: PIDFD_INFO_EXIT once the owner is reaped\n"
+		"                             (kernel 6.15+); off: deaths only, reason \"unknown\";\n"
+		"                             auto (default): bpf, else pidfd, else off\n"
 		"      --config FILE          read settings from FILE (default " SHMBD_CONFIG ",\n"
 		"                             if it exists): 'key = value' lines whose keys are\n"
 		"                             these options' long names; flags given here win\n"
@@ -199,6 +206,7 @@ static int set_opt(struct broker *b, struct secs *t, int o, const char *val)
 	case 9: r = parse_u64(val, &t->hello); break;
 	case 10: r = parse_u64(val, &v); b->o.max_topics_per_uid = (unsigned)v; break;
 	case 11: r = parse_u64(val, &b->o.max_memory_per_uid); break;
+	case 13: r = exitw_parse_mode(val, &b->o.exit_reasons); break;
 	case 'v':
 		r = parse_bool(val, &on);
 		if (on)
@@ -302,6 +310,7 @@ int main(int argc, char **argv)
 		{ "max-topics-per-uid", required_argument, NULL, 10 },
 		{ "max-memory-per-uid", required_argument, NULL, 11 },
 		{ "config", required_argument, NULL, 12 },
+		{ "exit-reasons", required_argument, NULL, 13 },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -389,6 +398,9 @@ int main(int argc, char **argv)
 	}
 	if (sodium_init() < 0 || state_setup(&b) < 0)
 		return 1;
+	/* before the first connection: every peer is tracked from its accept */
+	if (exitw_init(&b) < 0)
+		return 1;
 	r = ctl_listen(&b);
 	if (r < 0) {
 		log_msg(LOG_ERR, "cannot listen on %s/control: %s", b.o.dir, strerror(-r));
@@ -402,5 +414,6 @@ int main(int argc, char **argv)
 	log_msg(LOG_NOTICE, "shmbd %s ready on %s/control (pid %d)", shmb_version(), b.o.dir,
 		(int)getpid());
 	r = loop_run(&b);
+	exitw_fini(&b);
 	return r < 0 ? 1 : 0;
 }

@@ -401,6 +401,9 @@ static void owner_set(struct session *s, struct conn *c)
 	s->owner_pidfd = c->pidfd;
 	s->detached_ns = 0;
 	s->detach_reason = NULL;
+	/* the last owner's exit reason is history now */
+	s->exit_reason[0] = 0;
+	s->exit_pending = false;
 }
 
 /*
@@ -720,17 +723,27 @@ void session_detach(struct broker *b, struct session *s, const char *reason)
 		s->name, reason, (int)s->owner_pid, (unsigned long long)b->o.session_ttl_ms);
 }
 
-void session_conn_gone(struct broker *b, struct conn *c, const char *reason)
+unsigned session_conn_gone(struct broker *b, struct conn *c, const char *reason)
 {
+	unsigned n = 0;
+
 	for (unsigned i = 0; i < b->nsessions;) {
 		struct session *s = b->sessions[i];
 		unsigned before = b->nsessions;
 
-		if (s->owner == c)
+		if (s->owner == c) {
 			session_detach(b, s, reason);
+			n++;
+			/* still here: it learns why its owner went (exit.c) */
+			if (b->nsessions == before) {
+				s->exit_reason[0] = 0;
+				s->exit_pending = true;
+			}
+		}
 		if (b->nsessions == before)
 			i++;
 	}
+	return n;
 }
 
 /*

@@ -6,6 +6,9 @@
 #define BROKER_SYS_H
 
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -16,6 +19,48 @@
 #endif
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
+#endif
+
+/*
+ * PIDFD_GET_INFO (kernel 6.13) and its PIDFD_INFO_EXIT (kernel 6.15), from
+ * include/uapi/linux/pidfd.h.  This is the first published size of
+ * struct pidfd_info (PIDFD_INFO_SIZE_VER0, 64 bytes); the kernel takes the
+ * size from the ioctl number and fills what both sides know, so later
+ * additions (coredump_mask, ...) are simply not asked for.  exit_code is a
+ * wait(2) status (WIFEXITED, WTERMSIG, WCOREDUMP apply), set only once the
+ * process has been reaped; measured on 6.18: before the reap the reply's
+ * mask lacks PIDFD_INFO_EXIT, after it the mask is PIDFD_INFO_EXIT |
+ * PIDFD_INFO_CGROUPID and exit_code is what waitpid() returned.
+ */
+struct pidfd_info {
+	uint64_t mask;
+	uint64_t cgroupid;
+	uint32_t pid;
+	uint32_t tgid;
+	uint32_t ppid;
+	uint32_t ruid;
+	uint32_t rgid;
+	uint32_t euid;
+	uint32_t egid;
+	uint32_t suid;
+	uint32_t sgid;
+	uint32_t fsuid;
+	uint32_t fsgid;
+	int32_t exit_code;
+};
+_Static_assert(sizeof(struct pidfd_info) == 64, "PIDFD_INFO_SIZE_VER0");
+_Static_assert(offsetof(struct pidfd_info, cgroupid) == 8, "pidfd_info.cgroupid");
+_Static_assert(offsetof(struct pidfd_info, pid) == 16, "pidfd_info.pid");
+_Static_assert(offsetof(struct pidfd_info, exit_code) == 60, "pidfd_info.exit_code");
+
+#ifndef PIDFS_IOCTL_MAGIC
+#define PIDFS_IOCTL_MAGIC 0xFF
+#endif
+#ifndef PIDFD_GET_INFO
+#define PIDFD_GET_INFO _IOWR(PIDFS_IOCTL_MAGIC, 11, struct pidfd_info)
+#endif
+#ifndef PIDFD_INFO_EXIT
+#define PIDFD_INFO_EXIT (1ull << 3)
 #endif
 
 /*

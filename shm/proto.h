@@ -239,6 +239,7 @@ struct proto_reply {
 			uint64_t quarantined;  /* sessions quarantined now */
 			uint64_t adopted;      /* re-adopted at start-up */
 			uint64_t quarantined_at_start; /* moved aside at start-up */
+			char exit_method[48];  /* crash detection in use, NUL-terminated */
 		} status;
 		char text[160];           /* with err < 0: what was wrong */
 	} u;

@@ -707,6 +707,9 @@ static int cmd_status(struct shmb_client *c, const char *dir, const struct adm *
 		printf("last start      %llu session(s) re-adopted, %llu quarantined (moved to %s/quarantine)\n",
 		       (unsigned long long)rep.u.status.adopted,
 		       (unsigned long long)rep.u.status.quarantined_at_start, dir);
+	/* NUL-terminated by the broker; bounded here all the same */
+	printf("crash detection  %.*s\n", (int)sizeof(rep.u.status.exit_method),
+	       rep.u.status.exit_method[0] ? rep.u.status.exit_method : "?");
 	return 0;
 }
 

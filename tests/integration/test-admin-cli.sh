@@ -88,6 +88,31 @@ else
 	bad "session_detail" "$(echo "$out" | tr '\n' '|')"
 fi
 
+# a reader killed with SIGKILL: EXIT and its events say so (the broker's
+# crash detection: BPF, or PIDFD_INFO_EXIT once the shell reaps it)
+method=$(ctl status | sed -n 's/^crash detection *//p')
+"$build/shmbctl" sub news --session crash >/dev/null 2>&1 &
+crash=$!
+wait_for '"name":"crash","id":[0-9]*,"uid":[0-9]*,"pid":[0-9]*,"generation":1,"state":"attached"' \
+	ctl sessions --json
+kill -9 $crash; wait $crash 2>/dev/null
+case "$method" in
+*"death only"*)
+	skip "exit_reason_listed" "crash detection here is '$method': no reasons to list" ;;
+*)
+	if wait_for 'killed by SIGKILL' ctl sessions && ctl sessions | grep -q '^crash .*killed by SIGKILL' &&
+		ctl session crash | grep -q "owner pid $crash killed by SIGKILL"; then
+		ok "exit_reason_listed"
+	else
+		bad "exit_reason_listed" "($method) $(ctl session crash | tr '\n' '|')"
+	fi ;;
+esac
+if ctl session idle | grep -q "^owner's end  *closed normally"; then
+	ok "exit_reason_closed_normally"
+else
+	bad "exit_reason_closed_normally" "$(ctl session idle | tr '\n' '|')"
+fi
+
 # --watch: N frames, each a full table
 frames=$(ctl sessions --watch --interval 0.1 --count 3 | grep -c '^NAME ')
 [ "$frames" = 3 ] && ok "watch_frames" || bad "watch_frames" "$frames frames"
@@ -147,7 +172,7 @@ else
 	own=$(as_nobody sessions | grep -c -v '^NAME')
 	as_nobody kick live --uid 0 2>"$dir.err"; rc=$?
 	all=$(ctl sessions | grep -c -v '^NAME')
-	if [ "$own" = 1 ] && [ $rc = 1 ] && grep -q "may kick only its own" "$dir.err" && [ "$all" = 2 ]; then
+	if [ "$own" = 1 ] && [ $rc = 1 ] && grep -q "may kick only its own" "$dir.err" && [ "$all" = 3 ]; then
 		ok "other_uid_cli"
 	else
 		bad "other_uid_cli" "nobody saw $own, root $all; kick exit $rc: $(cat "$dir.err")"

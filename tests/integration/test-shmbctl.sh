@@ -13,7 +13,8 @@ dir=$(mktemp -d /dev/shm/shmb-ctl-test.XXXXXX)
 export SHMB_DIR=$dir
 "$build/shmbd" --quiet 2>"$dir.log" &
 broker=$!
-trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null; rm -rf "$dir" "$dir.log"' EXIT
+fxb=
+trap 'kill $broker $fxb 2>/dev/null; wait $broker $fxb 2>/dev/null; rm -rf "$dir" "$dir.log" "$dir".fx*' EXIT
 i=0
 until "$build/shmbctl" status >/dev/null 2>&1; do
 	i=$((i + 1)); [ $i -gt 200 ] && { echo "broker did not start"; cat "$dir.log"; exit 1; }
@@ -102,6 +103,222 @@ else
 fi
 rm -rf "$cfg" "$cfgdir" "$flagdir"
 
+# ---- crash forensics: why a session's owner went (decisions.md 27) ----------
+# Each case starts its own broker; every wait has a deadline.
+fx=$dir.fx
+ec=$build/tests/exit-client
+until_true() { # SECONDS COMMAND...: run COMMAND until it succeeds, at most SECONDS
+	_ut=$(($1 * 20)); shift
+	while [ $_ut -gt 0 ]; do
+		"$@" && return 0
+		_ut=$((_ut - 1)); sleep 0.05
+	done
+	return 1
+}
+in_log() { grep -q -- "$1" "$fx.log"; }
+fx_status() { SHMB_DIR=$fx "$build/shmbctl" status 2>/dev/null; }
+fx_up() { fx_status >/dev/null; }
+fx_start() { # ARGS...: a broker on $fx with ARGS (run as $fx_as if set); 0 once it answers
+	rm -rf "$fx" "$fx.log" && mkdir -p "$fx" || return 1
+	[ -n "${fx_as:-}" ] && chown "$fx_as" "$fx"
+	if [ -n "${fx_as:-}" ]; then
+		setpriv --reuid="${fx_as%:*}" --regid="${fx_as#*:}" --clear-groups \
+			"$build/shmbd" --dir "$fx" "$@" 2>"$fx.log" &
+	else
+		"$build/shmbd" --dir "$fx" "$@" 2>"$fx.log" &
+	fi
+	fxb=$!
+	until_true 10 fx_up && return 0
+	kill $fxb 2>/dev/null; wait $fxb 2>/dev/null
+	return 1
+}
+fx_stop() { kill $fxb 2>/dev/null; wait $fxb 2>/dev/null; }
+method_is() { fx_status | grep -q "^crash detection  $1\$"; }
+# A `shmbctl sub` owning session NAME, SIGKILLed and reaped by this shell:
+# prints its pid.
+sub_killed() {
+	SHMB_DIR=$fx "$build/shmbctl" sub t --session "$1" >/dev/null 2>&1 &
+	p=$!
+	until_true 10 in_log "session $1 (id [0-9]*, uid [0-9]*) created" || echo "no session $1" >&2
+	kill -9 $p; wait $p 2>/dev/null
+	echo $p
+}
+# exit-client hold: a child owning session NAME is SIGKILLed and left
+# unreaped until `hold_reap`; sets hp (the holder) and cp (the child).
+hold_kill() {
+	rm -f "$fx.fifo" "$fx.out" && mkfifo "$fx.fifo"
+	SHMB_DIR=$fx "$ec" "$1" hold <"$fx.fifo" >"$fx.out" &
+	hp=$!
+	exec 3>"$fx.fifo"
+	until_true 10 grep -q '^ready ' "$fx.out"
+	cp=$(sed -n 's/^ready //p' "$fx.out")
+	[ -n "$cp" ] && kill -9 "$cp"
+	until_true 10 in_log "session $1 detached"
+}
+hold_reap() { echo >&3; exec 3>&-; wait $hp; }
+ulimit -c 0 2>/dev/null
+
+is_root=0; [ "$(id -u)" = 0 ] && is_root=1
+
+# (1) bpf: as root where the tracer loads
+if [ $is_root = 0 ]; then
+	skip "exit_reasons_bpf" "not root (the exit tracer needs CAP_BPF and CAP_PERFMON)"
+elif ! fx_start --exit-reasons bpf; then
+	skip "exit_reasons_bpf" "the tracer cannot load here: $(grep -o 'exit-reasons bpf.*' "$fx.log")"
+else
+	if ! method_is 'bpf (tp_btf/sched_process_exit)'; then
+		bad "exit_reasons_bpf_status" "$(fx_status | grep crash)"
+	else
+		ok "exit_reasons_bpf_status"
+	fi
+	p=$(sub_killed x)
+	if until_true 10 in_log "session x (uid 0): owner pid $p killed by SIGKILL\$"; then
+		ok "exit_reasons_bpf_sigkill"
+	else
+		bad "exit_reasons_bpf_sigkill" "$(grep 'session x' "$fx.log" | tail -n 2 | tr '\n' ' ')"
+	fi
+	SHMB_DIR=$fx "$ec" e3 exit 3 >/dev/null; rc=$?
+	if [ $rc = 3 ] && until_true 10 in_log "session e3 (uid 0): owner pid [0-9]* exited 3\$"; then
+		ok "exit_reasons_bpf_exit_3"
+	else
+		bad "exit_reasons_bpf_exit_3" "rc $rc; $(grep 'session e3' "$fx.log" | tail -n 1)"
+	fi
+	# exit(5) from a second thread: the tracer fires per thread and must
+	# report the group's status, whichever thread goes last
+	SHMB_DIR=$fx "$ec" e5 thread-exit 5 >/dev/null; rc=$?
+	if [ $rc = 5 ] && until_true 10 in_log "session e5 (uid 0): owner pid [0-9]* exited 5\$"; then
+		ok "exit_reasons_bpf_thread_exit"
+	else
+		bad "exit_reasons_bpf_thread_exit" "rc $rc; $(grep 'session e5' "$fx.log" | tail -n 1)"
+	fi
+	SHMB_DIR=$fx "$ec" sg signal 11 >/dev/null 2>&1
+	if until_true 10 in_log "session sg (uid 0): owner pid [0-9]* killed by SIGSEGV\$"; then
+		ok "exit_reasons_bpf_sigsegv"
+	else
+		bad "exit_reasons_bpf_sigsegv" "$(grep 'session sg' "$fx.log" | tail -n 1)"
+	fi
+	# the tracer knows before anyone reaps the process
+	hold_kill hb
+	if until_true 10 in_log "session hb (uid 0): owner pid $cp killed by SIGKILL\$"; then
+		ok "exit_reasons_bpf_before_reap"
+	else
+		bad "exit_reasons_bpf_before_reap" "$(grep 'session hb' "$fx.log" | tail -n 1)"
+	fi
+	hold_reap
+	fx_stop
+fi
+
+# (2) pidfd + PIDFD_INFO_EXIT: the reason comes with the reap
+if ! fx_start --exit-reasons pidfd; then
+	bad "exit_reasons_pidfd" "the broker did not start: $(tail -n 3 "$fx.log" | tr '\n' ' ')"
+elif method_is 'pidfd (death only: reasons unknown)'; then
+	skip "exit_reasons_pidfd" "this kernel ($(uname -r)) has no PIDFD_INFO_EXIT (6.15+)"
+	fx_stop
+else
+	method_is 'pidfd + PIDFD_INFO_EXIT' && ok "exit_reasons_pidfd_status" ||
+		bad "exit_reasons_pidfd_status" "$(fx_status | grep crash)"
+	u=$(id -u)
+	p=$(sub_killed x)
+	if until_true 10 in_log "session x (uid $u): owner pid $p killed by SIGKILL\$"; then
+		ok "exit_reasons_pidfd_sigkill"
+	else
+		bad "exit_reasons_pidfd_sigkill" "$(grep 'session x' "$fx.log" | tail -n 2 | tr '\n' ' ')"
+	fi
+	SHMB_DIR=$fx "$ec" e3 exit 3 >/dev/null
+	until_true 10 in_log "session e3 (uid $u): owner pid [0-9]* exited 3\$" &&
+		ok "exit_reasons_pidfd_exit_3" ||
+		bad "exit_reasons_pidfd_exit_3" "$(grep 'session e3' "$fx.log" | tail -n 1)"
+	# dead and detached, but no reason until its parent reaps it
+	hold_kill hp
+	if in_log "session hp (uid $u): owner pid $cp"; then
+		bad "exit_reasons_pidfd_after_reap" "a reason before the reap: $(grep 'session hp' "$fx.log" | tail -n 1)"
+		hold_reap
+	else
+		hold_reap
+		until_true 10 in_log "session hp (uid $u): owner pid $cp killed by SIGKILL\$" &&
+			ok "exit_reasons_pidfd_after_reap" ||
+			bad "exit_reasons_pidfd_after_reap" "$(grep 'session hp' "$fx.log" | tail -n 1)"
+	fi
+	fx_stop
+fi
+
+# (3) off: deaths are seen, their reasons are not
+if ! fx_start --exit-reasons off; then
+	bad "exit_reasons_off" "the broker did not start: $(tail -n 3 "$fx.log" | tr '\n' ' ')"
+else
+	p=$(sub_killed x)
+	if method_is 'pidfd (death only: reasons unknown)' &&
+	   until_true 10 in_log "session x (uid $(id -u)): owner pid $p died, reason unknown\$"; then
+		ok "exit_reasons_off"
+	else
+		bad "exit_reasons_off" "$(fx_status | grep crash); $(grep 'session x' "$fx.log" | tail -n 1)"
+	fi
+	fx_stop
+fi
+
+# the config file's key sets what the flag sets
+printf 'exit-reasons = off\n' >"$fx.conf"
+if fx_start --config "$fx.conf" && method_is 'pidfd (death only: reasons unknown)'; then
+	ok "exit_reasons_config_key"
+else
+	bad "exit_reasons_config_key" "$(fx_status | grep crash)"
+fi
+fx_stop
+printf 'exit-reasons = sometimes\n' >"$fx.conf"
+msg=$("$build/shmbd" --dir "$fx" --config "$fx.conf" 2>&1)
+case "$?:$msg" in
+"2:"*"bad value for 'exit-reasons'"*) ok "exit_reasons_bad_value" ;;
+*) bad "exit_reasons_bad_value" "$msg" ;;
+esac
+rm -f "$fx.conf"
+
+# (4) unprivileged: auto says once that BPF is unavailable, falls back to
+# the pidfd, and still learns why; bpf refuses to start
+if [ $is_root = 0 ] || ! command -v setpriv >/dev/null 2>&1; then
+	skip "exit_reasons_unprivileged" "needs root and setpriv to start shmbd as uid 65534"
+else
+	fx_as=65534:65534
+	if ! fx_start --exit-reasons auto; then
+		bad "exit_reasons_unprivileged" "no broker as uid 65534: $(tail -n 3 "$fx.log" | tr '\n' ' ')"
+	else
+		nb=$(grep -c 'BPF exit tracer unavailable (no CAP_BPF and CAP_PERFMON)' "$fx.log")
+		p=$(sub_killed x)
+		if [ "$nb" = 1 ] && method_is 'pidfd + PIDFD_INFO_EXIT' &&
+		   until_true 10 in_log "session x (uid 0): owner pid $p killed by SIGKILL\$"; then
+			ok "exit_reasons_unprivileged"
+		elif [ "$nb" = 1 ] && method_is 'pidfd (death only: reasons unknown)' &&
+		   until_true 10 in_log "session x (uid 0): owner pid $p died, reason unknown\$"; then
+			ok "exit_reasons_unprivileged"
+		else
+			bad "exit_reasons_unprivileged" "$nb line(s) about BPF; $(fx_status | grep crash);"\
+" $(grep 'session x\|BPF' "$fx.log" | tr '\n' ' ')"
+		fi
+		fx_stop
+	fi
+	msg=$(setpriv --reuid=65534 --regid=65534 --clear-groups \
+		"$build/shmbd" --dir "$fx" --exit-reasons bpf 2>&1)
+	case "$?:$msg" in
+	"1:"*"--exit-reasons bpf: the exit tracer cannot be used: no CAP_BPF and CAP_PERFMON"*)
+		ok "exit_reasons_bpf_refused" ;;
+	*) bad "exit_reasons_bpf_refused" "$msg" ;;
+	esac
+	fx_as=
+fi
+# in a pid namespace the tracer's pids are not the broker's: auto says so
+# and falls back, bpf refuses
+if [ $is_root = 0 ] || ! command -v unshare >/dev/null 2>&1; then
+	skip "exit_reasons_pidns" "needs root and unshare"
+else
+	rm -rf "$fx" && mkdir -p "$fx"
+	msg=$(unshare --pid --fork --mount-proc "$build/shmbd" --dir "$fx" --exit-reasons bpf 2>&1)
+	case "$?:$msg" in
+	"1:"*"--exit-reasons bpf: the exit tracer cannot be used: the broker runs in a pid namespace"*)
+		ok "exit_reasons_pidns" ;;
+	*) bad "exit_reasons_pidns" "$msg" ;;
+	esac
+fi
+rm -rf "$fx" "$fx.log" "$fx.fifo" "$fx.out"
+
 # the systemd unit, as `make install` writes it, passes systemd-analyze
 # verify with nothing to say (decisions.md 28)
 if command -v systemd-analyze >/dev/null 2>&1; then
@@ -113,7 +330,7 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 	[ $rc -eq 0 ] && [ -z "$msg" ] && ok "unit_verifies" || bad "unit_verifies" "exit $rc: $msg"
 	rm -rf "$u"
 else
-	skip unit_verifies "systemd-analyze is not installed (apt-get install systemd)"
+	skip "unit_verifies" "systemd-analyze is not installed (apt-get install systemd)"
 fi
 
 # the man pages render with no warning, with each renderer there is
