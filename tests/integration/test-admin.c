@@ -16,6 +16,7 @@
 
 #include "broker-helper.h"
 #include "harness.h"
+#include "libclient/client.h"
 #include "libclient/internal.h"
 #include "shm/proto.h"
 #include "stream.h"
@@ -445,6 +446,194 @@ static void test_malformed_admin(void)
 	tb_cleanup(&t);
 }
 
+
+/* ---- review probes ------------------------------------------------------- */
+
+/* drop-oldest: depth never exceeds the ring, msgs agree with bytes */
+static void test_drop_oldest_depth(void)
+{
+	struct shmb_connect_opts co = { 0 };
+	struct shmb_session_opts so = { .rx_ring_size = 4096, .tx_ring_size = 65536,
+					.policy = SHMB_POLICY_DROP_OLDEST };
+	struct shmb_client *c, *pc;
+	struct shmb_session *s, *ps;
+	struct proto_session_info i;
+	char pay[100];
+	struct tb t;
+
+	memset(pay, 'x', sizeof(pay));
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co.dir = t.dir;
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(c, "dropper", &so, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "d") == 0);
+	shmb_session_close(s);
+	CU_ASSERT_FATAL(connect_open(&t, "dpub", 0, &pc, &ps) == 0);
+	for (int k = 0; k < 200; k++)
+		CU_ASSERT(shmb_publish(ps, "d", pay, sizeof(pay), 1000) == 0);
+	CU_ASSERT(shmb_flush(ps, 5000) == 0);
+	usleep(100000);
+	CU_ASSERT_FATAL(info(pc, "dropper", &i) == 0);
+	printf("\n    drop-oldest: depth %llu msgs / %llu bytes, ring %llu, delivered %llu, dropped %llu\n",
+	       (unsigned long long)i.rx_depth_msgs, (unsigned long long)i.rx_depth_bytes,
+	       (unsigned long long)i.rx_ring_size, (unsigned long long)i.delivered,
+	       (unsigned long long)i.dropped);
+	CU_ASSERT(i.rx_depth_bytes <= i.rx_ring_size);
+	CU_ASSERT(i.rx_depth_msgs > 0 && i.rx_depth_msgs <= 4096 / 100);
+	CU_ASSERT(i.delivered == 200 && i.dropped > 0);
+	CU_ASSERT(i.rx_depth_msgs + i.dropped == 200);
+	shmb_close(pc);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+static int raw_open(int fd, const char *name, const uint8_t *token, uint32_t flags)
+{
+	struct proto_hello hello = { .h = { PROTO_HELLO, sizeof(hello), 1 }, .version = PROTO_VERSION };
+	struct proto_open o = { .h = { PROTO_SESSION_OPEN, sizeof(o), 2 }, .flags = flags,
+				.policy = UINT32_MAX };
+	int r;
+
+	r = raw_exchange(fd, &hello, sizeof(hello));
+	if (r != 0)
+		return -2000 + r;
+	memcpy(o.token, token, PROTO_TOKEN_LEN);
+	o.name_len = (uint32_t)strlen(name);
+	memcpy(o.name, name, o.name_len);
+	return raw_exchange(fd, &o, sizeof(o));
+}
+
+/* After a kick (and after a broker restart) the kicked owner's old token is
+ * refused: the state file holds the new token's hash. */
+static void test_kick_token_restart(void)
+{
+	struct shmb_client *kc, *ac;
+	struct shmb_session *ks, *as;
+	uint8_t tok[PROTO_TOKEN_LEN];
+	struct tb t;
+	int fd;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "victim", 0, &kc, &ks) == 0);
+	memcpy(tok, ks->token, sizeof(tok));
+	CU_ASSERT_FATAL(connect_open(&t, "admin", 0, &ac, &as) == 0);
+	CU_ASSERT(kick(ac, "victim", -1, false) == 0);
+	fd = tb_raw_connect(&t);
+	CU_ASSERT(raw_open(fd, "victim", tok, PROTO_OPEN_TOKEN | PROTO_OPEN_REATTACH) == -ESTALE);
+	close(fd);
+	shmb_close(ac);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	fd = tb_raw_connect(&t);
+	CU_ASSERT(raw_open(fd, "victim", tok, PROTO_OPEN_TOKEN | PROTO_OPEN_REATTACH) == -ESTALE);
+	close(fd);
+	shmb_close(kc);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* Kick an ephemeral session: reply ok, no crash, session gone or detached */
+static void test_kick_ephemeral(void)
+{
+	struct shmb_client *ec, *ac;
+	struct shmb_session *es, *as;
+	struct proto_session_info i;
+	struct tb t;
+	int r;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "eph", SHMB_EPHEMERAL, &ec, &es) == 0);
+	CU_ASSERT(shmb_publish(es, "e", "x", 1, 1000) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "admin", 0, &ac, &as) == 0);
+	r = kick(ac, "eph", -1, false);
+	printf("\n    kick ephemeral: %d\n", r);
+	CU_ASSERT(r == 0);
+	r = info(ac, "eph", &i);
+	printf("    info after: %d\n", r);
+	CU_ASSERT(tb_alive(&t));
+	CU_ASSERT(shmb_publish(es, "e", "x", 1, 0) == -ESTALE);
+	shmb_close(ec);
+	shmb_close(ac);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* Pipelined LISTs that the client does not read: the broker must not die */
+static void test_list_flood(void)
+{
+	struct proto_hello hello = { .h = { PROTO_HELLO, sizeof(hello), 1 }, .version = PROTO_VERSION };
+	struct shmb_connect_opts co = { 0 };
+	struct shmb_session_opts so = { .rx_ring_size = 4096, .tx_ring_size = 4096 };
+	struct shmb_client *c;
+	struct tb t;
+	int fd, sent = 0;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	co.dir = t.dir;
+	CU_ASSERT_FATAL(shmb_connect(&co, &c) == 0);
+	for (int i = 0; i < 200; i++) {
+		struct shmb_session *s;
+		char name[32];
+
+		snprintf(name, sizeof(name), "f-%d", i);
+		CU_ASSERT_FATAL(shmb_session_open(c, name, &so, &s) == 0);
+	}
+	fd = tb_raw_connect(&t);
+	CU_ASSERT(raw_exchange(fd, &hello, sizeof(hello)) == 0);
+	for (int i = 0; i < 64; i++) {
+		struct proto_list l = { .h = { PROTO_LIST, sizeof(l), 10 + i }, .kind = PROTO_LIST_SESSIONS };
+
+		if (send(fd, &l, sizeof(l), MSG_NOSIGNAL | MSG_DONTWAIT) == sizeof(l))
+			sent++;
+	}
+	usleep(200000);
+	printf("\n    sent %d LISTs unread; broker alive %d; log 'malformed' lines %d\n", sent,
+	       tb_alive(&t), tb_log_count(&t, "malformed control message"));
+	CU_ASSERT(tb_alive(&t));
+	close(fd);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* A client truncates its own TX file; an admin listing reads its rx_acked */
+static void test_list_truncated_tx(void)
+{
+	struct shmb_client *c, *ac;
+	struct shmb_session *s, *as;
+	struct proto_session_info i;
+	size_t len;
+	int fd, r;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "trunc", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "admin", 0, &ac, &as) == 0);
+	(void)client_session_tx_base(s, &len, &fd);
+	CU_ASSERT(ftruncate(fd, 0) == 0);
+	r = info(ac, "trunc", &i);
+	printf("\n    info after truncate: %d state %u; broker alive %d\n", r, i.state, tb_alive(&t));
+	CU_ASSERT(tb_alive(&t));
+	r = info(ac, "trunc", &i);
+	printf("    again: %d state %u\n", r, i.state);
+	CU_ASSERT(r == 0 && i.state == PROTO_SESSION_QUARANTINED);
+	shmb_close(c);
+	shmb_close(ac);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+static const struct harness_test review_tests[] = {
+	{ "list_truncated_tx", test_list_truncated_tx },
+	{ "drop_oldest_depth", test_drop_oldest_depth },
+	{ "kick_token_restart", test_kick_token_restart },
+	{ "kick_ephemeral", test_kick_ephemeral },
+	{ "list_flood", test_list_flood },
+	{ NULL, NULL },
+};
+
 static const struct harness_test admin_tests[] = {
 	{ "listing_pages", test_listing_pages },
 	{ "session_figures", test_session_figures },
@@ -461,6 +650,7 @@ static const struct harness_test hostile_tests[] = {
 static const struct harness_suite suites[] = {
 	{ "admin", admin_tests },
 	{ "broker-hostile", hostile_tests },
+	{ "review", review_tests },
 	{ NULL, NULL },
 };
 
