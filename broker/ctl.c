@@ -675,10 +675,19 @@ void ctl_readable(struct broker *b, struct conn *c)
 			ctl_close(b, c, "protocol violation");
 			return;
 		}
-		if (ctl_message(b, c, buf, (size_t)n) < 0) {
+		int r = ctl_message(b, c, buf, (size_t)n);
+
+		if (r == -EBADMSG || r == -EPROTO || r == -EPROTONOSUPPORT) {
 			log_msg(LOG_WARNING, "pid %d uid %u: malformed control message: connection closed",
 				(int)c->pid, (unsigned)c->uid);
 			ctl_close(b, c, "protocol violation");
+			return;
+		}
+		if (r < 0) {
+			/* a reply that cannot be sent: the peer does not read them */
+			log_msg(LOG_WARNING, "pid %d uid %u: a reply could not be sent (%s): connection"
+				" closed", (int)c->pid, (unsigned)c->uid, strerror(-r));
+			ctl_close(b, c, "replies not read");
 			return;
 		}
 	}

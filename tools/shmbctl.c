@@ -292,7 +292,7 @@ static void json_str(FILE *f, const char *s)
 
 		if (ch == '"' || ch == '\\')
 			fprintf(f, "\\%c", ch);
-		else if (ch < 0x20 || ch == 0x7f)
+		else if (ch < 0x20 || ch >= 0x7f) /* bytes, not text: valid JSON whatever they are */
 			fprintf(f, "\\u%04x", ch);
 		else
 			fputc(ch, f);
@@ -454,7 +454,7 @@ static int show_sessions(struct shmb_client *c, const struct adm *a)
 	}
 	for (long k = 0; k < n; k++)
 		if ((int)strlen(v[k].name) > w)
-			w = (int)strlen(v[k].name) > 32 ? 32 : (int)strlen(v[k].name);
+			w = (int)strlen(v[k].name); /* whole: a name is what kick and session take */
 	printf("%-*s %6s %7s %4s %-11s %-11s %15s %10s  %-22s %-18s %5s\n", w, "NAME", "UID", "PID",
 	       "GEN", "STATE", "POLICY", "RX DEPTH", "TX SEQ", "LAST DETACH", "EXIT", "AGE");
 	for (long k = 0; k < n; k++) {
@@ -590,7 +590,7 @@ static int show_topics(struct shmb_client *c, const struct adm *a)
 	}
 	for (long k = 0; k < n; k++)
 		if ((int)strlen(v[k].name) > w)
-			w = (int)strlen(v[k].name) > 40 ? 40 : (int)strlen(v[k].name);
+			w = (int)strlen(v[k].name);
 	printf("%-*s %6s %6s %11s %12s %10s\n", w, "TOPIC", "ID", "OWNER", "SUBSCRIBERS", "ROUTED",
 	       "RATE/S");
 	for (long k = 0; k < n; k++)
