@@ -24,6 +24,7 @@ struct broker_opts {
 	uint64_t session_ttl_ms;     /* detached sessions expire after this */
 	uint64_t block_timeout_ms;   /* a live subscriber full this long is detached */
 	uint64_t hello_timeout_ms;   /* a connection must say HELLO within this */
+	uint64_t drain_timeout_ms;   /* SIGTERM: route what is in flight for at most this */
 	uint64_t poll_us;            /* busy-poll window after the last work */
 	unsigned max_sessions_per_uid;
 	unsigned max_topics_per_uid;

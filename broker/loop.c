@@ -393,7 +393,7 @@ int loop_run(struct broker *b)
 		if (b->stopping) {
 			/* finish what is in flight, for at most --drain-timeout */
 			if (!drain_until) {
-				drain_until = now + 5000000000ull;
+				drain_until = now + b->o.drain_timeout_ms * 1000000ull;
 				close(b->listen_fd);
 				b->listen_fd = -1;
 			}

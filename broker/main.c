@@ -40,6 +40,8 @@ static void usage(FILE *f)
 		"                             publishers back) this long is detached (default 10)\n"
 		"      --hello-timeout SECONDS  close a connection that sends no HELLO within\n"
 		"                             this (default 5)\n"
+		"      --drain-timeout SECONDS  on SIGTERM, route what is in flight for at most\n"
+		"                             this long before exiting (default 5)\n"
 		"      --poll-us US           busy-poll this long after the last work before\n"
 		"                             sleeping (default 50; 0 sleeps at once)\n"
 		"      --max-sessions-per-uid N  (default 256; root is not limited)\n"
@@ -65,7 +67,7 @@ static void usage(FILE *f)
 		"  -V, --version              print the version\n"
 		"\n"
 		"Signals: SIGTERM or SIGINT stop accepting, finish routing what is in flight\n"
-		"(at most 5 s), leave every segment consistent and exit 0.\n");
+		"(at most --drain-timeout), leave every segment consistent and exit 0.\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -74,7 +76,8 @@ static int parse_u64(const char *s, uint64_t *out)
 	unsigned long long v;
 
 	errno = 0;
-	v = strtoull(s, &end, 0);
+	/* decimal, or hex after 0x; never octal (a leading 0 is no surprise) */
+	v = strtoull(s, &end, s[0] == '0' && (s[1] == 'x' || s[1] == 'X') ? 16 : 10);
 	if (errno || end == s || *end || s[0] == '-')
 		return -EINVAL;
 	*out = v;
@@ -167,7 +170,7 @@ static int state_setup(struct broker *b)
 
 /* Options given in seconds, turned into milliseconds once all are read. */
 struct secs {
-	uint64_t ttl, block, hello;
+	uint64_t ttl, block, hello, drain;
 };
 
 /* "yes"/"no" and friends; NULL (a flag given bare) is yes. */
@@ -207,6 +210,7 @@ static int set_opt(struct broker *b, struct secs *t, int o, const char *val)
 	case 10: r = parse_u64(val, &v); b->o.max_topics_per_uid = (unsigned)v; break;
 	case 11: r = parse_u64(val, &b->o.max_memory_per_uid); break;
 	case 13: r = exitw_parse_mode(val, &b->o.exit_reasons); break;
+	case 14: r = parse_u64(val, &t->drain); break;
 	case 'v':
 		r = parse_bool(val, &on);
 		if (on)
@@ -311,6 +315,7 @@ int main(int argc, char **argv)
 		{ "max-memory-per-uid", required_argument, NULL, 11 },
 		{ "config", required_argument, NULL, 12 },
 		{ "exit-reasons", required_argument, NULL, 13 },
+		{ "drain-timeout", required_argument, NULL, 14 },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -318,7 +323,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct broker b;
-	struct secs t = { .ttl = 60, .block = 10, .hello = 5 };
+	struct secs t = { .ttl = 60, .block = 10, .hello = 5, .drain = 5 };
 	int o, r;
 
 	b.o = (struct broker_opts){
@@ -375,6 +380,7 @@ int main(int argc, char **argv)
 	b.o.session_ttl_ms = t.ttl * 1000;
 	b.o.block_timeout_ms = t.block * 1000;
 	b.o.hello_timeout_ms = t.hello * 1000;
+	b.o.drain_timeout_ms = t.drain * 1000;
 	b.start_ns = now_ns();
 	b.listen_fd = b.signal_fd = b.lockfd = b.dirfd = b.sessions_dirfd = b.state_fd = -1;
 	if (getrandom(&b.broker_id, sizeof(b.broker_id), 0) != sizeof(b.broker_id))
