@@ -196,6 +196,8 @@ install: all
 		echo '.so man3/shmb.3' > $(DESTDIR)$(MANDIR)/man3/$$f.3 && \
 		chmod 0644 $(DESTDIR)$(MANDIR)/man3/$$f.3 || exit 1; \
 	done
+	# a library installed into the running system is found by the next program
+	if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 clean:
 	rm -rf build build-asan

@@ -7,9 +7,10 @@
  * same session name sees again only what it had not acknowledged, and
  * recognises it by its (src_session, src_seq).
  *
- *   pubsub sub TOPIC SESSION   open the named session SESSION, subscribe it
+ *   pubsub sub TOPIC SESSION [IDLE]
+ *                              open the named session SESSION, subscribe it
  *                              to TOPIC and print every message; exit after
- *                              2 seconds without one
+ *                              IDLE seconds without one (default 2; 0: never)
  *   pubsub pub TOPIC N         publish "hello 1" ... "hello N" on TOPIC
  *
  * Start the subscriber first: a session receives what is published after
@@ -30,7 +31,6 @@
 
 #include <shmb.h>
 
-#define IDLE_MS 2000 /* the subscriber gives up after this long without a message */
 
 _Noreturn static void die(const char *what, int err)
 {
@@ -41,7 +41,7 @@ _Noreturn static void die(const char *what, int err)
 _Noreturn static void usage(void)
 {
 	fprintf(stderr, "usage: pubsub pub TOPIC N\n"
-			"       pubsub sub TOPIC SESSION\n");
+			"       pubsub sub TOPIC SESSION [IDLE_SECONDS]\n");
 	exit(2);
 }
 
@@ -77,7 +77,7 @@ static int publisher(struct shmb_client *c, const char *topic, long n)
 	return 0;
 }
 
-static int subscriber(struct shmb_client *c, const char *topic, const char *session)
+static int subscriber(struct shmb_client *c, const char *topic, const char *session, int idle_ms)
 {
 	struct timespec pause = { .tv_nsec = 100 * 1000 * 1000 };
 	struct shmb_session *s;
@@ -96,7 +96,7 @@ static int subscriber(struct shmb_client *c, const char *topic, const char *sess
 	if (r < 0)
 		die("subscribe", r);
 
-	while ((r = shmb_recv(s, &m, IDLE_MS)) == 0) {
+	while ((r = shmb_recv(s, &m, idle_ms)) == 0) {
 		/* m.data is valid until the next shmb_recv() or shmb_ack() */
 		printf("%.*s (src_session %" PRIu64 ", src_seq %" PRIu64 ")\n", (int)m.len,
 		       (const char *)m.data, m.src_session, m.src_seq);
@@ -125,7 +125,7 @@ int main(int argc, char **argv)
 	struct shmb_client *c;
 	int r, rc;
 
-	if (argc != 4)
+	if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[1], "sub")))
 		usage();
 
 	r = shmb_connect(NULL, &c);
@@ -140,7 +140,13 @@ int main(int argc, char **argv)
 			usage();
 		rc = publisher(c, argv[2], n);
 	} else if (!strcmp(argv[1], "sub")) {
-		rc = subscriber(c, argv[2], argv[3]);
+		char *end = "";
+		long idle = argc == 5 ? strtol(argv[4], &end, 10) : 2;
+
+		if (*end != '\0' || idle < 0 || idle > 86400)
+			usage();
+		/* a timeout of -1 waits as long as it takes */
+		rc = subscriber(c, argv[2], argv[3], idle ? (int)idle * 1000 : -1);
 	} else {
 		usage();
 	}
