@@ -74,7 +74,8 @@ $(BUILD)/shmb.pc: libclient/shmb.pc.in
 # flags, embedded into shmbd through a libbpf skeleton.  The kernel's uapi
 # headers are found under the multiarch directory (asm/types.h).
 BPF_CLANG ?= clang
-BPFTOOL   ?= bpftool
+# Debian installs bpftool in /usr/sbin, which a user's PATH often lacks
+BPFTOOL   ?= $(shell command -v bpftool 2>/dev/null || echo /usr/sbin/bpftool)
 BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -I/usr/include/$(shell $(CC) -dumpmachine)
 
 $(BUILD)/bpf/exit.bpf.o: broker/exit.bpf.c

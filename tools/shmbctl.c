@@ -853,8 +853,8 @@ int main(int argc, char **argv)
 
 		if (r == -ENOENT || r == -ECONNREFUSED)
 			fprintf(stderr, "shmbctl: no broker at %s/control: is shmbd running there?"
-				" (start one with 'make run' or 'shmbd --dir %s'; SHMB_DIR or --dir"
-				" names the directory)\n", d, d);
+				" (start one with 'shmbd --dir %s', or 'make run' in the source tree;"
+				" SHMB_DIR or --dir names the directory)\n", d, d);
 		else
 			fprintf(stderr, "shmbctl: cannot reach the broker at %s/control: %s\n", d,
 				shmb_strerror(r));
