@@ -308,6 +308,9 @@ fi
 # and falls back, bpf refuses
 if [ $is_root = 0 ] || ! command -v unshare >/dev/null 2>&1; then
 	skip "exit_reasons_pidns" "needs root and unshare"
+elif ! why=$(unshare --pid --fork --mount-proc true 2>&1); then
+	# a chroot or a container may not allow a new mount namespace
+	skip "exit_reasons_pidns" "this machine refuses a pid namespace: $why"
 else
 	rm -rf "$fx" && mkdir -p "$fx"
 	msg=$(unshare --pid --fork --mount-proc "$build/shmbd" --dir "$fx" --exit-reasons bpf 2>&1)
