@@ -40,7 +40,7 @@ help:
 	@echo "make            build libshmb.so, libshmb.a, shmb.pc and the tools into $(BUILD)/"
 	@echo "make test       build and run every test suite (unit, hostile input, multi-process, broker)"
 	@echo "make asan       the unit and hostile-input suites under ASan + UBSan"
-	@echo "make bench      the benchmarks (figures, not pass/fail)"
+	@echo "make bench      the benchmarks beside iceoryx, Mosquitto, ZeroMQ, nng (QUICK=1: a short run)"
 	@echo "make demo       a demo to watch: a subscriber SIGKILLed mid-stream loses nothing"
 	@echo "make run        shmbd in the foreground on /dev/shm/shmb-<user>, with what to type next"
 	@echo "make ring-demo  the same kind of demo on the bare shared-memory ring"
@@ -149,12 +149,38 @@ asan:
 
 # ---- benchmarks ----------------------------------------------------------------
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/obj/bench/common.o $(BUILD)/libshmb-internal.a
+BENCH_COMMON := $(BUILD)/obj/bench/common.o $(BUILD)/obj/bench/result.o
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BENCH_COMMON) $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bench: all $(BENCHES:%=$(BUILD)/bench/%)
-	bench/run-bench.sh $(BUILD)
+# The peers a user would pick instead (issue 10), each built only where its
+# library is installed (tools/install-deps.sh --bench); a peer that is
+# missing is reported by run-bench.sh as skipped, with the install command.
+PEER_LIBS_sockets  :=
+PEER_LIBS_zmq      := -lzmq
+PEER_LIBS_nng      := -lnng
+PEER_LIBS_mosquitto := -lmosquitto
+PEER_LIBS_iceoryx  := -liceoryx_binding_c
+PEER_CFLAGS_iceoryx := -I/usr/include/iceoryx/v2.0.3
+PEER_HAVE_sockets  := 1
+PEER_HAVE_zmq      := $(shell pkg-config --exists libzmq 2>/dev/null && echo 1)
+PEER_HAVE_nng      := $(shell test -f /usr/include/nng/nng.h && echo 1)
+PEER_HAVE_mosquitto := $(shell pkg-config --exists libmosquitto 2>/dev/null && echo 1)
+PEER_HAVE_iceoryx  := $(shell test -d /usr/include/iceoryx/v2.0.3/iceoryx_binding_c && echo 1)
+PEERS := $(foreach p,sockets zmq nng mosquitto iceoryx,$(if $(and $(PEER_HAVE_$(p)),$(wildcard bench/peer-$(p).c)),$(p)))
+
+$(BUILD)/obj/bench/peer-%.o: bench/peer-%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PEER_CFLAGS_$*) -c $< -o $@
+
+$(BUILD)/bench/peer-%: $(BUILD)/obj/bench/peer-%.o $(BENCH_COMMON) $(BUILD)/libshmb-internal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PEER_LIBS_$*) $(LDLIBS)
+
+bench: all $(BENCHES:%=$(BUILD)/bench/%) $(PEERS:%=$(BUILD)/bench/peer-%)
+	SHMB_BENCH_QUICK=$(QUICK) bench/run-bench.sh $(BUILD)
 
 # ---- running ---------------------------------------------------------------------
 

@@ -1,0 +1,52 @@
+/*
+ * bench/result.c - see result.h.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bench/result.h"
+
+struct bres bres_new(const char *transport, const char *workload, unsigned size, int rep)
+{
+	return (struct bres){ .transport = transport, .workload = workload, .size = size,
+			      .pinned = bench_pinned, .rep = rep, .msgs_s = -1,
+			      .lat = { -1, -1, -1, -1 } };
+}
+
+void bres_emit(const struct bres *r)
+{
+	printf("@R\t%s\t%s\t%u\t%d\t%d\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%llu\t%llu\t%llu\t%llu\t%llu\t%s\n",
+	       r->transport, r->workload, r->size, r->pinned ? 1 : 0, r->rep, r->msgs_s, r->lat.p50,
+	       r->lat.p99, r->lat.p999, r->lat.max, (unsigned long long)r->sent,
+	       (unsigned long long)r->recv, (unsigned long long)r->lost, (unsigned long long)r->dup,
+	       (unsigned long long)r->reord, r->extra && *r->extra ? r->extra : "-");
+	fflush(stdout);
+}
+
+void bres_skip(const char *transport, const char *why)
+{
+	printf("@S\t%s\t%s\n", transport, why);
+	fflush(stdout);
+}
+
+int bench_reps(void)
+{
+	const char *e = getenv("SHMB_BENCH_REPS");
+	int n = e ? atoi(e) : 3;
+
+	return n < 1 ? 1 : n > 9 ? 9 : n;
+}
+
+double bench_scale(void)
+{
+	const char *q = getenv("SHMB_BENCH_QUICK");
+
+	return q && *q && *q != '0' ? 0.1 : 1.0;
+}
+
+uint64_t bench_n(uint64_t n)
+{
+	uint64_t v = (uint64_t)((double)n * bench_scale());
+
+	return v < 1000 ? 1000 : v;
+}
