@@ -6,7 +6,7 @@
 set -eu
 pkgs="build-essential pkg-config liburing-dev libbpf-dev libcunit1-dev libsodium-dev clang bpftool systemd jq groff-base man-db"
 case "${1:-}" in
---bench) pkgs="$pkgs iceoryx libiceoryx-binding-c-dev mosquitto libmosquitto-dev libzmq3-dev libnng-dev" ;;
+--bench) pkgs="$pkgs iceoryx libiceoryx-binding-c-dev mosquitto libmosquitto-dev libzmq3-dev libnng-dev gnuplot-nox" ;;
 "") ;;
 *) echo "usage: $0 [--bench]" >&2; exit 2 ;;
 esac
