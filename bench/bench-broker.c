@@ -26,9 +26,13 @@
 #include <unistd.h>
 
 #include "bench/common.h"
+#include "bench/result.h"
 #include "shm/atomics.h"
 #include "shm/futex.h"
 #include "shmb.h"
+
+#define MAX_SUBS 8
+#define MAX_PUBS 8
 
 static char dir[64];
 static pid_t broker = -1;
@@ -115,66 +119,126 @@ static struct shared *shared_new(size_t samples)
 	return sh;
 }
 
-static double broker_throughput(uint32_t size, uint64_t n)
+/* What a stream's processes report back. */
+struct stream_res {
+	uint32_t ready;
+	uint32_t pad;
+	uint64_t t_start;           /* the publishers' start */
+	uint64_t t_end[MAX_SUBS];   /* each subscriber's last message */
+	uint64_t got[MAX_SUBS], lost[MAX_SUBS], dup[MAX_SUBS], reord[MAX_SUBS];
+	uint64_t sent[MAX_PUBS];
+};
+
+static uint8_t msgbuf[65536];
+
+/*
+ * npub publishers -> nsub subscribers on one topic, n messages each
+ * publisher, `size` bytes: the seq in bytes 0-7, the publisher in 8-11,
+ * the seq's low byte last.  Every subscriber checks every message: per
+ * publisher, in order, none twice, none missing.  Fills r.
+ */
+static void stream(int npub, int nsub, uint32_t size, uint64_t n, struct bres *r)
 {
-	struct shared *sh = shared_new(0);
-	struct shmb_client *c;
-	struct shmb_session *s;
-	uint8_t buf[1024];
-	double rate;
-	pid_t sub;
+	struct stream_res *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+				     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t subs[MAX_SUBS], pubs[MAX_PUBS];
+	uint64_t end = 0, got = 0;
 
-	sub = bench_spawn();
-	if (sub == 0) {
-		struct shmb_msg m;
-		uint64_t next = 0;
+	memset(sh, 0, sizeof(*sh));
+	for (int k = 0; k < nsub; k++) {
+		subs[k] = bench_spawn();
+		if (subs[k] == 0) {
+			uint64_t next[MAX_PUBS] = { 0 }, total = 0;
+			uint64_t ack_every = (4u << 20) / (size + 64) / 4 + 1;
+			struct shmb_client *c;
+			struct shmb_session *s;
+			struct shmb_msg m;
+			char name[32];
 
-		bench_pin(1);
-		s = open_session(&c, "bench-sub", 50);
-		shmb_subscribe(s, "tp");
-		store_release(&sh->ready, 1);
-		while (next < n) {
-			uint64_t v;
+			bench_pin(1);
+			snprintf(name, sizeof(name), "bench-sub-%d", k);
+			/* one subscriber spins briefly; many must not starve the broker */
+			s = open_session(&c, name, nsub == 1 ? 50 : 1);
+			shmb_subscribe(s, "tp");
+			fetch_add_release(&sh->ready, 1);
+			while (total < n * (uint64_t)npub) {
+				uint64_t v;
+				uint32_t p;
 
-			if (shmb_recv(s, &m, 10000) < 0)
-				break;
-			memcpy(&v, m.data, 8);
-			if (v != next || m.len != size || ((const uint8_t *)m.data)[size - 1] != (uint8_t)v)
-				sh->bad++;
-			next++;
-			if ((next & 255) == 0)
-				shmb_ack(s);
+				if (shmb_recv(s, &m, 10000) < 0)
+					break;
+				memcpy(&v, m.data, 8);
+				memcpy(&p, (const uint8_t *)m.data + 8, 4);
+				if (p >= (uint32_t)npub || m.len != size ||
+				    ((const uint8_t *)m.data)[size - 1] != (uint8_t)v)
+					sh->reord[k]++;
+				else if (v < next[p])
+					sh->dup[k]++;
+				else {
+					if (v > next[p])
+						sh->reord[k]++;
+					next[p] = v + 1;
+				}
+				total++;
+				/* often enough that unacknowledged messages never fill the ring */
+				if (total % ack_every == 0)
+					shmb_ack(s);
+			}
+			sh->t_end[k] = mono_ns();
+			sh->got[k] = total;
+			for (int p = 0; p < npub; p++)
+				sh->lost[k] += n - (next[p] < n ? next[p] : n);
+			shmb_ack(s);
+			shmb_session_destroy(s);
+			shmb_close(c);
+			_exit(0);
 		}
-		sh->t_end = mono_ns();
-		sh->got = next;
-		shmb_ack(s);
-		shmb_session_destroy(s);
-		shmb_close(c);
-		_exit(0);
 	}
-	bench_pin(0);
-	s = open_session(&c, "bench-pub", 50);
-	while (!load_acquire(&sh->ready))
+	while (load_acquire(&sh->ready) < (uint32_t)nsub)
 		usleep(100);
-	memset(buf, 0, sizeof(buf));
 	sh->t_start = mono_ns();
-	for (uint64_t i = 0; i < n; i++) {
-		memcpy(buf, &i, 8);
-		buf[size - 1] = (uint8_t)i;
-		if (shmb_publish(s, "tp", buf, size, -1) < 0) {
-			sh->bad++;
-			break;
+	for (int j = 0; j < npub; j++) {
+		pubs[j] = bench_spawn();
+		if (pubs[j] == 0) {
+			struct shmb_client *c;
+			struct shmb_session *s;
+			char name[32];
+
+			bench_pin(0);
+			snprintf(name, sizeof(name), "bench-pub-%d", j);
+			s = open_session(&c, name, 50);
+			memset(msgbuf, 0, size);
+			memcpy(msgbuf + 8, &j, 4);
+			for (uint64_t i = 0; i < n; i++) {
+				memcpy(msgbuf, &i, 8);
+				msgbuf[size - 1] = (uint8_t)i;
+				if (shmb_publish(s, "tp", msgbuf, size, -1) < 0)
+					break;
+				sh->sent[j]++;
+			}
+			shmb_flush(s, 10000);
+			shmb_session_destroy(s);
+			shmb_close(c);
+			_exit(0);
 		}
 	}
-	shmb_flush(s, 10000);
-	bench_reap(sub);
-	rate = (double)sh->got / ((double)(sh->t_end - sh->t_start) / 1e9);
-	if (sh->bad || sh->got != n)
-		rate = 0;
-	shmb_session_destroy(s);
-	shmb_close(c);
+	for (int j = 0; j < npub; j++)
+		bench_reap(pubs[j]);
+	for (int k = 0; k < nsub; k++)
+		bench_reap(subs[k]);
+	for (int j = 0; j < npub; j++)
+		r->sent += sh->sent[j];
+	for (int k = 0; k < nsub; k++) {
+		end = sh->t_end[k] > end ? sh->t_end[k] : end;
+		got += sh->got[k];
+		r->lost += sh->lost[k];
+		r->dup += sh->dup[k];
+		r->reord += sh->reord[k];
+	}
+	r->sent *= (uint64_t)nsub; /* each message is owed to every subscriber */
+	r->recv = got;
+	r->msgs_s = end > sh->t_start ? (double)got / ((double)(end - sh->t_start) / 1e9) : 0;
 	munmap(sh, sizeof(*sh));
-	return rate;
 }
 
 static struct lat broker_pingpong(unsigned spin_us, size_t n)
@@ -232,61 +296,48 @@ static struct lat broker_pingpong(unsigned spin_us, size_t n)
 	return l;
 }
 
+static void emit_rtt(const char *transport, int rep, unsigned spin_us, size_t n)
+{
+	struct bres r = bres_new(transport, "rtt", 64, rep);
+
+	r.lat = broker_pingpong(spin_us, n);
+	r.sent = n;
+	r.recv = r.lat.p50 < 0 ? 0 : n;
+	r.lost = r.sent - r.recv;
+	bres_emit(&r);
+}
+
 static void run(int pin_mode)
 {
-	const uint32_t sizes[] = { 64, 1024 };
-	const size_t lat_n = 5000;
-	const char *name[4] = { "shmb via broker, spinning readers",
-				"shmb via broker, blocking readers (1 us spin)",
-				"raw futex ping-pong (2 processes)", "AF_UNIX seqpacket (blocking)" };
+	const uint32_t sizes[] = { 64, 1024, 65536 };
+	const size_t lat_n = bench_n(20000);
 
 	bench_pinned = pin_mode;
 	bench_pin(0);
-	printf("\n### %s\n\n", bench_pinned ? "pinned: one client on CPU 0, the other on CPU 1, the broker free"
-					    : "unpinned: the scheduler places everyone");
-	printf("| one-way, 1 pub -> 1 sub | shmb msgs/s (min-max) | shmb MB/s | AF_UNIX msgs/s | "
-	       "ratio shmb/AF_UNIX |\n|---|---|---|---|---|\n");
-	for (int k = 0; k < 2 && !getenv("SHMB_BENCH_RT_ONLY"); k++) {
-		double rr[REPS], uu[REPS];
-		uint64_t n = sizes[k] == 64 ? 2000000 : 500000;
+	for (int rep = 0; rep < bench_reps(); rep++) {
+		for (int k = 0; k < 3; k++) {
+			uint64_t n = bench_n(sizes[k] == 64 ? 2000000 : sizes[k] == 1024 ? 500000 : 30000);
+			struct bres r = bres_new("shmb spin", "oneway", sizes[k], rep);
 
-		for (int i = 0; i < REPS; i++) {
-			rr[i] = broker_throughput(sizes[k], n);
-			uu[i] = unix_throughput(sizes[k], n / 5);
+			stream(1, 1, sizes[k], n, &r);
+			bres_emit(&r);
 		}
-		printf("| %u B | %.2f M (%.2f-%.2f) | %.0f | %.3f M | %.1fx |\n", sizes[k],
-		       bench_median(rr) / 1e6, bench_min(rr) / 1e6, bench_max(rr) / 1e6,
-		       bench_median(rr) * sizes[k] / 1e6, bench_median(uu) / 1e6,
-		       bench_median(rr) / bench_median(uu));
-	}
-	printf("\n| 64 B round trip, us | p50 (min-max) | p99 | p99.9 | p50 / raw futex |\n"
-	       "|---|---|---|---|---|\n");
-	{
-		double p50[4][REPS], p99[4][REPS], p999[4][REPS];
+		/* spinning clients pinned on both CPUs starve the polling broker */
+		if (!bench_pinned)
+			emit_rtt("shmb spin", rep, 1000000, lat_n);
+		emit_rtt("shmb block", rep, 1, lat_n / 4);
+		if (!bench_pinned) {
+			struct bres o = bres_new("shmb", "fanout", 64, rep), i = bres_new("shmb", "fanin", 64, rep);
 
-		for (int i = 0; i < REPS; i++) {
-			/* spinning clients on both CPUs starve the polling broker */
-			struct lat l[4] = { bench_pinned ? (struct lat){ -1, -1, -1, -1 }
-							 : broker_pingpong(1000000, lat_n),
-					    broker_pingpong(1, lat_n), futex_pingpong(lat_n),
-					    unix_pingpong(lat_n) };
-
-			for (int k = 0; k < 4; k++) {
-				p50[k][i] = l[k].p50;
-				p99[k][i] = l[k].p99;
-				p999[k][i] = l[k].p999;
-			}
+			stream(1, MAX_SUBS, 64, bench_n(200000), &o);
+			bres_emit(&o);
+			stream(MAX_PUBS, 1, 64, bench_n(200000), &i);
+			bres_emit(&i);
 		}
-		for (int k = 0; k < 4; k++)
-			if (p50[k][0] < 0)
-				printf("| %s | not run: spinning clients on both CPUs starve the broker | | | |\n",
-				       name[k]);
-			else
-				printf("| %s | %.2f (%.2f-%.2f) | %.2f | %.2f | %.2fx |\n", name[k],
-			       bench_median(p50[k]), bench_min(p50[k]), bench_max(p50[k]),
-			       bench_median(p99[k]), bench_median(p999[k]),
-			       bench_median(p50[k]) / bench_median(p50[2]));
 	}
+	if (bench_pinned)
+		bres_skip("shmb spin rtt, pinned", "two spinning clients pinned on the two CPUs leave the"
+			  " polling broker no CPU; measured unpinned");
 }
 
 int main(int argc, char **argv)
@@ -294,13 +345,12 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
 	broker_start();
-	printf("\n## through the broker: %d repetitions, medians (min-max); broker --poll-us 50\n", REPS);
 	if (argc < 2 || strcmp(argv[1], "--pinned-only"))
 		run(0);
 	if (sysconf(_SC_NPROCESSORS_ONLN) >= 2)
 		run(1);
 	else
-		printf("\npinned run skipped: fewer than 2 CPUs online\n");
+		bres_skip("shmb, pinned", "fewer than 2 CPUs online");
 	broker_stop();
 	return 0;
 }

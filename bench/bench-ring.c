@@ -1,15 +1,19 @@
 /*
- * bench/bench-ring.c - the shm layer between two processes, beside an
- * AF_UNIX SOCK_SEQPACKET pair measured in the same run.
+ * bench/bench-ring.c - the limits shmb is measured against: what two
+ * processes get from bare shared memory and a bare futex, with no broker
+ * and no protocol.
  *
- *   throughput: one-way, 64 B and 1 KiB records, every record checked for
- *               order and content on the receiving side
- *   ping-pong:  64 B round trips: spinning readers, futex-blocked readers
- *               (no spin), and the socket pair; p50/p99/p99.9/max
+ *   raw shm ring   one-way throughput through the shm layer's SPSC ring,
+ *                  64 B, 1 KiB, 64 KiB records, batched commits, every
+ *                  record checked for order and content on the receiver
+ *   raw shm spin   64 B round trips over two rings, spinning readers
+ *   raw shm futex  the same with futex-blocked readers (no spin), the
+ *                  counted-waiter protocol of docs/layout.md
+ *   raw futex      a bare futex hand-off between two processes: the cost
+ *                  of one wake-up each way
  *
- * Each figure is the median of REPS runs, with min-max.  Run unpinned and
- * with the two processes pinned to different CPUs.  Prints a markdown
- * table.  Not a test: nothing here passes or fails.
+ * Unpinned, then with the two processes on CPU 0 and CPU 1.  Prints
+ * result lines (bench/result.h); bench/report.sh makes the tables.
  */
 #include <errno.h>
 #include <sched.h>
@@ -23,6 +27,7 @@
 #include <unistd.h>
 
 #include "bench/common.h"
+#include "bench/result.h"
 #include "shm/atomics.h"
 #include "shm/futex.h"
 #include "shm/ring.h"
@@ -242,62 +247,51 @@ static struct lat ring_pingpong(bool blocking, size_t n)
 
 /* ---- reporting ---------------------------------------------------------------- */
 
+static void emit_lat(const char *transport, int rep, struct lat l, uint64_t n)
+{
+	struct bres r = bres_new(transport, "rtt", 64, rep);
+
+	r.lat = l;
+	r.sent = n;
+	r.recv = l.p50 < 0 ? 0 : n;
+	r.lost = l.p50 < 0 ? n : 0;
+	bres_emit(&r);
+}
+
+/* The limits: what two processes get from bare shared memory and a bare
+ * futex, with no broker and no protocol (bench/result.h lines). */
 static void run(int pin_mode)
 {
-	const uint32_t sizes[] = { 64, 1024 };
-	const size_t lat_n = 20000, lat_n_block = 5000;
+	const uint32_t sizes[] = { 64, 1024, 65536 };
+	const size_t lat_n = bench_n(20000), lat_n_block = bench_n(5000);
 
 	bench_pinned = pin_mode;
-	printf("\n### %s\n\n", bench_pinned ? "pinned: the two processes on CPU 0 and CPU 1"
-				       : "unpinned: the scheduler places the processes");
-	printf("| one-way throughput | shm ring msgs/s (min-max) | ring GB/s | AF_UNIX seqpacket msgs/s "
-	       "(min-max) | ratio ring/AF_UNIX |\n|---|---|---|---|---|\n");
-	for (int s = 0; s < 2; s++) {
-		double rr[REPS], uu[REPS];
-		uint64_t n = sizes[s] == 64 ? 10000000 : 2000000;
+	for (int rep = 0; rep < bench_reps(); rep++) {
+		for (int s = 0; s < 3; s++) {
+			uint64_t n = bench_n(sizes[s] == 64 ? 10000000 : sizes[s] == 1024 ? 2000000 : 100000);
+			struct bres r = bres_new("raw shm ring", "oneway", sizes[s], rep);
 
-		for (int i = 0; i < REPS; i++) {
-			rr[i] = ring_throughput(sizes[s], n);
-			uu[i] = unix_throughput(sizes[s], n / 10);
+			r.msgs_s = ring_throughput(sizes[s], n);
+			r.sent = n;
+			/* ring_throughput reports 0 for a run with any bad record */
+			r.recv = r.msgs_s > 0 ? n : 0;
+			r.reord = r.msgs_s > 0 ? 0 : 1;
+			bres_emit(&r);
 		}
-		printf("| %u B | %.2f M (%.2f-%.2f) | %.2f | %.3f M (%.3f-%.3f) | %.1fx |\n", sizes[s],
-		       bench_median(rr) / 1e6, bench_min(rr) / 1e6, bench_max(rr) / 1e6, bench_median(rr) * sizes[s] / 1e9,
-		       bench_median(uu) / 1e6, bench_min(uu) / 1e6, bench_max(uu) / 1e6, bench_median(rr) / bench_median(uu));
-	}
-	printf("\n| 64 B round trip, us | p50 (min-max) | p99 | p99.9 | max | p50 ratio to AF_UNIX |\n"
-	       "|---|---|---|---|---|---|\n");
-	{
-		double p50[3][REPS], p99[3][REPS], p999[3][REPS], mx[3][REPS];
-		const char *name[3] = { "shm ring, spinning readers", "shm ring, futex-blocked readers",
-					"AF_UNIX seqpacket (blocking)" };
-
-		for (int i = 0; i < REPS; i++) {
-			struct lat l[3] = { ring_pingpong(false, lat_n), ring_pingpong(true, lat_n_block),
-					    unix_pingpong(lat_n_block) };
-
-			for (int k = 0; k < 3; k++) {
-				p50[k][i] = l[k].p50;
-				p99[k][i] = l[k].p99;
-				p999[k][i] = l[k].p999;
-				mx[k][i] = l[k].max;
-			}
-		}
-		for (int k = 0; k < 3; k++)
-			printf("| %s | %.2f (%.2f-%.2f) | %.2f | %.2f | %.1f | %.3fx |\n", name[k],
-			       bench_median(p50[k]), bench_min(p50[k]), bench_max(p50[k]), bench_median(p99[k]),
-			       bench_median(p999[k]), bench_median(mx[k]), bench_median(p50[k]) / bench_median(p50[2]));
+		emit_lat("raw shm spin", rep, ring_pingpong(false, lat_n), lat_n);
+		emit_lat("raw shm futex", rep, ring_pingpong(true, lat_n_block), lat_n_block);
+		emit_lat("raw futex", rep, futex_pingpong(lat_n_block), lat_n_block);
 	}
 }
 
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	printf("## shm layer: two processes, %d repetitions, medians (min-max)\n", REPS);
 	if (argc < 2 || strcmp(argv[1], "--pinned-only"))
 		run(0);
 	if (sysconf(_SC_NPROCESSORS_ONLN) >= 2)
 		run(1);
 	else
-		printf("\npinned run skipped: fewer than 2 CPUs online\n");
+		bres_skip("raw limits, pinned", "fewer than 2 CPUs online");
 	return 0;
 }
