@@ -25,7 +25,7 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/r
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker test-restart test-redial test-admin
-BENCHES    := bench-ring bench-broker
+BENCHES    := bench-ring bench-broker bench-ops
 
 SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -149,7 +149,7 @@ asan:
 
 # ---- benchmarks ----------------------------------------------------------------
 
-BENCH_COMMON := $(BUILD)/obj/bench/common.o $(BUILD)/obj/bench/result.o
+BENCH_COMMON := $(BUILD)/obj/bench/common.o $(BUILD)/obj/bench/result.o $(BUILD)/obj/bench/shmbd.o
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BENCH_COMMON) $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)

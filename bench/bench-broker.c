@@ -27,6 +27,7 @@
 
 #include "bench/common.h"
 #include "bench/result.h"
+#include "bench/shmbd.h"
 #include "shm/atomics.h"
 #include "shm/futex.h"
 #include "shmb.h"
@@ -34,90 +35,9 @@
 #define MAX_SUBS 8
 #define MAX_PUBS 8
 
-static char dir[64];
-static pid_t broker = -1;
 
-struct shared {
-	uint32_t ready;
-	uint32_t pad;
-	uint64_t t_start, t_end, bad, got;
-	uint64_t lat[];
-};
 
-static void broker_start(void)
-{
-	char self[512], path[600];
-	ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
 
-	self[k > 0 ? k : 0] = 0;
-	snprintf(path, sizeof(path), "%s/../shmbd", dirname(self));
-	snprintf(dir, sizeof(dir), "/dev/shm/shmb-bench.XXXXXX");
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
-		exit(1);
-	}
-	broker = bench_spawn();
-	if (broker == 0) {
-		const char *poll = getenv("SHMB_BENCH_POLL_US");
-
-		if (poll)
-			execl(path, path, "--dir", dir, "--quiet", "--poll-us", poll, (char *)NULL);
-		else
-			execl(path, path, "--dir", dir, "--quiet", (char *)NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 2000; i++) {
-		struct shmb_connect_opts o = { .dir = dir };
-		struct shmb_client *c;
-
-		if (shmb_connect(&o, &c) == 0) {
-			shmb_close(c);
-			return;
-		}
-		usleep(1000);
-	}
-	fprintf(stderr, "bench-broker: %s did not start\n", path);
-	exit(1);
-}
-
-static void broker_stop(void)
-{
-	char cmd[128];
-
-	kill(broker, SIGTERM);
-	bench_reap(broker);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove %s\n", dir);
-}
-
-static struct shmb_session *open_session(struct shmb_client **c, const char *name, unsigned spin_us)
-{
-	struct shmb_connect_opts co = { .dir = dir };
-	struct shmb_session_opts so = { .policy = SHMB_POLICY_DEFAULT, .flags = SHMB_FRESH,
-					.rx_ring_size = 4u << 20, .tx_ring_size = 4u << 20,
-					.spin_us = spin_us };
-	struct shmb_session *s;
-
-	if (shmb_connect(&co, c) < 0 || shmb_session_open(*c, name, &so, &s) < 0) {
-		fprintf(stderr, "bench-broker: cannot open %s\n", name);
-		exit(1);
-	}
-	return s;
-}
-
-static struct shared *shared_new(size_t samples)
-{
-	struct shared *sh = mmap(NULL, sizeof(*sh) + samples * 8, PROT_READ | PROT_WRITE,
-				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	if (sh == MAP_FAILED) {
-		perror("mmap");
-		exit(1);
-	}
-	memset(sh, 0, sizeof(*sh));
-	return sh;
-}
 
 /* What a stream's processes report back. */
 struct stream_res {
@@ -241,61 +161,6 @@ static void stream(int npub, int nsub, uint32_t size, uint64_t n, struct bres *r
 	munmap(sh, sizeof(*sh));
 }
 
-static struct lat broker_pingpong(unsigned spin_us, size_t n)
-{
-	struct shared *sh = shared_new(n + 100);
-	struct shmb_client *c;
-	struct shmb_session *s;
-	uint8_t buf[64] = { 0 };
-	struct shmb_msg m;
-	struct lat l;
-	pid_t echo;
-
-	echo = bench_spawn();
-	if (echo == 0) {
-		bench_pin(1);
-		s = open_session(&c, "bench-echo", spin_us);
-		shmb_subscribe(s, "ping");
-		store_release(&sh->ready, 1);
-		for (size_t i = 0; i < n + 100; i++) {
-			if (shmb_recv(s, &m, 10000) < 0)
-				_exit(1);
-			memcpy(buf, m.data, 8);
-			shmb_ack(s);
-			shmb_publish(s, "pong", buf, sizeof(buf), -1);
-		}
-		shmb_session_destroy(s);
-		shmb_close(c);
-		_exit(0);
-	}
-	bench_pin(0);
-	s = open_session(&c, "bench-ping", spin_us);
-	shmb_subscribe(s, "pong");
-	while (!load_acquire(&sh->ready))
-		usleep(100);
-	for (uint64_t i = 0; i < n + 100; i++) {
-		uint64_t t0 = mono_ns(), v;
-
-		memcpy(buf, &i, 8);
-		shmb_publish(s, "ping", buf, sizeof(buf), -1);
-		if (shmb_recv(s, &m, 10000) < 0) {
-			sh->bad++;
-			break;
-		}
-		memcpy(&v, m.data, 8);
-		sh->bad += v != i;
-		shmb_ack(s);
-		if (i >= 100)
-			sh->lat[i - 100] = mono_ns() - t0;
-	}
-	bench_reap(echo);
-	l = sh->bad ? (struct lat){ -1, -1, -1, -1 } : bench_summarize(sh->lat, n);
-	shmb_session_destroy(s);
-	shmb_close(c);
-	munmap(sh, sizeof(*sh) + (n + 100) * 8);
-	return l;
-}
-
 static void emit_rtt(const char *transport, int rep, unsigned spin_us, size_t n)
 {
 	struct bres r = bres_new(transport, "rtt", 64, rep);
@@ -344,13 +209,13 @@ int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
-	broker_start();
+	bench_broker_start(NULL);
 	if (argc < 2 || strcmp(argv[1], "--pinned-only"))
 		run(0);
 	if (sysconf(_SC_NPROCESSORS_ONLN) >= 2)
 		run(1);
 	else
 		bres_skip("shmb, pinned", "fewer than 2 CPUs online");
-	broker_stop();
+	bench_broker_stop(true);
 	return 0;
 }

@@ -24,6 +24,7 @@ run() { # NAME: one program, its lines into raw (and the rest on the screen)
 
 run bench-ring
 run bench-broker
+run bench-ops
 for p in sockets zmq nng mosquitto iceoryx; do
 	if [ -x "$dir/peer-$p" ]; then
 		run "peer-$p"

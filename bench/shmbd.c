@@ -1,0 +1,246 @@
+/*
+ * bench/shmbd.c - see shmbd.h.
+ */
+#include <dirent.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench/common.h"
+#include "bench/shmbd.h"
+#include "shm/atomics.h"
+#include "shm/futex.h"
+#include "shmb.h"
+
+struct shared {
+	uint32_t ready;
+	uint32_t pad;
+	uint64_t t_start, t_end, bad, got;
+	uint64_t lat[];
+};
+
+char bench_dir[64];
+pid_t bench_broker = -1;
+static const char *const *last_extra;
+
+void bench_broker_start(const char *const *extra)
+{
+	char self[512], path[600];
+	ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	self[k > 0 ? k : 0] = 0;
+	snprintf(path, sizeof(path), "%s/../shmbd", dirname(self));
+	if (!bench_dir[0]) {
+		snprintf(bench_dir, sizeof(bench_dir), "/dev/shm/shmb-bench.XXXXXX");
+		if (!mkdtemp(bench_dir)) {
+			perror("mkdtemp");
+			exit(1);
+		}
+		last_extra = extra;
+	}
+	bench_broker = bench_spawn();
+	if (bench_broker == 0) {
+		const char *argv[32] = { path, "--dir", bench_dir, "--quiet" };
+		const char *poll = getenv("SHMB_BENCH_POLL_US");
+		int n = 4;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (poll) {
+			argv[n++] = "--poll-us";
+			argv[n++] = poll;
+		}
+		for (int i = 0; last_extra && last_extra[i] && n < 31; i++)
+			argv[n++] = last_extra[i];
+		argv[n] = NULL;
+		execv(path, (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 5000; i++) {
+		struct shmb_connect_opts o = { .dir = bench_dir };
+		struct shmb_client *c;
+
+		if (shmb_connect(&o, &c) == 0) {
+			shmb_close(c);
+			return;
+		}
+		usleep(1000);
+	}
+	fprintf(stderr, "bench: %s did not start\n", path);
+	exit(1);
+}
+
+void bench_broker_kill(void)
+{
+	kill(bench_broker, SIGKILL);
+	bench_reap(bench_broker);
+}
+
+void bench_broker_stop(bool clean)
+{
+	char cmd[128];
+
+	kill(bench_broker, SIGTERM);
+	bench_reap(bench_broker);
+	if (clean) {
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", bench_dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", bench_dir);
+		bench_dir[0] = 0;
+	}
+}
+
+uint64_t bench_broker_cpu_ns(void)
+{
+	char path[64];
+	unsigned long long ns = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)bench_broker);
+	f = fopen(path, "r");
+	if (f) {
+		if (fscanf(f, "%llu", &ns) != 1)
+			ns = 0;
+		fclose(f);
+	}
+	return ns;
+}
+
+uint64_t bench_broker_rss_kib(void)
+{
+	char path[64], line[256];
+	unsigned long long kib = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)bench_broker);
+	f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %llu", &kib) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kib;
+}
+
+uint64_t bench_broker_shm_bytes(void)
+{
+	char path[128];
+	uint64_t total = 0;
+	struct dirent *d;
+	DIR *sd;
+
+	snprintf(path, sizeof(path), "%s/sessions", bench_dir);
+	sd = opendir(path);
+	while (sd && (d = readdir(sd))) {
+		char sub[400];
+		struct dirent *e;
+		DIR *fd;
+
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", path, d->d_name);
+		fd = opendir(sub);
+		while (fd && (e = readdir(fd))) {
+			char file[700];
+			struct stat st;
+
+			snprintf(file, sizeof(file), "%s/%s", sub, e->d_name);
+			if (e->d_name[0] != '.' && stat(file, &st) == 0)
+				total += (uint64_t)st.st_blocks * 512;
+		}
+		if (fd)
+			closedir(fd);
+	}
+	if (sd)
+		closedir(sd);
+	return total;
+}
+
+struct shmb_session *open_session(struct shmb_client **c, const char *name, unsigned spin_us)
+{
+	struct shmb_connect_opts co = { .dir = bench_dir };
+	struct shmb_session_opts so = { .policy = SHMB_POLICY_DEFAULT, .flags = SHMB_FRESH,
+					.rx_ring_size = 4u << 20, .tx_ring_size = 4u << 20,
+					.spin_us = spin_us };
+	struct shmb_session *s;
+
+	if (shmb_connect(&co, c) < 0 || shmb_session_open(*c, name, &so, &s) < 0) {
+		fprintf(stderr, "bench-broker: cannot open %s\n", name);
+		exit(1);
+	}
+	return s;
+}
+
+static struct shared *shared_new(size_t samples)
+{
+	struct shared *sh = mmap(NULL, sizeof(*sh) + samples * 8, PROT_READ | PROT_WRITE,
+				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (sh == MAP_FAILED) {
+		perror("mmap");
+		exit(1);
+	}
+	memset(sh, 0, sizeof(*sh));
+	return sh;
+}
+
+struct lat broker_pingpong(unsigned spin_us, size_t n)
+{
+	struct shared *sh = shared_new(n + 100);
+	struct shmb_client *c;
+	struct shmb_session *s;
+	uint8_t buf[64] = { 0 };
+	struct shmb_msg m;
+	struct lat l;
+	pid_t echo;
+
+	echo = bench_spawn();
+	if (echo == 0) {
+		bench_pin(1);
+		s = open_session(&c, "bench-echo", spin_us);
+		shmb_subscribe(s, "ping");
+		store_release(&sh->ready, 1);
+		for (size_t i = 0; i < n + 100; i++) {
+			if (shmb_recv(s, &m, 10000) < 0)
+				_exit(1);
+			memcpy(buf, m.data, 8);
+			shmb_ack(s);
+			shmb_publish(s, "pong", buf, sizeof(buf), -1);
+		}
+		shmb_session_destroy(s);
+		shmb_close(c);
+		_exit(0);
+	}
+	bench_pin(0);
+	s = open_session(&c, "bench-ping", spin_us);
+	shmb_subscribe(s, "pong");
+	while (!load_acquire(&sh->ready))
+		usleep(100);
+	for (uint64_t i = 0; i < n + 100; i++) {
+		uint64_t t0 = mono_ns(), v;
+
+		memcpy(buf, &i, 8);
+		shmb_publish(s, "ping", buf, sizeof(buf), -1);
+		if (shmb_recv(s, &m, 10000) < 0) {
+			sh->bad++;
+			break;
+		}
+		memcpy(&v, m.data, 8);
+		sh->bad += v != i;
+		shmb_ack(s);
+		if (i >= 100)
+			sh->lat[i - 100] = mono_ns() - t0;
+	}
+	bench_reap(echo);
+	l = sh->bad ? (struct lat){ -1, -1, -1, -1 } : bench_summarize(sh->lat, n);
+	shmb_session_destroy(s);
+	shmb_close(c);
+	munmap(sh, sizeof(*sh) + (n + 100) * 8);
+	return l;
+}
+
