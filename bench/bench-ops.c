@@ -327,6 +327,8 @@ static void recovery(bool kill_sub, unsigned kills, int rep)
 	for (unsigned k = 1; k <= kills && k < REC_MAX_RESTARTS; k++)
 		if (r->first_ns[k] > r->restart_ns[k])
 			waits[nw++] = r->first_ns[k] - r->restart_ns[k];
+	for (unsigned k = 0; k < nw; k++)
+		fprintf(stderr, "  restart %u: next message after %.1f ms\n", k + 1, waits[k] / 1e6);
 	qsort(waits, nw, sizeof(waits[0]), cmp_u64);
 	snprintf(text, sizeof(text), "kills=%u restart_to_next_msg_ms_median=%.1f max=%.1f",
 		 kills, nw ? waits[nw / 2] / 1e6 : -1.0, nw ? waits[nw - 1] / 1e6 : -1.0);
@@ -336,15 +338,20 @@ static void recovery(bool kill_sub, unsigned kills, int rep)
 	munmap(r, sizeof(*r) + n);
 }
 
-int main(void)
+/* bench-ops [scale|sub|broker]: all three, or one (to look at it alone). */
+int main(int argc, char **argv)
 {
+	const char *only = argc > 1 ? argv[1] : "";
+
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
 	bench_pinned = 0;
-	for (int rep = 0; rep < bench_reps(); rep++)
+	for (int rep = 0; rep < bench_reps() && (!*only || !strcmp(only, "scale")); rep++)
 		scale(rep);
 	/* one run each: the stream is paced, its length fixed by the rate */
-	recovery(true, 20, 0);
-	recovery(false, 5, 0);
+	if (!*only || !strcmp(only, "sub"))
+		recovery(true, 20, 0);
+	if (!*only || !strcmp(only, "broker"))
+		recovery(false, 5, 0);
 	return 0;
 }

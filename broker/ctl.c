@@ -433,6 +433,12 @@ static int list_sessions(struct broker *b, struct conn *c, const struct proto_li
 	qsort(m, n, sizeof(*m), by_id);
 	for (p->count = 0; p->count < n && p->count < room; p->count++)
 		session_info(b, m[p->count], &out[p->count]);
+	/* a TX file its client truncated faults on the read of its rx_acked:
+	 * quarantined now, and listed so */
+	guard_check(b);
+	for (unsigned k = 0; k < p->count; k++)
+		if (m[k]->quarantined)
+			out[k].state = PROTO_SESSION_QUARANTINED;
 	p->next = n > room ? m[room]->id : 0;
 	free(m);
 	return send_page(c, p, sizeof(*out));

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,13 @@ struct pending {
 
 struct exitw {
 	enum exitw_method method;
+	bool bpf_later;     /* auto: the tracer is being loaded by `loader` */
+	int probe;          /* the PIDFD_INFO_EXIT probe's answer */
+	pthread_t loader;
+	uint32_t loaded;    /* the loader is done: its result is in lbpf, lr, lwhy */
+	struct exit_bpf *lbpf;
+	int lr;
+	char lwhy[256];
 	struct exit_bpf *bpf;
 	struct pending *p;
 	unsigned np;
@@ -91,6 +99,39 @@ void exitw_format(int status, char *buf, size_t len)
 	}
 }
 
+/* How the fallback stands, said once: why not BPF, and what instead. */
+static void say_fallback(struct exitw *w, enum exitw_mode mode, const char *why)
+{
+	int pr = w->probe;
+
+	if (mode == EXITW_AUTO)
+		log_msg(LOG_NOTICE, "crash detection: BPF exit tracer unavailable (%s); %s%s%s",
+			why, pr == 0 ? "falling back to " : "PIDFD_INFO_EXIT unsupported (",
+			pr == 0 ? method_names[w->method] : strerror(-pr),
+			pr == 0 ? "" : "): deaths are seen, their reasons are not");
+	else if (pr < 0)
+		log_msg(LOG_WARNING, "crash detection: PIDFD_INFO_EXIT unsupported (%s, kernel"
+			" 6.15+ has it): deaths are seen, their reasons are not", strerror(-pr));
+}
+
+/* auto's loader thread: the load, off the loop. */
+static void *bpf_loader(void *arg)
+{
+	struct exitw *w = arg;
+
+	w->lr = exit_bpf_load(&w->lbpf, w->lwhy, sizeof(w->lwhy));
+	__atomic_store_n(&w->loaded, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * --exit-reasons bpf loads the tracer here, before the broker serves
+ * (it refuses to start without it).  auto loads it in a thread of its
+ * own: a load takes about 100 ms, which a restarted broker owes its
+ * clients' deliveries first; exitw_idle() takes the tracer in once it is
+ * ready.  Until then, and for every process it cannot track, the pidfd
+ * method answers.
+ */
 int exitw_init(struct broker *b)
 {
 	enum exitw_mode mode = b->o.exit_reasons;
@@ -101,34 +142,60 @@ int exitw_init(struct broker *b)
 	if (!w)
 		return -ENOMEM;
 	w->method = METHOD_DEATH_ONLY;
-	if (mode == EXITW_AUTO || mode == EXITW_BPF) {
+	if (mode == EXITW_BPF) {
 		r = exit_bpf_load(&w->bpf, why, sizeof(why));
-		if (r == 0) {
-			w->method = METHOD_BPF;
-		} else if (mode == EXITW_BPF) {
+		if (r < 0) {
 			log_msg(LOG_ERR, "--exit-reasons bpf: the exit tracer cannot be used: %s", why);
 			free(w);
 			return r;
 		}
+		w->method = METHOD_BPF;
 	}
-	if (w->method == METHOD_DEATH_ONLY && mode != EXITW_OFF) {
-		int pr = exit_pidfd_probe();
-
-		if (pr == 0)
+	if (mode == EXITW_AUTO || mode == EXITW_PIDFD) {
+		w->probe = exit_pidfd_probe();
+		if (w->probe == 0)
 			w->method = METHOD_PIDFD;
-		if (mode == EXITW_AUTO)
-			log_msg(LOG_NOTICE, "crash detection: BPF exit tracer unavailable (%s); %s%s%s",
-				why, pr == 0 ? "falling back to " : "PIDFD_INFO_EXIT unsupported (",
-				pr == 0 ? method_names[w->method] : strerror(-pr),
-				pr == 0 ? "" : "): deaths are seen, their reasons are not");
-		else if (pr < 0)
-			log_msg(LOG_WARNING, "crash detection: PIDFD_INFO_EXIT unsupported (%s, kernel"
-				" 6.15+ has it): deaths are seen, their reasons are not", strerror(-pr));
 	}
-	if (mode != EXITW_AUTO || w->method == METHOD_BPF)
+	if (mode == EXITW_AUTO) {
+		sigset_t all, old;
+
+		/* signals are the loop's (signalfd): the thread takes none */
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		w->bpf_later = pthread_create(&w->loader, NULL, bpf_loader, w) == 0;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (!w->bpf_later) {
+			/* no thread: load it here, as bpf does */
+			bpf_loader(w);
+			w->bpf_later = true;
+		}
+	} else if (mode == EXITW_PIDFD)
+		say_fallback(w, mode, "");
+	if (mode != EXITW_AUTO)
 		log_msg(LOG_NOTICE, "crash detection: %s", method_names[w->method]);
 	b->exitw = w;
 	return 0;
+}
+
+void exitw_idle(struct broker *b)
+{
+	struct exitw *w = b->exitw;
+
+	if (!w || !w->bpf_later || !__atomic_load_n(&w->loaded, __ATOMIC_ACQUIRE))
+		return;
+	w->bpf_later = false;
+	pthread_join(w->loader, NULL);
+	if (w->lr < 0) {
+		say_fallback(w, EXITW_AUTO, w->lwhy);
+		return;
+	}
+	w->bpf = w->lbpf;
+	w->method = METHOD_BPF;
+	/* the processes already connected: from now on the tracer knows them */
+	for (int i = 0; i < BROKER_MAX_CONNS; i++)
+		if (b->conns[i] && !b->conns[i]->dead)
+			exitw_track(b, b->conns[i]);
+	log_msg(LOG_NOTICE, "crash detection: %s", method_names[w->method]);
 }
 
 const char *exitw_method(const struct broker *b)
@@ -320,6 +387,7 @@ void exitw_tick(struct broker *b, uint64_t now)
 {
 	struct exitw *w = b->exitw;
 
+	exitw_idle(b);
 	if (!w || !w->p)
 		return;
 	for (unsigned i = 0; i < w->np; i++) {
@@ -353,6 +421,11 @@ void exitw_fini(struct broker *b)
 
 	if (!w)
 		return;
+	if (w->bpf_later) {
+		pthread_join(w->loader, NULL);
+		if (w->lr == 0)
+			exit_bpf_free(w->lbpf);
+	}
 	for (unsigned i = 0; w->p && i < w->np; i++)
 		if (w->p[i].pidfd >= 0)
 			close(w->p[i].pidfd);

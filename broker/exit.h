@@ -65,6 +65,8 @@ void exitw_conn_gone(struct broker *b, const struct conn *c, unsigned owned);
 void exitw_event(struct broker *b, unsigned slot, uint32_t gen, int res, bool more);
 /* Housekeeping: grace periods and zombies. */
 void exitw_tick(struct broker *b, uint64_t now);
+/* The broker has nothing to do: the time for auto's deferred tracer load. */
+void exitw_idle(struct broker *b);
 void exitw_fini(struct broker *b);
 /* A wait(2) status as people read it: "exited 3", "killed by SIGKILL",
  * "killed by SIGSEGV (core dumped)". */

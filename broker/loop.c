@@ -409,6 +409,7 @@ int loop_run(struct broker *b)
 			cpu_relax();
 			continue;
 		}
+		exitw_idle(b);
 		/* found work at the last look: poll again; else poll only after work */
 		last_work = sleep_idle(b) ? now_ns() : now_ns() - b->o.poll_us * 1000ull;
 	}
