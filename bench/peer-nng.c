@@ -250,8 +250,8 @@ static void run(int pinned)
 {
 	bench_pinned = pinned;
 	for (int rep = 0; rep < bench_reps(); rep++) {
-		oneway(64, bench_n(40000), rep);
-		oneway(1024, bench_n(30000), rep);
+		oneway(64, bench_n(30000), rep);
+		oneway(1024, bench_n(20000), rep);
 		oneway(65536, bench_n(3000), rep);
 		rtt(bench_n(20000), rep);
 	}
