@@ -226,12 +226,12 @@ static void on_exit_stop(void)
 		broker_fini(cur_broker);
 }
 
+/* SIGINT/SIGTERM: stop the broker and remove its directory (atexit). */
 static void on_signal(int sig)
 {
 	if (cur_broker && cur_broker->pid > 0)
 		kill(cur_broker->pid, SIGKILL);
-	signal(sig, SIG_DFL);
-	raise(sig);
+	exit(128 + sig);
 }
 
 /* ---- clients --------------------------------------------------------------- */
@@ -495,7 +495,7 @@ static void ow_pub(struct broker *b, bool ux, int qos, struct shared *s)
 
 static void oneway(struct broker *b, const char *name, bool ux, int qos, unsigned size, int rep)
 {
-	uint64_t n = bench_n(size > 4096 ? 2000 : 20000);
+	uint64_t n = bench_n(size > 4096 ? 1000 : 10000);
 	struct shared *s = shared_new(n);
 	struct bres r = bres_new(name, "oneway", size, rep);
 	pid_t sub, pub;
