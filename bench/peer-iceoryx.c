@@ -461,8 +461,10 @@ static void ow_publisher(struct ow_shared *sh, unsigned size, uint64_t n)
 	iox_pub_t pub = pub_open(&st, "oneway", 0, true);
 	uint64_t end;
 
-	if (!wait_connected(NULL, pub))
+	if (!wait_connected(NULL, pub)) {
+		sh->pub_done = 1;
 		child_exit(1);
+	}
 	for (uint64_t seq = 0; seq < n; seq++) {
 		if (!send_one(pub, size, seq))
 			break;
@@ -686,8 +688,10 @@ static void rec_publisher(struct rec_shared *sh, uint64_t n)
 	iox_pub_t pub = pub_open(&st, "recovery", HISTORY, false);
 	uint64_t t0;
 
-	if (!wait_connected(NULL, pub))
+	if (!wait_connected(NULL, pub)) {
+		sh->pub_done = 1;
 		child_exit(1);
+	}
 	t0 = now_ns();
 	for (uint64_t seq = 0; seq < n; seq++) {
 		uint64_t due = t0 + seq * (1000000000ull / RATE);
@@ -813,7 +817,7 @@ static void recovery_sub(int rep)
 	sh->stop = 1;
 	reap_by(pub, deadline + 2000000000ull);
 	for (int k = 0; k < done; k++) {
-		uint64_t end = sh->sub_at[k + 1] ? sh->sub_at[k + 1] : kill_at[k];
+		uint64_t end = sh->sub_at[k + 1] ? sh->sub_at[k + 1] : sh->published; /* never back */
 
 		for (uint64_t s = kill_at[k]; s < end; s++)
 			got += sh->who[s] == k + 2; /* the new life got it */
