@@ -27,7 +27,8 @@
  * parent never initialises an iceoryx runtime: each measured side is a
  * forked child with its own runtime.  Unpinned, then pinned (publisher on
  * CPU 0, subscriber on CPU 1, RouDi where the scheduler puts it);
- * recovery-sub only unpinned.
+ * recovery-sub only unpinned.  An argument (oneway, rtt, recovery-sub)
+ * runs only that workload, for development.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -41,6 +42,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -67,6 +69,7 @@ static char tmpdir[80];       /* config and RouDi's log */
 static char data_shm[300];    /* RouDi's data segment: /dev/shm/<user> */
 static unsigned name_seq;     /* runtime names: shmbiox-<owner>-<k> */
 static char instance[32];     /* a fresh service instance per measurement */
+static bool trouble;          /* a measurement lost messages: show RouDi's complaints */
 
 static uint64_t now_ns(void)
 {
@@ -121,6 +124,25 @@ static void rm_glob(const char *pattern)
 	globfree(&g);
 }
 
+/* After a measurement lost messages: RouDi's warnings and errors (e.g. a
+ * process it took for dead), a few lines to stderr. */
+static void roudi_complaints(void)
+{
+	char path[128], line[400];
+	FILE *f;
+	int k = 0;
+
+	snprintf(path, sizeof(path), "%s/roudi.log", tmpdir);
+	f = fopen(path, "r");
+	while (f && k < 8 && fgets(line, sizeof(line), f))
+		if (strstr(line, "Warning") || strstr(line, "Error") || strstr(line, "Fatal")) {
+			fprintf(stderr, "peer-iceoryx: RouDi: %s", line);
+			k++;
+		}
+	if (f)
+		fclose(f);
+}
+
 /* Stops our RouDi (SIGTERM, SIGKILL after 5 s) and removes what it and our
  * clients left; a no-op in children and when none was started. */
 static void roudi_stop(void)
@@ -153,6 +175,8 @@ static void roudi_stop(void)
 	snprintf(path, sizeof(path), "/tmp/shmbiox-%d-*", (int)owner); /* killed clients' sockets */
 	rm_glob(path);
 	if (tmpdir[0]) {
+		if (trouble)
+			roudi_complaints();
 		snprintf(path, sizeof(path), "%s/roudi.toml", tmpdir);
 		unlink(path);
 		snprintf(path, sizeof(path), "%s/roudi.log", tmpdir);
@@ -257,7 +281,10 @@ static int roudi_start(char *why, size_t len)
 	if (roudi == 0) {
 		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
+		struct rlimit none = { 0, 0 };
+
 		prctl(PR_SET_PDEATHSIG, SIGTERM); /* RouDi cleans up on SIGTERM */
+		setrlimit(RLIMIT_CORE, &none);    /* it asserts at times: no core in the cwd */
 		if (getppid() != owner)
 			_exit(1);
 		dup2(fd, 1);
@@ -297,6 +324,7 @@ static pid_t spawn_side(int cpu)
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != owner)
 		_exit(1);
+	setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
 	dup2(2, 1);
@@ -560,6 +588,7 @@ static void oneway(const char *transport, unsigned size, uint64_t n, bool blocki
 	r.reord = sh->reord;
 	if (sh->taken > 1 && sh->t_last > sh->t_first)
 		r.msgs_s = (double)sh->taken / ((double)(sh->t_last - sh->t_first) / 1e9);
+	trouble |= r.lost || sh->corrupt || sh->sent < n;
 	if (sh->corrupt || sh->sent < n) {
 		snprintf(extra, sizeof(extra), "corrupt=%llu unsent=%llu", (unsigned long long)sh->corrupt,
 			 (unsigned long long)(n - sh->sent));
@@ -572,7 +601,7 @@ static void oneway(const char *transport, unsigned size, uint64_t n, bool blocki
 /* ---- ping-pong ------------------------------------------------------------------ */
 
 struct pp_shared {
-	uint64_t bad, done;
+	volatile uint64_t bad, done;
 	uint64_t lat[];
 };
 
@@ -632,9 +661,9 @@ static void pp_side(struct pp_shared *sh, const char *in, const char *out, bool 
 			sh->done = i + 1;
 		}
 	}
-	/* the last reply must leave before the port goes */
-	if (!pinger)
-		sleep_us(100000);
+	/* the pinger must have the last reply before the port goes */
+	for (uint64_t end = now_ns() + 2000000000ull; !pinger && sh->done < rounds && now_ns() < end;)
+		sleep_us(200);
 	if (ws)
 		iox_ws_deinit(ws);
 	iox_sub_deinit(sub);
@@ -666,6 +695,7 @@ static void rtt(const char *transport, size_t n, bool blocking, int rep)
 		r.lat = bench_summarize(sh->lat, n);
 	if (sh->bad)
 		r.extra = "corrupt-or-out-of-order";
+	trouble |= r.lost || sh->bad;
 	bres_emit(&r);
 	munmap(sh, len);
 }
