@@ -70,6 +70,7 @@ static char data_shm[300];    /* RouDi's data segment: /dev/shm/<user> */
 static unsigned name_seq;     /* runtime names: shmbiox-<owner>-<k> */
 static char instance[32];     /* a fresh service instance per measurement */
 static bool trouble;          /* a measurement lost messages: show RouDi's complaints */
+static uint64_t last_kill_ns; /* recovery-sub's last SIGKILL of a subscriber */
 
 static uint64_t now_ns(void)
 {
@@ -877,6 +878,7 @@ static void recovery_sub(int rep)
 		kill_ns[k] = now_ns();
 		kill(sub, SIGKILL);
 		waitpid(sub, NULL, 0);
+		last_kill_ns = now_ns();
 		sub = spawn_side(-1);
 		if (sub == 0)
 			rec_subscriber(sh, n, k + 1);
@@ -966,6 +968,10 @@ int main(int argc, char **argv)
 		bench_pinned = 1;
 		run();
 	}
+	/* RouDi 2.0 asserts at its shutdown on a listed process that is gone:
+	 * let its monitoring remove the last killed subscriber first (1.5 s) */
+	while (last_kill_ns && now_ns() < last_kill_ns + 2000000000ull)
+		sleep_us(10000);
 	roudi_stop();
 	return 0;
 }
