@@ -126,8 +126,9 @@ static void rm_glob(const char *pattern)
 }
 
 /* After a measurement lost messages: RouDi's warnings and errors (e.g. a
- * process it took for dead), a few lines to stderr. */
-static void roudi_complaints(void)
+ * process it took for dead), a few lines to stderr; all: any lines (it
+ * failed to start). */
+static void roudi_complaints(bool all)
 {
 	char path[128], line[400];
 	FILE *f;
@@ -136,7 +137,7 @@ static void roudi_complaints(void)
 	snprintf(path, sizeof(path), "%s/roudi.log", tmpdir);
 	f = fopen(path, "r");
 	while (f && k < 8 && fgets(line, sizeof(line), f))
-		if ((strstr(line, "Warning") || strstr(line, "Error") || strstr(line, "Fatal")) &&
+		if ((all || strstr(line, "Warning") || strstr(line, "Error") || strstr(line, "Fatal")) &&
 		    !strstr(line, "Log level")) {
 			fprintf(stderr, "peer-iceoryx: RouDi: %s", line);
 			k++;
@@ -178,7 +179,7 @@ static void roudi_stop(void)
 	rm_glob(path);
 	if (tmpdir[0]) {
 		if (trouble)
-			roudi_complaints();
+			roudi_complaints(false);
 		snprintf(path, sizeof(path), "%s/roudi.toml", tmpdir);
 		unlink(path);
 		snprintf(path, sizeof(path), "%s/roudi.log", tmpdir);
@@ -282,7 +283,6 @@ static int roudi_start(char *why, size_t len)
 	roudi = bench_spawn();
 	if (roudi == 0) {
 		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
 		struct rlimit none = { 0, 0 };
 
 		prctl(PR_SET_PDEATHSIG, SIGTERM); /* RouDi cleans up on SIGTERM */
@@ -298,11 +298,17 @@ static int roudi_start(char *why, size_t len)
 	while (!log_says_ready(log)) {
 		if (waitpid(roudi, &st, WNOHANG) == roudi) {
 			roudi = -1;
-			snprintf(why, len, "iox-roudi exited at start (status %d); see its log", st);
+			if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
+				snprintf(why, len, "iox-roudi not found: install it with "
+					 "sudo tools/install-deps.sh --bench");
+			else
+				snprintf(why, len, "iox-roudi exited at start (status 0x%x)", (unsigned)st);
+			roudi_complaints(true);
 			return -1;
 		}
 		if (now_ns() > end) {
 			snprintf(why, len, "iox-roudi not ready after 10 s");
+			roudi_complaints(true);
 			return -1;
 		}
 		sleep_us(5000);
