@@ -13,7 +13,7 @@
  *   rtt           64 B ping-pong between two processes, both readers
  *                 spinning or both blocked in the wait set (iox_ws_timed_wait,
  *                 whose timeout only notices a peer that is gone)
- *   recovery-sub  a paced stream (about 20 000 msgs/s) while the
+ *   recovery-sub  a paced stream (20 000 msgs/s, 10^5 or more) while the
  *                 subscriber process is SIGKILLed and restarted; how many
  *                 of the messages published while it was dead the new one
  *                 receives (publisher history 16 = IOX_MAX_PUBLISHER_HISTORY,
@@ -753,6 +753,7 @@ static void rtt(const char *transport, size_t n, bool blocking, int rep)
 struct rec_shared {
 	volatile uint64_t published;         /* messages published so far */
 	volatile uint32_t pub_done, stop;
+	volatile uint32_t kills_done;        /* the stream may end after n */
 	volatile uint64_t sub_at[MAX_KILLS + 1];   /* `published` when life k subscribed */
 	volatile uint64_t first_ns[MAX_KILLS + 1]; /* life k's first message */
 	uint64_t taken, dup, reord, corrupt;
@@ -760,7 +761,9 @@ struct rec_shared {
 	uint8_t cnt[];                       /* copies received of each message */
 };
 
-static void rec_publisher(struct rec_shared *sh, uint64_t n)
+/* At least n messages; on past n (up to cap) until the last restarted
+ * subscriber is receiving, so that every kill fits in the stream. */
+static void rec_publisher(struct rec_shared *sh, uint64_t n, uint64_t cap)
 {
 	iox_pub_storage_t st;
 	iox_pub_t pub = pub_open(&st, "recovery", HISTORY, false);
@@ -771,7 +774,7 @@ static void rec_publisher(struct rec_shared *sh, uint64_t n)
 		child_exit(1);
 	}
 	t0 = now_ns();
-	for (uint64_t seq = 0; seq < n; seq++) {
+	for (uint64_t seq = 0; seq < cap && (seq < n || !sh->kills_done); seq++) {
 		uint64_t due = t0 + seq * (1000000000ull / RATE);
 		struct timespec ts = { (time_t)(due / 1000000000u), (long)(due % 1000000000u) };
 
@@ -790,7 +793,7 @@ static void rec_publisher(struct rec_shared *sh, uint64_t n)
 
 /* Life k of the subscriber, blocked in a wait set; runs until killed or,
  * the last one, until the stream is over and drained. */
-static void rec_subscriber(struct rec_shared *sh, uint64_t n, int k)
+static void rec_subscriber(struct rec_shared *sh, uint64_t cap, int k)
 {
 	iox_sub_storage_t st;
 	iox_ws_storage_t wst;
@@ -823,7 +826,7 @@ static void rec_subscriber(struct rec_shared *sh, uint64_t n, int k)
 		if (!sh->first_ns[k])
 			sh->first_ns[k] = now_ns();
 		sh->taken++;
-		if (!check(chunk, 64, &seq) || seq >= n) {
+		if (!check(chunk, 64, &seq) || seq >= cap) {
 			sh->corrupt++;
 		} else {
 			if (sh->cnt[seq]++)
@@ -851,9 +854,9 @@ static int cmp_dbl(const void *a, const void *b)
 
 static void recovery_sub(int rep)
 {
-	uint64_t n = bench_n(100000), dead = 0, got = 0, distinct = 0;
+	uint64_t n = bench_n(100000), cap = 3 * n, dead = 0, got = 0, distinct = 0;
 	int kills = (int)(MAX_KILLS * bench_scale() + 0.5), done = 0;
-	size_t len = sizeof(struct rec_shared) + 2 * n;
+	size_t len = sizeof(struct rec_shared) + 2 * cap;
 	struct rec_shared *sh = shared_map(len);
 	struct bres r = bres_new("iceoryx", "recovery-sub", 64, rep);
 	uint64_t kill_at[MAX_KILLS], kill_ns[MAX_KILLS], deadline = now_ns() + 120000000000ull;
@@ -865,13 +868,13 @@ static void recovery_sub(int rep)
 		kills = 2;
 	new_instance();
 	memset(sh, 0, len);
-	sh->who = sh->cnt + n;
+	sh->who = sh->cnt + cap;
 	sub = spawn_side(-1);
 	if (sub == 0)
-		rec_subscriber(sh, n, 0);
+		rec_subscriber(sh, cap, 0);
 	pub = spawn_side(-1);
 	if (pub == 0)
-		rec_publisher(sh, n);
+		rec_publisher(sh, n, cap);
 	for (int k = 0; k < kills; k++) {
 		uint64_t when = (uint64_t)(k + 1) * n / (uint64_t)(kills + 1);
 
@@ -887,9 +890,12 @@ static void recovery_sub(int rep)
 		last_kill_ns = now_ns();
 		sub = spawn_side(-1);
 		if (sub == 0)
-			rec_subscriber(sh, n, k + 1);
+			rec_subscriber(sh, cap, k + 1);
 		done++;
 	}
+	while (!sh->first_ns[done] && !sh->pub_done && now_ns() < deadline)
+		sleep_us(200);
+	sh->kills_done = 1;
 	while (!sh->pub_done && now_ns() < deadline)
 		sleep_us(1000);
 	reap_by(sub, now_ns() + 5000000000ull); /* drains in 200 ms */
@@ -903,7 +909,7 @@ static void recovery_sub(int rep)
 		dead += end - kill_at[k];
 		first_ms[k] = sh->first_ns[k + 1] ? (double)(sh->first_ns[k + 1] - kill_ns[k]) / 1e6 : -1;
 	}
-	for (uint64_t s = 0; s < n; s++)
+	for (uint64_t s = 0; s < sh->published; s++)
 		distinct += sh->cnt[s] > 0;
 	qsort(first_ms, (size_t)done, sizeof(double), cmp_dbl);
 	r.sent = sh->published;
