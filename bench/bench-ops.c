@@ -118,7 +118,7 @@ static void scale(int rep)
 		snprintf(text, sizeof(text),
 			 "idle_cpu=%.3f%% busy_cpu=%.1f%% rss_per_session=%.1fKiB shm_per_session=%.1fKiB",
 			 idle_ns / 1e7, busy_ns / 1e7,
-			 (double)(bench_broker_rss_kib() - rss0) / ns[k],
+			 (double)((int64_t)bench_broker_rss_kib() - (int64_t)rss0) / ns[k],
 			 (double)(bench_broker_shm_bytes() - shm0) / 1024.0 / ns[k]);
 		cpu.extra = text;
 		cpu.sent = cpu.recv = ns[k];
@@ -330,7 +330,7 @@ static void recovery(bool kill_sub, unsigned kills, int rep)
 	for (unsigned k = 0; k < nw; k++)
 		fprintf(stderr, "  restart %u: next message after %.1f ms\n", k + 1, waits[k] / 1e6);
 	qsort(waits, nw, sizeof(waits[0]), cmp_u64);
-	snprintf(text, sizeof(text), "kills=%u restart_to_next_msg_ms_median=%.1f max=%.1f",
+	snprintf(text, sizeof(text), "kills=%u first_msg_ms_median=%.1f first_msg_ms_max=%.1f",
 		 kills, nw ? waits[nw / 2] / 1e6 : -1.0, nw ? waits[nw - 1] / 1e6 : -1.0);
 	b.extra = text;
 	bres_emit(&b);

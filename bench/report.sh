@@ -43,10 +43,11 @@ $1 != "@R" { next }
 	n = ++cnt[key]
 	rate[key, n] = $7; p50[key, n] = $8; p99[key, n] = $9; p999[key, n] = $10; mx[key, n] = $11
 	sent[key] += $12; recv[key] += $13; lost[key] += $14; dup[key] += $15; reord[key] += $16
-	if ($17 != "-") { x = (key in extra) ? extra[key] "; " $17 : $17; extra[key] = x }
+	if ($17 != "-") { x = (key in extra) ? extra[key] "; " $17 : $17; extra[key] = x; ex[key, n] = $17 }
 	if (!(($3 SUBSEP $2) in seen_t)) { seen_t[$3, $2] = 1; nt[$3]++; tr[$3, nt[$3]] = $2 }
 	if (!(($3 SUBSEP $4) in seen_s)) { seen_s[$3, $4] = 1; ns[$3]++; sz[$3, ns[$3]] = $4 + 0 }
 	pins[$5] = 1
+	pw[$5, $3] = 1
 }
 function med_of(key, arr,    i, a) {
 	if (!(key in cnt)) return -1
@@ -64,7 +65,7 @@ function size_name(s) {
 	return s " B"
 }
 function table_rate(w, title, pin,    i, j, t, key, k, a, best, bt, line, hdr, sep, loss, m, lo, hi, v) {
-	if (!(w in nt)) return
+	if (!((pin SUBSEP w) in pw)) return
 	sort_sizes(w)
 	printf("\n### %s (%s)\n\n", title, pin ? "pinned" : "unpinned")
 	hdr = "| transport |"; sep = "|---|"
@@ -72,6 +73,9 @@ function table_rate(w, title, pin,    i, j, t, key, k, a, best, bt, line, hdr, s
 	print hdr; print sep
 	for (i = 1; i <= nt[w]; i++) {
 		t = tr[w, i]
+		for (j = 1; j <= ns[w]; j++)
+			if ((pin SUBSEP w SUBSEP t SUBSEP sz[w, j]) in cnt) break
+		if (j > ns[w]) continue
 		line = "| " t " |"
 		for (j = 1; j <= ns[w]; j++) {
 			key = pin SUBSEP w SUBSEP t SUBSEP sz[w, j]
@@ -99,7 +103,7 @@ function table_rate(w, title, pin,    i, j, t, key, k, a, best, bt, line, hdr, s
 	}
 }
 function table_lat(w, title, pin,    i, j, t, key, k, a, line, ref, refkey, m50) {
-	if (!(w in nt)) return
+	if (!((pin SUBSEP w) in pw)) return
 	sort_sizes(w)
 	for (j = 1; j <= ns[w]; j++) {
 		printf("\n### %s, %s (%s), µs\n\n", title, size_name(sz[w, j]), pin ? "pinned" : "unpinned")
@@ -123,11 +127,57 @@ function table_lat(w, title, pin,    i, j, t, key, k, a, line, ref, refkey, m50)
 		}
 	}
 }
+# "k=v k=v" over the repetitions of key: the median of each numeric value, with its unit
+function extra_median(key,    k, i, j, f, kv, nkeys, names, vals, unit, a, nv, out, num) {
+	nkeys = 0
+	for (k = 1; k <= cnt[key]; k++) {
+		if (!((key SUBSEP k) in ex)) continue
+		nf = split(ex[key, k], f, " ")
+		for (i = 1; i <= nf; i++) {
+			if (split(f[i], kv, "=") != 2) continue
+			if (!(kv[1] in seenk)) { seenk[kv[1]] = 1; names[++nkeys] = kv[1] }
+			num = kv[2] + 0
+			unit[kv[1]] = kv[2]; sub(/^-?[0-9.]+/, "", unit[kv[1]])
+			vals[kv[1], ++nval[kv[1]]] = num
+		}
+	}
+	out = ""
+	for (i = 1; i <= nkeys; i++) {
+		nv = nval[names[i]]
+		for (j = 1; j <= nv; j++) a[j] = vals[names[i], j]
+		stats(a, nv)
+		out = out (out == "" ? "" : ", ") names[i] " " (MED == int(MED) ? MED : sprintf("%.2f", MED)) unit[names[i]]
+		delete seenk[names[i]]; nval[names[i]] = 0
+	}
+	return out
+}
+function table_scale(pin,    i, j, t, key, ckey, a, k, line) {
+	if (!((pin SUBSEP "scale-lat") in pw)) return
+	sort_sizes("scale-lat")
+	printf("\n### Scale: N idle sessions attached beside one active pair (%s)\n\n", pin ? "pinned" : "unpinned")
+	print "| idle sessions | 64 B round trip p50 µs (min–max) | p99 | p99.9 | broker CPU, memory (medians) |"
+	print "|---|---|---|---|---|"
+	for (j = 1; j <= ns["scale-lat"]; j++) {
+		for (i = 1; i <= nt["scale-lat"]; i++) {
+			t = tr["scale-lat", i]
+			key = pin SUBSEP "scale-lat" SUBSEP t SUBSEP sz["scale-lat", j]
+			if (!(key in cnt)) continue
+			for (k = 1; k <= cnt[key]; k++) a[k] = p50[key, k] + 0
+			stats(a, cnt[key])
+			ckey = pin SUBSEP "scale-cpu" SUBSEP "shmb" SUBSEP sz["scale-lat", j]
+			line = sprintf("| %d | %s (%s–%s) | %s | %s | %s |", sz["scale-lat", j], fmt_us(MED), fmt_us(MIN),
+				       fmt_us(MAX), fmt_us(med_of(key, p99)), fmt_us(med_of(key, p999)),
+				       (ckey in cnt) ? extra_median(ckey) : "")
+			if (lost[key] > 0) line = line sprintf(" **%d lost**", lost[key])
+			print line
+		}
+	}
+}
 function table_counts(w, title, pin,    i, j, t, key) {
-	if (!(w in nt)) return
+	if (!((pin SUBSEP w) in pw)) return
 	sort_sizes(w)
 	printf("\n### %s (%s)\n\n", title, pin ? "pinned" : "unpinned")
-	print "| transport | size | runs | sent | received | missing | duplicated | out of order | figures |"
+	print "| transport | size | runs | sent | received | missing | duplicated | out of order | figures (medians) |"
 	print "|---|---|---|---|---|---|---|---|---|"
 	for (i = 1; i <= nt[w]; i++)
 		for (j = 1; j <= ns[w]; j++) {
@@ -135,7 +185,7 @@ function table_counts(w, title, pin,    i, j, t, key) {
 			key = pin SUBSEP w SUBSEP t SUBSEP sz[w, j]
 			if (!(key in cnt)) continue
 			printf("| %s | %s | %d | %d | %d | %d | %d | %d | %s |\n", t, sz[w, j], cnt[key], sent[key], recv[key],
-			       lost[key], dup[key], reord[key], (key in extra) ? extra[key] : "")
+			       lost[key], dup[key], reord[key], (key in extra) ? extra_median(key) : "")
 		}
 }
 END {
@@ -145,8 +195,7 @@ END {
 		table_lat("rtt", "Round trip", pin)
 		table_rate("fanout", "Fan-out 1 → 8, messages/s received in all", pin)
 		table_rate("fanin", "Fan-in 8 → 1, messages/s received", pin)
-		table_lat("scale-lat", "Round trip with N sessions attached (size = sessions)", pin)
-		table_counts("scale-cpu", "Broker CPU and memory with N sessions attached", pin)
+		table_scale(pin)
 		table_counts("recovery-sub", "Recovery: subscriber SIGKILLed during the stream", pin)
 		table_counts("recovery-broker", "Recovery: broker SIGKILLed during the stream", pin)
 	}
