@@ -368,6 +368,8 @@ static void wake_backoff(struct broker *b, uint64_t now)
 int loop_run(struct broker *b)
 {
 	uint64_t last_work = now_ns(), last_house = last_work, drain_until = 0;
+	uint64_t poll_ns = b->o.poll_us * 1000ull;
+	const uint64_t poll_max = poll_ns > 250000ull ? poll_ns : 250000ull;
 
 	for (;;) {
 		uint64_t moved = router_run(b), now;
@@ -405,13 +407,31 @@ int loop_run(struct broker *b)
 			last_work = now;
 			continue;
 		}
-		if (now - last_work < b->o.poll_us * 1000ull) {
+		if (now - last_work < poll_ns) {
 			cpu_relax();
 			continue;
 		}
 		exitw_idle(b);
-		/* found work at the last look: poll again; else poll only after work */
-		last_work = sleep_idle(b) ? now_ns() : now_ns() - b->o.poll_us * 1000ull;
+		{
+			uint64_t slept_at = now_ns(), woke;
+			bool found = sleep_idle(b);
+
+			/*
+			 * The poll window adapts (issue 10): work that comes back
+			 * within a few windows of the sleep paid a wake-up it did
+			 * not need, so the next window doubles (up to 1 ms, or
+			 * --poll-us if larger); a long sleep returns it to
+			 * --poll-us.  An idle broker still sleeps at once after
+			 * its last work plus the window, and uses no CPU.
+			 */
+			woke = now_ns();
+			if (woke - slept_at < 4 * poll_ns + 20000)
+				poll_ns = poll_ns * 2 > poll_max ? poll_max : poll_ns * 2;
+			else if (woke - slept_at > 50000000ull)
+				poll_ns = b->o.poll_us * 1000ull;
+			/* found work at the last look: poll again; else poll only after work */
+			last_work = found ? woke : woke - poll_ns;
+		}
 	}
 	log_msg(LOG_NOTICE, "stopped: %llu messages routed, %llu idle sleeps, %llu reader wake-ups;"
 		" segments consistent", (unsigned long long)b->routed, (unsigned long long)b->sleeps,

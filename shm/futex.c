@@ -6,6 +6,7 @@
  * announcing itself in the waiter count and re-checking.
  */
 #include <errno.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -96,8 +97,13 @@ int wake_wait(const uint32_t *word, uint32_t *waiters, wake_ready_fn ready, void
 			cpu_relax();
 			if (ready(arg))
 				return 0;
-			if ((++i & 63) == 0 && mono_ns() >= until)
-				break;
+			if ((++i & 63) == 0) {
+				if (mono_ns() >= until)
+					break;
+				/* a spinner must not starve who it waits for: where
+				 * the broker shares this CPU, it runs now */
+				sched_yield();
+			}
 		}
 	}
 	for (;;) {
