@@ -12,6 +12,8 @@ out="$dir/results.md"
 start=$(date +%s)
 install="sudo tools/install-deps.sh --bench"
 : >"$raw"
+# the last run's plots and their data go: only this run's are shown
+rm -f "$dir"/*.dat "$dir"/*.dat.[01] "$dir"/*.png "$dir"/*.gp "$dir"/*.names
 
 run() { # NAME: one program, its lines into raw (and the rest on the screen)
 	echo "== $1" >&2
