@@ -198,6 +198,7 @@ struct lat broker_pingpong(unsigned spin_us, size_t n)
 	struct shmb_msg m;
 	struct lat l;
 	pid_t echo;
+	int r;
 
 	echo = bench_spawn();
 	if (echo == 0) {
@@ -206,8 +207,12 @@ struct lat broker_pingpong(unsigned spin_us, size_t n)
 		shmb_subscribe(s, "ping");
 		store_release(&sh->ready, 1);
 		for (size_t i = 0; i < n + 100; i++) {
-			if (shmb_recv(s, &m, 10000) < 0)
+			int e = shmb_recv(s, &m, 10000);
+
+			if (e < 0) {
+				fprintf(stderr, "bench: echo %zu: nothing to answer: %s\n", i, shmb_strerror(e));
 				_exit(1);
+			}
 			memcpy(buf, m.data, 8);
 			shmb_ack(s);
 			shmb_publish(s, "pong", buf, sizeof(buf), -1);
@@ -226,7 +231,9 @@ struct lat broker_pingpong(unsigned spin_us, size_t n)
 
 		memcpy(buf, &i, 8);
 		shmb_publish(s, "ping", buf, sizeof(buf), -1);
-		if (shmb_recv(s, &m, 10000) < 0) {
+		if ((r = shmb_recv(s, &m, 10000)) < 0) {
+			fprintf(stderr, "bench: round trip %llu: no answer: %s\n", (unsigned long long)i,
+				shmb_strerror(r));
 			sh->bad++;
 			break;
 		}

@@ -212,11 +212,19 @@ static int do_close(struct broker *b, struct conn *c, const struct proto_close *
 	s = owned(b, c, q->session_id, &err);
 	if (!s)
 		return reply_err(c, q->h.req_id, err, "no such session of yours attached here");
-	if (q->flags & PROTO_CLOSE_DESTROY)
+	/* what it published is delivered first, as far as its subscribers
+	 * have room now (shmb_flush() waits for all of it) */
+	while (!session_tx_drained(s) && router_session(b, s) > 0)
+		;
+	if (q->flags & PROTO_CLOSE_DESTROY) {
+		if (!session_tx_drained(s))
+			log_msg(LOG_WARNING, "session %s destroyed by its owner before its subscribers"
+				" had room for everything it published (no shmb_flush)", s->name);
 		session_destroy(b, s, "destroyed by its owner");
-	else if (s->ephemeral)
-		session_destroy(b, s, "closed by its owner (ephemeral)");
-	else {
+	} else if (s->ephemeral) {
+		/* destroyed now if nothing is left, else once it is delivered */
+		session_detach(b, s, "closed by its owner (ephemeral)");
+	} else {
 		session_detach(b, s, "closed by its owner");
 		snprintf(s->exit_reason, sizeof(s->exit_reason), "closed normally");
 	}

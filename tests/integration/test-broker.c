@@ -1248,6 +1248,55 @@ static void test_second_broker_refused(void)
 	tb_cleanup(&t);
 }
 
+/*
+ * A publisher that destroys (or, ephemeral, closes) its session right
+ * after publishing, without shmb_flush(): everything shmb_publish()
+ * accepted is still delivered.  (The broker once dropped what it had not
+ * routed yet.)
+ */
+static void test_destroy_delivers_published(void)
+{
+	struct shmb_client *sc, *pc;
+	struct shmb_session *ss, *ps;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "dd-sub", 0, &sc, &ss) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(ss, "dd") == 0);
+	for (int round = 0; round < 40; round++) {
+		unsigned flags = round % 2 ? SHMB_EPHEMERAL : 0;
+		uint64_t got = 0;
+		struct shmb_msg m;
+
+		CU_ASSERT_FATAL(connect_open(&t, "dd-pub", flags, &pc, &ps) == 0);
+		for (uint64_t k = 0; k < 100; k++)
+			CU_ASSERT(shmb_publish(ps, "dd", &k, sizeof(k), 1000) == 0);
+		{
+			int e = flags ? shmb_session_close(ps) : shmb_session_destroy(ps);
+
+			CU_ASSERT(e == 0);
+		}
+		shmb_close(pc);
+		while (got < 100 && shmb_recv(ss, &m, 5000) == 0) {
+			uint64_t v;
+
+			memcpy(&v, m.data, sizeof(v));
+			CU_ASSERT(v == got);
+			got++;
+		}
+		CU_ASSERT(shmb_ack(ss) == 0);
+		CU_ASSERT(got == 100);
+		if (got != 100) {
+			printf("\n  round %d (%s): %llu of 100 delivered\n", round,
+			       flags ? "ephemeral close" : "destroy", (unsigned long long)got);
+			break;
+		}
+	}
+	shmb_close(sc);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static const struct harness_test broker_tests[] = {
 	{ "three_by_three", test_three_by_three },
 	{ "subscriber_killed", test_subscriber_killed },
@@ -1257,6 +1306,7 @@ static const struct harness_test broker_tests[] = {
 	{ "other_uid", test_other_uid },
 	{ "second_broker_refused", test_second_broker_refused },
 	{ "example_program", test_example_program },
+	{ "destroy_delivers_published", test_destroy_delivers_published },
 	{ "pollable_fd", test_pollable_fd },
 	{ "block_timeout", test_block_timeout },
 	{ "drop_oldest", test_drop_oldest },
