@@ -227,8 +227,11 @@ int shmb_session_open(struct shmb_client *c, const char *name, const struct shmb
  */
 int shmb_session_close(struct shmb_session *s);
 
-/* Delete the session in the broker and free s (freed anyway).  0,
- * -ESTALE, -ENOTCONN (not deleted: it is only detached), -EPIPE. */
+/* Delete the session in the broker and free s (freed anyway).  What it
+ * published is delivered first, as far as its subscribers have room at
+ * that moment (shmb_flush() before it waits for all of it); what it had
+ * received and not read goes with it.  0, -ESTALE, -ENOTCONN (not
+ * deleted: it is only detached), -EPIPE. */
 int shmb_session_destroy(struct shmb_session *s);
 
 /*
