@@ -17,12 +17,12 @@ override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibili
 override LDFLAGS += $(EXTRA_LDFLAGS)
 LDLIBS   += -lpthread
 
-SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c
+SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c shm/wire.c
 LIB_SRC  := libclient/shmb.c libclient/client.c libclient/conn.c libclient/replay.c libclient/lifecycle.c libclient/registry.c
 BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c \
               broker/state.c broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c
 
-UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry
+UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker test-restart test-redial test-admin
 BENCHES    := bench-ring bench-broker bench-ops
