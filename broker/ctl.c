@@ -212,18 +212,18 @@ static int do_close(struct broker *b, struct conn *c, const struct proto_close *
 	s = owned(b, c, q->session_id, &err);
 	if (!s)
 		return reply_err(c, q->h.req_id, err, "no such session of yours attached here");
-	/* what it published is delivered first, as far as its subscribers
-	 * have room now (shmb_flush() waits for all of it) */
-	while (!session_tx_drained(s) && router_session(b, s) > 0)
-		;
-	if (q->flags & PROTO_CLOSE_DESTROY) {
+	if ((q->flags & PROTO_CLOSE_DESTROY) || s->ephemeral) {
+		/* what it published is delivered first, as far as its subscribers
+		 * have room now (shmb_flush() waits for all of it); bounded, so
+		 * that an owner who keeps publishing cannot hold the loop */
+		for (int k = 0; k < 1024 && !session_tx_drained(s) && router_session(b, s) > 0; k++)
+			;
 		if (!session_tx_drained(s))
-			log_msg(LOG_WARNING, "session %s destroyed by its owner before its subscribers"
-				" had room for everything it published (no shmb_flush)", s->name);
-		session_destroy(b, s, "destroyed by its owner");
-	} else if (s->ephemeral) {
-		/* destroyed now if nothing is left, else once it is delivered */
-		session_detach(b, s, "closed by its owner (ephemeral)");
+			log_msg(LOG_WARNING, "session %s %s before its subscribers had room for"
+				" everything it published (no shmb_flush)", s->name,
+				q->flags & PROTO_CLOSE_DESTROY ? "destroyed" : "closed (ephemeral)");
+		session_destroy(b, s, q->flags & PROTO_CLOSE_DESTROY ? "destroyed by its owner"
+								 : "closed by its owner (ephemeral)");
 	} else {
 		session_detach(b, s, "closed by its owner");
 		snprintf(s->exit_reason, sizeof(s->exit_reason), "closed normally");

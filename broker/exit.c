@@ -59,6 +59,7 @@ struct exitw {
 	bool bpf_later;     /* auto: the tracer is being loaded by `loader` */
 	int probe;          /* the PIDFD_INFO_EXIT probe's answer */
 	pthread_t loader;
+	bool threaded;      /* loader is a thread to join (else it ran inline) */
 	uint32_t loaded;    /* the loader is done: its result is in lbpf, lr, lwhy */
 	struct exit_bpf *lbpf;
 	int lr;
@@ -162,13 +163,11 @@ int exitw_init(struct broker *b)
 		/* signals are the loop's (signalfd): the thread takes none */
 		sigfillset(&all);
 		pthread_sigmask(SIG_BLOCK, &all, &old);
-		w->bpf_later = pthread_create(&w->loader, NULL, bpf_loader, w) == 0;
+		w->threaded = pthread_create(&w->loader, NULL, bpf_loader, w) == 0;
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (!w->bpf_later) {
-			/* no thread: load it here, as bpf does */
-			bpf_loader(w);
-			w->bpf_later = true;
-		}
+		if (!w->threaded)
+			bpf_loader(w); /* no thread: load it here, as bpf does */
+		w->bpf_later = true;
 	} else if (mode == EXITW_PIDFD)
 		say_fallback(w, mode, "");
 	if (mode != EXITW_AUTO)
@@ -184,7 +183,8 @@ void exitw_idle(struct broker *b)
 	if (!w || !w->bpf_later || !__atomic_load_n(&w->loaded, __ATOMIC_ACQUIRE))
 		return;
 	w->bpf_later = false;
-	pthread_join(w->loader, NULL);
+	if (w->threaded)
+		pthread_join(w->loader, NULL);
 	if (w->lr < 0) {
 		say_fallback(w, EXITW_AUTO, w->lwhy);
 		return;
@@ -422,7 +422,8 @@ void exitw_fini(struct broker *b)
 	if (!w)
 		return;
 	if (w->bpf_later) {
-		pthread_join(w->loader, NULL);
+		if (w->threaded)
+			pthread_join(w->loader, NULL);
 		if (w->lr == 0)
 			exit_bpf_free(w->lbpf);
 	}

@@ -9,7 +9,8 @@
  * loop then quarantines the session (decisions.md 2).  A SIGBUS anywhere
  * else is a real crash and is re-raised with the default action.
  *
- * The broker is single-threaded and SIGBUS is synchronous, so the table
+ * Only the loop's thread maps TX files, reads them and edits this table (the
+ * exit tracer's loader thread blocks every signal), and SIGBUS is synchronous, so the table
  * is never changed while the handler reads it.
  */
 #include <signal.h>

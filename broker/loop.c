@@ -418,17 +418,19 @@ int loop_run(struct broker *b)
 
 			/*
 			 * The poll window adapts (issue 10): work that comes back
-			 * within a few windows of the sleep paid a wake-up it did
-			 * not need, so the next window doubles (up to 1 ms, or
-			 * --poll-us if larger); a long sleep returns it to
-			 * --poll-us.  An idle broker still sleeps at once after
-			 * its last work plus the window, and uses no CPU.
+			 * within a few windows of a sleep paid a wake-up it did
+			 * not need, so the next window doubles (up to 250 us, or
+			 * --poll-us if larger); a sleep longer than that halves
+			 * it again, down to --poll-us.  An idle broker still
+			 * sleeps after its last work plus the window.
 			 */
 			woke = now_ns();
-			if (woke - slept_at < 4 * poll_ns + 20000)
+			if (found)
+				; /* it never slept: nothing to learn */
+			else if (woke - slept_at < 4 * poll_ns + 20000)
 				poll_ns = poll_ns * 2 > poll_max ? poll_max : poll_ns * 2;
-			else if (woke - slept_at > 50000000ull)
-				poll_ns = b->o.poll_us * 1000ull;
+			else if (poll_ns / 2 >= b->o.poll_us * 1000ull)
+				poll_ns /= 2;
 			/* found work at the last look: poll again; else poll only after work */
 			last_work = found ? woke : woke - poll_ns;
 		}

@@ -45,7 +45,7 @@ static void usage(FILE *f)
 		"      --poll-us US           busy-poll this long after the last work before\n"
 		"                             sleeping (default 50; 0 sleeps at once); work that\n"
 		"                             returns soon after a sleep doubles the window, up\n"
-		"                             to 250 us, a long sleep resets it\n"
+		"                             to 250 us; a longer sleep halves it again\n"
 		"      --max-sessions-per-uid N  (default 256; root is not limited)\n"
 		"      --max-topics-per-uid N    (default 4096; root is not limited)\n"
 		"      --max-memory-per-uid BYTES  segment memory of one uid's sessions (default 1 GiB;\n"

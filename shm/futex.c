@@ -100,9 +100,11 @@ int wake_wait(const uint32_t *word, uint32_t *waiters, wake_ready_fn ready, void
 			if ((++i & 63) == 0) {
 				if (mono_ns() >= until)
 					break;
-				/* a spinner must not starve who it waits for: where
-				 * the broker shares this CPU, it runs now */
-				sched_yield();
+				/* a long spinner must not starve who it waits for:
+				 * where the broker shares this CPU, it runs now (a
+				 * short spin, the default 5 us, never yields) */
+				if (spin_ns >= 20000)
+					sched_yield();
 			}
 		}
 	}
