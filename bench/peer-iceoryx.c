@@ -18,6 +18,15 @@
  *                 of the messages published while it was dead the new one
  *                 receives (publisher history 16 = IOX_MAX_PUBLISHER_HISTORY,
  *                 historyRequest 16), and how many are missing in all
+ *   fanout        64 B, 1 publisher -> 8 subscriber processes on one
+ *                 service, unpinned, the same lossless queue policies;
+ *                 the publisher starts once all 8 are SUBSCRIBED
+ *   fanin         64 B, 8 publisher processes, each on a service of its
+ *                 own -> 1 subscriber process holding 8 subscribers it
+ *                 polls round-robin, unpinned
+ *                 (fan readers spin but yield when their queue is empty:
+ *                 9 processes share 2 CPUs; every message checked per
+ *                 publisher as bench-broker's stream() does)
  *
  * Starts its own iox-roudi with a generated config (mempools for 64 B,
  * 1 KiB and 64 KiB payloads) in a fresh temp dir, waits for "RouDi is
@@ -27,14 +36,16 @@
  * parent never initialises an iceoryx runtime: each measured side is a
  * forked child with its own runtime.  Unpinned, then pinned (publisher on
  * CPU 0, subscriber on CPU 1, RouDi where the scheduler puts it);
- * recovery-sub only unpinned.  An argument (oneway, rtt, recovery-sub)
- * runs only that workload, for development.
+ * recovery-sub and the fan workloads only unpinned.  An argument (oneway,
+ * rtt, recovery-sub, fanout, fanin) runs only that workload, for
+ * development.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -62,6 +73,7 @@
 #define HISTORY 16  /* IOX_MAX_PUBLISHER_HISTORY in 2.0 */
 #define MAX_KILLS 20
 #define RATE 20000  /* recovery stream, msgs/s */
+#define FAN 8       /* fanout's subscribers, fanin's publishers */
 
 static pid_t owner;           /* the parent: only it stops RouDi */
 static pid_t roudi = -1;
@@ -371,28 +383,27 @@ static int reap_by(pid_t p, uint64_t deadline)
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
-/* Reaps the two sides of a measurement: until deadline while they
- * measure, then 5 s once both have finished or one has exited (an
+/* Reaps the n sides of a measurement: until deadline while they
+ * measure, then 5 s once all have finished or one has exited (an
  * iceoryx runtime that RouDi took for dead hangs in its exit); kills
  * what is left then.  The results are in shared memory by that time. */
-static void reap_pair(pid_t a, pid_t b, volatile uint32_t *finished, uint64_t deadline)
+static void reap_all(pid_t *p, int n, volatile uint32_t *finished, uint64_t deadline)
 {
-	pid_t p[2] = { a, b };
-	int left = 2, st;
+	int left = n, st;
 	bool grace = false;
 
 	while (left) {
-		for (int i = 0; i < 2; i++)
+		for (int i = 0; i < n; i++)
 			if (p[i] > 0 && waitpid(p[i], &st, WNOHANG) == p[i]) {
 				p[i] = -1;
 				left--;
 			}
-		if (!grace && (*finished >= 2 || left < 2)) {
+		if (!grace && (*finished >= (uint32_t)n || left < n)) {
 			grace = true;
 			deadline = now_ns() + 5000000000ull;
 		}
 		if (left && now_ns() > deadline)
-			for (int i = 0; i < 2; i++)
+			for (int i = 0; i < n; i++)
 				if (p[i] > 0) {
 					fprintf(stderr, "peer-iceoryx: child %d hangs, killed\n", (int)p[i]);
 					kill(p[i], SIGKILL);
@@ -402,6 +413,13 @@ static void reap_pair(pid_t a, pid_t b, volatile uint32_t *finished, uint64_t de
 				}
 		sleep_us(1000);
 	}
+}
+
+static void reap_pair(pid_t a, pid_t b, volatile uint32_t *finished, uint64_t deadline)
+{
+	pid_t p[2] = { a, b };
+
+	reap_all(p, 2, finished, deadline);
 }
 
 static void finish(volatile uint32_t *finished)
@@ -926,6 +944,173 @@ static void recovery_sub(int rep)
 	munmap(sh, len);
 }
 
+/* ---- fan-out and fan-in ---------------------------------------------------------- */
+
+struct fan_shared {
+	volatile uint32_t finished;     /* sides done measuring */
+	volatile uint32_t ready, go;    /* subscribers connected; publishers may start */
+	volatile uint32_t pubs_done, subs_done;
+	uint64_t t_start;               /* the publishers' start */
+	uint64_t t_end[FAN];            /* each subscriber's last message */
+	uint64_t got[FAN], lost[FAN], dup[FAN], reord[FAN], sent[FAN];
+};
+
+static void fan_event(char *ev, size_t len, int npub, int j)
+{
+	/* fanout: one service; fanin: one service a publisher */
+	if (npub > 1)
+		snprintf(ev, len, "fanin%d", j);
+	else
+		snprintf(ev, len, "fanout");
+}
+
+static void fan_publisher(struct fan_shared *sh, int npub, int nsub, int j, uint64_t n)
+{
+	iox_pub_storage_t st;
+	iox_pub_t pub;
+	char ev[16];
+	uint64_t end;
+
+	fan_event(ev, sizeof(ev), npub, j);
+	pub = pub_open(&st, ev, 0, true);
+	if (!wait_connected(NULL, pub)) {
+		__atomic_add_fetch(&sh->pubs_done, 1, __ATOMIC_SEQ_CST);
+		child_exit(1);
+	}
+	while (!__atomic_load_n(&sh->go, __ATOMIC_ACQUIRE))
+		sleep_us(50);
+	for (uint64_t seq = 0; seq < n; seq++) {
+		uint8_t *chunk;
+		enum iox_AllocationResult r;
+
+		/* send_one with the publisher's id over bytes 8-11 */
+		while ((r = iox_pub_loan_chunk(pub, (void **)&chunk, 64)) == AllocationResult_RUNNING_OUT_OF_CHUNKS)
+			sleep_us(10);
+		if (r != AllocationResult_SUCCESS) {
+			fprintf(stderr, "peer-iceoryx: loan failed (%d)\n", (int)r);
+			break;
+		}
+		fill(chunk, 64, seq);
+		memcpy(chunk + 8, &j, 4);
+		iox_pub_publish_chunk(pub, chunk);
+		sh->sent[j] = seq + 1;
+	}
+	__atomic_add_fetch(&sh->pubs_done, 1, __ATOMIC_SEQ_CST);
+	/* the subscribers drain their queues before the port goes */
+	end = now_ns() + 30000000000ull;
+	while (__atomic_load_n(&sh->subs_done, __ATOMIC_ACQUIRE) < (uint32_t)nsub && now_ns() < end)
+		sleep_us(1000);
+	finish(&sh->finished);
+	iox_pub_deinit(pub);
+	child_exit(0);
+}
+
+/* Subscriber process k: one subscriber (fanout) or npub of them polled
+ * round-robin (fanin); checks every message as bench-broker's stream(). */
+static void fan_subscriber(struct fan_shared *sh, int npub, int k, uint64_t n)
+{
+	iox_sub_storage_t st[FAN];
+	iox_sub_t sub[FAN];
+	int nports = npub > 1 ? npub : 1;
+	uint64_t next[FAN] = { 0 }, total = 0, idle_since = 0;
+
+	for (int i = 0; i < nports; i++) {
+		char ev[16];
+
+		fan_event(ev, sizeof(ev), npub, i);
+		sub[i] = sub_open(&st[i], ev, 0, true);
+	}
+	for (int i = 0; i < nports; i++)
+		if (!wait_connected(sub[i], NULL))
+			child_exit(1);
+	__atomic_add_fetch(&sh->ready, 1, __ATOMIC_SEQ_CST);
+	for (int i = 0; total < n * (uint64_t)npub; i = (i + 1) % nports) {
+		const void *chunk;
+		uint8_t m[64];
+		uint64_t v;
+		uint32_t p;
+
+		if (iox_sub_take_chunk(sub[i], &chunk) != ChunkReceiveResult_SUCCESS) {
+			if (i != nports - 1)
+				continue;
+			/* all empty: give up 200 ms after the publishers are done */
+			if (__atomic_load_n(&sh->pubs_done, __ATOMIC_ACQUIRE) == (uint32_t)npub) {
+				if (!idle_since)
+					idle_since = now_ns();
+				else if (now_ns() - idle_since > 200000000)
+					break;
+			}
+			sched_yield();
+			continue;
+		}
+		idle_since = 0;
+		memcpy(m, chunk, 64);
+		iox_sub_release_chunk(sub[i], chunk);
+		memcpy(&p, m + 8, 4);
+		memset(m + 8, m[16], 4); /* the id's bytes back to the pattern */
+		if (!check(m, 64, &v) || p >= (uint32_t)npub)
+			sh->reord[k]++;
+		else if (v < next[p])
+			sh->dup[k]++;
+		else {
+			if (v > next[p])
+				sh->reord[k]++;
+			next[p] = v + 1;
+		}
+		total++;
+	}
+	sh->t_end[k] = now_ns();
+	sh->got[k] = total;
+	for (int p = 0; p < npub; p++)
+		sh->lost[k] += n - (next[p] < n ? next[p] : n);
+	__atomic_add_fetch(&sh->subs_done, 1, __ATOMIC_SEQ_CST);
+	finish(&sh->finished);
+	for (int i = 0; i < nports; i++)
+		iox_sub_deinit(sub[i]);
+	child_exit(0);
+}
+
+static void fan(const char *workload, int npub, int nsub, uint64_t n, int rep)
+{
+	struct fan_shared *sh = shared_map(sizeof(*sh));
+	struct bres r = bres_new("iceoryx spin", workload, 64, rep);
+	uint64_t deadline = now_ns() + 60000000000ull, end = 0;
+	pid_t p[2 * FAN];
+
+	new_instance();
+	memset(sh, 0, sizeof(*sh));
+	for (int k = 0; k < nsub; k++) {
+		p[k] = spawn_side(-1);
+		if (p[k] == 0)
+			fan_subscriber(sh, npub, k, n);
+	}
+	for (int j = 0; j < npub; j++) {
+		p[nsub + j] = spawn_side(-1);
+		if (p[nsub + j] == 0)
+			fan_publisher(sh, npub, nsub, j, n);
+	}
+	while (sh->ready < (uint32_t)nsub && now_ns() < deadline)
+		sleep_us(200);
+	sh->t_start = now_ns();
+	__atomic_store_n(&sh->go, 1, __ATOMIC_RELEASE);
+	reap_all(p, npub + nsub, &sh->finished, deadline);
+	for (int j = 0; j < npub; j++)
+		r.sent += sh->sent[j];
+	for (int k = 0; k < nsub; k++) {
+		end = sh->t_end[k] > end ? sh->t_end[k] : end;
+		r.recv += sh->got[k];
+		r.lost += sh->lost[k];
+		r.dup += sh->dup[k];
+		r.reord += sh->reord[k];
+	}
+	r.sent *= (uint64_t)nsub; /* each message is owed to every subscriber */
+	r.msgs_s = end > sh->t_start ? (double)r.recv / ((double)(end - sh->t_start) / 1e9) : 0;
+	r.extra = npub > 1 ? "8-services-round-robin" : "1-service";
+	trouble |= r.lost || r.reord || r.recv < r.sent;
+	bres_emit(&r);
+	munmap(sh, sizeof(*sh));
+}
+
 /* ---- main ------------------------------------------------------------------------ */
 
 static const char *only; /* argv[1]: run only this workload (development) */
@@ -951,6 +1136,11 @@ static void run(void)
 			rtt("iceoryx spin", bench_n(20000), false, rep);
 			rtt("iceoryx waitset", bench_n(20000), true, rep);
 		}
+		/* like shmb's: unpinned only (9 processes on 2 CPUs) */
+		if (!bench_pinned && want("fanout"))
+			fan("fanout", 1, FAN, bench_n(200000), rep);
+		if (!bench_pinned && want("fanin"))
+			fan("fanin", FAN, 1, bench_n(25000), rep);
 	}
 }
 

@@ -8,6 +8,14 @@
  *           (both marks set to ZMQ_HWM explicitly), and the receiver
  *           checks every message for order and content anyway
  *   rtt:    64 B REQ -> REP round trips, every reply checked
+ *   fanout: 1 XPUB (binds) -> 8 SUB processes, 64 B, unpinned; both marks
+ *           0 (unlimited: PUB drops at its mark, it never blocks), and
+ *           the publisher starts only once all 8 subscriptions have
+ *           reached it (XPUB_VERBOSE shows each one), since PUB drops
+ *           whatever it sends before a subscriber has joined
+ *   fanin:  8 PUSH processes (connect) -> 1 PULL (binds), 64 B, unpinned
+ *   Fan workloads check every message per publisher (its id in bytes
+ *   8-11): in order, none missing, none twice, as bench-broker's stream().
  *
  * Each side makes its own context after fork() (a context does not
  * survive one), after pinning itself, so ZeroMQ's I/O thread runs on the
@@ -31,6 +39,8 @@
 #define MSG_MAX 65536
 #define ZMQ_HWM 1000        /* messages each side queues before PUSH blocks */
 #define TIMEOUT_MS 2000     /* a side that hears nothing this long gives up */
+#define FAN 8               /* subscribers of fanout, publishers of fanin */
+#define FAN_SIZE 64
 
 static char dir[64];
 
@@ -52,6 +62,8 @@ static void cleanup(void)
 	snprintf(path, sizeof(path), "%s/ow", dir);
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/rtt", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/fan", dir);
 	unlink(path);
 	rmdir(dir);
 	dir[0] = 0;
@@ -189,6 +201,231 @@ static void req_side(void *arg)
 	zclose(ctx, s);
 }
 
+/* ---- fan-out: XPUB -> 8 SUB; fan-in: 8 PUSH -> PULL -------------------------- */
+
+struct fan {
+	char ep[128];
+	int npub, nsub;
+	uint64_t n;          /* messages each publisher sends */
+	int done[2];         /* EOF on done[0]: every receiver has finished */
+	volatile uint32_t ready, go;
+	uint64_t t_start;    /* the publishers' start */
+	uint64_t t_end[FAN]; /* each subscriber's last message */
+	uint64_t got[FAN], lost[FAN], dup[FAN], reord[FAN], sent[FAN];
+};
+
+static int fan_idx; /* the child's index, set by the parent before each fork */
+
+/* msg_fill's message with the publisher's id over bytes 8-11 */
+static void fan_fill(uint8_t *buf, int id, uint64_t seq)
+{
+	msg_fill(buf, seq, FAN_SIZE);
+	memcpy(buf + 8, &id, 4);
+}
+
+/* 1 when buf is intact; *id and *seq say whose message and which */
+static int fan_intact(const uint8_t *buf, int len, uint32_t *id, uint64_t *seq)
+{
+	uint8_t m[FAN_SIZE];
+
+	if (len != FAN_SIZE)
+		return 0;
+	memcpy(m, buf, FAN_SIZE);
+	memcpy(id, m + 8, 4);
+	memcpy(seq, m, 8);
+	memset(m + 8, m[12], 4); /* the id's bytes back to the pattern */
+	return msg_intact(m, FAN_SIZE, *seq, FAN_SIZE);
+}
+
+static void fan_ready_wait(struct fan *f)
+{
+	__atomic_add_fetch(&f->ready, 1, __ATOMIC_SEQ_CST);
+	while (!__atomic_load_n(&f->go, __ATOMIC_ACQUIRE))
+		usleep(50);
+}
+
+static void fan_wait_done(struct fan *f)
+{
+	char c;
+
+	close(f->done[1]);
+	while (read(f->done[0], &c, 1) < 0 && errno == EINTR)
+		;
+}
+
+/* Receives npub * n messages (or until TIMEOUT_MS of silence), checking
+ * each per publisher as bench-broker's stream() does. */
+static void fan_receive(struct fan *f, void *s, int k)
+{
+	uint64_t next[FAN] = { 0 }, total = 0, want = f->n * (uint64_t)f->npub;
+	uint8_t buf[FAN_SIZE + 1];
+	int len;
+
+	while (total < want && (len = zmq_recv(s, buf, sizeof(buf), 0)) >= 0) {
+		uint64_t v;
+		uint32_t p;
+
+		if (!fan_intact(buf, len, &p, &v) || p >= (uint32_t)f->npub)
+			f->reord[k]++;
+		else if (v < next[p])
+			f->dup[k]++;
+		else {
+			if (v > next[p])
+				f->reord[k]++;
+			next[p] = v + 1;
+		}
+		total++;
+	}
+	f->t_end[k] = mono_ns();
+	f->got[k] = total;
+	for (int p = 0; p < f->npub; p++)
+		f->lost[k] += f->n - (next[p] < f->n ? next[p] : f->n);
+}
+
+static void fan_send(struct fan *f, void *s, int id)
+{
+	uint8_t buf[FAN_SIZE];
+
+	for (uint64_t seq = 0; seq < f->n; seq++) {
+		fan_fill(buf, id, seq);
+		if (zmq_send(s, buf, FAN_SIZE, 0) != FAN_SIZE)
+			break;
+		f->sent[id] = seq + 1;
+	}
+}
+
+static void xpub_side(void *arg)
+{
+	struct fan *f = arg;
+	void *ctx = zmq_ctx_new(), *s = zsock(ctx, ZMQ_XPUB);
+	int zero = 0, one = 1, joined = 0;
+	uint64_t end = mono_ns() + 10000000000ull;
+	uint8_t sub[64];
+
+	zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof(zero));
+	zmq_setsockopt(s, ZMQ_XPUB_VERBOSE, &one, sizeof(one));
+	if (zmq_bind(s, f->ep) < 0) {
+		fprintf(stderr, "peer-zmq: bind %s: %s\n", f->ep, zmq_strerror(errno));
+		_exit(1);
+	}
+	/* one subscription message (1, topic "") per SUB that has joined */
+	while (joined < f->nsub && mono_ns() < end)
+		if (zmq_recv(s, sub, sizeof(sub), 0) >= 1 && sub[0] == 1)
+			joined++;
+	if (joined < f->nsub)
+		fprintf(stderr, "peer-zmq: fanout: %d of %d subscribers joined\n", joined, f->nsub);
+	fan_ready_wait(f);
+	fan_send(f, s, 0);
+	fan_wait_done(f);
+	zclose(ctx, s);
+}
+
+static void sub_side(void *arg)
+{
+	struct fan *f = arg;
+	void *ctx = zmq_ctx_new(), *s = zsock(ctx, ZMQ_SUB);
+	int zero = 0, k = fan_idx;
+
+	zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof(zero));
+	zmq_setsockopt(s, ZMQ_SUBSCRIBE, "", 0);
+	if (zmq_connect(s, f->ep) < 0)
+		fprintf(stderr, "peer-zmq: connect %s: %s\n", f->ep, zmq_strerror(errno));
+	__atomic_add_fetch(&f->ready, 1, __ATOMIC_SEQ_CST);
+	fan_receive(f, s, k);
+	zclose(ctx, s);
+}
+
+static void fpush_side(void *arg)
+{
+	struct fan *f = arg;
+	void *ctx = zmq_ctx_new(), *s = zsock(ctx, ZMQ_PUSH);
+
+	if (zmq_connect(s, f->ep) < 0)
+		fprintf(stderr, "peer-zmq: connect %s: %s\n", f->ep, zmq_strerror(errno));
+	fan_ready_wait(f);
+	fan_send(f, s, fan_idx);
+	fan_wait_done(f); /* closing now could throw queued messages away */
+	zclose(ctx, s);
+}
+
+static void fpull_side(void *arg)
+{
+	struct fan *f = arg;
+	void *ctx = zmq_ctx_new(), *s = zsock(ctx, ZMQ_PULL);
+
+	if (zmq_bind(s, f->ep) < 0) {
+		fprintf(stderr, "peer-zmq: bind %s: %s\n", f->ep, zmq_strerror(errno));
+		_exit(1);
+	}
+	__atomic_add_fetch(&f->ready, 1, __ATOMIC_SEQ_CST);
+	fan_receive(f, s, 0);
+	zclose(ctx, s);
+}
+
+/* npub publishers -> nsub subscribers, n messages each publisher; the
+ * publishers start together once every side is ready.  Fills b as
+ * bench-broker's stream() does. */
+static void fan_run(struct fan *f, void (*pub)(void *), void (*sub)(void *), struct bres *b)
+{
+	pid_t subs[FAN], pubs[FAN];
+	uint64_t end = 0, deadline = mono_ns() + 20000000000ull;
+
+	if (pipe(f->done) < 0) {
+		perror("peer-zmq: pipe");
+		exit(1);
+	}
+	for (int k = 0; k < f->nsub; k++) {
+		fan_idx = k;
+		subs[k] = bench_child(1, sub, f);
+	}
+	for (int j = 0; j < f->npub; j++) {
+		fan_idx = j;
+		pubs[j] = bench_child(0, pub, f);
+	}
+	close(f->done[0]);
+	close(f->done[1]);
+	while (__atomic_load_n(&f->ready, __ATOMIC_ACQUIRE) < (uint32_t)(f->npub + f->nsub) &&
+	       mono_ns() < deadline)
+		usleep(100);
+	f->t_start = mono_ns();
+	__atomic_store_n(&f->go, 1, __ATOMIC_RELEASE);
+	for (int j = 0; j < f->npub; j++)
+		bench_wait(pubs[j]);
+	for (int k = 0; k < f->nsub; k++)
+		bench_wait(subs[k]);
+	for (int j = 0; j < f->npub; j++)
+		b->sent += f->sent[j];
+	for (int k = 0; k < f->nsub; k++) {
+		end = f->t_end[k] > end ? f->t_end[k] : end;
+		b->recv += f->got[k];
+		b->lost += f->lost[k];
+		b->dup += f->dup[k];
+		b->reord += f->reord[k];
+	}
+	b->sent *= (uint64_t)f->nsub; /* each message is owed to every subscriber */
+	b->msgs_s = end > f->t_start ? (double)b->recv / ((double)(end - f->t_start) / 1e9) : 0;
+}
+
+static void fan(const char *workload, int npub, int nsub, uint64_t n, int rep)
+{
+	struct fan *f = bench_shalloc(sizeof(*f));
+	struct bres b = bres_new(NAME, workload, FAN_SIZE, rep);
+
+	snprintf(f->ep, sizeof(f->ep), "ipc://%s/fan", dir);
+	f->npub = npub;
+	f->nsub = nsub;
+	f->n = n;
+	if (nsub > 1) {
+		b.extra = "xpub-sub hwm=0";
+		fan_run(f, xpub_side, sub_side, &b);
+	} else {
+		b.extra = "push-pull";
+		fan_run(f, fpush_side, fpull_side, &b);
+	}
+	bres_emit(&b);
+	bench_shfree(f, sizeof(*f));
+}
+
 /* ---- running ----------------------------------------------------------------- */
 
 static struct zrun *zrun_new(const char *what, uint32_t size, uint64_t n, size_t bytes)
@@ -259,6 +496,11 @@ static void run(int pinned)
 		oneway(1024, bench_n(80000), rep);
 		oneway(65536, bench_n(4000), rep);
 		rtt(bench_n(20000), rep);
+		/* like shmb's: unpinned only (9 processes on 2 CPUs) */
+		if (!pinned) {
+			fan("fanout", 1, FAN, bench_n(200000), rep);
+			fan("fanin", FAN, 1, bench_n(25000), rep);
+		}
 	}
 }
 
