@@ -22,7 +22,7 @@ LIB_SRC  := libclient/shmb.c libclient/client.c libclient/conn.c libclient/repla
 BROKER_SRC := broker/linkauth.c broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c \
               broker/state.c broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c
 
-UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth
+UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker test-restart test-redial test-admin
 BENCHES    := bench-ring bench-broker bench-ops
@@ -97,6 +97,12 @@ $(BUILD)/ring-demo: $(BUILD)/obj/tools/ring-demo.o $(BUILD)/libshmb-internal.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # ---- tests -------------------------------------------------------------------
+
+# the link tests' misbehaving TCP proxy, tested on its own
+$(BUILD)/tests/test-fault-proxy: $(BUILD)/obj/tests/unit/test-fault-proxy.o $(BUILD)/obj/tests/fault-proxy.o \
+		$(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
 
 # the link's key and proof: libsodium's HMAC, in the broker
 $(BUILD)/tests/test-linkauth: $(BUILD)/obj/tests/unit/test-linkauth.o $(BUILD)/obj/broker/linkauth.o \
