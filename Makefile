@@ -19,10 +19,10 @@ LDLIBS   += -lpthread
 
 SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c shm/wire.c
 LIB_SRC  := libclient/shmb.c libclient/client.c libclient/conn.c libclient/replay.c libclient/lifecycle.c libclient/registry.c
-BROKER_SRC := broker/linkauth.c broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c \
+BROKER_SRC := broker/linkauth.c broker/linkproto.c broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c \
               broker/state.c broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c
 
-UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy
+UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker test-restart test-redial test-admin
 BENCHES    := bench-ring bench-broker bench-ops
@@ -97,6 +97,12 @@ $(BUILD)/ring-demo: $(BUILD)/obj/tools/ring-demo.o $(BUILD)/libshmb-internal.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # ---- tests -------------------------------------------------------------------
+
+# the link's protocol engine, two of them back to back
+$(BUILD)/tests/test-linkproto: $(BUILD)/obj/tests/unit/test-linkproto.o $(BUILD)/obj/broker/linkproto.o \
+		$(BUILD)/obj/broker/linkauth.o $(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcunit -lsodium $(LDLIBS)
 
 # the link tests' misbehaving TCP proxy, tested on its own
 $(BUILD)/tests/test-fault-proxy: $(BUILD)/obj/tests/unit/test-fault-proxy.o $(BUILD)/obj/tests/fault-proxy.o \
