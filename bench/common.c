@@ -103,40 +103,6 @@ struct lat bench_summarize(uint64_t *s, size_t n)
 			     s[n - 1] / 1e3 };
 }
 
-double bench_median(const double *v)
-{
-	double t[REPS];
-
-	memcpy(t, v, sizeof(t));
-	for (int i = 0; i < REPS; i++)
-		for (int j = i + 1; j < REPS; j++)
-			if (t[j] < t[i]) {
-				double x = t[i];
-
-				t[i] = t[j];
-				t[j] = x;
-			}
-	return t[REPS / 2];
-}
-
-double bench_min(const double *v)
-{
-	double m = v[0];
-
-	for (int i = 1; i < REPS; i++)
-		m = v[i] < m ? v[i] : m;
-	return m;
-}
-
-double bench_max(const double *v)
-{
-	double m = v[0];
-
-	for (int i = 1; i < REPS; i++)
-		m = v[i] > m ? v[i] : m;
-	return m;
-}
-
 /* ---- message checking ------------------------------------------------------ */
 
 static uint8_t msg_byte(uint64_t seq)
@@ -404,23 +370,6 @@ struct lat chan_rtt(enum chan_kind k, size_t n, uint64_t *bad)
 	l = bench_summarize(r->lat, n);
 	*bad = r->bad;
 	bench_shfree(r, bytes);
-	return l;
-}
-
-double unix_throughput(uint32_t size, uint64_t n)
-{
-	struct oneway o = chan_oneway(CHAN_SEQPACKET, size, n);
-
-	return o.lost || o.dup || o.reord || o.corrupt ? 0 : o.msgs_s;
-}
-
-struct lat unix_pingpong(size_t n)
-{
-	uint64_t bad;
-	struct lat l = chan_rtt(CHAN_SEQPACKET, n, &bad);
-
-	if (bad)
-		l.p50 = -1;
 	return l;
 }
 

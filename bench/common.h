@@ -12,7 +12,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define REPS 3
 
 extern int bench_pinned; /* 1: pin the two sides to CPU 0 and CPU 1 */
 
@@ -37,9 +36,6 @@ struct lat {
 /* Sorts s (nanoseconds) and summarizes it. */
 struct lat bench_summarize(uint64_t *s, size_t n);
 
-double bench_median(const double *v);
-double bench_min(const double *v);
-double bench_max(const double *v);
 
 /*
  * Message checking, the same for every transport: message `seq` carries
@@ -82,14 +78,6 @@ struct oneway chan_oneway(enum chan_kind k, uint32_t size, uint64_t n);
 /* n 64-byte round trips (after 100 warm-up ones), blocking; every reply
  * checked, *bad = replies wrong or missing. */
 struct lat chan_rtt(enum chan_kind k, size_t n, uint64_t *bad);
-
-/* One-way messages/s over AF_UNIX SOCK_SEQPACKET, 0 on any loss or damage
- * (chan_oneway, for the tables of bench-ring and bench-broker). */
-double unix_throughput(uint32_t size, uint64_t n);
-
-/* 64-byte round trips over AF_UNIX SOCK_SEQPACKET (blocking); p50 < 0
- * when a reply was wrong. */
-struct lat unix_pingpong(size_t n);
 
 /* Round trips of a bare futex hand-off between two processes (no spin). */
 struct lat futex_pingpong(size_t n);

@@ -219,12 +219,8 @@ static void oneway(uint32_t size, uint64_t n, int rep)
 
 	nrun_go(r, push_side, pull_side);
 	snprintf(extra, sizeof(extra), "push0-pull0 buf=%d%s", NNG_BUF, r->o.corrupt ? " corrupt" : "");
-	b.msgs_s = r->o.msgs_s;
-	b.sent = r->sent;
-	b.recv = r->o.recv;
-	b.lost = r->o.lost;
-	b.dup = r->o.dup;
-	b.reord = r->o.reord;
+	bres_take(&b, &r->o);
+	b.sent = r->sent; /* what the sender says it sent */
 	b.extra = extra;
 	bres_emit(&b);
 	bench_shfree(r, sizeof(struct nrun));

@@ -40,12 +40,7 @@ static void emit_oneway(const char *name, uint32_t size, const struct oneway *o,
 	struct bres r = bres_new(name, "oneway", size, rep);
 	char extra[64] = "";
 
-	r.msgs_s = o->msgs_s;
-	r.sent = o->sent;
-	r.recv = o->recv;
-	r.lost = o->lost;
-	r.dup = o->dup;
-	r.reord = o->reord;
+	bres_take(&r, o);
 	if (o->corrupt)
 		snprintf(extra, sizeof(extra), "corrupt=%llu", (unsigned long long)o->corrupt);
 	r.extra = extra;

@@ -13,6 +13,16 @@ struct bres bres_new(const char *transport, const char *workload, unsigned size,
 			      .lat = { -1, -1, -1, -1 } };
 }
 
+void bres_take(struct bres *r, const struct oneway *o)
+{
+	r->msgs_s = o->msgs_s;
+	r->sent = o->sent;
+	r->recv = o->recv;
+	r->lost = o->lost;
+	r->dup = o->dup;
+	r->reord = o->reord;
+}
+
 void bres_emit(const struct bres *r)
 {
 	printf("@R\t%s\t%s\t%u\t%d\t%d\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%llu\t%llu\t%llu\t%llu\t%llu\t%s\n",

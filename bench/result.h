@@ -50,6 +50,9 @@ struct bres {
 /* A result with nothing measured yet (msgs_s and latencies -1). */
 struct bres bres_new(const char *transport, const char *workload, unsigned size, int rep);
 
+/* A one-way run's figures and counts, as its receiver saw them. */
+void bres_take(struct bres *r, const struct oneway *o);
+
 void bres_emit(const struct bres *r);
 void bres_skip(const char *transport, const char *why);
 

@@ -18,13 +18,6 @@
 #include "shm/futex.h"
 #include "shmb.h"
 
-struct shared {
-	uint32_t ready;
-	uint32_t pad;
-	uint64_t t_start, t_end, bad, got;
-	uint64_t lat[];
-};
-
 char bench_dir[64];
 pid_t bench_broker = -1;
 static const char *const *last_extra;
@@ -176,22 +169,10 @@ struct shmb_session *open_session(struct shmb_client **c, const char *name, unsi
 	return s;
 }
 
-static struct shared *shared_new(size_t samples)
-{
-	struct shared *sh = mmap(NULL, sizeof(*sh) + samples * 8, PROT_READ | PROT_WRITE,
-				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	if (sh == MAP_FAILED) {
-		perror("mmap");
-		exit(1);
-	}
-	memset(sh, 0, sizeof(*sh));
-	return sh;
-}
-
 struct lat broker_pingpong(unsigned spin_us, size_t n)
 {
-	struct shared *sh = shared_new(n + 100);
+	uint32_t *ready = bench_shalloc(sizeof(*ready)); /* the echo has subscribed */
+	uint64_t *lat = malloc(n * sizeof(*lat)), bad = 0;
 	struct shmb_client *c;
 	struct shmb_session *s;
 	uint8_t buf[64] = { 0 };
@@ -205,7 +186,7 @@ struct lat broker_pingpong(unsigned spin_us, size_t n)
 		bench_pin(1);
 		s = open_session(&c, "bench-echo", spin_us);
 		shmb_subscribe(s, "ping");
-		store_release(&sh->ready, 1);
+		store_release(ready, 1);
 		for (size_t i = 0; i < n + 100; i++) {
 			int e = shmb_recv(s, &m, 10000);
 
@@ -224,7 +205,7 @@ struct lat broker_pingpong(unsigned spin_us, size_t n)
 	bench_pin(0);
 	s = open_session(&c, "bench-ping", spin_us);
 	shmb_subscribe(s, "pong");
-	while (!load_acquire(&sh->ready))
+	while (!load_acquire(ready))
 		usleep(100);
 	for (uint64_t i = 0; i < n + 100; i++) {
 		uint64_t t0 = mono_ns(), v;
@@ -234,20 +215,21 @@ struct lat broker_pingpong(unsigned spin_us, size_t n)
 		if ((r = shmb_recv(s, &m, 10000)) < 0) {
 			fprintf(stderr, "bench: round trip %llu: no answer: %s\n", (unsigned long long)i,
 				shmb_strerror(r));
-			sh->bad++;
+			bad++;
 			break;
 		}
 		memcpy(&v, m.data, 8);
-		sh->bad += v != i;
+		bad += v != i;
 		shmb_ack(s);
 		if (i >= 100)
-			sh->lat[i - 100] = mono_ns() - t0;
+			lat[i - 100] = mono_ns() - t0;
 	}
 	bench_reap(echo);
-	l = sh->bad ? (struct lat){ -1, -1, -1, -1 } : bench_summarize(sh->lat, n);
+	l = bad ? (struct lat){ -1, -1, -1, -1 } : bench_summarize(lat, n);
 	shmb_session_destroy(s);
 	shmb_close(c);
-	munmap(sh, sizeof(*sh) + (n + 100) * 8);
+	free(lat);
+	bench_shfree(ready, sizeof(*ready));
 	return l;
 }
 
