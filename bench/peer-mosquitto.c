@@ -785,6 +785,22 @@ static int kills(int full)
 	return k < 1 ? 1 : k;
 }
 
+/* A broker on conf, the recovery subscriber, then the paced publisher. */
+static void rec_start(struct broker *b, const char *conf, struct shared *s, pid_t *sub, pid_t *pub)
+{
+	s->size = 64;
+	broker_init(b, true, conf);
+	broker_start(b);
+	*sub = child(1);
+	if (*sub == 0)
+		rec_sub(b, s);
+	while (!s->sub_ready)
+		usleep(1000);
+	*pub = child(0);
+	if (*pub == 0)
+		rec_pub(b, s);
+}
+
 static void recovery_sub(const char *name, const char *conf)
 {
 	int nk = kills(REC_SUB_KILLS);
@@ -796,17 +812,7 @@ static void recovery_sub(const char *name, const char *conf)
 	pid_t sub, pub;
 
 	s->n = n;
-	s->size = 64;
-	broker_init(&b, true, conf);
-	broker_start(&b);
-	sub = child(1);
-	if (sub == 0)
-		rec_sub(&b, s);
-	while (!s->sub_ready)
-		usleep(1000);
-	pub = child(0);
-	if (pub == 0)
-		rec_pub(&b, s);
+	rec_start(&b, conf, s, &sub, &pub);
 	t0 = mono_ns();
 	while (k < nk && !s->pub_done) {
 		uint64_t at = t0 + (uint64_t)(k + 1) * period, tf;
@@ -852,17 +858,7 @@ static void recovery_broker(const char *name, const char *conf, const char *more
 	pid_t sub, pub;
 
 	s->n = n;
-	s->size = 64;
-	broker_init(&b, true, conf);
-	broker_start(&b);
-	sub = child(1);
-	if (sub == 0)
-		rec_sub(&b, s);
-	while (!s->sub_ready)
-		usleep(1000);
-	pub = child(0);
-	if (pub == 0)
-		rec_pub(&b, s);
+	rec_start(&b, conf, s, &sub, &pub);
 	t0 = mono_ns();
 	while (k < nk && !s->pub_done) {
 		uint64_t at = t0 + (uint64_t)(k + 1) * period, tr, deadline;

@@ -67,6 +67,21 @@ static struct run *run_new(void)
 	return r;
 }
 
+/* The churn session, as a new owner: 0, 1 (no connection), or the open's
+ * error once it is not one a broker kill or a previous owner explains. */
+static int churn_open(const struct shmb_connect_opts *co, const struct shmb_session_opts *so,
+		      struct shmb_client **c, struct shmb_session **s)
+{
+	int r;
+
+	if (shmb_connect(co, c) < 0)
+		return 1;
+	while ((r = shmb_session_open(*c, "churn", so, s)) == -EAGAIN || r == -EBUSY ||
+	       r == -ENOTCONN || r == -EPIPE)
+		usleep(1000);
+	return r;
+}
+
 /* Publish until told to stop, a little at a time, so the stream spans the
  * kills; then flush and say how many. */
 static void __attribute__((noreturn)) pub_proc(const struct tb *t, struct run *run, int idx)
@@ -609,11 +624,9 @@ static void __attribute__((noreturn)) owner_churn(const struct tb *t, struct run
 		struct shmb_session *s;
 		int r;
 
-		if (shmb_connect(&co, &c) < 0)
+		r = churn_open(&co, &so, &c, &s);
+		if (r == 1)
 			_exit(30);
-		while ((r = shmb_session_open(c, "churn", &so, &s)) == -EAGAIN || r == -EBUSY ||
-		       r == -ENOTCONN || r == -EPIPE)
-			usleep(1000);
 		if (r < 0)
 			_exit(31);
 		for (int k = 0; k < 50; k++) {
@@ -635,11 +648,9 @@ static void __attribute__((noreturn)) owner_churn(const struct tb *t, struct run
 		struct shmb_session *s;
 		int r;
 
-		if (shmb_connect(&co, &c) < 0)
+		r = churn_open(&co, &so, &c, &s);
+		if (r == 1)
 			_exit(33);
-		while ((r = shmb_session_open(c, "churn", &so, &s)) == -EAGAIN || r == -EBUSY ||
-		       r == -ENOTCONN || r == -EPIPE)
-			usleep(1000);
 		if (r < 0 || shmb_flush(s, 20000) < 0)
 			_exit(34);
 	}
