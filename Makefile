@@ -19,12 +19,12 @@ LDLIBS   += -lpthread
 
 SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c shm/wire.c
 LIB_SRC  := libclient/shmb.c libclient/client.c libclient/conn.c libclient/replay.c libclient/lifecycle.c libclient/registry.c
-BROKER_SRC := broker/linkauth.c broker/linkproto.c broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c \
+BROKER_SRC := broker/linkauth.c broker/linkproto.c broker/link.c broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c \
               broker/state.c broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c
 
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto
 MP_TESTS   := test-mp-ring
-INT_TESTS  := test-broker test-restart test-redial test-admin
+INT_TESTS  := test-broker test-restart test-redial test-admin test-links
 BENCHES    := bench-ring bench-broker bench-ops
 
 SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
@@ -129,6 +129,11 @@ $(INT_TESTS:%=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/obj/tests/integratio
 		$(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a $(BUILD)/shmbd $(BUILD)/example-pubsub
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) -lcunit $(LDLIBS)
+
+# two brokers linked through the fault proxy; a raw dialer from the engine
+$(BUILD)/tests/test-links: $(BUILD)/obj/tests/fault-proxy.o $(BUILD)/obj/broker/linkproto.o \
+		$(BUILD)/obj/broker/linkauth.o
+$(BUILD)/tests/test-links: LDLIBS := $(BUILD)/libshmb-internal.a -lsodium $(LDLIBS)
 
 # The API guide's example program, built the way a user builds it: public
 # header and libshmb.so only.

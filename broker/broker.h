@@ -7,11 +7,15 @@
 #define BROKER_BROKER_H
 
 #include <liburing.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "broker/exit.h"
+#include "broker/linkproto.h"
+#include "libclient/lifecycle.h"
 #include "shm/layout.h"
 #include "shm/proto.h"
 #include "shm/ring.h"
@@ -32,6 +36,16 @@ struct broker_opts {
 	bool no_uring_futex;         /* force the timer fallback (tests) */
 	uint64_t fallback_tick_us;   /* the fallback's polling period */
 	enum exitw_mode exit_reasons;/* --exit-reasons */
+	/* remote links (docs/links.md) */
+	const char *listen;          /* --listen HOST:PORT, or NULL */
+	const char *link_key;        /* --link-key FILE */
+	char *link_spec[16];         /* --link NAME=HOST:PORT */
+	unsigned nlink_spec;
+	char *bridge[WIRE_TOPICS_MAX];/* --bridge TOPIC (a trailing '*': a prefix) */
+	unsigned nbridge;
+	uint64_t link_buffer;        /* replay ring bytes per link */
+	uint64_t link_heartbeat_ms;  /* a PING this often */
+	uint64_t link_timeout_ms;    /* nothing heard this long: redial */
 };
 
 struct conn {
@@ -61,6 +75,16 @@ struct delivered {
  * is refused, so the next session id can never wrap onto a used one. */
 #define SESSION_ID_LIMIT (1ull << 62)
 #define TOPIC_ID_MAX (1u << 20)
+
+/* A remote publisher in the delivery tables: above every local id, made
+ * from its broker and session (so a restart finds it again from the
+ * records themselves). */
+static inline uint64_t remote_src_id(uint64_t src_broker, uint64_t src_session)
+{
+	uint64_t h = src_broker * 0x9e3779b97f4a7c15ull;
+
+	return SESSION_ID_LIMIT | ((h >> 42) << 40) | (src_session & 0xffffffffffull);
+}
 
 /* What happened to a session lately (shmbctl session NAME). */
 #define SESSION_EVENTS 16
@@ -143,11 +167,78 @@ struct topic {
 	uint64_t rate;         /* messages/s over the last window */
 	uint64_t rate_mark;    /* routed at the window's start */
 	uint64_t rate_ns;      /* the window's start */
+	uint64_t links;        /* bit i: forwarded over link slot i */
 };
 
 struct uid_count {
 	uid_t uid;
 	unsigned topics;
+};
+
+/* ---- remote links (link.c, docs/links.md) ---- */
+#define BROKER_MAX_LINKS 64
+#define LINK_EVENTS 16
+#define LINK_PENDING 16
+
+/* links/NAME: a link's counters and replay ring, kept across restarts */
+#define LINK_FILE_MAGIC 0x314b4e4c424d4853ull /* "SHMBLNK1" */
+#define LINK_HDR_SIZE 16384u
+struct link_file {
+	uint64_t magic;
+	uint32_t version;
+	uint32_t role;         /* enum wire_role */
+	uint64_t capacity;     /* replay ring bytes, after the header */
+	uint64_t peer_broker;  /* the peer's broker id, once known */
+	uint64_t w;            /* data bytes ever sent (the ring holds the last capacity) */
+	uint64_t acked;        /* ... of them routed by the peer */
+	uint64_t routed;       /* the peer's data bytes routed here */
+	uint64_t created_ns;   /* CLOCK_REALTIME */
+	struct wire_topics peer_topics; /* what the peer asked this side to forward */
+};
+
+struct link {
+	struct broker *b;
+	unsigned slot;
+	uint32_t cgen;         /* tags the io_uring requests of its current fd */
+	char name[WIRE_NAME_MAX + 1];
+	enum wire_role role;
+	char host[256], port[32];  /* a dialer's peer */
+	char peer_addr[80];    /* who is (or was last) connected */
+	bool provisional;      /* created by an unauthenticated HELLO: gone if it fails */
+	bool stalled;          /* a local subscriber is full: not reading */
+	bool out_armed;        /* POLLOUT armed */
+	bool in_armed;
+	struct lc lc;
+	struct linkproto lp;
+	int fd;
+	uint64_t deadline;     /* connect or handshake must finish by (0: none) */
+	uint64_t timer_at;     /* back-off ends (0: none) */
+	uint64_t last_rx, last_ping;
+	struct sockaddr_storage addr;
+	unsigned addrlen;
+	int filefd;
+	void *map;
+	size_t maplen;
+	struct link_file *f;
+	struct delivered *sent;/* per local source: the next sequence to forward */
+	unsigned nsent, capsent;
+	uint64_t batch_src;    /* the remote source of this input batch's deliveries */
+	/* figures */
+	uint64_t wire_out, wire_in, msgs_out, msgs_in, no_topic;
+	uint64_t connects, backoff_ns;
+	char reason[WIRE_TEXT_MAX + 40]; /* the first reason of the last disconnect */
+	struct session_event ev[LINK_EVENTS];
+	uint64_t nev;
+};
+
+/* An accepted TCP connection that has not said which link it is yet. */
+struct link_pending {
+	int fd;
+	uint32_t gen;
+	uint64_t since;
+	size_t len;
+	uint8_t buf[WIRE_OVERHEAD + 100 + WIRE_NAME_MAX];
+	char addr[80];
 };
 
 #define BROKER_MAX_CONNS 4096
@@ -184,6 +275,15 @@ struct broker {
 	uint64_t sleeps;       /* times the loop went to sleep */
 	uint64_t wakes_sent;   /* FUTEX_WAKEs of readers */
 	struct exitw *exitw;   /* crash forensics (exit.c) */
+
+	/* remote links */
+	uint8_t link_key[LINK_KEY_LEN];
+	int links_dirfd;
+	int link_listen_fd;
+	int resolve_rd, resolve_wr; /* resolver threads hand results back here */
+	struct link *links[BROKER_MAX_LINKS];
+	struct link_pending *pending[LINK_PENDING];
+	uint32_t pending_gen;
 };
 
 /* ---- log.c ---- */
@@ -209,6 +309,7 @@ void session_rx_start(struct session *s, uint64_t *pos, uint64_t *seq);
 int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bool reset);
 int session_unsubscribe(struct broker *b, struct session *s, uint32_t topic_id);
 struct topic *topic_by_id(struct broker *b, uint32_t id);
+struct topic *topic_find(struct broker *b, const char *name);
 int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id);
 /* Detach every session c owns; returns how many it owned. */
 unsigned session_conn_gone(struct broker *b, struct conn *c, const char *reason);
@@ -217,6 +318,8 @@ int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name);
 void session_token_hash(const uint8_t *token, uint8_t *out);
 int session_owner_pid(const struct session *s);
 void session_event(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Fill one event (a session's or a link's): now, and the text. */
+void event_put(struct session_event *e, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Admin: fence the owner off and detach (delete: destroy); by is the caller's uid. */
 int session_kick(struct broker *b, struct session *s, bool delete, uid_t by);
 /* Refresh each topic's rate when its window is a second old. */
@@ -258,8 +361,43 @@ int state_topic(struct broker *b, const struct topic *t);
 uint64_t router_run(struct broker *b);
 /* Drain one session's TX ring as far as subscribers allow. */
 uint64_t router_session(struct broker *b, struct session *s);
+/* A message from a remote link to topic t's subscribers, as the router
+ * delivers a local one; dlv_id names its source in the delivery tables.
+ * 0, or -EAGAIN when a subscriber is full (call again: those that got it
+ * are remembered).  router_commit() makes the deliveries visible. */
+int router_deliver_remote(struct broker *b, struct topic *t, uint64_t dlv_id, uint64_t src_broker,
+			  uint64_t src_session, uint64_t seq, const void *payload, uint32_t len);
+void router_commit(struct broker *b);
 /* Free sub's delivery entry k (its source is gone). */
 void dlv_free(struct session *sub, unsigned k);
+
+/* ---- link.c ---- */
+/* io_uring request kinds of links (loop.c tags them, link_cqe takes them) */
+enum {
+	LINK_OP_ACCEPT = 16, /* the link port's multishot accept */
+	LINK_OP_PENDING,     /* an accepted connection before its HELLO (a: index) */
+	LINK_OP_RESOLVE,     /* the resolver threads' pipe */
+	LINK_OP_CONNECT,     /* a dial's POLLOUT (a: slot, gen: cgen) */
+	LINK_OP_IN,          /* a link's socket readable */
+	LINK_OP_OUT,         /* ... writable again */
+};
+/* Set up from the options (before the loop): key, links/, files, listener. */
+int link_setup(struct broker *b);
+/* io_uring completions of kind OP_LINK_* */
+void link_cqe(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res, bool more);
+/* Every pass of the loop: timers, stalled input, output.  Returns work done. */
+unsigned link_run(struct broker *b, uint64_t now);
+/* ns until a link needs the loop (UINT64_MAX: none) */
+uint64_t link_next_due(struct broker *b, uint64_t now);
+/* Which links forward a topic of this name (bit per link slot). */
+uint64_t link_topic_mask(struct broker *b, const char *name);
+/* The router offers a locally published message to link slot i: 0, or
+ * -EAGAIN while its replay buffer is full of what the peer has not routed. */
+int link_offer(struct broker *b, unsigned i, struct session *pub, uint64_t seq,
+	       const struct topic *t, const void *payload, uint32_t len);
+void link_stop(struct broker *b);
+/* After loop_init: arm the listener and resolver, start dialing. */
+void link_start(struct broker *b);
 
 /* ---- ctl.c ---- */
 int ctl_listen(struct broker *b);
@@ -283,6 +421,14 @@ void loop_cancel_session(struct broker *b, struct session *s);
 /* exit.c's watch on a gone process's pidfd: completions go to exitw_event */
 void loop_watch_exit(struct broker *b, int pidfd, unsigned slot, uint32_t gen);
 void loop_unwatch_exit(struct broker *b, unsigned slot, uint32_t gen);
+
+void loop_link_poll(struct broker *b, int fd, unsigned kind, unsigned a, uint32_t gen,
+		    unsigned events, bool multishot);
+/* cancel every request of link slot a's connection gen */
+void loop_link_cancel(struct broker *b, unsigned a, uint32_t gen);
+void loop_link_accept(struct broker *b, int fd);
+void loop_link_poll_pending(struct broker *b, int fd, unsigned i, uint32_t gen);
+void loop_link_cancel_pending(struct broker *b, unsigned i, uint32_t gen);
 
 uint64_t now_ns(void);
 

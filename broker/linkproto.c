@@ -26,6 +26,12 @@ static int drop(struct linkproto *lp, int err, const char *why)
 
 static int queue(struct linkproto *lp, const void *p, size_t n)
 {
+	if (lp->outoff && lp->outlen + n > lp->outcap) {
+		/* what was sent goes first: room at the front */
+		memmove(lp->out, lp->out + lp->outoff, lp->outlen - lp->outoff);
+		lp->outlen -= lp->outoff;
+		lp->outoff = 0;
+	}
 	if (lp->outlen + n > lp->outcap) {
 		size_t cap = lp->outcap ? lp->outcap : 65536;
 		uint8_t *o;
@@ -70,10 +76,23 @@ int lp_init(struct linkproto *lp, enum wire_role role, const char *name, uint64_
 	lp->broker_id = broker_id;
 	memcpy(lp->key, key, LINK_KEY_LEN);
 	lp->in = malloc(WIRE_MAX_FRAME);
-	if (!lp->in || replay_init(&lp->tx, capacity, true) < 0) {
+	if (!lp->in || (capacity && replay_init(&lp->tx, capacity, true) < 0)) {
 		free(lp->in);
 		return -ENOMEM;
 	}
+	return 0;
+}
+
+int lp_attach(struct linkproto *lp, void *buf, uint64_t capacity, uint64_t w, uint64_t acked,
+	      uint64_t routed)
+{
+	struct replay r;
+
+	if (replay_init_at(&r, buf, capacity, w, acked, true) < 0)
+		return -EINVAL;
+	replay_free(&lp->tx);
+	lp->tx = r;
+	lp->routed = routed;
 	return 0;
 }
 
@@ -94,8 +113,11 @@ int lp_connected(struct linkproto *lp)
 
 	if (lp->state == LP_FAILED)
 		return -EPERM;
+	if (!lp->tx.buf)
+		return -EINVAL;
 	lp->inlen = 0;
-	lp->outlen = 0; /* what the old connection did not send: data is replayed */
+	lp->outlen = lp->outoff = 0; /* what the old connection did not send: data is replayed */
+	lp->ack_due = false;
 	linkauth_nonce(lp->nonce);
 	memcpy(h.nonce, lp->nonce, WIRE_NONCE_LEN);
 	memcpy(h.name, lp->name, h.name_len);
@@ -119,6 +141,7 @@ static int on_hello(struct linkproto *lp, const uint8_t *fr, size_t n)
 		return refuse(lp, -EINVAL, "both ends claim the same role");
 	memcpy(lp->peer_nonce, h.nonce, WIRE_NONCE_LEN);
 	lp->peer_routed = h.routed;
+	lp->peer_broker = h.broker_id;
 	lp->state = LP_AUTH;
 	if (linkauth_mac(lp->key, lp->role, lp->nonce, lp->peer_nonce, lp->name, a.mac) < 0)
 		return fail(lp, -EINVAL, "%s", "bad link name");
@@ -143,6 +166,15 @@ static int on_auth(struct linkproto *lp, const uint8_t *fr, size_t n)
 		return refuse(lp, -ERANGE, "the data the peer misses is no longer held: a gap");
 	if (r < 0)
 		return fail(lp, r, "%s", "replay failed");
+	if (lp->topics) {
+		static uint8_t tf[WIRE_OVERHEAD + 4 + WIRE_TOPICS_MAX * (4 + WIRE_TOPIC_MAX)];
+		int n = wire_put_topics(tf, sizeof(tf), lp->topics);
+
+		if (n < 0)
+			return fail(lp, n, "%s", "bad topic list");
+		if (queue(lp, tf, (size_t)n) < 0)
+			return fail(lp, -ENOMEM, "%s", "out of memory");
+	}
 	/* resend what the peer has not routed: whole DATA frames */
 	for (uint64_t pos = lp->peer_routed; pos < lp->peer_routed + len;) {
 		uint8_t chunk[65536];
@@ -157,15 +189,14 @@ static int on_auth(struct linkproto *lp, const uint8_t *fr, size_t n)
 	return 0;
 }
 
-static int on_ready(struct linkproto *lp, enum wire_type t, const uint8_t *fr, size_t n,
-		    lp_deliver_fn deliver, void *arg)
+static int on_ready(struct linkproto *lp, enum wire_type t, const uint8_t *fr, size_t n)
 {
 	uint8_t f[WIRE_OVERHEAD + 16];
 
 	switch (t) {
 	case WIRE_DATA: {
 		struct wire_data d;
-		struct wire_ack k;
+		int r;
 
 		if (wire_get_data(fr, n, &d) < 0)
 			return drop(lp, -EBADMSG, "a malformed DATA frame");
@@ -173,11 +204,14 @@ static int on_ready(struct linkproto *lp, enum wire_type t, const uint8_t *fr, s
 			return 0; /* routed before the last cut: a replay, skipped */
 		if (d.offset > lp->routed)
 			return refuse(lp, -ERANGE, "data is missing before this frame: a gap");
-		deliver(arg, &d);
-		/* R advances once routing is done (decisions.md 26) */
+		r = lp->ops.deliver(lp->ops.arg, &d);
+		if (r < 0)
+			return r; /* -EAGAIN: this frame again later */
+		/* R advances once routing is done (decisions.md 26); the ACK
+		 * goes at the end of this input, after the owner's commit */
 		lp->routed += n;
-		k.routed = lp->routed;
-		return queue_frame(lp, wire_put_ack(f, sizeof(f), &k), f);
+		lp->ack_due = true;
+		return 0;
 	}
 	case WIRE_ACK: {
 		struct wire_ack k;
@@ -197,13 +231,21 @@ static int on_ready(struct linkproto *lp, enum wire_type t, const uint8_t *fr, s
 	}
 	case WIRE_PONG:
 		return 0;
+	case WIRE_TOPICS: {
+		static struct wire_topics tp;
+
+		if (wire_get_topics(fr, n, &tp) < 0)
+			return drop(lp, -EBADMSG, "a malformed TOPICS frame");
+		if (lp->ops.topics)
+			lp->ops.topics(lp->ops.arg, &tp);
+		return 0;
+	}
 	default:
 		return drop(lp, -EPROTO, "a handshake frame after the handshake");
 	}
 }
 
-static int on_frame(struct linkproto *lp, enum wire_type t, const uint8_t *fr, size_t n,
-		    lp_deliver_fn deliver, void *arg)
+static int on_frame(struct linkproto *lp, enum wire_type t, const uint8_t *fr, size_t n)
 {
 	if (t == WIRE_ERROR) {
 		struct wire_error e;
@@ -219,43 +261,93 @@ static int on_frame(struct linkproto *lp, enum wire_type t, const uint8_t *fr, s
 		return t == WIRE_AUTH ? on_auth(lp, fr, n)
 				      : drop(lp, -EPROTO, "data before authentication");
 	case LP_READY:
-		return on_ready(lp, t, fr, n, deliver, arg);
+		return on_ready(lp, t, fr, n);
 	default:
 		return -EPERM;
 	}
 }
 
-int lp_input(struct linkproto *lp, const void *p, size_t n, lp_deliver_fn deliver, void *arg)
+uint8_t *lp_in_space(struct linkproto *lp, size_t *room)
 {
-	const uint8_t *b = p;
+	*room = WIRE_MAX_FRAME - lp->inlen;
+	return lp->in + lp->inlen;
+}
+
+int lp_process(struct linkproto *lp, size_t added)
+{
+	size_t used = 0;
+	int r = 0;
 
 	if (lp->state == LP_FAILED || lp->state == LP_IDLE)
 		return -EPERM;
-	while (n) {
-		size_t k = n < WIRE_MAX_FRAME - lp->inlen ? n : WIRE_MAX_FRAME - lp->inlen;
-		size_t used = 0;
+	lp->inlen += added;
+	for (;;) {
+		enum wire_type t;
+		int f = wire_frame(lp->in + used, lp->inlen - used, &t);
 
-		memcpy(lp->in + lp->inlen, b, k);
-		lp->inlen += k;
-		b += k;
-		n -= k;
-		for (;;) {
-			enum wire_type t;
-			int f = wire_frame(lp->in + used, lp->inlen - used, &t), r;
-
-			if (f < 0)
-				return drop(lp, -EBADMSG, "a corrupt frame (bad length or CRC)");
-			if (f == 0)
-				break;
-			r = on_frame(lp, t, lp->in + used, (size_t)f, deliver, arg);
-			if (r < 0)
-				return r;
-			used += (size_t)f;
+		if (f < 0) {
+			r = drop(lp, -EBADMSG, "a corrupt frame (bad length or CRC)");
+			break;
 		}
+		if (f == 0)
+			break;
+		r = on_frame(lp, t, lp->in + used, (size_t)f);
+		if (r < 0)
+			break;
+		used += (size_t)f;
+	}
+	if (r == 0 || r == -EAGAIN) {
 		memmove(lp->in, lp->in + used, lp->inlen - used);
 		lp->inlen -= used;
 	}
-	return 0;
+	if (lp->ack_due && lp->state == LP_READY) {
+		uint8_t f[WIRE_OVERHEAD + 16];
+		struct wire_ack k = { .routed = lp->routed };
+		int q = queue_frame(lp, wire_put_ack(f, sizeof(f), &k), f);
+
+		if (q < 0)
+			return q;
+		lp->ack_due = false;
+	}
+	return r;
+}
+
+int lp_input(struct linkproto *lp, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	int r;
+
+	do {
+		size_t room, k;
+		uint8_t *at = lp_in_space(lp, &room);
+
+		k = n < room ? n : room;
+		memcpy(at, b, k);
+		b += k;
+		n -= k;
+		r = lp_process(lp, k);
+	} while (n && r == 0);
+	if (r == -EAGAIN && n) {
+		/* stalled: keep the rest for the next lp_process(), if it fits */
+		size_t room;
+		uint8_t *at = lp_in_space(lp, &room);
+
+		if (n > room)
+			return -ENOBUFS;
+		memcpy(at, b, n);
+		lp->inlen += n;
+	}
+	return r;
+}
+
+int lp_ping(struct linkproto *lp, uint64_t value)
+{
+	uint8_t f[WIRE_OVERHEAD + 16];
+	struct wire_ping p = { .value = value };
+
+	if (lp->state != LP_READY)
+		return -ENOTCONN;
+	return queue_frame(lp, wire_put_ping(f, sizeof(f), WIRE_PING, &p), f);
 }
 
 int lp_send(struct linkproto *lp, const struct wire_data *m)
@@ -276,8 +368,7 @@ int lp_send(struct linkproto *lp, const struct wire_data *m)
 
 void lp_sent(struct linkproto *lp, size_t n)
 {
-	if (n > lp->outlen)
-		n = lp->outlen;
-	memmove(lp->out, lp->out + n, lp->outlen - n);
-	lp->outlen -= n;
+	lp->outoff += n < lp->outlen - lp->outoff ? n : lp->outlen - lp->outoff;
+	if (lp->outoff == lp->outlen)
+		lp->outoff = lp->outlen = 0;
 }

@@ -30,7 +30,15 @@
 
 enum lp_state { LP_IDLE, LP_HELLO, LP_AUTH, LP_READY, LP_FAILED };
 
-typedef void (*lp_deliver_fn)(void *arg, const struct wire_data *m);
+/* What the owner does with what arrives.  deliver returns 0, or -EAGAIN
+ * when the message cannot be taken now (a local subscriber is full): the
+ * frame stays, with everything after it, until lp_process() is called
+ * again.  topics (may be NULL) gets the peer's TOPICS frame. */
+struct lp_ops {
+	int (*deliver)(void *arg, const struct wire_data *m);
+	void (*topics)(void *arg, const struct wire_topics *t);
+	void *arg;
+};
 
 struct linkproto {
 	enum lp_state state;
@@ -42,24 +50,52 @@ struct linkproto {
 	struct replay tx;      /* DATA frames sent, kept until the peer routed them */
 	uint64_t routed;       /* data bytes of the peer's routed here (offset of the next) */
 	uint64_t peer_routed;  /* what the peer's HELLO says it routed of ours */
+	uint64_t peer_broker;  /* the peer's broker id, from its HELLO */
 	uint64_t replayed;     /* bytes resent after reconnects */
 	uint8_t *in;           /* bytes received, not yet a whole frame */
 	size_t inlen;
-	uint8_t *out;          /* bytes to send */
-	size_t outlen, outcap;
+	uint8_t *out;          /* bytes to send: [outoff, outlen) */
+	size_t outoff, outlen, outcap;
+	bool ack_due;          /* data was routed: an ACK goes at the end of this input */
+	const struct wire_topics *topics; /* ours, sent after AUTH; NULL: none */
+	struct lp_ops ops;
 	char why[WIRE_TEXT_MAX + 40];
 };
 
-/* capacity: the replay buffer's bytes.  0 or -ENOMEM. */
+/* capacity: the replay buffer's bytes (0: none yet, lp_attach() gives
+ * it).  0, -EINVAL or -ENOMEM. */
 int lp_init(struct linkproto *lp, enum wire_role role, const char *name, uint64_t broker_id,
 	    const uint8_t key[LINK_KEY_LEN], uint64_t capacity);
 void lp_free(struct linkproto *lp);
 
+/* The replay buffer and counters kept in a file across restarts: buf of
+ * capacity bytes holding the stream up to w, the peer confirmed acked;
+ * routed of the peer's bytes were routed here.  0 or -EINVAL. */
+int lp_attach(struct linkproto *lp, void *buf, uint64_t capacity, uint64_t w, uint64_t acked,
+	      uint64_t routed);
+
 /* A new connection: forget its partial input, queue HELLO. */
 int lp_connected(struct linkproto *lp);
 
-/* Bytes from the peer; whole messages go to deliver.  0 or an error above. */
-int lp_input(struct linkproto *lp, const void *p, size_t n, lp_deliver_fn deliver, void *arg);
+/* Bytes from the peer; whole messages go to lp->ops.  0, -EAGAIN (a
+ * message could not be delivered: n bytes were not all taken; call
+ * lp_process() later), or an error above. */
+int lp_input(struct linkproto *lp, const void *p, size_t n);
+
+/* Receiving in place: read up to *room bytes into the returned space,
+ * then lp_process(lp, bytes read).  Room is 0 while a stalled frame
+ * fills the buffer. */
+uint8_t *lp_in_space(struct linkproto *lp, size_t *room);
+
+/* Handle the whole frames received (added: new bytes in lp_in_space()).
+ * 0, -EAGAIN (stalled on a message that could not be delivered; call
+ * again later with added 0), or an error above.  An ACK for what was
+ * delivered is queued at the end: commit the deliveries before sending
+ * lp_output(). */
+int lp_process(struct linkproto *lp, size_t added);
+
+/* A heartbeat (READY only): queue a PING carrying value. */
+int lp_ping(struct linkproto *lp, uint64_t value);
 
 /* Send one message (kept for replay); queued for the wire when READY.
  * 0, -EAGAIN (the replay buffer holds only unrouted bytes), -EMSGSIZE,
@@ -69,8 +105,8 @@ int lp_send(struct linkproto *lp, const struct wire_data *m);
 /* The bytes to send; lp_sent() says how many went. */
 static inline const uint8_t *lp_output(const struct linkproto *lp, size_t *len)
 {
-	*len = lp->outlen;
-	return lp->out;
+	*len = lp->outlen - lp->outoff;
+	return lp->out + lp->outoff;
 }
 void lp_sent(struct linkproto *lp, size_t n);
 

@@ -117,6 +117,43 @@ void loop_watch_conn(struct broker *b, struct conn *c, int slot)
 		arm_poll(b, c->pidfd, UD(OP_PIDFD, slot, c->slot_gen));
 }
 
+void loop_link_poll(struct broker *b, int fd, unsigned kind, unsigned a, uint32_t gen,
+		    unsigned events, bool multishot)
+{
+	struct io_uring_sqe *sqe = sqe_get(b);
+
+	if (multishot)
+		io_uring_prep_poll_multishot(sqe, fd, events);
+	else
+		io_uring_prep_poll_add(sqe, fd, events);
+	io_uring_sqe_set_data64(sqe, UD(kind, a, gen));
+}
+
+void loop_link_cancel(struct broker *b, unsigned a, uint32_t gen)
+{
+	cancel(b, UD(LINK_OP_CONNECT, a, gen));
+	cancel(b, UD(LINK_OP_IN, a, gen));
+	cancel(b, UD(LINK_OP_OUT, a, gen));
+}
+
+void loop_link_accept(struct broker *b, int fd)
+{
+	struct io_uring_sqe *sqe = sqe_get(b);
+
+	io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	io_uring_sqe_set_data64(sqe, UD(LINK_OP_ACCEPT, 0, 0));
+}
+
+void loop_link_poll_pending(struct broker *b, int fd, unsigned i, uint32_t gen)
+{
+	loop_link_poll(b, fd, LINK_OP_PENDING, i, gen, POLLIN, true);
+}
+
+void loop_link_cancel_pending(struct broker *b, unsigned i, uint32_t gen)
+{
+	cancel(b, UD(LINK_OP_PENDING, i, gen));
+}
+
 void loop_watch_exit(struct broker *b, int pidfd, unsigned slot, uint32_t gen)
 {
 	arm_poll(b, pidfd, UD(OP_EXIT, slot, gen));
@@ -231,6 +268,8 @@ static void on_cqe(struct broker *b, struct io_uring_cqe *cqe)
 		break;
 	}
 	default:
+		if (UD_KIND(ud) >= LINK_OP_ACCEPT && UD_KIND(ud) <= LINK_OP_OUT)
+			link_cqe(b, UD_KIND(ud), UD_A(ud), UD_B(ud), cqe->res, more);
 		break;
 	}
 }
@@ -288,6 +327,11 @@ static bool sleep_idle(struct broker *b)
 		}
 	struct io_uring_cqe *cqe;
 	uint32_t *vals = NULL;
+	uint64_t due = link_next_due(b, now_ns());
+
+	if (due < 1000000000ull && due < (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec)
+		ts = (struct __kernel_timespec){ .tv_sec = (long long)(due / 1000000000ull),
+						 .tv_nsec = (long long)(due % 1000000000ull) };
 
 	if (b->uring_futex && b->nsessions) {
 		vals = calloc(b->nsessions, sizeof(*vals));
@@ -301,7 +345,7 @@ static bool sleep_idle(struct broker *b)
 	set_waiting(b);
 	/* pairs with the client's fence in wake_signal(): flag, then rings */
 	fence_full();
-	if (router_run(b)) {
+	if (router_run(b) || link_run(b, now_ns())) {
 		clear_waiting(b);
 		free(vals);
 		return true;
@@ -319,7 +363,8 @@ static bool sleep_idle(struct broker *b)
 			s->futex_armed = true;
 		}
 		free(vals);
-	} else if (!b->uring_futex && b->nsessions) {
+	} else if (!b->uring_futex && b->nsessions &&
+		   (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec > b->o.fallback_tick_us * 1000) {
 		ts.tv_sec = 0;
 		ts.tv_nsec = (long long)b->o.fallback_tick_us * 1000;
 	}
@@ -380,6 +425,7 @@ int loop_run(struct broker *b)
 		io_uring_submit(&b->ring);
 		handled = drain_cqes(b);
 		now = now_ns();
+		handled += link_run(b, now);
 		if (now - last_house >= 200000000ull) {
 			session_expire(b, now);
 			ctl_expire(b, now);
@@ -435,6 +481,7 @@ int loop_run(struct broker *b)
 			last_work = found ? woke : woke - poll_ns;
 		}
 	}
+	link_stop(b);
 	log_msg(LOG_NOTICE, "stopped: %llu messages routed, %llu idle sleeps, %llu reader wake-ups;"
 		" segments consistent", (unsigned long long)b->routed, (unsigned long long)b->sleeps,
 		(unsigned long long)b->wakes_sent);

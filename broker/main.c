@@ -60,6 +60,21 @@ static void usage(FILE *f)
 		"                             pidfd: PIDFD_INFO_EXIT once the owner is reaped\n"
 		"                             (kernel 6.15+); off: deaths only, reason \"unknown\";\n"
 		"                             auto (default): bpf, else pidfd, else off\n"
+"\n"
+		"Remote links (docs/links.md): brokers on other hosts forward the bridged topics\n"
+		"both ways; a cut, a reset or a restart loses nothing.\n"
+		"      --listen HOST:PORT     accept links from other brokers (HOST may be empty)\n"
+		"      --link NAME=HOST:PORT  dial a link (repeatable)\n"
+		"      --bridge TOPIC         forward TOPIC over every link, and ask the peers to\n"
+		"                             forward it here (repeatable; a trailing '*' is a prefix)\n"
+		"      --link-key FILE        the pre-shared key: 64 hex digits, mode 0600, owned by\n"
+		"                             this broker's uid (openssl rand -hex 32)\n"
+		"      --link-buffer BYTES    replay ring per link, in links/NAME (default 16 MiB);\n"
+		"                             when full of what the peer has not routed, publishers\n"
+		"                             of bridged topics wait\n"
+		"      --link-heartbeat-ms MS a PING this often (default 1000)\n"
+		"      --link-timeout-ms MS   nothing heard from the peer this long: redial (default 5000)\n"
+		"\n"
 		"      --config FILE          read settings from FILE (default " SHMBD_CONFIG ",\n"
 		"                             if it exists): 'key = value' lines whose keys are\n"
 		"                             these options' long names; flags given here win\n"
@@ -213,6 +228,30 @@ static int set_opt(struct broker *b, struct secs *t, int o, const char *val)
 	case 11: r = parse_u64(val, &b->o.max_memory_per_uid); break;
 	case 13: r = exitw_parse_mode(val, &b->o.exit_reasons); break;
 	case 14: r = parse_u64(val, &t->drain); break;
+	case 15: b->o.listen = val; break;
+	case 16:
+		if (b->o.nlink_spec == sizeof(b->o.link_spec) / sizeof(b->o.link_spec[0]))
+			return -EINVAL;
+		b->o.link_spec[b->o.nlink_spec++] = (char *)val;
+		break;
+	case 17:
+		if (b->o.nbridge == WIRE_TOPICS_MAX || !*val || strlen(val) > WIRE_TOPIC_MAX)
+			return -EINVAL;
+		b->o.bridge[b->o.nbridge++] = (char *)val;
+		break;
+	case 18: b->o.link_key = val; break;
+	case 19: r = parse_u64(val, &b->o.link_buffer);
+		if (!r && (b->o.link_buffer < 65536 || b->o.link_buffer > (1ull << 36)))
+			r = -EINVAL;
+		break;
+	case 20: r = parse_u64(val, &b->o.link_heartbeat_ms);
+		if (!r && !b->o.link_heartbeat_ms)
+			r = -EINVAL;
+		break;
+	case 21: r = parse_u64(val, &b->o.link_timeout_ms);
+		if (!r && !b->o.link_timeout_ms)
+			r = -EINVAL;
+		break;
 	case 'v':
 		r = parse_bool(val, &on);
 		if (on)
@@ -318,6 +357,13 @@ int main(int argc, char **argv)
 		{ "config", required_argument, NULL, 12 },
 		{ "exit-reasons", required_argument, NULL, 13 },
 		{ "drain-timeout", required_argument, NULL, 14 },
+		{ "listen", required_argument, NULL, 15 },
+		{ "link", required_argument, NULL, 16 },
+		{ "bridge", required_argument, NULL, 17 },
+		{ "link-key", required_argument, NULL, 18 },
+		{ "link-buffer", required_argument, NULL, 19 },
+		{ "link-heartbeat-ms", required_argument, NULL, 20 },
+		{ "link-timeout-ms", required_argument, NULL, 21 },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -337,6 +383,9 @@ int main(int argc, char **argv)
 		.max_topics_per_uid = 4096,
 		.max_memory_per_uid = 1ull << 30,
 		.fallback_tick_us = 1000,
+		.link_buffer = 16u << 20,
+		.link_heartbeat_ms = 1000,
+		.link_timeout_ms = 5000,
 	};
 	/* the config file first (default /etc/shmb/shmbd.conf, if there is one);
 	 * flags given on the command line win over it */
@@ -414,11 +463,14 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERR, "cannot listen on %s/control: %s", b.o.dir, strerror(-r));
 		return 1;
 	}
+	if (link_setup(&b) < 0)
+		return 1;
 	r = loop_init(&b);
 	if (r < 0) {
 		log_msg(LOG_ERR, "io_uring set-up failed: %s", strerror(-r));
 		return 1;
 	}
+	link_start(&b);
 	log_msg(LOG_NOTICE, "shmbd %s ready on %s/control (pid %d)", shmb_version(), b.o.dir,
 		(int)getpid());
 	r = loop_run(&b);

@@ -110,13 +110,23 @@ static struct delivered *dlv_get(struct broker *b, struct session *sub, uint64_t
 	if (free_k < 0 && sub->ndlv < SHM_DLV_MAX)
 		free_k = (int)sub->ndlv++;
 	for (unsigned i = 0; free_k < 0 && i < sub->ndlv; i++) {
-		struct session *o = session_by_id(b, sub->dlv[i].src_session);
+		struct session *o;
 
+		if (sub->dlv[i].src_session >= SESSION_ID_LIMIT)
+			continue; /* a remote source: never known to be done */
+		o = session_by_id(b, sub->dlv[i].src_session);
 		if (!o || routing_seq(o) >= sub->dlv[i].seq) {
 			dlv_free(sub, i);
 			free_k = (int)i;
 		}
 	}
+	/* all needed: a remote source's entry goes (its replays after a
+	 * broker crash may then be delivered twice: docs/links.md) */
+	for (unsigned i = 0; free_k < 0 && i < sub->ndlv; i++)
+		if (sub->dlv[i].src_session >= SESSION_ID_LIMIT && i != (unsigned)sub->dlv_touched) {
+			dlv_free(sub, i);
+			free_k = (int)i;
+		}
 	if (free_k < 0)
 		return NULL;
 	sub->dlv[free_k] = (struct delivered){ .src_session = src, .seq = 0 };
@@ -188,27 +198,35 @@ static int drop_oldest(struct broker *b, struct session *sub)
 	return 0;
 }
 
-/* Deliver one record to one subscriber: 0, or -EAGAIN when it is full. */
-static int deliver(struct broker *b, struct session *pub, struct session *sub,
-		   const struct ring_msg *m, const struct shm_msg_tx *tx)
+/* One message on its way to subscribers, from a local publisher or a link. */
+struct src_msg {
+	uint64_t dlv_id;      /* its source in the delivery tables */
+	uint64_t src_broker, src_session, seq;
+	uint32_t topic_id;
+	const void *data;
+	uint32_t len;
+	const char *from;     /* for the log */
+};
+
+/* Deliver one message to one subscriber: 0, or -EAGAIN when it is full. */
+static int deliver_to(struct broker *b, struct session *sub, const struct src_msg *x)
 {
-	struct delivered *d = dlv_get(b, sub, pub->id);
-	uint32_t dlen = m->len - (uint32_t)sizeof(*tx);
+	struct delivered *d = dlv_get(b, sub, x->dlv_id);
 	struct shm_msg_rx rx = {
-		.topic_id = tx->topic_id,
-		.src_broker = b->broker_id,
-		.src_session = pub->id,
-		.src_seq = m->hdr.seq,
+		.topic_id = x->topic_id,
+		.src_broker = x->src_broker,
+		.src_session = x->src_session,
+		.src_seq = x->seq,
 	};
 	uint8_t *dst;
 	int r;
 
 	if (!d)
 		return -EAGAIN;
-	if (d->seq > m->hdr.seq)
+	if (d->seq > x->seq)
 		return 0; /* delivered in an earlier, partial pass */
 	for (;;) {
-		r = ring_reserve(&sub->rx_prod, (uint32_t)sizeof(rx) + dlen, SHM_REC_DATA, 0,
+		r = ring_reserve(&sub->rx_prod, (uint32_t)sizeof(rx) + x->len, SHM_REC_DATA, 0,
 				 (void **)&dst);
 		if (r != -EAGAIN || sub->policy != SHM_POLICY_DROP_OLDEST || drop_oldest(b, sub) < 0)
 			break;
@@ -222,8 +240,8 @@ static int deliver(struct broker *b, struct session *pub, struct session *sub,
 	if (r == -EMSGSIZE) {
 		/* larger than this subscriber's ring can ever hold */
 		log_msg(LOG_WARNING, "message of %u bytes from %s too large for %s: not delivered",
-			dlen, pub->name, sub->name);
-		d->seq = m->hdr.seq + 1;
+			x->len, x->from, sub->name);
+		d->seq = x->seq + 1;
 		sub->dlv_touched = (int)(d - sub->dlv);
 		return 0;
 	}
@@ -232,16 +250,66 @@ static int deliver(struct broker *b, struct session *pub, struct session *sub,
 		return 0;
 	}
 	memcpy(dst, &rx, sizeof(rx));
-	memcpy(dst + sizeof(rx), (const uint8_t *)m->payload + sizeof(*tx), dlen);
-	d->seq = m->hdr.seq + 1;
+	memcpy(dst + sizeof(rx), x->data, x->len);
+	d->seq = x->seq + 1;
 	sub->dlv_touched = (int)(d - sub->dlv);
 	sub->delivered_out++;
 	if (mark_dirty(sub) < 0) {
 		ring_abort(&sub->rx_prod);
-		d->seq = m->hdr.seq;
+		d->seq = x->seq;
 		return -EAGAIN;
 	}
 	return 0;
+}
+
+static int deliver(struct broker *b, struct session *pub, struct session *sub,
+		   const struct ring_msg *m, const struct shm_msg_tx *tx)
+{
+	struct src_msg x = {
+		.dlv_id = pub->id,
+		.src_broker = b->broker_id,
+		.src_session = pub->id,
+		.seq = m->hdr.seq,
+		.topic_id = tx->topic_id,
+		.data = (const uint8_t *)m->payload + sizeof(*tx),
+		.len = m->len - (uint32_t)sizeof(*tx),
+		.from = pub->name,
+	};
+
+	return deliver_to(b, sub, &x);
+}
+
+int router_deliver_remote(struct broker *b, struct topic *t, uint64_t dlv_id, uint64_t src_broker,
+			  uint64_t src_session, uint64_t seq, const void *payload, uint32_t len)
+{
+	struct src_msg x = {
+		.dlv_id = dlv_id,
+		.src_broker = src_broker,
+		.src_session = src_session,
+		.seq = seq,
+		.topic_id = t->id,
+		.data = payload,
+		.len = len,
+		.from = "a remote link",
+	};
+	bool blocked = false;
+
+	for (unsigned j = 0; j < t->nsubs; j++) {
+		struct session *sub = t->subs[j];
+
+		if (!sub->quarantined && deliver_to(b, sub, &x) == -EAGAIN)
+			blocked = true;
+	}
+	if (blocked)
+		return -EAGAIN;
+	t->routed++;
+	b->routed++;
+	return 0;
+}
+
+void router_commit(struct broker *b)
+{
+	commit_dirty(b);
 }
 
 /*
@@ -291,6 +359,12 @@ static uint64_t route_ring(struct broker *b, struct session *s, struct ring_cons
 				if (deliver(b, s, sub, &m[i], &tx) == -EAGAIN)
 					blocked = true;
 			}
+			/* bridged: each link takes it too (one hop: only local publishers) */
+			for (uint64_t lm = t->links; lm; lm &= lm - 1)
+				if (link_offer(b, (unsigned)__builtin_ctzll(lm), s, m[i].hdr.seq, t,
+					       (const uint8_t *)m[i].payload + sizeof(tx),
+					       m[i].len - (uint32_t)sizeof(tx)) == -EAGAIN)
+					blocked = true;
 		}
 		if (blocked) {
 			s->blocked = true;

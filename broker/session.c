@@ -51,16 +51,21 @@ struct session *session_by_id(struct broker *b, uint64_t id)
 	return NULL;
 }
 
-void session_event(struct session *s, const char *fmt, ...)
+void event_put(struct session_event *e, const char *fmt, va_list ap)
 {
-	struct session_event *e = &s->ev[s->nev++ % SESSION_EVENTS];
 	struct timespec ts;
-	va_list ap;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	e->time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-	va_start(ap, fmt);
 	vsnprintf(e->text, sizeof(e->text), fmt, ap);
+}
+
+void session_event(struct session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	event_put(&s->ev[s->nev++ % SESSION_EVENTS], fmt, ap);
 	va_end(ap);
 }
 
@@ -1021,6 +1026,7 @@ static struct topic *topic_new(struct broker *b, uid_t uid, const char *name)
 	t->id = b->ntopics + 1;
 	t->owner = uid;
 	snprintf(t->name, sizeof(t->name), "%s", name);
+	t->links = link_topic_mask(b, t->name);
 	return t;
 }
 
@@ -1046,7 +1052,7 @@ static struct topic *topic_append(struct broker *b, uid_t uid, const char *name)
 	return t;
 }
 
-static struct topic *topic_lookup(struct broker *b, const char *name)
+struct topic *topic_find(struct broker *b, const char *name)
 {
 	if (!b->topic_hash_cap)
 		return NULL;
@@ -1066,7 +1072,7 @@ int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name)
 		return -EINVAL;
 	if (id <= b->ntopics)
 		return strcmp(b->topics[id - 1]->name, name) ? -EINVAL : 0;
-	if (topic_lookup(b, name))
+	if (topic_find(b, name))
 		return -EINVAL;
 	while (b->ntopics + 1 < id)
 		if (!topic_append(b, 0, ""))
@@ -1076,7 +1082,7 @@ int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name)
 
 int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
 {
-	struct topic *t = topic_lookup(b, name);
+	struct topic *t = topic_find(b, name);
 	int r;
 
 	if (t) {
@@ -1279,14 +1285,19 @@ static const char *rx_recover(struct broker *b, struct session *s)
 		if (ring_peek(&c, &m) < 0 || m.end - pos > r.size)
 			break;
 		if (m.hdr.type == SHM_REC_DATA && m.len >= sizeof(rx)) {
+			uint64_t id;
+
 			memcpy(&rx, m.payload, sizeof(rx));
+			/* a message from a remote link is known by its origin */
+			id = rx.src_broker == b->broker_id ? rx.src_session
+				: remote_src_id(rx.src_broker, rx.src_session);
 			for (unsigned i = 0; i < s->ndlv; i++)
-				if (s->dlv[i].src_session == rx.src_session)
+				if (s->dlv[i].src_session == id)
 					d = &s->dlv[i];
 			for (unsigned i = 0; !d && i < SHM_DLV_MAX; i++)
 				if (s->dlv[i].src_session == 0) {
 					d = &s->dlv[i];
-					d->src_session = rx.src_session;
+					d->src_session = id;
 					if (i >= s->ndlv)
 						s->ndlv = i + 1;
 				}

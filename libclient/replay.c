@@ -16,9 +16,20 @@ int replay_init(struct replay *r, uint64_t capacity, bool block)
 	return r->buf ? 0 : -ENOMEM;
 }
 
+int replay_init_at(struct replay *r, void *buf, uint64_t capacity, uint64_t w, uint64_t acked,
+		   bool block)
+{
+	if (!buf || capacity == 0 || acked > w || (block && w - acked > capacity))
+		return -EINVAL;
+	*r = (struct replay){ .buf = buf, .cap = capacity, .w = w, .acked = acked, .block = block,
+			      .external = true };
+	return 0;
+}
+
 void replay_free(struct replay *r)
 {
-	free(r->buf);
+	if (!r->external)
+		free(r->buf);
 	r->buf = NULL;
 }
 

@@ -29,6 +29,7 @@ struct replay {
 	uint64_t w;     /* bytes accepted, ever */
 	uint64_t acked; /* the peer has read everything before this */
 	bool block;     /* full buffer: refuse (true) or overwrite (false) */
+	bool external;  /* buf is the owner's (a mapped file): not freed here */
 };
 
 #define REPLAY_INIT { .buf = NULL }
@@ -36,6 +37,13 @@ struct replay {
 /* 0, -EINVAL (capacity 0), -ENOMEM. */
 int replay_init(struct replay *r, uint64_t capacity, bool block);
 void replay_free(struct replay *r);
+
+/* Over the owner's buffer (capacity bytes, e.g. a mapped file) whose
+ * counters were kept: w bytes written, acked confirmed.  0, or -EINVAL
+ * when they cannot be (acked > w, or more unconfirmed than it holds
+ * under the block policy). */
+int replay_init_at(struct replay *r, void *buf, uint64_t capacity, uint64_t w, uint64_t acked,
+		   bool block);
 
 /* Accept n bytes.  0, or -EAGAIN (block policy: no room until the peer
  * confirms more), -EMSGSIZE (larger than the whole buffer). */

@@ -347,6 +347,44 @@ int wire_get_error(const void *frame, size_t flen, struct wire_error *m)
 	return msg_end(&i);
 }
 
+int wire_put_topics(void *buf, size_t cap, const struct wire_topics *m)
+{
+	struct out o = frame_begin(buf, cap, WIRE_TOPICS);
+
+	if (m->n > WIRE_TOPICS_MAX)
+		return -EINVAL;
+	put_u32(&o, m->n);
+	for (uint32_t k = 0; k < m->n; k++) {
+		size_t len = strnlen(m->name[k], WIRE_TOPIC_MAX + 1);
+
+		if (len == 0 || len > WIRE_TOPIC_MAX)
+			return -EINVAL;
+		put_u32(&o, (uint32_t)len);
+		put(&o, m->name[k], len);
+	}
+	return frame_end(&o);
+}
+
+int wire_get_topics(const void *frame, size_t flen, struct wire_topics *m)
+{
+	struct in i;
+
+	if (check(frame, flen, WIRE_TOPICS) < 0)
+		return -EBADMSG;
+	i = msg_begin(frame, flen);
+	m->n = get_u32(&i);
+	if (m->n > WIRE_TOPICS_MAX)
+		return -EBADMSG;
+	for (uint32_t k = 0; k < m->n && !i.err; k++) {
+		uint32_t len = 0;
+
+		get_text(&i, WIRE_TOPIC_MAX, &len, m->name[k]);
+		if (!i.err && len == 0)
+			return -EBADMSG;
+	}
+	return msg_end(&i);
+}
+
 int wire_auth_input(void *buf, size_t cap, enum wire_role prover, const uint8_t *prover_nonce,
 		    const uint8_t *verifier_nonce, const char *name)
 {

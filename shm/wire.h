@@ -42,7 +42,8 @@ enum wire_type {
 	WIRE_PING = 5,  /* heartbeat; answered by PONG with the same value */
 	WIRE_PONG = 6,
 	WIRE_ERROR = 7, /* a permanent refusal, with its reason, before closing */
-	WIRE_TYPE_MAX = 7,
+	WIRE_TOPICS = 8,/* after AUTH: the topics this side asks the peer to forward */
+	WIRE_TYPE_MAX = 8,
 };
 
 enum wire_role { WIRE_DIALER = 0, WIRE_LISTENER = 1 };
@@ -81,6 +82,15 @@ struct wire_ping {
 	uint64_t value;
 };
 
+#define WIRE_TOPICS_MAX 64u          /* names in one TOPICS frame */
+
+/* The --bridge names of one side: the peer forwards what is published
+ * locally on them (a name ending in '*' is a prefix). */
+struct wire_topics {
+	uint32_t n;
+	char name[WIRE_TOPICS_MAX][WIRE_TOPIC_MAX + 1];
+};
+
 struct wire_error {
 	int32_t code;                  /* a negative errno */
 	uint32_t text_len;
@@ -99,6 +109,7 @@ int wire_put_data(void *buf, size_t cap, const struct wire_data *m);
 int wire_put_ack(void *buf, size_t cap, const struct wire_ack *m);
 int wire_put_ping(void *buf, size_t cap, enum wire_type type, const struct wire_ping *m);
 int wire_put_error(void *buf, size_t cap, const struct wire_error *m);
+int wire_put_topics(void *buf, size_t cap, const struct wire_topics *m);
 
 /*
  * Framing: how much of buf (len bytes received so far) is the next frame.
@@ -120,6 +131,7 @@ int wire_get_data(const void *frame, size_t flen, struct wire_data *m);
 int wire_get_ack(const void *frame, size_t flen, struct wire_ack *m);
 int wire_get_ping(const void *frame, size_t flen, struct wire_ping *m);
 int wire_get_error(const void *frame, size_t flen, struct wire_error *m);
+int wire_get_topics(const void *frame, size_t flen, struct wire_topics *m);
 
 /*
  * What the HMAC of an AUTH frame covers, so both sides compute it over

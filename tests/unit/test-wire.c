@@ -221,6 +221,7 @@ static void test_fuzz(void)
 			struct wire_ack k;
 			struct wire_ping p;
 			struct wire_error e;
+			struct wire_topics tp;
 		} u;
 		int n, r = -1;
 
@@ -241,6 +242,7 @@ static void test_fuzz(void)
 		case WIRE_PING:
 		case WIRE_PONG: r = wire_get_ping(buf, (size_t)n, &u.p); break;
 		case WIRE_ERROR: r = wire_get_error(buf, (size_t)n, &u.e); break;
+		case WIRE_TOPICS: r = wire_get_topics(buf, (size_t)n, &u.tp); break;
 		}
 		CU_ASSERT(r == 0 || r == -EBADMSG);
 		decoded += r == 0;
@@ -259,6 +261,44 @@ static void test_fuzz(void)
 	printf("\n    %u forged frames framed, %u of them decoded as valid\n", accepted, decoded);
 	CU_ASSERT(accepted == 20000);
 	CU_ASSERT(decoded > 0);
+}
+
+/* TOPICS: names round-trip; an empty name, too many, or a NUL inside are refused. */
+static void test_topics(void)
+{
+	static struct wire_topics tp, tp2;
+	int n;
+
+	tp.n = 3;
+	strcpy(tp.name[0], "prices");
+	strcpy(tp.name[1], "orders.*");
+	memset(tp.name[2], 'x', WIRE_TOPIC_MAX);
+	n = wire_put_topics(buf, sizeof(buf), &tp);
+	CU_ASSERT_FATAL(n > 0);
+	CU_ASSERT(wire_get_topics(buf, (size_t)n, &tp2) == 0 && tp2.n == 3 &&
+		  !strcmp(tp2.name[0], "prices") && !strcmp(tp2.name[1], "orders.*") &&
+		  strlen(tp2.name[2]) == WIRE_TOPIC_MAX);
+	tp.n = 0;
+	n = wire_put_topics(buf, sizeof(buf), &tp);
+	CU_ASSERT(n > 0 && wire_get_topics(buf, (size_t)n, &tp2) == 0 && tp2.n == 0);
+	tp.n = WIRE_TOPICS_MAX + 1;
+	CU_ASSERT(wire_put_topics(buf, sizeof(buf), &tp) == -EINVAL);
+	tp.n = 1;
+	tp.name[0][0] = 0;
+	CU_ASSERT(wire_put_topics(buf, sizeof(buf), &tp) == -EINVAL);
+	{
+		/* count 1, a name of length 0, under a valid CRC */
+		uint8_t body[8] = { 1, 0, 0, 0, 0, 0, 0, 0 };
+		enum wire_type t;
+
+		n = forge(WIRE_TOPICS, body, 8);
+		CU_ASSERT(wire_frame(buf, (size_t)n, &t) == n);
+		CU_ASSERT(wire_get_topics(buf, (size_t)n, &tp2) == -EBADMSG);
+		/* a count above the limit */
+		body[0] = WIRE_TOPICS_MAX + 1;
+		n = forge(WIRE_TOPICS, body, 4);
+		CU_ASSERT(wire_get_topics(buf, (size_t)n, &tp2) == -EBADMSG);
+	}
 }
 
 static void test_auth_input(void)
@@ -285,6 +325,7 @@ static const struct harness_test tests[] = {
 	{ "lying_bodies", test_lying_bodies },
 	{ "fuzz", test_fuzz },
 	{ "auth_input", test_auth_input },
+	{ "topics", test_topics },
 	{ NULL, NULL },
 };
 
