@@ -224,7 +224,7 @@ struct link {
 	unsigned nsent, capsent;
 	uint64_t batch_src;    /* the remote source of this input batch's deliveries */
 	/* figures */
-	uint64_t wire_out, wire_in, msgs_out, msgs_in, no_topic;
+	uint64_t wire_out, wire_in, msgs_out, msgs_in, no_topic, not_bridged;
 	uint64_t connects, backoff_ns;
 	char reason[WIRE_TEXT_MAX + 40]; /* the first reason of the last disconnect */
 	struct session_event ev[LINK_EVENTS];

@@ -592,6 +592,14 @@ static int link_deliver(void *arg, const struct wire_data *d)
 	uint64_t id = remote_src_id(l->f->peer_broker, d->src_session);
 	int r;
 
+	/* a peer delivers only into what this link bridges (both sides' lists) */
+	if (!link_bridges(b, l, d->topic)) {
+		if (!l->not_bridged++)
+			link_event(l, LOG_WARNING, "the peer sent topic '%s', which this link does not"
+				   " bridge: dropped (and every such message, counted)", d->topic);
+		l->msgs_in++;
+		return 0;
+	}
 	if (!t) {
 		l->no_topic++; /* nobody here has ever used it: nobody to deliver to */
 		l->msgs_in++;

@@ -202,8 +202,11 @@ static int on_ready(struct linkproto *lp, enum wire_type t, const uint8_t *fr, s
 			return drop(lp, -EBADMSG, "a malformed DATA frame");
 		if (d.offset < lp->routed)
 			return 0; /* routed before the last cut: a replay, skipped */
+		/* bytes lost in transit (TCP does not; a middlebox might): the
+		 * sender still holds them, so a reconnect has them resent.  A gap
+		 * the sender cannot fill is found by its replay_resume(). */
 		if (d.offset > lp->routed)
-			return refuse(lp, -ERANGE, "data is missing before this frame: a gap");
+			return drop(lp, -EBADMSG, "data missing before a frame (lost in transit): reconnecting");
 		r = lp->ops.deliver(lp->ops.arg, &d);
 		if (r < 0)
 			return r; /* -EAGAIN: this frame again later */

@@ -8,7 +8,9 @@
  * verified.  Then each side resends what the other has not routed, from
  * its replay buffer, which outlives connections.  A DATA frame carries
  * its offset in the data stream: one already routed is skipped (a
- * replay), one beyond is a gap — a permanent error, never silent loss.
+ * replay), one beyond means bytes were lost in transit: the connection
+ * goes and the sender resends them.  A gap the sender can no longer fill
+ * (its ring moved on) is a permanent error, never silent loss.
  *
  * Errors of lp_input(): -EBADMSG (a corrupt frame) and -EPROTO (frames out
  * of order) are temporary — state LP_IDLE: the connection goes, the link

@@ -61,17 +61,27 @@ static int write_key(char *path, uint8_t *k)
 	return ok ? 0 : -1;
 }
 
+/*
+ * A port to listen on that no outgoing connection will take as its source
+ * port while a killed broker is away (a dialer redials it meanwhile, and
+ * other tests connect too): below the ephemeral range, and free now.
+ */
 static uint16_t free_port(void)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t al = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	for (int tries = 0; tries < 1000; tries++) {
+		struct sockaddr_in a = { .sin_family = AF_INET,
+					 .sin_port = htons((uint16_t)(20000 + randombytes_uniform(12000))),
+					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
 
-	CU_ASSERT_FATAL(fd >= 0);
-	CU_ASSERT_FATAL(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
-	CU_ASSERT_FATAL(getsockname(fd, (struct sockaddr *)&a, &al) == 0);
-	close(fd);
-	return ntohs(a.sin_port);
+		CU_ASSERT_FATAL(fd >= 0);
+		ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+		close(fd);
+		if (ok)
+			return ntohs(a.sin_port);
+	}
+	CU_FAIL_FATAL("no free port in 20000-31999");
+	return 0;
 }
 
 static uint64_t link_n(void)
@@ -99,12 +109,16 @@ struct pair {
 	char adir[256], bdir[256];
 };
 
+/* Each link's replay ring: small in a test, so that it fills and holds
+ * the publishers back. */
+static const char *link_buffer = "16777216";
+
 static int start_a(struct pair *p, bool again)
 {
 	if (again)
 		tb_use_dir(p->adir);
 	return tb_start(&p->a, "--listen", p->listen, "--link-key", keypath, "--link-heartbeat-ms", "100",
-			"--link-timeout-ms", "500", NULL);
+			"--link-timeout-ms", "500", "--link-buffer", link_buffer, NULL);
 }
 
 static int start_b(struct pair *p, bool again, const char *keyfile)
@@ -112,7 +126,8 @@ static int start_b(struct pair *p, bool again, const char *keyfile)
 	if (again)
 		tb_use_dir(p->bdir);
 	return tb_start(&p->b, "--link", p->dial, "--link-key", keyfile, "--bridge", "t",
-			"--link-heartbeat-ms", "100", "--link-timeout-ms", "500", NULL);
+			"--link-heartbeat-ms", "100", "--link-timeout-ms", "500",
+			"--link-buffer", link_buffer, NULL);
 }
 
 /* A listens; B dials through a proxy (or straight); the link comes up. */
@@ -259,6 +274,8 @@ static void test_broker_kills(void)
 	uint64_t n = link_n() / 2, t0;
 	int kills = 0;
 
+	/* 64 KiB rings: about 1000 messages in flight, then the publisher waits */
+	link_buffer = "65536";
 	pair_start(&p, false);
 	t0 = mono_ns();
 	run_start(&r, &p, n);
@@ -274,7 +291,15 @@ static void test_broker_kills(void)
 		kill(t->pid, SIGKILL);
 		CU_ASSERT(tb_wait_child(t->pid, 5000) == 128 + SIGKILL);
 		kills++;
-		CU_ASSERT_FATAL((round % 2 ? start_b(&p, true, keypath) : start_a(&p, true)) == 0);
+		if ((round % 2 ? start_b(&p, true, keypath) : start_a(&p, true)) != 0) {
+			char cmd[400];
+
+			/* why: the log's last lines, for the post-mortem */
+			snprintf(cmd, sizeof(cmd), "tail -n 5 '%s'", t->log);
+			if (system(cmd) != 0)
+				printf("    (no log)\n");
+			CU_FAIL_FATAL("a killed broker did not start again");
+		}
 	}
 	run_finish(&r, "broker kills");
 	printf("    %d broker SIGKILLs in %.1f s\n", kills, (double)(mono_ns() - t0) / 1e9);
@@ -282,6 +307,7 @@ static void test_broker_kills(void)
 	/* the restarted brokers picked their links up from links/ */
 	CU_ASSERT(tb_log_count(&p.a, "back from links/") + tb_log_count(&p.b, "back from links/") >= 1);
 	pair_stop(&p);
+	link_buffer = "16777216";
 }
 
 /* Raw TCP to A's link port: bytes in, and what A answers. */

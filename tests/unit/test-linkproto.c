@@ -211,7 +211,45 @@ static void test_refusals(void)
 		CU_ASSERT(b.state == LP_IDLE && sb.next == 0);
 		CU_ASSERT(connect_both(&a, &b, &sa, &sb, &ea, &eb) == 0);
 		CU_ASSERT(sb.next == 1 && sb.dups == 0);
+
+		/* whole frames lost in transit (a middlebox): the next one is
+		 * beyond what b routed; the connection goes, the sender resends,
+		 * nothing is lost and the link does not fail for good */
+		v = 1;
+		CU_ASSERT(lp_send(&a, &m) == 0);
+		v = 2;
+		CU_ASSERT(lp_send(&a, &m) == 0);
+		out = (uint8_t *)lp_output(&a, &len);
+		{
+			enum wire_type t;
+			int f1 = wire_frame(out, len, &t);
+
+			CU_ASSERT_FATAL(f1 > 0 && (size_t)f1 < len);
+			lp_sent(&a, (size_t)f1); /* the first frame: gone */
+		}
+		CU_ASSERT(pump(&a, &b, &sa, &sb, 0, &ea, &eb) < 0 && eb == -EBADMSG);
+		CU_ASSERT(b.state == LP_IDLE && strstr(b.why, "lost in transit") && sb.next == 1);
+		CU_ASSERT(connect_both(&a, &b, &sa, &sb, &ea, &eb) == 0);
+		CU_ASSERT(sb.next == 3 && sb.dups == 0 && sb.bad == 0);
 	}
+	lp_free(&a);
+	lp_free(&b);
+	/* a gap the sender cannot fill: the peer lost what it had routed
+	 * (say, its file) and asks for bytes the ring no longer holds */
+	pair(&a, &b, k1, k1, 4096);
+	CU_ASSERT_FATAL(connect_both(&a, &b, &sa, &sb, &ea, &eb) == 0);
+	memset(&sb, 0, sizeof(sb));
+	for (uint64_t v = 0; v < 200; v++) {
+		struct wire_data m = { .topic_len = 1, .topic = "t", .payload = &v, .len = sizeof(v) };
+
+		CU_ASSERT_FATAL(lp_send(&a, &m) == 0);
+		CU_ASSERT_FATAL(pump(&a, &b, &sa, &sb, 0, &ea, &eb) == 0);
+	}
+	CU_ASSERT(a.tx.w > a.tx.cap);
+	b.routed = 0;
+	memset(&sb, 0, sizeof(sb));
+	CU_ASSERT(connect_both(&a, &b, &sa, &sb, &ea, &eb) < 0);
+	CU_ASSERT(ea == -ERANGE && a.state == LP_FAILED && strstr(a.why, "gap"));
 	lp_free(&a);
 	lp_free(&b);
 }
