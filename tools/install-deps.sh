@@ -4,7 +4,7 @@
 #   tools/install-deps.sh           build + test dependencies
 #   tools/install-deps.sh --bench   also the peers `make bench` compares with
 set -eu
-pkgs="build-essential pkg-config liburing-dev libbpf-dev libcunit1-dev libsodium-dev clang bpftool systemd jq groff-base man-db"
+pkgs="build-essential pkg-config liburing-dev libbpf-dev libcunit1-dev libsodium-dev clang bpftool systemd jq groff-base man-db iproute2"
 case "${1:-}" in
 --bench) pkgs="$pkgs iceoryx libiceoryx-binding-c-dev mosquitto libmosquitto-dev libzmq3-dev libnng-dev gnuplot-nox" ;;
 "") ;;
