@@ -394,7 +394,7 @@ static void session_info(struct broker *b, struct session *s, struct proto_sessi
 	i->published = s->routed_in;
 	i->delivered = s->delivered_out;
 	i->dropped = s->dropped_oldest;
-	i->full_ms = s->full_since ? (now - s->full_since) / 1000000 : 0;
+	i->full_ms = s->full_since && now > s->full_since ? (now - s->full_since) / 1000000 : 0;
 	clock_gettime(CLOCK_REALTIME, &rt);
 	if (h) {
 		uint64_t created = load_relaxed(&h->created_ns);

@@ -589,7 +589,9 @@ static int link_deliver(void *arg, const struct wire_data *d)
 	struct link *l = arg;
 	struct broker *b = l->b;
 	struct topic *t = topic_find(b, d->topic);
-	uint64_t id = remote_src_id(l->f->peer_broker, d->src_session);
+	/* the origin, from this connection's HELLO (DATA may come in the
+	 * same read as the AUTH, before the handshake is marked done) */
+	uint64_t origin = l->lp.peer_broker, id = remote_src_id(origin, d->src_session);
 	int r;
 
 	/* a peer delivers only into what this link bridges (both sides' lists) */
@@ -610,8 +612,7 @@ static int link_deliver(void *arg, const struct wire_data *d)
 		router_commit(b);
 		l->batch_src = id;
 	}
-	r = router_deliver_remote(b, t, id, l->f->peer_broker, d->src_session, d->src_seq, d->payload,
-				  d->len);
+	r = router_deliver_remote(b, t, id, origin, d->src_session, d->src_seq, d->payload, d->len);
 	if (r == 0)
 		l->msgs_in++;
 	return r;
@@ -1092,14 +1093,15 @@ unsigned link_run(struct broker *b, uint64_t now)
 		}
 		if (b->links[i] != l || l->fd < 0)
 			continue;
-		if (now - l->last_rx >= b->o.link_timeout_ms * MS) {
+		/* last_rx may be later than now: read in this very pass */
+		if (now > l->last_rx && now - l->last_rx >= b->o.link_timeout_ms * MS) {
 			snprintf(l->lp.why, sizeof(l->lp.why), "nothing heard from the peer for %llu ms",
 				 (unsigned long long)((now - l->last_rx) / MS));
 			link_lost(b, l, -ETIMEDOUT);
 			work++;
 			continue;
 		}
-		if (now - l->last_ping >= b->o.link_heartbeat_ms * MS) {
+		if (now > l->last_ping && now - l->last_ping >= b->o.link_heartbeat_ms * MS) {
 			l->last_ping = now;
 			lp_ping(&l->lp, now);
 		}
@@ -1115,7 +1117,7 @@ unsigned link_run(struct broker *b, uint64_t now)
 	}
 	/* a connection that never says HELLO goes after the handshake deadline */
 	for (unsigned i = 0; i < LINK_PENDING; i++)
-		if (b->pending[i] && now - b->pending[i]->since > 2000 * MS)
+		if (b->pending[i] && now > b->pending[i]->since && now - b->pending[i]->since > 2000 * MS)
 			pending_close(b, i, "no HELLO within 2 s");
 	return work;
 }

@@ -905,7 +905,9 @@ void session_expire(struct broker *b, uint64_t now)
 		/* a live reader that holds publishers back too long loses its
 		 * session's attachment (decisions.md 15); the session keeps what
 		 * it has and expires like any detached one */
-		if (s->owner && s->full_since &&
+		/* full_since may be later than now: a link delivered after the
+		 * loop read its clock */
+		if (s->owner && s->full_since && now > s->full_since &&
 		    now - s->full_since >= b->o.block_timeout_ms * 1000000ull) {
 			session_detach(b, s, "its RX ring was full for longer than --block-timeout");
 			if (i >= b->nsessions || b->sessions[i] != s)

@@ -241,8 +241,8 @@ static void test_faults(void)
 	pair_start(&p, true);
 	t0 = mono_ns();
 	run_start(&r, &p, n);
-	/* the whole plan at least once, however quick the stream */
-	for (unsigned cycles = 0; (run_received(&r) < 4 * n || !cycles) && mono_ns() - t0 < 200000000000ull;) {
+	/* the whole plan three times at least, however quick the stream */
+	for (unsigned cycles = 0; (run_received(&r) < 4 * n || cycles < 3) && mono_ns() - t0 < 200000000000ull;) {
 		fproxy_mode(p.px, plan[k].m);
 		faults += plan[k].name != NULL;
 		if (plan[k].ms)
@@ -483,13 +483,69 @@ static void test_key_checks(void)
 	CU_ASSERT(tb_log_count(&t, "--link-key") >= 1);
 	tb_cleanup(&t);
 	unlink(path);
+	/* the same settings from a config file: a link dialed, a bridge asked for */
+	{
+		char conf[160];
+		FILE *f;
+
+		snprintf(conf, sizeof(conf), "%s.conf", keypath);
+		f = fopen(conf, "w");
+		CU_ASSERT_FATAL(f != NULL);
+		fprintf(f, "link = cfg=127.0.0.1:1\nbridge = t\nbridge = u.*\nlink-key = %s\n"
+			"link-heartbeat-ms = 100\n", keypath);
+		fclose(f);
+		CU_ASSERT_FATAL(tb_start(&t, "--config", conf, NULL) == 0);
+		CU_ASSERT(wait_log(&t, "link cfg: dialing 127.0.0.1:1", 1, 5000));
+		CU_ASSERT(wait_log(&t, "link cfg: connect to 127.0.0.1:1 failed", 1, 5000));
+		CU_ASSERT(tb_stop(&t) == 0);
+		tb_cleanup(&t);
+		unlink(conf);
+	}
 	/* and links without a key at all */
 	CU_ASSERT(tb_start(&t, "--listen", "127.0.0.1:0", NULL) < 0);
 	CU_ASSERT(tb_log_count(&t, "links need a key") == 1);
 	tb_cleanup(&t);
 }
 
+/* A message from the other host says where it came from. */
+static void test_origin(void)
+{
+	struct pair p;
+	struct shmb_client *ca, *cb;
+	struct shmb_session *sa, *sb;
+	struct shmb_msg m;
+	uint64_t b_id;
+
+	pair_start(&p, false);
+	CU_ASSERT_FATAL(connect_open(&p.b, "origin-sub", 0, &cb, &sb) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(sb, "t") == 0);
+	CU_ASSERT_FATAL(connect_open(&p.a, "origin-pub", 0, &ca, &sa) == 0);
+	/* B's own first: its broker id */
+	CU_ASSERT(shmb_publish(sb, "t", "local", 5, 5000) == 0);
+	CU_ASSERT_FATAL(shmb_recv(sb, &m, 5000) == 0 && m.len == 5);
+	b_id = m.src_broker;
+	CU_ASSERT(shmb_ack(sb) == 0);
+	CU_ASSERT(shmb_publish(sa, "t", "remote", 6, 5000) == 0);
+	CU_ASSERT_FATAL(shmb_recv(sb, &m, 10000) == 0);
+	CU_ASSERT(m.len == 6 && !memcmp(m.data, "remote", 6));
+	CU_ASSERT(m.src_broker != 0 && m.src_broker != b_id);
+	CU_ASSERT(m.src_seq == 0);
+	CU_ASSERT(shmb_ack(sb) == 0);
+	/* a topic the link does not bridge stays on its host */
+	CU_ASSERT(shmb_subscribe(sb, "not-bridged") == 0);
+	CU_ASSERT(shmb_publish(sa, "not-bridged", "x", 1, 5000) == 0);
+	CU_ASSERT(shmb_publish(sa, "t", "after", 5, 5000) == 0);
+	CU_ASSERT_FATAL(shmb_recv(sb, &m, 10000) == 0);
+	CU_ASSERT(m.len == 5 && !memcmp(m.data, "after", 5));
+	shmb_session_close(sa);
+	shmb_session_close(sb);
+	shmb_close(ca);
+	shmb_close(cb);
+	pair_stop(&p);
+}
+
 static const struct harness_test tests[] = {
+	{ "origin", test_origin },
 	{ "key_checks", test_key_checks },
 	{ "refusals", test_refusals },
 	{ "faults", test_faults },
