@@ -269,6 +269,12 @@ static int set_opt(struct broker *b, struct secs *t, int o, const char *val)
 	return r;
 }
 
+/* The settings that keep their value's string (set_opt stores the pointer). */
+static bool opt_keeps_string(int o)
+{
+	return o == 'd' || (o >= 15 && o <= 18);
+}
+
 static char *trim(char *s)
 {
 	char *e;
@@ -326,12 +332,15 @@ static int config_read(struct broker *b, struct secs *t, const char *path, bool 
 			ret = -1;
 			break;
 		}
-		/* a value outlives the line it was read from */
+		/* a value outlives the line it was read from, where the setting
+		 * keeps the string itself (a path, an address, a topic) */
 		val = strdup(val);
 		if (!val || !*val || set_opt(b, t, o->val, val) != 0) {
 			fprintf(stderr, "shmbd: %s:%u: bad value for '%s'\n", path, n, k);
 			free(val);
 			ret = -1;
+		} else if (!opt_keeps_string(o->val)) {
+			free(val);
 		}
 	}
 	free(line);
