@@ -32,7 +32,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 HDRS     := $(wildcard shm/*.h libclient/include/*.h libclient/*.h broker/*.h tests/*.h)
 
 .SECONDARY:
-.PHONY: all test test-unit test-hostile-broker asan bench run demo ring-demo install clean help
+.PHONY: all test test-unit test-hostile-broker asan test-links-short bench run demo ring-demo install clean help
 all: $(BUILD)/libshmb.so $(BUILD)/libshmb.a $(BUILD)/libshmb-internal.a $(BUILD)/shmb.pc \
      $(BUILD)/ring-demo $(BUILD)/shmbd $(BUILD)/shmbctl
 
@@ -166,10 +166,14 @@ test-unit: $(UNIT_BINS)
 test-hostile-broker: $(INT_BINS)
 	SHMB_TEST_ONLY=broker-hostile tests/run-tests.sh $(INT_BINS)
 
+# The remote links between two brokers, with a shorter stream (ASan is slow).
+test-links-short: $(BUILD)/tests/test-links
+	SHMB_LINK_N=50000 tests/run-tests.sh $(BUILD)/tests/test-links
+
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-		EXTRA_LDFLAGS="-fsanitize=address,undefined" test-unit test-hostile-broker
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" test-unit test-hostile-broker test-links-short
 
 # ---- benchmarks ----------------------------------------------------------------
 
