@@ -650,6 +650,12 @@ int link_offer(struct broker *b, unsigned i, struct session *pub, uint64_t seq, 
 			break;
 		}
 	if (!d) {
+		/* sources that are gone first make room: ids are never reused */
+		for (unsigned k = 0; l->nsent == l->capsent && k < l->nsent;)
+			if (!session_by_id(b, l->sent[k].src_session))
+				l->sent[k] = l->sent[--l->nsent];
+			else
+				k++;
 		if (l->nsent == l->capsent) {
 			unsigned cap = l->capsent ? 2 * l->capsent : 16;
 			struct delivered *n = realloc(l->sent, cap * sizeof(*n));
