@@ -1084,7 +1084,8 @@ unsigned link_run(struct broker *b, uint64_t now)
 		}
 		if (b->links[i] != l || l->fd < 0)
 			continue;
-		if (now - l->last_rx >= b->o.link_timeout_ms * MS) {
+		/* link_input() stamps last_rx with a clock read after `now` */
+		if (now > l->last_rx && now - l->last_rx >= b->o.link_timeout_ms * MS) {
 			snprintf(l->lp.why, sizeof(l->lp.why), "nothing heard from the peer for %llu ms",
 				 (unsigned long long)((now - l->last_rx) / MS));
 			link_lost(b, l, -ETIMEDOUT);
