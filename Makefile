@@ -25,7 +25,7 @@ BROKER_SRC := broker/linkauth.c broker/linkproto.c broker/link.c broker/main.c b
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker test-restart test-redial test-admin test-links
-BENCHES    := bench-ring bench-broker bench-ops
+BENCHES    := bench-ring bench-broker bench-ops bench-links
 
 SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)

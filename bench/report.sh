@@ -34,8 +34,12 @@ function ratio(a, b) {
 	if (a / b >= 10) return sprintf("%.0f×", a / b)
 	return sprintf("%.2f×", a / b)
 }
-# the shmb row a latency row is compared with: spinning with spinning
-function shmb_for(t) { return (t ~ /spin/) ? "shmb spin" : "shmb block" }
+# the shmb row a latency row is compared with: spinning with spinning,
+# and the baselines of a remote link with the rows of the link
+function shmb_for(t, w,    pre) {
+	pre = (w ~ /^link-/) ? "shmb link " : "shmb "
+	return pre ((t ~ /spin/) ? "spin" : "block")
+}
 $1 == "@S" { skip[$2] = $3; nskip++; order_s[nskip] = $2; next }
 $1 != "@R" { next }
 {
@@ -119,11 +123,12 @@ function table_lat(w, title, pin,    i, j, t, key, k, a, line, ref, refkey, m50)
 				       fmt_us(med_of(key, p99)), fmt_us(med_of(key, p999)))
 			for (k = 1; k <= cnt[key]; k++) a[k] = mx[key, k] + 0
 			stats(a, cnt[key])
-			ref = shmb_for(t); refkey = pin SUBSEP w SUBSEP ref SUBSEP sz[w, j]
+			ref = shmb_for(t, w); refkey = pin SUBSEP w SUBSEP ref SUBSEP sz[w, j]
 			line = line sprintf(" %s | %s |", fmt_us(MAX), t ~ /^shmb/ ? "" : ratio(med_of(refkey, p50), m50) " (vs " ref ")")
 			if (lost[key] > 0) line = line sprintf(" **%d lost**", lost[key])
 			print line
-			printf("%s\t%s\t%.3f\t%.3f\t%.3f\n", t, pin, m50, med_of(key, p99), med_of(key, p999)) > (out "/rtt-" sz[w, j] ".dat")
+			if (w == "rtt")
+				printf("%s\t%s\t%.3f\t%.3f\t%.3f\n", t, pin, m50, med_of(key, p99), med_of(key, p999)) > (out "/rtt-" sz[w, j] ".dat")
 		}
 	}
 }
@@ -196,6 +201,8 @@ END {
 		table_rate("fanout", "Fan-out 1 → 8, messages/s received in all", pin)
 		table_rate("fanin", "Fan-in 8 → 1, messages/s received", pin)
 		table_scale(pin)
+		table_rate("link-oneway", "Remote link on loopback (two brokers) beside one TCP connection: one-way, every message checked", pin)
+		table_lat("link-rtt", "Remote link on loopback (two brokers) beside one TCP connection: round trip", pin)
 		table_counts("recovery-sub", "Recovery: subscriber SIGKILLed during the stream", pin)
 		table_counts("recovery-broker", "Recovery: broker SIGKILLed during the stream", pin)
 	}

@@ -27,6 +27,7 @@ run() { # NAME: one program, its lines into raw (and the rest on the screen)
 run bench-ring
 run bench-broker
 run bench-ops
+run bench-links
 for p in sockets zmq nng mosquitto iceoryx; do
 	if [ -x "$dir/peer-$p" ]; then
 		run "peer-$p"
@@ -49,7 +50,8 @@ done
 		"$(bench_reps=${SHMB_BENCH_REPS:-3}; echo "$bench_reps") repetitions per figure: median (min–max)." \
 		"${SHMB_BENCH_QUICK:+QUICK run: a tenth of every count.}"
 	echo "Ratios are shmb / the row's transport, from this same run; for latency the"
-	echo "spinning rows are compared with shmb spin and the blocking ones with shmb block."
+	echo "spinning rows are compared with shmb spin and the blocking ones with shmb block;"
+	echo "in the remote-link tables, with shmb's link rows (shmb link spin, shmb link block)."
 	bench/report.sh "$raw" "$dir"
 	echo
 	echo "Run time: $(( $(date +%s) - start )) s."

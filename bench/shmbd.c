@@ -22,24 +22,17 @@ char bench_dir[64];
 pid_t bench_broker = -1;
 static const char *const *last_extra;
 
-void bench_broker_start(const char *const *extra)
+pid_t bench_broker_spawn(const char *dir, const char *const *extra)
 {
 	char self[512], path[600];
 	ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	pid_t pid;
 
 	self[k > 0 ? k : 0] = 0;
 	snprintf(path, sizeof(path), "%s/../shmbd", dirname(self));
-	if (!bench_dir[0]) {
-		snprintf(bench_dir, sizeof(bench_dir), "/dev/shm/shmb-bench.XXXXXX");
-		if (!mkdtemp(bench_dir)) {
-			perror("mkdtemp");
-			exit(1);
-		}
-		last_extra = extra;
-	}
-	bench_broker = bench_spawn();
-	if (bench_broker == 0) {
-		const char *argv[32] = { path, "--dir", bench_dir, "--quiet" };
+	pid = bench_spawn();
+	if (pid == 0) {
+		const char *argv[32] = { path, "--dir", dir, "--quiet" };
 		const char *poll = getenv("SHMB_BENCH_POLL_US");
 		int n = 4;
 
@@ -48,24 +41,39 @@ void bench_broker_start(const char *const *extra)
 			argv[n++] = "--poll-us";
 			argv[n++] = poll;
 		}
-		for (int i = 0; last_extra && last_extra[i] && n < 31; i++)
-			argv[n++] = last_extra[i];
+		for (int i = 0; extra && extra[i] && n < 31; i++)
+			argv[n++] = extra[i];
 		argv[n] = NULL;
 		execv(path, (char *const *)argv);
 		_exit(127);
 	}
 	for (int i = 0; i < 5000; i++) {
-		struct shmb_connect_opts o = { .dir = bench_dir };
+		struct shmb_connect_opts o = { .dir = dir };
 		struct shmb_client *c;
 
 		if (shmb_connect(&o, &c) == 0) {
 			shmb_close(c);
-			return;
+			return pid;
 		}
 		usleep(1000);
 	}
 	fprintf(stderr, "bench: %s did not start\n", path);
+	kill(pid, SIGKILL);
+	bench_reap(pid);
 	exit(1);
+}
+
+void bench_broker_start(const char *const *extra)
+{
+	if (!bench_dir[0]) {
+		snprintf(bench_dir, sizeof(bench_dir), "/dev/shm/shmb-bench.XXXXXX");
+		if (!mkdtemp(bench_dir)) {
+			perror("mkdtemp");
+			exit(1);
+		}
+		last_extra = extra;
+	}
+	bench_broker = bench_broker_spawn(bench_dir, last_extra);
 }
 
 void bench_broker_kill(void)
@@ -156,20 +164,31 @@ uint64_t bench_broker_shm_bytes(void)
 
 struct shmb_session *open_session(struct shmb_client **c, const char *name, unsigned spin_us)
 {
-	struct shmb_connect_opts co = { .dir = bench_dir };
+	return open_session_in(bench_dir, c, name, spin_us);
+}
+
+struct shmb_session *open_session_in(const char *dir, struct shmb_client **c, const char *name,
+				     unsigned spin_us)
+{
+	struct shmb_connect_opts co = { .dir = dir };
 	struct shmb_session_opts so = { .policy = SHMB_POLICY_DEFAULT, .flags = SHMB_FRESH,
 					.rx_ring_size = 4u << 20, .tx_ring_size = 4u << 20,
 					.spin_us = spin_us };
 	struct shmb_session *s;
 
 	if (shmb_connect(&co, c) < 0 || shmb_session_open(*c, name, &so, &s) < 0) {
-		fprintf(stderr, "bench-broker: cannot open %s\n", name);
+		fprintf(stderr, "bench: cannot open %s on %s\n", name, dir);
 		exit(1);
 	}
 	return s;
 }
 
 struct lat broker_pingpong(unsigned spin_us, size_t n)
+{
+	return broker_pingpong_between(bench_dir, bench_dir, spin_us, n);
+}
+
+struct lat broker_pingpong_between(const char *ping_dir, const char *echo_dir, unsigned spin_us, size_t n)
 {
 	uint32_t *ready = bench_shalloc(sizeof(*ready)); /* the echo has subscribed */
 	uint64_t *lat = malloc(n * sizeof(*lat)), bad = 0;
@@ -184,7 +203,7 @@ struct lat broker_pingpong(unsigned spin_us, size_t n)
 	echo = bench_spawn();
 	if (echo == 0) {
 		bench_pin(1);
-		s = open_session(&c, "bench-echo", spin_us);
+		s = open_session_in(echo_dir, &c, "bench-echo", spin_us);
 		shmb_subscribe(s, "ping");
 		store_release(ready, 1);
 		for (size_t i = 0; i < n + 100; i++) {
@@ -203,7 +222,7 @@ struct lat broker_pingpong(unsigned spin_us, size_t n)
 		_exit(0);
 	}
 	bench_pin(0);
-	s = open_session(&c, "bench-ping", spin_us);
+	s = open_session_in(ping_dir, &c, "bench-ping", spin_us);
 	shmb_subscribe(s, "pong");
 	while (!load_acquire(ready))
 		usleep(100);

@@ -266,6 +266,70 @@ static void test_faults(void)
 	pair_stop(&p);
 }
 
+/*
+ * A subscriber on A that stops reading now and then, for less than the
+ * link's timeout: the link stalls (its input waits for room) and must
+ * stay up.  A stalled link once read its socket after the
+ * tick's clock was taken, the silence "now - last_rx" wrapped, and the
+ * link was dropped as "nothing heard for 18446744073688 ms".
+ */
+static void test_stalled(void)
+{
+	struct pair p;
+	struct stats *st;
+	pid_t sub, pub;
+	uint64_t n = link_n() / 10;
+
+	if (n < 20000)
+		n = 20000;
+	pair_start(&p, false);
+	st = stats_new();
+	sub = fork_or_die();
+	if (sub == 0) {
+		struct shmb_client *c;
+		struct shmb_session *s;
+		unsigned unacked = 0;
+		uint64_t got = 0;
+
+		if (connect_open(&p.a, "sub-0", 0, &c, &s) < 0 || shmb_subscribe(s, "t") < 0)
+			_exit(10);
+		fetch_add_release(&st->ready, 1);
+		while (got < n) {
+			struct shmb_msg m;
+			int r;
+
+			/* a pause well under the 500 ms timeout, every 5000 messages */
+			if (got % 5000 == 0)
+				usleep(150000);
+			if (shmb_recv(s, &m, 30000) < 0)
+				_exit(11);
+			r = stream_take(st, 0, &m, 1, s, &unacked);
+			if (r)
+				_exit(r);
+			got++;
+		}
+		shmb_ack(s);
+		shmb_session_close(s);
+		shmb_close(c);
+		_exit(0);
+	}
+	CU_ASSERT_FATAL(wait_ready(st, 1));
+	pub = fork_or_die();
+	if (pub == 0)
+		publisher(&p.b, st, 0, n);
+	CU_ASSERT(tb_wait_child(pub, 120000) == 0);
+	CU_ASSERT(tb_wait_child(sub, 120000) == 0);
+	CU_ASSERT(st->next[0][0] == n);
+	CU_ASSERT(st->dups[0] == 0);
+	printf("\n    %llu messages to a pausing subscriber; the link went down %d + %d times\n",
+	       (unsigned long long)n, tb_log_count(&p.a, "link east: down"),
+	       tb_log_count(&p.b, "link east: down"));
+	CU_ASSERT(tb_log_count(&p.a, "link east: down") == 0);
+	CU_ASSERT(tb_log_count(&p.b, "link east: down") == 0);
+	munmap(st, sizeof(*st));
+	pair_stop(&p);
+}
+
 /* SIGKILL either broker mid-stream, restart it on its directory. */
 static void test_broker_kills(void)
 {
@@ -548,6 +612,7 @@ static const struct harness_test tests[] = {
 	{ "origin", test_origin },
 	{ "key_checks", test_key_checks },
 	{ "refusals", test_refusals },
+	{ "stalled", test_stalled },
 	{ "faults", test_faults },
 	{ "broker_kills", test_broker_kills },
 	{ NULL, NULL },
