@@ -154,7 +154,8 @@ MP_BINS   := $(MP_TESTS:%=$(BUILD)/tests/%)
 
 test: all $(BUILD)/example-pubsub $(BUILD)/tests/exit-client $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
 	tests/run-tests.sh $(UNIT_BINS) $(MP_BINS) $(INT_BINS) "tests/integration/test-shmbctl.sh $(BUILD)" \
-		"tests/integration/test-admin-cli.sh $(BUILD)" "tests/integration/test-links-netns.sh $(BUILD)" \
+		"tests/integration/test-admin-cli.sh $(BUILD)" "tests/integration/test-links-cli.sh $(BUILD)" \
+		"tests/integration/test-links-netns.sh $(BUILD)" \
 		"tests/integration/test-bench-report.sh"
 
 test-unit: $(UNIT_BINS)

@@ -396,6 +396,10 @@ uint64_t link_topic_mask(struct broker *b, const char *name);
 int link_offer(struct broker *b, unsigned i, struct session *pub, uint64_t seq,
 	       const struct topic *t, const void *payload, uint32_t len);
 void link_stop(struct broker *b);
+/* Admin (shmbctl links): the link of that name, unless it is still being
+ * authenticated (then it does not exist yet); what is shown of it. */
+struct link *link_named(struct broker *b, const char *name);
+void link_info(const struct broker *b, const struct link *l, struct proto_link_info *i, uint64_t now);
 /* After loop_init: arm the listener and resolver, start dialing. */
 void link_start(struct broker *b);
 

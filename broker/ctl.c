@@ -10,6 +10,7 @@
  * Must never: take a uid or pid from a message; let a request name a
  * session of another uid (it does not exist for them: -ENOENT).
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -483,19 +484,14 @@ static int list_topics(struct broker *b, struct conn *c, const struct proto_list
 	return send_page(c, p, sizeof(*out));
 }
 
-static int list_events(struct broker *b, struct conn *c, const struct proto_list *q,
-		       struct proto_list_reply *p, bool all, uid_t uid, const char *name)
+/* An event ring of size slots holding the last of nev events, oldest first. */
+static int send_events(struct conn *c, struct proto_list_reply *p, const struct session_event *ev,
+		       unsigned size, uint64_t nev)
 {
 	struct proto_event_info *out = (void *)(p + 1);
-	struct session *s;
 
-	if (!name[0])
-		return reply_err(c, q->h.req_id, -EINVAL, "events are listed for one named session");
-	s = adm_find(b, c, q->h.req_id, all, uid, name);
-	if (!s)
-		return 0;
-	for (uint64_t k = s->nev > SESSION_EVENTS ? s->nev - SESSION_EVENTS : 0; k < s->nev; k++) {
-		const struct session_event *e = &s->ev[k % SESSION_EVENTS];
+	for (uint64_t k = nev > size ? nev - size : 0; k < nev; k++) {
+		const struct session_event *e = &ev[k % size];
 
 		out[p->count].time_ns = e->time_ns;
 		snprintf(out[p->count].text, sizeof(out[p->count].text), "%s", e->text);
@@ -505,26 +501,83 @@ static int list_events(struct broker *b, struct conn *c, const struct proto_list
 	return send_page(c, p, sizeof(*out));
 }
 
+static int list_events(struct broker *b, struct conn *c, const struct proto_list *q,
+		       struct proto_list_reply *p, bool all, uid_t uid, const char *name)
+{
+	struct session *s;
+
+	if (!name[0])
+		return reply_err(c, q->h.req_id, -EINVAL, "events are listed for one named session");
+	s = adm_find(b, c, q->h.req_id, all, uid, name);
+	if (!s)
+		return 0;
+	return send_events(c, p, s->ev, SESSION_EVENTS, s->nev);
+}
+
+/* Every link (or the one named), in slot order: at most BROKER_MAX_LINKS,
+ * so one page (proto.h checks that they fit). */
+static int list_links(struct broker *b, struct conn *c, const struct proto_list *q,
+		      struct proto_list_reply *p, const char *name)
+{
+	struct proto_link_info *out = (void *)(p + 1);
+	uint64_t now = now_ns();
+
+	static_assert(BROKER_MAX_LINKS <= 64, "a page holds 64 links");
+	p->flags = b->link_listen_fd >= 0 ? PROTO_LR_LISTENING : 0;
+	for (uint64_t k = q->cursor ? q->cursor - 1 : 0; k < BROKER_MAX_LINKS; k++) {
+		struct link *l = b->links[k];
+
+		/* one still proving who it is is not listed: a stranger's HELLO made it */
+		if (!l || l->provisional || (name[0] && strcmp(l->name, name)))
+			continue;
+		link_info(b, l, &out[p->count++], now);
+	}
+	if (!p->count && name[0])
+		return reply_err(c, q->h.req_id, -ENOENT, "no link '%s'", name);
+	p->next = 0;
+	return send_page(c, p, sizeof(*out));
+}
+
+static int list_link_events(struct broker *b, struct conn *c, const struct proto_list *q,
+			    struct proto_list_reply *p, const char *name)
+{
+	struct link *l;
+
+	if (!name[0])
+		return reply_err(c, q->h.req_id, -EINVAL, "events are listed for one named link");
+	l = link_named(b, name);
+	if (!l)
+		return reply_err(c, q->h.req_id, -ENOENT, "no link '%s'", name);
+	return send_events(c, p, l->ev, LINK_EVENTS, l->nev);
+}
+
 static int do_list(struct broker *b, struct conn *c, const struct proto_list *q)
 {
 	static uint64_t page[PROTO_MAX_MSG / sizeof(uint64_t)];
 	struct proto_list_reply *p = (void *)page;
 	char name[PROTO_NAME_MAX + 1] = "";
-	bool all;
+	bool all, links;
 	uid_t uid;
 	int r;
 
 	if (q->flags & ~(PROTO_ADM_UID | PROTO_ADM_NAME))
 		return reply_err(c, q->h.req_id, -EINVAL, "unknown list flags %#x", q->flags);
+	links = q->kind == PROTO_LIST_LINKS || q->kind == PROTO_LIST_LINK_EVENTS;
 	if (!adm_name(q->flags, q->name_len, q->name, name))
-		return reply_err(c, q->h.req_id, -EINVAL, "bad session name");
+		return reply_err(c, q->h.req_id, -EINVAL, "bad %s name", links ? "link" : "session");
+	memset(p, 0, sizeof(*p));
+	p->h.req_id = q->h.req_id;
+	p->kind = q->kind;
+	/* links are the broker's, not a uid's, and hold no secret (their
+	 * key is not listed): any uid may see them all; UID does not apply */
+	if (q->kind == PROTO_LIST_LINKS)
+		return list_links(b, c, q, p, name);
+	if (q->kind == PROTO_LIST_LINK_EVENTS)
+		return list_link_events(b, c, q, p, name);
 	r = adm_scope(c, q->flags, q->uid, &all, &uid);
 	if (r < 0)
 		return reply_err(c, q->h.req_id, r, "uid %u may list only its own sessions",
 				 (unsigned)c->uid);
-	memset(p, 0, sizeof(*p));
-	p->h.req_id = q->h.req_id;
-	p->kind = q->kind;
 	switch (q->kind) {
 	case PROTO_LIST_SESSIONS:
 		return list_sessions(b, c, q, p, all, uid, name);

@@ -32,6 +32,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <assert.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -297,6 +298,80 @@ static struct link *link_find(struct broker *b, const char *name)
 		if (b->links[i] && !strcmp(b->links[i]->name, name))
 			return b->links[i];
 	return NULL;
+}
+
+/* ---- shmbctl links (ctl.c asks) ---- */
+
+struct link *link_named(struct broker *b, const char *name)
+{
+	struct link *l = link_find(b, name);
+
+	/* one still proving who it is does not exist yet */
+	return l && !l->provisional ? l : NULL;
+}
+
+static_assert(WIRE_NAME_MAX == PROTO_LINK_NAME_MAX, "link names: one limit");
+static_assert(sizeof(((struct link *)0)->peer_addr) <= sizeof(((struct proto_link_info *)0)->peer),
+	      "link info peer");
+static_assert(sizeof(((struct link *)0)->reason) <= sizeof(((struct proto_link_info *)0)->reason),
+	      "link info reason");
+
+void link_info(const struct broker *b, const struct link *l, struct proto_link_info *i, uint64_t now)
+{
+	const char *state = lc_state_name(l->lc.state);
+	size_t n = 0;
+
+	memset(i, 0, sizeof(*i));
+	/* a listener "connects" by waiting for its peer to dial in; one back
+	 * from links/ waits too, before its first dial-in starts its machine */
+	if (l->role == WIRE_LISTENER && (l->lc.state == LC_CONNECTING || l->lc.state == LC_IDLE))
+		state = "waiting";
+	i->slot = l->slot;
+	i->generation = l->lc.gen;
+	i->failures = l->lc.failures;
+	i->backoff_ms = l->backoff_ns / MS;
+	if (l->lc.state == LC_BACKOFF && l->timer_at > now)
+		i->retry_ms = (l->timer_at - now + MS - 1) / MS;
+	if (l->lc.state == LC_READY && now > l->last_rx)
+		i->idle_ms = (now - l->last_rx) / MS;
+	i->sent = l->lp.tx.w;
+	i->acked = l->lp.tx.acked;
+	i->replayed = l->lp.replayed;
+	i->received = l->lp.routed;
+	i->msgs_out = l->msgs_out;
+	i->msgs_in = l->msgs_in;
+	i->no_topic = l->no_topic;
+	i->wire_out = l->wire_out;
+	i->wire_in = l->wire_in;
+	i->connects = l->connects;
+	i->peer_broker = l->f ? l->f->peer_broker : l->lp.peer_broker;
+	i->events = l->nev;
+	i->created_ns = l->f ? l->f->created_ns : 0;
+	snprintf(i->name, sizeof(i->name), "%s", l->name);
+	snprintf(i->role, sizeof(i->role), "%s", l->role == WIRE_DIALER ? "dialer" : "listener");
+	snprintf(i->state, sizeof(i->state), "%s", state);
+	if (l->role == WIRE_DIALER)
+		snprintf(i->address, sizeof(i->address), strchr(l->host, ':') ? "[%s]:%s" : "%s:%s",
+			 l->host, l->port);
+	else
+		snprintf(i->address, sizeof(i->address), "%s", b->o.listen ? b->o.listen : "");
+	snprintf(i->peer, sizeof(i->peer), "%s", l->peer_addr);
+	snprintf(i->reason, sizeof(i->reason), "%s", l->reason);
+	if (!l->f)
+		return;
+	i->npeer_topics = l->f->peer_topics.n;
+	/* whole names only: what is listed is exact, npeer_topics says if some did not fit */
+	for (unsigned k = 0; k < l->f->peer_topics.n && k < WIRE_TOPICS_MAX; k++) {
+		const char *t = l->f->peer_topics.name[k];
+		size_t tl = strnlen(t, WIRE_TOPIC_MAX);
+
+		if (n + !!n + tl >= sizeof(i->peer_topics))
+			break;
+		if (n)
+			i->peer_topics[n++] = ' ';
+		memcpy(i->peer_topics + n, t, tl);
+		n += tl;
+	}
 }
 
 /* ---- the machine's actions ---- */

@@ -768,7 +768,10 @@ static size_t list_entry_size(uint32_t kind)
 	case PROTO_LIST_TOPICS:
 		return sizeof(struct proto_topic_info);
 	case PROTO_LIST_EVENTS:
+	case PROTO_LIST_LINK_EVENTS:
 		return sizeof(struct proto_event_info);
+	case PROTO_LIST_LINKS:
+		return sizeof(struct proto_link_info);
 	default:
 		return 0;
 	}

@@ -21,6 +21,7 @@
 #define PROTO_NAME_MAX 128u  /* session names, NUL not included */
 #define PROTO_TOPIC_MAX 200u /* topic names, NUL not included */
 #define PROTO_TOKEN_LEN 16u
+#define PROTO_LINK_NAME_MAX 64u /* remote link names (as WIRE_NAME_MAX), NUL not included */
 
 enum proto_type {
 	PROTO_HELLO = 1,
@@ -30,7 +31,7 @@ enum proto_type {
 	PROTO_SUBSCRIBE = 5,
 	PROTO_UNSUBSCRIBE = 6,
 	PROTO_STATUS = 20,     /* admin: broker-wide counters */
-	PROTO_LIST = 21,       /* admin: a page of sessions, topics or events */
+	PROTO_LIST = 21,       /* admin: a page of sessions, topics, links or events */
 	PROTO_KICK = 22,       /* admin: detach a session's owner, or destroy it */
 	PROTO_REPLY = 100,
 	PROTO_EVENT = 101,
@@ -106,12 +107,15 @@ struct proto_status {
  * with an error.  A page lists entries in id order from `cursor`; its
  * `next` is the cursor of the following page, 0 after the last.  root
  * sees every uid; any other uid only its own, and naming another uid is
- * -EPERM.
+ * -EPERM.  Remote links are the broker's, not a uid's, and carry no
+ * secret: every uid sees all of them, and UID is ignored for them.
  */
 enum proto_list_kind {
 	PROTO_LIST_SESSIONS = 1, /* struct proto_session_info */
 	PROTO_LIST_TOPICS = 2,   /* struct proto_topic_info */
 	PROTO_LIST_EVENTS = 3,   /* struct proto_event_info: one session's, oldest first */
+	PROTO_LIST_LINKS = 4,    /* struct proto_link_info, in slot order (NAME: only that one) */
+	PROTO_LIST_LINK_EVENTS = 5, /* struct proto_event_info: the link NAME's, oldest first */
 };
 
 /* flags of proto_list and proto_kick */
@@ -143,9 +147,13 @@ struct proto_list_reply {
 	uint32_t kind;
 	uint32_t count;      /* entries that follow */
 	uint32_t entry_size; /* sizeof the kind's entry */
-	uint32_t pad;
+	uint32_t flags;      /* PROTO_LR_*, by kind; 0 otherwise (padding before links) */
 	uint64_t next;       /* the next page's cursor; 0: no more */
 };
+
+/* flags of proto_list_reply, kind LINKS: so that an empty list can say
+ * whether peers may still dial in */
+#define PROTO_LR_LISTENING 0x1u /* the broker accepts links (--listen) */
 
 /* states of proto_session_info */
 enum proto_session_state {
@@ -197,6 +205,42 @@ struct proto_topic_info {
 struct proto_event_info {
 	uint64_t time_ns;       /* CLOCK_REALTIME */
 	char text[120];
+};
+
+/*
+ * One remote link (docs/links.md).  Byte counts are of the data stream
+ * (DATA frames) and never reset, across reconnects and restarts, except
+ * where "since the broker started" says otherwise.  The texts are
+ * NUL-terminated; address and reason are cut to fit.
+ */
+struct proto_link_info {
+	uint32_t slot;
+	uint32_t generation;    /* the lifecycle machine's attempt counter */
+	uint32_t failures;      /* failed attempts since it was last ready */
+	uint32_t npeer_topics;  /* patterns the peer asked for (peer_topics: those that fit) */
+	uint64_t backoff_ms;    /* the last back-off delay chosen; 0: none yet */
+	uint64_t retry_ms;      /* in back-off: until the next attempt; else 0 */
+	uint64_t idle_ms;       /* ready: since the last byte from the peer; else 0 */
+	uint64_t sent;          /* data bytes ever sent (W) */
+	uint64_t acked;         /* ... of them the peer has routed */
+	uint64_t replayed;      /* bytes sent again after reconnects, since the broker started */
+	uint64_t received;      /* the peer's data bytes routed here (R) */
+	uint64_t msgs_out;      /* messages forwarded, since the broker started */
+	uint64_t msgs_in;       /* messages received, since the broker started */
+	uint64_t no_topic;      /* ... of them for a topic nobody here has used */
+	uint64_t wire_out;      /* bytes written to / read from the socket, frames and */
+	uint64_t wire_in;       /*   replays included, since the broker started */
+	uint64_t connects;      /* connections that reached the handshake, since the broker started */
+	uint64_t peer_broker;   /* the peer's broker id; 0: not known yet */
+	uint64_t events;        /* events ever recorded (LINK_EVENTS lists the last 16) */
+	uint64_t created_ns;    /* when its links/NAME file was made, CLOCK_REALTIME */
+	char name[PROTO_LINK_NAME_MAX + 8];
+	char role[16];          /* "dialer" or "listener" */
+	char state[16];         /* the machine's state; a listener's idle or connecting: "waiting" */
+	char address[272];      /* a dialer's HOST:PORT; a listener's --listen */
+	char peer[80];          /* who is (or was last) connected; "" if nobody yet */
+	char reason[240];       /* the first reason of the last disconnect; "" if none */
+	char peer_topics[176];  /* the patterns the peer asked for, space-separated */
 };
 
 /* Every reply has this one shape; `err` says which member is meaningful. */
@@ -266,5 +310,9 @@ static_assert(sizeof(struct proto_list_reply) == 40, "list reply");
 static_assert(sizeof(struct proto_session_info) == 368, "session info");
 static_assert(sizeof(struct proto_topic_info) == 240, "topic info");
 static_assert(sizeof(struct proto_event_info) == 128, "event info");
+static_assert(sizeof(struct proto_link_info) == 1016, "link info");
+/* every link fits one page (the broker has at most 64) */
+static_assert(sizeof(struct proto_list_reply) + 64 * sizeof(struct proto_link_info) <= PROTO_MAX_MSG,
+	      "links page");
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * tools/shmbctl.c - the shmb CLI.  Scripting verbs: pub and sub; admin:
- * status, sessions, session NAME, topics, kick (docs/operations.md).
+ * status, sessions, session NAME, topics, links [NAME], kick
+ * (docs/operations.md).
  * Listings come from the broker in pages (PROTO_LIST); --json prints the
  * fields under the stable names docs/operations.md lists.
  *
@@ -45,12 +46,17 @@ static void usage(FILE *f)
 		"                          owner went away, age\n"
 		"  session NAME [--uid U]  one session in full, with its recent events\n"
 		"  topics                  every topic: owner, subscribers, messages, rate\n"
+		"  links                   every remote link (any user sees them all): role,\n"
+		"                          state, peer, attempt generation, back-off, bytes sent,\n"
+		"                          routed by the peer, replayed, received, last reason\n"
+		"  links NAME              one link in full, with its recent events\n"
 		"  kick NAME [--uid U] [--delete]\n"
 		"                          fence the session's owner off and detach it (the\n"
 		"                          session waits for its next owner); --delete destroys it\n"
-		"      --json              status, sessions, session, topics: one JSON object\n"
-		"      --watch             sessions, topics: redraw every --interval S (default 1)\n"
-		"                          until interrupted (--count N: N times)\n"
+		"      --json              status, sessions, session, topics, links: one JSON\n"
+		"                          object\n"
+		"      --watch             sessions, topics, links: redraw every --interval S\n"
+		"                          (default 1) until interrupted (--count N: N times)\n"
 		"\n"
 		"  -d, --dir DIR           the broker's runtime directory (default $SHMB_DIR,\n"
 		"                          else /run/shmb)\n"
@@ -282,6 +288,7 @@ struct adm {
 	unsigned uid;
 	double interval;
 	long count;
+	const char *name; /* links NAME: the one link shown */
 };
 
 static void json_str(FILE *f, const char *s)
@@ -346,9 +353,10 @@ static const char *policy_name(uint32_t p)
 	return p == SHM_POLICY_DROP_OLDEST ? "drop-oldest" : "block";
 }
 
-/* Every page of a listing, its entries in one array: count, or -errno. */
+/* Every page of a listing, its entries in one array: count, or -errno.
+ * flags (may be NULL): the last page's PROTO_LR_*. */
 static long list_all(struct shmb_client *c, uint32_t kind, const char *name, const struct adm *a,
-		     void **out, char *text)
+		     void **out, char *text, uint32_t *flags)
 {
 	static uint64_t buf[PROTO_MAX_MSG / sizeof(uint64_t)];
 	struct proto_list_reply *page = (void *)buf;
@@ -384,6 +392,8 @@ static long list_all(struct shmb_client *c, uint32_t kind, const char *name, con
 		all = grown;
 		memcpy(all + have * size, page + 1, (size_t)page->count * size);
 		have += page->count;
+		if (flags)
+			*flags = page->flags;
 		/* a cursor that does not move on would loop for ever */
 		if (page->next && page->next <= q.cursor) {
 			free(all);
@@ -402,6 +412,40 @@ static int adm_failed(const char *what, int r, const char *text)
 	else
 		die(what, r);
 	return 1;
+}
+
+/* A wall-clock time in ns as the events show it: local, to the millisecond. */
+static const char *when_text(uint64_t time_ns, char *buf, size_t n)
+{
+	time_t t = (time_t)(time_ns / 1000000000ull);
+	struct tm tm;
+	size_t k;
+
+	localtime_r(&t, &tm);
+	k = strftime(buf, n, "%Y-%m-%d %H:%M:%S", &tm);
+	snprintf(buf + k, n - k, ".%03llu", (unsigned long long)(time_ns / 1000000 % 1000));
+	return buf;
+}
+
+/* A session's or a link's recent events: a JSON array, or lines. */
+static void events_json(const struct proto_event_info *ev, long n)
+{
+	putchar('[');
+	for (long k = 0; k < n; k++) {
+		printf("%s{\"time_ns\":%llu,\"text\":", k ? "," : "", (unsigned long long)ev[k].time_ns);
+		json_str(stdout, ev[k].text);
+		putchar('}');
+	}
+	putchar(']');
+}
+
+static void events_text(const struct proto_event_info *ev, long n)
+{
+	for (long k = 0; k < n; k++) {
+		char when[48];
+
+		printf("  %s  %s\n", when_text(ev[k].time_ns, when, sizeof(when)), ev[k].text);
+	}
 }
 
 static void session_json(FILE *f, const struct proto_session_info *i)
@@ -436,7 +480,7 @@ static int show_sessions(struct shmb_client *c, const struct adm *a)
 {
 	struct proto_session_info *v;
 	char text[160] = "";
-	long n = list_all(c, PROTO_LIST_SESSIONS, NULL, a, (void **)&v, text);
+	long n = list_all(c, PROTO_LIST_SESSIONS, NULL, a, (void **)&v, text, NULL);
 	int w = 4;
 
 	if (n < 0)
@@ -480,7 +524,7 @@ static int show_session(struct shmb_client *c, const char *name, const struct ad
 	struct proto_session_info *v;
 	struct proto_event_info *ev;
 	char text[160] = "", b1[16], b2[16], b3[16];
-	long n = list_all(c, PROTO_LIST_SESSIONS, name, a, (void **)&v, text), ne;
+	long n = list_all(c, PROTO_LIST_SESSIONS, name, a, (void **)&v, text, NULL), ne;
 	const struct proto_session_info *i;
 
 	if (n < 0)
@@ -498,7 +542,7 @@ static int show_session(struct shmb_client *c, const char *name, const struct ad
 		/* the events of exactly this one */
 		one.have_uid = true;
 		one.uid = i->uid;
-		ne = list_all(c, PROTO_LIST_EVENTS, name, &one, (void **)&ev, text);
+		ne = list_all(c, PROTO_LIST_EVENTS, name, &one, (void **)&ev, text, NULL);
 	}
 	if (ne < 0) {
 		free(v);
@@ -507,14 +551,9 @@ static int show_session(struct shmb_client *c, const char *name, const struct ad
 	if (a->json) {
 		printf("{\"session\":");
 		session_json(stdout, i);
-		printf(",\"events\":[");
-		for (long k = 0; k < ne; k++) {
-			printf("%s{\"time_ns\":%llu,\"text\":", k ? "," : "",
-			       (unsigned long long)ev[k].time_ns);
-			json_str(stdout, ev[k].text);
-			putchar('}');
-		}
-		printf("]}\n");
+		printf(",\"events\":");
+		events_json(ev, ne);
+		printf("}\n");
 	} else {
 		printf("name            %s\n"
 		       "id              %llu\n"
@@ -547,16 +586,7 @@ static int show_session(struct shmb_client *c, const char *name, const struct ad
 		       "events (oldest first):\n",
 		       i->ntopics, i->detach_reason[0] ? i->detach_reason : "-",
 		       i->exit_reason[0] ? i->exit_reason : "-", human_ms(i->age_ms, b1, sizeof(b1)));
-		for (long k = 0; k < ne; k++) {
-			time_t t = (time_t)(ev[k].time_ns / 1000000000ull);
-			struct tm tm;
-			char when[32];
-
-			localtime_r(&t, &tm);
-			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
-			printf("  %s.%03llu  %s\n", when,
-			       (unsigned long long)(ev[k].time_ns / 1000000 % 1000), ev[k].text);
-		}
+		events_text(ev, ne);
 	}
 	free(ev);
 	free(v);
@@ -572,7 +602,7 @@ static int show_topics(struct shmb_client *c, const struct adm *a)
 	int w = 5;
 
 	all.have_uid = false;
-	n = list_all(c, PROTO_LIST_TOPICS, NULL, &all, (void **)&v, text);
+	n = list_all(c, PROTO_LIST_TOPICS, NULL, &all, (void **)&v, text, NULL);
 	if (n < 0)
 		return adm_failed("topics", (int)n, text);
 	if (a->json) {
@@ -598,6 +628,221 @@ static int show_topics(struct shmb_client *c, const struct adm *a)
 		       v[k].subscribers, (unsigned long long)v[k].routed, (unsigned long long)v[k].rate);
 	if (!n)
 		printf("(no topics)\n");
+	free(v);
+	return 0;
+}
+
+/* ---- links (docs/links.md) ---- */
+
+static void link_json(FILE *f, const struct proto_link_info *i)
+{
+	const char *t = i->peer_topics;
+
+	fprintf(f, "{\"name\":");
+	json_str(f, i->name);
+	fprintf(f, ",\"role\":");
+	json_str(f, i->role);
+	fprintf(f, ",\"state\":");
+	json_str(f, i->state);
+	fprintf(f, ",\"address\":");
+	json_str(f, i->address);
+	fprintf(f, ",\"peer\":");
+	json_str(f, i->peer);
+	/* a 64-bit id: as text, so that no JSON reader rounds it */
+	if (i->peer_broker)
+		fprintf(f, ",\"peer_broker\":\"%016llx\"", (unsigned long long)i->peer_broker);
+	else
+		fprintf(f, ",\"peer_broker\":null");
+	fprintf(f, ",\"generation\":%u,\"failures\":%u,\"backoff_ms\":%llu,\"retry_ms\":",
+		i->generation, i->failures, (unsigned long long)i->backoff_ms);
+	if (!strcmp(i->state, "backoff"))
+		fprintf(f, "%llu", (unsigned long long)i->retry_ms);
+	else
+		fprintf(f, "null");
+	fprintf(f, ",\"idle_ms\":");
+	if (!strcmp(i->state, "ready"))
+		fprintf(f, "%llu", (unsigned long long)i->idle_ms);
+	else
+		fprintf(f, "null");
+	fprintf(f, ",\"sent\":%llu,\"acked\":%llu,\"replayed\":%llu,\"received\":%llu,"
+		"\"msgs_out\":%llu,\"msgs_in\":%llu,\"no_topic\":%llu,\"wire_out\":%llu,"
+		"\"wire_in\":%llu,\"connects\":%llu,\"events_recorded\":%llu,\"created_ns\":%llu,"
+		"\"last_reason\":",
+		(unsigned long long)i->sent, (unsigned long long)i->acked,
+		(unsigned long long)i->replayed, (unsigned long long)i->received,
+		(unsigned long long)i->msgs_out, (unsigned long long)i->msgs_in,
+		(unsigned long long)i->no_topic, (unsigned long long)i->wire_out,
+		(unsigned long long)i->wire_in, (unsigned long long)i->connects,
+		(unsigned long long)i->events, (unsigned long long)i->created_ns);
+	json_str(f, i->reason);
+	fprintf(f, ",\"peer_topics_count\":%u,\"peer_topics\":[", i->npeer_topics);
+	/* space-separated names (a topic name has no space) */
+	for (bool first = true; *t; first = false) {
+		char one[sizeof(i->peer_topics)];
+		size_t n = strcspn(t, " ");
+
+		memcpy(one, t, n);
+		one[n] = 0;
+		if (!first)
+			fputc(',', f);
+		json_str(f, one);
+		t += n;
+		t += *t == ' ';
+	}
+	fprintf(f, "]}");
+}
+
+/* Who is (or was last) at the other end, else where a dialer dials. */
+static const char *link_peer(const struct proto_link_info *i)
+{
+	return i->peer[0] ? i->peer : i->role[0] == 'd' && i->address[0] ? i->address : "-";
+}
+
+static int show_links(struct shmb_client *c, const struct adm *a)
+{
+	struct proto_link_info *v;
+	char text[160] = "";
+	struct adm all = *a;
+	uint32_t flags = 0;
+	int w = 4, pw = 4;
+	long n;
+
+	/* links are the broker's: no uid applies */
+	all.have_uid = false;
+	n = list_all(c, PROTO_LIST_LINKS, NULL, &all, (void **)&v, text, &flags);
+	if (n < 0)
+		return adm_failed("links", (int)n, text);
+	if (a->json) {
+		printf("{\"listening\":%s,\"links\":[", flags & PROTO_LR_LISTENING ? "true" : "false");
+		for (long k = 0; k < n; k++) {
+			if (k)
+				putchar(',');
+			link_json(stdout, &v[k]);
+		}
+		printf("]}\n");
+		free(v);
+		return 0;
+	}
+	if (!n) {
+		printf(flags & PROTO_LR_LISTENING
+			       ? "no links yet: this broker listens for them, and no peer has dialed in\n"
+			       : "no links: this broker neither dials nor listens (shmbd --link, --listen)\n");
+		free(v);
+		return 0;
+	}
+	for (long k = 0; k < n; k++) {
+		if ((int)strlen(v[k].name) > w)
+			w = (int)strlen(v[k].name);
+		if ((int)strlen(link_peer(&v[k])) > pw)
+			pw = (int)strlen(link_peer(&v[k]));
+	}
+	printf("%-*s %-8s %-11s %-*s %5s %7s %7s %7s %8s %8s  %s\n", w, "NAME", "ROLE", "STATE", pw,
+	       "PEER", "GEN", "BACKOFF", "SENT", "ACKED", "REPLAYED", "RECEIVED", "LAST REASON");
+	for (long k = 0; k < n; k++) {
+		const struct proto_link_info *i = &v[k];
+		char b1[16], b2[16], b3[16], b4[16], b5[16];
+
+		printf("%-*s %-8s %-11s %-*s %5u %7s %7s %7s %8s %8s  %s\n", w, i->name, i->role,
+		       i->state, pw, link_peer(i), i->generation,
+		       i->backoff_ms ? human_ms(i->backoff_ms, b1, sizeof(b1)) : "-",
+		       human_bytes(i->sent, b2, sizeof(b2)), human_bytes(i->acked, b3, sizeof(b3)),
+		       human_bytes(i->replayed, b4, sizeof(b4)), human_bytes(i->received, b5, sizeof(b5)),
+		       i->reason[0] ? i->reason : "-");
+	}
+	free(v);
+	return 0;
+}
+
+static int show_link(struct shmb_client *c, const struct adm *a)
+{
+	struct proto_link_info *v;
+	struct proto_event_info *ev = NULL;
+	char text[160] = "", b1[16], b2[16], b3[16], when[48];
+	struct adm all = *a;
+	const struct proto_link_info *i;
+	long n, ne;
+
+	all.have_uid = false;
+	if (strlen(a->name) > PROTO_LINK_NAME_MAX) {
+		fprintf(stderr, "shmbctl: links: no link '%s': a link name is 1-64 characters of"
+			" A-Z a-z 0-9 . _ -\n", a->name);
+		return 1;
+	}
+	n = list_all(c, PROTO_LIST_LINKS, a->name, &all, (void **)&v, text, NULL);
+	if (n < 0)
+		return adm_failed("links", (int)n, text);
+	if (n != 1) {
+		/* names are unique: the broker answers -ENOENT for none */
+		free(v);
+		return adm_failed("links", -EPROTO, "");
+	}
+	i = &v[0];
+	ne = list_all(c, PROTO_LIST_LINK_EVENTS, a->name, &all, (void **)&ev, text, NULL);
+	if (ne < 0) {
+		free(v);
+		return adm_failed("links", (int)ne, text);
+	}
+	if (a->json) {
+		printf("{\"link\":");
+		link_json(stdout, i);
+		printf(",\"events\":");
+		events_json(ev, ne);
+		printf("}\n");
+		free(ev);
+		free(v);
+		return 0;
+	}
+	printf("name            %s\n"
+	       "role            %s, %s %s\n"
+	       "state           %s, generation %u",
+	       i->name, i->role, i->role[0] == 'd' ? "dials" : "listens on", i->address[0] ? i->address : "?",
+	       i->state, i->generation);
+	if (!strcmp(i->state, "backoff"))
+		printf(": next attempt in %s", human_ms(i->retry_ms, b1, sizeof(b1)));
+	if (i->failures)
+		printf(" (%u failed attempt(s) since it was last ready)", i->failures);
+	printf("\npeer            %s", i->peer[0] ? i->peer : "none yet");
+	if (i->peer_broker)
+		printf(", broker %016llx", (unsigned long long)i->peer_broker);
+	if (!strcmp(i->state, "ready"))
+		printf(", last heard %s ago", human_ms(i->idle_ms, b1, sizeof(b1)));
+	printf("\nsent            %s ever (%llu bytes); routed by the peer: %s; waiting for it: %s\n",
+	       human_bytes(i->sent, b1, sizeof(b1)), (unsigned long long)i->sent,
+	       human_bytes(i->acked, b2, sizeof(b2)), human_bytes(i->sent - i->acked, b3, sizeof(b3)));
+	printf("received        %s of the peer's, routed here (%llu bytes)\n",
+	       human_bytes(i->received, b1, sizeof(b1)), (unsigned long long)i->received);
+	/* the rest of the figures count since this broker started */
+	printf("messages        %llu out, %llu in (%llu for topics nobody here uses), since the"
+	       " broker started\n"
+	       "replayed        %s after reconnects, since the broker started\n"
+	       "on the wire     %s out, %s in over %llu connection(s), since the broker started\n",
+	       (unsigned long long)i->msgs_out, (unsigned long long)i->msgs_in,
+	       (unsigned long long)i->no_topic, human_bytes(i->replayed, b1, sizeof(b1)),
+	       human_bytes(i->wire_out, b2, sizeof(b2)), human_bytes(i->wire_in, b3, sizeof(b3)),
+	       (unsigned long long)i->connects);
+	{
+		unsigned listed = 0;
+
+		for (const char *t = i->peer_topics; *t; t++)
+			listed += t == i->peer_topics || t[-1] == ' ';
+		printf("peer asks for   %u topic pattern(s)%s%s", i->npeer_topics,
+		       i->npeer_topics ? ": " : "", i->peer_topics);
+		if (listed < i->npeer_topics)
+			printf(" (and %u more)", i->npeer_topics - listed);
+		putchar('\n');
+	}
+	printf("last back-off   %s\n"
+	       "last reason     %s\n"
+	       "created         %s\n",
+	       i->backoff_ms ? human_ms(i->backoff_ms, b1, sizeof(b1)) : "-",
+	       i->reason[0] ? i->reason : "-",
+	       i->created_ns ? when_text(i->created_ns, when, sizeof(when)) : "-");
+	if (i->events > (uint64_t)ne)
+		printf("events (oldest first; the last %ld of %llu):\n", ne, (unsigned long long)i->events);
+	else
+		printf("events (oldest first):\n");
+	events_text(ev, ne);
+	free(ev);
 	free(v);
 	return 0;
 }
@@ -827,7 +1072,7 @@ int main(int argc, char **argv)
 	}
 	{
 		static const char *const verbs[] = { "pub", "sub", "status", "sessions", "session",
-						     "topics", "kick" };
+						     "topics", "links", "kick" };
 		bool known = false;
 
 		for (size_t k = 0; k < sizeof(verbs) / sizeof(verbs[0]); k++)
@@ -844,6 +1089,10 @@ int main(int argc, char **argv)
 	}
 	if ((!strcmp(verb, "sessions") || !strcmp(verb, "topics") || !strcmp(verb, "status")) && argc) {
 		fprintf(stderr, "shmbctl: %s takes no argument ('%s')\n", verb, argv[0]);
+		return 2;
+	}
+	if (!strcmp(verb, "links") && argc > 1) {
+		fprintf(stderr, "shmbctl: links takes at most one link name\n");
 		return 2;
 	}
 	adm.count = count;
@@ -867,6 +1116,10 @@ int main(int argc, char **argv)
 		r = watch(c, &adm, show_sessions);
 	else if (!strcmp(verb, "topics"))
 		r = watch(c, &adm, show_topics);
+	else if (!strcmp(verb, "links")) {
+		adm.name = argc ? argv[0] : NULL;
+		r = watch(c, &adm, adm.name ? show_link : show_links);
+	}
 	else if (!strcmp(verb, "session"))
 		r = show_session(c, argv[0], &adm);
 	else if (!strcmp(verb, "kick"))
