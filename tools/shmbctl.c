@@ -1016,7 +1016,12 @@ int main(int argc, char **argv)
 	/* options may also follow the verb and its topics */
 	{
 		int n = 0;
-		char **rest = calloc((size_t)(argc - optind + 1), sizeof(*rest));
+		/* the words left: argv from here to the end (static: it is) */
+		static char **rest;
+
+		rest = calloc((size_t)(argc - optind + 1), sizeof(*rest));
+		if (!rest)
+			return 1;
 
 		for (int i = optind; i < argc; i++) {
 			const char *a = argv[i];
