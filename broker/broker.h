@@ -64,6 +64,7 @@ struct conn {
  * partial fan-out, decisions.md 12).  Entry i mirrors entry i of the
  * subscriber's shm_dlv_table, which lags it until the RX commit. */
 struct delivered {
+	uint64_t src_broker;  /* the origin: this broker, or a remote one (links) */
 	uint64_t src_session; /* 0: free */
 	uint64_t seq;         /* highest source sequence delivered, +1 */
 };
@@ -75,16 +76,6 @@ struct delivered {
  * is refused, so the next session id can never wrap onto a used one. */
 #define SESSION_ID_LIMIT (1ull << 62)
 #define TOPIC_ID_MAX (1u << 20)
-
-/* A remote publisher in the delivery tables: above every local id, made
- * from its broker and session (so a restart finds it again from the
- * records themselves). */
-static inline uint64_t remote_src_id(uint64_t src_broker, uint64_t src_session)
-{
-	uint64_t h = src_broker * 0x9e3779b97f4a7c15ull;
-
-	return SESSION_ID_LIMIT | ((h >> 42) << 40) | (src_session & 0xffffffffffull);
-}
 
 /* What happened to a session lately (shmbctl session NAME). */
 #define SESSION_EVENTS 16
@@ -205,6 +196,10 @@ struct link {
 	char host[256], port[32];  /* a dialer's peer */
 	char peer_addr[80];    /* who is (or was last) connected */
 	bool provisional;      /* created by an unauthenticated HELLO: gone if it fails */
+	bool dead;             /* to be freed once no caller holds it (links_reap) */
+	bool more_in;          /* stopped reading at the per-pass cap: read on next pass */
+	char fname[WIRE_NAME_MAX + 8]; /* its file in links/: NAME, or .NAME.new while provisional */
+	int dial_err;          /* the last dial error as the system said it */
 	bool stalled;          /* a local subscriber is full: not reading */
 	bool out_armed;        /* POLLOUT armed */
 	bool in_armed;
@@ -222,9 +217,10 @@ struct link {
 	struct link_file *f;
 	struct delivered *sent;/* per local source: the next sequence to forward */
 	unsigned nsent, capsent;
-	uint64_t batch_src;    /* the remote source of this input batch's deliveries */
+	uint64_t batch_broker, batch_src; /* the remote source of this input batch's deliveries */
+	uint64_t stall_broker, stall_src; /* ... of the message it is stalled on */
 	/* figures */
-	uint64_t wire_out, wire_in, msgs_out, msgs_in, no_topic, not_bridged;
+	uint64_t wire_out, wire_in, msgs_out, msgs_in, no_topic, not_bridged, too_big;
 	uint64_t connects, backoff_ns;
 	char reason[WIRE_TEXT_MAX + 40]; /* the first reason of the last disconnect */
 	struct session_event ev[LINK_EVENTS];
@@ -284,6 +280,8 @@ struct broker {
 	struct link *links[BROKER_MAX_LINKS];
 	struct link_pending *pending[LINK_PENDING];
 	uint32_t pending_gen;
+	uint32_t link_cgen;    /* tags of link connections: never reused, across slots */
+	uint64_t link_accept_paused; /* out of fds: the link port's accept waits (since) */
 };
 
 /* ---- log.c ---- */
@@ -362,11 +360,12 @@ uint64_t router_run(struct broker *b);
 /* Drain one session's TX ring as far as subscribers allow. */
 uint64_t router_session(struct broker *b, struct session *s);
 /* A message from a remote link to topic t's subscribers, as the router
- * delivers a local one; dlv_id names its source in the delivery tables.
+ * delivers a local one; (src_broker, src_session) is its source in the
+ * subscribers' delivery tables, src_broker another broker's id.
  * 0, or -EAGAIN when a subscriber is full (call again: those that got it
  * are remembered).  router_commit() makes the deliveries visible. */
-int router_deliver_remote(struct broker *b, struct topic *t, uint64_t dlv_id, uint64_t src_broker,
-			  uint64_t src_session, uint64_t seq, const void *payload, uint32_t len);
+int router_deliver_remote(struct broker *b, struct topic *t, uint64_t src_broker, uint64_t src_session,
+			  uint64_t seq, const void *payload, uint32_t len);
 void router_commit(struct broker *b);
 /* Free sub's delivery entry k (its source is gone). */
 void dlv_free(struct session *sub, unsigned k);
@@ -389,6 +388,9 @@ void link_cqe(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res
 unsigned link_run(struct broker *b, uint64_t now);
 /* ns until a link needs the loop (UINT64_MAX: none) */
 uint64_t link_next_due(struct broker *b, uint64_t now);
+/* Is a message of this remote source stalled part-way in a link (its
+ * delivery-table entries must stay)? */
+bool link_in_flight(struct broker *b, uint64_t src_broker, uint64_t src_session);
 /* Which links forward a topic of this name (bit per link slot). */
 uint64_t link_topic_mask(struct broker *b, const char *name);
 /* The router offers a locally published message to link slot i: 0, or

@@ -145,7 +145,7 @@ static int file_open(struct broker *b, struct link *l, bool create, char *why, s
 	struct stat st;
 	int fd;
 
-	fd = openat(b->links_dirfd, l->name,
+	fd = openat(b->links_dirfd, l->fname,
 		    O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT | O_EXCL : 0), 0600);
 	if (fd < 0) {
 		snprintf(why, wl, "cannot open links/%s: %s", l->name, strerror(errno));
@@ -159,7 +159,7 @@ static int file_open(struct broker *b, struct link *l, bool create, char *why, s
 	if (create) {
 		if (ftruncate(fd, (off_t)len) < 0) {
 			snprintf(why, wl, "cannot size links/%s: %s", l->name, strerror(errno));
-			unlinkat(b->links_dirfd, l->name, 0);
+			unlinkat(b->links_dirfd, l->fname, 0);
 			close(fd);
 			return -ENOSPC;
 		}
@@ -250,6 +250,7 @@ static struct link *link_new(struct broker *b, const char *name, enum wire_role 
 	l->fd = l->filefd = -1;
 	l->role = role;
 	snprintf(l->name, sizeof(l->name), "%s", name);
+	snprintf(l->fname, sizeof(l->fname), "%s", name);
 	if (lc_init(&l->lc, &lo, &ck) < 0 || lp_init(&l->lp, role, name, b->broker_id, b->link_key, 0) < 0) {
 		free(l);
 		return NULL;
@@ -286,7 +287,7 @@ static void link_free(struct broker *b, struct link *l, bool remove)
 	if (l->filefd >= 0)
 		close(l->filefd);
 	if (remove)
-		unlinkat(b->links_dirfd, l->name, 0);
+		unlinkat(b->links_dirfd, l->fname, 0);
 	b->links[l->slot] = NULL;
 	free(l->sent);
 	free(l);
@@ -295,9 +296,17 @@ static void link_free(struct broker *b, struct link *l, bool remove)
 static struct link *link_find(struct broker *b, const char *name)
 {
 	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++)
-		if (b->links[i] && !strcmp(b->links[i]->name, name))
+		if (b->links[i] && !b->links[i]->dead && !strcmp(b->links[i]->name, name))
 			return b->links[i];
 	return NULL;
+}
+
+/* Free the links that died (a stranger's, refused): callers are done with them. */
+static void links_reap(struct broker *b)
+{
+	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++)
+		if (b->links[i] && b->links[i]->dead)
+			link_free(b, b->links[i], true);
 }
 
 /* ---- shmbctl links (ctl.c asks) ---- */
@@ -411,6 +420,18 @@ static void *resolver(void *arg)
 
 static void link_step(struct broker *b, struct link *l, const struct lc_event *ev);
 
+/*
+ * A dial that failed, as the machine should see it: the network's answers
+ * (EACCES from a prohibit route or a firewall, EINVAL from a blackhole,
+ * EPERM) pass; only the protocol's own refusals end a link for good.  The
+ * system's errno is kept for the log.
+ */
+static int dial_err(struct link *l, int err)
+{
+	l->dial_err = err;
+	return lc_permanent(err) ? -ENETUNREACH : err;
+}
+
 static void fd_close(struct broker *b, struct link *l)
 {
 	if (l->fd < 0)
@@ -418,9 +439,9 @@ static void fd_close(struct broker *b, struct link *l)
 	loop_link_cancel(b, l->slot, l->cgen);
 	close(l->fd);
 	l->fd = -1;
-	l->cgen++;
+	l->cgen = ++b->link_cgen;
 	l->in_armed = l->out_armed = false;
-	l->stalled = false;
+	l->stalled = l->more_in = false;
 	l->deadline = 0;
 }
 
@@ -433,7 +454,8 @@ static void act_resolve(struct broker *b, struct link *l, uint32_t gen)
 	int r;
 
 	if (!q) {
-		link_step(b, l, &(struct lc_event){ .type = LC_RESOLVE_FAILED, .gen = gen, .err = -ENOMEM, .fd = -1 });
+		link_step(b, l, &(struct lc_event){ .type = LC_RESOLVE_FAILED, .gen = gen,
+						    .err = dial_err(l, -ENOMEM), .fd = -1 });
 		return;
 	}
 	snprintf(q->host, sizeof(q->host), "%s", l->host);
@@ -452,7 +474,8 @@ static void act_resolve(struct broker *b, struct link *l, uint32_t gen)
 	pthread_attr_destroy(&at);
 	if (r) {
 		free(q);
-		link_step(b, l, &(struct lc_event){ .type = LC_RESOLVE_FAILED, .gen = gen, .err = -r, .fd = -1 });
+		link_step(b, l, &(struct lc_event){ .type = LC_RESOLVE_FAILED, .gen = gen,
+						    .err = dial_err(l, -r), .fd = -1 });
 	}
 }
 
@@ -482,11 +505,13 @@ static void act_connect(struct broker *b, struct link *l, uint32_t gen, uint64_t
 {
 	int fd, one = 1;
 
+	l->dial_err = 0;
 	if (l->role == WIRE_LISTENER)
 		return; /* waiting for the peer to dial in: no deadline */
 	fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = gen, .err = -errno, .fd = -1 });
+		link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = gen,
+						    .err = dial_err(l, -errno), .fd = -1 });
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -495,12 +520,13 @@ static void act_connect(struct broker *b, struct link *l, uint32_t gen, uint64_t
 		int e = -errno;
 
 		close(fd);
-		link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = gen, .err = e, .fd = -1 });
+		link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = gen,
+						    .err = dial_err(l, e), .fd = -1 });
 		return;
 	}
 	/* writable: connected (or failed: SO_ERROR says) */
 	l->fd = fd;
-	l->cgen++;
+	l->cgen = ++b->link_cgen;
 	l->deadline = deadline;
 	loop_link_poll(b, fd, LINK_OP_CONNECT, l->slot, l->cgen, POLLOUT, false);
 }
@@ -532,7 +558,7 @@ static void act_monitor(struct link *l, const struct lc_action *a)
 		break;
 	case LC_MON_CONNECT_FAILED:
 		link_event(l, LOG_WARNING, "connect to %s:%s failed: %s", l->host, l->port,
-			   err_text((int)a->detail));
+			   err_text(l->dial_err ? l->dial_err : (int)a->detail));
 		break;
 	case LC_MON_CONNECTED:
 		link_event(l, LOG_INFO, "connected %s %s", l->role == WIRE_DIALER ? "to" : "from",
@@ -645,10 +671,12 @@ static void link_lost(struct broker *b, struct link *l, int err)
 	link_step(b, l, &ev);
 	fd_close(b, l);
 	if (l->provisional) {
-		/* a stranger's HELLO made it: nothing of it is kept */
-		log_msg(LOG_WARNING, "link %s: a dial-in from %s refused: %s", l->name, l->peer_addr,
-			l->lp.why[0] ? l->lp.why : err_text(err));
-		link_free(b, l, true);
+		/* a stranger's HELLO made it: nothing of it is kept (freed by
+		 * links_reap, once every caller up the stack is done with it) */
+		if (!l->dead)
+			log_msg(LOG_WARNING, "link %s: a dial-in from %s refused: %s", l->name,
+				l->peer_addr, l->lp.why[0] ? l->lp.why : err_text(err));
+		l->dead = true;
 		return;
 	}
 	/* a new connection starts a clean engine, keeping the counters */
@@ -666,7 +694,7 @@ static int link_deliver(void *arg, const struct wire_data *d)
 	struct topic *t = topic_find(b, d->topic);
 	/* the origin, from this connection's HELLO (DATA may come in the
 	 * same read as the AUTH, before the handshake is marked done) */
-	uint64_t origin = l->lp.peer_broker, id = remote_src_id(origin, d->src_session);
+	uint64_t origin = l->lp.peer_broker;
 	int r;
 
 	/* a peer delivers only into what this link bridges (both sides' lists) */
@@ -683,13 +711,20 @@ static int link_deliver(void *arg, const struct wire_data *d)
 		return 0;
 	}
 	/* one source per commit: the delivery tables follow one entry per pass */
-	if (l->batch_src != id) {
+	if (l->batch_src != d->src_session || l->batch_broker != origin) {
 		router_commit(b);
-		l->batch_src = id;
+		l->batch_broker = origin;
+		l->batch_src = d->src_session;
 	}
-	r = router_deliver_remote(b, t, id, origin, d->src_session, d->src_seq, d->payload, d->len);
-	if (r == 0)
+	r = router_deliver_remote(b, t, origin, d->src_session, d->src_seq, d->payload, d->len);
+	if (r == 0) {
 		l->msgs_in++;
+		l->stall_broker = l->stall_src = 0;
+	} else {
+		/* half delivered, maybe: its table entries must stay (dlv_get) */
+		l->stall_broker = origin;
+		l->stall_src = d->src_session;
+	}
 	return r;
 }
 
@@ -706,6 +741,17 @@ static void link_topics(void *arg, const struct wire_topics *t)
 		n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", i ? " " : "", t->name[i]);
 	link_event(l, LOG_NOTICE, "the peer asks for %u topic pattern(s): %s", t->n, t->n ? list : "none");
 	topics_recompute(l->b);
+}
+
+bool link_in_flight(struct broker *b, uint64_t src_broker, uint64_t src_session)
+{
+	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++) {
+		const struct link *l = b->links[i];
+
+		if (l && l->stall_src == src_session && l->stall_broker == src_broker && src_session)
+			return true;
+	}
+	return false;
 }
 
 /* Local message for the peer: into the replay ring (and the wire when up). */
@@ -752,8 +798,11 @@ int link_offer(struct broker *b, unsigned i, struct session *pub, uint64_t seq, 
 	if (r == -EAGAIN)
 		return r; /* the peer has not routed enough: the publisher waits */
 	if (r < 0) {
-		link_event(l, LOG_WARNING, "message %llu of session %s not forwarded: %s",
-			   (unsigned long long)seq, pub->name, strerror(-r));
+		/* larger than a frame or the ring: said, counted, never silent */
+		l->too_big++;
+		link_event(l, LOG_WARNING, "message %llu of session %s (%u bytes) not forwarded: %s"
+			   " (%llu so far)", (unsigned long long)seq, pub->name, len, strerror(-r),
+			   (unsigned long long)l->too_big);
 	} else {
 		/* the bytes are in the ring before the count says so */
 		store_release(&l->f->w, l->lp.tx.w);
@@ -810,7 +859,7 @@ static void flush_last(struct link *l)
 static void input_done(struct broker *b, struct link *l)
 {
 	router_commit(b);
-	l->batch_src = 0;
+	l->batch_broker = l->batch_src = 0;
 	store_release(&l->f->routed, l->lp.routed);
 	store_release(&l->f->acked, l->lp.tx.acked);
 }
@@ -827,6 +876,12 @@ static void handshake_check(struct broker *b, struct link *l)
 		store_release(&l->f->acked, l->lp.tx.acked);
 		link_step(b, l, &(struct lc_event){ .type = LC_HANDSHAKE_DONE, .gen = l->lc.gen, .fd = -1 });
 		if (was) {
+			/* proved: its file takes its name, and survives a restart */
+			if (renameat2(b->links_dirfd, l->fname, b->links_dirfd, l->name, RENAME_NOREPLACE) == 0)
+				snprintf(l->fname, sizeof(l->fname), "%s", l->name);
+			else
+				link_event(l, LOG_ERR, "cannot name its file links/%s (%s): this link will"
+					   " not survive a restart", l->name, strerror(errno));
 			link_event(l, LOG_NOTICE, "a new link, from %s", l->peer_addr);
 			topics_recompute(b);
 		}
@@ -838,7 +893,14 @@ static void link_input(struct broker *b, struct link *l)
 {
 	size_t total = 0;
 
-	while (l->fd >= 0 && total < (4u << 20)) {
+	l->more_in = false;
+	while (l->fd >= 0) {
+		if (total >= (4u << 20)) {
+			/* fair to the rest of the loop; the rest on the next pass
+			 * (the poll fires only for new bytes) */
+			l->more_in = true;
+			break;
+		}
 		size_t room;
 		uint8_t *at;
 		ssize_t k;
@@ -940,9 +1002,30 @@ static void pending_to_link(struct broker *b, unsigned i, const struct wire_hell
 	struct link *l = link_find(b, h->name);
 	struct lc_event ev = { .fd = -1 };
 
+	links_reap(b);
 	if (l && l->role != WIRE_LISTENER) {
 		pending_close(b, i, "it names a link this broker dials");
 		return;
+	}
+	if (l && l->provisional) {
+		pending_close(b, i, "its link is being set up by another connection");
+		return;
+	}
+	/* a live link is not cut for a newcomer that has proved nothing: a
+	 * peer that redialed is let in once the old connection has gone
+	 * quiet (a live peer's heartbeats are never this far apart) */
+	if (l && l->lc.state == LC_READY && l->fd >= 0) {
+		uint64_t now = now_ns(), quiet = 2 * b->o.link_heartbeat_ms * MS;
+
+		if (now < l->last_rx + quiet) {
+			char why[256];
+
+			snprintf(why, sizeof(why), "link %s is up and its peer was heard %llu ms ago:"
+				 " a second connection under its name waits until it goes quiet",
+				 l->name, (unsigned long long)((now > l->last_rx ? now - l->last_rx : 0) / MS));
+			pending_close(b, i, why);
+			return;
+		}
 	}
 	if (!l) {
 		if (!name_ok(h->name)) {
@@ -954,7 +1037,9 @@ static void pending_to_link(struct broker *b, unsigned i, const struct wire_hell
 			pending_close(b, i, "too many links");
 			return;
 		}
+		/* its file has a name of its own until the dialer proves the key */
 		l->provisional = true;
+		snprintf(l->fname, sizeof(l->fname), ".%s.new", l->name);
 		if (link_load(b, l, true, why, sizeof(why)) < 0) {
 			link_free(b, l, false);
 			pending_close(b, i, why);
@@ -980,7 +1065,7 @@ static void pending_to_link(struct broker *b, unsigned i, const struct wire_hell
 	}
 	snprintf(l->peer_addr, sizeof(l->peer_addr), "%s", p->addr);
 	l->fd = p->fd;
-	l->cgen++;
+	l->cgen = ++b->link_cgen;
 	loop_link_cancel_pending(b, i, p->gen);
 	{
 		uint8_t buf[sizeof(p->buf)];
@@ -990,7 +1075,7 @@ static void pending_to_link(struct broker *b, unsigned i, const struct wire_hell
 		free(p);
 		b->pending[i] = NULL;
 		link_step(b, l, &(struct lc_event){ .type = LC_CONNECTED, .gen = l->lc.gen, .fd = l->fd });
-		if (l->lc.state != LC_HANDSHAKING || !b->links[l->slot])
+		if (l->dead || l->lc.state != LC_HANDSHAKING)
 			return;
 		/* the bytes read so far, HELLO first */
 		{
@@ -1061,17 +1146,34 @@ static void pending_readable(struct broker *b, unsigned i)
 
 /* ---- the loop's entry points ---- */
 
+static void link_cqe_one(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res, bool more);
+
 void link_cqe(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res, bool more)
+{
+	link_cqe_one(b, kind, a, gen, res, more);
+	links_reap(b);
+}
+
+static void link_cqe_one(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res, bool more)
 {
 	struct link *l = a < BROKER_MAX_LINKS ? b->links[a] : NULL;
 
 	switch (kind) {
 	case LINK_OP_ACCEPT:
-		if (res >= 0)
+		if (res >= 0) {
 			pending_accepted(b, res);
-		else if (res != -ECANCELED)
+		} else if (res == -EMFILE || res == -ENFILE || res == -ENOMEM) {
+			/* out of fds: re-arming now would spin; link_run re-arms in
+			 * a moment, and this is said once */
+			if (!b->link_accept_paused)
+				log_msg(LOG_WARNING, "link port: accept: %s: pausing new links",
+					strerror(-res));
+			b->link_accept_paused = now_ns();
+			return;
+		} else if (res != -ECANCELED) {
 			log_msg(LOG_WARNING, "link port: accept: %s", strerror(-res));
-		if (!more && b->link_listen_fd >= 0 && !b->stopping)
+		}
+		if (!more && b->link_listen_fd >= 0 && !b->stopping && !b->link_accept_paused)
 			loop_link_accept(b, b->link_listen_fd);
 		return;
 	case LINK_OP_PENDING:
@@ -1093,7 +1195,7 @@ void link_cqe(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res
 				}
 				link_step(b, m, &(struct lc_event){
 					.type = q->err ? LC_RESOLVE_FAILED : LC_RESOLVED,
-					.gen = q->gen, .err = q->err, .fd = -1 });
+					.gen = q->gen, .err = q->err ? dial_err(m, q->err) : 0, .fd = -1 });
 			}
 			free(q);
 		}
@@ -1116,7 +1218,8 @@ void link_cqe(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res
 
 			l->deadline = 0;
 			fd_close(b, l);
-			link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = l->lc.gen, .err = e, .fd = -1 });
+			link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = l->lc.gen,
+							    .err = dial_err(l, e), .fd = -1 });
 			return;
 		}
 		l->deadline = 0;
@@ -1146,10 +1249,15 @@ unsigned link_run(struct broker *b, uint64_t now)
 {
 	unsigned work = 0;
 
+	if (b->link_accept_paused && now > b->link_accept_paused &&
+	    now - b->link_accept_paused >= 200 * MS && b->link_listen_fd >= 0 && !b->stopping) {
+		b->link_accept_paused = 0;
+		loop_link_accept(b, b->link_listen_fd);
+	}
 	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++) {
 		struct link *l = b->links[i];
 
-		if (!l)
+		if (!l || l->dead)
 			continue;
 		if (l->timer_at && now >= l->timer_at) {
 			l->timer_at = 0;
@@ -1171,6 +1279,10 @@ unsigned link_run(struct broker *b, uint64_t now)
 			l->last_rx = now;
 			link_input(b, l);
 			work += !l->stalled;
+		} else if (l->more_in) {
+			/* the last read stopped at its cap, not at the socket's end */
+			link_input(b, l);
+			work++;
 		}
 		if (b->links[i] != l || l->fd < 0)
 			continue;
@@ -1200,6 +1312,7 @@ unsigned link_run(struct broker *b, uint64_t now)
 	for (unsigned i = 0; i < LINK_PENDING; i++)
 		if (b->pending[i] && now > b->pending[i]->since && now - b->pending[i]->since > 2000 * MS)
 			pending_close(b, i, "no HELLO within 2 s");
+	links_reap(b);
 	return work;
 }
 
@@ -1211,8 +1324,10 @@ uint64_t link_next_due(struct broker *b, uint64_t now)
 	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++) {
 		struct link *l = b->links[i];
 
-		if (!l)
+		if (!l || l->dead)
 			continue;
+		if (l->more_in)
+			DUE(now);
 		if (l->timer_at)
 			DUE(l->timer_at);
 		if (l->deadline)
@@ -1298,7 +1413,15 @@ static void links_reload(struct broker *b)
 		char why[200];
 		struct link *l;
 
-		if (e->d_name[0] == '.' || link_find(b, e->d_name))
+		if (e->d_name[0] == '.') {
+			size_t n = strlen(e->d_name);
+
+			/* a stranger's, left by a crash during its handshake */
+			if (n > 5 && !strcmp(e->d_name + n - 4, ".new"))
+				unlinkat(b->links_dirfd, e->d_name, 0);
+			continue;
+		}
+		if (link_find(b, e->d_name))
 			continue;
 		if (!name_ok(e->d_name))
 			continue;
@@ -1429,7 +1552,7 @@ void link_stop(struct broker *b)
 			if (n)
 				(void)!send(l->fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 		}
-		link_free(b, l, false);
+		link_free(b, l, l->provisional || l->dead);
 	}
 	for (unsigned i = 0; i < LINK_PENDING; i++)
 		if (b->pending[i])

@@ -139,6 +139,9 @@ static int on_hello(struct linkproto *lp, const uint8_t *fr, size_t n)
 		return refuse(lp, -EINVAL, "the peer names another link");
 	if (h.role == lp->role)
 		return refuse(lp, -EINVAL, "both ends claim the same role");
+	/* the origin of its messages: never nobody, never this broker */
+	if (h.broker_id == 0 || h.broker_id == lp->broker_id)
+		return refuse(lp, -EINVAL, "the peer claims this broker's id (a link to itself?)");
 	memcpy(lp->peer_nonce, h.nonce, WIRE_NONCE_LEN);
 	lp->peer_routed = h.routed;
 	lp->peer_broker = h.broker_id;
@@ -255,6 +258,18 @@ static int on_frame(struct linkproto *lp, enum wire_type t, const uint8_t *fr, s
 
 		if (wire_get_error(fr, n, &e) < 0)
 			return drop(lp, -EBADMSG, "a malformed ERROR");
+		/* its text goes to our log: printable characters only */
+		for (char *c = e.text; *c; c++)
+			if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+				*c = '?';
+		/* before the peer proved the key, anyone may have sent it: said,
+		 * but not taken for the peer's word (the link redials) */
+		if (lp->state != LP_READY) {
+			snprintf(lp->why, sizeof(lp->why), "refused before the key was proved: %s",
+				 e.text);
+			lp->state = LP_IDLE;
+			return -ECONNREFUSED;
+		}
 		return fail(lp, e.code, "the peer refused: %s", e.text);
 	}
 	switch (lp->state) {

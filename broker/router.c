@@ -44,7 +44,7 @@ static int mark_dirty(struct session *s)
 	return 0;
 }
 
-static void dlv_sync(struct broker *b, struct session *sub);
+static void dlv_sync(struct session *sub);
 
 static void commit_dirty(struct broker *b)
 {
@@ -58,7 +58,7 @@ static void commit_dirty(struct broker *b)
 			continue;
 		}
 		/* committed: now the table may say so (decisions.md 12) */
-		dlv_sync(b, s);
+		dlv_sync(s);
 		if (!s->txc)
 			continue;
 		/* pairs with the reader's fence in wake_wait() */
@@ -95,14 +95,14 @@ void dlv_free(struct session *sub, unsigned k)
  * covers can be routed again.  NULL when all SHM_DLV_MAX are needed (the
  * publisher waits) or on ENOMEM.
  */
-static struct delivered *dlv_get(struct broker *b, struct session *sub, uint64_t src)
+static struct delivered *dlv_get(struct broker *b, struct session *sub, uint64_t broker, uint64_t src)
 {
 	int free_k = -1;
 
 	if (!sub->dlv && !(sub->dlv = calloc(SHM_DLV_MAX, sizeof(*sub->dlv))))
 		return NULL;
 	for (unsigned i = 0; i < sub->ndlv; i++) {
-		if (sub->dlv[i].src_session == src)
+		if (sub->dlv[i].src_session == src && sub->dlv[i].src_broker == broker)
 			return &sub->dlv[i];
 		if (free_k < 0 && sub->dlv[i].src_session == 0)
 			free_k = (int)i;
@@ -112,7 +112,7 @@ static struct delivered *dlv_get(struct broker *b, struct session *sub, uint64_t
 	for (unsigned i = 0; free_k < 0 && i < sub->ndlv; i++) {
 		struct session *o;
 
-		if (sub->dlv[i].src_session >= SESSION_ID_LIMIT)
+		if (sub->dlv[i].src_broker != b->broker_id)
 			continue; /* a remote source: never known to be done */
 		o = session_by_id(b, sub->dlv[i].src_session);
 		if (!o || routing_seq(o) >= sub->dlv[i].seq) {
@@ -120,21 +120,23 @@ static struct delivered *dlv_get(struct broker *b, struct session *sub, uint64_t
 			free_k = (int)i;
 		}
 	}
-	/* all needed: a remote source's entry goes (its replays after a
-	 * broker crash may then be delivered twice: docs/links.md) */
+	/* all needed: a remote source's entry goes, unless a message of it
+	 * is half delivered (its replays after a broker crash may then be
+	 * delivered twice: docs/links.md) */
 	for (unsigned i = 0; free_k < 0 && i < sub->ndlv; i++)
-		if (sub->dlv[i].src_session >= SESSION_ID_LIMIT && i != (unsigned)sub->dlv_touched) {
+		if (sub->dlv[i].src_broker != b->broker_id && i != (unsigned)sub->dlv_touched &&
+		    !link_in_flight(b, sub->dlv[i].src_broker, sub->dlv[i].src_session)) {
 			dlv_free(sub, i);
 			free_k = (int)i;
 		}
 	if (free_k < 0)
 		return NULL;
-	sub->dlv[free_k] = (struct delivered){ .src_session = src, .seq = 0 };
+	sub->dlv[free_k] = (struct delivered){ .src_broker = broker, .src_session = src, .seq = 0 };
 	return &sub->dlv[free_k];
 }
 
 /* After sub's RX commit: the changed entry, then the position it is good to. */
-static void dlv_sync(struct broker *b, struct session *sub)
+static void dlv_sync(struct session *sub)
 {
 	struct shm_dlv_table *t = sub->dlv_shm;
 
@@ -146,8 +148,8 @@ static void dlv_sync(struct broker *b, struct session *sub)
 
 		/* a free slot ({0, 0}) being taken gets its sequence before its name */
 		store_release(&e->next_seq, d->seq);
-		if (e->src_session != d->src_session) {
-			e->src_broker = b->broker_id;
+		if (e->src_session != d->src_session || e->src_broker != d->src_broker) {
+			e->src_broker = d->src_broker;
 			store_release(&e->src_session, d->src_session);
 		}
 		if (t->n < sub->ndlv)
@@ -180,7 +182,7 @@ static int drop_oldest(struct broker *b, struct session *sub)
 	if (p->rsv != p->pos) {
 		if (ring_commit(p) < 0)
 			return -EAGAIN;
-		dlv_sync(b, sub);
+		dlv_sync(sub);
 	}
 	if (ring_prod_free(p, &free_bytes) < 0) {
 		session_quarantine(b, sub, "its rx_acked is impossible (behind, misaligned or ahead)");
@@ -200,8 +202,7 @@ static int drop_oldest(struct broker *b, struct session *sub)
 
 /* One message on its way to subscribers, from a local publisher or a link. */
 struct src_msg {
-	uint64_t dlv_id;      /* its source in the delivery tables */
-	uint64_t src_broker, src_session, seq;
+	uint64_t src_broker, src_session, seq; /* its source, as the delivery tables know it */
 	uint32_t topic_id;
 	const void *data;
 	uint32_t len;
@@ -211,7 +212,7 @@ struct src_msg {
 /* Deliver one message to one subscriber: 0, or -EAGAIN when it is full. */
 static int deliver_to(struct broker *b, struct session *sub, const struct src_msg *x)
 {
-	struct delivered *d = dlv_get(b, sub, x->dlv_id);
+	struct delivered *d = dlv_get(b, sub, x->src_broker, x->src_session);
 	struct shm_msg_rx rx = {
 		.topic_id = x->topic_id,
 		.src_broker = x->src_broker,
@@ -266,7 +267,6 @@ static int deliver(struct broker *b, struct session *pub, struct session *sub,
 		   const struct ring_msg *m, const struct shm_msg_tx *tx)
 {
 	struct src_msg x = {
-		.dlv_id = pub->id,
 		.src_broker = b->broker_id,
 		.src_session = pub->id,
 		.seq = m->hdr.seq,
@@ -279,11 +279,10 @@ static int deliver(struct broker *b, struct session *pub, struct session *sub,
 	return deliver_to(b, sub, &x);
 }
 
-int router_deliver_remote(struct broker *b, struct topic *t, uint64_t dlv_id, uint64_t src_broker,
-			  uint64_t src_session, uint64_t seq, const void *payload, uint32_t len)
+int router_deliver_remote(struct broker *b, struct topic *t, uint64_t src_broker, uint64_t src_session,
+			  uint64_t seq, const void *payload, uint32_t len)
 {
 	struct src_msg x = {
-		.dlv_id = dlv_id,
 		.src_broker = src_broker,
 		.src_session = src_session,
 		.seq = seq,

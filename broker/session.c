@@ -829,7 +829,7 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 		struct session *o = b->sessions[i];
 
 		for (unsigned k = 0; k < o->ndlv; k++)
-			if (o->dlv[k].src_session == s->id)
+			if (o->dlv[k].src_session == s->id && o->dlv[k].src_broker == b->broker_id)
 				dlv_free(o, k);
 	}
 	loop_cancel_session(b, s);
@@ -1257,7 +1257,7 @@ static int resume_seq(const struct ring *r, uint64_t pos, uint64_t stored, uint3
  * delivery table is known complete, over valid records, to the true write
  * position, raising the table's entries from the records found there.
  */
-static const char *rx_recover(struct broker *b, struct session *s)
+static const char *rx_recover(struct session *s)
 {
 	struct shm_dlv_table *t = s->dlv_shm;
 	uint64_t pub = load_acquire(&s->rxc->rx_write), pos = t->pos, seq = t->seq;
@@ -1272,6 +1272,7 @@ static const char *rx_recover(struct broker *b, struct session *s)
 	if (!s->dlv)
 		return "out of memory";
 	for (unsigned i = 0; i < n; i++) {
+		s->dlv[i].src_broker = t->ent[i].src_broker;
 		s->dlv[i].src_session = t->ent[i].src_session;
 		s->dlv[i].seq = t->ent[i].src_session ? t->ent[i].next_seq : 0;
 	}
@@ -1287,19 +1288,18 @@ static const char *rx_recover(struct broker *b, struct session *s)
 		if (ring_peek(&c, &m) < 0 || m.end - pos > r.size)
 			break;
 		if (m.hdr.type == SHM_REC_DATA && m.len >= sizeof(rx)) {
-			uint64_t id;
-
 			memcpy(&rx, m.payload, sizeof(rx));
-			/* a message from a remote link is known by its origin */
-			id = rx.src_broker == b->broker_id ? rx.src_session
-				: remote_src_id(rx.src_broker, rx.src_session);
+			/* a source is its origin broker (this one, or a remote
+			 * link's) and its session there */
 			for (unsigned i = 0; i < s->ndlv; i++)
-				if (s->dlv[i].src_session == id)
+				if (s->dlv[i].src_session == rx.src_session &&
+				    s->dlv[i].src_broker == rx.src_broker)
 					d = &s->dlv[i];
 			for (unsigned i = 0; !d && i < SHM_DLV_MAX; i++)
 				if (s->dlv[i].src_session == 0) {
 					d = &s->dlv[i];
-					d->src_session = id;
+					d->src_broker = rx.src_broker;
+					d->src_session = rx.src_session;
 					if (i >= s->ndlv)
 						s->ndlv = i + 1;
 				}
@@ -1312,7 +1312,7 @@ static const char *rx_recover(struct broker *b, struct session *s)
 		return "its RX ring holds a bad record before its published end";
 	/* the table, complete up to the true end, then that end published */
 	for (unsigned i = 0; i < s->ndlv; i++) {
-		t->ent[i].src_broker = b->broker_id;
+		t->ent[i].src_broker = s->dlv[i].src_broker;
 		t->ent[i].next_seq = s->dlv[i].seq;
 		t->ent[i].src_session = s->dlv[i].src_session;
 	}
@@ -1449,7 +1449,7 @@ static const char *adopt_one(struct broker *b, struct session *s, const struct s
 		return why;
 	/* rx_prod reads the owner's rx_acked from the TX file */
 	s->txc = segment_tx_ctrl(&s->tx);
-	if ((why = rx_recover(b, s)) || (why = tx_recover(s, &th)))
+	if ((why = rx_recover(s)) || (why = tx_recover(s, &th)))
 		return why;
 	tx_strays(s);
 	return NULL;

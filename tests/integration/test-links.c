@@ -465,7 +465,7 @@ static void test_refusals(void)
 	struct linkproto lp;
 	uint8_t badkey[LINK_KEY_LEN];
 	size_t n;
-	int fd;
+	int fd, downs;
 
 	pair_start(&p, false);
 	/* garbage on the listening port: an HTTP request */
@@ -495,9 +495,21 @@ static void test_refusals(void)
 		CU_ASSERT(wait_log(&p.a, "link protocol version", 1, 5000));
 	}
 
-	/* a wrong key: refused, said in A's log; the engine fails for good */
+	/* a newcomer naming the live link "east", proving nothing: refused,
+	 * and the link it names stays up */
+	downs = tb_log_count(&p.b, "link east: down");
+	CU_ASSERT_FATAL(lp_init(&lp, WIRE_DIALER, "east", 77, key, 1 << 16) == 0);
+	fd = raw_dial(p.port);
+	engine_talk(&lp, fd);
+	close(fd);
+	lp_free(&lp);
+	CU_ASSERT(wait_log(&p.a, "a second connection under its name waits", 1, 5000));
+	CU_ASSERT(tb_log_count(&p.b, "link east: down") == downs);
+
+	/* a wrong key under a new name: refused, said in A's log; the engine
+	 * fails for good; nothing of it is left in A's links/ */
 	randombytes_buf(badkey, sizeof(badkey));
-	CU_ASSERT_FATAL(lp_init(&lp, WIRE_DIALER, "east", 77, badkey, 1 << 16) == 0);
+	CU_ASSERT_FATAL(lp_init(&lp, WIRE_DIALER, "west", 77, badkey, 1 << 16) == 0);
 	fd = raw_dial(p.port);
 	engine_talk(&lp, fd);
 	close(fd);
@@ -506,7 +518,7 @@ static void test_refusals(void)
 	CU_ASSERT(wait_log(&p.a, "wrong link key", 1, 5000));
 
 	/* the right key, but claiming A sent bytes it never did */
-	CU_ASSERT_FATAL(lp_init(&lp, WIRE_DIALER, "east", 77, key, 1 << 16) == 0);
+	CU_ASSERT_FATAL(lp_init(&lp, WIRE_DIALER, "west", 77, key, 1 << 16) == 0);
 	lp.routed = 1000000000ull;
 	fd = raw_dial(p.port);
 	engine_talk(&lp, fd);
@@ -520,15 +532,56 @@ static void test_refusals(void)
 		struct tb c;
 		char dial[64];
 
-		snprintf(dial, sizeof(dial), "east=127.0.0.1:%u", p.port);
+		snprintf(dial, sizeof(dial), "west=127.0.0.1:%u", p.port);
 		CU_ASSERT_FATAL(tb_start(&c, "--link", dial, "--link-key", badkeypath, NULL) == 0);
 		CU_ASSERT(wait_log(&c, "FAILED for good", 1, 10000));
 		CU_ASSERT(tb_alive(&c));
 		CU_ASSERT(tb_stop(&c) == 0);
 		tb_cleanup(&c);
 	}
-	/* the real link was replaced by the strangers, then comes back */
-	CU_ASSERT(wait_log(&p.b, "link east: up", 2, 10000) || tb_log_count(&p.b, "link east: down") == 0);
+	/* strangers racing on a name nobody has proved: a second HELLO for
+	 * it, a HELLO and then a reset (both once freed a link still in use) */
+	{
+		struct wire_hello h = { .version = WIRE_VERSION, .role = WIRE_DIALER, .broker_id = 99,
+					.name_len = 5, .name = "ghost" };
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+		uint8_t f[256];
+		int fl = wire_put_hello(f, sizeof(f), &h), f1, f2, f3;
+
+		f1 = raw_dial(p.port);
+		CU_ASSERT(send(f1, f, (size_t)fl, MSG_NOSIGNAL) == fl);
+		CU_ASSERT(wait_log(&p.a, "link ghost: connected from", 1, 5000));
+		f2 = raw_dial(p.port);
+		CU_ASSERT(send(f2, f, (size_t)fl, MSG_NOSIGNAL) == fl);
+		CU_ASSERT(wait_log(&p.a, "being set up by another connection", 1, 5000));
+		memcpy(h.name, "ghost2", 7);
+		h.name_len = 6;
+		fl = wire_put_hello(f, sizeof(f), &h);
+		f3 = raw_dial(p.port);
+		CU_ASSERT(send(f3, f, (size_t)fl, MSG_NOSIGNAL) == fl);
+		setsockopt(f3, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(f3);
+		close(f2);
+		close(f1);
+		/* each is refused in time; nothing is left of them */
+		CU_ASSERT(wait_log(&p.a, "link ghost: a dial-in from", 1, 5000));
+		CU_ASSERT(tb_alive(&p.a));
+		a_serves(&p.a);
+	}
+	/* none of the strangers left a file, and the real link never went down */
+	{
+		char path[400];
+
+		snprintf(path, sizeof(path), "%s/links/west", p.a.dir);
+		CU_ASSERT(access(path, F_OK) < 0);
+		snprintf(path, sizeof(path), "%s/links/.west.new", p.a.dir);
+		CU_ASSERT(access(path, F_OK) < 0);
+		snprintf(path, sizeof(path), "%s/links/.ghost.new", p.a.dir);
+		CU_ASSERT(access(path, F_OK) < 0);
+		snprintf(path, sizeof(path), "%s/links/.ghost2.new", p.a.dir);
+		CU_ASSERT(access(path, F_OK) < 0);
+	}
+	CU_ASSERT(tb_log_count(&p.b, "link east: down") == downs);
 	CU_ASSERT(tb_alive(&p.a) && tb_alive(&p.b));
 	a_serves(&p.a);
 	pair_stop(&p);

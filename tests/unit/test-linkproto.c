@@ -187,6 +187,13 @@ static void test_refusals(void)
 	CU_ASSERT(ea == -EINVAL || eb == -EINVAL);
 	lp_free(&a);
 	lp_free(&b);
+	/* a peer that claims this broker's own id (a link to itself) */
+	CU_ASSERT_FATAL(lp_init(&a, WIRE_DIALER, "east", 5, k1, 4096) == 0);
+	CU_ASSERT_FATAL(lp_init(&b, WIRE_LISTENER, "east", 5, k1, 4096) == 0);
+	CU_ASSERT(connect_both(&a, &b, &sa, &sb, &ea, &eb) < 0);
+	CU_ASSERT((ea == -EINVAL && strstr(a.why, "id")) || (eb == -EINVAL && strstr(b.why, "id")));
+	lp_free(&a);
+	lp_free(&b);
 	/* a peer that claims to have routed bytes this side never sent */
 	pair(&a, &b, k1, k1, 4096);
 	b.routed = 12345;
