@@ -380,7 +380,9 @@ enum {
 	LINK_OP_IN,          /* a link's socket readable */
 	LINK_OP_OUT,         /* ... writable again */
 };
-/* Set up from the options (before the loop): key, links/, files, listener. */
+/* The options' key, before anything is made in the directory: 0 or -errno. */
+int link_check(struct broker *b);
+/* Set up from the options (before the loop): links/, files, listener. */
 int link_setup(struct broker *b);
 /* io_uring completions of kind OP_LINK_* */
 void link_cqe(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res, bool more);

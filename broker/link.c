@@ -584,7 +584,8 @@ static void act_monitor(struct link *l, const struct lc_action *a)
 			link_event(l, LOG_INFO, "redial in %llu ms", (unsigned long long)(a->detail / (int64_t)MS));
 		break;
 	case LC_MON_FAILED:
-		link_event(l, LOG_ERR, "FAILED for good: %s; fix the cause and restart this broker",
+		link_event(l, LOG_ERR, "FAILED for good: %s; fix the cause (a wrong key: the key files"
+			   " must be the same on both hosts, compare their sha256sum) and restart this broker",
 			   l->lp.why[0] ? l->lp.why : err_text((int)a->detail));
 		break;
 	default:
@@ -874,7 +875,6 @@ static void handshake_check(struct broker *b, struct link *l)
 		l->provisional = false;
 		l->deadline = 0;
 		store_release(&l->f->acked, l->lp.tx.acked);
-		link_step(b, l, &(struct lc_event){ .type = LC_HANDSHAKE_DONE, .gen = l->lc.gen, .fd = -1 });
 		if (was) {
 			/* proved: its file takes its name, and survives a restart */
 			if (renameat2(b->links_dirfd, l->fname, b->links_dirfd, l->name, RENAME_NOREPLACE) == 0)
@@ -883,8 +883,10 @@ static void handshake_check(struct broker *b, struct link *l)
 				link_event(l, LOG_ERR, "cannot name its file links/%s (%s): this link will"
 					   " not survive a restart", l->name, strerror(errno));
 			link_event(l, LOG_NOTICE, "a new link, from %s", l->peer_addr);
-			topics_recompute(b);
 		}
+		link_step(b, l, &(struct lc_event){ .type = LC_HANDSHAKE_DONE, .gen = l->lc.gen, .fd = -1 });
+		if (was)
+			topics_recompute(b);
 	}
 }
 
@@ -966,6 +968,23 @@ static void pending_close(struct broker *b, unsigned i, const char *why)
 	b->pending[i] = NULL;
 }
 
+/* Refuse with the reason told to the dialer too (an ERROR frame; its side
+ * logs it and redials, since nothing here has proved the key yet). */
+static void pending_refuse(struct broker *b, unsigned i, int code, const char *why)
+{
+	struct wire_error e = { .code = code };
+	uint8_t fr[WIRE_OVERHEAD + 8 + WIRE_TEXT_MAX];
+	int n;
+
+	e.text_len = (uint32_t)snprintf(e.text, sizeof(e.text), "%s", why);
+	if (e.text_len > WIRE_TEXT_MAX)
+		e.text_len = WIRE_TEXT_MAX;
+	n = wire_put_error(fr, sizeof(fr), &e);
+	if (n > 0)
+		(void)!send(b->pending[i]->fd, fr, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	pending_close(b, i, why);
+}
+
 static void pending_accepted(struct broker *b, int fd)
 {
 	struct sockaddr_storage a;
@@ -1004,11 +1023,11 @@ static void pending_to_link(struct broker *b, unsigned i, const struct wire_hell
 
 	links_reap(b);
 	if (l && l->role != WIRE_LISTENER) {
-		pending_close(b, i, "it names a link this broker dials");
+		pending_refuse(b, i, -EINVAL, "it names a link this broker dials");
 		return;
 	}
 	if (l && l->provisional) {
-		pending_close(b, i, "its link is being set up by another connection");
+		pending_refuse(b, i, -EADDRINUSE, "its link is being set up by another connection");
 		return;
 	}
 	/* a live link is not cut for a newcomer that has proved nothing: a
@@ -1021,9 +1040,10 @@ static void pending_to_link(struct broker *b, unsigned i, const struct wire_hell
 			char why[256];
 
 			snprintf(why, sizeof(why), "link %s is up and its peer was heard %llu ms ago:"
-				 " a second connection under its name waits until it goes quiet",
+				 " a second connection under its name waits until it goes quiet"
+				 " (two brokers dialing under one name?)",
 				 l->name, (unsigned long long)((now > l->last_rx ? now - l->last_rx : 0) / MS));
-			pending_close(b, i, why);
+			pending_refuse(b, i, -EADDRINUSE, why);
 			return;
 		}
 	}
@@ -1446,17 +1466,13 @@ static void links_reload(struct broker *b)
 	closedir(d);
 }
 
-int link_setup(struct broker *b)
+int link_check(struct broker *b)
 {
-	char path[4096], why[200];
-	int fds[2], r;
+	char why[200];
 
 	b->link_listen_fd = b->resolve_rd = b->resolve_wr = b->links_dirfd = -1;
-	if (!b->o.listen && !b->o.nlink_spec) {
-		if (b->o.nbridge)
-			log_msg(LOG_WARNING, "--bridge given, but no --link or --listen: nothing is bridged");
+	if (!b->o.listen && !b->o.nlink_spec)
 		return 0;
-	}
 	if (!b->o.link_key) {
 		log_msg(LOG_ERR, "links need a key: --link-key FILE (64 hex digits, mode 0600)");
 		return -EINVAL;
@@ -1464,6 +1480,19 @@ int link_setup(struct broker *b)
 	if (linkkey_load(b->o.link_key, b->link_key, why, sizeof(why)) < 0) {
 		log_msg(LOG_ERR, "--link-key %s: %s", b->o.link_key, why);
 		return -EACCES;
+	}
+	return 0;
+}
+
+int link_setup(struct broker *b)
+{
+	char path[4096], why[200];
+	int fds[2], r;
+
+	if (!b->o.listen && !b->o.nlink_spec) {
+		if (b->o.nbridge)
+			log_msg(LOG_WARNING, "--bridge given, but no --link or --listen: nothing is bridged");
+		return 0;
 	}
 	my_topics.n = b->o.nbridge;
 	for (unsigned i = 0; i < b->o.nbridge; i++)

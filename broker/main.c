@@ -446,6 +446,9 @@ int main(int argc, char **argv)
 	if (getrandom(&b.broker_id, sizeof(b.broker_id), 0) != sizeof(b.broker_id))
 		return 1;
 	session_table_init(&b);
+	/* a bad link key is said before anything is made in the directory */
+	if (sodium_init() < 0 || link_check(&b) < 0)
+		return 1;
 	if (dir_setup(&b) < 0)
 		return 1;
 	{

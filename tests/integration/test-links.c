@@ -502,6 +502,8 @@ static void test_refusals(void)
 	fd = raw_dial(p.port);
 	engine_talk(&lp, fd);
 	close(fd);
+	/* told why, and not taken as the last word (it may retry) */
+	CU_ASSERT(lp.state == LP_IDLE && strstr(lp.why, "waits until it goes quiet"));
 	lp_free(&lp);
 	CU_ASSERT(wait_log(&p.a, "a second connection under its name waits", 1, 5000));
 	CU_ASSERT(tb_log_count(&p.b, "link east: down") == downs);
@@ -621,6 +623,13 @@ static void test_key_checks(void)
 	/* and links without a key at all */
 	CU_ASSERT(tb_start(&t, "--listen", "127.0.0.1:0", NULL) < 0);
 	CU_ASSERT(tb_log_count(&t, "links need a key") == 1);
+	{
+		/* said before anything was made in the directory */
+		char path[400];
+
+		snprintf(path, sizeof(path), "%s/state", t.dir);
+		CU_ASSERT(access(path, F_OK) < 0);
+	}
 	tb_cleanup(&t);
 }
 
