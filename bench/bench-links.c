@@ -467,19 +467,6 @@ static struct lat tcp_rtt(bool spin, size_t n, uint64_t *bad)
 
 /* ---- the runs ------------------------------------------------------------------ */
 
-static void emit_oneway(const char *transport, uint32_t size, int rep, struct oneway o)
-{
-	struct bres r = bres_new(transport, "link-oneway", size, rep);
-	char extra[48];
-
-	bres_take(&r, &o);
-	if (o.corrupt) {
-		snprintf(extra, sizeof(extra), "corrupt=%llu", (unsigned long long)o.corrupt);
-		r.extra = extra;
-	}
-	bres_emit(&r);
-}
-
 static void emit_rtt(const char *transport, int rep, struct lat l, size_t n, uint64_t bad)
 {
 	struct bres r = bres_new(transport, "link-rtt", 64, rep);
@@ -506,8 +493,10 @@ static void run(int pin_mode)
 		for (int k = 0; k < 2; k++) {
 			uint64_t n = bench_n(sizes[k] == 64 ? 300000 : 100000);
 
-			emit_oneway("shmb link", sizes[k], rep, link_oneway(sizes[k], n));
-			emit_oneway("tcp", sizes[k], rep, tcp_oneway(sizes[k], n));
+			struct oneway lo = link_oneway(sizes[k], n), to = tcp_oneway(sizes[k], n);
+
+			bres_emit_oneway("shmb link", "link-oneway", sizes[k], rep, &lo);
+			bres_emit_oneway("tcp", "link-oneway", sizes[k], rep, &to);
 		}
 		l = broker_pingpong_between(dirs[1], dirs[0], 1, lat_n);
 		emit_rtt("shmb link block", rep, l, lat_n, 0);

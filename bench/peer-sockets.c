@@ -35,18 +35,6 @@ static const struct {
 	uint64_t n;
 } oneway_sizes[] = { { 64, 100000 }, { 1024, 60000 }, { 65536, 5000 } };
 
-static void emit_oneway(const char *name, uint32_t size, const struct oneway *o, int rep)
-{
-	struct bres r = bres_new(name, "oneway", size, rep);
-	char extra[64] = "";
-
-	bres_take(&r, o);
-	if (o->corrupt)
-		snprintf(extra, sizeof(extra), "corrupt=%llu", (unsigned long long)o->corrupt);
-	r.extra = extra;
-	bres_emit(&r);
-}
-
 static void emit_rtt(const char *name, size_t n, struct lat l, uint64_t bad, int rep)
 {
 	struct bres r = bres_new(name, "rtt", 64, rep);
@@ -72,7 +60,7 @@ static void run(int pinned)
 				struct oneway o = chan_oneway(chans[c].kind, oneway_sizes[s].size,
 							      bench_n(oneway_sizes[s].n));
 
-				emit_oneway(chans[c].name, oneway_sizes[s].size, &o, rep);
+				bres_emit_oneway(chans[c].name, "oneway", oneway_sizes[s].size, rep, &o);
 			}
 			l = chan_rtt(chans[c].kind, rtt_n, &bad);
 			emit_rtt(chans[c].name, rtt_n, l, bad, rep);

@@ -23,6 +23,20 @@ void bres_take(struct bres *r, const struct oneway *o)
 	r->reord = o->reord;
 }
 
+void bres_emit_oneway(const char *transport, const char *workload, unsigned size, int rep,
+		      const struct oneway *o)
+{
+	struct bres r = bres_new(transport, workload, size, rep);
+	char extra[48];
+
+	bres_take(&r, o);
+	if (o->corrupt) {
+		snprintf(extra, sizeof(extra), "corrupt=%llu", (unsigned long long)o->corrupt);
+		r.extra = extra;
+	}
+	bres_emit(&r);
+}
+
 void bres_emit(const struct bres *r)
 {
 	printf("@R\t%s\t%s\t%u\t%d\t%d\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%llu\t%llu\t%llu\t%llu\t%llu\t%s\n",

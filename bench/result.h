@@ -54,6 +54,9 @@ struct bres bres_new(const char *transport, const char *workload, unsigned size,
 void bres_take(struct bres *r, const struct oneway *o);
 
 void bres_emit(const struct bres *r);
+/* bres_take() of a one-way run, emitted, with corrupt=N as its extra if any. */
+void bres_emit_oneway(const char *transport, const char *workload, unsigned size, int rep,
+		      const struct oneway *o);
 void bres_skip(const char *transport, const char *why);
 
 /* Repetitions (3; SHMB_BENCH_REPS overrides) and the size factor of a

@@ -698,8 +698,12 @@ static int link_deliver(void *arg, const struct wire_data *d)
 	uint64_t origin = l->lp.peer_broker;
 	int r;
 
-	/* a peer delivers only into what this link bridges (both sides' lists) */
-	if (!link_bridges(b, l, d->topic)) {
+	/* a peer delivers only into what this link bridges (both sides'
+	 * lists): a known topic's mask says so without matching patterns per
+	 * message; a link still being proved is in no mask yet */
+	bool bridged = t && !l->provisional ? (t->links >> l->slot) & 1 : link_bridges(b, l, d->topic);
+
+	if (!bridged) {
 		if (!l->not_bridged++)
 			link_event(l, LOG_WARNING, "the peer sent topic '%s', which this link does not"
 				   " bridge: dropped (and every such message, counted)", d->topic);
@@ -1147,18 +1151,12 @@ static void pending_readable(struct broker *b, unsigned i)
 		return;
 	}
 	if (h.version != WIRE_VERSION) {
-		/* said to the peer too, so that its side fails for good, loudly */
-		struct wire_error e = { .code = -EPROTONOSUPPORT };
-		uint8_t fr[WIRE_OVERHEAD + 8 + WIRE_TEXT_MAX];
-		int n;
+		/* said to the peer too, so that its side says so as loudly */
+		char why[80];
 
-		e.text_len = (uint32_t)snprintf(e.text, sizeof(e.text),
-						 "link protocol version %u here, %u there", WIRE_VERSION,
-						 h.version);
-		n = wire_put_error(fr, sizeof(fr), &e);
-		if (n > 0)
-			(void)!send(p->fd, fr, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
-		pending_close(b, i, e.text);
+		snprintf(why, sizeof(why), "link protocol version %u here, %u there", WIRE_VERSION,
+			 h.version);
+		pending_refuse(b, i, -EPROTONOSUPPORT, why);
 		return;
 	}
 	pending_to_link(b, i, &h);
@@ -1574,13 +1572,8 @@ void link_stop(struct broker *b)
 		if (!l)
 			continue;
 		/* what can still go out goes (best effort: the peer replays the rest) */
-		if (l->fd >= 0 && l->lc.state == LC_READY) {
-			size_t n;
-			const uint8_t *p = lp_output(&l->lp, &n);
-
-			if (n)
-				(void)!send(l->fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-		}
+		if (l->lc.state == LC_READY)
+			flush_last(l);
 		link_free(b, l, l->provisional || l->dead);
 	}
 	for (unsigned i = 0; i < LINK_PENDING; i++)
