@@ -1402,9 +1402,28 @@ static int listen_setup(struct broker *b)
 		log_msg(LOG_ERR, "--listen %s: %s", b->o.listen, gai_strerror(r));
 		return -EINVAL;
 	}
+	r = -1;
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+	if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0) {
+		/*
+		 * A broker killed a moment ago leaves its accepted connections
+		 * closing (FIN_WAIT) until their peers close too, and until then
+		 * the port may refuse a bind even with SO_REUSEADDR: wait for
+		 * them, 10 s at most, rather than fail the restart.
+		 */
+		uint64_t until = now_ns() + 10000 * MS;
+		bool said = false;
+
+		while ((r = bind(fd, ai->ai_addr, ai->ai_addrlen)) < 0 && errno == EADDRINUSE &&
+		       now_ns() < until) {
+			if (!said)
+				log_msg(LOG_NOTICE, "--listen %s: in use, perhaps by the last run's"
+					" closing connections: waiting", b->o.listen);
+			said = true;
+			usleep(100000);
+		}
+	}
+	if (fd < 0 || r < 0 || listen(fd, 64) < 0) {
 		r = -errno;
 		log_msg(LOG_ERR, "--listen %s: %s", b->o.listen, strerror(errno));
 		if (fd >= 0)
