@@ -289,7 +289,7 @@ enum log_level { LOG_ERR = 3, LOG_WARNING = 4, LOG_NOTICE = 5, LOG_INFO = 6, LOG
 void log_set_level(int level);
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* ---- session.c ---- */
+/* ---- session.c, session-tx.c (session-int.h: what they share with adopt.c) ---- */
 int session_table_init(struct broker *b);
 struct session *session_find(struct broker *b, uid_t uid, const char *name);
 struct session *session_by_id(struct broker *b, uint64_t id);
@@ -304,15 +304,9 @@ void session_drain_done(struct session *s);
 bool session_tx_drained(struct session *s);
 /* Where a new owner starts reading RX, and the sequence found there. */
 void session_rx_start(struct session *s, uint64_t *pos, uint64_t *seq);
-int session_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bool reset);
-int session_unsubscribe(struct broker *b, struct session *s, uint32_t topic_id);
-struct topic *topic_by_id(struct broker *b, uint32_t id);
-struct topic *topic_find(struct broker *b, const char *name);
-int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id);
 /* Detach every session c owns; returns how many it owned. */
 unsigned session_conn_gone(struct broker *b, struct conn *c, const char *reason);
 
-int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name);
 void session_token_hash(const uint8_t *token, uint8_t *out);
 int session_owner_pid(const struct session *s);
 void session_event(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -320,6 +314,18 @@ void session_event(struct session *s, const char *fmt, ...) __attribute__((forma
 void event_put(struct session_event *e, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Admin: fence the owner off and detach (delete: destroy); by is the caller's uid. */
 int session_kick(struct broker *b, struct session *s, bool delete, uid_t by);
+
+/* ---- topic.c ---- */
+struct topic *topic_by_id(struct broker *b, uint32_t id);
+struct topic *topic_find(struct broker *b, const char *name);
+int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id);
+int topic_restore(struct broker *b, uint32_t id, uid_t owner, const char *name);
+/* s subscribes to topic_id (reset: instead of all it had); 0 or -errno,
+ * recorded in the state file before memory follows. */
+int topic_subscribe(struct broker *b, struct session *s, uint32_t topic_id, bool reset);
+int topic_unsubscribe(struct broker *b, struct session *s, uint32_t topic_id);
+/* s is gone from t's subscribers (memory only). */
+void topic_drop_sub(struct topic *t, struct session *s);
 /* Refresh each topic's rate when its window is a second old. */
 void topic_rates(struct broker *b, uint64_t now);
 
@@ -346,13 +352,16 @@ struct state_load {
 
 int state_read(struct broker *b, struct state_load *l);
 void state_load_free(struct state_load *l);
-int session_adopt_all(struct broker *b, const struct state_load *l);
 void state_keep_copy(struct broker *b, const char *why);
 int state_compact(struct broker *b);
 int state_session(struct broker *b, const struct session *s);
 int state_gone(struct broker *b, uint64_t id);
 int state_sub(struct broker *b, uint64_t id, uint32_t topic, int how);
 int state_topic(struct broker *b, const struct topic *t);
+
+/* ---- adopt.c ---- */
+/* At start-up: re-adopt every recorded session, quarantine the rest. */
+int session_adopt_all(struct broker *b, const struct state_load *l);
 
 /* ---- router.c ---- */
 /* Move what every TX ring holds to its subscribers; returns records moved. */

@@ -269,8 +269,8 @@ static int do_sub(struct broker *b, struct conn *c, const struct proto_sub *q, b
 	s = owned(b, c, q->session_id, &err);
 	if (!s)
 		return reply_err(c, q->h.req_id, err, "no such session of yours attached here");
-	err = sub ? session_subscribe(b, s, q->topic_id, q->flags & PROTO_SUB_RESET)
-		  : session_unsubscribe(b, s, q->topic_id);
+	err = sub ? topic_subscribe(b, s, q->topic_id, q->flags & PROTO_SUB_RESET)
+		  : topic_unsubscribe(b, s, q->topic_id);
 	return reply_err(c, q->h.req_id, err, err ? "no such topic" : "ok");
 }
 
