@@ -374,18 +374,35 @@ static const char *session_adopt(struct broker *b, const struct state_session *s
 	return NULL;
 }
 
+/* The broker's own lines: its id, the next session id, the topics with
+ * their ids, in file order.  A topic line that contradicts what came
+ * before counts as a bad line. */
+static void adopt_broker(struct broker *b, struct state_load *l)
+{
+	if (l->have_header)
+		b->broker_id = l->broker_id;
+	if (l->next_session_id > b->next_session_id)
+		b->next_session_id = l->next_session_id;
+	for (unsigned i = 0; i < l->nt; i++)
+		if (topic_restore(b, l->t[i].id, l->t[i].owner, l->t[i].name) < 0) {
+			l->lines--;
+			state_bad_line(l, l->t[i].line);
+		}
+}
+
 /*
  * At start-up: every directory in sessions/ is either a recorded session,
  * re-adopted as detached after its files pass every check, or moved aside
  * into quarantine/ with the reason in the log.
  */
-int session_adopt_all(struct broker *b, const struct state_load *l)
+int adopt_all(struct broker *b, struct state_load *l)
 {
 	int fd = dup(b->sessions_dirfd);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
 	struct dirent *e;
 	bool *seen = calloc(l->n + 1, sizeof(*seen));
 
+	adopt_broker(b, l);
 	if (!d || !seen) {
 		if (d)
 			closedir(d);

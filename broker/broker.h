@@ -343,14 +343,32 @@ struct state_session {
 	unsigned ntopics;
 };
 
+/* A topic line: the topic with its id, and where it stood. */
+struct state_topic {
+	uint32_t id;
+	uid_t owner;
+	unsigned line;
+	char name[PROTO_TOPIC_MAX + 1];
+};
+
+/* What the state file says, as read; nothing is applied (adopt.c does). */
 struct state_load {
 	bool exists, have_header, torn;
 	unsigned lines, bad;
+	uint64_t broker_id;       /* the header's, when have_header */
+	uint64_t next_session_id; /* past every id a line names (0: none named) */
+	struct state_topic *t;    /* in file order */
+	unsigned nt, capt;
 	struct state_session *s;
 	unsigned n, cap;
 };
 
-int state_read(struct broker *b, struct state_load *l);
+/* Read SHMB_DIR/state (dirfd) into l: 0 (a missing file too), or -errno. */
+int state_read(int dirfd, struct state_load *l);
+/* Parse the file's text; bad lines are counted and skipped. */
+void state_parse(struct state_load *l, char *buf, size_t len);
+/* Count line lineno as corrupt, saying so (the first ten times). */
+void state_bad_line(struct state_load *l, unsigned lineno);
 void state_load_free(struct state_load *l);
 void state_keep_copy(struct broker *b, const char *why);
 int state_compact(struct broker *b);
@@ -360,8 +378,11 @@ int state_sub(struct broker *b, uint64_t id, uint32_t topic, int how);
 int state_topic(struct broker *b, const struct topic *t);
 
 /* ---- adopt.c ---- */
-/* At start-up: re-adopt every recorded session, quarantine the rest. */
-int session_adopt_all(struct broker *b, const struct state_load *l);
+/* At start-up, apply what the state file said: the broker's id, its next
+ * session id and its topics (a topic line that contradicts another is
+ * counted bad in l), then re-adopt every recorded session whose files
+ * pass their checks and quarantine the rest. */
+int adopt_all(struct broker *b, struct state_load *l);
 
 /* ---- router.c ---- */
 /* Move what every TX ring holds to its subscribers; returns records moved. */

@@ -387,6 +387,22 @@ static int unhex(uint8_t *out, size_t n, const char *in)
 	return 0;
 }
 
+/* One more topic line, in the order the file has them. */
+static int topic_push(struct state_load *l, const struct state_topic *t)
+{
+	if (l->nt == l->capt) {
+		unsigned cap = l->capt ? 2 * l->capt : 64;
+		struct state_topic *q = realloc(l->t, cap * sizeof(*q));
+
+		if (!q)
+			return -ENOMEM;
+		l->t = q;
+		l->capt = cap;
+	}
+	l->t[l->nt++] = *t;
+	return 0;
+}
+
 /*
  * A session id a line may name.  sscanf takes "-1" and numbers past 2^64
  * as huge values, and one taken as the highest id so far would make the
@@ -397,7 +413,7 @@ static bool session_id_ok(unsigned long long id)
 	return id != 0 && id < SESSION_ID_LIMIT;
 }
 
-static int parse_rec(struct broker *b, struct state_load *l, char *rec)
+static int parse_rec(struct state_load *l, char *rec, unsigned lineno)
 {
 	char name[STATE_LINE_MAX], th[2 * SESSION_TOKEN_HASH_LEN + 2];
 	unsigned long long id, a, c;
@@ -411,18 +427,20 @@ static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 		if (sscanf(rec, "H %u %llx %llu%n", &u, &id, &a, &k) != 3 || rec[k] || u != STATE_VERSION ||
 		    a > SESSION_ID_LIMIT)
 			return -EINVAL;
-		b->broker_id = id;
+		l->broker_id = id;
 		l->have_header = true;
-		if (a > b->next_session_id)
-			b->next_session_id = a;
+		if (a > l->next_session_id)
+			l->next_session_id = a;
 		return 0;
 	case 'T': {
-		char raw[PROTO_TOPIC_MAX + 1];
+		struct state_topic t = { .line = lineno };
 
 		if (sscanf(rec, "T %u %u %1023s%n", &u, &v, name, &k) != 3 || rec[k] ||
-		    unesc(raw, sizeof(raw), name) < 0)
+		    unesc(t.name, sizeof(t.name), name) < 0)
 			return -EINVAL;
-		return topic_restore(b, u, (uid_t)v, raw);
+		t.id = u;
+		t.owner = (uid_t)v;
+		return topic_push(l, &t);
 	}
 	case 'S': {
 		struct state_session n = { 0 };
@@ -439,8 +457,8 @@ static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 		n.tx_size = c;
 		n.pid = pid;
 		memcpy(n.name, name, strlen(name) + 1); /* length checked above */
-		if (id >= b->next_session_id)
-			b->next_session_id = id + 1;
+		if (id >= l->next_session_id)
+			l->next_session_id = id + 1;
 		s = ss_find(l, id);
 		if (s) {
 			/* a newer owner or token: subscriptions stay */
@@ -504,55 +522,21 @@ static int parse_rec(struct broker *b, struct state_load *l, char *rec)
 }
 
 /*
- * Read SHMB_DIR/state into l (sessions) and b (broker id, next session
- * id, topics).  A missing file is a first start.  Bad lines are skipped
- * and counted in l->bad; l->torn says the last line was cut short: only
- * bytes after the last newline, at the very end, are that.
+ * Parse the state file's text (buf, len bytes; its newlines are
+ * overwritten) into l: the broker's id and next session id, the topics in
+ * file order, the sessions.  Bad lines are skipped and counted in l->bad;
+ * l->torn says the last line was cut short: only bytes after the last
+ * newline, at the very end, are that.  Touches nothing but l.
  */
-int state_read(struct broker *b, struct state_load *l)
+void state_parse(struct state_load *l, char *buf, size_t len)
 {
-	int fd = openat(b->dirfd, "state", O_RDONLY | O_CLOEXEC);
-	struct stat st;
-	char *buf, *p, *end;
+	char *p, *end = buf + len;
 	unsigned lineno = 0;
 
-	memset(l, 0, sizeof(*l));
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return 0;
-		return -errno;
-	}
-	l->exists = true;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 30)) {
-		close(fd);
-		return -EINVAL;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	{
-		size_t got = 0;
-
-		while (got < (size_t)st.st_size) {
-			ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				break;
-			got += (size_t)n;
-		}
-		buf[got] = 0;
-		st.st_size = (off_t)got;
-	}
-	close(fd);
 	/* by length, not by C string: a NUL byte must not end the file early */
-	end = buf + st.st_size;
 	for (p = buf; p < end;) {
 		char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t len;
+		size_t n;
 		unsigned crc;
 		int k = 0;
 
@@ -565,19 +549,69 @@ int state_read(struct broker *b, struct state_load *l)
 			break;
 		}
 		*nl = 0;
-		len = (size_t)(nl - p);
+		n = (size_t)(nl - p);
 		/* a NUL inside a line is damage, like a checksum that fails */
-		if (len < 10 || memchr(p, 0, len) || sscanf(p, "%8x %n", &crc, &k) != 1 || k != 9 ||
-		    crc != crc32c(0, p + 9, len - 9) || parse_rec(b, l, p + 9) < 0) {
-			l->bad++;
-			if (l->bad <= 10)
-				log_msg(LOG_ERR, "state: line %u is corrupt (checksum or format); skipped",
-					lineno);
-		} else {
+		if (n < 10 || memchr(p, 0, n) || sscanf(p, "%8x %n", &crc, &k) != 1 || k != 9 ||
+		    crc != crc32c(0, p + 9, n - 9) || parse_rec(l, p + 9, lineno) < 0)
+			state_bad_line(l, lineno);
+		else
 			l->lines++;
-		}
 		p = nl + 1;
 	}
+}
+
+void state_bad_line(struct state_load *l, unsigned lineno)
+{
+	l->bad++;
+	if (l->bad <= 10)
+		log_msg(LOG_ERR, "state: line %u is corrupt (checksum or format); skipped", lineno);
+}
+
+/* The whole of a file, NUL-terminated, into *out (its length in *len). */
+static int read_whole(int fd, char **out, size_t *len)
+{
+	struct stat st;
+	size_t got = 0;
+	char *buf;
+
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 30))
+		return -EINVAL;
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf)
+		return -ENOMEM;
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	buf[got] = 0;
+	*out = buf;
+	*len = got;
+	return 0;
+}
+
+/* Read and parse the state file in dirfd (SHMB_DIR).  A missing file is
+ * a first start. */
+int state_read(int dirfd, struct state_load *l)
+{
+	int fd = openat(dirfd, "state", O_RDONLY | O_CLOEXEC);
+	size_t len;
+	char *buf;
+	int r;
+
+	memset(l, 0, sizeof(*l));
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	l->exists = true;
+	r = read_whole(fd, &buf, &len);
+	close(fd);
+	if (r < 0)
+		return r;
+	state_parse(l, buf, len);
 	free(buf);
 	return 0;
 }
@@ -587,6 +621,7 @@ void state_load_free(struct state_load *l)
 	for (unsigned i = 0; i < l->n; i++)
 		free(l->s[i].topics);
 	free(l->s);
+	free(l->t);
 	memset(l, 0, sizeof(*l));
 }
 
