@@ -308,7 +308,12 @@ void session_rx_start(struct session *s, uint64_t *pos, uint64_t *seq);
 unsigned session_conn_gone(struct broker *b, struct conn *c, const char *reason);
 
 void session_token_hash(const uint8_t *token, uint8_t *out);
-int session_owner_pid(const struct session *s);
+/* The owner the state file names: one attached now, or a re-adopted
+ * session's last owner that still lives; 0 for none. */
+static inline int session_owner_pid(const struct session *s)
+{
+	return s->owner || s->adopted_pidfd >= 0 ? (int)s->owner_pid : 0;
+}
 void session_event(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Fill one event (a session's or a link's): now, and the text. */
 void event_put(struct session_event *e, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));

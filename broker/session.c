@@ -123,13 +123,6 @@ static bool owner_alive(struct session *s)
 	return !s->owner->dead && pidfd_alive(s->owner->pidfd);
 }
 
-/* The owner the state file names: one attached now, or a re-adopted
- * session's last owner that still lives; 0 for none. */
-int session_owner_pid(const struct session *s)
-{
-	return s->owner || s->adopted_pidfd >= 0 ? (int)s->owner_pid : 0;
-}
-
 /* A re-adopted session's last owner asking again without its token (it
  * closed its client while the broker was away) is that owner: a live pid
  * is not reused. */
