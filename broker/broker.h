@@ -402,8 +402,6 @@ uint64_t router_session(struct broker *b, struct session *s);
 int router_deliver_remote(struct broker *b, struct topic *t, uint64_t src_broker, uint64_t src_session,
 			  uint64_t seq, const void *payload, uint32_t len);
 void router_commit(struct broker *b);
-/* Free sub's delivery entry k (its source is gone). */
-void dlv_free(struct session *sub, unsigned k);
 
 /* ---- link.c ---- */
 /* io_uring request kinds of links (loop.c tags them, link_cqe takes them) */
@@ -460,6 +458,8 @@ void guard_check(struct broker *b);
 int loop_init(struct broker *b);
 int loop_run(struct broker *b);
 void loop_watch_conn(struct broker *b, struct conn *c, int slot);
+/* cancel the watches of loop_watch_conn (c is about to be freed) */
+void loop_unwatch_conn(struct broker *b, struct conn *c);
 void loop_cancel_session(struct broker *b, struct session *s);
 /* exit.c's watch on a gone process's pidfd: completions go to exitw_event */
 void loop_watch_exit(struct broker *b, int pidfd, unsigned slot, uint32_t gen);

@@ -98,6 +98,26 @@ void ctl_accepted(struct broker *b, int fd)
 	loop_watch_conn(b, c, slot);
 }
 
+void ctl_close(struct broker *b, struct conn *c, const char *why)
+{
+	unsigned owned;
+
+	if (c->dead)
+		return;
+	c->dead = true;
+	log_msg(LOG_DEBUG, "connection of pid %d closed: %s", (int)c->pid, why);
+	owned = session_conn_gone(b, c, why);
+	/* why the process went, if it did, is learnt from a copy of its pidfd */
+	exitw_conn_gone(b, c, owned);
+	loop_unwatch_conn(b, c);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
+	close(c->fd);
+	b->conns[c->slot] = NULL;
+	b->conn_gen[c->slot]++;
+	free(c);
+}
+
 static int send_reply(struct conn *c, const struct proto_reply *r, const int *fds, int nfds)
 {
 	union {

@@ -164,26 +164,11 @@ void loop_unwatch_exit(struct broker *b, unsigned slot, uint32_t gen)
 	cancel(b, UD(OP_EXIT, slot, gen));
 }
 
-void ctl_close(struct broker *b, struct conn *c, const char *why)
+void loop_unwatch_conn(struct broker *b, struct conn *c)
 {
-	unsigned owned;
-
-	if (c->dead)
-		return;
-	c->dead = true;
-	log_msg(LOG_DEBUG, "connection of pid %d closed: %s", (int)c->pid, why);
-	owned = session_conn_gone(b, c, why);
-	/* why the process went, if it did, is learnt from a copy of its pidfd */
-	exitw_conn_gone(b, c, owned);
 	cancel(b, UD(OP_CONN, c->slot, c->slot_gen));
-	if (c->pidfd >= 0) {
+	if (c->pidfd >= 0)
 		cancel(b, UD(OP_PIDFD, c->slot, c->slot_gen));
-		close(c->pidfd);
-	}
-	close(c->fd);
-	b->conns[c->slot] = NULL;
-	b->conn_gen[c->slot]++;
-	free(c);
 }
 
 void loop_cancel_session(struct broker *b, struct session *s)

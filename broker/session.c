@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/dlv.h"
 #include "broker/session-int.h"
 #include "shm/atomics.h"
 #include "shm/futex.h"
@@ -635,13 +636,7 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 			topic_drop_sub(t, s);
 	}
 	/* no subscriber keeps a dedup entry for a source that is gone */
-	for (unsigned i = 0; i < b->nsessions; i++) {
-		struct session *o = b->sessions[i];
-
-		for (unsigned k = 0; k < o->ndlv; k++)
-			if (o->dlv[k].src_session == s->id && o->dlv[k].src_broker == b->broker_id)
-				dlv_free(o, k);
-	}
+	dlv_forget(b, b->broker_id, s->id);
 	loop_cancel_session(b, s);
 	notify_close(s);
 	/* a client still mapping it learns -ESTALE at its next call */
