@@ -78,6 +78,9 @@ static void test_subscriber_killed(void)
 	pid_t pub, sub;
 	struct tb t;
 
+	/* the kill loop alone may run 120 s, then each child gets 60 s */
+	harness_alarm(300);
+
 	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
 	if ((sub = fork_or_die()) == 0)
 		subscriber(&t, st, 0, n, 1);

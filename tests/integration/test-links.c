@@ -238,6 +238,9 @@ static void test_faults(void)
 	unsigned faults = 0, k = 0;
 	uint64_t n = link_n(), t0;
 
+	/* the fault plan may run 200 s, then the stream drains */
+	harness_alarm(400);
+
 	pair_start(&p, true);
 	t0 = mono_ns();
 	run_start(&r, &p, n);
@@ -279,6 +282,9 @@ static void test_stalled(void)
 	struct stats *st;
 	pid_t sub, pub;
 	uint64_t n = link_n() / 10;
+
+	/* each of its two children may take 120 s */
+	harness_alarm(300);
 
 	if (n < 20000)
 		n = 20000;
@@ -337,6 +343,9 @@ static void test_broker_kills(void)
 	struct run r;
 	uint64_t n = link_n() / 2, t0;
 	int kills = 0;
+
+	/* four rounds of up to 30 s each, then the stream drains */
+	harness_alarm(300);
 
 	/* 64 KiB rings: about 1000 messages in flight, then the publisher waits */
 	link_buffer = "65536";

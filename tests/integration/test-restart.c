@@ -234,6 +234,9 @@ static void test_broker_killed(void)
 	uint64_t total = 0;
 	struct tb t;
 
+	/* the kill loop alone may run 120 s, then each child gets 60 s */
+	harness_alarm(300);
+
 	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
 	snprintf(w.dir, sizeof(w.dir), "%s", t.dir);
 	CU_ASSERT_FATAL(pthread_create(&w.th, NULL, watch_main, &w) == 0);
@@ -667,6 +670,9 @@ static void test_owner_switches_killed(void)
 	unsigned kills = 0, quarantined = 0;
 	pid_t sub, pub;
 	struct tb t;
+
+	/* the kill loop alone may run 120 s, then each child gets 60 s */
+	harness_alarm(300);
 
 	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
 	if ((sub = fork_or_die()) == 0)
