@@ -66,18 +66,22 @@ bool harness_wait_more(struct harness_wait *w);
 		harness_held_;                                                    \
 	})
 
-#define HARNESS_WAIT_ASSERT_(cond, deadline_ms, fatal)                            \
+/* the text is made here, not in WAIT_FOR: an argument passed on is
+ * macro-expanded first, and the failure should show what the test says */
+#define HARNESS_WAIT_ASSERT_(cond, deadline_ms, text, fatal)                      \
 	({                                                                        \
 		bool harness_ok_ = TRY_WAIT_FOR(cond, deadline_ms);               \
-		CU_assertImplementation(harness_ok_, __LINE__,                    \
-					"WAIT_FOR(" #cond ", " #deadline_ms       \
-					" ms) timed out",                         \
-					__FILE__, "", (fatal));                   \
+		CU_assertImplementation(harness_ok_, __LINE__, text, __FILE__, "", \
+					(fatal));                                 \
 		harness_ok_;                                                      \
 	})
 
-#define WAIT_FOR(cond, deadline_ms) HARNESS_WAIT_ASSERT_(cond, deadline_ms, CU_FALSE)
-#define WAIT_FOR_FATAL(cond, deadline_ms) HARNESS_WAIT_ASSERT_(cond, deadline_ms, CU_TRUE)
+#define WAIT_FOR(cond, deadline_ms)                                               \
+	HARNESS_WAIT_ASSERT_(cond, deadline_ms,                                   \
+			     "WAIT_FOR(" #cond ", " #deadline_ms " ms) timed out", CU_FALSE)
+#define WAIT_FOR_FATAL(cond, deadline_ms)                                         \
+	HARNESS_WAIT_ASSERT_(cond, deadline_ms,                                   \
+			     "WAIT_FOR_FATAL(" #cond ", " #deadline_ms " ms) timed out", CU_TRUE)
 
 /*
  * The per-test alarm: SHMB_TEST_ALARM seconds (default 120, 0: none),
