@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -35,6 +36,22 @@
 static const bool sessions_survive_restart = true;
 
 #define MSEC(ns) ((double)(ns) / 1e6)
+
+/*
+ * Every connect() of this program passes here (libshmb is linked in
+ * statically), so a test can see a client's dial attempts fail: the client
+ * started before its broker is let fail a few before the broker starts.
+ */
+static uint32_t failed_connects;
+
+int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len)
+{
+	long r = syscall(SYS_connect, fd, addr.__sockaddr__, len);
+
+	if (r < 0)
+		fetch_add_release(&failed_connects, 1);
+	return (int)r;
+}
 
 struct payload {
 	uint64_t n;
@@ -174,6 +191,7 @@ static void test_client_before_broker(void)
 	struct shmb_connect_opts o;
 	pthread_t th;
 	uint64_t t0, up_ns;
+	uint32_t failed;
 	struct tb t;
 
 	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
@@ -190,10 +208,11 @@ static void test_client_before_broker(void)
 
 	e.o = fast_opts(dir);
 	e.o.wait_ms = 10000;
+	failed = load_acquire(&failed_connects);
 	CU_ASSERT_FATAL(pthread_create(&th, NULL, early_main, &e) == 0);
 	WAIT_FOR(load_acquire(&e.started), 5000);
 	/* let it fail a few attempts first (the attempt count below shows it did) */
-	usleep(200000);
+	WAIT_FOR(load_acquire(&failed_connects) >= failed + 3, 5000);
 	CU_ASSERT(!load_acquire(&e.done));
 	tb_use_dir(dir);
 	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);

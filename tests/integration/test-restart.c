@@ -790,6 +790,15 @@ static void test_clean_restart(void)
 	tb_cleanup(&t);
 }
 
+/* Has every subscriber received something? */
+static bool all_receiving(const struct run *run)
+{
+	for (int i = 0; i < NSUB; i++)
+		if (!load_acquire(&run->st.received[i]))
+			return false;
+	return true;
+}
+
 /*
  * SIGTERM while the stream flows: the broker routes what is in flight for
  * at most --drain-timeout (1 s here), exits 0, and the next broker
@@ -799,7 +808,7 @@ static void test_sigterm_drain(void)
 {
 	struct run *run = run_new();
 	pid_t subs[NSUB], pubs[NPUB];
-	uint64_t t0, took, total = 0;
+	uint64_t t0, took, total = 0, base;
 	struct tb t;
 
 	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", "--drain-timeout", "1", NULL) == 0);
@@ -811,7 +820,8 @@ static void test_sigterm_drain(void)
 		if ((pubs[j] = fork_or_die()) == 0)
 			pub_proc(&t, run, j);
 	CU_ASSERT_FATAL(wait_ready(&run->st, NSUB + NPUB));
-	usleep(100000);
+	/* the stream flows: every subscriber has something */
+	WAIT_FOR(all_receiving(run), 10000);
 	t0 = mono_ns();
 	CU_ASSERT_FATAL(kill(t.pid, SIGTERM) == 0);
 	CU_ASSERT(tb_wait_child(t.pid, 10000) == 0);
@@ -822,9 +832,11 @@ static void test_sigterm_drain(void)
 	 * stop, so what is "in flight" keeps growing), and never later than
 	 * --drain-timeout; what it left is the next broker's */
 	CU_ASSERT(took < 3000000000ull);
+	base = rx_written(t.dir);
 	tb_use_dir(t.dir);
 	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
-	usleep(100000);
+	/* the stream flows again: the new broker delivers */
+	WAIT_FOR(rx_written(t.dir) > base, 10000);
 	store_release(&run->stop, 1);
 	for (int j = 0; j < NPUB; j++) {
 		CU_ASSERT(tb_wait_child(pubs[j], 60000) == 0);
