@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "broker-helper.h"
-#include "shm/futex.h"
+#include "harness.h"
 #include "shmb.h"
 
 static void broker_path(char *out, size_t n)
@@ -30,6 +30,24 @@ static void broker_path(char *out, size_t n)
 
 static char next_dir[256];
 
+/* 1: the broker answers; -1: it exited (t->pid is cleared); 0: not yet */
+static int tb_started(struct tb *t)
+{
+	struct shmb_connect_opts o = { .dir = t->dir };
+	struct shmb_client *c;
+	int st;
+
+	if (shmb_connect(&o, &c) == 0) {
+		shmb_close(c);
+		return 1;
+	}
+	if (waitpid(t->pid, &st, WNOHANG) == t->pid) {
+		t->pid = 0;
+		return -1;
+	}
+	return 0;
+}
+
 void tb_use_dir(const char *dir)
 {
 	snprintf(next_dir, sizeof(next_dir), "%s", dir);
@@ -41,7 +59,7 @@ int tb_start(struct tb *t, ...)
 	const char *argv[32];
 	int argc = 0;
 	va_list ap;
-	uint64_t until;
+	int r = 0;
 
 	if (next_dir[0]) {
 		snprintf(t->dir, sizeof(t->dir), "%s", next_dir);
@@ -72,40 +90,22 @@ int tb_start(struct tb *t, ...)
 	}
 	if (t->pid < 0)
 		return -errno;
-	until = mono_ns() + 10ull * 1000000000ull;
-	while (mono_ns() < until) {
-		struct shmb_connect_opts o = { .dir = t->dir };
-		struct shmb_client *c;
-		int st;
-
-		if (shmb_connect(&o, &c) == 0) {
-			shmb_close(c);
-			return 0;
-		}
-		if (waitpid(t->pid, &st, WNOHANG) == t->pid) {
-			t->pid = 0;
-			return -ECHILD;
-		}
-		usleep(2000);
-	}
-	return -ETIMEDOUT;
+	if (!TRY_WAIT_FOR((r = tb_started(t)) != 0, 10000))
+		return -ETIMEDOUT;
+	return r > 0 ? 0 : -ECHILD;
 }
 
 int tb_wait_child(pid_t pid, unsigned timeout_ms)
 {
-	uint64_t until = mono_ns() + (uint64_t)timeout_ms * 1000000ull;
+	pid_t r = 0;
 	int st;
 
 	if (pid <= 0)
 		return -1; /* never kill(0): that is our own process group */
-	while (mono_ns() < until) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-
+	if (TRY_WAIT_FOR((r = waitpid(pid, &st, WNOHANG)) != 0, timeout_ms)) {
 		if (r == pid)
 			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		if (r < 0)
-			return -1;
-		usleep(1000);
+		return -1;
 	}
 	kill(pid, SIGKILL);
 	waitpid(pid, &st, 0);

@@ -2,7 +2,9 @@
 # Run test programs, each under a deadline, and sum their RESULT lines into
 # the one line `make test` ends with: "N passed, N failed, N skipped".
 # A program that crashes, times out or prints no RESULT line is a failure.
-# SHMB_TEST_TIMEOUT (seconds, default 600) bounds each program.
+# SHMB_TEST_TIMEOUT (seconds, default 600) bounds each program; inside it
+# each C test has its own alarm (SHMB_TEST_ALARM, tests/harness.h), whose
+# "TIMEOUT in test ..." line the summary repeats.
 set -u
 timeout_s=${SHMB_TEST_TIMEOUT:-600}
 passed=0 failed=0 skipped=0 failures=""
@@ -20,7 +22,7 @@ for t in "$@"; do
 	if [ -z "$line" ]; then
 		echo "=== $name: exited $rc without a RESULT line (crash or timeout): counted as 1 failure"
 		failures="$failures
-$name: exited $rc without a RESULT line"
+$name: exited $rc without a RESULT line $(grep '^TIMEOUT in test ' "$log" | head -n 1)"
 		failed=$((failed + 1))
 		continue
 	fi

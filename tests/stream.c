@@ -48,15 +48,13 @@ int connect_open(const struct tb *t, const char *name, unsigned flags,
 	struct shmb_connect_opts co = { .dir = t->dir };
 	struct shmb_session_opts so = { .policy = SHMB_POLICY_DEFAULT, .flags = flags,
 					.rx_ring_size = 1u << 16, .tx_ring_size = 1u << 16 };
-	uint64_t until = mono_ns() + 10ull * 1000000000ull;
 	int r = shmb_connect(&co, c);
 
 	if (r < 0)
 		return r;
 	/* -EAGAIN: a previous owner's records are still being delivered
 	 * (decisions.md 8); the documented answer is to ask again */
-	while ((r = shmb_session_open(*c, name, &so, s)) == -EAGAIN && mono_ns() < until)
-		usleep(1000);
+	TRY_WAIT_FOR((r = shmb_session_open(*c, name, &so, s)) != -EAGAIN, 10000);
 	if (r < 0)
 		shmb_close(*c);
 	return r;
@@ -161,9 +159,5 @@ pid_t fork_or_die(void)
 
 bool wait_ready(struct stats *st, uint32_t n)
 {
-	uint64_t until = mono_ns() + 10ull * 1000000000ull;
-
-	while (load_acquire(&st->ready) < n && mono_ns() < until)
-		usleep(1000);
-	return load_acquire(&st->ready) >= n;
+	return TRY_WAIT_FOR(load_acquire(&st->ready) >= n, 10000);
 }

@@ -9,18 +9,11 @@ ok() { passed=$((passed + 1)); echo "  $1 ...passed"; }
 bad() { failed=$((failed + 1)); echo "  $1 ...FAILED: $2"; }
 skip() { skipped=$((skipped + 1)); echo "  $1 ...SKIPPED: $2"; }
 ctl() { "$build/shmbctl" "$@"; }
+. "$(dirname "$0")/lib.sh"
 
-dir=$(mktemp -d /dev/shm/shmb-admin-test.XXXXXX)
-export SHMB_DIR=$dir
-"$build/shmbd" --quiet 2>"$dir.log" &
-broker=$!
 subpid=
-trap 'kill $subpid $broker 2>/dev/null; wait 2>/dev/null; rm -rf "$dir" "$dir.log"' EXIT
-i=0
-until ctl status >/dev/null 2>&1; do
-	i=$((i + 1)); [ $i -gt 200 ] && { echo "broker did not start"; cat "$dir.log"; exit 1; }
-	sleep 0.05
-done
+suite_cleanup() { kill $subpid 2>/dev/null; }
+broker_start admin-test
 
 # wait_for TEXT CMD...: until CMD's output contains TEXT (deadline 10 s)
 wait_for() {

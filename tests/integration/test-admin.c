@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -472,7 +474,9 @@ static void test_drop_oldest_depth(void)
 	for (int k = 0; k < 200; k++)
 		CU_ASSERT(shmb_publish(ps, "d", pay, sizeof(pay), 1000) == 0);
 	CU_ASSERT(shmb_flush(ps, 5000) == 0);
-	usleep(100000);
+	/* flushed is only taken from the TX ring: wait until the broker has
+	 * routed all 200 (each delivered, some then dropped) */
+	WAIT_FOR(info(pc, "dropper", &i) == 0 && i.delivered >= 200, 5000);
 	CU_ASSERT_FATAL(info(pc, "dropper", &i) == 0);
 	printf("\n    drop-oldest: depth %llu msgs / %llu bytes, ring %llu, delivered %llu, dropped %llu\n",
 	       (unsigned long long)i.rx_depth_msgs, (unsigned long long)i.rx_depth_bytes,
@@ -560,6 +564,14 @@ static void test_kick_ephemeral(void)
 	tb_cleanup(&t);
 }
 
+/* Bytes this end sent that the peer has not read yet (SIOCOUTQ); -1 if unknown. */
+static int unread_by_peer(int fd)
+{
+	int n;
+
+	return ioctl(fd, SIOCOUTQ, &n) == 0 ? n : -1;
+}
+
 /* Pipelined LISTs that the client does not read: the broker must not die */
 static void test_list_flood(void)
 {
@@ -567,6 +579,7 @@ static void test_list_flood(void)
 	struct shmb_connect_opts co = { 0 };
 	struct shmb_session_opts so = { .rx_ring_size = 4096, .tx_ring_size = 4096 };
 	struct shmb_client *c;
+	struct proto_reply rep;
 	struct tb t;
 	int fd, sent = 0;
 
@@ -588,7 +601,10 @@ static void test_list_flood(void)
 		if (send(fd, &l, sizeof(l), MSG_NOSIGNAL | MSG_DONTWAIT) == sizeof(l))
 			sent++;
 	}
-	usleep(200000);
+	/* the broker has read every LIST; one request of our own then makes
+	 * sure it has also done with the last (it serves one at a time) */
+	WAIT_FOR(unread_by_peer(fd) == 0, 5000);
+	(void)client_status(c, &rep);
 	printf("\n    sent %d LISTs unread; broker alive %d; log 'malformed' lines %d\n", sent,
 	       tb_alive(&t), tb_log_count(&t, "malformed control message"));
 	CU_ASSERT(tb_alive(&t));

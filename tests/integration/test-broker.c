@@ -78,6 +78,9 @@ static void test_subscriber_killed(void)
 	pid_t pub, sub;
 	struct tb t;
 
+	/* the kill loop alone may run 120 s, then each child gets 60 s */
+	harness_alarm(300);
+
 	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
 	if ((sub = fork_or_die()) == 0)
 		subscriber(&t, st, 0, n, 1);
@@ -146,9 +149,10 @@ static void test_publisher_killed(void)
 	CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
 	if ((pub = fork_or_die()) == 0)
 		publisher(&t, st, 0, UINT64_MAX / 2);
-	/* kill it once it is well into the stream */
-	while (load_acquire(&st->published[0]) < 1000 + harness_rand(&s) % 5000)
-		usleep(100);
+	/* kill it once it is well into the stream.  The point is drawn afresh
+	 * at each look: the sink reads nothing yet, so the publisher stops
+	 * once the rings are full, and a fresh draw finds a point below that */
+	WAIT_FOR(load_acquire(&st->published[0]) >= 1000 + harness_rand(&s) % 5000, 30000);
 	kill(pub, SIGKILL);
 	CU_ASSERT(tb_wait_child(pub, 5000) == 128 + SIGKILL);
 	/* its successor: a new generation that knows what was accepted */
@@ -275,13 +279,8 @@ static void test_takeover_and_stale(void)
 	CU_ASSERT(tb_stop(&t) == 0);
 	CU_ASSERT(shmb_subscribe(sb, "u") == -ENOTCONN);
 	CU_ASSERT(shmb_subscribe(sb, "u") == -ENOTCONN);
-	{
-		uint64_t until = mono_ns() + 5000000000ull;
-
-		/* told by b's connection thread */
-		while (__atomic_load_n(&evs.disconnected, __ATOMIC_ACQUIRE) < 1 && mono_ns() < until)
-			usleep(1000);
-	}
+	/* told by b's connection thread */
+	WAIT_FOR(__atomic_load_n(&evs.disconnected, __ATOMIC_ACQUIRE) >= 1, 5000);
 	CU_ASSERT(__atomic_load_n(&evs.disconnected, __ATOMIC_ACQUIRE) == 1);
 	shmb_close(a);
 	shmb_session_close(sb);
@@ -534,7 +533,6 @@ static void test_malformed_control_messages(void)
 }
 
 static long broker_ticks(pid_t pid);
-static bool wait_log(const struct tb *t, const char *needle, unsigned ms);
 
 /* What a client does after a commit: bump tx_signal and wake the broker
  * (here without looking whether it sleeps). */
@@ -669,7 +667,7 @@ static void test_scribbling_client(void)
 		poke_broker(base);
 	}
 	/* the broker logs the quarantine */
-	CU_ASSERT(wait_log(&t, "quarantined", 5000));
+	WAIT_FOR(tb_log_count(&t, "quarantined") > 0, 5000);
 	CU_ASSERT(tb_log_count(&t, "bad") >= 1);
 	CU_ASSERT(tb_log_count(&t, "quarantined") >= 1);
 	hostile_still_serving(&t, ps, ss);
@@ -694,7 +692,7 @@ static void test_truncating_client(void)
 	/* keep the first page (header, counters), cut the ring off */
 	CU_ASSERT(ftruncate(fd, 4096) == 0);
 	poke_broker(base);
-	CU_ASSERT(wait_log(&t, "truncated", 5000));
+	WAIT_FOR(tb_log_count(&t, "truncated") > 0, 5000);
 	CU_ASSERT(tb_log_count(&t, "truncated") == 1);
 	hostile_still_serving(&t, ps, ss);
 	hostile_teardown(&t, sc, pc, bc);
@@ -811,15 +809,6 @@ static void test_pollable_fd(void)
 	tb_cleanup(&t);
 }
 
-static bool wait_log(const struct tb *t, const char *needle, unsigned ms)
-{
-	uint64_t until = mono_ns() + (uint64_t)ms * 1000000ull;
-
-	while (tb_log_count(t, needle) == 0 && mono_ns() < until)
-		usleep(2000);
-	return tb_log_count(t, needle) > 0;
-}
-
 /* A live subscriber that never reads holds its publishers back only for
  * --block-timeout; detached, it expires after --session-ttl and the
  * publishers go on. */
@@ -842,7 +831,7 @@ static void test_block_timeout(void)
 	while (sent < 1000 && (r = shmb_publish(ps, "t", buf, sizeof(buf), 200)) == 0)
 		sent++;
 	CU_ASSERT(r == -ETIMEDOUT); /* held back: nothing is dropped for "slow" */
-	CU_ASSERT(wait_log(&t, "longer than --block-timeout", 5000));
+	WAIT_FOR(tb_log_count(&t, "longer than --block-timeout") > 0, 5000);
 	{
 		struct shmb_msg m;
 		int got = 0;
@@ -855,7 +844,7 @@ static void test_block_timeout(void)
 		CU_ASSERT(r == -ENOTCONN);
 		CU_ASSERT(evs.detached == 1);
 	}
-	CU_ASSERT(wait_log(&t, "expired", 8000));
+	WAIT_FOR(tb_log_count(&t, "expired") > 0, 8000);
 	CU_ASSERT(shmb_publish(ps, "t", buf, sizeof(buf), 2000) == 0);
 	CU_ASSERT(shmb_flush(ps, 5000) == 0);
 	{
@@ -1071,7 +1060,7 @@ static void test_ephemeral_publisher_dies(void)
 		shmb_ack(s);
 	}
 	CU_ASSERT(got == 200);
-	CU_ASSERT(wait_log(&t, "what it published is delivered", 5000));
+	WAIT_FOR(tb_log_count(&t, "what it published is delivered") > 0, 5000);
 	shmb_close(c);
 	CU_ASSERT(tb_stop(&t) == 0);
 	tb_cleanup(&t);

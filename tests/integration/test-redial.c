@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -34,15 +35,23 @@
  */
 static const bool sessions_survive_restart = true;
 
-/* Wait for cond, looking every millisecond, at most ms; then assert it. */
-#define WAIT_FOR(cond, ms)                                                        \
-	do {                                                                      \
-		uint64_t until_ = mono_ns() + (uint64_t)(ms) * 1000000ull;        \
-		while (!(cond) && mono_ns() < until_)                             \
-			usleep(1000);                                             \
-	} while (0)
-
 #define MSEC(ns) ((double)(ns) / 1e6)
+
+/*
+ * Every connect() of this program passes here (libshmb is linked in
+ * statically), so a test can see a client's dial attempts fail: the client
+ * started before its broker is let fail a few before the broker starts.
+ */
+static uint32_t failed_connects;
+
+int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len)
+{
+	long r = syscall(SYS_connect, fd, addr.__sockaddr__, len);
+
+	if (r < 0)
+		fetch_add_release(&failed_connects, 1);
+	return (int)r;
+}
 
 struct payload {
 	uint64_t n;
@@ -182,6 +191,7 @@ static void test_client_before_broker(void)
 	struct shmb_connect_opts o;
 	pthread_t th;
 	uint64_t t0, up_ns;
+	uint32_t failed;
 	struct tb t;
 
 	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
@@ -198,16 +208,16 @@ static void test_client_before_broker(void)
 
 	e.o = fast_opts(dir);
 	e.o.wait_ms = 10000;
+	failed = load_acquire(&failed_connects);
 	CU_ASSERT_FATAL(pthread_create(&th, NULL, early_main, &e) == 0);
 	WAIT_FOR(load_acquire(&e.started), 5000);
 	/* let it fail a few attempts first (the attempt count below shows it did) */
-	usleep(200000);
+	WAIT_FOR(load_acquire(&failed_connects) >= failed + 3, 5000);
 	CU_ASSERT(!load_acquire(&e.done));
 	tb_use_dir(dir);
 	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
 	up_ns = mono_ns();
-	WAIT_FOR(load_acquire(&e.done), 10000);
-	CU_ASSERT_FATAL(load_acquire(&e.done));
+	WAIT_FOR_FATAL(load_acquire(&e.done), 10000);
 	pthread_join(th, NULL);
 	CU_ASSERT_FATAL(e.r == 0);
 	c = e.c;
@@ -349,7 +359,7 @@ static void test_reconnect_while_streaming(void)
 		int rp, rs;
 
 		/* messages flow between one reconnect and the next */
-		WAIT_FOR(load_acquire(&st.received) >= seen + 20 || load_acquire(&st.sub_done), 10000);
+		TRY_WAIT_FOR(load_acquire(&st.received) >= seen + 20 || load_acquire(&st.sub_done), 10000);
 		if (load_acquire(&st.received) < seen + 20) {
 			CU_FAIL("the stream stopped between reconnects");
 			break;
@@ -369,8 +379,7 @@ static void test_reconnect_while_streaming(void)
 	CU_ASSERT(shmb_subscribe(st.ss, "t") == 0);
 	store_release(&st.stop, 1);
 	pthread_join(tp, NULL);
-	WAIT_FOR(load_acquire(&st.sub_done), 30000);
-	CU_ASSERT_FATAL(load_acquire(&st.sub_done));
+	WAIT_FOR_FATAL(load_acquire(&st.sub_done), 30000);
 	pthread_join(ts, NULL);
 	shmb_session_info(st.ps, &pi1);
 	shmb_session_info(st.ss, &si1);
@@ -446,7 +455,6 @@ static void test_broker_killed(void)
 	CU_ASSERT(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
 	t.pid = 0;
 	WAIT_FOR(load_acquire(&ev.disconnected) == 1, 5000);
-	CU_ASSERT(load_acquire(&ev.disconnected) == 1);
 	shmb_client_info(c, &info);
 	CU_ASSERT(info.connected == 0);
 	CU_ASSERT(info.disconnects == 1);
@@ -470,8 +478,7 @@ static void test_broker_killed(void)
 	tb_use_dir(t.dir);
 	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
 	restart_ns = mono_ns();
-	WAIT_FOR(connected(c), 5000);
-	CU_ASSERT_FATAL(connected(c));
+	WAIT_FOR_FATAL(connected(c), 5000);
 	shmb_client_info(c, &info);
 	printf("connected again %.1f ms after the new broker answered (attempt %u, %u reconnect)\n",
 	       MSEC(mono_ns() - restart_ns), info.attempt_gen, (unsigned)info.reconnects);
@@ -480,7 +487,6 @@ static void test_broker_killed(void)
 		/* both sessions reattached, as they were; what was published
 		 * while the broker was away arrives */
 		WAIT_FOR(load_acquire(&ev.reattached) == 2, 5000);
-		CU_ASSERT(load_acquire(&ev.reattached) == 2);
 		CU_ASSERT(load_acquire(&ev.stale) == 0);
 		CU_ASSERT(shmb_recv(ss, &m, 5000) == 0 && payload_ok(&m, &p) && p.n == 1000);
 		CU_ASSERT(round_trip(ps, ss, 10) == 0);
@@ -488,7 +494,6 @@ static void test_broker_killed(void)
 		/* the new broker has no sessions: each reattach fails, each
 		 * session says so once, and its calls say -ESTALE */
 		WAIT_FOR(load_acquire(&ev.stale) == 2, 5000);
-		CU_ASSERT(load_acquire(&ev.stale) == 2);
 		CU_ASSERT(load_acquire(&ev.reattached) == 0);
 		CU_ASSERT(shmb_recv(ss, &m, 0) == -ESTALE);
 		CU_ASSERT(shmb_recv(ss, &m, 1000) == -ESTALE);
@@ -613,8 +618,7 @@ static void test_version_mismatch(void)
 	CU_ASSERT(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
 	t.pid = 0;
 	fake_start(&f, t.dir);
-	WAIT_FOR((shmb_client_info(c, &info), info.last_error == -EPROTONOSUPPORT), 5000);
-	CU_ASSERT_FATAL(info.last_error == -EPROTONOSUPPORT);
+	WAIT_FOR_FATAL((shmb_client_info(c, &info), info.last_error == -EPROTONOSUPPORT), 5000);
 	CU_ASSERT(!info.connected);
 	CU_ASSERT(load_acquire(&ev.disconnected) == 1);
 	/* no redial after it (a quiet 300 ms says so) */
@@ -640,8 +644,9 @@ static void test_version_mismatch(void)
 	       info.attempt_gen, info.connected);
 	CU_ASSERT(info.connected);
 	CU_ASSERT(info.attempt_gen > gen);
-	/* the old broker's session is gone (a restart: see sessions_survive_restart) */
-	WAIT_FOR(load_acquire(&ev.stale) == 1, 5000);
+	/* the old broker's session is gone (a restart: see sessions_survive_restart),
+	 * or reattached: wait until it has said which */
+	WAIT_FOR(load_acquire(&ev.stale) + load_acquire(&ev.reattached) >= 1, 5000);
 	CU_ASSERT(load_acquire(&ev.stale) == (sessions_survive_restart ? 0 : 1));
 	CU_ASSERT_FATAL(shmb_session_open(c, "t", NULL, &s2) == 0);
 	CU_ASSERT_FATAL(shmb_subscribe(s2, "t") == 0);

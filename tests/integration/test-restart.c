@@ -44,12 +44,10 @@ struct run {
  * then say what its connection and session went through. */
 static void report_end(struct run *run, int k, struct shmb_client *c, struct shmb_session *s)
 {
-	uint64_t until = mono_ns() + 10ull * 1000000000ull;
 	struct shmb_client_info ci;
 	struct shmb_session_info si;
 
-	while (shmb_client_info(c, &ci) == 0 && !ci.connected && mono_ns() < until)
-		usleep(1000);
+	TRY_WAIT_FOR(shmb_client_info(c, &ci) != 0 || ci.connected, 10000);
 	shmb_session_info(s, &si);
 	run->connected[k] = (uint32_t)ci.connected;
 	run->attempts[k] = ci.attempt_gen;
@@ -68,7 +66,8 @@ static struct run *run_new(void)
 }
 
 /* The churn session, as a new owner: 0, 1 (no connection), or the open's
- * error once it is not one a broker kill or a previous owner explains. */
+ * error once it is not one a broker kill or a previous owner explains (or
+ * still is after 30 s: a broker that never lets it in fails the test). */
 static int churn_open(const struct shmb_connect_opts *co, const struct shmb_session_opts *so,
 		      struct shmb_client **c, struct shmb_session **s)
 {
@@ -76,9 +75,8 @@ static int churn_open(const struct shmb_connect_opts *co, const struct shmb_sess
 
 	if (shmb_connect(co, c) < 0)
 		return 1;
-	while ((r = shmb_session_open(*c, "churn", so, s)) == -EAGAIN || r == -EBUSY ||
-	       r == -ENOTCONN || r == -EPIPE)
-		usleep(1000);
+	TRY_WAIT_FOR((r = shmb_session_open(*c, "churn", so, s)) != -EAGAIN && r != -EBUSY &&
+		     r != -ENOTCONN && r != -EPIPE, 30000);
 	return r;
 }
 
@@ -234,6 +232,9 @@ static void test_broker_killed(void)
 	uint64_t total = 0;
 	struct tb t;
 
+	/* the kill loop alone may run 120 s, then each child gets 60 s */
+	harness_alarm(300);
+
 	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
 	snprintf(w.dir, sizeof(w.dir), "%s", t.dir);
 	CU_ASSERT_FATAL(pthread_create(&w.th, NULL, watch_main, &w) == 0);
@@ -254,8 +255,6 @@ static void test_broker_killed(void)
 	}
 	t0 = mono_ns();
 	while (kills < want && mono_ns() - t0 < 120ull * 1000000000ull) {
-		uint64_t deadline;
-
 		/* a random point in the stream */
 		usleep(10000 + (unsigned)(harness_rand(&seed) % 60000));
 		CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
@@ -268,27 +267,16 @@ static void test_broker_killed(void)
 		tb_use_dir(t.dir);
 		CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
 		/* the stream flows again before the next kill */
-		deadline = mono_ns() + 10ull * 1000000000ull;
-		while (!load_acquire(&w.seen_ns) && mono_ns() < deadline)
-			usleep(200);
-		CU_ASSERT_FATAL(load_acquire(&w.seen_ns) != 0);
+		WAIT_FOR_FATAL(load_acquire(&w.seen_ns) != 0, 10000);
 		if (nlat < 64)
 			lat[nlat++] = w.seen_ns - w.from_ns;
 		/* every other time, the next kill waits until every client has
 		 * redialled and reattached its session */
 		if (kills % 2 == 1 && nback < 64) {
-			uint64_t until = mono_ns() + 10ull * 1000000000ull;
 			struct proto_reply rep = { 0 };
 
-			for (;;) {
-				if (client_status(watcher, &rep) == 0 &&
-				    rep.u.status.attached == NSUB + NPUB)
-					break;
-				if (mono_ns() > until)
-					break;
-				usleep(500);
-			}
-			CU_ASSERT_FATAL(rep.u.status.attached == NSUB + NPUB);
+			WAIT_FOR_FATAL(client_status(watcher, &rep) == 0 &&
+				       rep.u.status.attached == NSUB + NPUB, 10000);
 			back[nback++] = mono_ns() - w.from_ns;
 		}
 	}
@@ -355,16 +343,6 @@ static void test_broker_killed(void)
 }
 
 /* ---- damaged files at start-up -------------------------------------------- */
-
-/* Wait (10 s at most) until the broker's log has n lines with needle. */
-static bool wait_log(const struct tb *t, const char *needle, int n)
-{
-	uint64_t until = mono_ns() + 10ull * 1000000000ull;
-
-	while (tb_log_count(t, needle) < n && mono_ns() < until)
-		usleep(1000);
-	return tb_log_count(t, needle) >= n;
-}
 
 /* The id the state file gives session `name`, or 0. */
 static unsigned long long state_id(const char *dir, const char *name)
@@ -449,7 +427,7 @@ static void test_damaged_at_start(void)
 	shmb_close(c);
 	/* the broker has recorded that they have no owner any more: the
 	 * restarted one need not wait for this (live) process to come back */
-	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 5));
+	WAIT_FOR_FATAL(tb_log_count(&t, "detached: connection closed") >= 5, 10000);
 	for (int i = 0; i < 5; i++) {
 		ids[i] = state_id(t.dir, names[i]);
 		CU_ASSERT_FATAL(ids[i] != 0);
@@ -668,6 +646,9 @@ static void test_owner_switches_killed(void)
 	pid_t sub, pub;
 	struct tb t;
 
+	/* the kill loop alone may run 120 s, then each child gets 60 s */
+	harness_alarm(300);
+
 	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
 	if ((sub = fork_or_die()) == 0)
 		sub_proc(&t, run, 0);
@@ -677,12 +658,11 @@ static void test_owner_switches_killed(void)
 	CU_ASSERT_FATAL(wait_ready(&run->st, 2));
 	t0 = mono_ns();
 	while (kills < 20 && mono_ns() - t0 < 120ull * 1000000000ull) {
-		uint64_t at = load_acquire(&run->st.published[0]), until = mono_ns() + 10000000000ull;
+		uint64_t at = load_acquire(&run->st.published[0]);
 
 		usleep(5000 + (unsigned)(harness_rand(&seed) % 40000));
 		/* only while the stream moves: a kill of an idle broker tests nothing */
-		while (load_acquire(&run->st.published[0]) == at && mono_ns() < until)
-			usleep(500);
+		TRY_WAIT_FOR(load_acquire(&run->st.published[0]) != at, 10000);
 		CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
 		CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
 		kills++;
@@ -783,7 +763,7 @@ static void test_clean_restart(void)
 	CU_ASSERT(shmb_session_info(s, &info) == 0);
 	id = info.session_id;
 	shmb_close(c);
-	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 1));
+	WAIT_FOR_FATAL(tb_log_count(&t, "detached: connection closed") >= 1, 10000);
 	CU_ASSERT(tb_stop(&t) == 0);
 	tb_use_dir(t.dir);
 	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
@@ -810,6 +790,15 @@ static void test_clean_restart(void)
 	tb_cleanup(&t);
 }
 
+/* Has every subscriber received something? */
+static bool all_receiving(const struct run *run)
+{
+	for (int i = 0; i < NSUB; i++)
+		if (!load_acquire(&run->st.received[i]))
+			return false;
+	return true;
+}
+
 /*
  * SIGTERM while the stream flows: the broker routes what is in flight for
  * at most --drain-timeout (1 s here), exits 0, and the next broker
@@ -819,7 +808,7 @@ static void test_sigterm_drain(void)
 {
 	struct run *run = run_new();
 	pid_t subs[NSUB], pubs[NPUB];
-	uint64_t t0, took, total = 0;
+	uint64_t t0, took, total = 0, base;
 	struct tb t;
 
 	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", "--drain-timeout", "1", NULL) == 0);
@@ -831,7 +820,8 @@ static void test_sigterm_drain(void)
 		if ((pubs[j] = fork_or_die()) == 0)
 			pub_proc(&t, run, j);
 	CU_ASSERT_FATAL(wait_ready(&run->st, NSUB + NPUB));
-	usleep(100000);
+	/* the stream flows: every subscriber has something */
+	WAIT_FOR(all_receiving(run), 10000);
 	t0 = mono_ns();
 	CU_ASSERT_FATAL(kill(t.pid, SIGTERM) == 0);
 	CU_ASSERT(tb_wait_child(t.pid, 10000) == 0);
@@ -842,9 +832,11 @@ static void test_sigterm_drain(void)
 	 * stop, so what is "in flight" keeps growing), and never later than
 	 * --drain-timeout; what it left is the next broker's */
 	CU_ASSERT(took < 3000000000ull);
+	base = rx_written(t.dir);
 	tb_use_dir(t.dir);
 	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
-	usleep(100000);
+	/* the stream flows again: the new broker delivers */
+	WAIT_FOR(rx_written(t.dir) > base, 10000);
 	store_release(&run->stop, 1);
 	for (int j = 0; j < NPUB; j++) {
 		CU_ASSERT(tb_wait_child(pubs[j], 60000) == 0);
@@ -1030,7 +1022,7 @@ static void test_state_write_fails(void)
 	CU_ASSERT(shmb_session_info(s, &info) == 0);
 	id = info.session_id;
 	shmb_close(c);
-	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 2));
+	WAIT_FOR_FATAL(tb_log_count(&t, "detached: connection closed") >= 2, 10000);
 	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
 	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
 	CU_ASSERT(state_bad_lines(t.dir, &torn) == 0);
@@ -1098,7 +1090,7 @@ static void test_state_huge_ids(void)
 	CU_ASSERT(shmb_session_info(s, &info) == 0);
 	old = info.session_id;
 	shmb_close(c);
-	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 1));
+	WAIT_FOR_FATAL(tb_log_count(&t, "detached: connection closed") >= 1, 10000);
 	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
 	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
 
@@ -1193,7 +1185,7 @@ static void test_state_nul(void)
 		ids[i] = info.session_id;
 	}
 	shmb_close(c);
-	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 2));
+	WAIT_FOR_FATAL(tb_log_count(&t, "detached: connection closed") >= 2, 10000);
 	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
 	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
 	/* nothing to fault before the NUL */
@@ -1464,7 +1456,7 @@ static void test_state_escaped_topic(void)
 	CU_ASSERT_FATAL(shmb_session_open(c, "s", NULL, &s) == 0);
 	CU_ASSERT_FATAL(shmb_subscribe(s, topic) == 0);
 	shmb_close(c);
-	CU_ASSERT_FATAL(wait_log(&t, "detached: connection closed", 1));
+	WAIT_FOR_FATAL(tb_log_count(&t, "detached: connection closed") >= 1, 10000);
 	CU_ASSERT(tb_stop(&t) == 0);
 	tb_use_dir(t.dir);
 	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);

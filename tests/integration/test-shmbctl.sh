@@ -8,18 +8,11 @@ passed=0 failed=0 skipped=0
 ok() { passed=$((passed + 1)); echo "  $1 ...passed"; }
 bad() { failed=$((failed + 1)); echo "  $1 ...FAILED: $2"; }
 skip() { skipped=$((skipped + 1)); echo "  SKIP $1: $2"; }
+. "$top/tests/integration/lib.sh"
 
-dir=$(mktemp -d /dev/shm/shmb-ctl-test.XXXXXX)
-export SHMB_DIR=$dir
-"$build/shmbd" --quiet 2>"$dir.log" &
-broker=$!
 fxb=
-trap 'kill $broker $fxb 2>/dev/null; wait $broker $fxb 2>/dev/null; rm -rf "$dir" "$dir.log" "$dir".fx*' EXIT
-i=0
-until "$build/shmbctl" status >/dev/null 2>&1; do
-	i=$((i + 1)); [ $i -gt 200 ] && { echo "broker did not start"; cat "$dir.log"; exit 1; }
-	sleep 0.05
-done
+suite_cleanup() { kill $fxb 2>/dev/null; wait $fxb 2>/dev/null; rm -rf "$dir".fx*; }
+broker_start ctl-test
 
 # arguments and stdin, in order, to a named session subscribed first
 "$build/shmbctl" sub t --session s1 --count 0 >/dev/null 2>&1
@@ -48,13 +41,8 @@ rc=$?
 kill -9 $broker; wait $broker 2>/dev/null
 rx=$(ls -d "$dir"/sessions/*/rx | head -n 1)
 printf '\177' | dd of="$rx" bs=1 seek=40 conv=notrunc 2>/dev/null
-"$build/shmbd" --quiet 2>>"$dir.log" &
-broker=$!
-i=0
-until "$build/shmbctl" status >/dev/null 2>&1; do
-	i=$((i + 1)); [ $i -gt 200 ] && break
-	sleep 0.05
-done
+broker_spawn
+broker_wait # if it does not answer, the check below says so
 out=$("$build/shmbctl" status | grep '^last start')
 case "$out" in
 *"1 session(s) re-adopted, 1 quarantined"*) ok "status_after_restart" ;;

@@ -40,43 +40,31 @@ static bool data_ready(void *arg)
 	return load_acquire(&((struct shared *)arg)->data) != 0;
 }
 
-/* Wait until /proc says pid sleeps, so the wake below really wakes it. */
-static bool wait_sleeping(pid_t pid, uint64_t timeout_ns)
+/* Does /proc say pid sleeps?  (So the wake below really wakes it.) */
+static bool proc_sleeping(pid_t pid)
 {
-	uint64_t until = mono_ns() + timeout_ns;
 	char path[64], buf[512];
+	FILE *f;
+	char *p;
+	size_t n;
 
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	while (mono_ns() < until) {
-		FILE *f = fopen(path, "r");
-		char *p;
-
-		if (f) {
-			size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-
-			fclose(f);
-			buf[n] = 0;
-			p = strrchr(buf, ')');
-			if (p && p[1] == ' ' && p[2] == 'S')
-				return true;
-		}
-		usleep(1000);
-	}
-	return false;
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] == 'S';
 }
 
 static int wait_child(pid_t pid, uint64_t timeout_ns)
 {
-	uint64_t until = mono_ns() + timeout_ns;
 	int st;
 
-	while (mono_ns() < until) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-
-		if (r == pid)
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		usleep(1000);
-	}
+	if (TRY_WAIT_FOR(waitpid(pid, &st, WNOHANG) == pid, timeout_ns / 1000000))
+		return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 	kill(pid, SIGKILL);
 	waitpid(pid, &st, 0);
 	return -1;
@@ -127,7 +115,7 @@ static void test_blocked_reader_woken_by_one_write(void)
 	}
 	CU_ASSERT_FATAL(pid > 0);
 	/* the child announced itself and is asleep in the kernel */
-	CU_ASSERT(wait_sleeping(pid, 5ull * 1000000000ull));
+	WAIT_FOR(proc_sleeping(pid), 5000);
 	CU_ASSERT(load_acquire(&s->waiters) == 1);
 	t0 = mono_ns();
 	store_release(&s->data, 1);
@@ -208,12 +196,10 @@ static void test_many_waiters_one_signal(void)
 {
 	struct shared *s = shared_new();
 	pthread_t t[4];
-	uint64_t until = mono_ns() + 5ull * 1000000000ull;
 
 	for (int i = 0; i < 4; i++)
 		CU_ASSERT_FATAL(pthread_create(&t[i], NULL, thread_waiter, s) == 0);
-	while (load_acquire(&s->waiters) < 4 && mono_ns() < until)
-		usleep(500);
+	WAIT_FOR(load_acquire(&s->waiters) >= 4, 5000);
 	CU_ASSERT(load_acquire(&s->waiters) == 4);
 	store_release(&s->data, 1);
 	wake_signal(&s->word, &s->waiters);

@@ -83,15 +83,6 @@ static void *waiter_main(void *arg)
 	return NULL;
 }
 
-static bool wait_flag(uint32_t *f, uint64_t ns)
-{
-	uint64_t until = mono_ns() + ns;
-
-	while (!load_acquire(f) && mono_ns() < until)
-		usleep(500);
-	return load_acquire(f) != 0;
-}
-
 /* 14: two requests for one endpoint -> one dial; a waiter whose timeout
  * expires gets -ETIMEDOUT while the other still connects */
 static void test_two_requests_one_dial(void)
@@ -104,14 +95,14 @@ static void test_two_requests_one_dial(void)
 	a.r = b.r = &r;
 	pthread_create(&ta, NULL, waiter_main, &a);
 	pthread_create(&tb, NULL, waiter_main, &b);
-	CU_ASSERT(wait_flag(&a.done, 5000000000ull));
+	WAIT_FOR(load_acquire(&a.done), 5000);
 	CU_ASSERT(a.result == -ETIMEDOUT);
 	/* b still waits; the dial completes; b sees it */
-	CU_ASSERT_FATAL(wait_flag(&b.forced, 5000000000ull));
+	WAIT_FOR_FATAL(load_acquire(&b.forced), 5000);
 	CU_ASSERT(a.e == b.e);
 	CU_ASSERT(a.e->dials == 1);
 	complete_dial(b.e, 10);
-	CU_ASSERT(wait_flag(&b.done, 5000000000ull));
+	WAIT_FOR(load_acquire(&b.done), 5000);
 	CU_ASSERT(b.result == 0);
 	pthread_join(ta, NULL);
 	pthread_join(tb, NULL);
@@ -137,11 +128,11 @@ static void test_force_reconnects_join(void)
 		pthread_create(&t[i], NULL, waiter_main, &w[i]);
 	}
 	for (int i = 0; i < 3; i++)
-		CU_ASSERT_FATAL(wait_flag(&w[i].forced, 5000000000ull));
+		WAIT_FOR_FATAL(load_acquire(&w[i].forced), 5000);
 	CU_ASSERT(e->dials == 1);
 	complete_dial(e, 11);
 	for (int i = 0; i < 3; i++) {
-		CU_ASSERT(wait_flag(&w[i].done, 5000000000ull));
+		WAIT_FOR(load_acquire(&w[i].done), 5000);
 		CU_ASSERT(w[i].result == 0);
 		pthread_join(t[i], NULL);
 		lcr_put(w[i].e);
@@ -202,11 +193,11 @@ static void test_close_releases_waiters(void)
 	CU_ASSERT(lcr_feed(e, &ev) == 0);
 	CU_ASSERT(e->m.state == LC_BACKOFF);
 	pthread_create(&t, NULL, waiter_main, &w);
-	CU_ASSERT_FATAL(wait_flag(&w.forced, 5000000000ull));
+	WAIT_FOR_FATAL(load_acquire(&w.forced), 5000);
 	t0 = mono_ns();
 	ev = (struct lc_event){ .type = LC_CLOSE, .gen = e->m.gen };
 	CU_ASSERT(lcr_feed(e, &ev) == 0);
-	CU_ASSERT(wait_flag(&w.done, 5000000000ull));
+	WAIT_FOR(load_acquire(&w.done), 5000);
 	CU_ASSERT(w.result == -ESHUTDOWN);
 	CU_ASSERT(mono_ns() - t0 < 1000000000ull); /* at once, not at its 30 s timeout */
 	pthread_join(t, NULL);

@@ -79,9 +79,10 @@ static void test_ring_wait_woken_by_plain_futex(void)
 	s->waiters = 1; /* the ring's wait counts as a sleeper */
 	pid = fork();
 	if (pid == 0) {
-		/* wake once the parent's wait is submitted, hence queued */
-		while (!load_acquire(&s->ready))
-			usleep(100);
+		/* wake once the parent's wait is submitted, hence queued (its
+		 * own wait gives up after 10 s; so does this one) */
+		if (!TRY_WAIT_FOR(load_acquire(&s->ready), 10000))
+			_exit(1);
 		wake_signal(&s->word, &s->waiters);
 		_exit(0);
 	}
@@ -119,12 +120,26 @@ static void test_ring_wait_times_out(void)
 	munmap(s, 4096);
 }
 
+/* One FUTEX_WAKE through the ring: how many it woke. */
+static int ring_wake(struct io_uring *ring, uint32_t *word)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+	struct io_uring_cqe *cqe;
+	int woken;
+
+	uring_prep_futex_wake(sqe, word, 1);
+	io_uring_submit(ring);
+	CU_ASSERT_FATAL(io_uring_wait_cqe(ring, &cqe) == 0);
+	CU_ASSERT(cqe->res >= 0);
+	woken = cqe->res;
+	io_uring_cqe_seen(ring, cqe);
+	return woken;
+}
+
 static void test_ring_wake_reaches_plain_waiter(void)
 {
 	struct io_uring ring;
-	struct io_uring_cqe *cqe;
 	struct shared *s;
-	uint64_t until;
 	pid_t pid;
 	int st, woken = 0;
 
@@ -138,19 +153,7 @@ static void test_ring_wake_reaches_plain_waiter(void)
 		_exit(futex_wait(&s->word, 0, &d) == 0 ? 0 : 1);
 	}
 	/* keep waking until the child, once asleep, is woken (bounded) */
-	until = mono_ns() + 10ull * 1000000000ull;
-	while (!woken && mono_ns() < until) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-
-		uring_prep_futex_wake(sqe, &s->word, 1);
-		io_uring_submit(&ring);
-		CU_ASSERT_FATAL(io_uring_wait_cqe(&ring, &cqe) == 0);
-		CU_ASSERT(cqe->res >= 0);
-		woken = cqe->res;
-		io_uring_cqe_seen(&ring, cqe);
-		if (!woken)
-			usleep(1000);
-	}
+	WAIT_FOR((woken = ring_wake(&ring, &s->word)) != 0, 10000);
 	CU_ASSERT(woken == 1);
 	waitpid(pid, &st, 0);
 	CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
