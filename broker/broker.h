@@ -166,7 +166,7 @@ struct uid_count {
 	unsigned topics;
 };
 
-/* ---- remote links (link.c, docs/links.md) ---- */
+/* ---- remote links (link*.c, docs/links.md) ---- */
 #define BROKER_MAX_LINKS 64
 #define LINK_EVENTS 16
 #define LINK_PENDING 16
@@ -370,7 +370,7 @@ void router_commit(struct broker *b);
 /* Free sub's delivery entry k (its source is gone). */
 void dlv_free(struct session *sub, unsigned k);
 
-/* ---- link.c ---- */
+/* ---- link.c (the module spans link.c, link-file.c, link-accept.c) ---- */
 /* io_uring request kinds of links (loop.c tags them, link_cqe takes them) */
 enum {
 	LINK_OP_ACCEPT = 16, /* the link port's multishot accept */

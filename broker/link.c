@@ -13,10 +13,12 @@
  * stranger must not kill a link).
  *
  * The protocol is linkproto.c's; this file moves its bytes.  Each link's
- * replay ring and counters live in links/NAME (mapped), so a restarted
- * broker picks up where it stopped: the peer's routed count decides what
- * is sent again, and the subscribers' delivery tables drop what a crash
- * sent twice.
+ * replay ring and counters live in links/NAME (mapped, link-file.c), so a
+ * restarted broker picks up where it stopped: the peer's routed count
+ * decides what is sent again, and the subscribers' delivery tables drop
+ * what a crash sent twice.  The link port and the connections that have
+ * not said their HELLO yet are link-accept.c's; link-int.h is what the
+ * three files share.
  *
  * Only locally published messages are offered to links (router.c): one
  * hop, so two brokers bridging each other never loop.
@@ -25,7 +27,6 @@
  * advance `routed` in the file before the deliveries are committed;
  * leave an fd's io_uring requests untagged (cgen) when the fd goes.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -40,26 +41,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
 
-#include "broker/broker.h"
+#include "broker/link-int.h"
 #include "shm/atomics.h"
-
-#define LINK_FILE_VERSION 1u
-#define MS 1000000ull
 
 /* ---- events, for the log and shmbctl links ---- */
 
-static void link_event(struct link *l, int level, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void link_event(struct link *l, int level, const char *fmt, ...)
+void link_event(struct link *l, int level, const char *fmt, ...)
 {
 	struct session_event *e = &l->ev[l->nev++ % LINK_EVENTS];
 	va_list ap;
@@ -123,95 +115,6 @@ static void topics_recompute(struct broker *b)
 			b->topics[k]->links = link_topic_mask(b, b->topics[k]->name);
 }
 
-/* ---- the file: links/NAME ---- */
-
-static bool name_ok(const char *n)
-{
-	size_t len = strlen(n);
-
-	if (!len || len > WIRE_NAME_MAX || n[0] == '.')
-		return false;
-	for (; *n; n++)
-		if (!((*n >= 'a' && *n <= 'z') || (*n >= 'A' && *n <= 'Z') || (*n >= '0' && *n <= '9') ||
-		      *n == '-' || *n == '_' || *n == '.'))
-			return false;
-	return true;
-}
-
-/* Map links/NAME (create: a new one of capacity bytes).  Checks what it reads. */
-static int file_open(struct broker *b, struct link *l, bool create, char *why, size_t wl)
-{
-	size_t len = LINK_HDR_SIZE + b->o.link_buffer;
-	struct stat st;
-	int fd;
-
-	fd = openat(b->links_dirfd, l->fname,
-		    O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT | O_EXCL : 0), 0600);
-	if (fd < 0) {
-		snprintf(why, wl, "cannot open links/%s: %s", l->name, strerror(errno));
-		return -errno;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
-		snprintf(why, wl, "links/%s is not a regular file of this broker's uid", l->name);
-		close(fd);
-		return -EINVAL;
-	}
-	if (create) {
-		if (ftruncate(fd, (off_t)len) < 0) {
-			snprintf(why, wl, "cannot size links/%s: %s", l->name, strerror(errno));
-			unlinkat(b->links_dirfd, l->fname, 0);
-			close(fd);
-			return -ENOSPC;
-		}
-	} else {
-		len = (size_t)st.st_size;
-	}
-	if (len < LINK_HDR_SIZE + 4096) {
-		snprintf(why, wl, "links/%s is too short", l->name);
-		close(fd);
-		return -EINVAL;
-	}
-	l->map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (l->map == MAP_FAILED) {
-		l->map = NULL;
-		snprintf(why, wl, "cannot map links/%s: %s", l->name, strerror(errno));
-		close(fd);
-		return -ENOMEM;
-	}
-	l->filefd = fd;
-	l->maplen = len;
-	l->f = l->map;
-	if (create) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		l->f->version = LINK_FILE_VERSION;
-		l->f->role = l->role;
-		l->f->capacity = len - LINK_HDR_SIZE;
-		l->f->created_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-		store_release(&l->f->magic, LINK_FILE_MAGIC);
-		return 0;
-	}
-	/* ours, but checked as if it were not: a torn or edited file is refused */
-	if (l->f->magic != LINK_FILE_MAGIC || l->f->version != LINK_FILE_VERSION)
-		snprintf(why, wl, "links/%s: not a link file of this version", l->name);
-	else if (l->f->role != l->role)
-		snprintf(why, wl, "links/%s was a %s's; now it is a %s's", l->name,
-			 l->f->role == WIRE_DIALER ? "dialer" : "listener",
-			 l->role == WIRE_DIALER ? "dialer" : "listener");
-	else if (l->f->capacity != len - LINK_HDR_SIZE || l->f->acked > l->f->w ||
-		 l->f->w - l->f->acked > l->f->capacity || l->f->peer_topics.n > WIRE_TOPICS_MAX)
-		snprintf(why, wl, "links/%s: its counters are impossible", l->name);
-	else
-		return 0;
-	munmap(l->map, len);
-	l->map = NULL;
-	l->f = NULL;
-	close(fd);
-	l->filefd = -1;
-	return -EINVAL;
-}
-
 /* ---- link objects ---- */
 
 static uint64_t clock_now(void *arg)
@@ -231,7 +134,7 @@ static void link_topics(void *arg, const struct wire_topics *t);
 
 static struct wire_topics my_topics;
 
-static struct link *link_new(struct broker *b, const char *name, enum wire_role role)
+struct link *link_new(struct broker *b, const char *name, enum wire_role role)
 {
 	struct lc_opts lo = { .skip_resolve = role == WIRE_LISTENER };
 	struct lc_clock ck = { clock_now, clock_random, NULL };
@@ -261,39 +164,20 @@ static struct link *link_new(struct broker *b, const char *name, enum wire_role 
 	return l;
 }
 
-/* Open (or create) its file and give the engine its replay ring. */
-static int link_load(struct broker *b, struct link *l, bool create, char *why, size_t wl)
-{
-	int r = file_open(b, l, create, why, wl);
-
-	if (r < 0)
-		return r;
-	r = lp_attach(&l->lp, (uint8_t *)l->map + LINK_HDR_SIZE, l->f->capacity, l->f->w,
-		      l->f->acked, l->f->routed);
-	if (r < 0)
-		snprintf(why, wl, "links/%s: its counters are impossible", l->name);
-	return r;
-}
-
-static void link_free(struct broker *b, struct link *l, bool remove)
+void link_free(struct broker *b, struct link *l, bool remove)
 {
 	if (l->fd >= 0) {
 		loop_link_cancel(b, l->slot, l->cgen);
 		close(l->fd);
 	}
 	lp_free(&l->lp);
-	if (l->map)
-		munmap(l->map, l->maplen);
-	if (l->filefd >= 0)
-		close(l->filefd);
-	if (remove)
-		unlinkat(b->links_dirfd, l->fname, 0);
+	link_file_close(b, l, remove);
 	b->links[l->slot] = NULL;
 	free(l->sent);
 	free(l);
 }
 
-static struct link *link_find(struct broker *b, const char *name)
+struct link *link_find(struct broker *b, const char *name)
 {
 	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++)
 		if (b->links[i] && !b->links[i]->dead && !strcmp(b->links[i]->name, name))
@@ -302,7 +186,7 @@ static struct link *link_find(struct broker *b, const char *name)
 }
 
 /* Free the links that died (a stranger's, refused): callers are done with them. */
-static void links_reap(struct broker *b)
+void links_reap(struct broker *b)
 {
 	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++)
 		if (b->links[i] && b->links[i]->dead)
@@ -418,8 +302,6 @@ static void *resolver(void *arg)
 	return NULL;
 }
 
-static void link_step(struct broker *b, struct link *l, const struct lc_event *ev);
-
 /*
  * A dial that failed, as the machine should see it: the network's answers
  * (EACCES from a prohibit route or a firewall, EINVAL from a blackhole,
@@ -479,7 +361,7 @@ static void act_resolve(struct broker *b, struct link *l, uint32_t gen)
 	}
 }
 
-static void addr_text(const struct sockaddr_storage *a, char *out, size_t n)
+void link_addr_text(const struct sockaddr_storage *a, char *out, size_t n)
 {
 	char h[64] = "?";
 	unsigned port = 0;
@@ -515,7 +397,7 @@ static void act_connect(struct broker *b, struct link *l, uint32_t gen, uint64_t
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	addr_text(&l->addr, l->peer_addr, sizeof(l->peer_addr));
+	link_addr_text(&l->addr, l->peer_addr, sizeof(l->peer_addr));
 	if (connect(fd, (struct sockaddr *)&l->addr, l->addrlen) < 0 && errno != EINPROGRESS) {
 		int e = -errno;
 
@@ -593,7 +475,7 @@ static void act_monitor(struct link *l, const struct lc_action *a)
 	}
 }
 
-static void link_step(struct broker *b, struct link *l, const struct lc_event *ev)
+void link_step(struct broker *b, struct link *l, const struct lc_event *ev)
 {
 	struct lc_action acts[LC_MAX_ACTS];
 	unsigned n;
@@ -647,7 +529,7 @@ static void link_step(struct broker *b, struct link *l, const struct lc_event *e
  * permanent ones (wrong key, gap, other version) end a dialer's link for
  * good.  A listener never gives up: the next dial-in is tried afresh.
  */
-static void link_lost(struct broker *b, struct link *l, int err)
+void link_lost(struct broker *b, struct link *l, int err)
 {
 	struct lc_event ev = { .gen = l->lc.gen, .fd = -1 };
 
@@ -851,7 +733,7 @@ static void link_flush(struct broker *b, struct link *l)
 /* Before a connection goes for an error of the protocol's: what is queued
  * (an ERROR saying why, the AUTH before it) goes out if the socket takes
  * it now, so the peer can say the same in its log. */
-static void flush_last(struct link *l)
+void link_flush_last(struct link *l)
 {
 	size_t n;
 	const uint8_t *p = lp_output(&l->lp, &n);
@@ -861,7 +743,7 @@ static void flush_last(struct link *l)
 }
 
 /* After input: commit deliveries, then count them routed in the file. */
-static void input_done(struct broker *b, struct link *l)
+void link_input_done(struct broker *b, struct link *l)
 {
 	router_commit(b);
 	l->batch_broker = l->batch_src = 0;
@@ -880,12 +762,7 @@ static void handshake_check(struct broker *b, struct link *l)
 		l->deadline = 0;
 		store_release(&l->f->acked, l->lp.tx.acked);
 		if (was) {
-			/* proved: its file takes its name, and survives a restart */
-			if (renameat2(b->links_dirfd, l->fname, b->links_dirfd, l->name, RENAME_NOREPLACE) == 0)
-				snprintf(l->fname, sizeof(l->fname), "%s", l->name);
-			else
-				link_event(l, LOG_ERR, "cannot name its file links/%s (%s): this link will"
-					   " not survive a restart", l->name, strerror(errno));
+			link_file_proved(b, l);
 			link_event(l, LOG_NOTICE, "a new link, from %s", l->peer_addr);
 		}
 		link_step(b, l, &(struct lc_event){ .type = LC_HANDSHAKE_DONE, .gen = l->lc.gen, .fd = -1 });
@@ -895,7 +772,7 @@ static void handshake_check(struct broker *b, struct link *l)
 }
 
 /* Read what the socket holds (a bounded amount per pass) and handle it. */
-static void link_input(struct broker *b, struct link *l)
+void link_input(struct broker *b, struct link *l)
 {
 	size_t total = 0;
 
@@ -918,8 +795,8 @@ static void link_input(struct broker *b, struct link *l)
 				break;
 			l->stalled = false;
 			if (r < 0) {
-				input_done(b, l);
-				flush_last(l);
+				link_input_done(b, l);
+				link_flush_last(l);
 				link_lost(b, l, r);
 				return;
 			}
@@ -931,7 +808,7 @@ static void link_input(struct broker *b, struct link *l)
 		}
 		k = recv(l->fd, at, room, MSG_DONTWAIT);
 		if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
-			input_done(b, l);
+			link_input_done(b, l);
 			link_lost(b, l, k == 0 ? -EPIPE : -errno);
 			return;
 		}
@@ -946,220 +823,16 @@ static void link_input(struct broker *b, struct link *l)
 			break;
 		}
 		if (r < 0) {
-			input_done(b, l);
-			flush_last(l);
+			link_input_done(b, l);
+			link_flush_last(l);
 			link_lost(b, l, r);
 			return;
 		}
 		handshake_check(b, l);
 	}
-	input_done(b, l);
+	link_input_done(b, l);
 	handshake_check(b, l);
 	link_flush(b, l);
-}
-
-/* ---- the listener ---- */
-
-static void pending_close(struct broker *b, unsigned i, const char *why)
-{
-	struct link_pending *p = b->pending[i];
-
-	if (why)
-		log_msg(LOG_WARNING, "link port: connection from %s refused: %s", p->addr, why);
-	loop_link_cancel_pending(b, i, p->gen);
-	close(p->fd);
-	free(p);
-	b->pending[i] = NULL;
-}
-
-/* Refuse with the reason told to the dialer too (an ERROR frame; its side
- * logs it and redials, since nothing here has proved the key yet). */
-static void pending_refuse(struct broker *b, unsigned i, int code, const char *why)
-{
-	struct wire_error e = { .code = code };
-	uint8_t fr[WIRE_OVERHEAD + 8 + WIRE_TEXT_MAX];
-	int n;
-
-	e.text_len = (uint32_t)snprintf(e.text, sizeof(e.text), "%s", why);
-	if (e.text_len > WIRE_TEXT_MAX)
-		e.text_len = WIRE_TEXT_MAX;
-	n = wire_put_error(fr, sizeof(fr), &e);
-	if (n > 0)
-		(void)!send(b->pending[i]->fd, fr, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
-	pending_close(b, i, why);
-}
-
-static void pending_accepted(struct broker *b, int fd)
-{
-	struct sockaddr_storage a;
-	socklen_t al = sizeof(a);
-	struct link_pending *p;
-	unsigned i;
-	int one = 1;
-
-	for (i = 0; i < LINK_PENDING && b->pending[i]; i++)
-		;
-	p = i < LINK_PENDING ? calloc(1, sizeof(*p)) : NULL;
-	if (!p) {
-		log_msg(LOG_WARNING, "link port: too many connections saying nothing: one refused");
-		close(fd);
-		return;
-	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (getpeername(fd, (struct sockaddr *)&a, &al) == 0)
-		addr_text(&a, p->addr, sizeof(p->addr));
-	else
-		snprintf(p->addr, sizeof(p->addr), "?");
-	p->fd = fd;
-	p->gen = ++b->pending_gen;
-	p->since = now_ns();
-	b->pending[i] = p;
-	loop_link_poll_pending(b, fd, i, p->gen);
-}
-
-/* Hand an authenticated-to-be connection to its link (by HELLO's name). */
-static void pending_to_link(struct broker *b, unsigned i, const struct wire_hello *h)
-{
-	struct link_pending *p = b->pending[i];
-	char why[200];
-	struct link *l = link_find(b, h->name);
-	struct lc_event ev = { .fd = -1 };
-
-	links_reap(b);
-	if (l && l->role != WIRE_LISTENER) {
-		pending_refuse(b, i, -EINVAL, "it names a link this broker dials");
-		return;
-	}
-	if (l && l->provisional) {
-		pending_refuse(b, i, -EADDRINUSE, "its link is being set up by another connection");
-		return;
-	}
-	/* a live link is not cut for a newcomer that has proved nothing: a
-	 * peer that redialed is let in once the old connection has gone
-	 * quiet (a live peer's heartbeats are never this far apart) */
-	if (l && l->lc.state == LC_READY && l->fd >= 0) {
-		uint64_t now = now_ns(), quiet = 2 * b->o.link_heartbeat_ms * MS;
-
-		if (now < l->last_rx + quiet) {
-			char why[256];
-
-			snprintf(why, sizeof(why), "link %s is up and its peer was heard %llu ms ago:"
-				 " a second connection under its name waits until it goes quiet"
-				 " (two brokers dialing under one name?)",
-				 l->name, (unsigned long long)((now > l->last_rx ? now - l->last_rx : 0) / MS));
-			pending_refuse(b, i, -EADDRINUSE, why);
-			return;
-		}
-	}
-	if (!l) {
-		if (!name_ok(h->name)) {
-			pending_close(b, i, "a link name that is not [A-Za-z0-9._-]{1,64}");
-			return;
-		}
-		l = link_new(b, h->name, WIRE_LISTENER);
-		if (!l) {
-			pending_close(b, i, "too many links");
-			return;
-		}
-		/* its file has a name of its own until the dialer proves the key */
-		l->provisional = true;
-		snprintf(l->fname, sizeof(l->fname), ".%s.new", l->name);
-		if (link_load(b, l, true, why, sizeof(why)) < 0) {
-			link_free(b, l, false);
-			pending_close(b, i, why);
-			return;
-		}
-	}
-	/* a link with a connection already: the peer redialed before this side saw the cut */
-	if (l->lc.state == LC_READY || l->lc.state == LC_HANDSHAKING) {
-		snprintf(l->lp.why, sizeof(l->lp.why), "replaced by a new connection from %s", p->addr);
-		link_lost(b, l, -ECONNRESET);
-	}
-	if (l->lc.state == LC_IDLE)
-		ev.type = LC_START;
-	else if (l->lc.state == LC_BACKOFF)
-		ev.type = LC_FORCE_RECONNECT;
-	if (l->lc.state == LC_IDLE || l->lc.state == LC_BACKOFF) {
-		ev.gen = l->lc.gen;
-		link_step(b, l, &ev);
-	}
-	if (l->lc.state != LC_CONNECTING) {
-		pending_close(b, i, "its link cannot take a connection now");
-		return;
-	}
-	snprintf(l->peer_addr, sizeof(l->peer_addr), "%s", p->addr);
-	l->fd = p->fd;
-	l->cgen = ++b->link_cgen;
-	loop_link_cancel_pending(b, i, p->gen);
-	{
-		uint8_t buf[sizeof(p->buf)];
-		size_t len = p->len;
-
-		memcpy(buf, p->buf, len);
-		free(p);
-		b->pending[i] = NULL;
-		link_step(b, l, &(struct lc_event){ .type = LC_CONNECTED, .gen = l->lc.gen, .fd = l->fd });
-		if (l->dead || l->lc.state != LC_HANDSHAKING)
-			return;
-		/* the bytes read so far, HELLO first */
-		{
-			size_t room;
-			uint8_t *at = lp_in_space(&l->lp, &room);
-			int r;
-
-			memcpy(at, buf, len);
-			r = lp_process(&l->lp, len);
-			if (r < 0 && r != -EAGAIN) {
-				input_done(b, l);
-				flush_last(l);
-				link_lost(b, l, r);
-				return;
-			}
-		}
-		link_input(b, l);
-	}
-}
-
-static void pending_readable(struct broker *b, unsigned i)
-{
-	struct link_pending *p = b->pending[i];
-	struct wire_hello h;
-	enum wire_type t;
-	ssize_t k;
-	int f;
-
-	k = recv(p->fd, p->buf + p->len, sizeof(p->buf) - p->len, MSG_DONTWAIT);
-	if (k == 0) {
-		pending_close(b, i, "closed before saying HELLO");
-		return;
-	}
-	if (k < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			pending_close(b, i, strerror(errno));
-		return;
-	}
-	p->len += (size_t)k;
-	f = wire_frame(p->buf, p->len, &t);
-	if (f < 0 || (f == 0 && p->len == sizeof(p->buf))) {
-		pending_close(b, i, "not a link protocol frame (garbage, or another protocol)");
-		return;
-	}
-	if (f == 0)
-		return;
-	if (t != WIRE_HELLO || wire_get_hello(p->buf, (size_t)f, &h) < 0) {
-		pending_close(b, i, "its first frame is not a HELLO");
-		return;
-	}
-	if (h.version != WIRE_VERSION) {
-		/* said to the peer too, so that its side says so as loudly */
-		char why[80];
-
-		snprintf(why, sizeof(why), "link protocol version %u here, %u there", WIRE_VERSION,
-			 h.version);
-		pending_refuse(b, i, -EPROTONOSUPPORT, why);
-		return;
-	}
-	pending_to_link(b, i, &h);
 }
 
 /* ---- the loop's entry points ---- */
@@ -1178,27 +851,10 @@ static void link_cqe_one(struct broker *b, unsigned kind, unsigned a, uint32_t g
 
 	switch (kind) {
 	case LINK_OP_ACCEPT:
-		if (res >= 0) {
-			pending_accepted(b, res);
-		} else if (res == -EMFILE || res == -ENFILE || res == -ENOMEM) {
-			/* out of fds: re-arming now would spin; link_run re-arms in
-			 * a moment, and this is said once */
-			if (!b->link_accept_paused)
-				log_msg(LOG_WARNING, "link port: accept: %s: pausing new links",
-					strerror(-res));
-			b->link_accept_paused = now_ns();
-			return;
-		} else if (res != -ECANCELED) {
-			log_msg(LOG_WARNING, "link port: accept: %s", strerror(-res));
-		}
-		if (!more && b->link_listen_fd >= 0 && !b->stopping && !b->link_accept_paused)
-			loop_link_accept(b, b->link_listen_fd);
+		link_accept_cqe(b, res, more);
 		return;
 	case LINK_OP_PENDING:
-		if (a < LINK_PENDING && b->pending[a] && b->pending[a]->gen == gen && res >= 0)
-			pending_readable(b, a);
-		if (!more && a < LINK_PENDING && b->pending[a] && b->pending[a]->gen == gen)
-			loop_link_poll_pending(b, b->pending[a]->fd, a, gen);
+		link_accept_pending_cqe(b, a, gen, res, more);
 		return;
 	case LINK_OP_RESOLVE: {
 		struct resolve_req *q;
@@ -1267,11 +923,7 @@ unsigned link_run(struct broker *b, uint64_t now)
 {
 	unsigned work = 0;
 
-	if (b->link_accept_paused && now > b->link_accept_paused &&
-	    now - b->link_accept_paused >= 200 * MS && b->link_listen_fd >= 0 && !b->stopping) {
-		b->link_accept_paused = 0;
-		loop_link_accept(b, b->link_listen_fd);
-	}
+	link_accept_resume(b, now);
 	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++) {
 		struct link *l = b->links[i];
 
@@ -1326,10 +978,7 @@ unsigned link_run(struct broker *b, uint64_t now)
 			}
 		}
 	}
-	/* a connection that never says HELLO goes after the handshake deadline */
-	for (unsigned i = 0; i < LINK_PENDING; i++)
-		if (b->pending[i] && now > b->pending[i]->since && now - b->pending[i]->since > 2000 * MS)
-			pending_close(b, i, "no HELLO within 2 s");
+	link_accept_expire(b, now);
 	links_reap(b);
 	return work;
 }
@@ -1357,16 +1006,15 @@ uint64_t link_next_due(struct broker *b, uint64_t now)
 				DUE(now + 1000000);
 		}
 	}
-	for (unsigned i = 0; i < LINK_PENDING; i++)
-		if (b->pending[i])
-			DUE(b->pending[i]->since + 2000 * MS);
+	if (link_accept_next_due(b) != UINT64_MAX)
+		DUE(link_accept_next_due(b));
 #undef DUE
 	return due;
 }
 
 /* ---- set-up ---- */
 
-static int split_hostport(const char *s, char *host, size_t hl, char *port, size_t pl)
+int link_split_hostport(const char *s, char *host, size_t hl, char *port, size_t pl)
 {
 	const char *colon = strrchr(s, ':');
 	size_t n;
@@ -1386,102 +1034,6 @@ static int split_hostport(const char *s, char *host, size_t hl, char *port, size
 	return 0;
 }
 
-static int listen_setup(struct broker *b)
-{
-	char host[256], port[32];
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
-	struct addrinfo *ai = NULL;
-	int fd, one = 1, r;
-
-	if (split_hostport(b->o.listen, host, sizeof(host), port, sizeof(port)) < 0) {
-		log_msg(LOG_ERR, "--listen %s: expected HOST:PORT", b->o.listen);
-		return -EINVAL;
-	}
-	r = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
-	if (r) {
-		log_msg(LOG_ERR, "--listen %s: %s", b->o.listen, gai_strerror(r));
-		return -EINVAL;
-	}
-	r = -1;
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0) {
-		/*
-		 * A broker killed a moment ago leaves its accepted connections
-		 * closing (FIN_WAIT) until their peers close too, and until then
-		 * the port may refuse a bind even with SO_REUSEADDR: wait for
-		 * them, 10 s at most, rather than fail the restart.
-		 */
-		uint64_t until = now_ns() + 10000 * MS;
-		bool said = false;
-
-		while ((r = bind(fd, ai->ai_addr, ai->ai_addrlen)) < 0 && errno == EADDRINUSE &&
-		       now_ns() < until) {
-			if (!said)
-				log_msg(LOG_NOTICE, "--listen %s: in use, perhaps by the last run's"
-					" closing connections: waiting", b->o.listen);
-			said = true;
-			usleep(100000);
-		}
-	}
-	if (fd < 0 || r < 0 || listen(fd, 64) < 0) {
-		r = -errno;
-		log_msg(LOG_ERR, "--listen %s: %s", b->o.listen, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(ai);
-		return r;
-	}
-	freeaddrinfo(ai);
-	b->link_listen_fd = fd;
-	log_msg(LOG_NOTICE, "links: listening on %s", b->o.listen);
-	return 0;
-}
-
-/* What links/ holds from the last run: each listener's link comes back;
- * a dialer's comes back through its --link. */
-static void links_reload(struct broker *b)
-{
-	DIR *d = fdopendir(dup(b->links_dirfd));
-	struct dirent *e;
-
-	if (!d)
-		return;
-	while ((e = readdir(d))) {
-		char why[200];
-		struct link *l;
-
-		if (e->d_name[0] == '.') {
-			size_t n = strlen(e->d_name);
-
-			/* a stranger's, left by a crash during its handshake */
-			if (n > 5 && !strcmp(e->d_name + n - 4, ".new"))
-				unlinkat(b->links_dirfd, e->d_name, 0);
-			continue;
-		}
-		if (link_find(b, e->d_name))
-			continue;
-		if (!name_ok(e->d_name))
-			continue;
-		if (!b->o.listen) {
-			log_msg(LOG_WARNING, "links/%s: kept, but this broker neither dials nor listens"
-				" for it", e->d_name);
-			continue;
-		}
-		l = link_new(b, e->d_name, WIRE_LISTENER);
-		if (!l)
-			break;
-		if (link_load(b, l, false, why, sizeof(why)) < 0) {
-			log_msg(LOG_ERR, "%s: left as it is, not used", why);
-			link_free(b, l, false);
-			continue;
-		}
-		link_event(l, LOG_NOTICE, "back from links/ (%llu bytes sent, %llu routed by the peer,"
-			   " %llu of the peer's routed here); waiting for the peer",
-			   (unsigned long long)l->f->w, (unsigned long long)l->f->acked,
-			   (unsigned long long)l->f->routed);
-	}
-	closedir(d);
-}
 
 int link_check(struct broker *b)
 {
@@ -1536,21 +1088,21 @@ int link_setup(struct broker *b)
 		}
 		memcpy(name, spec, (size_t)(eq - spec));
 		name[eq - spec] = 0;
-		if (!name_ok(name) || link_find(b, name)) {
+		if (!link_name_ok(name) || link_find(b, name)) {
 			log_msg(LOG_ERR, "--link %s: a link name is [A-Za-z0-9._-]{1,64}, once", spec);
 			return -EINVAL;
 		}
 		l = link_new(b, name, WIRE_DIALER);
 		if (!l)
 			return -ENOMEM;
-		if (split_hostport(eq + 1, l->host, sizeof(l->host), l->port, sizeof(l->port)) < 0 ||
+		if (link_split_hostport(eq + 1, l->host, sizeof(l->host), l->port, sizeof(l->port)) < 0 ||
 		    !l->host[0]) {
 			log_msg(LOG_ERR, "--link %s: expected NAME=HOST:PORT", spec);
 			return -EINVAL;
 		}
-		r = link_load(b, l, false, why, sizeof(why));
+		r = link_file_load(b, l, false, why, sizeof(why));
 		if (r == -ENOENT)
-			r = link_load(b, l, true, why, sizeof(why));
+			r = link_file_load(b, l, true, why, sizeof(why));
 		if (r < 0) {
 			log_msg(LOG_ERR, "%s", why);
 			return r;
@@ -1562,11 +1114,11 @@ int link_setup(struct broker *b)
 				   (unsigned long long)l->f->routed);
 	}
 	if (b->o.listen) {
-		r = listen_setup(b);
+		r = link_accept_setup(b);
 		if (r < 0)
 			return r;
 	}
-	links_reload(b);
+	link_file_reload(b);
 	topics_recompute(b);
 	return 0;
 }
@@ -1592,13 +1144,8 @@ void link_stop(struct broker *b)
 			continue;
 		/* what can still go out goes (best effort: the peer replays the rest) */
 		if (l->lc.state == LC_READY)
-			flush_last(l);
+			link_flush_last(l);
 		link_free(b, l, l->provisional || l->dead);
 	}
-	for (unsigned i = 0; i < LINK_PENDING; i++)
-		if (b->pending[i])
-			pending_close(b, i, NULL);
-	if (b->link_listen_fd >= 0)
-		close(b->link_listen_fd);
-	b->link_listen_fd = -1;
+	link_accept_stop(b);
 }
