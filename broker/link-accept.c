@@ -27,16 +27,24 @@
 
 /* ---- the listener ---- */
 
-static void pending_close(struct broker *b, unsigned i, const char *why)
+/* Take pending connection i out of the table: the one place a link_pending
+ * is freed.  Its fd is the caller's now. */
+static int pending_detach(struct broker *b, unsigned i)
 {
 	struct link_pending *p = b->pending[i];
+	int fd = p->fd;
 
-	if (why)
-		log_msg(LOG_WARNING, "link port: connection from %s refused: %s", p->addr, why);
 	loop_link_cancel_pending(b, i, p->gen);
-	close(p->fd);
 	free(p);
 	b->pending[i] = NULL;
+	return fd;
+}
+
+static void pending_close(struct broker *b, unsigned i, const char *why)
+{
+	if (why)
+		log_msg(LOG_WARNING, "link port: connection from %s refused: %s", b->pending[i]->addr, why);
+	close(pending_detach(b, i));
 }
 
 /* Refuse with the reason told to the dialer too (an ERROR frame; its side
@@ -84,107 +92,127 @@ static void pending_accepted(struct broker *b, int fd)
 	loop_link_poll_pending(b, fd, i, p->gen);
 }
 
-/* Hand an authenticated-to-be connection to its link (by HELLO's name). */
-static void pending_to_link(struct broker *b, unsigned i, const struct wire_hello *h)
+/*
+ * Why a connection naming link l (NULL: no such link yet) is refused
+ * (-errno, told to the dialer; why says it), or 0.
+ */
+static int pending_refusal(struct broker *b, const struct link *l, char *why, size_t wl)
 {
-	struct link_pending *p = b->pending[i];
-	char why[200];
-	struct link *l = link_find(b, h->name);
-	struct lc_event ev = { .fd = -1 };
+	uint64_t now, quiet;
 
-	links_reap(b);
-	if (l && l->role != WIRE_LISTENER) {
-		pending_refuse(b, i, -EINVAL, "it names a link this broker dials");
-		return;
+	if (!l)
+		return 0;
+	if (l->role != WIRE_LISTENER) {
+		snprintf(why, wl, "it names a link this broker dials");
+		return -EINVAL;
 	}
-	if (l && l->provisional) {
-		pending_refuse(b, i, -EADDRINUSE, "its link is being set up by another connection");
-		return;
+	if (l->provisional) {
+		snprintf(why, wl, "its link is being set up by another connection");
+		return -EADDRINUSE;
 	}
 	/* a live link is not cut for a newcomer that has proved nothing: a
 	 * peer that redialed is let in once the old connection has gone
 	 * quiet (a live peer's heartbeats are never this far apart) */
-	if (l && l->lc.state == LC_READY && l->fd >= 0) {
-		uint64_t now = now_ns(), quiet = 2 * b->o.link_heartbeat_ms * MS;
+	if (l->lc.state != LC_READY || l->fd < 0)
+		return 0;
+	now = now_ns();
+	quiet = 2 * b->o.link_heartbeat_ms * MS;
+	if (now >= l->last_rx + quiet)
+		return 0;
+	snprintf(why, wl, "link %s is up and its peer was heard %llu ms ago:"
+		 " a second connection under its name waits until it goes quiet"
+		 " (two brokers dialing under one name?)",
+		 l->name, (unsigned long long)((now > l->last_rx ? now - l->last_rx : 0) / MS));
+	return -EADDRINUSE;
+}
 
-		if (now < l->last_rx + quiet) {
-			char why[256];
+/* A stranger's link, provisional until the dialer proves the key (NULL:
+ * it cannot be made, why says so). */
+static struct link *pending_new_link(struct broker *b, const char *name, char *why, size_t wl)
+{
+	struct link *l;
 
-			snprintf(why, sizeof(why), "link %s is up and its peer was heard %llu ms ago:"
-				 " a second connection under its name waits until it goes quiet"
-				 " (two brokers dialing under one name?)",
-				 l->name, (unsigned long long)((now > l->last_rx ? now - l->last_rx : 0) / MS));
-			pending_refuse(b, i, -EADDRINUSE, why);
-			return;
-		}
+	if (!link_name_ok(name)) {
+		snprintf(why, wl, "a link name that is not [A-Za-z0-9._-]{1,64}");
+		return NULL;
 	}
+	l = link_new(b, name, WIRE_LISTENER);
 	if (!l) {
-		if (!link_name_ok(h->name)) {
-			pending_close(b, i, "a link name that is not [A-Za-z0-9._-]{1,64}");
-			return;
-		}
-		l = link_new(b, h->name, WIRE_LISTENER);
-		if (!l) {
-			pending_close(b, i, "too many links");
-			return;
-		}
-		/* its file has a name of its own until the dialer proves the key */
-		l->provisional = true;
-		snprintf(l->fname, sizeof(l->fname), ".%s.new", l->name);
-		if (link_file_load(b, l, true, why, sizeof(why)) < 0) {
-			link_free(b, l, false);
-			pending_close(b, i, why);
-			return;
-		}
+		snprintf(why, wl, "too many links");
+		return NULL;
 	}
+	/* its file has a name of its own until the dialer proves the key */
+	l->provisional = true;
+	snprintf(l->fname, sizeof(l->fname), ".%s.new", l->name);
+	if (link_file_load(b, l, true, why, wl) < 0) {
+		link_free(b, l, false);
+		return NULL;
+	}
+	return l;
+}
+
+/* Bring l's machine to CONNECTING for a dial-in from addr: false if it
+ * cannot take a connection now. */
+static bool pending_link_ready(struct broker *b, struct link *l, const char *addr)
+{
 	/* a link with a connection already: the peer redialed before this side saw the cut */
 	if (l->lc.state == LC_READY || l->lc.state == LC_HANDSHAKING) {
-		snprintf(l->lp.why, sizeof(l->lp.why), "replaced by a new connection from %s", p->addr);
+		snprintf(l->lp.why, sizeof(l->lp.why), "replaced by a new connection from %s", addr);
 		link_lost(b, l, -ECONNRESET);
 	}
-	if (l->lc.state == LC_IDLE)
-		ev.type = LC_START;
-	else if (l->lc.state == LC_BACKOFF)
-		ev.type = LC_FORCE_RECONNECT;
-	if (l->lc.state == LC_IDLE || l->lc.state == LC_BACKOFF) {
-		ev.gen = l->lc.gen;
-		link_step(b, l, &ev);
-	}
-	if (l->lc.state != LC_CONNECTING) {
-		pending_close(b, i, "its link cannot take a connection now");
+	if (l->lc.state == LC_IDLE || l->lc.state == LC_BACKOFF)
+		link_step(b, l, &(struct lc_event){
+			.type = l->lc.state == LC_IDLE ? LC_START : LC_FORCE_RECONNECT,
+			.gen = l->lc.gen, .fd = -1 });
+	return l->lc.state == LC_CONNECTING;
+}
+
+/* Pending connection i becomes l's connection, with the bytes it has read
+ * so far (HELLO first) given to l's engine before anything newer. */
+static void pending_handover(struct broker *b, unsigned i, struct link *l)
+{
+	uint8_t buf[sizeof(b->pending[i]->buf)];
+	size_t len = b->pending[i]->len;
+	size_t room;
+	int r;
+
+	snprintf(l->peer_addr, sizeof(l->peer_addr), "%s", b->pending[i]->addr);
+	memcpy(buf, b->pending[i]->buf, len);
+	l->fd = pending_detach(b, i);
+	l->cgen = ++b->link_cgen;
+	link_step(b, l, &(struct lc_event){ .type = LC_CONNECTED, .gen = l->lc.gen, .fd = l->fd });
+	if (l->dead || l->lc.state != LC_HANDSHAKING)
+		return;
+	memcpy(lp_in_space(&l->lp, &room), buf, len);
+	r = lp_process(&l->lp, len);
+	if (r < 0 && r != -EAGAIN) {
+		link_proto_error(b, l, r);
 		return;
 	}
-	snprintf(l->peer_addr, sizeof(l->peer_addr), "%s", p->addr);
-	l->fd = p->fd;
-	l->cgen = ++b->link_cgen;
-	loop_link_cancel_pending(b, i, p->gen);
-	{
-		uint8_t buf[sizeof(p->buf)];
-		size_t len = p->len;
+	link_input(b, l);
+}
 
-		memcpy(buf, p->buf, len);
-		free(p);
-		b->pending[i] = NULL;
-		link_step(b, l, &(struct lc_event){ .type = LC_CONNECTED, .gen = l->lc.gen, .fd = l->fd });
-		if (l->dead || l->lc.state != LC_HANDSHAKING)
-			return;
-		/* the bytes read so far, HELLO first */
-		{
-			size_t room;
-			uint8_t *at = lp_in_space(&l->lp, &room);
-			int r;
+/* Hand an authenticated-to-be connection to its link (by HELLO's name). */
+static void pending_to_link(struct broker *b, unsigned i, const struct wire_hello *h)
+{
+	struct link *l = link_find(b, h->name);
+	char why[256];
+	int code;
 
-			memcpy(at, buf, len);
-			r = lp_process(&l->lp, len);
-			if (r < 0 && r != -EAGAIN) {
-				link_input_done(b, l);
-				link_flush_last(l);
-				link_lost(b, l, r);
-				return;
-			}
-		}
-		link_input(b, l);
+	links_reap(b);
+	code = pending_refusal(b, l, why, sizeof(why));
+	if (code < 0) {
+		pending_refuse(b, i, code, why);
+		return;
 	}
+	if (!l)
+		l = pending_new_link(b, h->name, why, sizeof(why));
+	if (!l)
+		pending_close(b, i, why);
+	else if (!pending_link_ready(b, l, b->pending[i]->addr))
+		pending_close(b, i, "its link cannot take a connection now");
+	else
+		pending_handover(b, i, l);
 }
 
 static void pending_readable(struct broker *b, unsigned i)

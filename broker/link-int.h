@@ -46,6 +46,8 @@ void link_input(struct broker *b, struct link *l);
 void link_input_done(struct broker *b, struct link *l);
 /* Before a connection goes for an error of the protocol's: send what is queued. */
 void link_flush_last(struct link *l);
+/* The engine refused the peer's input (r): commit, tell the peer, lose the connection. */
+void link_proto_error(struct broker *b, struct link *l, int r);
 /* HOST:PORT or [HOST]:PORT into its parts: 0 or -EINVAL. */
 int link_split_hostport(const char *s, char *host, size_t hl, char *port, size_t pl);
 

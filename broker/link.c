@@ -361,6 +361,36 @@ static void act_resolve(struct broker *b, struct link *l, uint32_t gen)
 	}
 }
 
+/* A resolver thread's answer, to its link if that still waits for it. */
+static void resolved(struct broker *b, const struct resolve_req *q)
+{
+	struct link *l = q->slot < BROKER_MAX_LINKS ? b->links[q->slot] : NULL;
+
+	if (!l || l->lc.state != LC_RESOLVING || l->lc.gen != q->gen)
+		return; /* a dial that is over */
+	if (!q->err) {
+		memcpy(&l->addr, &q->addr, q->addrlen);
+		l->addrlen = q->addrlen;
+	}
+	link_step(b, l, &(struct lc_event){ .type = q->err ? LC_RESOLVE_FAILED : LC_RESOLVED,
+					    .gen = q->gen, .err = q->err ? dial_err(l, q->err) : 0,
+					    .fd = -1 });
+}
+
+/* The resolver threads' pipe is readable: every answer in it (each a
+ * pointer, written whole), then the poll again unless it is multishot. */
+static void resolver_drain(struct broker *b, bool more)
+{
+	struct resolve_req *q;
+
+	while (read(b->resolve_rd, &q, sizeof(q)) == sizeof(q)) {
+		resolved(b, q);
+		free(q);
+	}
+	if (!more)
+		loop_link_poll(b, b->resolve_rd, LINK_OP_RESOLVE, 0, 0, POLLIN, true);
+}
+
 void link_addr_text(const struct sockaddr_storage *a, char *out, size_t n)
 {
 	char h[64] = "?";
@@ -771,6 +801,15 @@ static void handshake_check(struct broker *b, struct link *l)
 	}
 }
 
+/* The engine refused what the peer sent (r): what was delivered before it
+ * is committed, the peer is told why, and this connection is over. */
+void link_proto_error(struct broker *b, struct link *l, int r)
+{
+	link_input_done(b, l);
+	link_flush_last(l);
+	link_lost(b, l, r);
+}
+
 /* Read what the socket holds (a bounded amount per pass) and handle it. */
 void link_input(struct broker *b, struct link *l)
 {
@@ -795,9 +834,7 @@ void link_input(struct broker *b, struct link *l)
 				break;
 			l->stalled = false;
 			if (r < 0) {
-				link_input_done(b, l);
-				link_flush_last(l);
-				link_lost(b, l, r);
+				link_proto_error(b, l, r);
 				return;
 			}
 		}
@@ -823,9 +860,7 @@ void link_input(struct broker *b, struct link *l)
 			break;
 		}
 		if (r < 0) {
-			link_input_done(b, l);
-			link_flush_last(l);
-			link_lost(b, l, r);
+			link_proto_error(b, l, r);
 			return;
 		}
 		handshake_check(b, l);
@@ -837,86 +872,91 @@ void link_input(struct broker *b, struct link *l)
 
 /* ---- the loop's entry points ---- */
 
-static void link_cqe_one(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res, bool more);
+/* The link in slot a, if gen still tags its connection (NULL: an older
+ * connection's completion). */
+static struct link *cqe_link(struct broker *b, unsigned a, uint32_t gen)
+{
+	struct link *l = a < BROKER_MAX_LINKS ? b->links[a] : NULL;
+
+	return l && l->cgen == gen && l->fd >= 0 ? l : NULL;
+}
+
+/* A dial's socket is writable: connected, or failed (SO_ERROR says). */
+static void cqe_connect(struct broker *b, struct link *l, int res)
+{
+	int err = 0;
+	socklen_t el = sizeof(err);
+
+	l->deadline = 0;
+	if (res < 0 || getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
+		int e = err ? -err : res < 0 ? res : -errno;
+
+		fd_close(b, l);
+		link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = l->lc.gen,
+						    .err = dial_err(l, e), .fd = -1 });
+		return;
+	}
+	link_step(b, l, &(struct lc_event){ .type = LC_CONNECTED, .gen = l->lc.gen, .fd = l->fd });
+}
+
+/* Slot a's socket is readable: read, then re-arm the poll unless it is
+ * still armed (multishot) or the connection went. */
+static void cqe_in(struct broker *b, unsigned a, uint32_t gen, bool more)
+{
+	struct link *l = cqe_link(b, a, gen);
+
+	if (!l)
+		return;
+	if (!more)
+		l->in_armed = false;
+	link_input(b, l);
+	l = cqe_link(b, a, gen);
+	if (l && !l->in_armed) {
+		loop_link_poll(b, l->fd, LINK_OP_IN, l->slot, l->cgen, POLLIN, true);
+		l->in_armed = true;
+	}
+}
+
+/* Slot a's socket is writable again: send what is queued. */
+static void cqe_out(struct broker *b, unsigned a, uint32_t gen)
+{
+	struct link *l = cqe_link(b, a, gen);
+
+	if (!l)
+		return;
+	l->out_armed = false;
+	link_flush(b, l);
+}
 
 void link_cqe(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res, bool more)
 {
-	link_cqe_one(b, kind, a, gen, res, more);
-	links_reap(b);
-}
-
-static void link_cqe_one(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res, bool more)
-{
-	struct link *l = a < BROKER_MAX_LINKS ? b->links[a] : NULL;
+	struct link *l;
 
 	switch (kind) {
 	case LINK_OP_ACCEPT:
 		link_accept_cqe(b, res, more);
-		return;
+		break;
 	case LINK_OP_PENDING:
 		link_accept_pending_cqe(b, a, gen, res, more);
-		return;
-	case LINK_OP_RESOLVE: {
-		struct resolve_req *q;
-
-		while (read(b->resolve_rd, &q, sizeof(q)) == sizeof(q)) {
-			struct link *m = q->slot < BROKER_MAX_LINKS ? b->links[q->slot] : NULL;
-
-			if (m && m->lc.state == LC_RESOLVING && m->lc.gen == q->gen) {
-				if (!q->err) {
-					memcpy(&m->addr, &q->addr, q->addrlen);
-					m->addrlen = q->addrlen;
-				}
-				link_step(b, m, &(struct lc_event){
-					.type = q->err ? LC_RESOLVE_FAILED : LC_RESOLVED,
-					.gen = q->gen, .err = q->err ? dial_err(m, q->err) : 0, .fd = -1 });
-			}
-			free(q);
-		}
-		if (!more)
-			loop_link_poll(b, b->resolve_rd, LINK_OP_RESOLVE, 0, 0, POLLIN, true);
-		return;
-	}
+		break;
+	case LINK_OP_RESOLVE:
+		resolver_drain(b, more);
+		break;
+	case LINK_OP_CONNECT:
+		l = cqe_link(b, a, gen);
+		if (l)
+			cqe_connect(b, l, res);
+		break;
+	case LINK_OP_IN:
+		cqe_in(b, a, gen, more);
+		break;
+	case LINK_OP_OUT:
+		cqe_out(b, a, gen);
+		break;
 	default:
 		break;
 	}
-	if (!l || l->cgen != gen || l->fd < 0)
-		return; /* an older connection's */
-	switch (kind) {
-	case LINK_OP_CONNECT: {
-		int err = 0;
-		socklen_t el = sizeof(err);
-
-		if (res < 0 || getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
-			int e = err ? -err : res < 0 ? res : -errno;
-
-			l->deadline = 0;
-			fd_close(b, l);
-			link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = l->lc.gen,
-							    .err = dial_err(l, e), .fd = -1 });
-			return;
-		}
-		l->deadline = 0;
-		link_step(b, l, &(struct lc_event){ .type = LC_CONNECTED, .gen = l->lc.gen, .fd = l->fd });
-		return;
-	}
-	case LINK_OP_IN:
-		if (!more)
-			l->in_armed = false;
-		link_input(b, l);
-		l = b->links[a];
-		if (l && l->cgen == gen && l->fd >= 0 && !l->in_armed) {
-			loop_link_poll(b, l->fd, LINK_OP_IN, l->slot, l->cgen, POLLIN, true);
-			l->in_armed = true;
-		}
-		return;
-	case LINK_OP_OUT:
-		l->out_armed = false;
-		link_flush(b, l);
-		return;
-	default:
-		return;
-	}
+	links_reap(b);
 }
 
 unsigned link_run(struct broker *b, uint64_t now)
