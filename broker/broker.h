@@ -370,7 +370,7 @@ void router_commit(struct broker *b);
 /* Free sub's delivery entry k (its source is gone). */
 void dlv_free(struct session *sub, unsigned k);
 
-/* ---- link.c (the module spans link.c, link-file.c, link-accept.c) ---- */
+/* ---- link.c (with link-data.c, link-dial.c, link-file.c, link-accept.c) ---- */
 /* io_uring request kinds of links (loop.c tags them, link_cqe takes them) */
 enum {
 	LINK_OP_ACCEPT = 16, /* the link port's multishot accept */

@@ -1,9 +1,10 @@
 /*
  * broker/link-int.h - what the files of the links module share among
- * themselves: link.c (link objects, the lifecycle machine's actions, data,
- * I/O, the loop's entry points, set-up), link-file.c (the link file
- * links/NAME) and link-accept.c (the link port and the connections still
- * to say their HELLO).
+ * themselves: link.c (link objects, the lifecycle machine and its actions,
+ * I/O, the loop's entry points, set-up), link-data.c (bridged topics, the
+ * messages each way), link-dial.c (resolving and connecting, --link),
+ * link-file.c (the link file links/NAME) and link-accept.c (the link port
+ * and the connections still to say their HELLO).
  *
  * Only link*.c include this header.  The rest of the broker sees links
  * through the link_* functions of broker/broker.h and nothing else.
@@ -48,8 +49,28 @@ void link_input_done(struct broker *b, struct link *l);
 void link_flush_last(struct link *l);
 /* The engine refused the peer's input (r): commit, tell the peer, lose the connection. */
 void link_proto_error(struct broker *b, struct link *l, int r);
+/* Close the link's connection; its io_uring requests are cancelled by tag. */
+void link_fd_close(struct broker *b, struct link *l);
+
+/* ---- link-data.c ---- */
+/* The engine's callbacks: a DATA frame from the peer; the peer's topic list. */
+int link_deliver(void *arg, const struct wire_data *d);
+void link_topics(void *arg, const struct wire_topics *t);
+/* A link came, went, failed or learnt the peer's topics: every topic's mask again. */
+void link_topics_recompute(struct broker *b);
+
+/* ---- link-dial.c ---- */
+/* The machine's RESOLVE and CONNECT actions for attempt gen. */
+void link_dial_resolve(struct broker *b, struct link *l, uint32_t gen);
+void link_dial_connect(struct broker *b, struct link *l, uint32_t gen, uint64_t deadline);
+/* The resolver threads' pipe is readable (LINK_OP_RESOLVE). */
+void link_dial_resolver_cqe(struct broker *b, bool more);
+/* A dial's socket is writable (LINK_OP_CONNECT, l's current connection). */
+void link_dial_connect_cqe(struct broker *b, struct link *l, int res);
 /* HOST:PORT or [HOST]:PORT into its parts: 0 or -EINVAL. */
 int link_split_hostport(const char *s, char *host, size_t hl, char *port, size_t pl);
+/* The dialers' links from --link, and the resolver pipe: 0 or -errno (logged). */
+int link_dial_setup(struct broker *b);
 
 /* ---- link-file.c ---- */
 /* A link name may be a file name in links/: [A-Za-z0-9._-]{1,64}, no leading dot. */

@@ -4,21 +4,22 @@
  * reset or stalled network, or a broker restart, loses nothing.
  *
  * Each link is one instance of the lifecycle machine (libclient/
- * lifecycle.c), driven from the broker's io_uring loop: the address is
- * resolved again before every attempt (in a short-lived thread, so a slow
- * resolver never holds the loop), the connect is non-blocking with a
- * deadline, the handshake has a deadline, back-off is the machine's.  A
- * listener's link uses the same machine: its "connect" is waiting for the
- * peer to dial in, and it never gives up for good (a wrong key from a
- * stranger must not kill a link).
+ * lifecycle.c), driven from the broker's io_uring loop: a dialer resolves
+ * and connects (link-dial.c), the handshake has a deadline, back-off is
+ * the machine's.  A listener's link uses the same machine: its "connect"
+ * is waiting for the peer to dial in (link-accept.c), and it never gives
+ * up for good (a wrong key from a stranger must not kill a link).
  *
  * The protocol is linkproto.c's; this file moves its bytes.  Each link's
  * replay ring and counters live in links/NAME (mapped, link-file.c), so a
  * restarted broker picks up where it stopped: the peer's routed count
  * decides what is sent again, and the subscribers' delivery tables drop
- * what a crash sent twice.  The link port and the connections that have
- * not said their HELLO yet are link-accept.c's; link-int.h is what the
- * three files share.
+ * what a crash sent twice.  What the bytes carry (bridged topics, the
+ * messages each way) is link-data.c's.
+ *
+ * The module is link.c, link-data.c, link-dial.c, link-file.c and
+ * link-accept.c; link-int.h is what they share, broker.h what the rest of
+ * the broker sees.
  *
  * Only locally published messages are offered to links (router.c): one
  * hop, so two brokers bridging each other never loop.
@@ -28,15 +29,9 @@
  * leave an fd's io_uring requests untagged (cgen) when the fd goes.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <assert.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,48 +68,6 @@ static const char *err_text(int err)
 	}
 }
 
-/* ---- topics ---- */
-
-static bool pattern_match(const char *pat, const char *name)
-{
-	size_t n = strlen(pat);
-
-	if (n && pat[n - 1] == '*')
-		return !strncmp(pat, name, n - 1);
-	return !strcmp(pat, name);
-}
-
-static bool link_bridges(const struct broker *b, const struct link *l, const char *name)
-{
-	if (l->lc.state == LC_FAILED)
-		return false; /* its stream is over, loudly: local traffic goes on */
-	for (unsigned i = 0; i < b->o.nbridge; i++)
-		if (pattern_match(b->o.bridge[i], name))
-			return true;
-	for (unsigned i = 0; l->f && i < l->f->peer_topics.n && i < WIRE_TOPICS_MAX; i++)
-		if (pattern_match(l->f->peer_topics.name[i], name))
-			return true;
-	return false;
-}
-
-uint64_t link_topic_mask(struct broker *b, const char *name)
-{
-	uint64_t m = 0;
-
-	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++)
-		if (b->links[i] && !b->links[i]->provisional && link_bridges(b, b->links[i], name))
-			m |= 1ull << i;
-	return m;
-}
-
-/* A link came, went, failed or learnt the peer's topics. */
-static void topics_recompute(struct broker *b)
-{
-	for (unsigned k = 0; k < b->ntopics; k++)
-		if (b->topics[k])
-			b->topics[k]->links = link_topic_mask(b, b->topics[k]->name);
-}
-
 /* ---- link objects ---- */
 
 static uint64_t clock_now(void *arg)
@@ -128,9 +81,6 @@ static uint32_t clock_random(void *arg)
 	(void)arg;
 	return randombytes_random();
 }
-
-static int link_deliver(void *arg, const struct wire_data *d);
-static void link_topics(void *arg, const struct wire_topics *t);
 
 static struct wire_topics my_topics;
 
@@ -269,52 +219,7 @@ void link_info(const struct broker *b, const struct link *l, struct proto_link_i
 
 /* ---- the machine's actions ---- */
 
-struct resolve_req {
-	char host[256], port[32];
-	unsigned slot;
-	uint32_t gen;
-	int err;
-	struct sockaddr_storage addr;
-	socklen_t addrlen;
-	int wr;
-};
-
-static void *resolver(void *arg)
-{
-	struct resolve_req *q = arg;
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };
-	struct addrinfo *ai = NULL;
-	int r = getaddrinfo(q->host, q->port, &hints, &ai);
-
-	if (r == 0 && ai && ai->ai_addrlen <= sizeof(q->addr)) {
-		memcpy(&q->addr, ai->ai_addr, ai->ai_addrlen);
-		q->addrlen = ai->ai_addrlen;
-	} else {
-		q->err = r == EAI_NONAME ? -EHOSTUNREACH : r == EAI_SYSTEM ? -errno : -EAGAIN;
-		if (!q->err)
-			q->err = -EHOSTUNREACH;
-	}
-	if (ai)
-		freeaddrinfo(ai);
-	/* a pointer is written whole to a pipe (PIPE_BUF) */
-	if (write(q->wr, &q, sizeof(q)) != sizeof(q))
-		free(q);
-	return NULL;
-}
-
-/*
- * A dial that failed, as the machine should see it: the network's answers
- * (EACCES from a prohibit route or a firewall, EINVAL from a blackhole,
- * EPERM) pass; only the protocol's own refusals end a link for good.  The
- * system's errno is kept for the log.
- */
-static int dial_err(struct link *l, int err)
-{
-	l->dial_err = err;
-	return lc_permanent(err) ? -ENETUNREACH : err;
-}
-
-static void fd_close(struct broker *b, struct link *l)
+void link_fd_close(struct broker *b, struct link *l)
 {
 	if (l->fd < 0)
 		return;
@@ -325,70 +230,6 @@ static void fd_close(struct broker *b, struct link *l)
 	l->in_armed = l->out_armed = false;
 	l->stalled = l->more_in = false;
 	l->deadline = 0;
-}
-
-static void act_resolve(struct broker *b, struct link *l, uint32_t gen)
-{
-	struct resolve_req *q = calloc(1, sizeof(*q));
-	pthread_attr_t at;
-	pthread_t t;
-	sigset_t all, old;
-	int r;
-
-	if (!q) {
-		link_step(b, l, &(struct lc_event){ .type = LC_RESOLVE_FAILED, .gen = gen,
-						    .err = dial_err(l, -ENOMEM), .fd = -1 });
-		return;
-	}
-	snprintf(q->host, sizeof(q->host), "%s", l->host);
-	snprintf(q->port, sizeof(q->port), "%s", l->port);
-	q->slot = l->slot;
-	q->gen = gen;
-	q->wr = b->resolve_wr;
-	pthread_attr_init(&at);
-	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&at, 256 * 1024);
-	/* the thread takes no signal of the broker's */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = pthread_create(&t, &at, resolver, q);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&at);
-	if (r) {
-		free(q);
-		link_step(b, l, &(struct lc_event){ .type = LC_RESOLVE_FAILED, .gen = gen,
-						    .err = dial_err(l, -r), .fd = -1 });
-	}
-}
-
-/* A resolver thread's answer, to its link if that still waits for it. */
-static void resolved(struct broker *b, const struct resolve_req *q)
-{
-	struct link *l = q->slot < BROKER_MAX_LINKS ? b->links[q->slot] : NULL;
-
-	if (!l || l->lc.state != LC_RESOLVING || l->lc.gen != q->gen)
-		return; /* a dial that is over */
-	if (!q->err) {
-		memcpy(&l->addr, &q->addr, q->addrlen);
-		l->addrlen = q->addrlen;
-	}
-	link_step(b, l, &(struct lc_event){ .type = q->err ? LC_RESOLVE_FAILED : LC_RESOLVED,
-					    .gen = q->gen, .err = q->err ? dial_err(l, q->err) : 0,
-					    .fd = -1 });
-}
-
-/* The resolver threads' pipe is readable: every answer in it (each a
- * pointer, written whole), then the poll again unless it is multishot. */
-static void resolver_drain(struct broker *b, bool more)
-{
-	struct resolve_req *q;
-
-	while (read(b->resolve_rd, &q, sizeof(q)) == sizeof(q)) {
-		resolved(b, q);
-		free(q);
-	}
-	if (!more)
-		loop_link_poll(b, b->resolve_rd, LINK_OP_RESOLVE, 0, 0, POLLIN, true);
 }
 
 void link_addr_text(const struct sockaddr_storage *a, char *out, size_t n)
@@ -411,36 +252,6 @@ void link_addr_text(const struct sockaddr_storage *a, char *out, size_t n)
 	} else {
 		snprintf(out, n, "?");
 	}
-}
-
-static void act_connect(struct broker *b, struct link *l, uint32_t gen, uint64_t deadline)
-{
-	int fd, one = 1;
-
-	l->dial_err = 0;
-	if (l->role == WIRE_LISTENER)
-		return; /* waiting for the peer to dial in: no deadline */
-	fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = gen,
-						    .err = dial_err(l, -errno), .fd = -1 });
-		return;
-	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	link_addr_text(&l->addr, l->peer_addr, sizeof(l->peer_addr));
-	if (connect(fd, (struct sockaddr *)&l->addr, l->addrlen) < 0 && errno != EINPROGRESS) {
-		int e = -errno;
-
-		close(fd);
-		link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = gen,
-						    .err = dial_err(l, e), .fd = -1 });
-		return;
-	}
-	/* writable: connected (or failed: SO_ERROR says) */
-	l->fd = fd;
-	l->cgen = ++b->link_cgen;
-	l->deadline = deadline;
-	loop_link_poll(b, fd, LINK_OP_CONNECT, l->slot, l->cgen, POLLOUT, false);
 }
 
 static void link_flush(struct broker *b, struct link *l);
@@ -520,10 +331,10 @@ void link_step(struct broker *b, struct link *l, const struct lc_event *ev)
 
 		switch (a->type) {
 		case LC_ACT_RESOLVE:
-			act_resolve(b, l, a->gen);
+			link_dial_resolve(b, l, a->gen);
 			break;
 		case LC_ACT_CONNECT:
-			act_connect(b, l, a->gen, a->ns);
+			link_dial_connect(b, l, a->gen, a->ns);
 			break;
 		case LC_ACT_HANDSHAKE:
 			act_handshake(b, l, a->ns);
@@ -535,12 +346,12 @@ void link_step(struct broker *b, struct link *l, const struct lc_event *ev)
 			break;
 		case LC_ACT_CLOSE_FD:
 			if (a->fd == l->fd)
-				fd_close(b, l);
+				link_fd_close(b, l);
 			else if (a->fd >= 0)
 				close(a->fd);
 			break;
 		case LC_ACT_ABORT:
-			fd_close(b, l);
+			link_fd_close(b, l);
 			link_step(b, l, &(struct lc_event){ .type = LC_ABORTED, .gen = a->gen, .fd = -1 });
 			break;
 		case LC_ACT_MONITOR:
@@ -551,7 +362,7 @@ void link_step(struct broker *b, struct link *l, const struct lc_event *ev)
 		}
 	}
 	if ((before == LC_FAILED) != (l->lc.state == LC_FAILED))
-		topics_recompute(b);
+		link_topics_recompute(b);
 }
 
 /*
@@ -576,13 +387,13 @@ void link_lost(struct broker *b, struct link *l, int err)
 		ev.type = LC_HANDSHAKE_FAILED;
 	} else if (l->lc.state == LC_CONNECTING) {
 		ev.type = LC_CONNECT_FAILED;
-		fd_close(b, l);
+		link_fd_close(b, l);
 	} else {
-		fd_close(b, l);
+		link_fd_close(b, l);
 		return;
 	}
 	link_step(b, l, &ev);
-	fd_close(b, l);
+	link_fd_close(b, l);
 	if (l->provisional) {
 		/* a stranger's HELLO made it: nothing of it is kept (freed by
 		 * links_reap, once every caller up the stack is done with it) */
@@ -596,137 +407,6 @@ void link_lost(struct broker *b, struct link *l, int err)
 	if (l->lp.state == LP_FAILED && l->role == WIRE_LISTENER)
 		l->lp.state = LP_IDLE;
 	l->lp.why[0] = 0;
-}
-
-/* ---- data ---- */
-
-static int link_deliver(void *arg, const struct wire_data *d)
-{
-	struct link *l = arg;
-	struct broker *b = l->b;
-	struct topic *t = topic_find(b, d->topic);
-	/* the origin, from this connection's HELLO (DATA may come in the
-	 * same read as the AUTH, before the handshake is marked done) */
-	uint64_t origin = l->lp.peer_broker;
-	int r;
-
-	/* a peer delivers only into what this link bridges (both sides'
-	 * lists): a known topic's mask says so without matching patterns per
-	 * message; a link still being proved is in no mask yet */
-	bool bridged = t && !l->provisional ? (t->links >> l->slot) & 1 : link_bridges(b, l, d->topic);
-
-	if (!bridged) {
-		if (!l->not_bridged++)
-			link_event(l, LOG_WARNING, "the peer sent topic '%s', which this link does not"
-				   " bridge: dropped (and every such message, counted)", d->topic);
-		l->msgs_in++;
-		return 0;
-	}
-	if (!t) {
-		l->no_topic++; /* nobody here has ever used it: nobody to deliver to */
-		l->msgs_in++;
-		return 0;
-	}
-	/* one source per commit: the delivery tables follow one entry per pass */
-	if (l->batch_src != d->src_session || l->batch_broker != origin) {
-		router_commit(b);
-		l->batch_broker = origin;
-		l->batch_src = d->src_session;
-	}
-	r = router_deliver_remote(b, t, origin, d->src_session, d->src_seq, d->payload, d->len);
-	if (r == 0) {
-		l->msgs_in++;
-		l->stall_broker = l->stall_src = 0;
-	} else {
-		/* half delivered, maybe: its table entries must stay (dlv_get) */
-		l->stall_broker = origin;
-		l->stall_src = d->src_session;
-	}
-	return r;
-}
-
-static void link_topics(void *arg, const struct wire_topics *t)
-{
-	struct link *l = arg;
-	char list[256] = "";
-	size_t n = 0;
-
-	if (!memcmp(&l->f->peer_topics, t, sizeof(*t)))
-		return;
-	l->f->peer_topics = *t;
-	for (unsigned i = 0; i < t->n && n < sizeof(list) - 1; i++)
-		n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", i ? " " : "", t->name[i]);
-	link_event(l, LOG_NOTICE, "the peer asks for %u topic pattern(s): %s", t->n, t->n ? list : "none");
-	topics_recompute(l->b);
-}
-
-bool link_in_flight(struct broker *b, uint64_t src_broker, uint64_t src_session)
-{
-	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++) {
-		const struct link *l = b->links[i];
-
-		if (l && l->stall_src == src_session && l->stall_broker == src_broker && src_session)
-			return true;
-	}
-	return false;
-}
-
-/* Local message for the peer: into the replay ring (and the wire when up). */
-int link_offer(struct broker *b, unsigned i, struct session *pub, uint64_t seq, const struct topic *t,
-	       const void *payload, uint32_t len)
-{
-	struct link *l = b->links[i];
-	struct delivered *d = NULL;
-	struct wire_data m;
-	int r;
-
-	if (!l || !l->f)
-		return 0;
-	for (unsigned k = 0; k < l->nsent; k++)
-		if (l->sent[k].src_session == pub->id) {
-			d = &l->sent[k];
-			break;
-		}
-	if (!d) {
-		/* sources that are gone first make room: ids are never reused */
-		for (unsigned k = 0; l->nsent == l->capsent && k < l->nsent;)
-			if (!session_by_id(b, l->sent[k].src_session))
-				l->sent[k] = l->sent[--l->nsent];
-			else
-				k++;
-		if (l->nsent == l->capsent) {
-			unsigned cap = l->capsent ? 2 * l->capsent : 16;
-			struct delivered *n = realloc(l->sent, cap * sizeof(*n));
-
-			if (!n)
-				return -EAGAIN;
-			l->sent = n;
-			l->capsent = cap;
-		}
-		d = &l->sent[l->nsent++];
-		*d = (struct delivered){ .src_session = pub->id, .seq = 0 };
-	}
-	if (d->seq > seq)
-		return 0; /* taken in an earlier, partial pass */
-	m = (struct wire_data){ .src_session = pub->id, .src_seq = seq,
-				.topic_len = (uint32_t)strlen(t->name), .payload = payload, .len = len };
-	memcpy(m.topic, t->name, m.topic_len + 1);
-	r = lp_send(&l->lp, &m);
-	if (r == -EAGAIN)
-		return r; /* the peer has not routed enough: the publisher waits */
-	if (r < 0) {
-		/* larger than a frame or the ring: said, counted, never silent */
-		l->too_big++;
-		link_event(l, LOG_WARNING, "message %llu of session %s (%u bytes) not forwarded: %s"
-			   " (%llu so far)", (unsigned long long)seq, pub->name, len, strerror(-r),
-			   (unsigned long long)l->too_big);
-	} else {
-		/* the bytes are in the ring before the count says so */
-		store_release(&l->f->w, l->lp.tx.w);
-		l->msgs_out++;
-	}
-	d->seq = seq + 1;
-	return 0;
 }
 
 /* ---- I/O ---- */
@@ -797,7 +477,7 @@ static void handshake_check(struct broker *b, struct link *l)
 		}
 		link_step(b, l, &(struct lc_event){ .type = LC_HANDSHAKE_DONE, .gen = l->lc.gen, .fd = -1 });
 		if (was)
-			topics_recompute(b);
+			link_topics_recompute(b);
 	}
 }
 
@@ -881,24 +561,6 @@ static struct link *cqe_link(struct broker *b, unsigned a, uint32_t gen)
 	return l && l->cgen == gen && l->fd >= 0 ? l : NULL;
 }
 
-/* A dial's socket is writable: connected, or failed (SO_ERROR says). */
-static void cqe_connect(struct broker *b, struct link *l, int res)
-{
-	int err = 0;
-	socklen_t el = sizeof(err);
-
-	l->deadline = 0;
-	if (res < 0 || getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
-		int e = err ? -err : res < 0 ? res : -errno;
-
-		fd_close(b, l);
-		link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = l->lc.gen,
-						    .err = dial_err(l, e), .fd = -1 });
-		return;
-	}
-	link_step(b, l, &(struct lc_event){ .type = LC_CONNECTED, .gen = l->lc.gen, .fd = l->fd });
-}
-
 /* Slot a's socket is readable: read, then re-arm the poll unless it is
  * still armed (multishot) or the connection went. */
 static void cqe_in(struct broker *b, unsigned a, uint32_t gen, bool more)
@@ -940,12 +602,12 @@ void link_cqe(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res
 		link_accept_pending_cqe(b, a, gen, res, more);
 		break;
 	case LINK_OP_RESOLVE:
-		resolver_drain(b, more);
+		link_dial_resolver_cqe(b, more);
 		break;
 	case LINK_OP_CONNECT:
 		l = cqe_link(b, a, gen);
 		if (l)
-			cqe_connect(b, l, res);
+			link_dial_connect_cqe(b, l, res);
 		break;
 	case LINK_OP_IN:
 		cqe_in(b, a, gen, more);
@@ -1054,27 +716,6 @@ uint64_t link_next_due(struct broker *b, uint64_t now)
 
 /* ---- set-up ---- */
 
-int link_split_hostport(const char *s, char *host, size_t hl, char *port, size_t pl)
-{
-	const char *colon = strrchr(s, ':');
-	size_t n;
-
-	if (!colon || !colon[1] || strlen(colon + 1) >= pl)
-		return -EINVAL;
-	n = (size_t)(colon - s);
-	if (n && s[0] == '[' && s[n - 1] == ']') {
-		s++;
-		n -= 2;
-	}
-	if (n >= hl)
-		return -EINVAL;
-	memcpy(host, s, n);
-	host[n] = 0;
-	snprintf(port, pl, "%s", colon + 1);
-	return 0;
-}
-
-
 int link_check(struct broker *b)
 {
 	char why[200];
@@ -1095,8 +736,8 @@ int link_check(struct broker *b)
 
 int link_setup(struct broker *b)
 {
-	char path[4096], why[200];
-	int fds[2], r;
+	char path[4096];
+	int r;
 
 	if (!b->o.listen && !b->o.nlink_spec) {
 		if (b->o.nbridge)
@@ -1113,53 +754,16 @@ int link_setup(struct broker *b)
 			strerror(-r), (unsigned)geteuid());
 		return r;
 	}
-	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
-		return -errno;
-	b->resolve_rd = fds[0];
-	b->resolve_wr = fds[1];
-	for (unsigned i = 0; i < b->o.nlink_spec; i++) {
-		char *spec = b->o.link_spec[i], *eq = strchr(spec, '=');
-		char name[WIRE_NAME_MAX + 2];
-		struct link *l;
-
-		if (!eq || (size_t)(eq - spec) > WIRE_NAME_MAX) {
-			log_msg(LOG_ERR, "--link %s: expected NAME=HOST:PORT", spec);
-			return -EINVAL;
-		}
-		memcpy(name, spec, (size_t)(eq - spec));
-		name[eq - spec] = 0;
-		if (!link_name_ok(name) || link_find(b, name)) {
-			log_msg(LOG_ERR, "--link %s: a link name is [A-Za-z0-9._-]{1,64}, once", spec);
-			return -EINVAL;
-		}
-		l = link_new(b, name, WIRE_DIALER);
-		if (!l)
-			return -ENOMEM;
-		if (link_split_hostport(eq + 1, l->host, sizeof(l->host), l->port, sizeof(l->port)) < 0 ||
-		    !l->host[0]) {
-			log_msg(LOG_ERR, "--link %s: expected NAME=HOST:PORT", spec);
-			return -EINVAL;
-		}
-		r = link_file_load(b, l, false, why, sizeof(why));
-		if (r == -ENOENT)
-			r = link_file_load(b, l, true, why, sizeof(why));
-		if (r < 0) {
-			log_msg(LOG_ERR, "%s", why);
-			return r;
-		}
-		if (l->f->w || l->f->routed)
-			link_event(l, LOG_NOTICE, "back from links/ (%llu bytes sent, %llu routed by the"
-				   " peer, %llu of the peer's routed here)",
-				   (unsigned long long)l->f->w, (unsigned long long)l->f->acked,
-				   (unsigned long long)l->f->routed);
-	}
+	r = link_dial_setup(b);
+	if (r < 0)
+		return r;
 	if (b->o.listen) {
 		r = link_accept_setup(b);
 		if (r < 0)
 			return r;
 	}
 	link_file_reload(b);
-	topics_recompute(b);
+	link_topics_recompute(b);
 	return 0;
 }
 
