@@ -19,8 +19,11 @@ LDLIBS   += -lpthread
 
 SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c shm/wire.c
 LIB_SRC  := libclient/shmb.c libclient/client.c libclient/conn.c libclient/replay.c libclient/lifecycle.c libclient/registry.c
-BROKER_SRC := broker/linkauth.c broker/linkproto.c broker/link.c broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/session-tx.c broker/topic.c broker/adopt.c broker/router.c broker/dlv.c broker/log.c broker/guard.c \
-              broker/state.c broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c
+BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/session-tx.c broker/topic.c \
+              broker/adopt.c broker/router.c broker/dlv.c broker/state.c broker/log.c broker/guard.c \
+              broker/link.c broker/link-data.c broker/link-dial.c broker/link-file.c broker/link-accept.c \
+              broker/linkauth.c broker/linkproto.c \
+              broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c
 
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto
 MP_TESTS   := test-mp-ring

@@ -166,7 +166,7 @@ struct uid_count {
 	unsigned topics;
 };
 
-/* ---- remote links (link.c, docs/links.md) ---- */
+/* ---- remote links (link*.c, docs/links.md) ---- */
 #define BROKER_MAX_LINKS 64
 #define LINK_EVENTS 16
 #define LINK_PENDING 16
@@ -403,7 +403,7 @@ int router_deliver_remote(struct broker *b, struct topic *t, uint64_t src_broker
 			  uint64_t seq, const void *payload, uint32_t len);
 void router_commit(struct broker *b);
 
-/* ---- link.c ---- */
+/* ---- link.c (with link-data.c, link-dial.c, link-file.c, link-accept.c) ---- */
 /* io_uring request kinds of links (loop.c tags them, link_cqe takes them) */
 enum {
 	LINK_OP_ACCEPT = 16, /* the link port's multishot accept */

@@ -4,19 +4,22 @@
  * reset or stalled network, or a broker restart, loses nothing.
  *
  * Each link is one instance of the lifecycle machine (libclient/
- * lifecycle.c), driven from the broker's io_uring loop: the address is
- * resolved again before every attempt (in a short-lived thread, so a slow
- * resolver never holds the loop), the connect is non-blocking with a
- * deadline, the handshake has a deadline, back-off is the machine's.  A
- * listener's link uses the same machine: its "connect" is waiting for the
- * peer to dial in, and it never gives up for good (a wrong key from a
- * stranger must not kill a link).
+ * lifecycle.c), driven from the broker's io_uring loop: a dialer resolves
+ * and connects (link-dial.c), the handshake has a deadline, back-off is
+ * the machine's.  A listener's link uses the same machine: its "connect"
+ * is waiting for the peer to dial in (link-accept.c), and it never gives
+ * up for good (a wrong key from a stranger must not kill a link).
  *
  * The protocol is linkproto.c's; this file moves its bytes.  Each link's
- * replay ring and counters live in links/NAME (mapped), so a restarted
- * broker picks up where it stopped: the peer's routed count decides what
- * is sent again, and the subscribers' delivery tables drop what a crash
- * sent twice.
+ * replay ring and counters live in links/NAME (mapped, link-file.c), so a
+ * restarted broker picks up where it stopped: the peer's routed count
+ * decides what is sent again, and the subscribers' delivery tables drop
+ * what a crash sent twice.  What the bytes carry (bridged topics, the
+ * messages each way) is link-data.c's.
+ *
+ * The module is link.c, link-data.c, link-dial.c, link-file.c and
+ * link-accept.c; link-int.h is what they share, broker.h what the rest of
+ * the broker sees.
  *
  * Only locally published messages are offered to links (router.c): one
  * hop, so two brokers bridging each other never loop.
@@ -25,41 +28,25 @@
  * advance `routed` in the file before the deliveries are committed;
  * leave an fd's io_uring requests untagged (cgen) when the fd goes.
  */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <assert.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
 
-#include "broker/broker.h"
+#include "broker/link-int.h"
 #include "shm/atomics.h"
-
-#define LINK_FILE_VERSION 1u
-#define MS 1000000ull
 
 /* ---- events, for the log and shmbctl links ---- */
 
-static void link_event(struct link *l, int level, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void link_event(struct link *l, int level, const char *fmt, ...)
+void link_event(struct link *l, int level, const char *fmt, ...)
 {
 	struct session_event *e = &l->ev[l->nev++ % LINK_EVENTS];
 	va_list ap;
@@ -81,137 +68,6 @@ static const char *err_text(int err)
 	}
 }
 
-/* ---- topics ---- */
-
-static bool pattern_match(const char *pat, const char *name)
-{
-	size_t n = strlen(pat);
-
-	if (n && pat[n - 1] == '*')
-		return !strncmp(pat, name, n - 1);
-	return !strcmp(pat, name);
-}
-
-static bool link_bridges(const struct broker *b, const struct link *l, const char *name)
-{
-	if (l->lc.state == LC_FAILED)
-		return false; /* its stream is over, loudly: local traffic goes on */
-	for (unsigned i = 0; i < b->o.nbridge; i++)
-		if (pattern_match(b->o.bridge[i], name))
-			return true;
-	for (unsigned i = 0; l->f && i < l->f->peer_topics.n && i < WIRE_TOPICS_MAX; i++)
-		if (pattern_match(l->f->peer_topics.name[i], name))
-			return true;
-	return false;
-}
-
-uint64_t link_topic_mask(struct broker *b, const char *name)
-{
-	uint64_t m = 0;
-
-	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++)
-		if (b->links[i] && !b->links[i]->provisional && link_bridges(b, b->links[i], name))
-			m |= 1ull << i;
-	return m;
-}
-
-/* A link came, went, failed or learnt the peer's topics. */
-static void topics_recompute(struct broker *b)
-{
-	for (unsigned k = 0; k < b->ntopics; k++)
-		if (b->topics[k])
-			b->topics[k]->links = link_topic_mask(b, b->topics[k]->name);
-}
-
-/* ---- the file: links/NAME ---- */
-
-static bool name_ok(const char *n)
-{
-	size_t len = strlen(n);
-
-	if (!len || len > WIRE_NAME_MAX || n[0] == '.')
-		return false;
-	for (; *n; n++)
-		if (!((*n >= 'a' && *n <= 'z') || (*n >= 'A' && *n <= 'Z') || (*n >= '0' && *n <= '9') ||
-		      *n == '-' || *n == '_' || *n == '.'))
-			return false;
-	return true;
-}
-
-/* Map links/NAME (create: a new one of capacity bytes).  Checks what it reads. */
-static int file_open(struct broker *b, struct link *l, bool create, char *why, size_t wl)
-{
-	size_t len = LINK_HDR_SIZE + b->o.link_buffer;
-	struct stat st;
-	int fd;
-
-	fd = openat(b->links_dirfd, l->fname,
-		    O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT | O_EXCL : 0), 0600);
-	if (fd < 0) {
-		snprintf(why, wl, "cannot open links/%s: %s", l->name, strerror(errno));
-		return -errno;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
-		snprintf(why, wl, "links/%s is not a regular file of this broker's uid", l->name);
-		close(fd);
-		return -EINVAL;
-	}
-	if (create) {
-		if (ftruncate(fd, (off_t)len) < 0) {
-			snprintf(why, wl, "cannot size links/%s: %s", l->name, strerror(errno));
-			unlinkat(b->links_dirfd, l->fname, 0);
-			close(fd);
-			return -ENOSPC;
-		}
-	} else {
-		len = (size_t)st.st_size;
-	}
-	if (len < LINK_HDR_SIZE + 4096) {
-		snprintf(why, wl, "links/%s is too short", l->name);
-		close(fd);
-		return -EINVAL;
-	}
-	l->map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (l->map == MAP_FAILED) {
-		l->map = NULL;
-		snprintf(why, wl, "cannot map links/%s: %s", l->name, strerror(errno));
-		close(fd);
-		return -ENOMEM;
-	}
-	l->filefd = fd;
-	l->maplen = len;
-	l->f = l->map;
-	if (create) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		l->f->version = LINK_FILE_VERSION;
-		l->f->role = l->role;
-		l->f->capacity = len - LINK_HDR_SIZE;
-		l->f->created_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-		store_release(&l->f->magic, LINK_FILE_MAGIC);
-		return 0;
-	}
-	/* ours, but checked as if it were not: a torn or edited file is refused */
-	if (l->f->magic != LINK_FILE_MAGIC || l->f->version != LINK_FILE_VERSION)
-		snprintf(why, wl, "links/%s: not a link file of this version", l->name);
-	else if (l->f->role != l->role)
-		snprintf(why, wl, "links/%s was a %s's; now it is a %s's", l->name,
-			 l->f->role == WIRE_DIALER ? "dialer" : "listener",
-			 l->role == WIRE_DIALER ? "dialer" : "listener");
-	else if (l->f->capacity != len - LINK_HDR_SIZE || l->f->acked > l->f->w ||
-		 l->f->w - l->f->acked > l->f->capacity || l->f->peer_topics.n > WIRE_TOPICS_MAX)
-		snprintf(why, wl, "links/%s: its counters are impossible", l->name);
-	else
-		return 0;
-	munmap(l->map, len);
-	l->map = NULL;
-	l->f = NULL;
-	close(fd);
-	l->filefd = -1;
-	return -EINVAL;
-}
-
 /* ---- link objects ---- */
 
 static uint64_t clock_now(void *arg)
@@ -226,12 +82,9 @@ static uint32_t clock_random(void *arg)
 	return randombytes_random();
 }
 
-static int link_deliver(void *arg, const struct wire_data *d);
-static void link_topics(void *arg, const struct wire_topics *t);
-
 static struct wire_topics my_topics;
 
-static struct link *link_new(struct broker *b, const char *name, enum wire_role role)
+struct link *link_new(struct broker *b, const char *name, enum wire_role role)
 {
 	struct lc_opts lo = { .skip_resolve = role == WIRE_LISTENER };
 	struct lc_clock ck = { clock_now, clock_random, NULL };
@@ -261,39 +114,20 @@ static struct link *link_new(struct broker *b, const char *name, enum wire_role 
 	return l;
 }
 
-/* Open (or create) its file and give the engine its replay ring. */
-static int link_load(struct broker *b, struct link *l, bool create, char *why, size_t wl)
-{
-	int r = file_open(b, l, create, why, wl);
-
-	if (r < 0)
-		return r;
-	r = lp_attach(&l->lp, (uint8_t *)l->map + LINK_HDR_SIZE, l->f->capacity, l->f->w,
-		      l->f->acked, l->f->routed);
-	if (r < 0)
-		snprintf(why, wl, "links/%s: its counters are impossible", l->name);
-	return r;
-}
-
-static void link_free(struct broker *b, struct link *l, bool remove)
+void link_free(struct broker *b, struct link *l, bool remove)
 {
 	if (l->fd >= 0) {
 		loop_link_cancel(b, l->slot, l->cgen);
 		close(l->fd);
 	}
 	lp_free(&l->lp);
-	if (l->map)
-		munmap(l->map, l->maplen);
-	if (l->filefd >= 0)
-		close(l->filefd);
-	if (remove)
-		unlinkat(b->links_dirfd, l->fname, 0);
+	link_file_close(b, l, remove);
 	b->links[l->slot] = NULL;
 	free(l->sent);
 	free(l);
 }
 
-static struct link *link_find(struct broker *b, const char *name)
+struct link *link_find(struct broker *b, const char *name)
 {
 	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++)
 		if (b->links[i] && !b->links[i]->dead && !strcmp(b->links[i]->name, name))
@@ -302,7 +136,7 @@ static struct link *link_find(struct broker *b, const char *name)
 }
 
 /* Free the links that died (a stranger's, refused): callers are done with them. */
-static void links_reap(struct broker *b)
+void links_reap(struct broker *b)
 {
 	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++)
 		if (b->links[i] && b->links[i]->dead)
@@ -385,54 +219,7 @@ void link_info(const struct broker *b, const struct link *l, struct proto_link_i
 
 /* ---- the machine's actions ---- */
 
-struct resolve_req {
-	char host[256], port[32];
-	unsigned slot;
-	uint32_t gen;
-	int err;
-	struct sockaddr_storage addr;
-	socklen_t addrlen;
-	int wr;
-};
-
-static void *resolver(void *arg)
-{
-	struct resolve_req *q = arg;
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };
-	struct addrinfo *ai = NULL;
-	int r = getaddrinfo(q->host, q->port, &hints, &ai);
-
-	if (r == 0 && ai && ai->ai_addrlen <= sizeof(q->addr)) {
-		memcpy(&q->addr, ai->ai_addr, ai->ai_addrlen);
-		q->addrlen = ai->ai_addrlen;
-	} else {
-		q->err = r == EAI_NONAME ? -EHOSTUNREACH : r == EAI_SYSTEM ? -errno : -EAGAIN;
-		if (!q->err)
-			q->err = -EHOSTUNREACH;
-	}
-	if (ai)
-		freeaddrinfo(ai);
-	/* a pointer is written whole to a pipe (PIPE_BUF) */
-	if (write(q->wr, &q, sizeof(q)) != sizeof(q))
-		free(q);
-	return NULL;
-}
-
-static void link_step(struct broker *b, struct link *l, const struct lc_event *ev);
-
-/*
- * A dial that failed, as the machine should see it: the network's answers
- * (EACCES from a prohibit route or a firewall, EINVAL from a blackhole,
- * EPERM) pass; only the protocol's own refusals end a link for good.  The
- * system's errno is kept for the log.
- */
-static int dial_err(struct link *l, int err)
-{
-	l->dial_err = err;
-	return lc_permanent(err) ? -ENETUNREACH : err;
-}
-
-static void fd_close(struct broker *b, struct link *l)
+void link_fd_close(struct broker *b, struct link *l)
 {
 	if (l->fd < 0)
 		return;
@@ -445,41 +232,7 @@ static void fd_close(struct broker *b, struct link *l)
 	l->deadline = 0;
 }
 
-static void act_resolve(struct broker *b, struct link *l, uint32_t gen)
-{
-	struct resolve_req *q = calloc(1, sizeof(*q));
-	pthread_attr_t at;
-	pthread_t t;
-	sigset_t all, old;
-	int r;
-
-	if (!q) {
-		link_step(b, l, &(struct lc_event){ .type = LC_RESOLVE_FAILED, .gen = gen,
-						    .err = dial_err(l, -ENOMEM), .fd = -1 });
-		return;
-	}
-	snprintf(q->host, sizeof(q->host), "%s", l->host);
-	snprintf(q->port, sizeof(q->port), "%s", l->port);
-	q->slot = l->slot;
-	q->gen = gen;
-	q->wr = b->resolve_wr;
-	pthread_attr_init(&at);
-	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&at, 256 * 1024);
-	/* the thread takes no signal of the broker's */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = pthread_create(&t, &at, resolver, q);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&at);
-	if (r) {
-		free(q);
-		link_step(b, l, &(struct lc_event){ .type = LC_RESOLVE_FAILED, .gen = gen,
-						    .err = dial_err(l, -r), .fd = -1 });
-	}
-}
-
-static void addr_text(const struct sockaddr_storage *a, char *out, size_t n)
+void link_addr_text(const struct sockaddr_storage *a, char *out, size_t n)
 {
 	char h[64] = "?";
 	unsigned port = 0;
@@ -499,36 +252,6 @@ static void addr_text(const struct sockaddr_storage *a, char *out, size_t n)
 	} else {
 		snprintf(out, n, "?");
 	}
-}
-
-static void act_connect(struct broker *b, struct link *l, uint32_t gen, uint64_t deadline)
-{
-	int fd, one = 1;
-
-	l->dial_err = 0;
-	if (l->role == WIRE_LISTENER)
-		return; /* waiting for the peer to dial in: no deadline */
-	fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = gen,
-						    .err = dial_err(l, -errno), .fd = -1 });
-		return;
-	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	addr_text(&l->addr, l->peer_addr, sizeof(l->peer_addr));
-	if (connect(fd, (struct sockaddr *)&l->addr, l->addrlen) < 0 && errno != EINPROGRESS) {
-		int e = -errno;
-
-		close(fd);
-		link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = gen,
-						    .err = dial_err(l, e), .fd = -1 });
-		return;
-	}
-	/* writable: connected (or failed: SO_ERROR says) */
-	l->fd = fd;
-	l->cgen = ++b->link_cgen;
-	l->deadline = deadline;
-	loop_link_poll(b, fd, LINK_OP_CONNECT, l->slot, l->cgen, POLLOUT, false);
 }
 
 static void link_flush(struct broker *b, struct link *l);
@@ -593,7 +316,7 @@ static void act_monitor(struct link *l, const struct lc_action *a)
 	}
 }
 
-static void link_step(struct broker *b, struct link *l, const struct lc_event *ev)
+void link_step(struct broker *b, struct link *l, const struct lc_event *ev)
 {
 	struct lc_action acts[LC_MAX_ACTS];
 	unsigned n;
@@ -608,10 +331,10 @@ static void link_step(struct broker *b, struct link *l, const struct lc_event *e
 
 		switch (a->type) {
 		case LC_ACT_RESOLVE:
-			act_resolve(b, l, a->gen);
+			link_dial_resolve(b, l, a->gen);
 			break;
 		case LC_ACT_CONNECT:
-			act_connect(b, l, a->gen, a->ns);
+			link_dial_connect(b, l, a->gen, a->ns);
 			break;
 		case LC_ACT_HANDSHAKE:
 			act_handshake(b, l, a->ns);
@@ -623,12 +346,12 @@ static void link_step(struct broker *b, struct link *l, const struct lc_event *e
 			break;
 		case LC_ACT_CLOSE_FD:
 			if (a->fd == l->fd)
-				fd_close(b, l);
+				link_fd_close(b, l);
 			else if (a->fd >= 0)
 				close(a->fd);
 			break;
 		case LC_ACT_ABORT:
-			fd_close(b, l);
+			link_fd_close(b, l);
 			link_step(b, l, &(struct lc_event){ .type = LC_ABORTED, .gen = a->gen, .fd = -1 });
 			break;
 		case LC_ACT_MONITOR:
@@ -639,7 +362,7 @@ static void link_step(struct broker *b, struct link *l, const struct lc_event *e
 		}
 	}
 	if ((before == LC_FAILED) != (l->lc.state == LC_FAILED))
-		topics_recompute(b);
+		link_topics_recompute(b);
 }
 
 /*
@@ -647,7 +370,7 @@ static void link_step(struct broker *b, struct link *l, const struct lc_event *e
  * permanent ones (wrong key, gap, other version) end a dialer's link for
  * good.  A listener never gives up: the next dial-in is tried afresh.
  */
-static void link_lost(struct broker *b, struct link *l, int err)
+void link_lost(struct broker *b, struct link *l, int err)
 {
 	struct lc_event ev = { .gen = l->lc.gen, .fd = -1 };
 
@@ -664,13 +387,13 @@ static void link_lost(struct broker *b, struct link *l, int err)
 		ev.type = LC_HANDSHAKE_FAILED;
 	} else if (l->lc.state == LC_CONNECTING) {
 		ev.type = LC_CONNECT_FAILED;
-		fd_close(b, l);
+		link_fd_close(b, l);
 	} else {
-		fd_close(b, l);
+		link_fd_close(b, l);
 		return;
 	}
 	link_step(b, l, &ev);
-	fd_close(b, l);
+	link_fd_close(b, l);
 	if (l->provisional) {
 		/* a stranger's HELLO made it: nothing of it is kept (freed by
 		 * links_reap, once every caller up the stack is done with it) */
@@ -684,137 +407,6 @@ static void link_lost(struct broker *b, struct link *l, int err)
 	if (l->lp.state == LP_FAILED && l->role == WIRE_LISTENER)
 		l->lp.state = LP_IDLE;
 	l->lp.why[0] = 0;
-}
-
-/* ---- data ---- */
-
-static int link_deliver(void *arg, const struct wire_data *d)
-{
-	struct link *l = arg;
-	struct broker *b = l->b;
-	struct topic *t = topic_find(b, d->topic);
-	/* the origin, from this connection's HELLO (DATA may come in the
-	 * same read as the AUTH, before the handshake is marked done) */
-	uint64_t origin = l->lp.peer_broker;
-	int r;
-
-	/* a peer delivers only into what this link bridges (both sides'
-	 * lists): a known topic's mask says so without matching patterns per
-	 * message; a link still being proved is in no mask yet */
-	bool bridged = t && !l->provisional ? (t->links >> l->slot) & 1 : link_bridges(b, l, d->topic);
-
-	if (!bridged) {
-		if (!l->not_bridged++)
-			link_event(l, LOG_WARNING, "the peer sent topic '%s', which this link does not"
-				   " bridge: dropped (and every such message, counted)", d->topic);
-		l->msgs_in++;
-		return 0;
-	}
-	if (!t) {
-		l->no_topic++; /* nobody here has ever used it: nobody to deliver to */
-		l->msgs_in++;
-		return 0;
-	}
-	/* one source per commit: the delivery tables follow one entry per pass */
-	if (l->batch_src != d->src_session || l->batch_broker != origin) {
-		router_commit(b);
-		l->batch_broker = origin;
-		l->batch_src = d->src_session;
-	}
-	r = router_deliver_remote(b, t, origin, d->src_session, d->src_seq, d->payload, d->len);
-	if (r == 0) {
-		l->msgs_in++;
-		l->stall_broker = l->stall_src = 0;
-	} else {
-		/* half delivered, maybe: its table entries must stay (dlv_get) */
-		l->stall_broker = origin;
-		l->stall_src = d->src_session;
-	}
-	return r;
-}
-
-static void link_topics(void *arg, const struct wire_topics *t)
-{
-	struct link *l = arg;
-	char list[256] = "";
-	size_t n = 0;
-
-	if (!memcmp(&l->f->peer_topics, t, sizeof(*t)))
-		return;
-	l->f->peer_topics = *t;
-	for (unsigned i = 0; i < t->n && n < sizeof(list) - 1; i++)
-		n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", i ? " " : "", t->name[i]);
-	link_event(l, LOG_NOTICE, "the peer asks for %u topic pattern(s): %s", t->n, t->n ? list : "none");
-	topics_recompute(l->b);
-}
-
-bool link_in_flight(struct broker *b, uint64_t src_broker, uint64_t src_session)
-{
-	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++) {
-		const struct link *l = b->links[i];
-
-		if (l && l->stall_src == src_session && l->stall_broker == src_broker && src_session)
-			return true;
-	}
-	return false;
-}
-
-/* Local message for the peer: into the replay ring (and the wire when up). */
-int link_offer(struct broker *b, unsigned i, struct session *pub, uint64_t seq, const struct topic *t,
-	       const void *payload, uint32_t len)
-{
-	struct link *l = b->links[i];
-	struct delivered *d = NULL;
-	struct wire_data m;
-	int r;
-
-	if (!l || !l->f)
-		return 0;
-	for (unsigned k = 0; k < l->nsent; k++)
-		if (l->sent[k].src_session == pub->id) {
-			d = &l->sent[k];
-			break;
-		}
-	if (!d) {
-		/* sources that are gone first make room: ids are never reused */
-		for (unsigned k = 0; l->nsent == l->capsent && k < l->nsent;)
-			if (!session_by_id(b, l->sent[k].src_session))
-				l->sent[k] = l->sent[--l->nsent];
-			else
-				k++;
-		if (l->nsent == l->capsent) {
-			unsigned cap = l->capsent ? 2 * l->capsent : 16;
-			struct delivered *n = realloc(l->sent, cap * sizeof(*n));
-
-			if (!n)
-				return -EAGAIN;
-			l->sent = n;
-			l->capsent = cap;
-		}
-		d = &l->sent[l->nsent++];
-		*d = (struct delivered){ .src_session = pub->id, .seq = 0 };
-	}
-	if (d->seq > seq)
-		return 0; /* taken in an earlier, partial pass */
-	m = (struct wire_data){ .src_session = pub->id, .src_seq = seq,
-				.topic_len = (uint32_t)strlen(t->name), .payload = payload, .len = len };
-	memcpy(m.topic, t->name, m.topic_len + 1);
-	r = lp_send(&l->lp, &m);
-	if (r == -EAGAIN)
-		return r; /* the peer has not routed enough: the publisher waits */
-	if (r < 0) {
-		/* larger than a frame or the ring: said, counted, never silent */
-		l->too_big++;
-		link_event(l, LOG_WARNING, "message %llu of session %s (%u bytes) not forwarded: %s"
-			   " (%llu so far)", (unsigned long long)seq, pub->name, len, strerror(-r),
-			   (unsigned long long)l->too_big);
-	} else {
-		/* the bytes are in the ring before the count says so */
-		store_release(&l->f->w, l->lp.tx.w);
-		l->msgs_out++;
-	}
-	d->seq = seq + 1;
-	return 0;
 }
 
 /* ---- I/O ---- */
@@ -851,7 +443,7 @@ static void link_flush(struct broker *b, struct link *l)
 /* Before a connection goes for an error of the protocol's: what is queued
  * (an ERROR saying why, the AUTH before it) goes out if the socket takes
  * it now, so the peer can say the same in its log. */
-static void flush_last(struct link *l)
+void link_flush_last(struct link *l)
 {
 	size_t n;
 	const uint8_t *p = lp_output(&l->lp, &n);
@@ -861,7 +453,7 @@ static void flush_last(struct link *l)
 }
 
 /* After input: commit deliveries, then count them routed in the file. */
-static void input_done(struct broker *b, struct link *l)
+void link_input_done(struct broker *b, struct link *l)
 {
 	router_commit(b);
 	l->batch_broker = l->batch_src = 0;
@@ -880,22 +472,26 @@ static void handshake_check(struct broker *b, struct link *l)
 		l->deadline = 0;
 		store_release(&l->f->acked, l->lp.tx.acked);
 		if (was) {
-			/* proved: its file takes its name, and survives a restart */
-			if (renameat2(b->links_dirfd, l->fname, b->links_dirfd, l->name, RENAME_NOREPLACE) == 0)
-				snprintf(l->fname, sizeof(l->fname), "%s", l->name);
-			else
-				link_event(l, LOG_ERR, "cannot name its file links/%s (%s): this link will"
-					   " not survive a restart", l->name, strerror(errno));
+			link_file_proved(b, l);
 			link_event(l, LOG_NOTICE, "a new link, from %s", l->peer_addr);
 		}
 		link_step(b, l, &(struct lc_event){ .type = LC_HANDSHAKE_DONE, .gen = l->lc.gen, .fd = -1 });
 		if (was)
-			topics_recompute(b);
+			link_topics_recompute(b);
 	}
 }
 
+/* The engine refused what the peer sent (r): what was delivered before it
+ * is committed, the peer is told why, and this connection is over. */
+void link_proto_error(struct broker *b, struct link *l, int r)
+{
+	link_input_done(b, l);
+	link_flush_last(l);
+	link_lost(b, l, r);
+}
+
 /* Read what the socket holds (a bounded amount per pass) and handle it. */
-static void link_input(struct broker *b, struct link *l)
+void link_input(struct broker *b, struct link *l)
 {
 	size_t total = 0;
 
@@ -918,9 +514,7 @@ static void link_input(struct broker *b, struct link *l)
 				break;
 			l->stalled = false;
 			if (r < 0) {
-				input_done(b, l);
-				flush_last(l);
-				link_lost(b, l, r);
+				link_proto_error(b, l, r);
 				return;
 			}
 		}
@@ -931,7 +525,7 @@ static void link_input(struct broker *b, struct link *l)
 		}
 		k = recv(l->fd, at, room, MSG_DONTWAIT);
 		if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
-			input_done(b, l);
+			link_input_done(b, l);
 			link_lost(b, l, k == 0 ? -EPIPE : -errno);
 			return;
 		}
@@ -946,332 +540,92 @@ static void link_input(struct broker *b, struct link *l)
 			break;
 		}
 		if (r < 0) {
-			input_done(b, l);
-			flush_last(l);
-			link_lost(b, l, r);
+			link_proto_error(b, l, r);
 			return;
 		}
 		handshake_check(b, l);
 	}
-	input_done(b, l);
+	link_input_done(b, l);
 	handshake_check(b, l);
 	link_flush(b, l);
 }
 
-/* ---- the listener ---- */
-
-static void pending_close(struct broker *b, unsigned i, const char *why)
-{
-	struct link_pending *p = b->pending[i];
-
-	if (why)
-		log_msg(LOG_WARNING, "link port: connection from %s refused: %s", p->addr, why);
-	loop_link_cancel_pending(b, i, p->gen);
-	close(p->fd);
-	free(p);
-	b->pending[i] = NULL;
-}
-
-/* Refuse with the reason told to the dialer too (an ERROR frame; its side
- * logs it and redials, since nothing here has proved the key yet). */
-static void pending_refuse(struct broker *b, unsigned i, int code, const char *why)
-{
-	struct wire_error e = { .code = code };
-	uint8_t fr[WIRE_OVERHEAD + 8 + WIRE_TEXT_MAX];
-	int n;
-
-	e.text_len = (uint32_t)snprintf(e.text, sizeof(e.text), "%s", why);
-	if (e.text_len > WIRE_TEXT_MAX)
-		e.text_len = WIRE_TEXT_MAX;
-	n = wire_put_error(fr, sizeof(fr), &e);
-	if (n > 0)
-		(void)!send(b->pending[i]->fd, fr, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
-	pending_close(b, i, why);
-}
-
-static void pending_accepted(struct broker *b, int fd)
-{
-	struct sockaddr_storage a;
-	socklen_t al = sizeof(a);
-	struct link_pending *p;
-	unsigned i;
-	int one = 1;
-
-	for (i = 0; i < LINK_PENDING && b->pending[i]; i++)
-		;
-	p = i < LINK_PENDING ? calloc(1, sizeof(*p)) : NULL;
-	if (!p) {
-		log_msg(LOG_WARNING, "link port: too many connections saying nothing: one refused");
-		close(fd);
-		return;
-	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (getpeername(fd, (struct sockaddr *)&a, &al) == 0)
-		addr_text(&a, p->addr, sizeof(p->addr));
-	else
-		snprintf(p->addr, sizeof(p->addr), "?");
-	p->fd = fd;
-	p->gen = ++b->pending_gen;
-	p->since = now_ns();
-	b->pending[i] = p;
-	loop_link_poll_pending(b, fd, i, p->gen);
-}
-
-/* Hand an authenticated-to-be connection to its link (by HELLO's name). */
-static void pending_to_link(struct broker *b, unsigned i, const struct wire_hello *h)
-{
-	struct link_pending *p = b->pending[i];
-	char why[200];
-	struct link *l = link_find(b, h->name);
-	struct lc_event ev = { .fd = -1 };
-
-	links_reap(b);
-	if (l && l->role != WIRE_LISTENER) {
-		pending_refuse(b, i, -EINVAL, "it names a link this broker dials");
-		return;
-	}
-	if (l && l->provisional) {
-		pending_refuse(b, i, -EADDRINUSE, "its link is being set up by another connection");
-		return;
-	}
-	/* a live link is not cut for a newcomer that has proved nothing: a
-	 * peer that redialed is let in once the old connection has gone
-	 * quiet (a live peer's heartbeats are never this far apart) */
-	if (l && l->lc.state == LC_READY && l->fd >= 0) {
-		uint64_t now = now_ns(), quiet = 2 * b->o.link_heartbeat_ms * MS;
-
-		if (now < l->last_rx + quiet) {
-			char why[256];
-
-			snprintf(why, sizeof(why), "link %s is up and its peer was heard %llu ms ago:"
-				 " a second connection under its name waits until it goes quiet"
-				 " (two brokers dialing under one name?)",
-				 l->name, (unsigned long long)((now > l->last_rx ? now - l->last_rx : 0) / MS));
-			pending_refuse(b, i, -EADDRINUSE, why);
-			return;
-		}
-	}
-	if (!l) {
-		if (!name_ok(h->name)) {
-			pending_close(b, i, "a link name that is not [A-Za-z0-9._-]{1,64}");
-			return;
-		}
-		l = link_new(b, h->name, WIRE_LISTENER);
-		if (!l) {
-			pending_close(b, i, "too many links");
-			return;
-		}
-		/* its file has a name of its own until the dialer proves the key */
-		l->provisional = true;
-		snprintf(l->fname, sizeof(l->fname), ".%s.new", l->name);
-		if (link_load(b, l, true, why, sizeof(why)) < 0) {
-			link_free(b, l, false);
-			pending_close(b, i, why);
-			return;
-		}
-	}
-	/* a link with a connection already: the peer redialed before this side saw the cut */
-	if (l->lc.state == LC_READY || l->lc.state == LC_HANDSHAKING) {
-		snprintf(l->lp.why, sizeof(l->lp.why), "replaced by a new connection from %s", p->addr);
-		link_lost(b, l, -ECONNRESET);
-	}
-	if (l->lc.state == LC_IDLE)
-		ev.type = LC_START;
-	else if (l->lc.state == LC_BACKOFF)
-		ev.type = LC_FORCE_RECONNECT;
-	if (l->lc.state == LC_IDLE || l->lc.state == LC_BACKOFF) {
-		ev.gen = l->lc.gen;
-		link_step(b, l, &ev);
-	}
-	if (l->lc.state != LC_CONNECTING) {
-		pending_close(b, i, "its link cannot take a connection now");
-		return;
-	}
-	snprintf(l->peer_addr, sizeof(l->peer_addr), "%s", p->addr);
-	l->fd = p->fd;
-	l->cgen = ++b->link_cgen;
-	loop_link_cancel_pending(b, i, p->gen);
-	{
-		uint8_t buf[sizeof(p->buf)];
-		size_t len = p->len;
-
-		memcpy(buf, p->buf, len);
-		free(p);
-		b->pending[i] = NULL;
-		link_step(b, l, &(struct lc_event){ .type = LC_CONNECTED, .gen = l->lc.gen, .fd = l->fd });
-		if (l->dead || l->lc.state != LC_HANDSHAKING)
-			return;
-		/* the bytes read so far, HELLO first */
-		{
-			size_t room;
-			uint8_t *at = lp_in_space(&l->lp, &room);
-			int r;
-
-			memcpy(at, buf, len);
-			r = lp_process(&l->lp, len);
-			if (r < 0 && r != -EAGAIN) {
-				input_done(b, l);
-				flush_last(l);
-				link_lost(b, l, r);
-				return;
-			}
-		}
-		link_input(b, l);
-	}
-}
-
-static void pending_readable(struct broker *b, unsigned i)
-{
-	struct link_pending *p = b->pending[i];
-	struct wire_hello h;
-	enum wire_type t;
-	ssize_t k;
-	int f;
-
-	k = recv(p->fd, p->buf + p->len, sizeof(p->buf) - p->len, MSG_DONTWAIT);
-	if (k == 0) {
-		pending_close(b, i, "closed before saying HELLO");
-		return;
-	}
-	if (k < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			pending_close(b, i, strerror(errno));
-		return;
-	}
-	p->len += (size_t)k;
-	f = wire_frame(p->buf, p->len, &t);
-	if (f < 0 || (f == 0 && p->len == sizeof(p->buf))) {
-		pending_close(b, i, "not a link protocol frame (garbage, or another protocol)");
-		return;
-	}
-	if (f == 0)
-		return;
-	if (t != WIRE_HELLO || wire_get_hello(p->buf, (size_t)f, &h) < 0) {
-		pending_close(b, i, "its first frame is not a HELLO");
-		return;
-	}
-	if (h.version != WIRE_VERSION) {
-		/* said to the peer too, so that its side says so as loudly */
-		char why[80];
-
-		snprintf(why, sizeof(why), "link protocol version %u here, %u there", WIRE_VERSION,
-			 h.version);
-		pending_refuse(b, i, -EPROTONOSUPPORT, why);
-		return;
-	}
-	pending_to_link(b, i, &h);
-}
-
 /* ---- the loop's entry points ---- */
 
-static void link_cqe_one(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res, bool more);
-
-void link_cqe(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res, bool more)
-{
-	link_cqe_one(b, kind, a, gen, res, more);
-	links_reap(b);
-}
-
-static void link_cqe_one(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res, bool more)
+/* The link in slot a, if gen still tags its connection (NULL: an older
+ * connection's completion). */
+static struct link *cqe_link(struct broker *b, unsigned a, uint32_t gen)
 {
 	struct link *l = a < BROKER_MAX_LINKS ? b->links[a] : NULL;
 
+	return l && l->cgen == gen && l->fd >= 0 ? l : NULL;
+}
+
+/* Slot a's socket is readable: read, then re-arm the poll unless it is
+ * still armed (multishot) or the connection went. */
+static void cqe_in(struct broker *b, unsigned a, uint32_t gen, bool more)
+{
+	struct link *l = cqe_link(b, a, gen);
+
+	if (!l)
+		return;
+	if (!more)
+		l->in_armed = false;
+	link_input(b, l);
+	l = cqe_link(b, a, gen);
+	if (l && !l->in_armed) {
+		loop_link_poll(b, l->fd, LINK_OP_IN, l->slot, l->cgen, POLLIN, true);
+		l->in_armed = true;
+	}
+}
+
+/* Slot a's socket is writable again: send what is queued. */
+static void cqe_out(struct broker *b, unsigned a, uint32_t gen)
+{
+	struct link *l = cqe_link(b, a, gen);
+
+	if (!l)
+		return;
+	l->out_armed = false;
+	link_flush(b, l);
+}
+
+void link_cqe(struct broker *b, unsigned kind, unsigned a, uint32_t gen, int res, bool more)
+{
+	struct link *l;
+
 	switch (kind) {
 	case LINK_OP_ACCEPT:
-		if (res >= 0) {
-			pending_accepted(b, res);
-		} else if (res == -EMFILE || res == -ENFILE || res == -ENOMEM) {
-			/* out of fds: re-arming now would spin; link_run re-arms in
-			 * a moment, and this is said once */
-			if (!b->link_accept_paused)
-				log_msg(LOG_WARNING, "link port: accept: %s: pausing new links",
-					strerror(-res));
-			b->link_accept_paused = now_ns();
-			return;
-		} else if (res != -ECANCELED) {
-			log_msg(LOG_WARNING, "link port: accept: %s", strerror(-res));
-		}
-		if (!more && b->link_listen_fd >= 0 && !b->stopping && !b->link_accept_paused)
-			loop_link_accept(b, b->link_listen_fd);
-		return;
+		link_accept_cqe(b, res, more);
+		break;
 	case LINK_OP_PENDING:
-		if (a < LINK_PENDING && b->pending[a] && b->pending[a]->gen == gen && res >= 0)
-			pending_readable(b, a);
-		if (!more && a < LINK_PENDING && b->pending[a] && b->pending[a]->gen == gen)
-			loop_link_poll_pending(b, b->pending[a]->fd, a, gen);
-		return;
-	case LINK_OP_RESOLVE: {
-		struct resolve_req *q;
-
-		while (read(b->resolve_rd, &q, sizeof(q)) == sizeof(q)) {
-			struct link *m = q->slot < BROKER_MAX_LINKS ? b->links[q->slot] : NULL;
-
-			if (m && m->lc.state == LC_RESOLVING && m->lc.gen == q->gen) {
-				if (!q->err) {
-					memcpy(&m->addr, &q->addr, q->addrlen);
-					m->addrlen = q->addrlen;
-				}
-				link_step(b, m, &(struct lc_event){
-					.type = q->err ? LC_RESOLVE_FAILED : LC_RESOLVED,
-					.gen = q->gen, .err = q->err ? dial_err(m, q->err) : 0, .fd = -1 });
-			}
-			free(q);
-		}
-		if (!more)
-			loop_link_poll(b, b->resolve_rd, LINK_OP_RESOLVE, 0, 0, POLLIN, true);
-		return;
-	}
+		link_accept_pending_cqe(b, a, gen, res, more);
+		break;
+	case LINK_OP_RESOLVE:
+		link_dial_resolver_cqe(b, more);
+		break;
+	case LINK_OP_CONNECT:
+		l = cqe_link(b, a, gen);
+		if (l)
+			link_dial_connect_cqe(b, l, res);
+		break;
+	case LINK_OP_IN:
+		cqe_in(b, a, gen, more);
+		break;
+	case LINK_OP_OUT:
+		cqe_out(b, a, gen);
+		break;
 	default:
 		break;
 	}
-	if (!l || l->cgen != gen || l->fd < 0)
-		return; /* an older connection's */
-	switch (kind) {
-	case LINK_OP_CONNECT: {
-		int err = 0;
-		socklen_t el = sizeof(err);
-
-		if (res < 0 || getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
-			int e = err ? -err : res < 0 ? res : -errno;
-
-			l->deadline = 0;
-			fd_close(b, l);
-			link_step(b, l, &(struct lc_event){ .type = LC_CONNECT_FAILED, .gen = l->lc.gen,
-							    .err = dial_err(l, e), .fd = -1 });
-			return;
-		}
-		l->deadline = 0;
-		link_step(b, l, &(struct lc_event){ .type = LC_CONNECTED, .gen = l->lc.gen, .fd = l->fd });
-		return;
-	}
-	case LINK_OP_IN:
-		if (!more)
-			l->in_armed = false;
-		link_input(b, l);
-		l = b->links[a];
-		if (l && l->cgen == gen && l->fd >= 0 && !l->in_armed) {
-			loop_link_poll(b, l->fd, LINK_OP_IN, l->slot, l->cgen, POLLIN, true);
-			l->in_armed = true;
-		}
-		return;
-	case LINK_OP_OUT:
-		l->out_armed = false;
-		link_flush(b, l);
-		return;
-	default:
-		return;
-	}
+	links_reap(b);
 }
 
 unsigned link_run(struct broker *b, uint64_t now)
 {
 	unsigned work = 0;
 
-	if (b->link_accept_paused && now > b->link_accept_paused &&
-	    now - b->link_accept_paused >= 200 * MS && b->link_listen_fd >= 0 && !b->stopping) {
-		b->link_accept_paused = 0;
-		loop_link_accept(b, b->link_listen_fd);
-	}
+	link_accept_resume(b, now);
 	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++) {
 		struct link *l = b->links[i];
 
@@ -1326,10 +680,7 @@ unsigned link_run(struct broker *b, uint64_t now)
 			}
 		}
 	}
-	/* a connection that never says HELLO goes after the handshake deadline */
-	for (unsigned i = 0; i < LINK_PENDING; i++)
-		if (b->pending[i] && now > b->pending[i]->since && now - b->pending[i]->since > 2000 * MS)
-			pending_close(b, i, "no HELLO within 2 s");
+	link_accept_expire(b, now);
 	links_reap(b);
 	return work;
 }
@@ -1357,131 +708,13 @@ uint64_t link_next_due(struct broker *b, uint64_t now)
 				DUE(now + 1000000);
 		}
 	}
-	for (unsigned i = 0; i < LINK_PENDING; i++)
-		if (b->pending[i])
-			DUE(b->pending[i]->since + 2000 * MS);
+	if (link_accept_next_due(b) != UINT64_MAX)
+		DUE(link_accept_next_due(b));
 #undef DUE
 	return due;
 }
 
 /* ---- set-up ---- */
-
-static int split_hostport(const char *s, char *host, size_t hl, char *port, size_t pl)
-{
-	const char *colon = strrchr(s, ':');
-	size_t n;
-
-	if (!colon || !colon[1] || strlen(colon + 1) >= pl)
-		return -EINVAL;
-	n = (size_t)(colon - s);
-	if (n && s[0] == '[' && s[n - 1] == ']') {
-		s++;
-		n -= 2;
-	}
-	if (n >= hl)
-		return -EINVAL;
-	memcpy(host, s, n);
-	host[n] = 0;
-	snprintf(port, pl, "%s", colon + 1);
-	return 0;
-}
-
-static int listen_setup(struct broker *b)
-{
-	char host[256], port[32];
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
-	struct addrinfo *ai = NULL;
-	int fd, one = 1, r;
-
-	if (split_hostport(b->o.listen, host, sizeof(host), port, sizeof(port)) < 0) {
-		log_msg(LOG_ERR, "--listen %s: expected HOST:PORT", b->o.listen);
-		return -EINVAL;
-	}
-	r = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
-	if (r) {
-		log_msg(LOG_ERR, "--listen %s: %s", b->o.listen, gai_strerror(r));
-		return -EINVAL;
-	}
-	r = -1;
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0) {
-		/*
-		 * A broker killed a moment ago leaves its accepted connections
-		 * closing (FIN_WAIT) until their peers close too, and until then
-		 * the port may refuse a bind even with SO_REUSEADDR: wait for
-		 * them, 10 s at most, rather than fail the restart.
-		 */
-		uint64_t until = now_ns() + 10000 * MS;
-		bool said = false;
-
-		while ((r = bind(fd, ai->ai_addr, ai->ai_addrlen)) < 0 && errno == EADDRINUSE &&
-		       now_ns() < until) {
-			if (!said)
-				log_msg(LOG_NOTICE, "--listen %s: in use, perhaps by the last run's"
-					" closing connections: waiting", b->o.listen);
-			said = true;
-			usleep(100000);
-		}
-	}
-	if (fd < 0 || r < 0 || listen(fd, 64) < 0) {
-		r = -errno;
-		log_msg(LOG_ERR, "--listen %s: %s", b->o.listen, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(ai);
-		return r;
-	}
-	freeaddrinfo(ai);
-	b->link_listen_fd = fd;
-	log_msg(LOG_NOTICE, "links: listening on %s", b->o.listen);
-	return 0;
-}
-
-/* What links/ holds from the last run: each listener's link comes back;
- * a dialer's comes back through its --link. */
-static void links_reload(struct broker *b)
-{
-	DIR *d = fdopendir(dup(b->links_dirfd));
-	struct dirent *e;
-
-	if (!d)
-		return;
-	while ((e = readdir(d))) {
-		char why[200];
-		struct link *l;
-
-		if (e->d_name[0] == '.') {
-			size_t n = strlen(e->d_name);
-
-			/* a stranger's, left by a crash during its handshake */
-			if (n > 5 && !strcmp(e->d_name + n - 4, ".new"))
-				unlinkat(b->links_dirfd, e->d_name, 0);
-			continue;
-		}
-		if (link_find(b, e->d_name))
-			continue;
-		if (!name_ok(e->d_name))
-			continue;
-		if (!b->o.listen) {
-			log_msg(LOG_WARNING, "links/%s: kept, but this broker neither dials nor listens"
-				" for it", e->d_name);
-			continue;
-		}
-		l = link_new(b, e->d_name, WIRE_LISTENER);
-		if (!l)
-			break;
-		if (link_load(b, l, false, why, sizeof(why)) < 0) {
-			log_msg(LOG_ERR, "%s: left as it is, not used", why);
-			link_free(b, l, false);
-			continue;
-		}
-		link_event(l, LOG_NOTICE, "back from links/ (%llu bytes sent, %llu routed by the peer,"
-			   " %llu of the peer's routed here); waiting for the peer",
-			   (unsigned long long)l->f->w, (unsigned long long)l->f->acked,
-			   (unsigned long long)l->f->routed);
-	}
-	closedir(d);
-}
 
 int link_check(struct broker *b)
 {
@@ -1503,8 +736,8 @@ int link_check(struct broker *b)
 
 int link_setup(struct broker *b)
 {
-	char path[4096], why[200];
-	int fds[2], r;
+	char path[4096];
+	int r;
 
 	if (!b->o.listen && !b->o.nlink_spec) {
 		if (b->o.nbridge)
@@ -1521,53 +754,16 @@ int link_setup(struct broker *b)
 			strerror(-r), (unsigned)geteuid());
 		return r;
 	}
-	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
-		return -errno;
-	b->resolve_rd = fds[0];
-	b->resolve_wr = fds[1];
-	for (unsigned i = 0; i < b->o.nlink_spec; i++) {
-		char *spec = b->o.link_spec[i], *eq = strchr(spec, '=');
-		char name[WIRE_NAME_MAX + 2];
-		struct link *l;
-
-		if (!eq || (size_t)(eq - spec) > WIRE_NAME_MAX) {
-			log_msg(LOG_ERR, "--link %s: expected NAME=HOST:PORT", spec);
-			return -EINVAL;
-		}
-		memcpy(name, spec, (size_t)(eq - spec));
-		name[eq - spec] = 0;
-		if (!name_ok(name) || link_find(b, name)) {
-			log_msg(LOG_ERR, "--link %s: a link name is [A-Za-z0-9._-]{1,64}, once", spec);
-			return -EINVAL;
-		}
-		l = link_new(b, name, WIRE_DIALER);
-		if (!l)
-			return -ENOMEM;
-		if (split_hostport(eq + 1, l->host, sizeof(l->host), l->port, sizeof(l->port)) < 0 ||
-		    !l->host[0]) {
-			log_msg(LOG_ERR, "--link %s: expected NAME=HOST:PORT", spec);
-			return -EINVAL;
-		}
-		r = link_load(b, l, false, why, sizeof(why));
-		if (r == -ENOENT)
-			r = link_load(b, l, true, why, sizeof(why));
-		if (r < 0) {
-			log_msg(LOG_ERR, "%s", why);
-			return r;
-		}
-		if (l->f->w || l->f->routed)
-			link_event(l, LOG_NOTICE, "back from links/ (%llu bytes sent, %llu routed by the"
-				   " peer, %llu of the peer's routed here)",
-				   (unsigned long long)l->f->w, (unsigned long long)l->f->acked,
-				   (unsigned long long)l->f->routed);
-	}
+	r = link_dial_setup(b);
+	if (r < 0)
+		return r;
 	if (b->o.listen) {
-		r = listen_setup(b);
+		r = link_accept_setup(b);
 		if (r < 0)
 			return r;
 	}
-	links_reload(b);
-	topics_recompute(b);
+	link_file_reload(b);
+	link_topics_recompute(b);
 	return 0;
 }
 
@@ -1592,13 +788,8 @@ void link_stop(struct broker *b)
 			continue;
 		/* what can still go out goes (best effort: the peer replays the rest) */
 		if (l->lc.state == LC_READY)
-			flush_last(l);
+			link_flush_last(l);
 		link_free(b, l, l->provisional || l->dead);
 	}
-	for (unsigned i = 0; i < LINK_PENDING; i++)
-		if (b->pending[i])
-			pending_close(b, i, NULL);
-	if (b->link_listen_fd >= 0)
-		close(b->link_listen_fd);
-	b->link_listen_fd = -1;
+	link_accept_stop(b);
 }
