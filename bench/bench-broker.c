@@ -104,7 +104,7 @@ static void stream(int npub, int nsub, uint32_t size, uint64_t n, struct bres *r
 				if (total % ack_every == 0)
 					shmb_ack(s);
 			}
-			sh->t_end[k] = mono_ns();
+			sh->t_end[k] = clock_mono_ns();
 			sh->got[k] = total;
 			for (int p = 0; p < npub; p++)
 				sh->lost[k] += n - (next[p] < n ? next[p] : n);
@@ -116,7 +116,7 @@ static void stream(int npub, int nsub, uint32_t size, uint64_t n, struct bres *r
 	}
 	while (load_acquire(&sh->ready) < (uint32_t)nsub)
 		usleep(100);
-	sh->t_start = mono_ns();
+	sh->t_start = clock_mono_ns();
 	for (int j = 0; j < npub; j++) {
 		pubs[j] = bench_spawn();
 		if (pubs[j] == 0) {

@@ -144,7 +144,7 @@ static void links_wait_up(void)
 {
 	struct shmb_client *ca, *cb;
 	struct shmb_session *a, *b;
-	uint64_t t0 = mono_ns();
+	uint64_t t0 = clock_mono_ns();
 	uint8_t buf[64] = { 0 };
 	struct shmb_msg m;
 
@@ -162,7 +162,7 @@ static void links_wait_up(void)
 	shmb_session_destroy(b);
 	shmb_close(ca);
 	shmb_close(cb);
-	fprintf(stderr, "bench-links: link up after %.0f ms\n", (double)(mono_ns() - t0) / 1e6);
+	fprintf(stderr, "bench-links: link up after %.0f ms\n", (double)(clock_mono_ns() - t0) / 1e6);
 }
 
 static void links_start(void)
@@ -439,7 +439,7 @@ static struct lat tcp_rtt(bool spin, size_t n, uint64_t *bad)
 		memcpy(out, &size, 4);
 		sh->bad = n;
 		for (uint64_t i = 0; f.buf && i < n + 100; i++) {
-			uint64_t t0 = mono_ns();
+			uint64_t t0 = clock_mono_ns();
 			const uint8_t *p;
 
 			msg_fill(out + 4, i, size);
@@ -447,7 +447,7 @@ static struct lat tcp_rtt(bool spin, size_t n, uint64_t *bad)
 				break;
 			if (i < 100) /* warm-up dropped */
 				continue;
-			sh->lat[i - 100] = mono_ns() - t0;
+			sh->lat[i - 100] = clock_mono_ns() - t0;
 			if (msg_intact(p, len, i, size))
 				sh->bad--;
 		}

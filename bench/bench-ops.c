@@ -95,21 +95,21 @@ static void scale(int rep)
 		rss0 = bench_broker_rss_kib();
 		shm0 = bench_broker_shm_bytes();
 		p = holder(h, ns[k]);
-		deadline = mono_ns() + 60ull * 1000000000ull;
-		while (load_acquire(&h->opened) < ns[k] && mono_ns() < deadline)
+		deadline = clock_mono_ns() + 60ull * 1000000000ull;
+		while (load_acquire(&h->opened) < ns[k] && clock_mono_ns() < deadline)
 			usleep(1000);
 		/* idle: everybody attached, nobody publishing */
 		usleep(200000);
 		c0 = bench_broker_cpu_ns();
-		t0 = mono_ns();
+		t0 = clock_mono_ns();
 		usleep(bench_scale() < 1 ? 500000 : 1000000);
 		idle_ns = bench_broker_cpu_ns() - c0;
-		idle_ns = idle_ns * 1000000000ull / (mono_ns() - t0);
+		idle_ns = idle_ns * 1000000000ull / (clock_mono_ns() - t0);
 		/* busy: the pair's round trips */
 		c0 = bench_broker_cpu_ns();
-		t0 = mono_ns();
+		t0 = clock_mono_ns();
 		lat.lat = broker_pingpong(1, n);
-		busy_t = mono_ns() - t0;
+		busy_t = clock_mono_ns() - t0;
 		busy_ns = (bench_broker_cpu_ns() - c0) * 1000000000ull / busy_t;
 		lat.sent = n;
 		lat.recv = lat.lat.p50 < 0 ? 0 : n;
@@ -207,7 +207,7 @@ static pid_t rec_sub(struct rec *r)
 				/* the first message after the latest restart (for a
 				 * broker restart: one the new broker routed) */
 				if (!r->first_ns[run] && v >= r->from_seq[run])
-					r->first_ns[run] = mono_ns();
+					r->first_ns[run] = clock_mono_ns();
 			}
 			if (v < r->n) {
 				if (r->count[v] < 255)
@@ -241,12 +241,12 @@ static pid_t rec_pub(struct rec *r)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (shmb_connect(&co, &c) < 0 || shmb_session_open(c, "rec-pub", &so, &s) < 0)
 			_exit(1);
-		t0 = mono_ns();
+		t0 = clock_mono_ns();
 		for (uint64_t i = 0; i < r->n; i++) {
 			/* paced: message i leaves at i / REC_RATE seconds */
 			uint64_t due = t0 + i * (1000000000ull / REC_RATE);
 
-			while (mono_ns() < due)
+			while (clock_mono_ns() < due)
 				usleep(50);
 			memcpy(buf, &i, 8);
 			if (shmb_publish(s, "rec", buf, sizeof(buf), -1) < 0)
@@ -291,22 +291,22 @@ static void recovery(bool kill_sub, unsigned kills, int rep)
 		if (kill_sub) {
 			kill(sub, SIGKILL);
 			bench_reap(sub);
-			r->restart_ns[k] = mono_ns();
+			r->restart_ns[k] = clock_mono_ns();
 			store_release(&r->run, k);
 			sub = rec_sub(r);
 		} else {
 			bench_broker_kill();
 			/* what is published from now on only a new broker can route */
 			r->from_seq[k] = load_acquire(&r->pub_next);
-			r->restart_ns[k] = mono_ns();
+			r->restart_ns[k] = clock_mono_ns();
 			store_release(&r->run, k);
 			bench_broker_start(NULL);
 		}
 	}
 	bench_reap(pub);
 	store_release(&r->pub_done, 1);
-	deadline = mono_ns() + 30ull * 1000000000ull;
-	while (mono_ns() < deadline) {
+	deadline = clock_mono_ns() + 30ull * 1000000000ull;
+	while (clock_mono_ns() < deadline) {
 		uint64_t got = 0;
 
 		for (uint64_t i = 0; i < n; i++)

@@ -114,7 +114,7 @@ static double ring_throughput(uint32_t size, uint64_t n)
 
 		bench_pin(1);
 		ring_cons_init(&c, &m.r[0], &m.sh->prod[0], &m.sh->cons[0], 0, 0, 1, 1);
-		t0 = mono_ns();
+		t0 = clock_mono_ns();
 		while (next < n) {
 			int k = ring_peek_batch(&c, msg, 256);
 
@@ -134,7 +134,7 @@ static double ring_throughput(uint32_t size, uint64_t n)
 			ring_consume(&c, &msg[k - 1]);
 			ring_release(&c);
 		}
-		rate = (double)n / ((double)(mono_ns() - t0) / 1e9);
+		rate = (double)n / ((double)(clock_mono_ns() - t0) / 1e9);
 		if (bad)
 			rate = 0; /* a figure with any loss does not count */
 	}
@@ -229,13 +229,13 @@ static struct lat ring_pingpong(bool blocking, size_t n)
 	bench_pin(0);
 	pp_side_init(&a, &m, 1, 0, blocking);
 	for (size_t i = 0; i < n + 100; i++) {
-		uint64_t t0 = mono_ns();
+		uint64_t t0 = clock_mono_ns();
 
 		pp_send(&a, i);
 		if (pp_recv(&a) != i)
 			m.sh->bad++;
 		if (i >= 100) /* warm-up dropped */
-			m.sh->lat[i - 100] = mono_ns() - t0;
+			m.sh->lat[i - 100] = clock_mono_ns() - t0;
 	}
 	bench_reap(echo);
 	l = bench_summarize(m.sh->lat, n);

@@ -140,7 +140,7 @@ void msg_check_init(struct msg_check *c, uint64_t n, size_t size)
 
 void msg_check(struct msg_check *c, const void *buf, size_t len)
 {
-	uint64_t t = mono_ns(), seq = UINT64_MAX;
+	uint64_t t = clock_mono_ns(), seq = UINT64_MAX;
 
 	if (!c->recv++)
 		c->t_first = t;
@@ -333,7 +333,7 @@ static void rtt_pinger(void *arg)
 	chan_close_end(r->e[1]);
 	r->bad = r->n;
 	for (uint64_t i = 0; i < r->n + 100; i++) {
-		uint64_t t0 = mono_ns();
+		uint64_t t0 = clock_mono_ns();
 		ssize_t len;
 
 		msg_fill(out, i, sizeof(out));
@@ -344,7 +344,7 @@ static void rtt_pinger(void *arg)
 			break;
 		if (i < 100) /* warm-up dropped */
 			continue;
-		r->lat[i - 100] = mono_ns() - t0;
+		r->lat[i - 100] = clock_mono_ns() - t0;
 		if (msg_intact(in, (size_t)len, i, sizeof(out)))
 			r->bad--;
 	}
@@ -413,13 +413,13 @@ struct lat futex_pingpong(size_t n)
 	}
 	bench_pin(0);
 	for (uint32_t i = 0; i < n + 100; i++) {
-		uint64_t t0 = mono_ns();
+		uint64_t t0 = clock_mono_ns();
 
 		store_release(&f->turn, 2 * i + 1);
 		futex_wake(&f->turn, 1);
 		fpp_wait(&f->turn, 2 * i + 2);
 		if (i >= 100)
-			f->lat[i - 100] = mono_ns() - t0;
+			f->lat[i - 100] = clock_mono_ns() - t0;
 	}
 	bench_reap(echo);
 	l = bench_summarize(f->lat, n);

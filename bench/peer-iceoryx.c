@@ -67,6 +67,7 @@
 
 #include "bench/common.h"
 #include "bench/result.h"
+#include "shm/clock.h"
 
 #define SVC "shmb-bench"
 #define QUEUE 256   /* MAX_SUBSCRIBER_QUEUE_CAPACITY in 2.0 */
@@ -83,14 +84,6 @@ static unsigned name_seq;     /* runtime names: shmbiox-<owner>-<k> */
 static char instance[32];     /* a fresh service instance per measurement */
 static bool trouble;          /* a measurement lost messages: show RouDi's complaints */
 static uint64_t last_kill_ns; /* recovery-sub's last SIGKILL of a subscriber */
-
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
 
 static void sleep_us(unsigned us)
 {
@@ -168,11 +161,11 @@ static void roudi_stop(void)
 	if (getpid() != owner)
 		return;
 	if (roudi > 0) {
-		uint64_t end = now_ns() + 5000000000ull;
+		uint64_t end = clock_mono_ns() + 5000000000ull;
 
 		kill(roudi, SIGTERM);
 		while (waitpid(roudi, &st, WNOHANG) == 0) {
-			if (now_ns() > end) {
+			if (clock_mono_ns() > end) {
 				kill(roudi, SIGKILL);
 				waitpid(roudi, &st, 0);
 				break;
@@ -306,7 +299,7 @@ static int roudi_start(char *why, size_t len)
 		execlp("iox-roudi", "iox-roudi", "-c", cfg, (char *)NULL);
 		_exit(127);
 	}
-	end = now_ns() + 10000000000ull;
+	end = clock_mono_ns() + 10000000000ull;
 	while (!log_says_ready(log)) {
 		if (waitpid(roudi, &st, WNOHANG) == roudi) {
 			roudi = -1;
@@ -318,7 +311,7 @@ static int roudi_start(char *why, size_t len)
 			roudi_complaints(true);
 			return -1;
 		}
-		if (now_ns() > end) {
+		if (clock_mono_ns() > end) {
 			snprintf(why, len, "iox-roudi not ready after 10 s");
 			roudi_complaints(true);
 			return -1;
@@ -372,7 +365,7 @@ static int reap_by(pid_t p, uint64_t deadline)
 	int st;
 
 	while (waitpid(p, &st, WNOHANG) == 0) {
-		if (now_ns() > deadline) {
+		if (clock_mono_ns() > deadline) {
 			fprintf(stderr, "peer-iceoryx: child %d timed out, killed\n", (int)p);
 			kill(p, SIGKILL);
 			waitpid(p, &st, 0);
@@ -400,9 +393,9 @@ static void reap_all(pid_t *p, int n, volatile uint32_t *finished, uint64_t dead
 			}
 		if (!grace && (*finished >= (uint32_t)n || left < n)) {
 			grace = true;
-			deadline = now_ns() + 5000000000ull;
+			deadline = clock_mono_ns() + 5000000000ull;
 		}
-		if (left && now_ns() > deadline)
+		if (left && clock_mono_ns() > deadline)
 			for (int i = 0; i < n; i++)
 				if (p[i] > 0) {
 					fprintf(stderr, "peer-iceoryx: child %d hangs, killed\n", (int)p[i]);
@@ -471,11 +464,11 @@ static iox_sub_t sub_open(iox_sub_storage_t *st, const char *event, uint64_t his
  * any) has a subscriber. */
 static bool wait_connected(iox_sub_t sub, iox_pub_t pub)
 {
-	uint64_t end = now_ns() + 10000000000ull;
+	uint64_t end = clock_mono_ns() + 10000000000ull;
 
 	while ((sub && iox_sub_get_subscription_state(sub) != SubscribeState_SUBSCRIBED) ||
 	       (pub && !iox_pub_has_subscribers(pub))) {
-		if (now_ns() > end) {
+		if (clock_mono_ns() > end) {
 			fprintf(stderr, "peer-iceoryx: no connection after 10 s\n");
 			return false;
 		}
@@ -513,8 +506,8 @@ static bool send_one(iox_pub_t pub, unsigned size, uint64_t seq)
 
 	while ((r = iox_pub_loan_chunk(pub, &chunk, size)) != AllocationResult_SUCCESS) {
 		if (!end)
-			end = now_ns() + 5000000000ull;
-		if (r != AllocationResult_RUNNING_OUT_OF_CHUNKS || now_ns() > end) {
+			end = clock_mono_ns() + 5000000000ull;
+		if (r != AllocationResult_RUNNING_OUT_OF_CHUNKS || clock_mono_ns() > end) {
 			fprintf(stderr, "peer-iceoryx: loan of %u B failed (%d)\n", size, (int)r);
 			return false;
 		}
@@ -565,8 +558,8 @@ static void ow_publisher(struct ow_shared *sh, unsigned size, uint64_t n)
 	}
 	__atomic_store_n(&sh->pub_done, 1, __ATOMIC_RELEASE);
 	/* the subscriber drains its queue before the port goes */
-	end = now_ns() + 30000000000ull;
-	while (!__atomic_load_n(&sh->sub_done, __ATOMIC_ACQUIRE) && now_ns() < end)
+	end = clock_mono_ns() + 30000000000ull;
+	while (!__atomic_load_n(&sh->sub_done, __ATOMIC_ACQUIRE) && clock_mono_ns() < end)
 		sleep_us(1000);
 	finish(&sh->finished);
 	iox_pub_deinit(pub);
@@ -596,8 +589,8 @@ static void ow_subscriber(struct ow_shared *sh, unsigned size, uint64_t n, bool 
 			/* give up 200 ms after the publisher is done: loss */
 			if (__atomic_load_n(&sh->pub_done, __ATOMIC_ACQUIRE)) {
 				if (!idle_since)
-					idle_since = now_ns();
-				else if (now_ns() - idle_since > 200000000)
+					idle_since = clock_mono_ns();
+				else if (clock_mono_ns() - idle_since > 200000000)
 					break;
 			}
 			if (ws)
@@ -605,7 +598,7 @@ static void ow_subscriber(struct ow_shared *sh, unsigned size, uint64_t n, bool 
 			continue;
 		}
 		idle_since = 0;
-		sh->t_last = now_ns();
+		sh->t_last = clock_mono_ns();
 		if (!sh->taken++)
 			sh->t_first = sh->t_last;
 		if (!check(chunk, size, &seq) || seq >= n) {
@@ -633,7 +626,7 @@ static void oneway(const char *transport, unsigned size, uint64_t n, bool blocki
 {
 	struct ow_shared *sh = shared_map(sizeof(*sh));
 	struct bres r = bres_new(transport, "oneway", size, rep);
-	uint64_t deadline = now_ns() + 60000000000ull;
+	uint64_t deadline = clock_mono_ns() + 60000000000ull;
 	pid_t sub, pub;
 	char extra[64];
 
@@ -679,8 +672,8 @@ static bool pp_take(iox_sub_t sub, iox_ws_t ws, const void **chunk)
 
 	while (iox_sub_take_chunk(sub, chunk) != ChunkReceiveResult_SUCCESS) {
 		if (!end)
-			end = now_ns() + 2000000000ull;
-		else if (now_ns() > end)
+			end = clock_mono_ns() + 2000000000ull;
+		else if (clock_mono_ns() > end)
 			return false;
 		if (ws)
 			ws_wait(ws, 100);
@@ -708,7 +701,7 @@ static void pp_side(struct pp_shared *sh, const char *in, const char *out, bool 
 	}
 	for (size_t i = 0; i < rounds; i++) {
 		const void *chunk;
-		uint64_t t0 = now_ns(), seq;
+		uint64_t t0 = clock_mono_ns(), seq;
 
 		if (pinger && !send_one(pub, 64, i))
 			break;
@@ -723,12 +716,12 @@ static void pp_side(struct pp_shared *sh, const char *in, const char *out, bool 
 			break;
 		if (pinger) {
 			if (i >= 100) /* warm-up dropped */
-				sh->lat[i - 100] = now_ns() - t0;
+				sh->lat[i - 100] = clock_mono_ns() - t0;
 			sh->done = i + 1;
 		}
 	}
 	/* the pinger must have the last reply before the port goes */
-	for (uint64_t end = now_ns() + 2000000000ull; !pinger && sh->done < rounds && now_ns() < end;)
+	for (uint64_t end = clock_mono_ns() + 2000000000ull; !pinger && sh->done < rounds && clock_mono_ns() < end;)
 		sleep_us(200);
 	finish(&sh->finished);
 	if (ws)
@@ -743,7 +736,7 @@ static void rtt(const char *transport, size_t n, bool blocking, int rep)
 	size_t len = sizeof(struct pp_shared) + n * 8;
 	struct pp_shared *sh = shared_map(len);
 	struct bres r = bres_new(transport, "rtt", 64, rep);
-	uint64_t deadline = now_ns() + 60000000000ull;
+	uint64_t deadline = clock_mono_ns() + 60000000000ull;
 	pid_t echo, ping;
 
 	new_instance();
@@ -791,12 +784,12 @@ static void rec_publisher(struct rec_shared *sh, uint64_t n, uint64_t cap)
 		sh->pub_done = 1;
 		child_exit(1);
 	}
-	t0 = now_ns();
+	t0 = clock_mono_ns();
 	for (uint64_t seq = 0; seq < cap && (seq < n || !sh->kills_done); seq++) {
 		uint64_t due = t0 + seq * (1000000000ull / RATE);
 		struct timespec ts = { (time_t)(due / 1000000000u), (long)(due % 1000000000u) };
 
-		if (now_ns() < due)
+		if (clock_mono_ns() < due)
 			clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 		if (!send_one(pub, 64, seq))
 			break;
@@ -833,8 +826,8 @@ static void rec_subscriber(struct rec_shared *sh, uint64_t cap, int k)
 			/* the stream is over once it has been quiet for 200 ms */
 			if (sh->pub_done) {
 				if (!idle_since)
-					idle_since = now_ns();
-				else if (now_ns() - idle_since > 200000000)
+					idle_since = clock_mono_ns();
+				else if (clock_mono_ns() - idle_since > 200000000)
 					break;
 			}
 			ws_wait(ws, 50);
@@ -842,7 +835,7 @@ static void rec_subscriber(struct rec_shared *sh, uint64_t cap, int k)
 		}
 		idle_since = 0;
 		if (!sh->first_ns[k])
-			sh->first_ns[k] = now_ns();
+			sh->first_ns[k] = clock_mono_ns();
 		sh->taken++;
 		if (!check(chunk, 64, &seq) || seq >= cap) {
 			sh->corrupt++;
@@ -877,7 +870,7 @@ static void recovery_sub(int rep)
 	size_t len = sizeof(struct rec_shared) + 2 * cap;
 	struct rec_shared *sh = shared_map(len);
 	struct bres r = bres_new("iceoryx", "recovery-sub", 64, rep);
-	uint64_t kill_at[MAX_KILLS], kill_ns[MAX_KILLS], deadline = now_ns() + 120000000000ull;
+	uint64_t kill_at[MAX_KILLS], kill_ns[MAX_KILLS], deadline = clock_mono_ns() + 120000000000ull;
 	double first_ms[MAX_KILLS];
 	pid_t pub, sub;
 	char extra[200];
@@ -897,28 +890,28 @@ static void recovery_sub(int rep)
 		uint64_t when = (uint64_t)(k + 1) * n / (uint64_t)(kills + 1);
 
 		/* kill on schedule, but only a subscriber that is receiving */
-		while ((sh->published < when || !sh->first_ns[k]) && !sh->pub_done && now_ns() < deadline)
+		while ((sh->published < when || !sh->first_ns[k]) && !sh->pub_done && clock_mono_ns() < deadline)
 			sleep_us(200);
-		if (sh->pub_done || now_ns() >= deadline)
+		if (sh->pub_done || clock_mono_ns() >= deadline)
 			break;
 		kill_at[k] = sh->published;
-		kill_ns[k] = now_ns();
+		kill_ns[k] = clock_mono_ns();
 		kill(sub, SIGKILL);
 		waitpid(sub, NULL, 0);
-		last_kill_ns = now_ns();
+		last_kill_ns = clock_mono_ns();
 		sub = spawn_side(-1);
 		if (sub == 0)
 			rec_subscriber(sh, cap, k + 1);
 		done++;
 	}
-	while (!sh->first_ns[done] && !sh->pub_done && now_ns() < deadline)
+	while (!sh->first_ns[done] && !sh->pub_done && clock_mono_ns() < deadline)
 		sleep_us(200);
 	sh->kills_done = 1;
-	while (!sh->pub_done && now_ns() < deadline)
+	while (!sh->pub_done && clock_mono_ns() < deadline)
 		sleep_us(1000);
-	reap_by(sub, now_ns() + 5000000000ull); /* drains in 200 ms */
+	reap_by(sub, clock_mono_ns() + 5000000000ull); /* drains in 200 ms */
 	sh->stop = 1;
-	reap_by(pub, now_ns() + 5000000000ull);
+	reap_by(pub, clock_mono_ns() + 5000000000ull);
 	for (int k = 0; k < done; k++) {
 		uint64_t end = sh->sub_at[k + 1] ? sh->sub_at[k + 1] : sh->published; /* never back */
 
@@ -997,8 +990,8 @@ static void fan_publisher(struct fan_shared *sh, int npub, int nsub, int j, uint
 	}
 	__atomic_add_fetch(&sh->pubs_done, 1, __ATOMIC_SEQ_CST);
 	/* the subscribers drain their queues before the port goes */
-	end = now_ns() + 30000000000ull;
-	while (__atomic_load_n(&sh->subs_done, __ATOMIC_ACQUIRE) < (uint32_t)nsub && now_ns() < end)
+	end = clock_mono_ns() + 30000000000ull;
+	while (__atomic_load_n(&sh->subs_done, __ATOMIC_ACQUIRE) < (uint32_t)nsub && clock_mono_ns() < end)
 		sleep_us(1000);
 	finish(&sh->finished);
 	iox_pub_deinit(pub);
@@ -1036,8 +1029,8 @@ static void fan_subscriber(struct fan_shared *sh, int npub, int k, uint64_t n)
 			/* all empty: give up 200 ms after the publishers are done */
 			if (__atomic_load_n(&sh->pubs_done, __ATOMIC_ACQUIRE) == (uint32_t)npub) {
 				if (!idle_since)
-					idle_since = now_ns();
-				else if (now_ns() - idle_since > 200000000)
+					idle_since = clock_mono_ns();
+				else if (clock_mono_ns() - idle_since > 200000000)
 					break;
 			}
 			sched_yield();
@@ -1059,7 +1052,7 @@ static void fan_subscriber(struct fan_shared *sh, int npub, int k, uint64_t n)
 		}
 		total++;
 	}
-	sh->t_end[k] = now_ns();
+	sh->t_end[k] = clock_mono_ns();
 	sh->got[k] = total;
 	for (int p = 0; p < npub; p++)
 		sh->lost[k] += n - (next[p] < n ? next[p] : n);
@@ -1074,7 +1067,7 @@ static void fan(const char *workload, int npub, int nsub, uint64_t n, int rep)
 {
 	struct fan_shared *sh = shared_map(sizeof(*sh));
 	struct bres r = bres_new("iceoryx spin", workload, 64, rep);
-	uint64_t deadline = now_ns() + 60000000000ull, end = 0;
+	uint64_t deadline = clock_mono_ns() + 60000000000ull, end = 0;
 	pid_t p[2 * FAN];
 
 	new_instance();
@@ -1089,9 +1082,9 @@ static void fan(const char *workload, int npub, int nsub, uint64_t n, int rep)
 		if (p[nsub + j] == 0)
 			fan_publisher(sh, npub, nsub, j, n);
 	}
-	while (sh->ready < (uint32_t)nsub && now_ns() < deadline)
+	while (sh->ready < (uint32_t)nsub && clock_mono_ns() < deadline)
 		sleep_us(200);
-	sh->t_start = now_ns();
+	sh->t_start = clock_mono_ns();
 	__atomic_store_n(&sh->go, 1, __ATOMIC_RELEASE);
 	reap_all(p, npub + nsub, &sh->finished, deadline);
 	for (int j = 0; j < npub; j++)
@@ -1172,7 +1165,7 @@ int main(int argc, char **argv)
 	}
 	/* RouDi 2.0 asserts at its shutdown on a listed process that is gone:
 	 * let its monitoring remove the last killed subscriber first (1.5 s) */
-	while (last_kill_ns && now_ns() < last_kill_ns + 2000000000ull)
+	while (last_kill_ns && clock_mono_ns() < last_kill_ns + 2000000000ull)
 		sleep_us(10000);
 	roudi_stop();
 	return 0;

@@ -146,7 +146,7 @@ static bool broker_accepts(struct broker *b)
 /* Starts mosquitto and waits (5 s at most) until both listeners accept. */
 static void broker_start(struct broker *b)
 {
-	uint64_t deadline = mono_ns() + 5000000000ull;
+	uint64_t deadline = clock_mono_ns() + 5000000000ull;
 	pid_t p = fork();
 
 	if (p < 0)
@@ -167,7 +167,7 @@ static void broker_start(struct broker *b)
 	while (!broker_accepts(b)) {
 		int st;
 
-		if (waitpid(p, &st, WNOHANG) == p || mono_ns() > deadline) {
+		if (waitpid(p, &st, WNOHANG) == p || clock_mono_ns() > deadline) {
 			fprintf(stderr, "peer-mosquitto: the broker did not start (see %s/log)\n", b->dir);
 			b->pid = 0;
 			exit(1);
@@ -188,13 +188,13 @@ static void broker_kill(struct broker *b)
 /* SIGTERM, then SIGKILL after 3 s. */
 static void broker_stop(struct broker *b)
 {
-	uint64_t deadline = mono_ns() + 3000000000ull;
+	uint64_t deadline = clock_mono_ns() + 3000000000ull;
 
 	if (b->pid <= 0)
 		return;
 	kill(b->pid, SIGTERM);
 	while (waitpid(b->pid, NULL, WNOHANG) != b->pid) {
-		if (mono_ns() > deadline) {
+		if (clock_mono_ns() > deadline) {
 			broker_kill(b);
 			return;
 		}
@@ -296,7 +296,7 @@ static void cb_message(struct mosquitto *m, void *o, const struct mosquitto_mess
  * process) when it cannot connect within 5 s. */
 static void cl_open(struct cl *c, const struct broker *b, bool unix_sock, const char *id)
 {
-	uint64_t deadline = mono_ns() + 5000000000ull;
+	uint64_t deadline = clock_mono_ns() + 5000000000ull;
 
 	mosquitto_lib_init();
 	c->m = mosquitto_new(id, id == NULL, c);
@@ -310,12 +310,12 @@ static void cl_open(struct cl *c, const struct broker *b, bool unix_sock, const 
 	mosquitto_publish_callback_set(c->m, cb_publish);
 	mosquitto_message_callback_set(c->m, cb_message);
 	while (mosquitto_connect(c->m, unix_sock ? b->sock : "127.0.0.1", unix_sock ? 0 : b->port, 60)) {
-		if (mono_ns() > deadline)
+		if (clock_mono_ns() > deadline)
 			_exit(3);
 		usleep(2000);
 	}
 	while (!c->connected) {
-		if (mosquitto_loop(c->m, 100, 1) || mono_ns() > deadline)
+		if (mosquitto_loop(c->m, 100, 1) || clock_mono_ns() > deadline)
 			_exit(3);
 	}
 }
@@ -323,10 +323,10 @@ static void cl_open(struct cl *c, const struct broker *b, bool unix_sock, const 
 /* Loops until *flag is true (5 s at most). */
 static void cl_wait(struct cl *c, volatile bool *flag)
 {
-	uint64_t deadline = mono_ns() + 5000000000ull;
+	uint64_t deadline = clock_mono_ns() + 5000000000ull;
 
 	while (!*flag)
-		if (mosquitto_loop(c->m, 100, 1) || mono_ns() > deadline)
+		if (mosquitto_loop(c->m, 100, 1) || clock_mono_ns() > deadline)
 			_exit(4);
 }
 
@@ -410,7 +410,7 @@ static struct shared *shared_new(size_t extra)
 static void count(struct shared *s, const struct mosquitto_message *msg)
 {
 	uint8_t *seen = (uint8_t *)s->lat;
-	uint64_t seq, now = mono_ns();
+	uint64_t seq, now = clock_mono_ns();
 
 	if (!s->t_first)
 		s->t_first = now;
@@ -455,8 +455,8 @@ static void ow_sub(struct broker *b, bool ux, int qos, struct shared *s)
 		if (s->recv != before || !s->pub_done)
 			idle_since = 0;
 		else if (!idle_since)
-			idle_since = mono_ns();
-		else if (mono_ns() - idle_since > 300000000ull)
+			idle_since = clock_mono_ns();
+		else if (clock_mono_ns() - idle_since > 300000000ull)
 			break; /* the publisher is done and nothing came for 300 ms */
 	}
 	cl_close(&c);
@@ -594,17 +594,17 @@ static void rtt_ping(struct broker *b, bool ux, int qos, struct shared *s)
 	while (!s->sub_ready)
 		usleep(1000);
 	for (uint64_t i = 0; i < s->n + 100; i++) {
-		uint64_t t0 = mono_ns(), deadline = t0 + 2000000000ull;
+		uint64_t t0 = clock_mono_ns(), deadline = t0 + 2000000000ull;
 
 		p.want = i;
 		p.got = false;
 		memcpy(buf, &i, 8);
 		mosquitto_publish(c.m, NULL, "b/ping", 64, buf, qos, false);
 		while (!p.got)
-			if (mosquitto_loop(c.m, 100, 1) || mono_ns() > deadline)
+			if (mosquitto_loop(c.m, 100, 1) || clock_mono_ns() > deadline)
 				goto out; /* lost: the run is marked below */
 		if (i >= 100)
-			s->lat[s->recv++] = mono_ns() - t0;
+			s->lat[s->recv++] = clock_mono_ns() - t0;
 	}
 out:
 	memset(buf, 0xff, 8);
@@ -651,7 +651,7 @@ static void rec_msg(struct cl *c, const struct mosquitto_message *msg)
 {
 	struct shared *s = c->arg;
 	unsigned k = c->nconn - 1;
-	uint64_t now = mono_ns();
+	uint64_t now = clock_mono_ns();
 
 	if (!s->inc_first[s->inc % 64])
 		s->inc_first[s->inc % 64] = now;
@@ -674,7 +674,7 @@ static void rec_sub(struct broker *b, struct shared *s)
 		if (c.nconn != seen_conn) {
 			seen_conn = c.nconn;
 			if (seen_conn <= MAX_CONN)
-				s->conn_at[seen_conn - 1] = mono_ns();
+				s->conn_at[seen_conn - 1] = clock_mono_ns();
 			s->nconn = seen_conn;
 		}
 		cl_step(&c, 50);
@@ -691,10 +691,10 @@ static void rec_pub(struct broker *b, struct shared *s)
 	uint64_t seq = 0, t0, deadline;
 
 	cl_open(&c, b, false, "bench-rec-pub");
-	t0 = mono_ns();
+	t0 = clock_mono_ns();
 	s->pub_t0 = t0;
 	while (seq < s->n) {
-		uint64_t due = (mono_ns() - t0) * REC_RATE / 1000000000ull;
+		uint64_t due = (clock_mono_ns() - t0) * REC_RATE / 1000000000ull;
 
 		while (c.connected && seq < s->n && seq < due && c.inflight < QOS1_WINDOW) {
 			fill(buf, seq, 64);
@@ -705,12 +705,12 @@ static void rec_pub(struct broker *b, struct shared *s)
 		}
 		cl_step(&c, 1);
 	}
-	deadline = mono_ns() + 10000000000ull;
-	while (c.inflight > 0 && mono_ns() < deadline)
+	deadline = clock_mono_ns() + 10000000000ull;
+	while (c.inflight > 0 && clock_mono_ns() < deadline)
 		cl_step(&c, 10);
 	if (c.inflight > 0)
 		fprintf(stderr, "peer-mosquitto: %d messages never acknowledged\n", c.inflight);
-	s->pub_t1 = mono_ns();
+	s->pub_t1 = clock_mono_ns();
 	s->pub_done = true;
 	cl_close(&c);
 	_exit(0);
@@ -727,16 +727,16 @@ static int cmp_double(const void *a, const void *b)
  * done and nothing for 0.5 s (20 s deadline after the publisher). */
 static void rec_drain(struct shared *s)
 {
-	uint64_t last = 0, since = mono_ns(), deadline = mono_ns() + 60000000000ull;
+	uint64_t last = 0, since = clock_mono_ns(), deadline = clock_mono_ns() + 60000000000ull;
 
-	while (!s->pub_done && mono_ns() < deadline)
+	while (!s->pub_done && clock_mono_ns() < deadline)
 		usleep(5000);
-	deadline = mono_ns() + 20000000000ull;
-	while (s->distinct < s->n && mono_ns() < deadline) {
+	deadline = clock_mono_ns() + 20000000000ull;
+	while (s->distinct < s->n && clock_mono_ns() < deadline) {
 		if (s->recv != last) {
 			last = s->recv;
-			since = mono_ns();
-		} else if (mono_ns() - since > 500000000ull) {
+			since = clock_mono_ns();
+		} else if (clock_mono_ns() - since > 500000000ull) {
 			break;
 		}
 		usleep(5000);
@@ -770,9 +770,9 @@ static void rec_emit(const char *name, const char *workload, struct shared *s, d
 /* Waits until the current subscriber got a message (up to 2 s). */
 static void wait_first(volatile uint64_t *t)
 {
-	uint64_t deadline = mono_ns() + 2000000000ull;
+	uint64_t deadline = clock_mono_ns() + 2000000000ull;
 
-	while (!*t && mono_ns() < deadline)
+	while (!*t && clock_mono_ns() < deadline)
 		usleep(1000);
 }
 
@@ -813,7 +813,7 @@ static void recovery_sub(const char *name, const char *conf)
 
 	s->n = n;
 	rec_start(&b, conf, s, &sub, &pub);
-	t0 = mono_ns();
+	t0 = clock_mono_ns();
 	while (k < nk && !s->pub_done) {
 		uint64_t at = t0 + (uint64_t)(k + 1) * period, tf;
 
@@ -821,13 +821,13 @@ static void recovery_sub(const char *name, const char *conf)
 		wait_first(&s->inc_first[s->inc % 64]);
 		if (s->inc_first[s->inc % 64] + period / 2 > at)
 			at = s->inc_first[s->inc % 64] + period / 2;
-		while (mono_ns() < at)
+		while (clock_mono_ns() < at)
 			usleep(1000);
 		kill(sub, SIGKILL);
 		waitpid(sub, NULL, 0);
 		s->inc++;
 		s->inc_first[s->inc % 64] = 0;
-		tf = mono_ns();
+		tf = clock_mono_ns();
 		sub = child(1);
 		if (sub == 0)
 			rec_sub(&b, s);
@@ -859,20 +859,20 @@ static void recovery_broker(const char *name, const char *conf, const char *more
 
 	s->n = n;
 	rec_start(&b, conf, s, &sub, &pub);
-	t0 = mono_ns();
+	t0 = clock_mono_ns();
 	while (k < nk && !s->pub_done) {
 		uint64_t at = t0 + (uint64_t)(k + 1) * period, tr, deadline;
 		unsigned c0;
 
-		while (mono_ns() < at)
+		while (clock_mono_ns() < at)
 			usleep(1000);
 		c0 = s->nconn;
 		broker_kill(&b);
-		tr = mono_ns();
+		tr = clock_mono_ns();
 		broker_start(&b);
 		/* the first message on the first connection after the restart */
-		deadline = mono_ns() + 5000000000ull;
-		while ((s->nconn <= c0 || !s->conn_first[s->nconn - 1]) && mono_ns() < deadline)
+		deadline = clock_mono_ns() + 5000000000ull;
+		while ((s->nconn <= c0 || !s->conn_first[s->nconn - 1]) && clock_mono_ns() < deadline)
 			usleep(1000);
 		ms[k++] = s->nconn > c0 && s->nconn <= MAX_CONN && s->conn_first[c0]
 				  ? (double)(s->conn_first[c0] - tr) / 1e6

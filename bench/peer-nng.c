@@ -167,7 +167,7 @@ static void req_side(void *arg)
 
 	r->bad = r->n;
 	for (uint64_t i = 0; i < r->n + 100; i++) {
-		uint64_t t0 = mono_ns();
+		uint64_t t0 = clock_mono_ns();
 		size_t len = sizeof(in);
 
 		msg_fill(out, i, sizeof(out));
@@ -175,7 +175,7 @@ static void req_side(void *arg)
 			break;
 		if (i < 100) /* warm-up (and the connection) dropped */
 			continue;
-		r->lat[i - 100] = mono_ns() - t0;
+		r->lat[i - 100] = clock_mono_ns() - t0;
 		if (msg_intact(in, len, i, sizeof(out)))
 			r->bad--;
 	}

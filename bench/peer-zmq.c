@@ -183,7 +183,7 @@ static void req_side(void *arg)
 	if (zmq_connect(s, r->ep) < 0)
 		fprintf(stderr, "peer-zmq: connect %s: %s\n", r->ep, zmq_strerror(errno));
 	for (uint64_t i = 0; i < r->n + 100; i++) {
-		uint64_t t0 = mono_ns();
+		uint64_t t0 = clock_mono_ns();
 		int len;
 
 		msg_fill(out, i, sizeof(out));
@@ -194,7 +194,7 @@ static void req_side(void *arg)
 			break;
 		if (i < 100) /* warm-up (and the connection) dropped */
 			continue;
-		r->lat[i - 100] = mono_ns() - t0;
+		r->lat[i - 100] = clock_mono_ns() - t0;
 		if (msg_intact(in, (size_t)len, i, sizeof(out)))
 			r->bad--;
 	}
@@ -276,7 +276,7 @@ static void fan_receive(struct fan *f, void *s, int k)
 		}
 		total++;
 	}
-	f->t_end[k] = mono_ns();
+	f->t_end[k] = clock_mono_ns();
 	f->got[k] = total;
 	for (int p = 0; p < f->npub; p++)
 		f->lost[k] += f->n - (next[p] < f->n ? next[p] : f->n);
@@ -299,7 +299,7 @@ static void xpub_side(void *arg)
 	struct fan *f = arg;
 	void *ctx = zmq_ctx_new(), *s = zsock(ctx, ZMQ_XPUB);
 	int zero = 0, one = 1, joined = 0;
-	uint64_t end = mono_ns() + 10000000000ull;
+	uint64_t end = clock_mono_ns() + 10000000000ull;
 	uint8_t sub[64];
 
 	zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof(zero));
@@ -309,7 +309,7 @@ static void xpub_side(void *arg)
 		_exit(1);
 	}
 	/* one subscription message (1, topic "") per SUB that has joined */
-	while (joined < f->nsub && mono_ns() < end)
+	while (joined < f->nsub && clock_mono_ns() < end)
 		if (zmq_recv(s, sub, sizeof(sub), 0) >= 1 && sub[0] == 1)
 			joined++;
 	if (joined < f->nsub)
@@ -368,7 +368,7 @@ static void fpull_side(void *arg)
 static void fan_run(struct fan *f, void (*pub)(void *), void (*sub)(void *), struct bres *b)
 {
 	pid_t subs[FAN], pubs[FAN];
-	uint64_t end = 0, deadline = mono_ns() + 20000000000ull;
+	uint64_t end = 0, deadline = clock_mono_ns() + 20000000000ull;
 
 	if (pipe(f->done) < 0) {
 		perror("peer-zmq: pipe");
@@ -385,9 +385,9 @@ static void fan_run(struct fan *f, void (*pub)(void *), void (*sub)(void *), str
 	close(f->done[0]);
 	close(f->done[1]);
 	while (__atomic_load_n(&f->ready, __ATOMIC_ACQUIRE) < (uint32_t)(f->npub + f->nsub) &&
-	       mono_ns() < deadline)
+	       clock_mono_ns() < deadline)
 		usleep(100);
-	f->t_start = mono_ns();
+	f->t_start = clock_mono_ns();
 	__atomic_store_n(&f->go, 1, __ATOMIC_RELEASE);
 	for (int j = 0; j < f->npub; j++)
 		bench_wait(pubs[j]);

@@ -227,7 +227,7 @@ struct lat broker_pingpong_between(const char *ping_dir, const char *echo_dir, u
 	while (!load_acquire(ready))
 		usleep(100);
 	for (uint64_t i = 0; i < n + 100; i++) {
-		uint64_t t0 = mono_ns(), v;
+		uint64_t t0 = clock_mono_ns(), v;
 
 		memcpy(buf, &i, 8);
 		shmb_publish(s, "ping", buf, sizeof(buf), -1);
@@ -241,7 +241,7 @@ struct lat broker_pingpong_between(const char *ping_dir, const char *echo_dir, u
 		bad += v != i;
 		shmb_ack(s);
 		if (i >= 100)
-			lat[i - 100] = mono_ns() - t0;
+			lat[i - 100] = clock_mono_ns() - t0;
 	}
 	bench_reap(echo);
 	l = bad ? (struct lat){ -1, -1, -1, -1 } : bench_summarize(lat, n);

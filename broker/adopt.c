@@ -19,9 +19,15 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/guard.h"
+#include "broker/log.h"
 #include "broker/session-int.h"
+#include "broker/session.h"
+#include "broker/state.h"
 #include "broker/sys.h"
+#include "broker/topic.h"
 #include "shm/atomics.h"
+#include "shm/clock.h"
 #include "shm/futex.h"
 
 /* Move sessions/<name> aside into quarantine/, saying why. */
@@ -354,7 +360,7 @@ static const char *session_adopt(struct broker *b, const struct state_session *s
 		if (stat(proc, &ps) == 0 && ps.st_uid == s->uid)
 			s->adopted_pidfd = sys_pidfd_open(st->pid);
 	}
-	s->detached_ns = now_ns();
+	s->detached_ns = clock_mono_ns();
 	s->detach_reason = "the broker restarted";
 	/* every sleeper from before the crash looks again (decisions.md 9) */
 	fetch_add_release(&s->rxc->rx_signal, 1);

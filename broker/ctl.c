@@ -25,8 +25,16 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/ctl.h"
+#include "broker/guard.h"
+#include "broker/link.h"
+#include "broker/log.h"
+#include "broker/router.h"
+#include "broker/session.h"
 #include "broker/sys.h"
+#include "broker/topic.h"
 #include "shm/atomics.h"
+#include "shm/clock.h"
 
 int ctl_listen(struct broker *b)
 {
@@ -90,7 +98,7 @@ void ctl_accepted(struct broker *b, int fd)
 	c->uid = cred.uid;
 	c->pid = cred.pid;
 	c->pidfd = sys_peer_pidfd(fd, cred.pid);
-	c->accepted_ns = now_ns();
+	c->accepted_ns = clock_mono_ns();
 	c->slot_gen = ++b->conn_gen[slot];
 	b->conns[slot] = c;
 	log_msg(LOG_DEBUG, "connection from pid %d uid %u", (int)c->pid, (unsigned)c->uid);
@@ -311,7 +319,7 @@ static int do_status(struct broker *b, struct conn *c, const struct proto_status
 	}
 	reply_init(&r, q->h.req_id, 0);
 	r.u.status.pid = (uint64_t)getpid();
-	r.u.status.uptime_ns = now_ns() - b->start_ns;
+	r.u.status.uptime_ns = clock_mono_ns() - b->start_ns;
 	r.u.status.sessions = n;
 	r.u.status.attached = att;
 	r.u.status.routed = b->routed;
@@ -391,7 +399,7 @@ static int by_id(const void *a, const void *b)
 static void session_info(struct broker *b, struct session *s, struct proto_session_info *i)
 {
 	const struct shm_seg_hdr *h = (const void *)s->rx.base;
-	uint64_t now = now_ns(), pos, seq;
+	uint64_t now = clock_mono_ns(), pos, seq;
 	struct timespec rt;
 
 	memset(i, 0, sizeof(*i));
@@ -479,7 +487,7 @@ static int list_topics(struct broker *b, struct conn *c, const struct proto_list
 	const unsigned room = (PROTO_MAX_MSG - sizeof(*p)) / sizeof(struct proto_topic_info);
 	struct proto_topic_info *out = (void *)(p + 1);
 
-	topic_rates(b, now_ns());
+	topic_rates(b, clock_mono_ns());
 	p->next = 0;
 	/* topics are kept by id - 1, so id order is array order */
 	for (uint64_t k = q->cursor ? q->cursor - 1 : 0; k < b->ntopics; k++) {
@@ -505,13 +513,13 @@ static int list_topics(struct broker *b, struct conn *c, const struct proto_list
 }
 
 /* An event ring of size slots holding the last of nev events, oldest first. */
-static int send_events(struct conn *c, struct proto_list_reply *p, const struct session_event *ev,
+static int send_events(struct conn *c, struct proto_list_reply *p, const struct log_event *ev,
 		       unsigned size, uint64_t nev)
 {
 	struct proto_event_info *out = (void *)(p + 1);
 
 	for (uint64_t k = nev > size ? nev - size : 0; k < nev; k++) {
-		const struct session_event *e = &ev[k % size];
+		const struct log_event *e = &ev[k % size];
 
 		out[p->count].time_ns = e->time_ns;
 		snprintf(out[p->count].text, sizeof(out[p->count].text), "%s", e->text);
@@ -540,7 +548,7 @@ static int list_links(struct broker *b, struct conn *c, const struct proto_list 
 		      struct proto_list_reply *p, const char *name)
 {
 	struct proto_link_info *out = (void *)(p + 1);
-	uint64_t now = now_ns();
+	uint64_t now = clock_mono_ns();
 
 	static_assert(BROKER_MAX_LINKS <= 64, "a page holds 64 links");
 	p->flags = b->link_listen_fd >= 0 ? PROTO_LR_LISTENING : 0;

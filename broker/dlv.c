@@ -14,6 +14,8 @@
 
 #include "broker/broker.h"
 #include "broker/dlv.h"
+#include "broker/link.h"
+#include "broker/session.h"
 #include "shm/atomics.h"
 
 /* Where a publisher's routing stands: the next source sequence it will route. */

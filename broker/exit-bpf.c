@@ -26,6 +26,7 @@
 
 #include "broker/broker.h"
 #include "broker/exit.h"
+#include "broker/log.h"
 #include "exit.skel.h"
 
 /* as in exit.bpf.c */

@@ -28,7 +28,11 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/ctl.h"
 #include "broker/exit.h"
+#include "broker/log.h"
+#include "broker/session.h"
+#include "shm/clock.h"
 
 enum exitw_method { METHOD_DEATH_ONLY, METHOD_PIDFD, METHOD_BPF };
 
@@ -142,6 +146,7 @@ int exitw_init(struct broker *b)
 
 	if (!w)
 		return -ENOMEM;
+	loop_on(b, EXITW_OP_WATCH, exitw_event);
 	w->method = METHOD_DEATH_ONLY;
 	if (mode == EXITW_BPF) {
 		r = exit_bpf_load(&w->bpf, why, sizeof(why));
@@ -226,7 +231,7 @@ static void pending_free(struct broker *b, struct pending *e)
 	struct exitw *w = b->exitw;
 
 	if (e->armed)
-		loop_unwatch_exit(b, (unsigned)(e - w->p), e->gen);
+		loop_cancel(b, EXITW_OP_WATCH, (unsigned)(e - w->p), e->gen);
 	if (e->pidfd >= 0)
 		close(e->pidfd);
 	if (w->bpf && !pid_connected(b, e->pid))
@@ -279,7 +284,7 @@ static void look(struct broker *b, struct pending *e, bool dead, bool reaped)
 
 	if (dead && !e->dead) {
 		e->dead = true;
-		e->dead_ns = now_ns();
+		e->dead_ns = clock_mono_ns();
 	}
 	if (!e->dead && !reaped)
 		return;
@@ -301,7 +306,7 @@ static void arm(struct broker *b, struct pending *e)
 
 	e->gen = ++w->gen;
 	e->armed = true;
-	loop_watch_exit(b, e->pidfd, (unsigned)(e - w->p), e->gen);
+	loop_poll(b, e->pidfd, POLLIN, true, EXITW_OP_WATCH, (unsigned)(e - w->p), e->gen);
 }
 
 void exitw_conn_gone(struct broker *b, const struct conn *c, unsigned owned)
@@ -346,7 +351,7 @@ void exitw_conn_gone(struct broker *b, const struct conn *c, unsigned owned)
 	e->pid = c->pid;
 	e->uid = c->uid;
 	e->owned = owned;
-	e->gone_ns = now_ns();
+	e->gone_ns = clock_mono_ns();
 	arm(b, e);
 	pf = (struct pollfd){ .fd = e->pidfd, .events = POLLIN };
 	if (poll(&pf, 1, 0) == 1)
@@ -365,8 +370,9 @@ unknown:
 	}
 }
 
-void exitw_event(struct broker *b, unsigned slot, uint32_t gen, int res, bool more)
+void exitw_event(struct broker *b, unsigned kind, unsigned slot, uint32_t gen, int res, bool more)
 {
+	(void)kind;
 	struct exitw *w = b->exitw;
 	struct pending *e;
 

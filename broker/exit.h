@@ -61,8 +61,10 @@ void exitw_track(struct broker *b, const struct conn *c);
 /* c's connection is going away (ctl_close, before its pidfd is closed),
  * having just detached `owned` sessions: resolve why, later. */
 void exitw_conn_gone(struct broker *b, const struct conn *c, unsigned owned);
-/* A completion of the loop's poll on watched pidfd `slot`. */
-void exitw_event(struct broker *b, unsigned slot, uint32_t gen, int res, bool more);
+/* The loop's request kind of the watches on gone processes' pidfds
+ * (loop.h); their completions go to exitw_event (a: the watch's slot). */
+#define EXITW_OP_WATCH 8
+void exitw_event(struct broker *b, unsigned kind, unsigned slot, uint32_t gen, int res, bool more);
 /* Housekeeping: grace periods and zombies. */
 void exitw_tick(struct broker *b, uint64_t now);
 /* The broker has nothing to do: the time for auto's deferred tracer load. */

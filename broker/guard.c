@@ -19,6 +19,8 @@
 #include <sys/mman.h>
 
 #include "broker/broker.h"
+#include "broker/guard.h"
+#include "broker/session.h"
 
 struct guard {
 	uint8_t *base;

@@ -14,6 +14,7 @@
  * fd goes.
  */
 #include <errno.h>
+#include <poll.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,7 +24,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "broker/broker.h"
 #include "broker/link-int.h"
+#include "broker/link.h"
+#include "broker/log.h"
+#include "shm/clock.h"
 
 /* ---- the listener ---- */
 
@@ -34,7 +39,7 @@ static int pending_detach(struct broker *b, unsigned i)
 	struct link_pending *p = b->pending[i];
 	int fd = p->fd;
 
-	loop_link_cancel_pending(b, i, p->gen);
+	loop_cancel(b, LINK_OP_PENDING, i, p->gen);
 	free(p);
 	b->pending[i] = NULL;
 	return fd;
@@ -87,9 +92,9 @@ static void pending_accepted(struct broker *b, int fd)
 		snprintf(p->addr, sizeof(p->addr), "?");
 	p->fd = fd;
 	p->gen = ++b->pending_gen;
-	p->since = now_ns();
+	p->since = clock_mono_ns();
 	b->pending[i] = p;
-	loop_link_poll_pending(b, fd, i, p->gen);
+	loop_poll(b, fd, POLLIN, true, LINK_OP_PENDING, i, p->gen);
 }
 
 /*
@@ -115,14 +120,14 @@ static int pending_refusal(struct broker *b, const struct link *l, char *why, si
 	 * quiet (a live peer's heartbeats are never this far apart) */
 	if (l->lc.state != LC_READY || l->fd < 0)
 		return 0;
-	now = now_ns();
-	quiet = 2 * b->o.link_heartbeat_ms * MS;
+	now = clock_mono_ns();
+	quiet = 2 * b->o.link_heartbeat_ms * NS_PER_MS;
 	if (now >= l->last_rx + quiet)
 		return 0;
 	snprintf(why, wl, "link %s is up and its peer was heard %llu ms ago:"
 		 " a second connection under its name waits until it goes quiet"
 		 " (two brokers dialing under one name?)",
-		 l->name, (unsigned long long)((now > l->last_rx ? now - l->last_rx : 0) / MS));
+		 l->name, (unsigned long long)((now > l->last_rx ? now - l->last_rx : 0) / NS_PER_MS));
 	return -EADDRINUSE;
 }
 
@@ -269,13 +274,13 @@ void link_accept_cqe(struct broker *b, int res, bool more)
 		if (!b->link_accept_paused)
 			log_msg(LOG_WARNING, "link port: accept: %s: pausing new links",
 				strerror(-res));
-		b->link_accept_paused = now_ns();
+		b->link_accept_paused = clock_mono_ns();
 		return;
 	} else if (res != -ECANCELED) {
 		log_msg(LOG_WARNING, "link port: accept: %s", strerror(-res));
 	}
 	if (!more && b->link_listen_fd >= 0 && !b->stopping && !b->link_accept_paused)
-		loop_link_accept(b, b->link_listen_fd);
+		loop_accept(b, b->link_listen_fd, LINK_OP_ACCEPT, 0, 0);
 }
 
 void link_accept_pending_cqe(struct broker *b, unsigned a, uint32_t gen, int res, bool more)
@@ -283,15 +288,15 @@ void link_accept_pending_cqe(struct broker *b, unsigned a, uint32_t gen, int res
 	if (a < LINK_PENDING && b->pending[a] && b->pending[a]->gen == gen && res >= 0)
 		pending_readable(b, a);
 	if (!more && a < LINK_PENDING && b->pending[a] && b->pending[a]->gen == gen)
-		loop_link_poll_pending(b, b->pending[a]->fd, a, gen);
+		loop_poll(b, b->pending[a]->fd, POLLIN, true, LINK_OP_PENDING, a, gen);
 }
 
 void link_accept_resume(struct broker *b, uint64_t now)
 {
 	if (b->link_accept_paused && now > b->link_accept_paused &&
-	    now - b->link_accept_paused >= 200 * MS && b->link_listen_fd >= 0 && !b->stopping) {
+	    now - b->link_accept_paused >= 200 * NS_PER_MS && b->link_listen_fd >= 0 && !b->stopping) {
 		b->link_accept_paused = 0;
-		loop_link_accept(b, b->link_listen_fd);
+		loop_accept(b, b->link_listen_fd, LINK_OP_ACCEPT, 0, 0);
 	}
 }
 
@@ -299,7 +304,7 @@ void link_accept_resume(struct broker *b, uint64_t now)
 void link_accept_expire(struct broker *b, uint64_t now)
 {
 	for (unsigned i = 0; i < LINK_PENDING; i++)
-		if (b->pending[i] && now > b->pending[i]->since && now - b->pending[i]->since > 2000 * MS)
+		if (b->pending[i] && now > b->pending[i]->since && now - b->pending[i]->since > 2000 * NS_PER_MS)
 			pending_close(b, i, "no HELLO within 2 s");
 }
 
@@ -308,8 +313,8 @@ uint64_t link_accept_next_due(const struct broker *b)
 	uint64_t due = UINT64_MAX;
 
 	for (unsigned i = 0; i < LINK_PENDING; i++)
-		if (b->pending[i] && b->pending[i]->since + 2000 * MS < due)
-			due = b->pending[i]->since + 2000 * MS;
+		if (b->pending[i] && b->pending[i]->since + 2000 * NS_PER_MS < due)
+			due = b->pending[i]->since + 2000 * NS_PER_MS;
 	return due;
 }
 
@@ -350,11 +355,11 @@ int link_accept_setup(struct broker *b)
 		 * the port may refuse a bind even with SO_REUSEADDR: wait for
 		 * them, 10 s at most, rather than fail the restart.
 		 */
-		uint64_t until = now_ns() + 10000 * MS;
+		uint64_t until = clock_mono_ns() + 10000 * NS_PER_MS;
 		bool said = false;
 
 		while ((r = bind(fd, ai->ai_addr, ai->ai_addrlen)) < 0 && errno == EADDRINUSE &&
-		       now_ns() < until) {
+		       clock_mono_ns() < until) {
 			if (!said)
 				log_msg(LOG_NOTICE, "--listen %s: in use, perhaps by the last run's"
 					" closing connections: waiting", b->o.listen);

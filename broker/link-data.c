@@ -18,7 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/broker.h"
 #include "broker/link-int.h"
+#include "broker/link.h"
+#include "broker/log.h"
+#include "broker/router.h"
+#include "broker/session.h"
+#include "broker/topic.h"
 #include "shm/atomics.h"
 
 /* ---- topics ---- */

@@ -25,7 +25,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "broker/broker.h"
 #include "broker/link-int.h"
+#include "broker/link.h"
+#include "broker/log.h"
 
 /* ---- resolving ---- */
 
@@ -135,7 +138,7 @@ void link_dial_resolver_cqe(struct broker *b, bool more)
 		free(q);
 	}
 	if (!more)
-		loop_link_poll(b, b->resolve_rd, LINK_OP_RESOLVE, 0, 0, POLLIN, true);
+		loop_poll(b, b->resolve_rd, POLLIN, true, LINK_OP_RESOLVE, 0, 0);
 }
 
 /* ---- connecting ---- */
@@ -167,7 +170,7 @@ void link_dial_connect(struct broker *b, struct link *l, uint32_t gen, uint64_t 
 	l->fd = fd;
 	l->cgen = ++b->link_cgen;
 	l->deadline = deadline;
-	loop_link_poll(b, fd, LINK_OP_CONNECT, l->slot, l->cgen, POLLOUT, false);
+	loop_poll(b, fd, POLLOUT, false, LINK_OP_CONNECT, l->slot, l->cgen);
 }
 
 /* A dial's socket is writable: connected, or failed (SO_ERROR says). */

@@ -24,7 +24,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "broker/broker.h"
 #include "broker/link-int.h"
+#include "broker/link.h"
+#include "broker/log.h"
 #include "shm/atomics.h"
 
 #define LINK_FILE_VERSION 1u

@@ -7,10 +7,10 @@
  * and the connections still to say their HELLO).
  *
  * Only link*.c include this header.  The rest of the broker sees links
- * through the link_* functions of broker/broker.h and nothing else.
+ * through the link_* functions of broker/link.h and nothing else.
  *
  * Must never: be included outside link*.c; declare anything another
- * module calls (that belongs in broker/broker.h).
+ * module calls (that belongs in broker/link.h).
  */
 #ifndef SHMB_BROKER_LINK_INT_H
 #define SHMB_BROKER_LINK_INT_H
@@ -21,8 +21,9 @@
 #include <sys/socket.h>
 
 #include "broker/broker.h"
+#include "broker/link.h"
+#include "shm/clock.h"
 
-#define MS 1000000ull
 
 /* ---- link.c ---- */
 /* One event of the link, for the log and shmbctl links. */

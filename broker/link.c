@@ -41,18 +41,24 @@
 
 #include <sodium.h>
 
+#include "broker/broker.h"
 #include "broker/link-int.h"
+#include "broker/link.h"
+#include "shm/segment.h"
+#include "broker/log.h"
+#include "broker/router.h"
 #include "shm/atomics.h"
+#include "shm/clock.h"
 
 /* ---- events, for the log and shmbctl links ---- */
 
 void link_event(struct link *l, int level, const char *fmt, ...)
 {
-	struct session_event *e = &l->ev[l->nev++ % LINK_EVENTS];
+	struct log_event *e = &l->ev[l->nev++ % LINK_EVENTS];
 	va_list ap;
 
 	va_start(ap, fmt);
-	event_put(e, fmt, ap);
+	log_event_put(e, fmt, ap);
 	va_end(ap);
 	log_msg(level, "link %s: %s", l->name, e->text);
 }
@@ -70,12 +76,6 @@ static const char *err_text(int err)
 
 /* ---- link objects ---- */
 
-static uint64_t clock_now(void *arg)
-{
-	(void)arg;
-	return now_ns();
-}
-
 static uint32_t clock_random(void *arg)
 {
 	(void)arg;
@@ -84,10 +84,19 @@ static uint32_t clock_random(void *arg)
 
 static struct wire_topics my_topics;
 
+/* Cancel every request of l's current connection (its completions come
+ * back -ECANCELED, or are recognised as stale by their cgen). */
+static void link_cancel_io(struct broker *b, const struct link *l)
+{
+	loop_cancel(b, LINK_OP_CONNECT, l->slot, l->cgen);
+	loop_cancel(b, LINK_OP_IN, l->slot, l->cgen);
+	loop_cancel(b, LINK_OP_OUT, l->slot, l->cgen);
+}
+
 struct link *link_new(struct broker *b, const char *name, enum wire_role role)
 {
 	struct lc_opts lo = { .skip_resolve = role == WIRE_LISTENER };
-	struct lc_clock ck = { clock_now, clock_random, NULL };
+	struct lc_clock ck = { lc_clock_mono, clock_random, NULL };
 	struct link *l;
 	unsigned slot;
 
@@ -117,7 +126,7 @@ struct link *link_new(struct broker *b, const char *name, enum wire_role role)
 void link_free(struct broker *b, struct link *l, bool remove)
 {
 	if (l->fd >= 0) {
-		loop_link_cancel(b, l->slot, l->cgen);
+		link_cancel_io(b, l);
 		close(l->fd);
 	}
 	lp_free(&l->lp);
@@ -172,11 +181,11 @@ void link_info(const struct broker *b, const struct link *l, struct proto_link_i
 	i->slot = l->slot;
 	i->generation = l->lc.gen;
 	i->failures = l->lc.failures;
-	i->backoff_ms = l->backoff_ns / MS;
+	i->backoff_ms = l->backoff_ns / NS_PER_MS;
 	if (l->lc.state == LC_BACKOFF && l->timer_at > now)
-		i->retry_ms = (l->timer_at - now + MS - 1) / MS;
+		i->retry_ms = (l->timer_at - now + NS_PER_MS - 1) / NS_PER_MS;
 	if (l->lc.state == LC_READY && now > l->last_rx)
-		i->idle_ms = (now - l->last_rx) / MS;
+		i->idle_ms = (now - l->last_rx) / NS_PER_MS;
 	i->sent = l->lp.tx.w;
 	i->acked = l->lp.tx.acked;
 	i->replayed = l->lp.replayed;
@@ -223,7 +232,7 @@ void link_fd_close(struct broker *b, struct link *l)
 {
 	if (l->fd < 0)
 		return;
-	loop_link_cancel(b, l->slot, l->cgen);
+	link_cancel_io(b, l);
 	close(l->fd);
 	l->fd = -1;
 	l->cgen = ++b->link_cgen;
@@ -266,8 +275,8 @@ static void act_handshake(struct broker *b, struct link *l, uint64_t deadline)
 		return;
 	}
 	l->connects++;
-	l->last_rx = l->last_ping = now_ns();
-	loop_link_poll(b, l->fd, LINK_OP_IN, l->slot, l->cgen, POLLIN, true);
+	l->last_rx = l->last_ping = clock_mono_ns();
+	loop_poll(b, l->fd, POLLIN, true, LINK_OP_IN, l->slot, l->cgen);
 	l->in_armed = true;
 	link_flush(b, l);
 }
@@ -304,7 +313,7 @@ static void act_monitor(struct link *l, const struct lc_action *a)
 	case LC_MON_BACKOFF:
 		l->backoff_ns = (uint64_t)a->detail;
 		if (l->role == WIRE_DIALER)
-			link_event(l, LOG_INFO, "redial in %llu ms", (unsigned long long)(a->detail / (int64_t)MS));
+			link_event(l, LOG_INFO, "redial in %llu ms", (unsigned long long)(a->detail / (int64_t)NS_PER_MS));
 		break;
 	case LC_MON_FAILED:
 		link_event(l, LOG_ERR, "FAILED for good: %s; fix the cause (a wrong key: the key files"
@@ -340,7 +349,7 @@ void link_step(struct broker *b, struct link *l, const struct lc_event *ev)
 			act_handshake(b, l, a->ns);
 			break;
 		case LC_ACT_TIMER:
-			l->timer_at = now_ns() + a->ns;
+			l->timer_at = clock_mono_ns() + a->ns;
 			if (!l->timer_at)
 				l->timer_at = 1;
 			break;
@@ -430,7 +439,7 @@ static void link_flush(struct broker *b, struct link *l)
 		}
 		if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
 			if (!l->out_armed) {
-				loop_link_poll(b, l->fd, LINK_OP_OUT, l->slot, l->cgen, POLLOUT, false);
+				loop_poll(b, l->fd, POLLOUT, false, LINK_OP_OUT, l->slot, l->cgen);
 				l->out_armed = true;
 			}
 			return;
@@ -533,7 +542,7 @@ void link_input(struct broker *b, struct link *l)
 			break;
 		total += (size_t)k;
 		l->wire_in += (uint64_t)k;
-		l->last_rx = now_ns();
+		l->last_rx = clock_mono_ns();
 		r = lp_process(&l->lp, (size_t)k);
 		if (r == -EAGAIN) {
 			l->stalled = true;
@@ -574,7 +583,7 @@ static void cqe_in(struct broker *b, unsigned a, uint32_t gen, bool more)
 	link_input(b, l);
 	l = cqe_link(b, a, gen);
 	if (l && !l->in_armed) {
-		loop_link_poll(b, l->fd, LINK_OP_IN, l->slot, l->cgen, POLLIN, true);
+		loop_poll(b, l->fd, POLLIN, true, LINK_OP_IN, l->slot, l->cgen);
 		l->in_armed = true;
 	}
 }
@@ -659,14 +668,14 @@ unsigned link_run(struct broker *b, uint64_t now)
 		if (b->links[i] != l || l->fd < 0)
 			continue;
 		/* last_rx may be later than now: read in this very pass */
-		if (now > l->last_rx && now - l->last_rx >= b->o.link_timeout_ms * MS) {
+		if (now > l->last_rx && now - l->last_rx >= b->o.link_timeout_ms * NS_PER_MS) {
 			snprintf(l->lp.why, sizeof(l->lp.why), "nothing heard from the peer for %llu ms",
-				 (unsigned long long)((now - l->last_rx) / MS));
+				 (unsigned long long)((now - l->last_rx) / NS_PER_MS));
 			link_lost(b, l, -ETIMEDOUT);
 			work++;
 			continue;
 		}
-		if (now > l->last_ping && now - l->last_ping >= b->o.link_heartbeat_ms * MS) {
+		if (now > l->last_ping && now - l->last_ping >= b->o.link_heartbeat_ms * NS_PER_MS) {
 			l->last_ping = now;
 			lp_ping(&l->lp, now);
 		}
@@ -702,8 +711,8 @@ uint64_t link_next_due(struct broker *b, uint64_t now)
 		if (l->deadline)
 			DUE(l->deadline);
 		if (l->lc.state == LC_READY) {
-			DUE(l->last_ping + b->o.link_heartbeat_ms * MS);
-			DUE(l->last_rx + b->o.link_timeout_ms * MS);
+			DUE(l->last_ping + b->o.link_heartbeat_ms * NS_PER_MS);
+			DUE(l->last_rx + b->o.link_timeout_ms * NS_PER_MS);
 			if (l->stalled)
 				DUE(now + 1000000);
 		}
@@ -770,10 +779,12 @@ int link_setup(struct broker *b)
 /* After loop_init: arm what the loop watches, start dialing. */
 void link_start(struct broker *b)
 {
+	for (unsigned k = LINK_OP_ACCEPT; k <= LINK_OP_OUT; k++)
+		loop_on(b, k, link_cqe);
 	if (b->resolve_rd >= 0)
-		loop_link_poll(b, b->resolve_rd, LINK_OP_RESOLVE, 0, 0, POLLIN, true);
+		loop_poll(b, b->resolve_rd, POLLIN, true, LINK_OP_RESOLVE, 0, 0);
 	if (b->link_listen_fd >= 0)
-		loop_link_accept(b, b->link_listen_fd);
+		loop_accept(b, b->link_listen_fd, LINK_OP_ACCEPT, 0, 0);
 	for (unsigned i = 0; i < BROKER_MAX_LINKS; i++)
 		if (b->links[i] && b->links[i]->role == WIRE_DIALER)
 			link_step(b, b->links[i], &(struct lc_event){ .type = LC_START, .fd = -1 });

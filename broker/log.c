@@ -6,6 +6,8 @@
 #include <stdio.h>
 
 #include "broker/broker.h"
+#include "broker/log.h"
+#include "shm/clock.h"
 
 static int log_level = LOG_INFO;
 
@@ -27,4 +29,10 @@ void log_msg(int level, const char *fmt, ...)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "<%d>shmbd: %s: %s\n", level, names[level & 7], line);
+}
+
+void log_event_put(struct log_event *e, const char *fmt, va_list ap)
+{
+	e->time_ns = clock_real_ns();
+	vsnprintf(e->text, sizeof(e->text), fmt, ap);
 }

@@ -28,10 +28,20 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/ctl.h"
+#include "broker/guard.h"
+#include "broker/link.h"
+#include "broker/log.h"
+#include "broker/router.h"
+#include "broker/session.h"
+#include "broker/topic.h"
 #include "broker/uring-futex.h"
 #include "shm/atomics.h"
+#include "shm/clock.h"
 
-enum op_kind { OP_ACCEPT = 1, OP_CONN, OP_PIDFD, OP_FUTEX, OP_SIGNAL, OP_CANCEL, OP_EXIT };
+/* the loop's own request kinds; other modules' start at LOOP_KIND_MODULE */
+enum op_kind { OP_ACCEPT = 1, OP_CONN, OP_PIDFD, OP_FUTEX, OP_SIGNAL, OP_CANCEL };
+_Static_assert(OP_CANCEL < LOOP_KIND_MODULE, "the loop's kinds end below the modules'");
 
 #define UD(kind, a, b) (((uint64_t)(kind) << 56) | ((uint64_t)(a) << 32) | (uint32_t)(b))
 #define UD_KIND(u) ((unsigned)((u) >> 56))
@@ -39,14 +49,6 @@ enum op_kind { OP_ACCEPT = 1, OP_CONN, OP_PIDFD, OP_FUTEX, OP_SIGNAL, OP_CANCEL,
 #define UD_B(u) ((uint32_t)(u))
 /* futex waits: session id (40 bits) and generation (16 bits) */
 #define UD_FUTEX(id, gen) (((uint64_t)OP_FUTEX << 56) | ((uint64_t)((gen) & 0xffff) << 40) | ((id) & 0xffffffffffull))
-
-uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static struct io_uring_sqe *sqe_get(struct broker *b)
 {
@@ -117,8 +119,14 @@ void loop_watch_conn(struct broker *b, struct conn *c, int slot)
 		arm_poll(b, c->pidfd, UD(OP_PIDFD, slot, c->slot_gen));
 }
 
-void loop_link_poll(struct broker *b, int fd, unsigned kind, unsigned a, uint32_t gen,
-		    unsigned events, bool multishot)
+void loop_on(struct broker *b, unsigned kind, loop_handler *fn)
+{
+	if (kind >= LOOP_KIND_MODULE && kind < LOOP_KINDS)
+		b->handler[kind] = fn;
+}
+
+void loop_poll(struct broker *b, int fd, unsigned events, bool multishot, unsigned kind, unsigned a,
+	       uint32_t gen)
 {
 	struct io_uring_sqe *sqe = sqe_get(b);
 
@@ -129,39 +137,17 @@ void loop_link_poll(struct broker *b, int fd, unsigned kind, unsigned a, uint32_
 	io_uring_sqe_set_data64(sqe, UD(kind, a, gen));
 }
 
-void loop_link_cancel(struct broker *b, unsigned a, uint32_t gen)
-{
-	cancel(b, UD(LINK_OP_CONNECT, a, gen));
-	cancel(b, UD(LINK_OP_IN, a, gen));
-	cancel(b, UD(LINK_OP_OUT, a, gen));
-}
-
-void loop_link_accept(struct broker *b, int fd)
+void loop_accept(struct broker *b, int fd, unsigned kind, unsigned a, uint32_t gen)
 {
 	struct io_uring_sqe *sqe = sqe_get(b);
 
 	io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-	io_uring_sqe_set_data64(sqe, UD(LINK_OP_ACCEPT, 0, 0));
+	io_uring_sqe_set_data64(sqe, UD(kind, a, gen));
 }
 
-void loop_link_poll_pending(struct broker *b, int fd, unsigned i, uint32_t gen)
+void loop_cancel(struct broker *b, unsigned kind, unsigned a, uint32_t gen)
 {
-	loop_link_poll(b, fd, LINK_OP_PENDING, i, gen, POLLIN, true);
-}
-
-void loop_link_cancel_pending(struct broker *b, unsigned i, uint32_t gen)
-{
-	cancel(b, UD(LINK_OP_PENDING, i, gen));
-}
-
-void loop_watch_exit(struct broker *b, int pidfd, unsigned slot, uint32_t gen)
-{
-	arm_poll(b, pidfd, UD(OP_EXIT, slot, gen));
-}
-
-void loop_unwatch_exit(struct broker *b, unsigned slot, uint32_t gen)
-{
-	cancel(b, UD(OP_EXIT, slot, gen));
+	cancel(b, UD(kind, a, gen));
 }
 
 void loop_unwatch_conn(struct broker *b, struct conn *c)
@@ -227,9 +213,6 @@ static void on_cqe(struct broker *b, struct io_uring_cqe *cqe)
 			/* the peer process is gone; its sessions detach now */
 			ctl_close(b, c, "owner process exited");
 		break;
-	case OP_EXIT:
-		exitw_event(b, UD_A(ud), UD_B(ud), cqe->res, more);
-		break;
 	case OP_FUTEX:
 		for (unsigned i = 0; i < b->nsessions; i++) {
 			struct session *s = b->sessions[i];
@@ -253,8 +236,9 @@ static void on_cqe(struct broker *b, struct io_uring_cqe *cqe)
 		break;
 	}
 	default:
-		if (UD_KIND(ud) >= LINK_OP_ACCEPT && UD_KIND(ud) <= LINK_OP_OUT)
-			link_cqe(b, UD_KIND(ud), UD_A(ud), UD_B(ud), cqe->res, more);
+		/* another module's request: its handler (none: a stray, dropped) */
+		if (UD_KIND(ud) < LOOP_KINDS && b->handler[UD_KIND(ud)])
+			b->handler[UD_KIND(ud)](b, UD_KIND(ud), UD_A(ud), UD_B(ud), cqe->res, more);
 		break;
 	}
 }
@@ -312,7 +296,7 @@ static bool sleep_idle(struct broker *b)
 		}
 	struct io_uring_cqe *cqe;
 	uint32_t *vals = NULL;
-	uint64_t due = link_next_due(b, now_ns());
+	uint64_t due = link_next_due(b, clock_mono_ns());
 
 	if (due < 1000000000ull && due < (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec)
 		ts = (struct __kernel_timespec){ .tv_sec = (long long)(due / 1000000000ull),
@@ -330,7 +314,7 @@ static bool sleep_idle(struct broker *b)
 	set_waiting(b);
 	/* pairs with the client's fence in wake_signal(): flag, then rings */
 	fence_full();
-	if (router_run(b) || link_run(b, now_ns())) {
+	if (router_run(b) || link_run(b, clock_mono_ns())) {
 		clear_waiting(b);
 		free(vals);
 		return true;
@@ -340,7 +324,7 @@ static bool sleep_idle(struct broker *b)
 			struct session *s = b->sessions[i];
 			struct io_uring_sqe *sqe;
 
-			if (!s->tx_open || s->futex_armed || s->backoff_until > now_ns())
+			if (!s->tx_open || s->futex_armed || s->backoff_until > clock_mono_ns())
 				continue;
 			sqe = sqe_get(b);
 			uring_prep_futex_wait(sqe, &s->txc->tx_signal, vals[i]);
@@ -397,7 +381,7 @@ static void wake_backoff(struct broker *b, uint64_t now)
 
 int loop_run(struct broker *b)
 {
-	uint64_t last_work = now_ns(), last_house = last_work, drain_until = 0;
+	uint64_t last_work = clock_mono_ns(), last_house = last_work, drain_until = 0;
 	uint64_t poll_ns = b->o.poll_us * 1000ull;
 	const uint64_t poll_max = poll_ns > 250000ull ? poll_ns : 250000ull;
 
@@ -409,7 +393,7 @@ int loop_run(struct broker *b)
 		session_reap(b);
 		io_uring_submit(&b->ring);
 		handled = drain_cqes(b);
-		now = now_ns();
+		now = clock_mono_ns();
 		handled += link_run(b, now);
 		if (now - last_house >= 200000000ull) {
 			session_expire(b, now);
@@ -444,7 +428,7 @@ int loop_run(struct broker *b)
 		}
 		exitw_idle(b);
 		{
-			uint64_t slept_at = now_ns(), woke;
+			uint64_t slept_at = clock_mono_ns(), woke;
 			bool found = sleep_idle(b);
 
 			/*
@@ -455,7 +439,7 @@ int loop_run(struct broker *b)
 			 * it again, down to --poll-us.  An idle broker still
 			 * sleeps after its last work plus the window.
 			 */
-			woke = now_ns();
+			woke = clock_mono_ns();
 			if (found)
 				; /* it never slept: nothing to learn */
 			else if (woke - slept_at < 4 * poll_ns + 20000)

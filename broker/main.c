@@ -19,6 +19,13 @@
 #include <sodium.h>
 
 #include "broker/broker.h"
+#include "broker/ctl.h"
+#include "broker/guard.h"
+#include "broker/link.h"
+#include "broker/log.h"
+#include "broker/session.h"
+#include "broker/state.h"
+#include "shm/clock.h"
 #include "shmb.h"
 
 #define SHMBD_CONFIG "/etc/shmb/shmbd.conf"
@@ -441,7 +448,7 @@ int main(int argc, char **argv)
 	b.o.block_timeout_ms = t.block * 1000;
 	b.o.hello_timeout_ms = t.hello * 1000;
 	b.o.drain_timeout_ms = t.drain * 1000;
-	b.start_ns = now_ns();
+	b.start_ns = clock_mono_ns();
 	b.listen_fd = b.signal_fd = b.lockfd = b.dirfd = b.sessions_dirfd = b.state_fd = -1;
 	if (getrandom(&b.broker_id, sizeof(b.broker_id), 0) != sizeof(b.broker_id))
 		return 1;

@@ -19,7 +19,13 @@
 
 #include "broker/broker.h"
 #include "broker/dlv.h"
+#include "broker/link.h"
+#include "broker/log.h"
+#include "broker/router.h"
+#include "broker/session.h"
+#include "broker/topic.h"
 #include "shm/atomics.h"
+#include "shm/clock.h"
 #include "shm/futex.h"
 
 #define ROUTE_BATCH 64
@@ -141,7 +147,7 @@ static int deliver_to(struct broker *b, struct session *sub, const struct src_ms
 	}
 	if (r == -EAGAIN) {
 		if (!sub->full_since)
-			sub->full_since = now_ns();
+			sub->full_since = clock_mono_ns();
 		return r;
 	}
 	sub->full_since = 0;

@@ -7,6 +7,7 @@
 #define BROKER_SESSION_INT_H
 
 #include "broker/broker.h"
+#include "broker/session.h"
 
 /* RX records are stamped with the broker's writer generation. */
 #define RX_WRITER_GEN 1u

@@ -15,7 +15,11 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/guard.h"
+#include "broker/log.h"
+#include "broker/router.h"
 #include "broker/session-int.h"
+#include "broker/session.h"
 #include "shm/atomics.h"
 #include "shm/futex.h"
 

@@ -21,9 +21,15 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/ctl.h"
 #include "broker/dlv.h"
+#include "broker/log.h"
 #include "broker/session-int.h"
+#include "broker/session.h"
+#include "broker/state.h"
+#include "broker/topic.h"
 #include "shm/atomics.h"
+#include "shm/clock.h"
 #include "shm/futex.h"
 
 int session_table_init(struct broker *b)
@@ -48,21 +54,12 @@ struct session *session_by_id(struct broker *b, uint64_t id)
 	return NULL;
 }
 
-void event_put(struct session_event *e, const char *fmt, va_list ap)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	e->time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-	vsnprintf(e->text, sizeof(e->text), fmt, ap);
-}
-
 void session_event(struct session *s, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	event_put(&s->ev[s->nev++ % SESSION_EVENTS], fmt, ap);
+	log_event_put(&s->ev[s->nev++ % SESSION_EVENTS], fmt, ap);
 	va_end(ap);
 }
 
@@ -531,7 +528,7 @@ void session_detach(struct broker *b, struct session *s, const char *reason)
 	/* no owner to wait for after a restart: anyone of its uid may resume it */
 	if (state_session(b, s) < 0)
 		log_msg(LOG_WARNING, "session %s: its detach could not be recorded", s->name);
-	s->detached_ns = now_ns();
+	s->detached_ns = clock_mono_ns();
 	s->detach_reason = reason;
 	session_event(s, "detached: %s (owner pid %d)", reason, (int)s->owner_pid);
 	if (s->ephemeral) {

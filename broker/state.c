@@ -42,6 +42,10 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/log.h"
+#include "broker/session.h"
+#include "broker/state.h"
+#include "broker/topic.h"
 #include "shm/crc32c.h"
 
 #define STATE_VERSION 1

@@ -12,6 +12,10 @@
 #include <string.h>
 
 #include "broker/broker.h"
+#include "broker/link.h"
+#include "broker/session.h"
+#include "broker/state.h"
+#include "broker/topic.h"
 
 void topic_drop_sub(struct topic *t, struct session *s)
 {

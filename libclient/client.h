@@ -18,6 +18,7 @@
 #include <sys/un.h>
 
 #include "libclient/registry.h"
+#include "shm/clock.h"
 #include "shm/proto.h"
 #include "shm/ring.h"
 #include "shm/segment.h"
@@ -25,7 +26,6 @@
 
 #define SHMB_EXPORT __attribute__((visibility("default")))
 
-#define MS 1000000ull
 #define FOREVER_NS (1ull << 62)
 
 struct topic_entry {

@@ -65,7 +65,7 @@ static int hs_wait(struct shmb_client *c, int fd, short events, uint64_t deadlin
 {
 	for (;;) {
 		struct pollfd p[2] = { { .fd = fd, .events = events }, { .fd = c->evfd, .events = POLLIN } };
-		uint64_t now = mono_ns();
+		uint64_t now = clock_mono_ns();
 		struct timespec ts;
 		bool closing;
 
@@ -261,7 +261,7 @@ static void conn_exec(struct lc_entry *e, const struct lc_action *acts, unsigned
 static int conn_wait(struct shmb_client *c, uint64_t deadline)
 {
 	struct lc_entry *e;
-	uint64_t now = mono_ns();
+	uint64_t now = clock_mono_ns();
 	int r = conn_entry(c, &e);
 
 	if (r < 0)
@@ -284,7 +284,7 @@ static int conn_wait(struct shmb_client *c, uint64_t deadline)
 int conn_enter(struct shmb_client *c, struct conn_try *t)
 {
 	if (!t->deadline)
-		t->deadline = mono_ns() + c->ctl_timeout_ns;
+		t->deadline = clock_mono_ns() + c->ctl_timeout_ns;
 	for (;;) {
 		int r = conn_wait(c, t->deadline);
 
@@ -298,7 +298,7 @@ int conn_enter(struct shmb_client *c, struct conn_try *t)
 			return 0;
 		}
 		pthread_mutex_unlock(&c->lock);
-		if (mono_ns() >= t->deadline || conn_of_thread == c)
+		if (clock_mono_ns() >= t->deadline || conn_of_thread == c)
 			return -ENOTCONN;
 		/* up in the machine, but the thread is still swapping the fd */
 		usleep(1000);
@@ -742,7 +742,7 @@ static void conn_act(struct shmb_client *c, struct lc_entry *e, const struct lc_
 		lcr_hold(e);
 		c->ct.timer_e = e;
 		c->ct.timer_gen = a->gen;
-		c->ct.timer_due = mono_ns() + a->ns;
+		c->ct.timer_due = clock_mono_ns() + a->ns;
 		break;
 	case LC_ACT_CLOSE_FD:
 		conn_close_fd(c, a->fd);
@@ -774,7 +774,7 @@ static void conn_poll(struct shmb_client *c)
 	struct timespec ts, *tp = NULL;
 
 	if (c->ct.timer_e) {
-		uint64_t now = mono_ns();
+		uint64_t now = clock_mono_ns();
 
 		ts = ts_of_ns(c->ct.timer_due > now ? c->ct.timer_due - now : 0);
 		tp = &ts;
@@ -802,7 +802,7 @@ static void conn_poll(struct shmb_client *c)
 		lcr_feed(e, &ev);
 		lcr_put(e);
 	}
-	if (c->ct.timer_e && mono_ns() >= c->ct.timer_due) {
+	if (c->ct.timer_e && clock_mono_ns() >= c->ct.timer_due) {
 		struct lc_event ev = { .type = LC_TIMER, .gen = c->ct.timer_gen, .fd = -1 };
 		struct lc_entry *e = c->ct.timer_e;
 
@@ -853,12 +853,6 @@ static void *conn_main(void *arg)
 
 /* ---- connect, close, reconnect, info ------------------------------------------------ */
 
-static uint64_t clock_now(void *arg)
-{
-	(void)arg;
-	return mono_ns();
-}
-
 static uint32_t clock_random(void *arg)
 {
 	struct shmb_client *c = arg;
@@ -873,7 +867,7 @@ static uint32_t clock_random(void *arg)
 
 static uint64_t ms_or(unsigned ms, uint64_t dflt)
 {
-	return ms ? (uint64_t)ms * MS : dflt;
+	return ms ? (uint64_t)ms * NS_PER_MS : dflt;
 }
 
 /* Everything but the thread and the dial; shmb_close() undoes any part. */
@@ -882,13 +876,13 @@ static int client_init(struct shmb_client *c, const struct shmb_connect_opts *o)
 	const char *env = getenv("SHMB_DIR");
 	const char *dir = o->dir ? o->dir : env && *env ? env : NULL; /* empty: unset */
 	struct lc_opts lo = {
-		.base_ns = ms_or(o->redial_base_ms, 100 * MS),
-		.cap_ns = ms_or(o->redial_cap_ms, 2000 * MS),
-		.connect_timeout_ns = ms_or(o->connect_timeout_ms, 2000 * MS),
-		.handshake_timeout_ns = ms_or(o->handshake_timeout_ms, 2000 * MS),
+		.base_ns = ms_or(o->redial_base_ms, 100 * NS_PER_MS),
+		.cap_ns = ms_or(o->redial_cap_ms, 2000 * NS_PER_MS),
+		.connect_timeout_ns = ms_or(o->connect_timeout_ms, 2000 * NS_PER_MS),
+		.handshake_timeout_ns = ms_or(o->handshake_timeout_ms, 2000 * NS_PER_MS),
 		.skip_resolve = true,
 	};
-	struct lc_clock clock = { clock_now, clock_random, c };
+	struct lc_clock clock = { lc_clock_mono, clock_random, c };
 	size_t n = 0;
 
 	c->fd = -1;
@@ -911,9 +905,9 @@ static int client_init(struct shmb_client *c, const struct shmb_connect_opts *o)
 	for (const char *p = c->addr.sun_path; *p && n + 1 < sizeof(c->endpoint); p++)
 		c->endpoint[n++] = *p == ' ' ? '_' : *p;
 	c->ctl_timeout_ns = o->control_timeout_ms < 0 ? FOREVER_NS
-			    : ms_or((unsigned)o->control_timeout_ms, 5000 * MS);
+			    : ms_or((unsigned)o->control_timeout_ms, 5000 * NS_PER_MS);
 	if (getrandom(&c->rng, sizeof(c->rng), GRND_NONBLOCK) != sizeof(c->rng))
-		c->rng = mono_ns() ^ (uintptr_t)c;
+		c->rng = clock_mono_ns() ^ (uintptr_t)c;
 	c->rng |= 1;
 	if (lcr_init(&c->reg, &lo, &clock, conn_exec, c) < 0)
 		return -EINVAL;
@@ -936,7 +930,7 @@ static int connect_wait(struct shmb_client *c, struct lc_entry *e, int wait_ms)
 		pthread_mutex_unlock(&c->st);
 		return r;
 	}
-	r = lcr_wait(e, wait_ms < 0 ? FOREVER_NS : (uint64_t)wait_ms * MS);
+	r = lcr_wait(e, wait_ms < 0 ? FOREVER_NS : (uint64_t)wait_ms * NS_PER_MS);
 	if (r == -ETIMEDOUT) {
 		/* no broker in time: say what the last attempt found */
 		pthread_mutex_lock(&c->st);
@@ -1076,7 +1070,7 @@ SHMB_EXPORT int shmb_client_info(struct shmb_client *c, struct shmb_client_info 
 	i->disconnects = c->disconnects;
 	i->last_reason = c->last_reason;
 	i->last_error = c->last_error;
-	i->backoff_ms = (uint32_t)(c->backoff_ns / MS);
+	i->backoff_ms = (uint32_t)(c->backoff_ns / NS_PER_MS);
 	i->broker_id = c->info_broker_id;
 	pthread_mutex_unlock(&c->st);
 	lcr_snapshot(e, &m);

@@ -18,6 +18,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "shm/clock.h"
+
 enum lc_state {
 	LC_IDLE, LC_RESOLVING, LC_CONNECTING, LC_HANDSHAKING, LC_READY,
 	LC_BACKOFF, LC_FAILED, LC_CLOSING, LC_CLOSED,
@@ -69,6 +71,13 @@ struct lc_clock {
 	uint32_t (*random)(void *arg);  /* uniform; 2^31 means "no jitter" */
 	void *arg;
 };
+
+/* The system's monotonic clock, as an lc_clock's now (tests inject their own). */
+static inline uint64_t lc_clock_mono(void *arg)
+{
+	(void)arg;
+	return clock_mono_ns();
+}
 
 struct lc_opts {
 	uint64_t base_ns;              /* first retry delay: 100 ms */

@@ -12,19 +12,12 @@
 #include <unistd.h>
 
 #include "shm/atomics.h"
+#include "shm/clock.h"
 #include "shm/futex.h"
-
-uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 struct timespec deadline_in_ns(uint64_t ns)
 {
-	uint64_t t = mono_ns() + ns;
+	uint64_t t = clock_mono_ns() + ns;
 
 	return (struct timespec){ .tv_sec = (time_t)(t / 1000000000ull),
 				  .tv_nsec = (long)(t % 1000000000ull) };
@@ -90,7 +83,7 @@ int wake_wait(const uint32_t *word, uint32_t *waiters, wake_ready_fn ready, void
 	if (ready(arg))
 		return 0;
 	if (spin_ns) {
-		uint64_t until = mono_ns() + spin_ns;
+		uint64_t until = clock_mono_ns() + spin_ns;
 		unsigned i = 0;
 
 		for (;;) {
@@ -98,7 +91,7 @@ int wake_wait(const uint32_t *word, uint32_t *waiters, wake_ready_fn ready, void
 			if (ready(arg))
 				return 0;
 			if ((++i & 63) == 0) {
-				if (mono_ns() >= until)
+				if (clock_mono_ns() >= until)
 					break;
 				/* a long spinner must not starve who it waits for:
 				 * where the broker shares this CPU, it runs now (a

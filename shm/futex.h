@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "shm/clock.h"
+
 /* Sleep while *word == expected, until woken or the CLOCK_MONOTONIC
  * deadline (NULL: none).  0 when woken (maybe spuriously), -EAGAIN when
  * the word already differed, -ETIMEDOUT, -EINTR. */
@@ -56,8 +58,6 @@ typedef bool (*wake_ready_fn)(void *arg);
 int wake_wait(const uint32_t *word, uint32_t *waiters, wake_ready_fn ready, void *arg,
 	      uint64_t spin_ns, const struct timespec *deadline);
 
-/* CLOCK_MONOTONIC helpers shared by the waiters and the tests. */
-uint64_t mono_ns(void);
 struct timespec deadline_in_ns(uint64_t ns);
 
 #endif

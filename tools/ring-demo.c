@@ -45,7 +45,7 @@ static uint64_t t0;
 
 static double now_s(void)
 {
-	return (double)(mono_ns() - t0) / 1e9;
+	return (double)(clock_mono_ns() - t0) / 1e9;
 }
 
 struct msg {
@@ -156,7 +156,7 @@ int main(void)
 		return 1;
 	}
 	ctl = (struct demo_ctl *)seg.base;
-	t0 = mono_ns();
+	t0 = clock_mono_ns();
 	printf("shmb ring demo: two processes share one segment (a 1 MiB SPSC ring).\n"
 	       "The consumer acknowledges every %d messages and is killed with SIGKILL %d times.\n\n",
 	       ACK_EVERY, KILLS);

@@ -232,10 +232,10 @@ static void test_faults(void)
 	harness_alarm(400);
 
 	pair_start(&p, true);
-	t0 = mono_ns();
+	t0 = clock_mono_ns();
 	run_start(&r, &p, n);
 	/* the whole plan three times at least, however quick the stream */
-	for (unsigned cycles = 0; (run_received(&r) < 4 * n || cycles < 3) && mono_ns() - t0 < 200000000000ull;) {
+	for (unsigned cycles = 0; (run_received(&r) < 4 * n || cycles < 3) && clock_mono_ns() - t0 < 200000000000ull;) {
 		fproxy_mode(p.px, plan[k].m);
 		faults += plan[k].name != NULL;
 		if (plan[k].ms)
@@ -248,7 +248,7 @@ static void test_faults(void)
 	fproxy_stats(p.px, &fs);
 	printf("    %u faults in %.1f s; the proxy cut %llu connections, dropped %llu bytes;"
 	       " B dialed %d times, A saw the link go down %d times\n", faults,
-	       (double)(mono_ns() - t0) / 1e9, (unsigned long long)fs.cut,
+	       (double)(clock_mono_ns() - t0) / 1e9, (unsigned long long)fs.cut,
 	       (unsigned long long)fs.dropped, tb_log_count(&p.b, "link east: connected to"),
 	       tb_log_count(&p.a, "link east: down"));
 	CU_ASSERT(faults >= 5);
@@ -340,7 +340,7 @@ static void test_broker_kills(void)
 	/* 64 KiB rings: about 1000 messages in flight, then the publisher waits */
 	link_buffer = "65536";
 	pair_start(&p, false);
-	t0 = mono_ns();
+	t0 = clock_mono_ns();
 	run_start(&r, &p, n);
 	for (int round = 0; round < 4; round++) {
 		struct tb *t = round % 2 ? &p.b : &p.a;
@@ -364,7 +364,7 @@ static void test_broker_kills(void)
 		}
 	}
 	run_finish(&r, "broker kills");
-	printf("    %d broker SIGKILLs in %.1f s\n", kills, (double)(mono_ns() - t0) / 1e9);
+	printf("    %d broker SIGKILLs in %.1f s\n", kills, (double)(clock_mono_ns() - t0) / 1e9);
 	CU_ASSERT(kills >= 2);
 	/* the restarted brokers picked their links up from links/ */
 	CU_ASSERT(tb_log_count(&p.a, "back from links/") + tb_log_count(&p.b, "back from links/") >= 1);
@@ -408,12 +408,12 @@ static int take_nothing(void *arg, const struct wire_data *m)
 static int engine_talk(struct linkproto *lp, int fd)
 {
 	static uint8_t buf[1 << 16];
-	uint64_t until = mono_ns() + 5000000000ull;
+	uint64_t until = clock_mono_ns() + 5000000000ull;
 	int r = 0;
 
 	lp->ops = (struct lp_ops){ .deliver = take_nothing };
 	CU_ASSERT_FATAL(lp_connected(lp) == 0);
-	while (mono_ns() < until && lp->state != LP_FAILED && lp->state != LP_IDLE) {
+	while (clock_mono_ns() < until && lp->state != LP_FAILED && lp->state != LP_IDLE) {
 		size_t n;
 		const uint8_t *o = lp_output(lp, &n);
 		ssize_t k;

@@ -202,7 +202,7 @@ static void *watch_main(void *arg)
 
 		/* only for the round it read: the main thread may start another */
 		if (from && rx_written(w->dir) > base && load_acquire(&w->from_ns) == from) {
-			uint64_t zero = 0, now = mono_ns();
+			uint64_t zero = 0, now = clock_mono_ns();
 
 			__atomic_compare_exchange_n(&w->seen_ns, &zero, now, false, __ATOMIC_ACQ_REL,
 						    __ATOMIC_ACQUIRE);
@@ -253,8 +253,8 @@ static void test_broker_killed(void)
 
 		CU_ASSERT_FATAL(shmb_connect(&co, &watcher) == 0);
 	}
-	t0 = mono_ns();
-	while (kills < want && mono_ns() - t0 < 120ull * 1000000000ull) {
+	t0 = clock_mono_ns();
+	while (kills < want && clock_mono_ns() - t0 < 120ull * 1000000000ull) {
 		/* a random point in the stream */
 		usleep(10000 + (unsigned)(harness_rand(&seed) % 60000));
 		CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
@@ -263,7 +263,7 @@ static void test_broker_killed(void)
 		store_release(&w.from_ns, 0);
 		store_release(&w.base, rx_written(t.dir));
 		store_release(&w.seen_ns, 0);
-		store_release(&w.from_ns, mono_ns());
+		store_release(&w.from_ns, clock_mono_ns());
 		tb_use_dir(t.dir);
 		CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
 		/* the stream flows again before the next kill */
@@ -277,7 +277,7 @@ static void test_broker_killed(void)
 
 			WAIT_FOR_FATAL(client_status(watcher, &rep) == 0 &&
 				       rep.u.status.attached == NSUB + NPUB, 10000);
-			back[nback++] = mono_ns() - w.from_ns;
+			back[nback++] = clock_mono_ns() - w.from_ns;
 		}
 	}
 	store_release(&run->stop, 1);
@@ -295,7 +295,7 @@ static void test_broker_killed(void)
 	printf("\n  broker SIGKILLed and restarted %u times in %.1f s; %d publishers sent %llu;"
 	       " restart to first delivery: median %.1f ms, max %.1f ms; to every client"
 	       " reattached (%u times): median %.1f ms, max %.1f ms\n", kills,
-	       (mono_ns() - t0) / 1e9, NPUB, (unsigned long long)total,
+	       (clock_mono_ns() - t0) / 1e9, NPUB, (unsigned long long)total,
 	       nlat ? lat[nlat / 2] / 1e6 : 0.0, nlat ? lat[nlat - 1] / 1e6 : 0.0, nback,
 	       nback ? back[nback / 2] / 1e6 : 0.0, nback ? back[nback - 1] / 1e6 : 0.0);
 	CU_ASSERT(kills >= 20);
@@ -656,8 +656,8 @@ static void test_owner_switches_killed(void)
 	if ((pub = fork_or_die()) == 0)
 		owner_churn(&t, run);
 	CU_ASSERT_FATAL(wait_ready(&run->st, 2));
-	t0 = mono_ns();
-	while (kills < 20 && mono_ns() - t0 < 120ull * 1000000000ull) {
+	t0 = clock_mono_ns();
+	while (kills < 20 && clock_mono_ns() - t0 < 120ull * 1000000000ull) {
 		uint64_t at = load_acquire(&run->st.published[0]);
 
 		usleep(5000 + (unsigned)(harness_rand(&seed) % 40000));
@@ -822,10 +822,10 @@ static void test_sigterm_drain(void)
 	CU_ASSERT_FATAL(wait_ready(&run->st, NSUB + NPUB));
 	/* the stream flows: every subscriber has something */
 	WAIT_FOR(all_receiving(run), 10000);
-	t0 = mono_ns();
+	t0 = clock_mono_ns();
 	CU_ASSERT_FATAL(kill(t.pid, SIGTERM) == 0);
 	CU_ASSERT(tb_wait_child(t.pid, 10000) == 0);
-	took = mono_ns() - t0;
+	took = clock_mono_ns() - t0;
 	printf("\n  SIGTERM with the stream flowing: exited 0 after %.2f s (--drain-timeout 1)\n",
 	       took / 1e9);
 	/* it stops at the first pass that moves nothing (publishers never
@@ -1381,7 +1381,7 @@ static void test_state_compact_mid_change(void)
 	struct shmb_session *s, *x = NULL;
 	struct shmb_session_info info;
 	unsigned ntopics = 0, nsubs = 0, done = 0, set_off[3] = { 0 }, wrong = 0;
-	uint64_t t0 = mono_ns();
+	uint64_t t0 = clock_mono_ns();
 	struct tb t;
 
 	memset(want, 0, sizeof(want));
@@ -1391,7 +1391,7 @@ static void test_state_compact_mid_change(void)
 	CU_ASSERT_FATAL(shmb_session_open(c, "subs", &so, &s) == 0);
 	CU_ASSERT_FATAL(shmb_session_info(s, &info) == 0);
 	CU_ASSERT_FATAL(shmb_session_open(c, "churn", &so, &x) == 0);
-	while (done < 6 && mono_ns() - t0 < 60ull * 1000000000ull) {
+	while (done < 6 && clock_mono_ns() - t0 < 60ull * 1000000000ull) {
 		/* live: the header, the topics, two sessions, the subscriptions */
 		long lines = state_nlines(t.dir), live = 1 + ntopics + 2 + nsubs;
 		int kind = (int)(done % 3), r;

@@ -234,7 +234,7 @@ static void test_consumer_killed(void)
 	unsigned kills = 0, min_kills = 20;
 	struct mp m;
 	pid_t prod, cons;
-	uint64_t t0 = mono_ns();
+	uint64_t t0 = clock_mono_ns();
 	int rc;
 
 	/* the kill loop may run 120 s, the last consumer as long again */
@@ -246,7 +246,7 @@ static void test_consumer_killed(void)
 		producer(&m, n, 16, 112, false);
 	CU_ASSERT_FATAL(prod > 0);
 	cons = spawn_consumer(&m, n);
-	while (kills < min_kills && mono_ns() - t0 < 120ull * 1000000000ull) {
+	while (kills < min_kills && clock_mono_ns() - t0 < 120ull * 1000000000ull) {
 		uint64_t at = load_acquire(&m.ctl->next_seq);
 
 		usleep(500 + harness_rand(&s) % 8000);
@@ -269,7 +269,7 @@ static void test_consumer_killed(void)
 	       " (unreleased at a kill), %llu errors, %.2f s\n",
 	       (unsigned long long)n, (unsigned long long)m.ctl->next_seq, m.ctl->bytes / 1e6, kills,
 	       (unsigned long long)m.ctl->redelivered, (unsigned long long)m.ctl->errors,
-	       (mono_ns() - t0) / 1e9);
+	       (clock_mono_ns() - t0) / 1e9);
 	CU_ASSERT(kills >= min_kills);
 	CU_ASSERT(m.ctl->next_seq == n);
 	CU_ASSERT(m.ctl->errors == 0);
@@ -298,9 +298,9 @@ static void test_producer_killed(void)
 		CU_ASSERT_FATAL(prod > 0);
 		/* the broker's view of a TX ring: commit words only, no bound */
 		CU_ASSERT_FATAL(ring_cons_init(&c, &m.r, NULL, &m.ctl->cons_word, 0, 0, 1, 1) == 0);
-		until = mono_ns() + (1 + harness_rand(&s) % 20) * 1000000ull;
+		until = clock_mono_ns() + (1 + harness_rand(&s) % 20) * 1000000ull;
 		for (bool killed = false;;) {
-			if (!killed && mono_ns() >= until) {
+			if (!killed && clock_mono_ns() >= until) {
 				kill(prod, SIGKILL);
 				CU_ASSERT(reap(prod, 5ull * 1000000000ull) == 128 + SIGKILL);
 				killed = true;

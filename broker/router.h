@@ -1,0 +1,27 @@
+/*
+ * broker/router.h - fan-out of TX records to subscribers' RX rings
+ * (router.c), and of messages from remote links.
+ */
+#ifndef BROKER_ROUTER_H
+#define BROKER_ROUTER_H
+
+#include <stdint.h>
+
+struct broker;
+struct session;
+struct topic;
+
+/* Move what every TX ring holds to its subscribers; returns records moved. */
+uint64_t router_run(struct broker *b);
+/* Drain one session's TX ring as far as subscribers allow. */
+uint64_t router_session(struct broker *b, struct session *s);
+/* A message from a remote link to topic t's subscribers, as the router
+ * delivers a local one; (src_broker, src_session) is its source in the
+ * subscribers' delivery tables, src_broker another broker's id.
+ * 0, or -EAGAIN when a subscriber is full (call again: those that got it
+ * are remembered).  router_commit() makes the deliveries visible. */
+int router_deliver_remote(struct broker *b, struct topic *t, uint64_t src_broker, uint64_t src_session,
+			  uint64_t seq, const void *payload, uint32_t len);
+void router_commit(struct broker *b);
+
+#endif
