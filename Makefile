@@ -26,7 +26,7 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/s
               broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c
 
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto \
-              test-state
+              test-state test-router
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker test-restart test-redial test-admin test-links
 BENCHES    := bench-ring bench-broker bench-ops bench-links
@@ -111,6 +111,15 @@ $(BUILD)/tests/test-linkproto: $(BUILD)/obj/tests/unit/test-linkproto.o $(BUILD)
 # the state file on its own: its parser, reader and writer (no other broker module)
 $(BUILD)/tests/test-state: $(BUILD)/obj/tests/unit/test-state.o $(BUILD)/obj/broker/state.o \
 		$(BUILD)/obj/broker/log.o $(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
+
+# the router's fan-out on its own, with its delivery tables (dlv.c);
+# router-stubs.c stands in for the few functions of other broker modules
+# they call
+$(BUILD)/tests/test-router: $(BUILD)/obj/tests/unit/test-router.o $(BUILD)/obj/tests/unit/router-stubs.o \
+		$(BUILD)/obj/broker/router.o $(BUILD)/obj/broker/dlv.o $(BUILD)/obj/broker/log.o \
+		$(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
 
