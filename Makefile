@@ -25,7 +25,8 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/s
               broker/linkauth.c broker/linkproto.c \
               broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c
 
-UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto
+UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto \
+              test-state test-router
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker test-restart test-redial test-admin test-links
 BENCHES    := bench-ring bench-broker bench-ops bench-links
@@ -106,6 +107,21 @@ $(BUILD)/tests/test-linkproto: $(BUILD)/obj/tests/unit/test-linkproto.o $(BUILD)
 		$(BUILD)/obj/broker/linkauth.o $(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit -lsodium $(LDLIBS)
+
+# the state file on its own: its parser, reader and writer (no other broker module)
+$(BUILD)/tests/test-state: $(BUILD)/obj/tests/unit/test-state.o $(BUILD)/obj/broker/state.o \
+		$(BUILD)/obj/broker/log.o $(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
+
+# the router's fan-out on its own, with its delivery tables (dlv.c);
+# router-stubs.c stands in for the few functions of other broker modules
+# they call
+$(BUILD)/tests/test-router: $(BUILD)/obj/tests/unit/test-router.o $(BUILD)/obj/tests/unit/router-stubs.o \
+		$(BUILD)/obj/broker/router.o $(BUILD)/obj/broker/dlv.o $(BUILD)/obj/broker/log.o \
+		$(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
 
 # the link tests' misbehaving TCP proxy, tested on its own
 $(BUILD)/tests/test-fault-proxy: $(BUILD)/obj/tests/unit/test-fault-proxy.o $(BUILD)/obj/tests/fault-proxy.o \
