@@ -14,6 +14,10 @@
 #include <time.h>
 
 #include "broker/broker.h"
+#include "broker/router.h"
+#include "broker/session.h"
+#include "broker/topic.h"
+#include "broker/link.h"
 
 /* test-router.c's handle on the links the stubs pretend to have */
 unsigned stub_link_refusals; /* link_offer() refuses this many more offers */
@@ -83,13 +87,4 @@ int link_offer(struct broker *b, unsigned i, struct session *pub, uint64_t seq,
 	}
 	stub_link_offers++;
 	return 0;
-}
-
-/* loop.c: the broker's monotonic clock */
-uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }

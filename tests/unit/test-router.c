@@ -16,6 +16,10 @@
 #include <string.h>
 
 #include "broker/broker.h"
+#include "broker/router.h"
+#include "broker/session.h"
+#include "broker/topic.h"
+#include "broker/log.h"
 #include "harness.h"
 #include "shm/atomics.h"
 

@@ -16,6 +16,10 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/ctl.h"
+#include "broker/state.h"
+#include "broker/session.h"
+#include "broker/topic.h"
 #include "harness.h"
 #include "shm/crc32c.h"
 
