@@ -17,9 +17,9 @@ override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibili
 override LDFLAGS += $(EXTRA_LDFLAGS)
 LDLIBS   += -lpthread
 
-SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c shm/wire.c
-LIB_SRC  := libclient/shmb.c libclient/client.c libclient/conn.c libclient/replay.c libclient/lifecycle.c libclient/registry.c
-BROKER_SRC := broker/linkauth.c broker/linkproto.c broker/link.c broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c \
+SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c
+LIB_SRC  := libclient/shmb.c libclient/client.c libclient/conn.c libclient/lifecycle.c libclient/registry.c
+BROKER_SRC := broker/wire.c broker/replay.c broker/linkauth.c broker/linkproto.c broker/link.c broker/main.c broker/loop.c broker/ctl.c broker/session.c broker/router.c broker/log.c broker/guard.c \
               broker/state.c broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c
 
 UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto
@@ -98,9 +98,26 @@ $(BUILD)/ring-demo: $(BUILD)/obj/tools/ring-demo.o $(BUILD)/libshmb-internal.a
 
 # ---- tests -------------------------------------------------------------------
 
+# The link's pieces live in broker/, not in the libraries: the tests that
+# use them link their objects by name.
+O := $(BUILD)/obj
+
+# the link's frames
+$(BUILD)/tests/test-wire: $(O)/tests/unit/test-wire.o $(O)/broker/wire.o $(O)/tests/harness.o \
+		$(BUILD)/libshmb-internal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
+
+# the link's replay buffer
+$(BUILD)/tests/test-replay: $(O)/tests/unit/test-replay.o $(O)/broker/replay.o $(O)/tests/harness.o \
+		$(BUILD)/libshmb-internal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
+
 # the link's protocol engine, two of them back to back
-$(BUILD)/tests/test-linkproto: $(BUILD)/obj/tests/unit/test-linkproto.o $(BUILD)/obj/broker/linkproto.o \
-		$(BUILD)/obj/broker/linkauth.o $(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a
+$(BUILD)/tests/test-linkproto: $(O)/tests/unit/test-linkproto.o $(O)/broker/linkproto.o \
+		$(O)/broker/linkauth.o $(O)/broker/wire.o $(O)/broker/replay.o $(O)/tests/harness.o \
+		$(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit -lsodium $(LDLIBS)
 
@@ -111,8 +128,8 @@ $(BUILD)/tests/test-fault-proxy: $(BUILD)/obj/tests/unit/test-fault-proxy.o $(BU
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
 
 # the link's key and proof: libsodium's HMAC, in the broker
-$(BUILD)/tests/test-linkauth: $(BUILD)/obj/tests/unit/test-linkauth.o $(BUILD)/obj/broker/linkauth.o \
-		$(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a
+$(BUILD)/tests/test-linkauth: $(O)/tests/unit/test-linkauth.o $(O)/broker/linkauth.o $(O)/broker/wire.o \
+		$(O)/tests/harness.o $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit -lsodium $(LDLIBS)
 
@@ -131,8 +148,8 @@ $(INT_TESTS:%=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/obj/tests/integratio
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) -lcunit $(LDLIBS)
 
 # two brokers linked through the fault proxy; a raw dialer from the engine
-$(BUILD)/tests/test-links: $(BUILD)/obj/tests/fault-proxy.o $(BUILD)/obj/broker/linkproto.o \
-		$(BUILD)/obj/broker/linkauth.o
+$(BUILD)/tests/test-links: $(O)/tests/fault-proxy.o $(O)/broker/linkproto.o $(O)/broker/linkauth.o \
+		$(O)/broker/wire.o $(O)/broker/replay.o
 $(BUILD)/tests/test-links: LDLIBS := $(BUILD)/libshmb-internal.a -lsodium $(LDLIBS)
 
 # The API guide's example program, built the way a user builds it: public
