@@ -11,6 +11,8 @@ DESTDIR  ?=
 BUILD    ?= build
 
 CC       ?= cc
+LD       ?= ld
+OBJCOPY  ?= objcopy
 CFLAGS   ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
             -I. -Ilibclient/include -Itests -I$(BUILD)/bpf $(EXTRA_CFLAGS)
@@ -29,6 +31,8 @@ BENCHES    := bench-ring bench-broker bench-ops bench-links
 
 SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+# what a client program runs: the public libraries hold these and nothing else
+CLIENT_OBJ := $(SHM_OBJ) $(LIB_OBJ)
 HDRS     := $(wildcard shm/*.h libclient/include/*.h libclient/*.h broker/*.h tests/*.h)
 
 .SECONDARY:
@@ -51,18 +55,27 @@ $(BUILD)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-# The internal archive: what shmbd, shmbctl and the tests share (decisions.md 23).
-$(BUILD)/libshmb-internal.a: $(SHM_OBJ) $(LIB_OBJ)
+# The internal archive: what shmbd, shmbctl and the tests share (decisions.md 23);
+# every symbol of shm/ and libclient/ stays visible to them.
+$(BUILD)/libshmb-internal.a: $(CLIENT_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/libshmb.a: $(SHM_OBJ) $(LIB_OBJ)
+# The static library a user links: the client objects joined into one and
+# every name but shmb_* made local, so that ring_init, crc32c, lc_step...
+# cannot clash with the program's own names.
+$(BUILD)/obj/libshmb-client.o: $(CLIENT_OBJ)
+	$(LD) -r -o $@.tmp $^
+	$(OBJCOPY) --wildcard --keep-global-symbol='shmb_*' $@.tmp $@
+	@rm -f $@.tmp
+
+$(BUILD)/libshmb.a: $(BUILD)/obj/libshmb-client.o
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/libshmb.so: $(SHM_OBJ) $(LIB_OBJ) libclient/libshmb.map
+$(BUILD)/libshmb.so: $(CLIENT_OBJ) libclient/libshmb.map
 	$(CC) -shared -Wl,-soname,libshmb.so.$(SOVER) -Wl,--version-script=libclient/libshmb.map \
-		$(LDFLAGS) -o $@.$(VERSION) $(SHM_OBJ) $(LIB_OBJ) $(LDLIBS)
+		$(LDFLAGS) -o $@.$(VERSION) $(CLIENT_OBJ) $(LDLIBS)
 	ln -sf libshmb.so.$(VERSION) $(BUILD)/libshmb.so.$(SOVER)
 	ln -sf libshmb.so.$(VERSION) $@
 
@@ -158,6 +171,13 @@ $(BUILD)/example-pubsub: docs/example/pubsub.c libclient/include/shmb.h $(BUILD)
 	$(CC) -std=c11 -Wall -Wextra -Werror -Ilibclient/include $(EXTRA_CFLAGS) $< -o $@ \
 		-L$(BUILD) -lshmb -Wl,-rpath,'$$ORIGIN' $(LDFLAGS)
 
+# The same example linked statically against libshmb.a, as a user who ships
+# one binary would: built by `make test` to prove the archive is enough on
+# its own (shmb_* is all it offers).
+$(BUILD)/example-pubsub-static: docs/example/pubsub.c libclient/include/shmb.h $(BUILD)/libshmb.a
+	$(CC) -std=c11 -Wall -Wextra -Werror -Ilibclient/include $(EXTRA_CFLAGS) $< -o $@ \
+		$(BUILD)/libshmb.a -lpthread $(LDFLAGS)
+
 # A session owner that exits, crashes or waits to be killed on request
 # (the crash-forensics tests in test-shmbctl.sh); built the same way.
 $(BUILD)/tests/exit-client: tests/exit-client.c libclient/include/shmb.h $(BUILD)/libshmb.so
@@ -169,7 +189,7 @@ UNIT_BINS := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 INT_BINS  := $(INT_TESTS:%=$(BUILD)/tests/%)
 MP_BINS   := $(MP_TESTS:%=$(BUILD)/tests/%)
 
-test: all $(BUILD)/example-pubsub $(BUILD)/tests/exit-client $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
+test: all $(BUILD)/example-pubsub $(BUILD)/example-pubsub-static $(BUILD)/tests/exit-client $(UNIT_BINS) $(MP_BINS) $(INT_BINS)
 	tests/run-tests.sh $(UNIT_BINS) $(MP_BINS) $(INT_BINS) "tests/integration/test-shmbctl.sh $(BUILD)" \
 		"tests/integration/test-admin-cli.sh $(BUILD)" "tests/integration/test-links-cli.sh $(BUILD)" \
 		"tests/integration/test-links-netns.sh $(BUILD)" \
