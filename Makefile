@@ -15,7 +15,7 @@ LD       ?= ld
 OBJCOPY  ?= objcopy
 CFLAGS   ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
-            -I. -Ilibclient/include -Itests -I$(BUILD)/bpf $(EXTRA_CFLAGS)
+            -I. -Ilibclient/include -I$(BUILD)/bpf $(EXTRA_CFLAGS)
 override LDFLAGS += $(EXTRA_LDFLAGS)
 LDLIBS   += -lpthread
 
@@ -33,7 +33,11 @@ SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # what a client program runs: the public libraries hold these and nothing else
 CLIENT_OBJ := $(SHM_OBJ) $(LIB_OBJ)
-HDRS     := $(wildcard shm/*.h libclient/include/*.h libclient/*.h broker/*.h tests/*.h)
+# Each object's headers come from the compiler (-MMD -MP: a .d beside the
+# .o, and a header that goes away does not stop the build).
+DEPFLAGS := -MMD -MP
+# tests/'s own headers (harness.h, stream.h...) are for the tests alone
+$(BUILD)/obj/tests/%.o: TEST_INC := -Itests
 
 .SECONDARY:
 .PHONY: all test test-unit test-hostile-broker asan test-links-short bench run demo ring-demo install clean help
@@ -51,9 +55,11 @@ help:
 	@echo "make install    PREFIX=$(PREFIX) DESTDIR=... installs shmbd, shmbctl, library, header,"
 	@echo "                pkg-config file, systemd unit, man pages (MANDIR=$(MANDIR))"
 
-$(BUILD)/obj/%.o: %.c $(HDRS)
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(TEST_INC) $(DEPFLAGS) -c $< -o $@
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # The internal archive: what shmbd, shmbctl and the tests share (decisions.md 23);
 # every symbol of shm/ and libclient/ stays visible to them.
@@ -237,9 +243,9 @@ PEER_HAVE_mosquitto := $(shell pkg-config --exists libmosquitto 2>/dev/null && e
 PEER_HAVE_iceoryx  := $(shell test -d /usr/include/iceoryx/v2.0.3/iceoryx_binding_c && echo 1)
 PEERS := $(foreach p,sockets zmq nng mosquitto iceoryx,$(if $(and $(PEER_HAVE_$(p)),$(wildcard bench/peer-$(p).c)),$(p)))
 
-$(BUILD)/obj/bench/peer-%.o: bench/peer-%.c $(HDRS)
+$(BUILD)/obj/bench/peer-%.o: bench/peer-%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PEER_CFLAGS_$*) -c $< -o $@
+	$(CC) $(CFLAGS) $(PEER_CFLAGS_$*) $(DEPFLAGS) -c $< -o $@
 
 $(BUILD)/bench/peer-%: $(BUILD)/obj/bench/peer-%.o $(BENCH_COMMON) $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)
