@@ -79,9 +79,11 @@ $(BUILD)/libshmb.a: $(BUILD)/obj/libshmb-client.o
 	@rm -f $@
 	ar rcs $@ $^
 
+# -z defs: a name the library uses but nothing it links defines is an
+# error here, not a surprise in a user's program at load time.
 $(BUILD)/libshmb.so: $(CLIENT_OBJ) libclient/libshmb.map
 	$(CC) -shared -Wl,-soname,libshmb.so.$(SOVER) -Wl,--version-script=libclient/libshmb.map \
-		$(LDFLAGS) -o $@.$(VERSION) $(CLIENT_OBJ) $(LDLIBS)
+		-Wl,-z,defs $(LDFLAGS) -o $@.$(VERSION) $(CLIENT_OBJ) $(LDLIBS)
 	ln -sf libshmb.so.$(VERSION) $(BUILD)/libshmb.so.$(SOVER)
 	ln -sf libshmb.so.$(VERSION) $@
 
@@ -199,7 +201,7 @@ test: all $(BUILD)/example-pubsub $(BUILD)/example-pubsub-static $(BUILD)/tests/
 	tests/run-tests.sh $(UNIT_BINS) $(MP_BINS) $(INT_BINS) "tests/integration/test-shmbctl.sh $(BUILD)" \
 		"tests/integration/test-admin-cli.sh $(BUILD)" "tests/integration/test-links-cli.sh $(BUILD)" \
 		"tests/integration/test-links-netns.sh $(BUILD)" \
-		"tests/integration/test-bench-report.sh"
+		"tests/integration/test-bench-report.sh" "tests/integration/test-exports.sh $(BUILD)"
 
 test-unit: $(UNIT_BINS)
 	tests/run-tests.sh $(UNIT_BINS)
