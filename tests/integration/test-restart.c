@@ -273,7 +273,7 @@ static void test_broker_killed(void)
 			usleep(200);
 		CU_ASSERT_FATAL(load_acquire(&w.seen_ns) != 0);
 		if (nlat < 64)
-			lat[nlat++] = w.seen_ns - w.from_ns;
+			lat[nlat++] = load_acquire(&w.seen_ns) - w.from_ns;
 		/* every other time, the next kill waits until every client has
 		 * redialled and reattached its session */
 		if (kills % 2 == 1 && nback < 64) {
