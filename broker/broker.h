@@ -16,7 +16,7 @@
 #include "broker/exit.h"
 #include "broker/linkauth.h"
 #include "broker/loop.h"
-#include "shm/wire.h"
+#include "broker/wire.h"
 
 struct conn;
 struct session;

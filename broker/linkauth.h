@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "shm/wire.h"
+#include "broker/wire.h"
 
 #define LINK_KEY_LEN 32u
 

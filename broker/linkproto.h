@@ -27,8 +27,8 @@
 #include <stdint.h>
 
 #include "broker/linkauth.h"
-#include "libclient/replay.h"
-#include "shm/wire.h"
+#include "broker/replay.h"
+#include "broker/wire.h"
 
 enum lp_state { LP_IDLE, LP_HELLO, LP_AUTH, LP_READY, LP_FAILED };
 

@@ -269,7 +269,7 @@ static void test_broker_killed(void)
 		/* the stream flows again before the next kill */
 		WAIT_FOR_FATAL(load_acquire(&w.seen_ns) != 0, 10000);
 		if (nlat < 64)
-			lat[nlat++] = w.seen_ns - w.from_ns;
+			lat[nlat++] = load_acquire(&w.seen_ns) - w.from_ns;
 		/* every other time, the next kill waits until every client has
 		 * redialled and reattached its session */
 		if (kills % 2 == 1 && nback < 64) {

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "libclient/replay.h"
+#include "broker/replay.h"
 
 /* What a resend would carry: [peer_r, W) as a string. */
 static int resend(struct replay *r, uint64_t peer_r, char *out, size_t cap)

@@ -1,5 +1,5 @@
 /*
- * tests/unit/test-wire.c - the link's frames (shm/wire.h): every message
+ * tests/unit/test-wire.c - the link's frames (broker/wire.h): every message
  * survives a round trip; a flipped bit, a cut frame, a lying length or a
  * field that does not add up is refused; random bytes and random bodies
  * under a valid CRC never make a decoder read past its frame (run under
@@ -11,7 +11,7 @@
 
 #include "harness.h"
 #include "shm/crc32c.h"
-#include "shm/wire.h"
+#include "broker/wire.h"
 
 static uint8_t buf[WIRE_MAX_FRAME];
 

@@ -1,5 +1,5 @@
 /*
- * libclient/replay.h - the sender's side of the reliable pipe that
+ * broker/replay.h - the sender's side of the reliable pipe that
  * survives reconnects (lifecycle.md, "Replay across reconnects").
  *
  * W counts every byte accepted for sending since the pipe was created; it
@@ -13,11 +13,12 @@
  * later replay may then find a gap) or block (a write that would push out
  * bytes the peer has not confirmed fails with -EAGAIN).
  *
- * No I/O, no clock, no lock: the owner (a link, a client connection)
- * drives it.
+ * No I/O, no clock, no lock: the owner (a link's sender) drives it.  It
+ * lives in broker/ because only the broker's links use it; libshmb does
+ * not carry it.
  */
-#ifndef LIBCLIENT_REPLAY_H
-#define LIBCLIENT_REPLAY_H
+#ifndef BROKER_REPLAY_H
+#define BROKER_REPLAY_H
 
 #include <stdbool.h>
 #include <stddef.h>

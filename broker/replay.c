@@ -1,12 +1,12 @@
 /*
- * libclient/replay.c - the replay buffer (replay.h).  A byte ring indexed
+ * broker/replay.c - the replay buffer (replay.h).  A byte ring indexed
  * by stream position modulo the capacity.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "libclient/replay.h"
+#include "broker/replay.h"
 
 int replay_init(struct replay *r, uint64_t capacity, bool block)
 {

@@ -1,5 +1,5 @@
 /*
- * shm/wire.c - see wire.h.  Every read of a received frame is checked
+ * broker/wire.c - see wire.h.  Every read of a received frame is checked
  * against its length first; encoding and decoding go byte by byte, so
  * the two hosts need share nothing but this file's rules.
  */
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "shm/crc32c.h"
-#include "shm/wire.h"
+#include "broker/wire.h"
 
 /* ---- little-endian cursors ------------------------------------------------- */
 

@@ -1,5 +1,5 @@
 /*
- * shm/wire.h - the bytes two brokers exchange over a remote link
+ * broker/wire.h - the bytes two brokers exchange over a remote link
  * (issue 6, decisions.md 26): frames, and the messages inside them.
  *
  * A link is a TCP byte stream cut into frames:
@@ -17,9 +17,12 @@
  * link treats that as a temporary failure (reconnect and replay) and
  * never reads past the bytes it was given.  Nothing here does I/O, keeps
  * state or knows keys: the HMAC is the caller's (libsodium).
+ *
+ * It lives in broker/ beside link, linkproto and linkauth: it is the TCP
+ * format between brokers, not shared memory, and no client uses it.
  */
-#ifndef SHM_WIRE_H
-#define SHM_WIRE_H
+#ifndef BROKER_WIRE_H
+#define BROKER_WIRE_H
 
 #include <stddef.h>
 #include <stdint.h>
