@@ -417,110 +417,152 @@ static bool session_id_ok(unsigned long long id)
 	return id != 0 && id < SESSION_ID_LIMIT;
 }
 
-static int parse_rec(struct state_load *l, char *rec, unsigned lineno)
+/* H <version> <broker id> <next session id> */
+static int parse_header(struct state_load *l, const char *rec)
+{
+	unsigned long long id, next;
+	unsigned version;
+	int k;
+
+	/* the next id is one past the highest: at most the limit */
+	if (sscanf(rec, "H %u %llx %llu%n", &version, &id, &next, &k) != 3 || rec[k] ||
+	    version != STATE_VERSION || next > SESSION_ID_LIMIT)
+		return -EINVAL;
+	l->broker_id = id;
+	l->have_header = true;
+	if (next > l->next_session_id)
+		l->next_session_id = next;
+	return 0;
+}
+
+/* T <topic id> <owner uid> <name> */
+static int parse_topic(struct state_load *l, const char *rec, unsigned lineno)
+{
+	struct state_topic t = { .line = lineno };
+	char name[STATE_LINE_MAX];
+	unsigned id, owner;
+	int k;
+
+	if (sscanf(rec, "T %u %u %1023s%n", &id, &owner, name, &k) != 3 || rec[k] ||
+	    unesc(t.name, sizeof(t.name), name) < 0)
+		return -EINVAL;
+	t.id = id;
+	t.owner = (uid_t)owner;
+	return topic_push(l, &t);
+}
+
+/* S <id> <uid> <policy> <ephemeral> <rx size> <tx size> <pid> <token hash> <name> */
+static int parse_session(struct state_load *l, const char *rec)
 {
 	char name[STATE_LINE_MAX], th[2 * SESSION_TOKEN_HASH_LEN + 2];
-	unsigned long long id, a, c;
-	unsigned u, v, w;
+	struct state_session n = { 0 }, *s;
+	unsigned long long id, rx, tx;
+	unsigned uid, policy, eph;
 	int pid, k;
-	struct state_session *s;
 
-	switch (rec[0]) {
-	case 'H':
-		/* the next id is one past the highest: at most the limit */
-		if (sscanf(rec, "H %u %llx %llu%n", &u, &id, &a, &k) != 3 || rec[k] || u != STATE_VERSION ||
-		    a > SESSION_ID_LIMIT)
-			return -EINVAL;
-		l->broker_id = id;
-		l->have_header = true;
-		if (a > l->next_session_id)
-			l->next_session_id = a;
+	if (sscanf(rec, "S %llu %u %u %u %llu %llu %d %65s %1023s%n", &id, &uid, &policy, &eph, &rx, &tx,
+		   &pid, th, name, &k) != 9 || rec[k] || !session_id_ok(id) ||
+	    policy > SHM_POLICY_DROP_OLDEST || strlen(name) > PROTO_NAME_MAX ||
+	    unhex(n.token_hash, sizeof(n.token_hash), th) < 0)
+		return -EINVAL;
+	n.id = id;
+	n.uid = (uid_t)uid;
+	n.policy = policy;
+	n.ephemeral = eph != 0;
+	n.rx_size = rx;
+	n.tx_size = tx;
+	n.pid = pid;
+	memcpy(n.name, name, strlen(name) + 1); /* length checked above */
+	if (id >= l->next_session_id)
+		l->next_session_id = id + 1;
+	s = ss_find(l, id);
+	if (s) {
+		/* a newer owner or token: subscriptions stay */
+		n.topics = s->topics;
+		n.ntopics = s->ntopics;
+		*s = n;
 		return 0;
-	case 'T': {
-		struct state_topic t = { .line = lineno };
-
-		if (sscanf(rec, "T %u %u %1023s%n", &u, &v, name, &k) != 3 || rec[k] ||
-		    unesc(t.name, sizeof(t.name), name) < 0)
-			return -EINVAL;
-		t.id = u;
-		t.owner = (uid_t)v;
-		return topic_push(l, &t);
 	}
-	case 'S': {
-		struct state_session n = { 0 };
+	if (l->n == l->cap) {
+		unsigned cap = l->cap ? 2 * l->cap : 64;
+		struct state_session *q = realloc(l->s, cap * sizeof(*q));
 
-		if (sscanf(rec, "S %llu %u %u %u %llu %llu %d %65s %1023s%n", &id, &u, &v, &w, &a, &c, &pid,
-			   th, name, &k) != 9 || rec[k] || !session_id_ok(id) || v > SHM_POLICY_DROP_OLDEST ||
-		    strlen(name) > PROTO_NAME_MAX || unhex(n.token_hash, sizeof(n.token_hash), th) < 0)
-			return -EINVAL;
-		n.id = id;
-		n.uid = (uid_t)u;
-		n.policy = v;
-		n.ephemeral = w != 0;
-		n.rx_size = a;
-		n.tx_size = c;
-		n.pid = pid;
-		memcpy(n.name, name, strlen(name) + 1); /* length checked above */
-		if (id >= l->next_session_id)
-			l->next_session_id = id + 1;
-		s = ss_find(l, id);
-		if (s) {
-			/* a newer owner or token: subscriptions stay */
-			n.topics = s->topics;
-			n.ntopics = s->ntopics;
-			*s = n;
+		if (!q)
+			return -ENOMEM;
+		l->s = q;
+		l->cap = cap;
+	}
+	l->s[l->n++] = n;
+	return 0;
+}
+
+/* G <id> (destroyed) or R <id> (its subscriptions reset) */
+static int parse_gone_reset(struct state_load *l, const char *rec)
+{
+	unsigned long long id;
+	struct state_session *s;
+	int k;
+
+	if (sscanf(rec + 1, " %llu%n", &id, &k) != 1 || rec[1 + k] || !session_id_ok(id))
+		return -EINVAL;
+	s = ss_find(l, id);
+	if (!s)
+		return 0;
+	if (rec[0] == 'R') {
+		s->ntopics = 0;
+	} else {
+		free(s->topics);
+		*s = l->s[--l->n];
+	}
+	return 0;
+}
+
+/* B <id> <topic id> (subscribed) or U <id> <topic id> (not) */
+static int parse_sub(struct state_load *l, const char *rec)
+{
+	unsigned long long id;
+	struct state_session *s;
+	unsigned topic;
+	uint32_t *q;
+	int k;
+
+	if (sscanf(rec + 1, " %llu %u%n", &id, &topic, &k) != 2 || rec[1 + k] || !session_id_ok(id) ||
+	    topic == 0 || topic > TOPIC_ID_MAX)
+		return -EINVAL;
+	s = ss_find(l, id);
+	if (!s)
+		return 0; /* a session destroyed since */
+	for (unsigned i = 0; i < s->ntopics; i++)
+		if (s->topics[i] == topic) {
+			if (rec[0] == 'U')
+				s->topics[i] = s->topics[--s->ntopics];
 			return 0;
 		}
-		if (l->n == l->cap) {
-			unsigned cap = l->cap ? 2 * l->cap : 64;
-			struct state_session *q = realloc(l->s, cap * sizeof(*q));
+	if (rec[0] == 'U')
+		return 0;
+	q = realloc(s->topics, (s->ntopics + 1) * sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	s->topics = q;
+	s->topics[s->ntopics++] = topic;
+	return 0;
+}
 
-			if (!q)
-				return -ENOMEM;
-			l->s = q;
-			l->cap = cap;
-		}
-		l->s[l->n++] = n;
-		return 0;
-	}
+static int parse_rec(struct state_load *l, char *rec, unsigned lineno)
+{
+	switch (rec[0]) {
+	case 'H':
+		return parse_header(l, rec);
+	case 'T':
+		return parse_topic(l, rec, lineno);
+	case 'S':
+		return parse_session(l, rec);
 	case 'G':
-		if (sscanf(rec, "G %llu%n", &id, &k) != 1 || rec[k] || !session_id_ok(id))
-			return -EINVAL;
-		s = ss_find(l, id);
-		if (s) {
-			free(s->topics);
-			*s = l->s[--l->n];
-		}
-		return 0;
 	case 'R':
-		if (sscanf(rec, "R %llu%n", &id, &k) != 1 || rec[k] || !session_id_ok(id))
-			return -EINVAL;
-		if ((s = ss_find(l, id)))
-			s->ntopics = 0;
-		return 0;
+		return parse_gone_reset(l, rec);
 	case 'B':
 	case 'U':
-		if (sscanf(rec + 1, " %llu %u%n", &id, &u, &k) != 2 || rec[1 + k] || !session_id_ok(id) ||
-		    u == 0 || u > TOPIC_ID_MAX)
-			return -EINVAL;
-		s = ss_find(l, id);
-		if (!s)
-			return 0; /* a session destroyed since */
-		for (unsigned i = 0; i < s->ntopics; i++)
-			if (s->topics[i] == u) {
-				if (rec[0] == 'U')
-					s->topics[i] = s->topics[--s->ntopics];
-				return 0;
-			}
-		if (rec[0] == 'B') {
-			uint32_t *q = realloc(s->topics, (s->ntopics + 1) * sizeof(*q));
-
-			if (!q)
-				return -ENOMEM;
-			s->topics = q;
-			s->topics[s->ntopics++] = u;
-		}
-		return 0;
+		return parse_sub(l, rec);
 	}
 	return -EINVAL;
 }
