@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "broker/array.h"
 #include "broker/broker.h"
 #include "broker/guard.h"
 #include "broker/session.h"
@@ -66,15 +67,8 @@ int guard_init(void)
 
 int guard_add(void *base, size_t len, struct session *s)
 {
-	if (nguards == capguards) {
-		unsigned cap = capguards ? 2 * capguards : 64;
-		struct guard *n = realloc(guards, cap * sizeof(*n));
-
-		if (!n)
-			return -1;
-		guards = n;
-		capguards = cap;
-	}
+	if (ARRAY_ROOM(guards, nguards, capguards, 64) < 0)
+		return -1;
 	guards[nguards++] = (struct guard){ .base = base, .len = len, .s = s };
 	return 0;
 }

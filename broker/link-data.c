@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/array.h"
 #include "broker/broker.h"
 #include "broker/link-int.h"
 #include "broker/link.h"
@@ -165,15 +166,8 @@ int link_offer(struct broker *b, unsigned i, struct session *pub, uint64_t seq, 
 				l->sent[k] = l->sent[--l->nsent];
 			else
 				k++;
-		if (l->nsent == l->capsent) {
-			unsigned cap = l->capsent ? 2 * l->capsent : 16;
-			struct delivered *n = realloc(l->sent, cap * sizeof(*n));
-
-			if (!n)
-				return -EAGAIN;
-			l->sent = n;
-			l->capsent = cap;
-		}
+		if (ARRAY_ROOM(l->sent, l->nsent, l->capsent, 16) < 0)
+			return -EAGAIN;
 		d = &l->sent[l->nsent++];
 		*d = (struct delivered){ .src_session = pub->id, .seq = 0 };
 	}

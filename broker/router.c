@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "broker/array.h"
 #include "broker/broker.h"
 #include "broker/dlv.h"
 #include "broker/link.h"
@@ -37,15 +38,8 @@ static int mark_dirty(struct session *s)
 {
 	if (s->rx_dirty)
 		return 0;
-	if (ndirty == capdirty) {
-		unsigned cap = capdirty ? 2 * capdirty : 64;
-		struct session **n = realloc(dirty, cap * sizeof(*n));
-
-		if (!n)
-			return -ENOMEM;
-		dirty = n;
-		capdirty = cap;
-	}
+	if (ARRAY_ROOM(dirty, ndirty, capdirty, 64) < 0)
+		return -ENOMEM;
 	dirty[ndirty++] = s;
 	s->rx_dirty = true;
 	return 0;

@@ -20,6 +20,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "broker/array.h"
 #include "broker/broker.h"
 #include "broker/ctl.h"
 #include "broker/dlv.h"
@@ -166,15 +167,8 @@ static void adopted_forget(struct session *s)
 /* Put s in the broker's table: 0 or -ENOMEM. */
 int session_table_add(struct broker *b, struct session *s)
 {
-	if (b->nsessions == b->cap_sessions) {
-		unsigned cap = b->cap_sessions ? 2 * b->cap_sessions : 64;
-		struct session **n = realloc(b->sessions, cap * sizeof(*n));
-
-		if (!n)
-			return -ENOMEM;
-		b->sessions = n;
-		b->cap_sessions = cap;
-	}
+	if (ARRAY_ROOM(b->sessions, b->nsessions, b->cap_sessions, 64) < 0)
+		return -ENOMEM;
 	b->sessions[b->nsessions++] = s;
 	return 0;
 }

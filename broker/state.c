@@ -41,6 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "broker/array.h"
 #include "broker/broker.h"
 #include "broker/log.h"
 #include "broker/session.h"
@@ -394,15 +395,8 @@ static int unhex(uint8_t *out, size_t n, const char *in)
 /* One more topic line, in the order the file has them. */
 static int topic_push(struct state_load *l, const struct state_topic *t)
 {
-	if (l->nt == l->capt) {
-		unsigned cap = l->capt ? 2 * l->capt : 64;
-		struct state_topic *q = realloc(l->t, cap * sizeof(*q));
-
-		if (!q)
-			return -ENOMEM;
-		l->t = q;
-		l->capt = cap;
-	}
+	if (ARRAY_ROOM(l->t, l->nt, l->capt, 64) < 0)
+		return -ENOMEM;
 	l->t[l->nt++] = *t;
 	return 0;
 }
@@ -483,15 +477,8 @@ static int parse_session(struct state_load *l, const char *rec)
 		*s = n;
 		return 0;
 	}
-	if (l->n == l->cap) {
-		unsigned cap = l->cap ? 2 * l->cap : 64;
-		struct state_session *q = realloc(l->s, cap * sizeof(*q));
-
-		if (!q)
-			return -ENOMEM;
-		l->s = q;
-		l->cap = cap;
-	}
+	if (ARRAY_ROOM(l->s, l->n, l->cap, 64) < 0)
+		return -ENOMEM;
 	l->s[l->n++] = n;
 	return 0;
 }
