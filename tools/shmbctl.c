@@ -753,11 +753,88 @@ static int show_links(struct shmb_client *c, const struct adm *a)
 	return 0;
 }
 
+/* links NAME, text: who and where, then its state. */
+static void link_text_head(const struct proto_link_info *i)
+{
+	char b1[16];
+
+	printf("name            %s\n"
+	       "role            %s, %s %s\n"
+	       "state           %s, generation %u",
+	       i->name, i->role, i->role[0] == 'd' ? "dials" : "listens on", i->address[0] ? i->address : "?",
+	       i->state, i->generation);
+	if (!strcmp(i->state, "backoff"))
+		printf(": next attempt in %s", human_ms(i->retry_ms, b1, sizeof(b1)));
+	if (i->failures)
+		printf(" (%u failed attempt(s) since it was last ready)", i->failures);
+	printf("\npeer            %s", i->peer[0] ? i->peer : "none yet");
+	if (i->peer_broker)
+		printf(", broker %016llx", (unsigned long long)i->peer_broker);
+	if (!strcmp(i->state, "ready"))
+		printf(", last heard %s ago", human_ms(i->idle_ms, b1, sizeof(b1)));
+	putchar('\n');
+}
+
+/* links NAME, text: what went over it, either way. */
+static void link_text_traffic(const struct proto_link_info *i)
+{
+	char b1[16], b2[16], b3[16];
+
+	printf("sent            %s ever (%llu bytes); routed by the peer: %s; waiting for it: %s\n",
+	       human_bytes(i->sent, b1, sizeof(b1)), (unsigned long long)i->sent,
+	       human_bytes(i->acked, b2, sizeof(b2)), human_bytes(i->sent - i->acked, b3, sizeof(b3)));
+	printf("received        %s of the peer's, routed here (%llu bytes)\n",
+	       human_bytes(i->received, b1, sizeof(b1)), (unsigned long long)i->received);
+	/* the rest of the figures count since this broker started */
+	printf("messages        %llu out, %llu in (%llu for topics nobody here uses), since the"
+	       " broker started\n"
+	       "replayed        %s after reconnects, since the broker started\n"
+	       "on the wire     %s out, %s in over %llu connection(s), since the broker started\n",
+	       (unsigned long long)i->msgs_out, (unsigned long long)i->msgs_in,
+	       (unsigned long long)i->no_topic, human_bytes(i->replayed, b1, sizeof(b1)),
+	       human_bytes(i->wire_out, b2, sizeof(b2)), human_bytes(i->wire_in, b3, sizeof(b3)),
+	       (unsigned long long)i->connects);
+}
+
+/* links NAME, text: the patterns the peer asked for (the broker sends
+ * as many names as fit, and their count). */
+static void link_text_peer_topics(const struct proto_link_info *i)
+{
+	unsigned listed = 0;
+
+	for (const char *t = i->peer_topics; *t; t++)
+		listed += t == i->peer_topics || t[-1] == ' ';
+	printf("peer asks for   %u topic pattern(s)%s%s", i->npeer_topics,
+	       i->npeer_topics ? ": " : "", i->peer_topics);
+	if (listed < i->npeer_topics)
+		printf(" (and %u more)", i->npeer_topics - listed);
+	putchar('\n');
+}
+
+/* links NAME, text: its last trouble, its age and its recent events. */
+static void link_text_tail(const struct proto_link_info *i, const struct proto_event_info *ev,
+			   long ne)
+{
+	char b1[16], when[48];
+
+	printf("last back-off   %s\n"
+	       "last reason     %s\n"
+	       "created         %s\n",
+	       i->backoff_ms ? human_ms(i->backoff_ms, b1, sizeof(b1)) : "-",
+	       i->reason[0] ? i->reason : "-",
+	       i->created_ns ? when_text(i->created_ns, when, sizeof(when)) : "-");
+	if (i->events > (uint64_t)ne)
+		printf("events (oldest first; the last %ld of %llu):\n", ne, (unsigned long long)i->events);
+	else
+		printf("events (oldest first):\n");
+	events_text(ev, ne);
+}
+
 static int show_link(struct shmb_client *c, const struct adm *a)
 {
 	struct proto_link_info *v;
 	struct proto_event_info *ev = NULL;
-	char text[160] = "", b1[16], b2[16], b3[16], when[48];
+	char text[160] = "";
 	struct adm all = *a;
 	const struct proto_link_info *i;
 	long n, ne;
@@ -788,60 +865,12 @@ static int show_link(struct shmb_client *c, const struct adm *a)
 		printf(",\"events\":");
 		events_json(ev, ne);
 		printf("}\n");
-		free(ev);
-		free(v);
-		return 0;
+	} else {
+		link_text_head(i);
+		link_text_traffic(i);
+		link_text_peer_topics(i);
+		link_text_tail(i, ev, ne);
 	}
-	printf("name            %s\n"
-	       "role            %s, %s %s\n"
-	       "state           %s, generation %u",
-	       i->name, i->role, i->role[0] == 'd' ? "dials" : "listens on", i->address[0] ? i->address : "?",
-	       i->state, i->generation);
-	if (!strcmp(i->state, "backoff"))
-		printf(": next attempt in %s", human_ms(i->retry_ms, b1, sizeof(b1)));
-	if (i->failures)
-		printf(" (%u failed attempt(s) since it was last ready)", i->failures);
-	printf("\npeer            %s", i->peer[0] ? i->peer : "none yet");
-	if (i->peer_broker)
-		printf(", broker %016llx", (unsigned long long)i->peer_broker);
-	if (!strcmp(i->state, "ready"))
-		printf(", last heard %s ago", human_ms(i->idle_ms, b1, sizeof(b1)));
-	printf("\nsent            %s ever (%llu bytes); routed by the peer: %s; waiting for it: %s\n",
-	       human_bytes(i->sent, b1, sizeof(b1)), (unsigned long long)i->sent,
-	       human_bytes(i->acked, b2, sizeof(b2)), human_bytes(i->sent - i->acked, b3, sizeof(b3)));
-	printf("received        %s of the peer's, routed here (%llu bytes)\n",
-	       human_bytes(i->received, b1, sizeof(b1)), (unsigned long long)i->received);
-	/* the rest of the figures count since this broker started */
-	printf("messages        %llu out, %llu in (%llu for topics nobody here uses), since the"
-	       " broker started\n"
-	       "replayed        %s after reconnects, since the broker started\n"
-	       "on the wire     %s out, %s in over %llu connection(s), since the broker started\n",
-	       (unsigned long long)i->msgs_out, (unsigned long long)i->msgs_in,
-	       (unsigned long long)i->no_topic, human_bytes(i->replayed, b1, sizeof(b1)),
-	       human_bytes(i->wire_out, b2, sizeof(b2)), human_bytes(i->wire_in, b3, sizeof(b3)),
-	       (unsigned long long)i->connects);
-	{
-		unsigned listed = 0;
-
-		for (const char *t = i->peer_topics; *t; t++)
-			listed += t == i->peer_topics || t[-1] == ' ';
-		printf("peer asks for   %u topic pattern(s)%s%s", i->npeer_topics,
-		       i->npeer_topics ? ": " : "", i->peer_topics);
-		if (listed < i->npeer_topics)
-			printf(" (and %u more)", i->npeer_topics - listed);
-		putchar('\n');
-	}
-	printf("last back-off   %s\n"
-	       "last reason     %s\n"
-	       "created         %s\n",
-	       i->backoff_ms ? human_ms(i->backoff_ms, b1, sizeof(b1)) : "-",
-	       i->reason[0] ? i->reason : "-",
-	       i->created_ns ? when_text(i->created_ns, when, sizeof(when)) : "-");
-	if (i->events > (uint64_t)ne)
-		printf("events (oldest first; the last %ld of %llu):\n", ne, (unsigned long long)i->events);
-	else
-		printf("events (oldest first):\n");
-	events_text(ev, ne);
 	free(ev);
 	free(v);
 	return 0;
@@ -958,52 +987,53 @@ static int cmd_status(struct shmb_client *c, const char *dir, const struct adm *
 	return 0;
 }
 
-/* The directory the library dials: --dir, else a non-empty $SHMB_DIR, else /run/shmb. */
-static const char *broker_dir(const struct shmb_connect_opts *co)
+/* Everything the command line says, before and after the verb. */
+struct cli {
+	struct shmb_connect_opts co;
+	const char *session, *verb;
+	long count;
+	double timeout_s;
+	bool nul;
+	struct adm adm;
+	int argc;      /* the words after the verb that are not options */
+	char **argv;
+};
+
+/* What the parsing steps return to go on; anything else is the exit status. */
+#define CLI_GO (-1)
+
+static const struct option cli_opts[] = {
+	{ "dir", required_argument, NULL, 'd' },
+	{ "session", required_argument, NULL, 's' },
+	{ "count", required_argument, NULL, 'n' },
+	{ "timeout", required_argument, NULL, 't' },
+	{ "null", no_argument, NULL, '0' },
+	{ "json", no_argument, NULL, 'j' },
+	{ "watch", no_argument, NULL, 'w' },
+	{ "interval", required_argument, NULL, 'i' },
+	{ "uid", required_argument, NULL, 'u' },
+	{ "delete", no_argument, NULL, 'D' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* The options before the verb, then the verb itself. */
+static int cli_head(struct cli *k, int argc, char **argv)
 {
-	const char *e = getenv("SHMB_DIR");
+	int o;
 
-	return co->dir ? co->dir : e && *e ? e : "/run/shmb";
-}
-
-int main(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "dir", required_argument, NULL, 'd' },
-		{ "session", required_argument, NULL, 's' },
-		{ "count", required_argument, NULL, 'n' },
-		{ "timeout", required_argument, NULL, 't' },
-		{ "null", no_argument, NULL, '0' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "watch", no_argument, NULL, 'w' },
-		{ "interval", required_argument, NULL, 'i' },
-		{ "uid", required_argument, NULL, 'u' },
-		{ "delete", no_argument, NULL, 'D' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct shmb_connect_opts co = { 0 };
-	const char *session = NULL, *verb;
-	struct shmb_client *c;
-	long count = -1;
-	double timeout_s = 0;
-	bool nul = false;
-	struct adm adm = { .interval = 1.0, .count = -1 };
-	int o, r;
-
-	signal(SIGPIPE, SIG_IGN);
-	while ((o = getopt_long(argc, argv, "+d:s:n:t:0h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "+d:s:n:t:0h", cli_opts, NULL)) != -1) {
 		switch (o) {
-		case 'd': co.dir = optarg; break;
-		case 's': session = optarg; break;
-		case 'n': count = parse_count(optarg); break;
-		case 't': timeout_s = parse_seconds(optarg); break;
-		case '0': nul = true; break;
-		case 'j': adm.json = true; break;
-		case 'w': adm.watch = true; break;
-		case 'i': adm.interval = parse_seconds(optarg); break;
-		case 'u': adm.uid = parse_uid(optarg); adm.have_uid = true; break;
-		case 'D': adm.del = true; break;
+		case 'd': k->co.dir = optarg; break;
+		case 's': k->session = optarg; break;
+		case 'n': k->count = parse_count(optarg); break;
+		case 't': k->timeout_s = parse_seconds(optarg); break;
+		case '0': k->nul = true; break;
+		case 'j': k->adm.json = true; break;
+		case 'w': k->adm.watch = true; break;
+		case 'i': k->adm.interval = parse_seconds(optarg); break;
+		case 'u': k->adm.uid = parse_uid(optarg); k->adm.have_uid = true; break;
+		case 'D': k->adm.del = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -1012,127 +1042,212 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	verb = argv[optind++];
-	/* options may also follow the verb and its topics */
-	{
-		int n = 0;
-		/* the words left: argv from here to the end (static: it is) */
-		static char **rest;
+	k->verb = argv[optind++];
+	return CLI_GO;
+}
 
-		rest = calloc((size_t)(argc - optind + 1), sizeof(*rest));
-		if (!rest)
-			return 1;
-
-		for (int i = optind; i < argc; i++) {
-			const char *a = argv[i];
-			const char *eq = !strncmp(a, "--", 2) ? strchr(a, '=') : NULL;
-
-			/* --name=value after the verb: split it into two words */
-			if (eq) {
-				static char name[32];
-				size_t n = (size_t)(eq - a);
-
-				if (n >= sizeof(name)) {
-					fprintf(stderr, "shmbctl: unknown option '%s'\n", a);
-					return 2;
-				}
-				memcpy(name, a, n);
-				name[n] = 0;
-				argv[i] = (char *)eq + 1;
-				a = name;
-				i--;
-				argv[i] = name;
-			}
-
-			if (!strcmp(a, "--session") && i + 1 < argc)
-				session = argv[++i];
-			else if (!strcmp(a, "--count") && i + 1 < argc)
-				count = parse_count(argv[++i]);
-			else if (!strcmp(a, "--timeout") && i + 1 < argc)
-				timeout_s = parse_seconds(argv[++i]);
-			else if (!strcmp(a, "--null"))
-				nul = true;
-			else if (!strcmp(a, "--json"))
-				adm.json = true;
-			else if (!strcmp(a, "--watch"))
-				adm.watch = true;
-			else if (!strcmp(a, "--delete"))
-				adm.del = true;
-			else if (!strcmp(a, "--interval") && i + 1 < argc)
-				adm.interval = parse_seconds(argv[++i]);
-			else if (!strcmp(a, "--uid") && i + 1 < argc) {
-				adm.uid = parse_uid(argv[++i]);
-				adm.have_uid = true;
-			}
-			else if (!strcmp(a, "--dir") && i + 1 < argc)
-				co.dir = argv[++i];
-			else if (!strncmp(a, "--", 2) && a[2]) {
-				fprintf(stderr, "shmbctl: unknown option '%s' (or it lacks its value)\n", a);
-				return 2;
-			} else
-				rest[n++] = argv[i];
-		}
-		argc = n;
-		argv = rest;
-	}
-	{
-		static const char *const verbs[] = { "pub", "sub", "status", "sessions", "session",
-						     "topics", "links", "kick" };
-		bool known = false;
-
-		for (size_t k = 0; k < sizeof(verbs) / sizeof(verbs[0]); k++)
-			known |= !strcmp(verb, verbs[k]);
-		if (!known) {
-			fprintf(stderr, "shmbctl: unknown verb '%s'\n", verb);
-			usage(stderr);
-			return 2;
-		}
-	}
-	if ((!strcmp(verb, "session") || !strcmp(verb, "kick")) && argc != 1) {
-		fprintf(stderr, "shmbctl: %s wants one session name\n", verb);
+/* One option after the verb, at argv[*i]: 1 if it was one (*i moved past
+ * its value), 0 if it is a word, or the exit status 2. */
+static int cli_tail_opt(struct cli *k, const char *a, int *i, int argc, char **argv)
+{
+	if (!strcmp(a, "--session") && *i + 1 < argc)
+		k->session = argv[++*i];
+	else if (!strcmp(a, "--count") && *i + 1 < argc)
+		k->count = parse_count(argv[++*i]);
+	else if (!strcmp(a, "--timeout") && *i + 1 < argc)
+		k->timeout_s = parse_seconds(argv[++*i]);
+	else if (!strcmp(a, "--null"))
+		k->nul = true;
+	else if (!strcmp(a, "--json"))
+		k->adm.json = true;
+	else if (!strcmp(a, "--watch"))
+		k->adm.watch = true;
+	else if (!strcmp(a, "--delete"))
+		k->adm.del = true;
+	else if (!strcmp(a, "--interval") && *i + 1 < argc)
+		k->adm.interval = parse_seconds(argv[++*i]);
+	else if (!strcmp(a, "--uid") && *i + 1 < argc) {
+		k->adm.uid = parse_uid(argv[++*i]);
+		k->adm.have_uid = true;
+	} else if (!strcmp(a, "--dir") && *i + 1 < argc)
+		k->co.dir = argv[++*i];
+	else if (!strncmp(a, "--", 2) && a[2]) {
+		fprintf(stderr, "shmbctl: unknown option '%s' (or it lacks its value)\n", a);
 		return 2;
-	}
-	if ((!strcmp(verb, "sessions") || !strcmp(verb, "topics") || !strcmp(verb, "status")) && argc) {
-		fprintf(stderr, "shmbctl: %s takes no argument ('%s')\n", verb, argv[0]);
-		return 2;
-	}
-	if (!strcmp(verb, "links") && argc > 1) {
-		fprintf(stderr, "shmbctl: links takes at most one link name\n");
-		return 2;
-	}
-	adm.count = count;
-	r = shmb_connect(&co, &c);
-	if (r < 0) {
-		const char *d = broker_dir(&co);
+	} else
+		return 0;
+	return 1;
+}
 
-		if (r == -ENOENT || r == -ECONNREFUSED)
-			fprintf(stderr, "shmbctl: no broker at %s/control: is shmbd running there?"
-				" (start one with 'shmbd --dir %s', or 'make run' in the source tree;"
-				" SHMB_DIR or --dir names the directory)\n", d, d);
-		else
-			fprintf(stderr, "shmbctl: cannot reach the broker at %s/control: %s\n", d,
-				shmb_strerror(r));
+/* Options may also follow the verb and its topics: what is left are the
+ * verb's words, in k->argc and k->argv. */
+static int cli_tail(struct cli *k, int argc, char **argv)
+{
+	/* the words left: argv from here to the end (static: it is) */
+	static char **rest;
+	int n = 0, r;
+
+	rest = calloc((size_t)(argc - optind + 1), sizeof(*rest));
+	if (!rest)
 		return 1;
+	for (int i = optind; i < argc; i++) {
+		const char *a = argv[i];
+		const char *eq = !strncmp(a, "--", 2) ? strchr(a, '=') : NULL;
+
+		/* --name=value after the verb: split it into two words */
+		if (eq) {
+			static char name[32];
+			size_t len = (size_t)(eq - a);
+
+			if (len >= sizeof(name)) {
+				fprintf(stderr, "shmbctl: unknown option '%s'\n", a);
+				return 2;
+			}
+			memcpy(name, a, len);
+			name[len] = 0;
+			argv[i] = (char *)eq + 1;
+			a = name;
+			i--;
+			argv[i] = name;
+		}
+		r = cli_tail_opt(k, a, &i, argc, argv);
+		if (r > 1)
+			return r;
+		if (r == 0)
+			rest[n++] = argv[i];
 	}
-	if (!strcmp(verb, "status"))
-		r = cmd_status(c, broker_dir(&co),
-			       &adm);
-	else if (!strcmp(verb, "sessions"))
-		r = watch(c, &adm, show_sessions);
-	else if (!strcmp(verb, "topics"))
-		r = watch(c, &adm, show_topics);
-	else if (!strcmp(verb, "links")) {
-		adm.name = argc ? argv[0] : NULL;
-		r = watch(c, &adm, adm.name ? show_link : show_links);
+	k->argc = n;
+	k->argv = rest;
+	return CLI_GO;
+}
+
+/* The directory the library dials: --dir, else a non-empty $SHMB_DIR, else /run/shmb. */
+static const char *broker_dir(const struct shmb_connect_opts *co)
+{
+	const char *e = getenv("SHMB_DIR");
+
+	return co->dir ? co->dir : e && *e ? e : "/run/shmb";
+}
+
+static int verb_pub(struct shmb_client *c, struct cli *k)
+{
+	return cmd_pub(c, k->session, k->argc, k->argv);
+}
+
+static int verb_sub(struct shmb_client *c, struct cli *k)
+{
+	return cmd_sub(c, k->session, k->count, k->timeout_s, k->nul, k->argc, k->argv);
+}
+
+static int verb_status(struct shmb_client *c, struct cli *k)
+{
+	return cmd_status(c, broker_dir(&k->co), &k->adm);
+}
+
+static int verb_sessions(struct shmb_client *c, struct cli *k)
+{
+	return watch(c, &k->adm, show_sessions);
+}
+
+static int verb_session(struct shmb_client *c, struct cli *k)
+{
+	return show_session(c, k->argv[0], &k->adm);
+}
+
+static int verb_topics(struct shmb_client *c, struct cli *k)
+{
+	return watch(c, &k->adm, show_topics);
+}
+
+static int verb_links(struct shmb_client *c, struct cli *k)
+{
+	k->adm.name = k->argc ? k->argv[0] : NULL;
+	return watch(c, &k->adm, k->adm.name ? show_link : show_links);
+}
+
+static int verb_kick(struct shmb_client *c, struct cli *k)
+{
+	return cmd_kick(c, k->argv[0], &k->adm);
+}
+
+/* How many words a verb takes, checked before the broker is dialed
+ * (pub and sub check theirs themselves, after). */
+enum verb_args { ARGS_ANY, ARGS_NONE, ARGS_SESSION, ARGS_LINK };
+
+static const struct verb {
+	const char *name;
+	enum verb_args args;
+	int (*run)(struct shmb_client *c, struct cli *k);
+} verbs[] = {
+	{ "pub", ARGS_ANY, verb_pub },
+	{ "sub", ARGS_ANY, verb_sub },
+	{ "status", ARGS_NONE, verb_status },
+	{ "sessions", ARGS_NONE, verb_sessions },
+	{ "session", ARGS_SESSION, verb_session },
+	{ "topics", ARGS_NONE, verb_topics },
+	{ "links", ARGS_LINK, verb_links },
+	{ "kick", ARGS_SESSION, verb_kick },
+};
+
+/* The verb's row, or NULL after saying why (exit status 2). */
+static const struct verb *cli_verb(const struct cli *k)
+{
+	const struct verb *v = NULL;
+
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]) && !v; i++)
+		if (!strcmp(k->verb, verbs[i].name))
+			v = &verbs[i];
+	if (!v) {
+		fprintf(stderr, "shmbctl: unknown verb '%s'\n", k->verb);
+		usage(stderr);
+	} else if (v->args == ARGS_SESSION && k->argc != 1) {
+		fprintf(stderr, "shmbctl: %s wants one session name\n", k->verb);
+		v = NULL;
+	} else if (v->args == ARGS_NONE && k->argc) {
+		fprintf(stderr, "shmbctl: %s takes no argument ('%s')\n", k->verb, k->argv[0]);
+		v = NULL;
+	} else if (v->args == ARGS_LINK && k->argc > 1) {
+		fprintf(stderr, "shmbctl: links takes at most one link name\n");
+		v = NULL;
 	}
-	else if (!strcmp(verb, "session"))
-		r = show_session(c, argv[0], &adm);
-	else if (!strcmp(verb, "kick"))
-		r = cmd_kick(c, argv[0], &adm);
-	else if (!strcmp(verb, "pub"))
-		r = cmd_pub(c, session, argc, argv);
-	else
-		r = cmd_sub(c, session, count, timeout_s, nul, argc, argv);
+	return v;
+}
+
+static int cli_connect(const struct cli *k, struct shmb_client **c)
+{
+	int r = shmb_connect(&k->co, c);
+	const char *d = broker_dir(&k->co);
+
+	if (r == -ENOENT || r == -ECONNREFUSED)
+		fprintf(stderr, "shmbctl: no broker at %s/control: is shmbd running there?"
+			" (start one with 'shmbd --dir %s', or 'make run' in the source tree;"
+			" SHMB_DIR or --dir names the directory)\n", d, d);
+	else if (r < 0)
+		fprintf(stderr, "shmbctl: cannot reach the broker at %s/control: %s\n", d,
+			shmb_strerror(r));
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	struct cli k = { .count = -1, .adm = { .interval = 1.0, .count = -1 } };
+	const struct verb *v;
+	struct shmb_client *c;
+	int r;
+
+	signal(SIGPIPE, SIG_IGN);
+	r = cli_head(&k, argc, argv);
+	if (r == CLI_GO)
+		r = cli_tail(&k, argc, argv);
+	if (r != CLI_GO)
+		return r;
+	v = cli_verb(&k);
+	if (!v)
+		return 2;
+	k.adm.count = k.count;
+	if (cli_connect(&k, &c) < 0)
+		return 1;
+	r = v->run(c, &k);
 	shmb_close(c);
 	return r;
 }
