@@ -117,7 +117,8 @@ $(BUILD)/obj/broker/exit-bpf.o: $(BUILD)/bpf/exit.skel.h
 $(BUILD)/shmbd: $(BROKER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/libshmb-internal.a
 	$(CC) $(LDFLAGS) -o $@ $^ -luring -lsodium -lbpf $(LDLIBS)
 
-$(BUILD)/shmbctl: $(BUILD)/obj/tools/shmbctl.o $(BUILD)/libshmb-internal.a
+$(BUILD)/shmbctl: $(BUILD)/obj/tools/shmbctl.o $(BUILD)/obj/tools/shmbctl-admin.o \
+		$(BUILD)/libshmb-internal.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/ring-demo: $(BUILD)/obj/tools/ring-demo.o $(BUILD)/libshmb-internal.a

@@ -1,7 +1,12 @@
 /*
  * broker/main.c - shmbd: options, the runtime directory and its lock,
  * then the event loop.  Runs in the foreground (service managers expect
- * that) and logs to stderr.
+ * that) and logs to stderr.  main() is its five steps in order: options,
+ * SHMB_DIR, the modules, the run, the teardown.
+ *
+ * Must never: make anything in SHMB_DIR before the options and the link
+ * key have been checked, or serve a directory whose lock another shmbd
+ * holds.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -355,43 +360,47 @@ static int config_read(struct broker *b, struct secs *t, const char *path, bool 
 	return ret;
 }
 
-int main(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "dir", required_argument, NULL, 'd' },
-		{ "rx-ring-size", required_argument, NULL, 1 },
-		{ "tx-ring-size", required_argument, NULL, 2 },
-		{ "session-ttl", required_argument, NULL, 3 },
-		{ "poll-us", required_argument, NULL, 4 },
-		{ "max-sessions-per-uid", required_argument, NULL, 5 },
-		{ "no-uring-futex", no_argument, NULL, 6 },
-		{ "fallback-tick-us", required_argument, NULL, 7 },
-		{ "block-timeout", required_argument, NULL, 8 },
-		{ "hello-timeout", required_argument, NULL, 9 },
-		{ "max-topics-per-uid", required_argument, NULL, 10 },
-		{ "max-memory-per-uid", required_argument, NULL, 11 },
-		{ "config", required_argument, NULL, 12 },
-		{ "exit-reasons", required_argument, NULL, 13 },
-		{ "drain-timeout", required_argument, NULL, 14 },
-		{ "listen", required_argument, NULL, 15 },
-		{ "link", required_argument, NULL, 16 },
-		{ "bridge", required_argument, NULL, 17 },
-		{ "link-key", required_argument, NULL, 18 },
-		{ "link-buffer", required_argument, NULL, 19 },
-		{ "link-heartbeat-ms", required_argument, NULL, 20 },
-		{ "link-timeout-ms", required_argument, NULL, 21 },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
-	static struct broker b;
-	struct secs t = { .ttl = 60, .block = 10, .hello = 5, .drain = 5 };
-	int o, r;
+/* The long options; a setting's index here is its code (set_opt, and the
+ * "bad value for --NAME" message looks the name up by it). */
+static const struct option main_opts[] = {
+	{ "dir", required_argument, NULL, 'd' },
+	{ "rx-ring-size", required_argument, NULL, 1 },
+	{ "tx-ring-size", required_argument, NULL, 2 },
+	{ "session-ttl", required_argument, NULL, 3 },
+	{ "poll-us", required_argument, NULL, 4 },
+	{ "max-sessions-per-uid", required_argument, NULL, 5 },
+	{ "no-uring-futex", no_argument, NULL, 6 },
+	{ "fallback-tick-us", required_argument, NULL, 7 },
+	{ "block-timeout", required_argument, NULL, 8 },
+	{ "hello-timeout", required_argument, NULL, 9 },
+	{ "max-topics-per-uid", required_argument, NULL, 10 },
+	{ "max-memory-per-uid", required_argument, NULL, 11 },
+	{ "config", required_argument, NULL, 12 },
+	{ "exit-reasons", required_argument, NULL, 13 },
+	{ "drain-timeout", required_argument, NULL, 14 },
+	{ "listen", required_argument, NULL, 15 },
+	{ "link", required_argument, NULL, 16 },
+	{ "bridge", required_argument, NULL, 17 },
+	{ "link-key", required_argument, NULL, 18 },
+	{ "link-buffer", required_argument, NULL, 19 },
+	{ "link-heartbeat-ms", required_argument, NULL, 20 },
+	{ "link-timeout-ms", required_argument, NULL, 21 },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ NULL, 0, NULL, 0 },
+};
 
-	b.o = (struct broker_opts){
-		.dir = getenv("SHMB_DIR") && *getenv("SHMB_DIR") ? getenv("SHMB_DIR") : "/run/shmb",
+/* What the option steps return to go on; anything else is the exit status. */
+#define MAIN_GO (-1)
+
+static void opts_defaults(struct broker *b)
+{
+	const char *dir = getenv("SHMB_DIR");
+
+	b->o = (struct broker_opts){
+		.dir = dir && *dir ? dir : "/run/shmb",
 		.rx_ring_size = 1u << 20,
 		.tx_ring_size = 1u << 20,
 		.poll_us = 50,
@@ -403,35 +412,45 @@ int main(int argc, char **argv)
 		.link_heartbeat_ms = 1000,
 		.link_timeout_ms = 5000,
 	};
-	/* the config file first (default /etc/shmb/shmbd.conf, if there is one);
-	 * flags given on the command line win over it */
-	{
-		const char *cfg = NULL;
+}
 
-		for (int i = 1; i < argc; i++) {
-			if (!strcmp(argv[i], "--config") && i + 1 < argc)
-				cfg = argv[i + 1];
-			else if (!strncmp(argv[i], "--config=", 9))
-				cfg = argv[i] + 9;
-		}
-		if (config_read(&b, &t, cfg ? cfg : SHMBD_CONFIG, cfg != NULL, opts) < 0)
-			return 2;
+/* The config file first (default /etc/shmb/shmbd.conf, if there is one):
+ * flags given on the command line win over it. */
+static int opts_config(struct broker *b, struct secs *t, int argc, char **argv)
+{
+	const char *cfg = NULL;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--config") && i + 1 < argc)
+			cfg = argv[i + 1];
+		else if (!strncmp(argv[i], "--config=", 9))
+			cfg = argv[i] + 9;
 	}
-	while ((o = getopt_long(argc, argv, "d:vqhV", opts, NULL)) != -1) {
+	if (config_read(b, t, cfg ? cfg : SHMBD_CONFIG, cfg != NULL, main_opts) < 0)
+		return 2;
+	return MAIN_GO;
+}
+
+static int opts_argv(struct broker *b, struct secs *t, int argc, char **argv)
+{
+	int o, r;
+
+	while ((o = getopt_long(argc, argv, "d:vqhV", main_opts, NULL)) != -1) {
 		switch (o) {
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("shmbd %s (layout %u, protocol %u)\n", shmb_version(),
 				 shmb_layout_version(), PROTO_VERSION); return 0;
-		case 12: continue; /* --config: read above */
+		case 12: continue; /* --config: read by opts_config */
 		case '?': usage(stderr); return 2;
 		}
-		r = set_opt(&b, &t, o, optarg);
+		r = set_opt(b, t, o, optarg);
 		if (r > 0) {
 			usage(stderr);
 			return 2;
 		}
 		if (r < 0) {
-			fprintf(stderr, "shmbd: bad value '%s' for --%s\n", optarg, opts[o == 'd' ? 0 : o].name);
+			fprintf(stderr, "shmbd: bad value '%s' for --%s\n", optarg,
+				main_opts[o == 'd' ? 0 : o].name);
 			return 2;
 		}
 	}
@@ -439,60 +458,127 @@ int main(int argc, char **argv)
 		fprintf(stderr, "shmbd: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	if (!segment_ring_size_ok(b.o.rx_ring_size) || !segment_ring_size_ok(b.o.tx_ring_size)) {
+	return MAIN_GO;
+}
+
+/* What no single setting can check alone, then the seconds made milliseconds. */
+static int opts_finish(struct broker *b, const struct secs *t)
+{
+	if (!segment_ring_size_ok(b->o.rx_ring_size) || !segment_ring_size_ok(b->o.tx_ring_size)) {
 		fprintf(stderr, "shmbd: ring sizes must be powers of two from %u to %llu bytes\n",
 			SHM_RING_MIN, (unsigned long long)SHM_RING_MAX);
 		return 2;
 	}
-	b.o.session_ttl_ms = t.ttl * 1000;
-	b.o.block_timeout_ms = t.block * 1000;
-	b.o.hello_timeout_ms = t.hello * 1000;
-	b.o.drain_timeout_ms = t.drain * 1000;
-	b.start_ns = clock_mono_ns();
-	b.listen_fd = b.signal_fd = b.lockfd = b.dirfd = b.sessions_dirfd = b.state_fd = -1;
-	if (getrandom(&b.broker_id, sizeof(b.broker_id), 0) != sizeof(b.broker_id))
-		return 1;
-	session_table_init(&b);
-	/* a bad link key is said before anything is made in the directory */
-	if (sodium_init() < 0 || link_check(&b) < 0)
-		return 1;
-	if (dir_setup(&b) < 0)
-		return 1;
-	{
-		/* every connection costs two fds (socket, pidfd), every session
-		 * a few: take what the hard limit allows */
-		struct rlimit rl;
+	b->o.session_ttl_ms = t->ttl * 1000;
+	b->o.block_timeout_ms = t->block * 1000;
+	b->o.hello_timeout_ms = t->hello * 1000;
+	b->o.drain_timeout_ms = t->drain * 1000;
+	return MAIN_GO;
+}
 
-		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-			rl.rlim_cur = rl.rlim_max;
-			setrlimit(RLIMIT_NOFILE, &rl);
-		}
+/* Step 1: defaults, the config file, the command line.  MAIN_GO, or the
+ * exit status (0 after --help or --version, 2 for a usage error). */
+static int main_options(struct broker *b, int argc, char **argv)
+{
+	struct secs t = { .ttl = 60, .block = 10, .hello = 5, .drain = 5 };
+	int r;
+
+	opts_defaults(b);
+	r = opts_config(b, &t, argc, argv);
+	if (r == MAIN_GO)
+		r = opts_argv(b, &t, argc, argv);
+	if (r == MAIN_GO)
+		r = opts_finish(b, &t);
+	return r;
+}
+
+/* Every connection costs two fds (socket, pidfd), every session a few:
+ * take what the hard limit allows. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+}
+
+/* Step 2: the broker's identity, then SHMB_DIR checked and locked. */
+static int main_prepare(struct broker *b)
+{
+	b->start_ns = clock_mono_ns();
+	b->listen_fd = b->signal_fd = b->lockfd = b->dirfd = b->sessions_dirfd = b->state_fd = -1;
+	if (getrandom(&b->broker_id, sizeof(b->broker_id), 0) != sizeof(b->broker_id))
+		return -1;
+	session_table_init(b);
+	/* a bad link key is said before anything is made in the directory */
+	if (sodium_init() < 0 || link_check(b) < 0)
+		return -1;
+	if (dir_setup(b) < 0)
+		return -1;
+	raise_nofile();
+	return 0;
+}
+
+/* Step 3: the modules, in the order each needs the last; the loop last. */
+static int main_modules(struct broker *b)
+{
+	int r;
+
 	if (guard_init() < 0) {
 		log_msg(LOG_ERR, "cannot install the SIGBUS guard: %s", strerror(errno));
-		return 1;
+		return -1;
 	}
-	if (sodium_init() < 0 || state_setup(&b) < 0)
-		return 1;
+	if (sodium_init() < 0 || state_setup(b) < 0)
+		return -1;
 	/* before the first connection: every peer is tracked from its accept */
-	if (exitw_init(&b) < 0)
-		return 1;
-	r = ctl_listen(&b);
+	if (exitw_init(b) < 0)
+		return -1;
+	r = ctl_listen(b);
 	if (r < 0) {
-		log_msg(LOG_ERR, "cannot listen on %s/control: %s", b.o.dir, strerror(-r));
-		return 1;
+		log_msg(LOG_ERR, "cannot listen on %s/control: %s", b->o.dir, strerror(-r));
+		return -1;
 	}
-	if (link_setup(&b) < 0)
-		return 1;
-	r = loop_init(&b);
+	if (link_setup(b) < 0)
+		return -1;
+	r = loop_init(b);
 	if (r < 0) {
 		log_msg(LOG_ERR, "io_uring set-up failed: %s", strerror(-r));
-		return 1;
+		return -1;
 	}
-	link_start(&b);
-	log_msg(LOG_NOTICE, "shmbd %s ready on %s/control (pid %d)", shmb_version(), b.o.dir,
+	link_start(b);
+	return 0;
+}
+
+/* Step 4: serve until a signal has drained the loop. */
+static int main_run(struct broker *b)
+{
+	log_msg(LOG_NOTICE, "shmbd %s ready on %s/control (pid %d)", shmb_version(), b->o.dir,
 		(int)getpid());
-	r = loop_run(&b);
-	exitw_fini(&b);
-	return r < 0 ? 1 : 0;
+	return loop_run(b) < 0 ? 1 : 0;
+}
+
+/*
+ * Step 5, the one teardown, after a run only.  A start that fails exits
+ * at once and leaves its fds, lock and mappings to the kernel: exitw_fini
+ * would join the BPF loader thread and hold a failed start up.
+ */
+static void main_teardown(struct broker *b)
+{
+	exitw_fini(b);
+}
+
+int main(int argc, char **argv)
+{
+	static struct broker b;
+	int status = main_options(&b, argc, argv);
+
+	if (status != MAIN_GO)
+		return status;
+	if (main_prepare(&b) < 0 || main_modules(&b) < 0)
+		return 1;
+	status = main_run(&b);
+	main_teardown(&b);
+	return status;
 }
