@@ -384,7 +384,7 @@ SHMB_EXPORT int shmb_session_destroy(struct shmb_session *s)
 static bool stale(const struct shmb_session *s)
 {
 	/* pairs with the broker's store_release of the generation; `lost`
-	 * with the fence in session_mark_lost() */
+	 * with the fence in conn_mark_lost() in conn-handshake.c */
 	return load_acquire(&s->rxc->generation) != s->generation || load_relaxed(&s->lost);
 }
 
