@@ -1,6 +1,7 @@
 /*
  * libclient/client.c - libshmb: topics, sessions, publish, receive and
- * acknowledge (the control connection is conn.c's).
+ * acknowledge (the control connection is conn*.c's, shmbctl's admin
+ * requests client-admin.c's).
  *
  * The control socket carries set-up only; messages go through the two
  * session files the broker passes over SCM_RIGHTS: rx (mapped read-only)
@@ -18,7 +19,6 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -744,82 +744,6 @@ SHMB_EXPORT int shmb_session_info(struct shmb_session *s, struct shmb_session_in
 		.tx_routed_seq = load_acquire(&s->rxc->tx_read_seq),
 	};
 	return 0;
-}
-
-int client_status(struct shmb_client *c, struct proto_reply *rep)
-{
-	struct proto_status q = { .h.type = PROTO_STATUS };
-	struct conn_try t = { 0 };
-	int r;
-
-	while ((r = conn_enter(c, &t)) == 0) {
-		r = conn_rpc_locked(c, &q, sizeof(q), rep, NULL, 0);
-		if (!conn_leave(c, &t, &r))
-			break;
-	}
-	return r;
-}
-
-static size_t list_entry_size(uint32_t kind)
-{
-	switch (kind) {
-	case PROTO_LIST_SESSIONS:
-		return sizeof(struct proto_session_info);
-	case PROTO_LIST_TOPICS:
-		return sizeof(struct proto_topic_info);
-	case PROTO_LIST_EVENTS:
-	case PROTO_LIST_LINK_EVENTS:
-		return sizeof(struct proto_event_info);
-	case PROTO_LIST_LINKS:
-		return sizeof(struct proto_link_info);
-	default:
-		return 0;
-	}
-}
-
-int client_list(struct shmb_client *c, struct proto_list *q, struct proto_list_reply *page,
-		char *text)
-{
-	struct conn_try t = { 0 };
-	struct proto_reply *rep = (void *)page;
-	int r;
-
-	q->h.type = PROTO_LIST;
-	while ((r = conn_enter(c, &t)) == 0) {
-		r = conn_rpc_buf(c, c->fd, q, sizeof(*q), page, PROTO_MAX_MSG, NULL, 0, 0);
-		if (r == 0 && page->h.type == PROTO_REPLY) {
-			r = rep->err < 0 ? rep->err : -EPROTO;
-			if (text)
-				snprintf(text, sizeof(rep->u.text), "%.*s", (int)sizeof(rep->u.text),
-					 rep->u.text);
-		}
-		if (!conn_leave(c, &t, &r))
-			break;
-	}
-	if (r < 0)
-		return r;
-	/* a page says what it holds; nothing beyond its length is read */
-	if (page->kind != q->kind || page->entry_size != list_entry_size(q->kind) ||
-	    page->h.len != sizeof(*page) + (size_t)page->count * page->entry_size)
-		return -EPROTO;
-	return 0;
-}
-
-int client_kick(struct shmb_client *c, struct proto_kick *q, char *text)
-{
-	struct proto_reply rep = { .err = 0 };
-	struct conn_try t = { 0 };
-	int r;
-
-	q->h.type = PROTO_KICK;
-	while ((r = conn_enter(c, &t)) == 0) {
-		r = conn_rpc_locked(c, q, sizeof(*q), &rep, NULL, 0);
-		if (r < 0 && text && rep.h.type == PROTO_REPLY && rep.err == r)
-			snprintf(text, sizeof(rep.u.text), "%.*s", (int)sizeof(rep.u.text), rep.u.text);
-		if (!conn_leave(c, &t, &r))
-			break;
-	}
-	return r;
 }
 
 void *client_session_tx_base(struct shmb_session *s, size_t *len, int *fd)
