@@ -619,11 +619,72 @@ SHMB_EXPORT int shmb_session_fd(struct shmb_session *s)
 	return fd;
 }
 
+/*
+ * Drop-oldest: the broker may be overwriting what we read (r: what
+ * ring_peek() said of rm): copy it out, then re-read the drop position
+ * (acquire fence between, pairing with the broker's store-store fence);
+ * keep the copy only if the record lies at or after it, else jump there
+ * (decisions.md 15).  true: the reader jumped; read again.
+ */
+static bool recv_dropped(struct shmb_session *s, struct ring_msg *rm, int r)
+{
+	uint64_t drop;
+
+	if (r == 0 && rm->len <= ring_max_payload(&s->rx_cons.r))
+		memcpy(s->copy, rm->payload, rm->len);
+	fence_acquire();
+	drop = load_acquire(&s->rxc->rx_drop);
+	if ((r == 0 && rm->pos < drop) || (r == -EBADMSG && s->rx_cons.pos < drop)) {
+		if (!s->gap_from)
+			s->gap_from = s->rx_cons.seq + 1;
+		s->rx_cons.pos = drop;
+		s->rx_cons.seq = RING_SEQ_ANY;
+		s->unacked = true;
+		return true;
+	}
+	if (r == 0)
+		rm->payload = s->copy;
+	return false;
+}
+
+/* Hand the record rm to the caller as m (a gap before it told), and
+ * consume it. */
+static int recv_take(struct shmb_session *s, struct shmb_msg *m, struct ring_msg *rm)
+{
+	struct shm_msg_rx rx;
+
+	if (rm->len < sizeof(rx))
+		return -EBADMSG;
+	memcpy(&rx, rm->payload, sizeof(rx));
+	m->missed = 0;
+	if (s->gap_from) {
+		m->missed = rm->hdr.seq - (s->gap_from - 1);
+		s->gap_from = 0;
+		if (m->missed)
+			client_event(s->c, SHMB_EV_GAP, s, m->missed);
+	}
+	m->data = (const uint8_t *)rm->payload + sizeof(rx);
+	m->len = rm->len - sizeof(rx);
+	m->topic_id = rx.topic_id;
+	if (rx.topic_id != s->last_rx_id || !s->last_rx_name ||
+	    s->last_rx_epoch != load_relaxed(&s->c->topic_epoch)) {
+		s->last_rx_epoch = load_relaxed(&s->c->topic_epoch);
+		s->last_rx_name = topic_name(s->c, rx.topic_id);
+		s->last_rx_id = rx.topic_id;
+	}
+	m->topic = s->last_rx_name;
+	m->src_broker = rx.src_broker;
+	m->src_session = rx.src_session;
+	m->src_seq = rx.src_seq;
+	ring_consume(&s->rx_cons, rm);
+	s->unacked = true;
+	return 0;
+}
+
 SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms)
 {
 	struct timespec d = deadline_ms(timeout_ms > 0 ? timeout_ms : 0);
 	struct ring_msg rm;
-	struct shm_msg_rx rx;
 	int r;
 
 	if ((s->flags & SHMB_AUTO_ACK) && s->unacked)
@@ -655,58 +716,11 @@ SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeou
 		if (r < 0)
 			return r;
 	}
-	if (s->drop_oldest) {
-		/*
-		 * The broker may be overwriting what we read: copy it out, then
-		 * re-read the drop position (acquire fence between, pairing with
-		 * the broker's store-store fence); keep the copy only if the
-		 * record lies at or after it, else jump there (decisions.md 15).
-		 */
-		uint64_t drop;
-
-		if (r == 0 && rm.len <= ring_max_payload(&s->rx_cons.r))
-			memcpy(s->copy, rm.payload, rm.len);
-		fence_acquire();
-		drop = load_acquire(&s->rxc->rx_drop);
-		if ((r == 0 && rm.pos < drop) || (r == -EBADMSG && s->rx_cons.pos < drop)) {
-			if (!s->gap_from)
-				s->gap_from = s->rx_cons.seq + 1;
-			s->rx_cons.pos = drop;
-			s->rx_cons.seq = RING_SEQ_ANY;
-			s->unacked = true;
-			return shmb_recv(s, m, timeout_ms);
-		}
-		if (r == 0)
-			rm.payload = s->copy;
-	}
+	if (s->drop_oldest && recv_dropped(s, &rm, r))
+		return shmb_recv(s, m, timeout_ms);
 	if (r < 0)
 		return r;
-	if (rm.len < sizeof(rx))
-		return -EBADMSG;
-	memcpy(&rx, rm.payload, sizeof(rx));
-	m->missed = 0;
-	if (s->gap_from) {
-		m->missed = rm.hdr.seq - (s->gap_from - 1);
-		s->gap_from = 0;
-		if (m->missed)
-			client_event(s->c, SHMB_EV_GAP, s, m->missed);
-	}
-	m->data = (const uint8_t *)rm.payload + sizeof(rx);
-	m->len = rm.len - sizeof(rx);
-	m->topic_id = rx.topic_id;
-	if (rx.topic_id != s->last_rx_id || !s->last_rx_name ||
-	    s->last_rx_epoch != load_relaxed(&s->c->topic_epoch)) {
-		s->last_rx_epoch = load_relaxed(&s->c->topic_epoch);
-		s->last_rx_name = topic_name(s->c, rx.topic_id);
-		s->last_rx_id = rx.topic_id;
-	}
-	m->topic = s->last_rx_name;
-	m->src_broker = rx.src_broker;
-	m->src_session = rx.src_session;
-	m->src_seq = rx.src_seq;
-	ring_consume(&s->rx_cons, &rm);
-	s->unacked = true;
-	return 0;
+	return recv_take(s, m, &rm);
 }
 
 static bool routed_all(void *arg)

@@ -93,6 +93,53 @@ int conn_rpc(struct shmb_client *c, int fd, void *req, size_t len, struct proto_
 	return conn_rpc_buf(c, fd, req, len, rep, sizeof(*rep), fds, nfds_max, deadline);
 }
 
+/* Send the request whole: 0 or an error as conn_rpc_buf's. */
+static int rpc_send(struct shmb_client *c, int fd, const void *req, size_t len, uint64_t deadline)
+{
+	int dontwait = deadline ? MSG_DONTWAIT : 0, r;
+
+	for (;;) {
+		ssize_t n;
+
+		if (deadline && (r = hs_wait(c, fd, POLLOUT, deadline)) < 0)
+			return r;
+		n = send(fd, req, len, MSG_NOSIGNAL | dontwait);
+		if (n == (ssize_t)len)
+			return 0;
+		if (n < 0 && (errno == EINTR || (errno == EAGAIN && deadline)))
+			continue;
+		return -EPIPE;
+	}
+}
+
+/* The fds a message brought (SCM_RIGHTS): the first nfds_max into fds,
+ * any more closed.  Returns how many are in fds. */
+static int rpc_fds(struct msghdr *mh, int *fds, int nfds_max)
+{
+	int got = 0;
+
+	for (struct cmsghdr *ch = CMSG_FIRSTHDR(mh); ch; ch = CMSG_NXTHDR(mh, ch)) {
+		if (ch->cmsg_level != SOL_SOCKET || ch->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; i < (ch->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd1;
+
+			memcpy(&fd1, CMSG_DATA(ch) + i * sizeof(int), sizeof(int));
+			if (got < nfds_max)
+				fds[got++] = fd1;
+			else
+				close(fd1);
+		}
+	}
+	return got;
+}
+
+static void close_fds(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+}
+
 /* The same, for a request whose answer may also be a page of up to rcap
  * bytes (PROTO_LIST_REPLY, checked for its length only). */
 int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbuf, size_t rcap,
@@ -104,18 +151,9 @@ int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbu
 
 	h->req_id = ++c->next_req;
 	h->len = (uint32_t)len;
-	for (;;) {
-		ssize_t n;
-
-		if (deadline && (r = hs_wait(c, fd, POLLOUT, deadline)) < 0)
-			return r;
-		n = send(fd, req, len, MSG_NOSIGNAL | dontwait);
-		if (n == (ssize_t)len)
-			break;
-		if (n < 0 && (errno == EINTR || (errno == EAGAIN && deadline)))
-			continue;
-		return -EPIPE;
-	}
+	r = rpc_send(c, fd, req, len, deadline);
+	if (r < 0)
+		return r;
 	for (;;) {
 		union {
 			struct cmsghdr h;
@@ -124,7 +162,7 @@ int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbu
 		struct iovec iov = { .iov_base = rbuf, .iov_len = rcap };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
 				     .msg_controllen = sizeof(cm.buf) };
-		int got = 0;
+		int got;
 		ssize_t n;
 
 		if (deadline && (r = hs_wait(c, fd, POLLIN, deadline)) < 0)
@@ -134,24 +172,11 @@ int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbu
 			continue;
 		if (n <= 0)
 			return -EPIPE;
-		for (struct cmsghdr *ch = CMSG_FIRSTHDR(&mh); ch; ch = CMSG_NXTHDR(&mh, ch)) {
-			if (ch->cmsg_level != SOL_SOCKET || ch->cmsg_type != SCM_RIGHTS)
-				continue;
-			for (size_t i = 0; i < (ch->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-				int fd1;
-
-				memcpy(&fd1, CMSG_DATA(ch) + i * sizeof(int), sizeof(int));
-				if (got < nfds_max)
-					fds[got++] = fd1;
-				else
-					close(fd1);
-			}
-		}
+		got = rpc_fds(&mh, fds, nfds_max);
 		/* events (request id 0) need no answer: staleness is also visible
 		 * in shared memory, where every call checks it */
 		if ((size_t)n >= sizeof(struct proto_hdr) && rep->h.type == PROTO_EVENT) {
-			for (int i = 0; i < got; i++)
-				close(fds[i]);
+			close_fds(fds, got);
 			continue;
 		}
 		if ((size_t)n >= sizeof(struct proto_list_reply) && rep->h.type == PROTO_LIST_REPLY &&
@@ -160,13 +185,11 @@ int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbu
 			return 0;
 		if ((size_t)n != sizeof(*rep) || rep->h.type != PROTO_REPLY ||
 		    rep->h.req_id != h->req_id || (mh.msg_flags & MSG_TRUNC)) {
-			for (int i = 0; i < got; i++)
-				close(fds[i]);
+			close_fds(fds, got);
 			return -EPROTO;
 		}
 		if (rep->err < 0 || got < nfds_max) {
-			for (int i = 0; i < got; i++)
-				close(fds[i]);
+			close_fds(fds, got);
 			if (rep->err == 0)
 				return -EPROTO; /* an open without its fds */
 		}
