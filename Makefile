@@ -21,7 +21,9 @@ override LDFLAGS += $(EXTRA_LDFLAGS)
 LDLIBS   += -lpthread
 
 SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c
-LIB_SRC  := libclient/shmb.c libclient/client.c libclient/conn.c libclient/lifecycle.c libclient/registry.c
+LIB_SRC  := libclient/shmb.c libclient/client.c libclient/client-admin.c \
+            libclient/conn.c libclient/conn-thread.c libclient/conn-handshake.c \
+            libclient/lifecycle.c libclient/registry.c
 BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/ctl-admin.c broker/session.c broker/session-tx.c broker/topic.c \
               broker/adopt.c broker/router.c broker/dlv.c broker/state.c broker/log.c broker/guard.c \
               broker/link.c broker/link-data.c broker/link-dial.c broker/link-file.c broker/link-accept.c \

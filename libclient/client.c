@@ -1,6 +1,7 @@
 /*
  * libclient/client.c - libshmb: topics, sessions, publish, receive and
- * acknowledge (the control connection is conn.c's).
+ * acknowledge (the control connection is conn*.c's, shmbctl's admin
+ * requests client-admin.c's).
  *
  * The control socket carries set-up only; messages go through the two
  * session files the broker passes over SCM_RIGHTS: rx (mapped read-only)
@@ -18,7 +19,6 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -384,7 +384,7 @@ SHMB_EXPORT int shmb_session_destroy(struct shmb_session *s)
 static bool stale(const struct shmb_session *s)
 {
 	/* pairs with the broker's store_release of the generation; `lost`
-	 * with the fence in session_mark_lost() */
+	 * with the fence in conn_mark_lost() in conn-handshake.c */
 	return load_acquire(&s->rxc->generation) != s->generation || load_relaxed(&s->lost);
 }
 
@@ -619,11 +619,72 @@ SHMB_EXPORT int shmb_session_fd(struct shmb_session *s)
 	return fd;
 }
 
+/*
+ * Drop-oldest: the broker may be overwriting what we read (r: what
+ * ring_peek() said of rm): copy it out, then re-read the drop position
+ * (acquire fence between, pairing with the broker's store-store fence);
+ * keep the copy only if the record lies at or after it, else jump there
+ * (decisions.md 15).  true: the reader jumped; read again.
+ */
+static bool recv_dropped(struct shmb_session *s, struct ring_msg *rm, int r)
+{
+	uint64_t drop;
+
+	if (r == 0 && rm->len <= ring_max_payload(&s->rx_cons.r))
+		memcpy(s->copy, rm->payload, rm->len);
+	fence_acquire();
+	drop = load_acquire(&s->rxc->rx_drop);
+	if ((r == 0 && rm->pos < drop) || (r == -EBADMSG && s->rx_cons.pos < drop)) {
+		if (!s->gap_from)
+			s->gap_from = s->rx_cons.seq + 1;
+		s->rx_cons.pos = drop;
+		s->rx_cons.seq = RING_SEQ_ANY;
+		s->unacked = true;
+		return true;
+	}
+	if (r == 0)
+		rm->payload = s->copy;
+	return false;
+}
+
+/* Hand the record rm to the caller as m (a gap before it told), and
+ * consume it. */
+static int recv_take(struct shmb_session *s, struct shmb_msg *m, struct ring_msg *rm)
+{
+	struct shm_msg_rx rx;
+
+	if (rm->len < sizeof(rx))
+		return -EBADMSG;
+	memcpy(&rx, rm->payload, sizeof(rx));
+	m->missed = 0;
+	if (s->gap_from) {
+		m->missed = rm->hdr.seq - (s->gap_from - 1);
+		s->gap_from = 0;
+		if (m->missed)
+			client_event(s->c, SHMB_EV_GAP, s, m->missed);
+	}
+	m->data = (const uint8_t *)rm->payload + sizeof(rx);
+	m->len = rm->len - sizeof(rx);
+	m->topic_id = rx.topic_id;
+	if (rx.topic_id != s->last_rx_id || !s->last_rx_name ||
+	    s->last_rx_epoch != load_relaxed(&s->c->topic_epoch)) {
+		s->last_rx_epoch = load_relaxed(&s->c->topic_epoch);
+		s->last_rx_name = topic_name(s->c, rx.topic_id);
+		s->last_rx_id = rx.topic_id;
+	}
+	m->topic = s->last_rx_name;
+	m->src_broker = rx.src_broker;
+	m->src_session = rx.src_session;
+	m->src_seq = rx.src_seq;
+	ring_consume(&s->rx_cons, rm);
+	s->unacked = true;
+	return 0;
+}
+
 SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms)
 {
 	struct timespec d = deadline_ms(timeout_ms > 0 ? timeout_ms : 0);
 	struct ring_msg rm;
-	struct shm_msg_rx rx;
 	int r;
 
 	if ((s->flags & SHMB_AUTO_ACK) && s->unacked)
@@ -655,58 +716,11 @@ SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeou
 		if (r < 0)
 			return r;
 	}
-	if (s->drop_oldest) {
-		/*
-		 * The broker may be overwriting what we read: copy it out, then
-		 * re-read the drop position (acquire fence between, pairing with
-		 * the broker's store-store fence); keep the copy only if the
-		 * record lies at or after it, else jump there (decisions.md 15).
-		 */
-		uint64_t drop;
-
-		if (r == 0 && rm.len <= ring_max_payload(&s->rx_cons.r))
-			memcpy(s->copy, rm.payload, rm.len);
-		fence_acquire();
-		drop = load_acquire(&s->rxc->rx_drop);
-		if ((r == 0 && rm.pos < drop) || (r == -EBADMSG && s->rx_cons.pos < drop)) {
-			if (!s->gap_from)
-				s->gap_from = s->rx_cons.seq + 1;
-			s->rx_cons.pos = drop;
-			s->rx_cons.seq = RING_SEQ_ANY;
-			s->unacked = true;
-			return shmb_recv(s, m, timeout_ms);
-		}
-		if (r == 0)
-			rm.payload = s->copy;
-	}
+	if (s->drop_oldest && recv_dropped(s, &rm, r))
+		return shmb_recv(s, m, timeout_ms);
 	if (r < 0)
 		return r;
-	if (rm.len < sizeof(rx))
-		return -EBADMSG;
-	memcpy(&rx, rm.payload, sizeof(rx));
-	m->missed = 0;
-	if (s->gap_from) {
-		m->missed = rm.hdr.seq - (s->gap_from - 1);
-		s->gap_from = 0;
-		if (m->missed)
-			client_event(s->c, SHMB_EV_GAP, s, m->missed);
-	}
-	m->data = (const uint8_t *)rm.payload + sizeof(rx);
-	m->len = rm.len - sizeof(rx);
-	m->topic_id = rx.topic_id;
-	if (rx.topic_id != s->last_rx_id || !s->last_rx_name ||
-	    s->last_rx_epoch != load_relaxed(&s->c->topic_epoch)) {
-		s->last_rx_epoch = load_relaxed(&s->c->topic_epoch);
-		s->last_rx_name = topic_name(s->c, rx.topic_id);
-		s->last_rx_id = rx.topic_id;
-	}
-	m->topic = s->last_rx_name;
-	m->src_broker = rx.src_broker;
-	m->src_session = rx.src_session;
-	m->src_seq = rx.src_seq;
-	ring_consume(&s->rx_cons, &rm);
-	s->unacked = true;
-	return 0;
+	return recv_take(s, m, &rm);
 }
 
 static bool routed_all(void *arg)
@@ -744,82 +758,6 @@ SHMB_EXPORT int shmb_session_info(struct shmb_session *s, struct shmb_session_in
 		.tx_routed_seq = load_acquire(&s->rxc->tx_read_seq),
 	};
 	return 0;
-}
-
-int client_status(struct shmb_client *c, struct proto_reply *rep)
-{
-	struct proto_status q = { .h.type = PROTO_STATUS };
-	struct conn_try t = { 0 };
-	int r;
-
-	while ((r = conn_enter(c, &t)) == 0) {
-		r = conn_rpc_locked(c, &q, sizeof(q), rep, NULL, 0);
-		if (!conn_leave(c, &t, &r))
-			break;
-	}
-	return r;
-}
-
-static size_t list_entry_size(uint32_t kind)
-{
-	switch (kind) {
-	case PROTO_LIST_SESSIONS:
-		return sizeof(struct proto_session_info);
-	case PROTO_LIST_TOPICS:
-		return sizeof(struct proto_topic_info);
-	case PROTO_LIST_EVENTS:
-	case PROTO_LIST_LINK_EVENTS:
-		return sizeof(struct proto_event_info);
-	case PROTO_LIST_LINKS:
-		return sizeof(struct proto_link_info);
-	default:
-		return 0;
-	}
-}
-
-int client_list(struct shmb_client *c, struct proto_list *q, struct proto_list_reply *page,
-		char *text)
-{
-	struct conn_try t = { 0 };
-	struct proto_reply *rep = (void *)page;
-	int r;
-
-	q->h.type = PROTO_LIST;
-	while ((r = conn_enter(c, &t)) == 0) {
-		r = conn_rpc_buf(c, c->fd, q, sizeof(*q), page, PROTO_MAX_MSG, NULL, 0, 0);
-		if (r == 0 && page->h.type == PROTO_REPLY) {
-			r = rep->err < 0 ? rep->err : -EPROTO;
-			if (text)
-				snprintf(text, sizeof(rep->u.text), "%.*s", (int)sizeof(rep->u.text),
-					 rep->u.text);
-		}
-		if (!conn_leave(c, &t, &r))
-			break;
-	}
-	if (r < 0)
-		return r;
-	/* a page says what it holds; nothing beyond its length is read */
-	if (page->kind != q->kind || page->entry_size != list_entry_size(q->kind) ||
-	    page->h.len != sizeof(*page) + (size_t)page->count * page->entry_size)
-		return -EPROTO;
-	return 0;
-}
-
-int client_kick(struct shmb_client *c, struct proto_kick *q, char *text)
-{
-	struct proto_reply rep = { .err = 0 };
-	struct conn_try t = { 0 };
-	int r;
-
-	q->h.type = PROTO_KICK;
-	while ((r = conn_enter(c, &t)) == 0) {
-		r = conn_rpc_locked(c, q, sizeof(*q), &rep, NULL, 0);
-		if (r < 0 && text && rep.h.type == PROTO_REPLY && rep.err == r)
-			snprintf(text, sizeof(rep.u.text), "%.*s", (int)sizeof(rep.u.text), rep.u.text);
-		if (!conn_leave(c, &t, &r))
-			break;
-	}
-	return r;
 }
 
 void *client_session_tx_base(struct shmb_session *s, size_t *len, int *fd)

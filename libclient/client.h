@@ -1,7 +1,8 @@
 /*
  * libclient/client.h - libshmb's objects, shared by client.c (topics,
- * sessions, messages) and conn.c (the control connection and its
- * thread).  Private to the library: nothing here is API.
+ * sessions, messages) and conn*.c (the control connection, its thread
+ * and its handshake; what those share only among themselves is in
+ * conn-int.h).  Private to the library: nothing here is API.
  *
  * Locks, always taken in this order: c->lock (one request in flight on
  * the connection; the fd; the sessions' tokens and topics) -> c->slock
@@ -155,7 +156,7 @@ struct shmb_session {
 	unsigned ev_pending; /* EVP_* (slock) */
 };
 
-/* The client whose connection thread this is, in that thread (conn.c). */
+/* The client whose connection thread this is, in that thread (conn-thread.c). */
 extern __thread struct shmb_client *conn_of_thread;
 
 /* ---- conn.c: requests over the control connection ---- */

@@ -1,25 +1,23 @@
 /*
- * libclient/conn.c - libshmb's control connection: an instance of the
- * lifecycle machine (lifecycle.md), through a registry of one entry, and
- * the connection thread that carries out what the machine asks.
+ * libclient/conn.c - libshmb's control connection as the application
+ * threads see it: shmb_connect(), shmb_close(), shmb_reconnect(),
+ * shmb_client_info(); the client's instance of the lifecycle machine
+ * (docs/design/lifecycle.md), through a registry of one entry, whose
+ * actions this file queues for the connection thread (conn-thread.c);
+ * and the requests sent on the connection.
  *
- * The thread dials, says HELLO, reattaches every open session with its
- * token and its subscriptions (decisions.md 6, 24), arms the redial
- * timer, closes fds, reports events, and watches a live connection for a
- * hang-up.  Application threads send their own requests on the live
- * connection, one at a time (c->lock); they wait for it while it is
- * down, and report one that fails under them to the machine, which tears
- * it down once.  Lock order: client.h.
+ * Application threads send their own requests on the live connection,
+ * one at a time (c->lock); they wait for it while it is down, and report
+ * one that fails under them to the machine, which tears it down once.
+ * The handshake (conn-handshake.c) sends its requests through the same
+ * conn_rpc(), with a deadline.  Lock order: client.h.
  *
- * Must never: read from a live connection on the connection thread (it
- * polls for hang-ups only, so it never takes a reply meant for a
- * request); close the control fd anywhere but in CLOSE_FD; wait in the
- * connection thread for something only that thread can bring about; call
- * the event callback with a lock held; let the machine's actions run out
- * of the order of its steps.
+ * Must never: close the control fd (only the connection thread's
+ * CLOSE_FD does); wait in the connection thread for something only that
+ * thread can bring about (conn_of_thread says who is calling); let the
+ * machine's actions run out of the order of its steps.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,28 +25,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "libclient/client.h"
+#include "libclient/conn-int.h"
 #include "shm/atomics.h"
-#include "shm/futex.h"
-
-__thread struct shmb_client *conn_of_thread;
 
 /* ---- control requests ------------------------------------------------------- */
-
-static struct timespec ts_of_ns(uint64_t ns)
-{
-	return (struct timespec){ .tv_sec = (time_t)(ns / 1000000000ull),
-				  .tv_nsec = (long)(ns % 1000000000ull) };
-}
 
 static void evfd_kick(struct shmb_client *c)
 {
@@ -71,7 +59,7 @@ static int hs_wait(struct shmb_client *c, int fd, short events, uint64_t deadlin
 
 		if (now >= deadline)
 			return -ETIMEDOUT;
-		ts = ts_of_ns(deadline - now);
+		ts = conn_timespec(deadline - now);
 		if (ppoll(p, 2, &ts, NULL) < 0 && errno != EINTR)
 			return -errno;
 		if (p[1].revents & POLLIN) {
@@ -105,6 +93,53 @@ int conn_rpc(struct shmb_client *c, int fd, void *req, size_t len, struct proto_
 	return conn_rpc_buf(c, fd, req, len, rep, sizeof(*rep), fds, nfds_max, deadline);
 }
 
+/* Send the request whole: 0 or an error as conn_rpc_buf's. */
+static int rpc_send(struct shmb_client *c, int fd, const void *req, size_t len, uint64_t deadline)
+{
+	int dontwait = deadline ? MSG_DONTWAIT : 0, r;
+
+	for (;;) {
+		ssize_t n;
+
+		if (deadline && (r = hs_wait(c, fd, POLLOUT, deadline)) < 0)
+			return r;
+		n = send(fd, req, len, MSG_NOSIGNAL | dontwait);
+		if (n == (ssize_t)len)
+			return 0;
+		if (n < 0 && (errno == EINTR || (errno == EAGAIN && deadline)))
+			continue;
+		return -EPIPE;
+	}
+}
+
+/* The fds a message brought (SCM_RIGHTS): the first nfds_max into fds,
+ * any more closed.  Returns how many are in fds. */
+static int rpc_fds(struct msghdr *mh, int *fds, int nfds_max)
+{
+	int got = 0;
+
+	for (struct cmsghdr *ch = CMSG_FIRSTHDR(mh); ch; ch = CMSG_NXTHDR(mh, ch)) {
+		if (ch->cmsg_level != SOL_SOCKET || ch->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; i < (ch->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd1;
+
+			memcpy(&fd1, CMSG_DATA(ch) + i * sizeof(int), sizeof(int));
+			if (got < nfds_max)
+				fds[got++] = fd1;
+			else
+				close(fd1);
+		}
+	}
+	return got;
+}
+
+static void close_fds(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+}
+
 /* The same, for a request whose answer may also be a page of up to rcap
  * bytes (PROTO_LIST_REPLY, checked for its length only). */
 int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbuf, size_t rcap,
@@ -116,18 +151,9 @@ int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbu
 
 	h->req_id = ++c->next_req;
 	h->len = (uint32_t)len;
-	for (;;) {
-		ssize_t n;
-
-		if (deadline && (r = hs_wait(c, fd, POLLOUT, deadline)) < 0)
-			return r;
-		n = send(fd, req, len, MSG_NOSIGNAL | dontwait);
-		if (n == (ssize_t)len)
-			break;
-		if (n < 0 && (errno == EINTR || (errno == EAGAIN && deadline)))
-			continue;
-		return -EPIPE;
-	}
+	r = rpc_send(c, fd, req, len, deadline);
+	if (r < 0)
+		return r;
 	for (;;) {
 		union {
 			struct cmsghdr h;
@@ -136,7 +162,7 @@ int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbu
 		struct iovec iov = { .iov_base = rbuf, .iov_len = rcap };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
 				     .msg_controllen = sizeof(cm.buf) };
-		int got = 0;
+		int got;
 		ssize_t n;
 
 		if (deadline && (r = hs_wait(c, fd, POLLIN, deadline)) < 0)
@@ -146,24 +172,11 @@ int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbu
 			continue;
 		if (n <= 0)
 			return -EPIPE;
-		for (struct cmsghdr *ch = CMSG_FIRSTHDR(&mh); ch; ch = CMSG_NXTHDR(&mh, ch)) {
-			if (ch->cmsg_level != SOL_SOCKET || ch->cmsg_type != SCM_RIGHTS)
-				continue;
-			for (size_t i = 0; i < (ch->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-				int fd1;
-
-				memcpy(&fd1, CMSG_DATA(ch) + i * sizeof(int), sizeof(int));
-				if (got < nfds_max)
-					fds[got++] = fd1;
-				else
-					close(fd1);
-			}
-		}
+		got = rpc_fds(&mh, fds, nfds_max);
 		/* events (request id 0) need no answer: staleness is also visible
 		 * in shared memory, where every call checks it */
 		if ((size_t)n >= sizeof(struct proto_hdr) && rep->h.type == PROTO_EVENT) {
-			for (int i = 0; i < got; i++)
-				close(fds[i]);
+			close_fds(fds, got);
 			continue;
 		}
 		if ((size_t)n >= sizeof(struct proto_list_reply) && rep->h.type == PROTO_LIST_REPLY &&
@@ -172,13 +185,11 @@ int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbu
 			return 0;
 		if ((size_t)n != sizeof(*rep) || rep->h.type != PROTO_REPLY ||
 		    rep->h.req_id != h->req_id || (mh.msg_flags & MSG_TRUNC)) {
-			for (int i = 0; i < got; i++)
-				close(fds[i]);
+			close_fds(fds, got);
 			return -EPROTO;
 		}
 		if (rep->err < 0 || got < nfds_max) {
-			for (int i = 0; i < got; i++)
-				close(fds[i]);
+			close_fds(fds, got);
 			if (rep->err == 0)
 				return -EPROTO; /* an open without its fds */
 		}
@@ -330,525 +341,6 @@ bool conn_leave(struct shmb_client *c, struct conn_try *t, int *r)
 		return true;
 	}
 	return false;
-}
-
-/* ---- the connection thread -------------------------------------------------------- */
-
-static void attempt_ended(struct shmb_client *c, int err, bool up)
-{
-	pthread_mutex_lock(&c->st);
-	c->attempts_ended++;
-	if (up) {
-		c->handshakes++;
-		c->backoff_ns = 0;
-	} else {
-		c->last_error = err;
-	}
-	pthread_cond_broadcast(&c->st_cond);
-	pthread_mutex_unlock(&c->st);
-}
-
-/*
- * Dial.  A Unix socket connects at once or fails at once (-EAGAIN when
- * its backlog is full, a temporary error), so a non-blocking connect
- * never outlasts the connect deadline and never holds up a close.  The
- * fd is blocking afterwards: application threads wait in recvmsg().
- */
-static int conn_dial(struct shmb_client *c, int *out)
-{
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), fl;
-
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&c->addr, sizeof(c->addr)) < 0 ||
-	    (fl = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
-		int e = -errno;
-
-		close(fd);
-		return e;
-	}
-	*out = fd;
-	return 0;
-}
-
-static bool same_file(int a, int b)
-{
-	struct stat sa, sb;
-
-	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-	       sa.st_ino == sb.st_ino;
-}
-
-/* The broker no longer has s for us: from now on its calls say -ESTALE. */
-static void session_mark_lost(struct shmb_client *c, struct shmb_session *s)
-{
-	store_relaxed(&s->lost, 1);
-	/* pairs with the sleepers' fence in wake_wait(): set lost, then
-	 * look at the waiter counts (conn_wake_lost) */
-	fence_full();
-	s->wake_lost = true;
-	if (!__atomic_exchange_n(&s->stale_told, 1, __ATOMIC_RELAXED)) {
-		pthread_mutex_lock(&c->slock);
-		s->ev_pending |= EVP_STALE;
-		pthread_mutex_unlock(&c->slock);
-	}
-}
-
-static bool transport_error(int r)
-{
-	return r == -EPIPE || r == -EPROTO || r == -ETIMEDOUT || r == -ECANCELED;
-}
-
-/*
- * Reattach s over the new connection fd (c->lock held): the same owner
- * with its token, never a new generation (PROTO_OPEN_REATTACH).  The
- * broker's files must be the very ones mapped; the new poll pipe takes
- * the place of the old one under the same fd number, so an fd an
- * application thread holds stays valid.  Then its subscriptions again,
- * in case the broker forgot them (subscribing is idempotent).  A session
- * the broker no longer has for us is marked lost, and that is no failure
- * of the handshake; an error of the connection is.
- */
-static int session_reattach(struct shmb_client *c, int fd, struct shmb_session *s, uint64_t deadline)
-{
-	struct proto_open q = { .h.type = PROTO_SESSION_OPEN, .policy = UINT32_MAX,
-				.flags = PROTO_OPEN_TOKEN | PROTO_OPEN_REATTACH };
-	struct proto_reply rep;
-	int fds[3], r;
-	bool same;
-
-	q.name_len = (uint32_t)strlen(s->name);
-	memcpy(q.name, s->name, q.name_len);
-	memcpy(q.token, s->token, sizeof(q.token));
-	r = conn_rpc(c, fd, &q, sizeof(q), &rep, fds, 3, deadline);
-	if (r < 0)
-		return r;
-	switch (-rep.err) {
-	case 0:
-		break;
-	case ENOENT: /* gone: destroyed, expired, or a broker that does not know it */
-	case ESTALE: /* another owner now */
-	case EBADMSG: /* quarantined */
-	case EINVAL:
-	case EPERM:
-	case EACCES:
-		session_mark_lost(c, s);
-		return 0;
-	default:
-		return rep.err; /* the broker could not answer now (fds, memory): later */
-	}
-	same = rep.u.open.session_id == s->id && rep.u.open.generation == s->generation &&
-	       same_file(fds[0], s->rx.fd) && same_file(fds[1], s->tx.fd);
-	close(fds[0]);
-	close(fds[1]);
-	if (!same) {
-		close(fds[2]);
-		session_mark_lost(c, s);
-		return 0;
-	}
-	if (dup3(fds[2], s->notify_rd, O_CLOEXEC) < 0) {
-		r = -errno;
-		close(fds[2]);
-		return r;
-	}
-	close(fds[2]);
-	for (unsigned i = 0; i < s->nsubs; i++) {
-		struct proto_sub sq = { .h.type = PROTO_SUBSCRIBE, .session_id = s->id };
-		struct topic_entry *te;
-
-		r = client_topic_get_locked(c, fd, s->subs[i]->name, deadline, &te);
-		if (transport_error(r))
-			return r;
-		if (r < 0)
-			continue; /* the broker refuses the topic now: nothing to restore */
-		sq.topic_id = te->id;
-		r = conn_rpc(c, fd, &sq, sizeof(sq), &rep, NULL, 0, deadline);
-		if (r < 0)
-			return r;
-	}
-	s->hs_ok = true;
-	return 0;
-}
-
-/*
- * The connection is up and every session reattached: put the poll pipes
- * back into the epoll sets (a lost session's old pipe too: it is at EOF,
- * so its poller learns -ESTALE), and say which sessions to tell about.
- */
-static void conn_relink(struct shmb_client *c)
-{
-	struct epoll_event ev = { .events = EPOLLIN };
-
-	pthread_mutex_lock(&c->slock);
-	for (unsigned i = 0; i < c->nsessions; i++) {
-		struct shmb_session *s = c->sessions[i];
-		bool add = s->hs_ok || load_relaxed(&s->lost);
-
-		if (add && s->epfd >= 0 && epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->notify_rd, &ev) < 0 &&
-		    errno == EEXIST)
-			epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->notify_rd, &ev);
-		if (s->hs_ok) {
-			store_relaxed(&s->notify_eof, 0);
-			s->ev_pending |= EVP_REATTACHED;
-			s->hs_ok = false;
-		}
-	}
-	/* pairs with the load in notify_drain(): an EOF from now on is news */
-	store_release(&c->linked, 1);
-	pthread_mutex_unlock(&c->slock);
-}
-
-/*
- * Wake whoever sleeps on a lost session.  The broker bumps no futex word
- * for it, so a sleeper that checked just before the mark and sleeps just
- * after one wake would miss it: wake until the waiter counts (our own
- * tx file) are zero, for at most about a second.
- */
-static void conn_wake_lost(struct shmb_client *c)
-{
-	for (int round = 0; round < 1000; round++) {
-		bool waiting = false;
-
-		pthread_mutex_lock(&c->slock);
-		for (unsigned i = 0; i < c->nsessions; i++) {
-			struct shmb_session *s = c->sessions[i];
-
-			if (!s->wake_lost)
-				continue;
-			futex_wake(&s->rxc->rx_signal, 0x7fffffff);
-			futex_wake(&s->rxc->tx_space_signal, 0x7fffffff);
-			fence_full();
-			if (load_relaxed(&s->txc->rx_waiters) || load_relaxed(&s->txc->tx_space_waiters))
-				waiting = true;
-			else
-				s->wake_lost = false;
-		}
-		pthread_mutex_unlock(&c->slock);
-		if (!waiting)
-			return;
-		usleep(1000);
-	}
-}
-
-/* Tell the pending session events, a few at a time, outside every lock;
- * client_session_free() waits while some are being told. */
-static void conn_emit_pending(struct shmb_client *c)
-{
-	for (;;) {
-		struct shmb_event ev[16];
-		unsigned n = 0;
-
-		bool closing;
-
-		pthread_mutex_lock(&c->st);
-		closing = c->closing;
-		pthread_mutex_unlock(&c->st);
-		pthread_mutex_lock(&c->slock);
-		for (unsigned i = 0; i < c->nsessions && n < 16; i++) {
-			struct shmb_session *s = c->sessions[i];
-
-			if (closing)
-				; /* shmb_close() is under way: nobody to tell */
-			else if (s->ev_pending & EVP_STALE)
-				ev[n++] = (struct shmb_event){ SHMB_EV_STALE, s, 0 };
-			else if (s->ev_pending & EVP_REATTACHED)
-				ev[n++] = (struct shmb_event){ SHMB_EV_REATTACHED, s, s->generation };
-			s->ev_pending = 0;
-		}
-		if (n) {
-			pthread_mutex_lock(&c->st);
-			c->emitting++;
-			pthread_mutex_unlock(&c->st);
-		}
-		pthread_mutex_unlock(&c->slock);
-		if (!n)
-			return;
-		for (unsigned i = 0; i < n; i++)
-			client_event(c, ev[i].kind, ev[i].session, ev[i].count);
-		pthread_mutex_lock(&c->st);
-		c->emitting--;
-		pthread_cond_broadcast(&c->st_cond);
-		pthread_mutex_unlock(&c->st);
-	}
-}
-
-/*
- * HANDSHAKE: HELLO, then the reattach of every open session, all within
- * the handshake deadline and holding c->lock, so no request and no
- * session open or close comes in between.  The fd becomes the client's
- * before the machine hears of success, so a waiter woken by it finds it.
- */
-static void conn_handshake(struct shmb_client *c, struct lc_entry *e, int fd, uint32_t gen,
-			   uint64_t deadline)
-{
-	struct proto_hello hello = { .h.type = PROTO_HELLO, .version = PROTO_VERSION };
-	struct lc_event ev = { .type = LC_HANDSHAKE_DONE, .gen = gen, .fd = -1 };
-	struct proto_reply rep;
-	int r;
-
-	pthread_mutex_lock(&c->lock);
-	r = conn_rpc(c, fd, &hello, sizeof(hello), &rep, NULL, 0, deadline);
-	if (r == 0)
-		r = rep.err;
-	if (r == 0) {
-		if (rep.u.hello.broker_id != c->broker_id) {
-			/* another broker: the topic ids this client knows are
-			 * the old one's (the entries stay; their ids are looked
-			 * up again) */
-			pthread_mutex_lock(&c->tlock);
-			store_relaxed(&c->topic_epoch, c->topic_epoch + 1);
-			pthread_mutex_unlock(&c->tlock);
-			c->broker_id = rep.u.hello.broker_id;
-			pthread_mutex_lock(&c->st);
-			c->info_broker_id = c->broker_id;
-			pthread_mutex_unlock(&c->st);
-		}
-		for (unsigned i = 0; r == 0 && i < c->nsessions; i++)
-			if (!load_relaxed(&c->sessions[i]->lost))
-				r = session_reattach(c, fd, c->sessions[i], deadline);
-	}
-	if (r == 0) {
-		lcr_hold(e);
-		c->fd = fd;
-		c->fd_gen = gen;
-		c->fd_entry = e;
-	} else {
-		for (unsigned i = 0; i < c->nsessions; i++)
-			c->sessions[i]->hs_ok = false;
-	}
-	pthread_mutex_unlock(&c->lock);
-	if (r == 0) {
-		/* everything is in place before the machine says READY, so
-		 * whoever it wakes finds it so; if a close came meanwhile,
-		 * the machine's CLOSE_FD of fd follows and undoes it */
-		lcr_hold(e);
-		c->ct.poll_fd = fd;
-		c->ct.poll_gen = gen;
-		c->ct.poll_e = e;
-		c->ct.up = true;
-		attempt_ended(c, 0, true);
-		conn_relink(c);
-		lcr_feed(e, &ev);
-	} else {
-		/* the machine closes fd: it is the connection's */
-		attempt_ended(c, r, false);
-		ev.type = LC_HANDSHAKE_FAILED;
-		ev.err = r;
-		lcr_feed(e, &ev);
-	}
-	conn_wake_lost(c);
-	conn_emit_pending(c);
-}
-
-/*
- * CLOSE_FD.  The live connection first leaves the epoll sets (else a
- * poller would spin on the EOF its pipes are about to show), then is shut
- * down, so that an application thread waiting in recvmsg() on it returns
- * and lets go of c->lock, then closed under c->lock.
- */
-static void conn_close_fd(struct shmb_client *c, int fd)
-{
-	bool live = fd == c->fd; /* only this thread writes c->fd */
-	struct lc_entry *old = NULL;
-
-	if (live) {
-		store_release(&c->linked, 0);
-		pthread_mutex_lock(&c->slock);
-		for (unsigned i = 0; i < c->nsessions; i++) {
-			struct shmb_session *s = c->sessions[i];
-
-			if (s->epfd >= 0 && !load_relaxed(&s->lost))
-				epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->notify_rd, NULL);
-		}
-		pthread_mutex_unlock(&c->slock);
-	}
-	shutdown(fd, SHUT_RDWR);
-	pthread_mutex_lock(&c->lock);
-	close(fd);
-	if (live) {
-		old = c->fd_entry;
-		c->fd = -1;
-		c->fd_entry = NULL;
-	}
-	pthread_mutex_unlock(&c->lock);
-	if (old)
-		lcr_put(old);
-	if (c->ct.poll_fd == fd) {
-		c->ct.poll_fd = -1;
-		lcr_put(c->ct.poll_e);
-		c->ct.poll_e = NULL;
-	}
-}
-
-static void conn_monitor(struct shmb_client *c, const struct lc_action *a)
-{
-	bool tell = false;
-
-	pthread_mutex_lock(&c->st);
-	switch (a->mon) {
-	case LC_MON_DISCONNECTED:
-		/* a connection that was up is lost: said once per connection,
-		 * not for an attempt that never came up, nor at shmb_close() */
-		if (c->ct.up) {
-			c->ct.up = false;
-			c->disconnects++;
-			c->last_reason = (int)a->detail;
-			tell = !c->closing;
-		}
-		break;
-	case LC_MON_BACKOFF:
-		c->backoff_ns = (uint64_t)a->detail;
-		break;
-	default:
-		break;
-	}
-	pthread_mutex_unlock(&c->st);
-	if (tell)
-		client_event(c, SHMB_EV_DISCONNECTED, NULL, 0);
-}
-
-/* Carry out one action of the machine of entry e. */
-static void conn_act(struct shmb_client *c, struct lc_entry *e, const struct lc_action *a)
-{
-	struct lc_event ev = { .gen = a->gen, .fd = -1 };
-	int fd = -1, r;
-
-	switch (a->type) {
-	case LC_ACT_RESOLVE: /* a socket path needs none (skip_resolve) */
-		ev.type = LC_RESOLVED;
-		lcr_feed(e, &ev);
-		break;
-	case LC_ACT_CONNECT:
-		r = conn_dial(c, &fd);
-		if (r < 0) {
-			attempt_ended(c, r, false);
-			ev.type = LC_CONNECT_FAILED;
-			ev.err = r;
-		} else {
-			ev.type = LC_CONNECTED;
-			ev.fd = fd;
-		}
-		/* acted on or dropped, the machine owns fd now (a dropped one
-		 * comes back as CLOSE_FD); refused, nobody does */
-		if (lcr_feed(e, &ev) < 0 && fd >= 0)
-			close(fd);
-		break;
-	case LC_ACT_HANDSHAKE:
-		conn_handshake(c, e, a->fd, a->gen, a->ns);
-		break;
-	case LC_ACT_TIMER:
-		if (c->ct.timer_e)
-			lcr_put(c->ct.timer_e);
-		lcr_hold(e);
-		c->ct.timer_e = e;
-		c->ct.timer_gen = a->gen;
-		c->ct.timer_due = clock_mono_ns() + a->ns;
-		break;
-	case LC_ACT_CLOSE_FD:
-		conn_close_fd(c, a->fd);
-		break;
-	case LC_ACT_ABORT:
-		/* dials run in this thread, so none is in flight now */
-		ev.type = LC_ABORTED;
-		lcr_feed(e, &ev);
-		break;
-	case LC_ACT_MONITOR:
-		conn_monitor(c, a);
-		break;
-	case LC_ACT_WAKE:
-		/* the registry woke its waiters; shmb_connect() waits here */
-		pthread_mutex_lock(&c->st);
-		pthread_cond_broadcast(&c->st_cond);
-		pthread_mutex_unlock(&c->st);
-		break;
-	}
-}
-
-/* Idle: wait for a queued batch, the redial timer, or a hang-up of the
- * live connection (events 0: only POLLHUP and POLLERR are reported, so
- * this thread never takes a reply an application thread waits for). */
-static void conn_poll(struct shmb_client *c)
-{
-	struct pollfd p[2] = { { .fd = c->evfd, .events = POLLIN },
-			       { .fd = c->ct.poll_fd, .events = 0 } };
-	struct timespec ts, *tp = NULL;
-
-	if (c->ct.timer_e) {
-		uint64_t now = clock_mono_ns();
-
-		ts = ts_of_ns(c->ct.timer_due > now ? c->ct.timer_due - now : 0);
-		tp = &ts;
-	}
-	if (ppoll(p, c->ct.poll_fd >= 0 ? 2 : 1, tp, NULL) < 0 && errno != EINTR) {
-		struct timespec pause = { .tv_nsec = 1000000 };
-
-		nanosleep(&pause, NULL); /* out of memory for the poll: try again */
-		return;
-	}
-	if (p[0].revents & POLLIN) {
-		uint64_t v;
-
-		(void)!read(c->evfd, &v, sizeof(v));
-	}
-	if (c->ct.poll_fd >= 0 && (p[1].revents & (POLLHUP | POLLERR | POLLNVAL))) {
-		struct lc_event ev = { .type = LC_IO_ERROR, .gen = c->ct.poll_gen, .fd = -1,
-				       .err = -ECONNRESET };
-		struct lc_entry *e = c->ct.poll_e;
-
-		/* an EOF on a poll pipe is no detach from now on */
-		store_release(&c->linked, 0);
-		c->ct.poll_fd = -1;
-		c->ct.poll_e = NULL;
-		lcr_feed(e, &ev);
-		lcr_put(e);
-	}
-	if (c->ct.timer_e && clock_mono_ns() >= c->ct.timer_due) {
-		struct lc_event ev = { .type = LC_TIMER, .gen = c->ct.timer_gen, .fd = -1 };
-		struct lc_entry *e = c->ct.timer_e;
-
-		c->ct.timer_e = NULL;
-		lcr_feed(e, &ev);
-		lcr_put(e);
-	}
-}
-
-static void *conn_main(void *arg)
-{
-	struct shmb_client *c = arg;
-
-	conn_of_thread = c;
-	for (;;) {
-		struct conn_batch b;
-		bool got, stop;
-
-		pthread_mutex_lock(&c->st);
-		got = c->qlen > 0;
-		if (got) {
-			b = c->q[c->qhead];
-			c->qhead = (c->qhead + 1) % CONN_QUEUE;
-			c->qlen--;
-			pthread_cond_broadcast(&c->st_cond);
-		}
-		/* shmb_close() fed LC_CLOSE before it set stop: what that
-		 * asked for (close the fd, end a dial) is in the queue */
-		stop = !got && c->stop;
-		pthread_mutex_unlock(&c->st);
-		if (got) {
-			for (unsigned i = 0; i < b.n; i++)
-				conn_act(c, b.e, &b.acts[i]);
-			lcr_put(b.e);
-		} else if (stop) {
-			break;
-		} else {
-			conn_poll(c);
-		}
-	}
-	if (c->ct.timer_e)
-		lcr_put(c->ct.timer_e);
-	if (c->ct.poll_e)
-		lcr_put(c->ct.poll_e);
-	c->ct.timer_e = c->ct.poll_e = NULL;
-	return NULL;
 }
 
 /* ---- connect, close, reconnect, info ------------------------------------------------ */

@@ -9,6 +9,8 @@
 #include "shm/proto.h"
 #include "shmb.h"
 
+/* ---- client-admin.c ---- */
+
 /* Admin: the broker's counters (PROTO_STATUS).  0 or -errno. */
 int client_status(struct shmb_client *c, struct proto_reply *rep);
 
@@ -23,6 +25,8 @@ int client_list(struct shmb_client *c, struct proto_list *q, struct proto_list_r
 
 /* Admin: PROTO_KICK.  0 or -errno, the broker's words in text. */
 int client_kick(struct shmb_client *c, struct proto_kick *q, char *text);
+
+/* ---- client.c ---- */
 
 /* Tests: the session's own TX file (mapping and fd), to scribble over it. */
 void *client_session_tx_base(struct shmb_session *s, size_t *len, int *fd);

@@ -6,6 +6,7 @@
  * down twice; leave a waiter unanswered when the machine reaches READY,
  * FAILED or CLOSED; leak an fd that a late completion hands in.
  */
+#include <assert.h>
 #include <errno.h>
 #include <string.h>
 
@@ -187,139 +188,192 @@ static int misfit(struct lc *m, const struct lc_event *ev)
 	return -EINVAL;
 }
 
-int lc_step(struct lc *m, const struct lc_event *ev)
+/* The event is of the current attempt and answers the state it expects. */
+static bool fits(const struct lc *m, const struct lc_event *ev, enum lc_state want)
 {
-	bool current = ev->gen == m->gen;
+	return m->state == want && ev->gen == m->gen;
+}
 
-	m->nact = 0;
-	switch (ev->type) {
-	case LC_START:
-		if (m->state != LC_IDLE)
-			return -EINVAL;
-		begin_attempt(m);
-		return 0;
+/* ---- one handler per event: 0, 1 (dropped) or -EINVAL, as lc_step ---- */
 
-	case LC_RESOLVED:
-	case LC_RESOLVE_FAILED:
-		if (m->state != LC_RESOLVING || !current)
-			return misfit(m, ev);
-		if (ev->type == LC_RESOLVE_FAILED) {
-			attempt_failed(m, ev->err); /* counts as a failed attempt */
-			return 0;
-		}
-		if (!m->said_resolved) {
-			m->said_resolved = true;
-			monitor(m, LC_MON_RESOLVED, 0);
-		}
-		m->state = LC_CONNECTING;
-		act(m, LC_ACT_CONNECT)->ns = m->clock.now(m->clock.arg) + m->o.connect_timeout_ns;
-		return 0;
+static int on_start(struct lc *m, const struct lc_event *ev)
+{
+	(void)ev;
+	if (m->state != LC_IDLE)
+		return -EINVAL;
+	begin_attempt(m);
+	return 0;
+}
 
-	case LC_CONNECTED:
-		if (m->state != LC_CONNECTING || !current)
-			return misfit(m, ev);
-		m->fd = ev->fd;
-		monitor(m, LC_MON_CONNECTED, 0);
-		m->state = LC_HANDSHAKING;
-		{
-			struct lc_action *a = act(m, LC_ACT_HANDSHAKE);
+static int on_resolved(struct lc *m, const struct lc_event *ev)
+{
+	if (!fits(m, ev, LC_RESOLVING))
+		return misfit(m, ev);
+	if (!m->said_resolved) {
+		m->said_resolved = true;
+		monitor(m, LC_MON_RESOLVED, 0);
+	}
+	m->state = LC_CONNECTING;
+	act(m, LC_ACT_CONNECT)->ns = m->clock.now(m->clock.arg) + m->o.connect_timeout_ns;
+	return 0;
+}
 
-			a->fd = m->fd;
-			a->ns = m->clock.now(m->clock.arg) + m->o.handshake_timeout_ns;
-		}
-		return 0;
+static int on_resolve_failed(struct lc *m, const struct lc_event *ev)
+{
+	if (!fits(m, ev, LC_RESOLVING))
+		return misfit(m, ev);
+	attempt_failed(m, ev->err); /* counts as a failed attempt */
+	return 0;
+}
 
-	case LC_CONNECT_FAILED:
-		if (m->state != LC_CONNECTING || !current)
-			return misfit(m, ev);
-		/* the same failure again in this cycle is not said again */
-		if (m->said_connect_err != ev->err) {
-			m->said_connect_err = ev->err;
-			monitor(m, LC_MON_CONNECT_FAILED, ev->err);
-		}
-		attempt_failed(m, ev->err);
-		return 0;
+static int on_connected(struct lc *m, const struct lc_event *ev)
+{
+	struct lc_action *a;
 
-	case LC_HANDSHAKE_DONE:
-		if (m->state != LC_HANDSHAKING || !current)
-			return misfit(m, ev);
-		/* said before the connection carries any traffic */
-		monitor(m, LC_MON_HANDSHAKE_SUCCEEDED, 0);
-		m->state = LC_READY;
+	if (!fits(m, ev, LC_CONNECTING))
+		return misfit(m, ev);
+	m->fd = ev->fd;
+	monitor(m, LC_MON_CONNECTED, 0);
+	m->state = LC_HANDSHAKING;
+	a = act(m, LC_ACT_HANDSHAKE);
+	a->fd = m->fd;
+	a->ns = m->clock.now(m->clock.arg) + m->o.handshake_timeout_ns;
+	return 0;
+}
+
+static int on_connect_failed(struct lc *m, const struct lc_event *ev)
+{
+	if (!fits(m, ev, LC_CONNECTING))
+		return misfit(m, ev);
+	/* the same failure again in this cycle is not said again */
+	if (m->said_connect_err != ev->err) {
+		m->said_connect_err = ev->err;
+		monitor(m, LC_MON_CONNECT_FAILED, ev->err);
+	}
+	attempt_failed(m, ev->err);
+	return 0;
+}
+
+static int on_handshake_done(struct lc *m, const struct lc_event *ev)
+{
+	if (!fits(m, ev, LC_HANDSHAKING))
+		return misfit(m, ev);
+	/* said before the connection carries any traffic */
+	monitor(m, LC_MON_HANDSHAKE_SUCCEEDED, 0);
+	m->state = LC_READY;
+	m->failures = 0;
+	m->in_cycle = false;
+	wake(m, 0);
+	return 0;
+}
+
+static int on_handshake_failed(struct lc *m, const struct lc_event *ev)
+{
+	if (!fits(m, ev, LC_HANDSHAKING))
+		return misfit(m, ev);
+	monitor(m, LC_MON_HANDSHAKE_FAILED, ev->err);
+	teardown(m, ev->err); /* a reset mid-handshake still redials */
+	attempt_failed(m, ev->err);
+	return 0;
+}
+
+static int on_io_error(struct lc *m, const struct lc_event *ev)
+{
+	/* acted on once per generation, only while READY */
+	if (!fits(m, ev, LC_READY) || m->acted_gen == ev->gen)
+		return drop(m, ev);
+	m->acted_gen = ev->gen;
+	teardown(m, ev->err);
+	attempt_failed(m, ev->err);
+	return 0;
+}
+
+static int on_timer(struct lc *m, const struct lc_event *ev)
+{
+	if (!fits(m, ev, LC_BACKOFF))
+		return misfit(m, ev);
+	begin_attempt(m);
+	return 0;
+}
+
+static int on_force_reconnect(struct lc *m, const struct lc_event *ev)
+{
+	(void)ev;
+	switch (m->state) {
+	case LC_READY:
+		teardown(m, -ECONNRESET);
 		m->failures = 0;
-		m->in_cycle = false;
-		wake(m, 0);
-		return 0;
-
-	case LC_HANDSHAKE_FAILED:
-		if (m->state != LC_HANDSHAKING || !current)
-			return misfit(m, ev);
-		monitor(m, LC_MON_HANDSHAKE_FAILED, ev->err);
-		teardown(m, ev->err); /* a reset mid-handshake still redials */
-		attempt_failed(m, ev->err);
-		return 0;
-
-	case LC_IO_ERROR:
-		/* acted on once per generation, only while READY */
-		if (m->state != LC_READY || !current || m->acted_gen == ev->gen)
-			return drop(m, ev);
-		m->acted_gen = ev->gen;
-		teardown(m, ev->err);
-		attempt_failed(m, ev->err);
-		return 0;
-
-	case LC_TIMER:
-		if (m->state != LC_BACKOFF || !current)
-			return misfit(m, ev);
 		begin_attempt(m);
 		return 0;
+	case LC_BACKOFF:
+		m->failures = 0;
+		begin_attempt(m); /* fires at once */
+		return 0;
+	case LC_RESOLVING:
+	case LC_CONNECTING:
+	case LC_HANDSHAKING:
+		m->failures = 0;
+		return 0; /* joins the dial in flight and shares its result */
+	default:
+		return -EINVAL;
+	}
+}
 
-	case LC_FORCE_RECONNECT:
-		switch (m->state) {
-		case LC_READY:
-			teardown(m, -ECONNRESET);
-			m->failures = 0;
-			begin_attempt(m);
-			return 0;
-		case LC_BACKOFF:
-			m->failures = 0;
-			begin_attempt(m); /* fires at once */
-			return 0;
-		case LC_RESOLVING:
-		case LC_CONNECTING:
-		case LC_HANDSHAKING:
-			m->failures = 0;
-			return 0; /* joins the dial in flight and shares its result */
-		default:
-			return -EINVAL;
-		}
-
-	case LC_CLOSE:
-		switch (m->state) {
-		case LC_CLOSING:
-		case LC_CLOSED:
-			return 0; /* a no-op */
-		case LC_RESOLVING:
-		case LC_CONNECTING:
-			/* abort the attempt in flight without waiting for it */
-			act(m, LC_ACT_ABORT);
-			m->state = LC_CLOSING;
-			wake(m, -ESHUTDOWN);
-			return 0;
-		default:
-			teardown(m, -ESHUTDOWN);
-			m->state = LC_CLOSED;
-			monitor(m, LC_MON_CLOSED, 0);
-			wake(m, -ESHUTDOWN);
-			return 0;
-		}
-
-	case LC_ABORTED:
-		if (m->state != LC_CLOSING)
-			return misfit(m, ev);
+static int on_close(struct lc *m, const struct lc_event *ev)
+{
+	(void)ev;
+	switch (m->state) {
+	case LC_CLOSING:
+	case LC_CLOSED:
+		return 0; /* a no-op */
+	case LC_RESOLVING:
+	case LC_CONNECTING:
+		/* abort the attempt in flight without waiting for it */
+		act(m, LC_ACT_ABORT);
+		m->state = LC_CLOSING;
+		wake(m, -ESHUTDOWN);
+		return 0;
+	default:
+		teardown(m, -ESHUTDOWN);
 		m->state = LC_CLOSED;
 		monitor(m, LC_MON_CLOSED, 0);
+		wake(m, -ESHUTDOWN);
 		return 0;
 	}
-	return -EINVAL;
+}
+
+static int on_aborted(struct lc *m, const struct lc_event *ev)
+{
+	if (m->state != LC_CLOSING)
+		return misfit(m, ev);
+	m->state = LC_CLOSED;
+	monitor(m, LC_MON_CLOSED, 0);
+	return 0;
+}
+
+typedef int lc_handler(struct lc *m, const struct lc_event *ev);
+
+static lc_handler *const handlers[] = {
+	[LC_START] = on_start,
+	[LC_RESOLVED] = on_resolved,
+	[LC_RESOLVE_FAILED] = on_resolve_failed,
+	[LC_CONNECTED] = on_connected,
+	[LC_CONNECT_FAILED] = on_connect_failed,
+	[LC_HANDSHAKE_DONE] = on_handshake_done,
+	[LC_HANDSHAKE_FAILED] = on_handshake_failed,
+	[LC_IO_ERROR] = on_io_error,
+	[LC_TIMER] = on_timer,
+	[LC_FORCE_RECONNECT] = on_force_reconnect,
+	[LC_CLOSE] = on_close,
+	[LC_ABORTED] = on_aborted,
+};
+/* a new event gets its handler here, or lc_step() refuses it */
+static_assert(sizeof(handlers) / sizeof(handlers[0]) == LC_ABORTED + 1, "an event without a handler");
+
+int lc_step(struct lc *m, const struct lc_event *ev)
+{
+	m->nact = 0;
+	if ((unsigned)ev->type >= sizeof(handlers) / sizeof(handlers[0]) || !handlers[ev->type])
+		return -EINVAL;
+	return handlers[ev->type](m, ev);
 }
