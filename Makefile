@@ -69,8 +69,9 @@ $(BUILD)/obj/%.o: %.c
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
-# The internal archive: what shmbd, shmbctl and the tests share (decisions.md 23);
-# every symbol of shm/ and libclient/ stays visible to them.
+# The internal archive: what shmbd, shmbctl and the tests share
+# (docs/design/build.md, libraries); every symbol of shm/ and libclient/ stays
+# visible to them.
 $(BUILD)/libshmb-internal.a: $(CLIENT_OBJ)
 	@rm -f $@
 	ar rcs $@ $^

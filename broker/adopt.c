@@ -104,9 +104,10 @@ static int resume_seq(const struct ring *r, uint64_t pos, uint64_t stored, uint3
 }
 
 /*
- * The RX side after a crash (decisions.md 12): walk from where the
- * delivery table is known complete, over valid records, to the true write
- * position, raising the table's entries from the records found there.
+ * The RX side after a crash (docs/design/recovery.md, delivery tables):
+ * walk from where the delivery table is known complete, over valid
+ * records, to the true write position, raising the table's entries from the
+ * records found there.
  */
 static const char *rx_recover(struct session *s)
 {
@@ -350,7 +351,8 @@ static const char *session_adopt(struct broker *b, const struct state_session *s
 			log_msg(LOG_WARNING, "session %s: topic %u of its subscriptions is unknown;"
 				" dropped", s->name, st->topics[i]);
 	/* its last owner may still live: its token is good for --session-ttl,
-	 * and anyone else needs take-over while it lives (decisions.md 6) */
+	 * and anyone else needs take-over while it lives
+	 * (docs/design/owners.md, tokens) */
 	if (st->pid > 0) {
 		char proc[32];
 		struct stat ps;
@@ -362,7 +364,8 @@ static const char *session_adopt(struct broker *b, const struct state_session *s
 	}
 	s->detached_ns = clock_mono_ns();
 	s->detach_reason = "the broker restarted";
-	/* every sleeper from before the crash looks again (decisions.md 9) */
+	/* every sleeper from before the crash looks again
+	 * (docs/design/rings.md, wake-ups) */
 	fetch_add_release(&s->rxc->rx_signal, 1);
 	fetch_add_release(&s->rxc->tx_space_signal, 1);
 	futex_wake(&s->rxc->rx_signal, 0x7fffffff);

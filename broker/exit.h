@@ -1,6 +1,6 @@
 /*
  * broker/exit.h - crash forensics: why a session's owner went away
- * (decisions.md 27, docs/forensics.md).
+ * (docs/design/service.md, docs/forensics.md).
  *
  * One interface, two halves behind it:
  *   exit-bpf.c   (+ exit.bpf.c, the BPF program) - a tp_btf/sched_process_exit

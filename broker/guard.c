@@ -6,8 +6,9 @@
  * the address up among the TX mappings registered here, maps anonymous
  * zero pages over that whole mapping (a zero commit word reads as "no
  * record": the faulting read re-executes harmlessly) and marks it; the
- * loop then quarantines the session (decisions.md 2).  A SIGBUS anywhere
- * else is a real crash and is re-raised with the default action.
+ * loop then quarantines the session
+ * (docs/design/segments.md, TX file guards).  A SIGBUS anywhere else is a
+ * real crash and is re-raised with the default action.
  *
  * Only the loop's thread maps TX files, reads them and edits this table (the
  * exit tracer's loader thread blocks every signal), and SIGBUS is synchronous, so the table

@@ -1,6 +1,6 @@
 /*
  * broker/linkauth.h - the remote link's pre-shared key and its proof
- * (issue 6, decisions.md 26, docs/links.md): the key file, the nonces,
+ * (issue 6, docs/design/links.md, docs/links.md): the key file, the nonces,
  * and the HMAC-SHA256 (libsodium) each side sends in its AUTH frame.
  *
  * Each side proves it knows the key by a MAC over a label, its own role,

@@ -213,8 +213,9 @@ static int on_ready(struct linkproto *lp, enum wire_type t, const uint8_t *fr, s
 		r = lp->ops.deliver(lp->ops.arg, &d);
 		if (r < 0)
 			return r; /* -EAGAIN: this frame again later */
-		/* R advances once routing is done (decisions.md 26); the ACK
-		 * goes at the end of this input, after the owner's commit */
+		/* R advances once routing is done (docs/design/links.md);
+		 * the ACK goes at the end of this input, after the
+		 * owner's commit */
 		lp->routed += n;
 		lp->ack_due = true;
 		return 0;

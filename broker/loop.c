@@ -3,13 +3,13 @@
  * socket, each connection, each peer's pidfd, a futex wait on each
  * session's tx_signal, signals, and the housekeeping timeout.
  *
- * Waking (architecture.md, "Waking readers"): after its last piece of
- * work the loop polls for --poll-us, so under load it never sleeps and a
- * client never pays a wake-up.  Before it sleeps it reads each session's
- * tx_signal, sets broker_waiting, issues a full fence, looks at every ring
- * once more, and only then arms FUTEX_WAIT(tx_signal, value read): a
- * client that commits after that look sees broker_waiting and wakes it,
- * and a commit between the read and the arm makes the wait return at once.
+ * Waking (docs/design/rings.md, "The broker's poll window"): after its
+ * last piece of work the loop polls for --poll-us, so under load it never
+ * sleeps and a client never pays a wake-up.  Before it sleeps it reads each
+ * session's tx_signal, sets broker_waiting, issues a full fence, looks at
+ * every ring once more, and only then arms FUTEX_WAIT(tx_signal, value read):
+ * a client that commits after that look sees broker_waiting and wakes it, and
+ * a commit between the read and the arm makes the wait return at once.
  *
  * Fallback: where io_uring lacks FUTEX_WAIT (kernel < 6.7) or with
  * --no-uring-futex, the idle loop wakes every --fallback-tick-us instead.
@@ -344,12 +344,12 @@ static bool sleep_idle(struct broker *b)
 }
 
 /*
- * decisions.md 9: a client whose wake word keeps changing with no new
- * records is backed off.  Once per housekeeping window: a session that
- * woke the broker more than WAKE_SPAM times while bringing fewer records
- * than half as many has its wait left unarmed for a window, so its
- * records are picked up by the next tick; a session that behaves again
- * is re-armed as usual.
+ * docs/design/rings.md, wake-ups: a client whose wake word keeps changing
+ * with no new records is backed off.  Once per housekeeping window: a
+ * session that woke the broker more than WAKE_SPAM times while bringing fewer
+ * records than half as many has its wait left unarmed for a window, so its
+ * records are picked up by the next tick; a session that behaves again is
+ * re-armed as usual.
  */
 #define WAKE_SPAM 500
 

@@ -155,7 +155,7 @@ static int dir_setup(struct broker *b)
 }
 
 /*
- * Pick up where the last broker stopped (decisions.md 11-12): read the
+ * Pick up where the last broker stopped (docs/design/recovery.md): read the
  * state file, re-adopt every session whose files pass their checks,
  * quarantine what does not, then write the state afresh.
  */

@@ -1,6 +1,6 @@
 /*
  * broker/replay.h - the sender's side of the reliable pipe that
- * survives reconnects (lifecycle.md, "Replay across reconnects").
+ * survives reconnects (docs/design/lifecycle.md, "Replay across reconnects").
  *
  * W counts every byte accepted for sending since the pipe was created; it
  * never resets.  The buffer keeps the last `capacity` bytes.  After each

@@ -56,7 +56,8 @@ static void commit_dirty(struct broker *b)
 			session_quarantine(b, s, "its RX ring refused a commit");
 			continue;
 		}
-		/* committed: now the table may say so (decisions.md 12) */
+		/* committed: now the table may say so
+		 * (docs/design/recovery.md, delivery tables) */
 		dlv_sync(s);
 		if (!s->txc)
 			continue;
@@ -71,11 +72,11 @@ static void commit_dirty(struct broker *b)
 }
 
 /*
- * Drop-oldest (decisions.md 15): free the oldest record the subscriber has
- * not acknowledged.  The new drop position is published (release, then a
- * store-store fence) before any byte it frees is written again, so a
- * reader that copied such bytes sees the move when it re-reads it.
- * Returns 0, or -EAGAIN when there is nothing committed to drop.
+ * Drop-oldest (docs/design/rings.md, back-pressure): free the oldest record
+ * the subscriber has not acknowledged.  The new drop position is published
+ * (release, then a store-store fence) before any byte it frees is written
+ * again, so a reader that copied such bytes sees the move when it re-reads
+ * it.  Returns 0, or -EAGAIN when there is nothing committed to drop.
  */
 static int drop_oldest(struct broker *b, struct session *sub)
 {

@@ -182,8 +182,8 @@ static void drain_start(struct session *s, uint64_t end_pos, uint64_t end_seq)
  * A new owner: cut the old TX file off, give the session a new generation
  * and a new TX file whose sequence continues where the old one ended.
  * What the old owner committed and the router has not delivered yet is
- * delivered from the old file first (decisions.md 8); one such drain at a
- * time, so a further new owner meanwhile gets -EAGAIN.
+ * delivered from the old file first (docs/design/owners.md, draining); one
+ * such drain at a time, so a further new owner meanwhile gets -EAGAIN.
  */
 int session_new_generation(struct broker *b, struct session *s)
 {

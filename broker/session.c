@@ -7,7 +7,7 @@
  * Must never: act on an owner uid, policy or topic read from shared
  * memory (the broker's own table is the truth); let one uid see or touch
  * another uid's session; switch TX files before the old one is drained
- * and fenced (decisions.md 7-8).
+ * and fenced (docs/design/owners.md).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -197,11 +197,13 @@ static int session_params(struct broker *b, const struct conn *c, const struct p
 		return -EINVAL;
 	if (c->uid != 0 && sessions_of(b, c->uid) >= b->o.max_sessions_per_uid)
 		return -EDQUOT;
-	/* one uid cannot fill the tmpfs that every session lives in (decisions.md 19) */
+	/* one uid cannot fill the tmpfs that every session lives in
+	 * (docs/design/owners.md, access) */
 	if (c->uid != 0 && memory_of(b, c->uid) + session_memory(p->rx_ring_size, p->tx_ring_size) >
 				   b->o.max_memory_per_uid)
 		return -EDQUOT;
-	/* never a wrapped id, whatever start-up found (decisions.md 13) */
+	/* never a wrapped id, whatever start-up found
+	 * (docs/design/owners.md, ids) */
 	if (b->next_session_id == 0 || b->next_session_id >= SESSION_ID_LIMIT) {
 		log_msg(LOG_ERR, "no session id left (the next would be %llu): no new session",
 			(unsigned long long)b->next_session_id);
@@ -314,8 +316,9 @@ static void notify_close(struct session *s)
 }
 
 /*
- * A new poll pipe for the new owner (decisions.md 21): the broker keeps
- * the write end, the owner gets the read end.  Returns the read end.
+ * A new poll pipe for the new owner (docs/design/rings.md, pollable fd):
+ * the broker keeps the write end, the owner gets the read end.
+ * Returns the read end.
  */
 static int notify_new(struct session *s)
 {
@@ -385,7 +388,8 @@ static int open_reattach_check(const struct session *s, const struct proto_open 
 }
 
 /* An existing session as the request asks for it: not quarantined, and
- * ring sizes and policy as fixed at creation (decisions.md 20). */
+ * ring sizes and policy as fixed at creation
+ * (docs/design/owners.md, session calls). */
 static int open_fits(const struct session *s, const struct proto_open *req)
 {
 	if (s->quarantined)
@@ -699,8 +703,9 @@ void session_expire(struct broker *b, uint64_t now)
 			continue;
 		}
 		/* a live reader that holds publishers back too long loses its
-		 * session's attachment (decisions.md 15); the session keeps what
-		 * it has and expires like any detached one */
+		 * session's attachment (docs/design/rings.md, back-pressure);
+		 * the session keeps what it has and expires like
+		 * any detached one */
 		/* full_since may be later than now: a link delivered after the
 		 * loop read its clock */
 		if (s->owner && s->full_since && now > s->full_since &&

@@ -23,7 +23,7 @@ struct conn;
 struct state_load;
 
 /* What one subscriber has received from one source (dedup across a
- * partial fan-out, decisions.md 12).  Entry i mirrors entry i of the
+ * partial fan-out, docs/design/recovery.md).  Entry i mirrors entry i of the
  * subscriber's shm_dlv_table, which lags it until the RX commit. */
 struct delivered {
 	uint64_t src_broker;  /* the origin: this broker, or a remote one (links) */
@@ -33,9 +33,9 @@ struct delivered {
 
 #define SESSION_TOKEN_HASH_LEN 32
 
-/* Ids (decisions.md 13): session ids are below SESSION_ID_LIMIT (topic
- * ids: topic.h).  What names a larger one (a state file line) is refused,
- * so the next session id can never wrap onto a used one. */
+/* Ids (docs/design/owners.md, ids): session ids are below SESSION_ID_LIMIT
+ * (topic ids: topic.h).  What names a larger one (a state file line) is
+ * refused, so the next session id can never wrap onto a used one. */
 #define SESSION_ID_LIMIT (1ull << 62)
 
 /* What happened to a session lately (shmbctl session NAME). */

@@ -1,9 +1,9 @@
 /*
  * broker/state.c - the state file: what a restarted broker needs beyond
- * the segments (decisions.md 11): the broker id, the next session id, the
- * topics, and for each session its owner uid, name, policy, ring sizes,
- * the hash of its attach token, its owner's pid and its subscriptions.
- * Routing positions are not here: they live in the segments.
+ * the segments (docs/design/recovery.md, what lives where): the broker id,
+ * the next session id, the topics, and for each session its owner uid, name,
+ * policy, ring sizes, the hash of its attach token, its owner's pid and its
+ * subscriptions.  Routing positions are not here: they live in the segments.
  *
  * The file, SHMB_DIR/state, is a log of lines, each "CRC32C record\n".
  * A change appends one line before the broker answers the request that
@@ -12,11 +12,12 @@
  * again if part of it was, fails the request and changes nothing.  When
  * the next line would take the log past several times what is live, it
  * is rewritten whole first (temp file, fsync, rename).  The crash model
- * is a process crash (decisions.md 4): a line written is in the page
- * cache before the reply.  A line torn by a kill, or corrupted, fails its
- * checksum and is skipped, saying so; what it would have said is either
- * not yet promised to anyone (the last line) or found again (a session
- * whose record is lost is quarantined, its files kept for inspection).
+ * is a process crash (docs/design/recovery.md, crash model): a line
+ * written is in the page cache before the reply.  A line torn by a kill,
+ * or corrupted, fails its checksum and is skipped, saying so; what it would
+ * have said is either not yet promised to anyone (the last line) or found
+ * again (a session whose record is lost is quarantined, its files kept
+ * for inspection).
  *
  * Records:
  *   H <version> <broker id, hex> <next session id>

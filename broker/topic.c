@@ -195,7 +195,8 @@ int topic_intern(struct broker *b, uid_t uid, const char *name, uint32_t *id)
 	}
 	if (b->ntopics >= TOPIC_ID_MAX)
 		return -ENOSPC;
-	/* one uid cannot use up the topic space of all (decisions.md 19) */
+	/* one uid cannot use up the topic space of all
+	 * (docs/design/owners.md, access) */
 	if (uid != 0 && uid_topics(b, uid, 0) >= b->o.max_topics_per_uid)
 		return -EDQUOT;
 	t = topic_new(b, uid, name);

@@ -14,7 +14,8 @@
 struct broker;
 struct session;
 
-/* Topic ids are at most TOPIC_ID_MAX and never reused (decisions.md 13). */
+/* Topic ids are at most TOPIC_ID_MAX and never reused
+ * (docs/design/owners.md, ids). */
 #define TOPIC_ID_MAX (1u << 20)
 
 struct topic {

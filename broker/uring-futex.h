@@ -3,7 +3,7 @@
  *
  * Debian 12's liburing (2.3) predates IORING_OP_FUTEX_WAIT/WAKE (kernel
  * 6.7), and its kernel headers (6.1) lack the futex2 flags; this is the one
- * place that knows their numbers and field layout (kernel-notes.md):
+ * place that knows their numbers and field layout (docs/design/kernel.md):
  *
  *   op    FUTEX_WAIT 51, FUTEX_WAKE 52
  *   fd    futex2 flags: FUTEX2_SIZE_U32 (required), no FUTEX2_PRIVATE since

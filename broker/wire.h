@@ -1,6 +1,6 @@
 /*
  * broker/wire.h - the bytes two brokers exchange over a remote link
- * (issue 6, decisions.md 26): frames, and the messages inside them.
+ * (issue 6, docs/design/links.md): frames, and the messages inside them.
  *
  * A link is a TCP byte stream cut into frames:
  *

@@ -624,7 +624,7 @@ SHMB_EXPORT int shmb_session_fd(struct shmb_session *s)
  * ring_peek() said of rm): copy it out, then re-read the drop position
  * (acquire fence between, pairing with the broker's store-store fence);
  * keep the copy only if the record lies at or after it, else jump there
- * (decisions.md 15).  true: the reader jumped; read again.
+ * (docs/design/rings.md, back-pressure).  true: the reader jumped; read again.
  */
 static bool recv_dropped(struct shmb_session *s, struct ring_msg *rm, int r)
 {

@@ -210,8 +210,8 @@ int conn_rpc_locked(struct shmb_client *c, void *req, size_t len, struct proto_r
 
 /*
  * The client's machine, held for the caller.  After a permanent failure
- * the registry has dropped it, and this starts a fresh one (lifecycle.md:
- * the next request starts fresh).
+ * the registry has dropped it, and this starts a fresh one
+ * (docs/design/lifecycle.md: the next request starts fresh).
  */
 static int conn_entry(struct shmb_client *c, struct lc_entry **out)
 {

@@ -1,7 +1,7 @@
 /*
  * libclient/internal.h - what shmbctl and shmbd use of libclient beyond
  * the public API.  Hidden from libshmb.so; linked from the internal
- * archive only (decisions.md 23).
+ * archive only (docs/design/build.md, libraries).
  */
 #ifndef LIBCLIENT_INTERNAL_H
 #define LIBCLIENT_INTERNAL_H

@@ -1,6 +1,6 @@
 /*
  * libclient/lifecycle.c - the lifecycle machine's pure core
- * (lifecycle.h, lifecycle.md).
+ * (lifecycle.h, docs/design/lifecycle.md).
  *
  * Must never: act on an event of an older generation; tear a connection
  * down twice; leave a waiter unanswered when the machine reaches READY,
@@ -71,7 +71,8 @@ int lc_init(struct lc *m, const struct lc_opts *o, const struct lc_clock *clock)
 uint64_t lc_delay(const struct lc *m, unsigned n)
 {
 	uint64_t d = m->o.cap_ns;
-	/* jitter in [-0.3, +0.3) of the delay, applied after the cap (decisions.md 24) */
+	/* jitter in [-0.3, +0.3) of the delay, applied after the cap
+	 * (docs/design/lifecycle.md) */
 	int64_t r = (int64_t)m->clock.random(m->clock.arg) - (int64_t)0x80000000u;
 
 	if (n < 63 && (m->o.base_ns << n) >> n == m->o.base_ns && (m->o.base_ns << n) < d)

@@ -1,6 +1,6 @@
 /*
  * libclient/lifecycle.h - the one state machine every dialed connection
- * goes through (lifecycle.md): the pure core.
+ * goes through (docs/design/lifecycle.md): the pure core.
  *
  * It does no I/O, reads no clock and takes no lock.  The owner feeds it
  * events (lc_step) and carries out the actions it leaves in m->act[]:
@@ -8,9 +8,10 @@
  * fd, abort an attempt, emit a monitor event, wake waiters.  The clock
  * and the random source are injected, so tests step time and fix jitter.
  *
- * "Generation" here is the attempt counter (decisions.md 25): it grows by
- * one before every attempt; every completion and error carries the
- * generation it belongs to, and one of an older generation is dropped.
+ * "Generation" here is the attempt counter
+ * (docs/design/lifecycle.md, generations): it grows by one before every
+ * attempt; every completion and error carries the generation it belongs to,
+ * and one of an older generation is dropped.
  */
 #ifndef LIBCLIENT_LIFECYCLE_H
 #define LIBCLIENT_LIFECYCLE_H

@@ -1,6 +1,6 @@
 /*
  * libclient/registry.h - the single-flight registry around the lifecycle
- * machine (lifecycle.md, "Single flight"): an endpoint maps to one
+ * machine (docs/design/lifecycle.md, "Single flight"): an endpoint maps to one
  * machine; callers that need the same endpoint share one dial; each caller
  * waits for "connected or failed" with its own timeout; a permanent
  * failure removes the entry, so the next request dials anew.

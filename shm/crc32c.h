@@ -1,6 +1,6 @@
 /*
  * shm/crc32c.h - CRC32C (Castagnoli), the checksum of segment headers
- * (and of link frames, decisions.md 26).  SSE4.2's crc32 instruction where
+ * (and of link frames, docs/design/links.md).  SSE4.2's crc32 instruction where
  * the CPU has it, else a table.
  */
 #ifndef SHM_CRC32C_H

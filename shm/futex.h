@@ -3,11 +3,11 @@
  *
  * All futexes here are shared (no FUTEX_PRIVATE_FLAG): the words live in
  * memory mapped by two processes, and a private wake never reaches a
- * shared waiter (kernel-notes.md).
+ * shared waiter (docs/design/kernel.md).
  *
- * The protocol (decisions.md 9).  A wake point is a futex word that the
- * writer bumps and a count of sleepers that waiters keep; in a session
- * they live in different files, since each file has one writer.
+ * The protocol (docs/design/rings.md, wake-ups).  A wake point is a futex
+ * word that the writer bumps and a count of sleepers that waiters keep; in a
+ * session they live in different files, since each file has one writer.
  *
  *   writer:  publish data (release) ; word += 1 ; fence_full ;
  *            if waiters != 0: FUTEX_WAKE(word, all)

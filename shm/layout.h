@@ -1,7 +1,7 @@
 /*
  * shm/layout.h - the bytes two processes agree on.
  *
- * A session is two files (docs/protocol.md, decisions.md 1):
+ * A session is two files (docs/protocol.md, docs/design/segments.md):
  *
  *   sessions/<id>/rx          written by the broker only; a client maps it
  *                             read-only.  Segment header, broker-written
@@ -54,7 +54,7 @@ struct shm_seg_hdr {
 	uint64_t magic;        /* SHM_MAGIC_RX */
 	uint32_t version;      /* SHM_LAYOUT_VERSION */
 	uint32_t ring_offset;  /* SHM_RING_OFFSET: where the RX ring starts */
-	uint64_t session_id;   /* never reused (decisions.md 13) */
+	uint64_t session_id;   /* never reused (docs/design/owners.md, ids) */
 	uint64_t broker_id;    /* the broker that created the segment */
 	uint32_t owner_uid;    /* informational; the broker trusts its own table */
 	uint32_t policy;       /* enum shm_policy */
@@ -95,7 +95,7 @@ struct shm_rx_ctrl {
 	uint32_t pad1a;
 	uint8_t pad1[32];
 
-	/* line 2: ownership (decisions.md 6-8) */
+	/* line 2: ownership (docs/design/owners.md) */
 	uint32_t generation;      /* current owner generation */
 	uint32_t drain_generation;/* TX file still being drained, 0 if none */
 	uint64_t drain_read;      /* read position in tx.<drain_generation> */
@@ -106,15 +106,15 @@ struct shm_rx_ctrl {
 };
 
 /*
- * The delivery table (decisions.md 12), broker-written, after the
- * counters: for each source with records still in flight to this
- * subscriber, the next source sequence it has not been given.  The broker
- * updates an entry after the RX records it covers are committed, then
- * publishes (pos, seq): the RX write position up to which the table is
- * complete.  A restarted broker walks the ring from there over valid
- * commit words and raises entries from the records it finds, so a
- * fan-out cut by a crash resumes without delivering anything twice.  An
- * entry with src_session 0 is free.  Clients do not read it.
+ * The delivery table (docs/design/recovery.md, delivery tables),
+ * broker-written, after the counters: for each source with records still in
+ * flight to this subscriber, the next source sequence it has not been given.
+ * The broker updates an entry after the RX records it covers are committed,
+ * then publishes (pos, seq): the RX write position up to which the table is
+ * complete.  A restarted broker walks the ring from there over valid commit
+ * words and raises entries from the records it finds, so a fan-out cut by a
+ * crash resumes without delivering anything twice.  An entry with src_session
+ * 0 is free.  Clients do not read it.
  */
 #define SHM_DLV_OFF 512u
 #define SHM_DLV_MAX 128u
@@ -147,7 +147,7 @@ struct shm_tx_hdr {
 	uint32_t generation;   /* the owner generation this file belongs to */
 	uint32_t reserved0;
 	uint64_t tx_ring_size;
-	uint64_t start_seq;    /* source sequence of the first record (decisions.md 7) */
+	uint64_t start_seq;    /* source sequence of the first record (docs/design/owners.md) */
 	uint8_t reserved[76];
 	uint32_t checksum;     /* CRC32C of bytes [0, offsetof(checksum)) */
 };
@@ -155,7 +155,8 @@ struct shm_tx_hdr {
 /* Bits of shm_tx_ctrl.client_flags. */
 #define SHM_CLIENT_POLLER 0x1u /* wants a byte on its pipe when RX fills */
 
-/* Client-written counters: never trusted by the broker (decisions.md 3). */
+/* Client-written counters: never trusted by the broker
+ * (docs/design/segments.md, trust). */
 struct shm_tx_ctrl {
 	/* line 0: the TX ring's producer (client) */
 	uint64_t tx_write;         /* published write position (a hint) */
@@ -175,13 +176,13 @@ struct shm_tx_ctrl {
 
 /*
  * Every record starts 8-byte aligned with this header.  The first word is
- * the commit word (decisions.md 10): bits 0-31 the record's length in
- * bytes including this header (unpadded), bits 32-63 the low 32 bits of
- * its sequence.  It is written last, by a compare-and-swap from 0 with
- * release ordering; 0 means "nothing here yet".  A commit word whose
- * length has SHM_COMMIT_PAD set is a padding record that fills the ring
- * to its end; it is only 8 bytes of header (the commit word), it carries
- * the sequence of the record that follows, and it consumes none.
+ * the commit word (docs/design/rings.md, commit word): bits 0-31 the
+ * record's length in bytes including this header (unpadded), bits 32-63 the
+ * low 32 bits of its sequence.  It is written last, by a compare-and-swap
+ * from 0 with release ordering; 0 means "nothing here yet".  A commit
+ * word whose length has SHM_COMMIT_PAD set is a padding record that fills
+ * the ring to its end; it is only 8 bytes of header (the commit word), it
+ * carries the sequence of the record that follows, and it consumes none.
  * SHM_COMMIT_FENCED, swapped in by the consumer, ends the ring for good.
  */
 struct shm_rec_hdr {

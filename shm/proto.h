@@ -102,7 +102,7 @@ struct proto_status {
 };
 
 /*
- * Admin listings (decisions.md 18, 19).  A LIST is answered by one
+ * Admin listings (docs/design/owners.md).  A LIST is answered by one
  * LIST_REPLY page of at most PROTO_MAX_MSG bytes, or by a proto_reply
  * with an error.  A page lists entries in id order from `cursor`; its
  * `next` is the cursor of the following page, 0 after the last.  root

@@ -53,7 +53,8 @@ int connect_open(const struct tb *t, const char *name, unsigned flags,
 	if (r < 0)
 		return r;
 	/* -EAGAIN: a previous owner's records are still being delivered
-	 * (decisions.md 8); the documented answer is to ask again */
+	 * (docs/design/owners.md, draining); the documented answer
+	 * is to ask again */
 	TRY_WAIT_FOR((r = shmb_session_open(*c, name, &so, s)) != -EAGAIN, 10000);
 	if (r < 0)
 		shmb_close(*c);

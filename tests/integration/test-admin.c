@@ -297,7 +297,8 @@ static void test_kick(void)
 	tb_cleanup(&t);
 }
 
-/* root sees and kicks everything; any other uid only its own (decisions.md 19). */
+/* root sees and kicks everything; any other uid only its own
+ * (docs/design/owners.md, access). */
 static void test_other_uid(void)
 {
 	struct proto_session_info *v;

@@ -563,8 +563,8 @@ static void hostile_setup(struct tb *t, const char *bad, struct shmb_client **sc
 }
 
 /* A client that keeps waking the broker with no records is backed off
- * (decisions.md 9): the broker does not spin on its behalf, and its real
- * messages still arrive. */
+ * (docs/design/rings.md, wake-ups): the broker does not spin on its behalf,
+ * and its real messages still arrive. */
 static void test_wake_spam_backoff(void)
 {
 	struct shmb_client *pc, *sc, *bc;

@@ -301,7 +301,8 @@ static void test_broker_killed(void)
 	CU_ASSERT(kills >= 20);
 	/* every client rode through: connected again, its session's owner
 	 * generation unchanged (a token reattach is the same owner,
-	 * decisions.md 6), its connection's attempt generation advanced */
+	 * docs/design/owners.md, tokens), its connection's attempt
+	 * generation advanced */
 	for (int k = 0; k < NSUB + NPUB; k++) {
 		printf("  [%s %d: connected %u, session generation %u, connection attempt %u,"
 		       " %llu reconnects]\n", k < NSUB ? "sub" : "pub", k < NSUB ? k : k - NSUB,

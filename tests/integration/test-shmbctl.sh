@@ -91,7 +91,7 @@ else
 fi
 rm -rf "$cfg" "$cfgdir" "$flagdir"
 
-# ---- crash forensics: why a session's owner went (decisions.md 27) ----------
+# ---- crash forensics: why a session's owner went (docs/design/service.md) ---
 # Each case starts its own broker; every wait has a deadline.
 fx=$dir.fx
 ec=$build/tests/exit-client
@@ -311,7 +311,7 @@ fi
 rm -rf "$fx" "$fx.log" "$fx.fifo" "$fx.out"
 
 # the systemd unit, as `make install` writes it, passes systemd-analyze
-# verify with nothing to say (decisions.md 28)
+# verify with nothing to say (docs/design/service.md, unit check)
 if command -v systemd-analyze >/dev/null 2>&1; then
 	u=$dir.unit
 	mkdir -p "$u/sbin" && ln -sf "$build/shmbd" "$u/sbin/shmbd"

@@ -1,10 +1,10 @@
 /*
  * tests/unit/test-lifecycle.c - the lifecycle machine's pure core, driven
- * with a stepped clock and fixed jitter: the behaviours of lifecycle.md
- * that belong to the core (1-10, 12, 13, 17, 18), and a randomized run of
- * 10^5 event sequences checking the invariants after every step.  (The
- * single-flight registry, 11 and 14-16, and the replay rules, 19-24, have
- * their own modules.)
+ * with a stepped clock and fixed jitter: the behaviours of
+ * docs/design/lifecycle.md that belong to the core (1-10, 12, 13, 17, 18),
+ * and a randomized run of 10^5 event sequences checking the invariants after
+ * every step.  (The single-flight registry, 11 and 14-16, and the replay
+ * rules, 19-24, have their own modules.)
  */
 #include <errno.h>
 #include <string.h>
@@ -324,7 +324,7 @@ static void test_close_aborts_attempt(void)
 }
 
 /* force_reconnect: tears down and redials in READY, fires at once in
- * BACKOFF, joins in CONNECTING (decisions.md 24) */
+ * BACKOFF, joins in CONNECTING (docs/design/lifecycle.md) */
 static void test_force_reconnect(void)
 {
 	struct fx f;

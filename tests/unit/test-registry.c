@@ -1,8 +1,8 @@
 /*
  * tests/unit/test-registry.c - single flight around the lifecycle machine
- * (lifecycle.md behaviours 11, 14, 15, 16, 23), with real threads.  Dials are
- * completed by the test itself, so nothing depends on timing except the
- * one timeout that is the behaviour under test.
+ * (docs/design/lifecycle.md behaviours 11, 14, 15, 16, 23), with real
+ * threads.  Dials are completed by the test itself, so nothing depends on
+ * timing except the one timeout that is the behaviour under test.
  */
 #include <errno.h>
 #include <pthread.h>

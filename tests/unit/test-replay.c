@@ -1,7 +1,8 @@
 /*
  * tests/unit/test-replay.c - the reliable pipe's replay buffer: the
- * behaviours of lifecycle.md that belong to it (19-22, 24), deterministic,
- * plus a randomized run of cut connections checked byte for byte.
+ * behaviours of docs/design/lifecycle.md that belong to it (19-22,
+ * 24), deterministic, plus a randomized run of cut connections
+ * checked byte for byte.
  */
 #include <errno.h>
 #include <stdlib.h>
