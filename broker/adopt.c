@@ -386,7 +386,7 @@ static const char *session_adopt(struct broker *b, const struct state_session *s
 /* The broker's own lines: its id, the next session id, the topics with
  * their ids, in file order.  A topic line that contradicts what came
  * before counts as a bad line. */
-static void adopt_broker(struct broker *b, struct state_load *l)
+void adopt_broker(struct broker *b, struct state_load *l)
 {
 	if (l->have_header)
 		b->broker_id = l->broker_id;
@@ -404,14 +404,13 @@ static void adopt_broker(struct broker *b, struct state_load *l)
  * re-adopted as detached after its files pass every check, or moved aside
  * into quarantine/ with the reason in the log.
  */
-int adopt_all(struct broker *b, struct state_load *l)
+int adopt_all(struct broker *b, const struct state_load *l)
 {
 	int fd = dup(b->sessions_dirfd);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
 	struct dirent *e;
 	bool *seen = calloc(l->n + 1, sizeof(*seen));
 
-	adopt_broker(b, l);
 	if (!d || !seen) {
 		if (d)
 			closedir(d);

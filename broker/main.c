@@ -179,11 +179,12 @@ static int state_setup(struct broker *b)
 			strerror(-r));
 		state_keep_copy(b, "unreadable");
 	}
-	r = adopt_all(b, &l);
+	adopt_broker(b, &l);
 	if (l.bad)
 		state_keep_copy(b, "has corrupt lines");
 	if (l.exists && !l.have_header)
 		log_msg(LOG_ERR, "state: its header is lost: this broker takes a new id");
+	r = adopt_all(b, &l);
 	if (l.exists || b->adopted || b->quarantined_at_start)
 		log_msg(LOG_NOTICE, "restart: %u session(s) re-adopted, %u quarantined, %u topic(s);"
 			" %u state line(s) read, %u corrupt%s", b->adopted, b->quarantined_at_start,

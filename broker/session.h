@@ -134,10 +134,12 @@ void session_event(struct session *s, const char *fmt, ...) __attribute__((forma
 int session_kick(struct broker *b, struct session *s, bool delete, uid_t by);
 
 /* ---- adopt.c ---- */
-/* At start-up, apply what the state file said: the broker's id, its next
- * session id and its topics (a topic line that contradicts another is
- * counted bad in l), then re-adopt every recorded session whose files
- * pass their checks and quarantine the rest. */
-int adopt_all(struct broker *b, struct state_load *l);
+/* At start-up, first: apply what the state file said of the broker
+ * itself: its id, its next session id and its topics (a topic line that
+ * contradicts another is counted bad in l). */
+void adopt_broker(struct broker *b, struct state_load *l);
+/* Then: re-adopt every recorded session whose files pass their checks,
+ * quarantine the rest. */
+int adopt_all(struct broker *b, const struct state_load *l);
 
 #endif
