@@ -34,7 +34,7 @@ UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-ur
               test-state test-router
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker test-restart test-redial test-admin test-links
-BENCHES    := bench-ring bench-broker bench-ops bench-links
+BENCHES    := bench-ring bench-lane bench-broker bench-ops bench-links
 
 SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)

@@ -25,6 +25,7 @@ run() { # NAME: one program, its lines into raw (and the rest on the screen)
 }
 
 run bench-ring
+run bench-lane
 run bench-broker
 run bench-ops
 run bench-links

@@ -1,0 +1,714 @@
+/*
+ * bench/bench-lane.c - a prototype of the direct data path (issue 17,
+ * docs/design/data-path.md): a publisher writes a *lane*, a record ring in
+ * a tmpfs file that its reader maps read-only, and no third process
+ * touches a message.  Measured beside the raw rows of bench-ring.c, so the
+ * gain is shown before the library moves.
+ *
+ * What the prototype has of the design:
+ *   - the lane: shm/ring.c's ring in a tmpfs file, written by one process,
+ *     mapped PROT_READ from an O_RDONLY fd by the reader, allocated in full;
+ *   - the reader follows commit words (no producer position on its path)
+ *     and keeps its acknowledged position in a cursor page only it writes,
+ *     which the writer maps read-only;
+ *   - writer-side reclaim: short of space, the writer reads the cursor,
+ *     clamped to [last seen, committed] (a lying reader cannot make it
+ *     overwrite what another holder has not read, nor fail it);
+ *   - wake-ups between the two processes only: the reader's wait word, a
+ *     "sleeping" sequence in its cursor page (odd: asleep) that the writer
+ *     checks after a full fence once per commit, waking each arming at
+ *     most once, no system call while nobody sleeps; the writer's own
+ *     space-wait flag and word, checked by the reader after it releases;
+ *   - per-message publish (commit and wake check per record) and batched
+ *     publish (one commit per batch);
+ *   - the SIGBUS guard: a reader's handler maps zero pages over a lane
+ *     whose writer truncated it, marks the lane bad, and the reader keeps
+ *     its other lanes.
+ * What it leaves to the library: sessions, the broker's files and pages,
+ * holders and floors of several readers, drop-oldest, spill.
+ *
+ * Rows (bench/result.h): "lane batched" and "lane 1/msg" one-way, "lane
+ * spin" (spinning readers), "lane block" (the library's default 5 us spin,
+ * then sleep) and "lane futex" (no spin) round trips, and "lane guard"
+ * (extra: what the hostile writer did and what the reader survived).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench/common.h"
+#include "bench/result.h"
+#include "shm/atomics.h"
+#include "shm/clock.h"
+#include "shm/futex.h"
+#include "shm/ring.h"
+
+#define LANE_RING (1u << 22)   /* 4 MiB, as bench-ring.c's rings */
+#define LANE_HDR 4096u         /* the writer-written header page */
+#define DEFAULT_SPIN_NS 5000u  /* libshmb's default spin_us */
+#define SPIN_FOREVER UINT64_MAX
+#define BATCH 256
+
+/* ---- the three shared pieces of a lane ------------------------------------ */
+
+/* Page 0 of the lane file: written by the writer, read by its readers. */
+struct lane_hdr {
+	uint32_t space_waiting;  /* the writer sleeps for space on its space word */
+	uint8_t pad[60];
+};
+
+/* The reader's cursor page: written by the reader, read by the writer. */
+struct lane_cursor {
+	uint64_t acked;          /* released up to here */
+	uint8_t pad0[56];
+	uint32_t sleep_seq;      /* odd: asleep on its wait word (bumped at each arming) */
+	uint8_t pad1[60];
+};
+
+/* The wait words (a sealed memfd page in the design): the reader's wait
+ * object, and the writer's space word. */
+struct lane_wait {
+	uint32_t rd_word;
+	uint8_t pad0[60];
+	uint32_t sp_word;
+	uint8_t pad1[60];
+};
+
+struct lane_files {
+	int lane_rw, lane_ro;    /* the lane file: the writer's fd, the reader's */
+	struct lane_cursor *cur; /* shared (the design: the reader's page, RO for the writer) */
+	struct lane_wait *wait;
+};
+
+static void die(const char *what)
+{
+	perror(what);
+	exit(1);
+}
+
+/* A tmpfs file allocated in full, opened twice, its name gone. */
+static void lane_files_open(struct lane_files *f)
+{
+	char path[] = "/dev/shm/shmb-lane-XXXXXX";
+
+	f->lane_rw = mkostemp(path, O_CLOEXEC);
+	if (f->lane_rw < 0)
+		die("lane: mkostemp");
+	f->lane_ro = open(path, O_RDONLY | O_CLOEXEC);
+	unlink(path);
+	if (f->lane_ro < 0 || fallocate(f->lane_rw, 0, 0, LANE_HDR + LANE_RING) < 0)
+		die("lane: file");
+	f->cur = bench_shalloc(sizeof(*f->cur));
+	f->wait = bench_shalloc(sizeof(*f->wait));
+}
+
+static void lane_files_close(struct lane_files *f)
+{
+	close(f->lane_rw);
+	close(f->lane_ro);
+	bench_shfree(f->cur, sizeof(*f->cur));
+	bench_shfree(f->wait, sizeof(*f->wait));
+}
+
+/* ---- the writer ------------------------------------------------------------- */
+
+struct lane_writer {
+	struct ring_prod p;
+	struct lane_hdr *h;
+	const struct lane_cursor *cur;
+	struct lane_wait *wait;
+	uint64_t reclaim;        /* where free space starts: ring_prod reads it */
+	uint32_t last_woken;     /* the reader's arming last woken */
+	uint64_t wakes;
+};
+
+static void lane_writer_open(struct lane_writer *w, const struct lane_files *f)
+{
+	uint8_t *base = mmap(NULL, LANE_HDR + LANE_RING, PROT_READ | PROT_WRITE, MAP_SHARED,
+			     f->lane_rw, 0);
+	struct ring r;
+
+	if (base == MAP_FAILED)
+		die("lane: writer mmap");
+	memset(w, 0, sizeof(*w));
+	w->h = (struct lane_hdr *)base;
+	w->cur = f->cur;
+	w->wait = f->wait;
+	ring_init(&r, base + LANE_HDR, LANE_RING);
+	ring_prod_init(&w->p, &r, &w->reclaim, NULL, 0, 0, 1);
+}
+
+/* Writer-side reclaim: the reader's cursor, clamped to [last seen,
+ * committed]; a lie can only hold back its own reads. */
+static void lane_reclaim(struct lane_writer *w)
+{
+	uint64_t a = load_acquire(&w->cur->acked) & ~(uint64_t)(SHM_REC_ALIGN - 1);
+
+	if (a > w->p.pos)
+		a = w->p.pos;
+	if (a > w->reclaim)
+		w->reclaim = a;
+}
+
+/* After a commit: wake the reader if it sleeps and this arming was not
+ * woken yet.  Pairs with the fence in lane_sleep(): the commit word is
+ * stored before sleep_seq is read, sleep_seq before the ring is looked at. */
+static void lane_wake(struct lane_writer *w)
+{
+	uint32_t s;
+
+	fence_full();
+	s = load_acquire(&w->cur->sleep_seq);
+	if ((s & 1) && s != w->last_woken) {
+		w->last_woken = s;
+		fetch_add_release(&w->wait->rd_word, 1);
+		futex_wake(&w->wait->rd_word, 1);
+		w->wakes++;
+	}
+}
+
+static void lane_commit(struct lane_writer *w);
+
+/* Reserve payload bytes, reclaiming and then waiting for space. */
+static void *lane_reserve(struct lane_writer *w, uint32_t len)
+{
+	uint64_t spin_until = 0;
+	void *dst;
+
+	for (;;) {
+		uint32_t v;
+
+		if (ring_reserve(&w->p, len, SHM_REC_DATA, 0, &dst) == 0)
+			return dst;
+		lane_reclaim(w);
+		if (ring_reserve(&w->p, len, SHM_REC_DATA, 0, &dst) == 0)
+			return dst;
+		/* a batch that fills the ring is published: its reader frees it */
+		if (w->p.rsv != w->p.pos) {
+			lane_commit(w);
+			continue;
+		}
+		if (!spin_until)
+			spin_until = clock_mono_ns() + DEFAULT_SPIN_NS;
+		if (clock_mono_ns() < spin_until) {
+			cpu_relax();
+			continue;
+		}
+		/* sleep for space: the flag, a full fence, one more look */
+		v = load_acquire(&w->wait->sp_word);
+		store_release(&w->h->space_waiting, 1);
+		fence_full();
+		lane_reclaim(w);
+		if (ring_reserve(&w->p, len, SHM_REC_DATA, 0, &dst) == 0) {
+			store_release(&w->h->space_waiting, 0);
+			return dst;
+		}
+		{
+			struct timespec d = deadline_in_ns(10000000);
+
+			futex_wait(&w->wait->sp_word, v, &d);
+		}
+		store_release(&w->h->space_waiting, 0);
+		spin_until = 0;
+	}
+}
+
+static void lane_commit(struct lane_writer *w)
+{
+	ring_commit(&w->p);
+	lane_wake(w);
+}
+
+/* ---- the reader ------------------------------------------------------------- */
+
+struct lane_reader {
+	struct ring_cons c;
+	const struct lane_hdr *h;
+	struct lane_cursor *cur;
+	struct lane_wait *wait;
+	uint8_t *base;
+	uint64_t spin_ns;
+	uint64_t sleeps;
+	int guard;               /* its slot in the SIGBUS guard, or -1 */
+};
+
+/* ---- the SIGBUS guard (the reader's side) ---------------------------------- */
+
+#define GUARD_MAX 8
+static struct {
+	void *base;
+	size_t len;
+	volatile sig_atomic_t bad;
+} guards[GUARD_MAX];
+static volatile sig_atomic_t sigbus_count;
+static struct sigaction guard_prev;
+
+/* A fault inside a guarded lane: zero pages over all of it, the lane is
+ * bad.  Anything else goes to the handler that was there before. */
+static void guard_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	for (int i = 0; i < GUARD_MAX; i++) {
+		uint8_t *b = guards[i].base;
+
+		if (b && (uint8_t *)si->si_addr >= b && (uint8_t *)si->si_addr < b + guards[i].len) {
+			mmap(b, guards[i].len, PROT_READ, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			guards[i].bad = 1;
+			sigbus_count++;
+			return;
+		}
+	}
+	if (guard_prev.sa_flags & SA_SIGINFO) {
+		guard_prev.sa_sigaction(sig, si, uc);
+	} else if (guard_prev.sa_handler != SIG_IGN && guard_prev.sa_handler != SIG_DFL) {
+		guard_prev.sa_handler(sig);
+	} else {
+		signal(SIGBUS, SIG_DFL);
+		raise(SIGBUS);
+	}
+}
+
+static void guard_install(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = guard_sigbus;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &guard_prev);
+}
+
+static int guard_add(void *base, size_t len)
+{
+	for (int i = 0; i < GUARD_MAX; i++)
+		if (!guards[i].base) {
+			guards[i].bad = 0;
+			guards[i].len = len;
+			store_release(&guards[i].base, base);
+			return i;
+		}
+	return -1;
+}
+
+static bool lane_bad(const struct lane_reader *r)
+{
+	return r->guard >= 0 && guards[r->guard].bad;
+}
+
+static void lane_reader_open(struct lane_reader *r, const struct lane_files *f, uint64_t spin_ns,
+			     bool guarded)
+{
+	struct ring ring;
+
+	memset(r, 0, sizeof(*r));
+	r->base = mmap(NULL, LANE_HDR + LANE_RING, PROT_READ, MAP_SHARED, f->lane_ro, 0);
+	if (r->base == MAP_FAILED)
+		die("lane: reader mmap");
+	r->guard = guarded ? guard_add(r->base, LANE_HDR + LANE_RING) : -1;
+	r->h = (const struct lane_hdr *)r->base;
+	r->cur = f->cur;
+	r->wait = f->wait;
+	r->spin_ns = spin_ns;
+	ring_init(&ring, r->base + LANE_HDR, LANE_RING);
+	/* commit words only: no producer position on the reader's path */
+	ring_cons_init(&r->c, &ring, NULL, &r->cur->acked, 0, 0, 1, 1);
+}
+
+/* Acknowledge what was consumed; a writer waiting for space is woken. */
+static void lane_release(struct lane_reader *r, struct lane_wait *wait)
+{
+	ring_release(&r->c);
+	/* pairs with the writer's fence in lane_reserve(): acked is stored
+	 * before space_waiting is read */
+	fence_full();
+	if (load_acquire(&r->h->space_waiting)) {
+		fetch_add_release(&wait->sp_word, 1);
+		futex_wake(&wait->sp_word, 1);
+	}
+}
+
+/* Up to n records, waiting for the first: spin, then sleep (with a
+ * deadline, so a swallowed wake-up costs at most that).  -EIO: bad lane. */
+static int lane_read(struct lane_reader *r, struct ring_msg *m, unsigned n)
+{
+	uint64_t spin_until = 0;
+
+	for (;;) {
+		int k = ring_peek_batch(&r->c, m, n);
+		uint32_t v, s;
+
+		if (k > 0)
+			return k;
+		if (k == -EBADMSG || lane_bad(r))
+			return -EIO;
+		if (r->spin_ns == SPIN_FOREVER) {
+			cpu_relax();
+			continue;
+		}
+		if (!spin_until)
+			spin_until = clock_mono_ns() + r->spin_ns;
+		if (r->spin_ns && clock_mono_ns() < spin_until) {
+			cpu_relax();
+			continue;
+		}
+		/* arm: the value, "asleep", a full fence, one more look */
+		v = load_acquire(&r->wait->rd_word);
+		s = load_relaxed(&r->cur->sleep_seq) + 1;
+		store_release(&r->cur->sleep_seq, s);
+		fence_full();
+		k = ring_peek_batch(&r->c, m, n);
+		if (k <= 0 && !lane_bad(r)) {
+			struct timespec d = deadline_in_ns(10000000);
+
+			futex_wait(&r->wait->rd_word, v, &d);
+			r->sleeps++;
+		}
+		store_release(&r->cur->sleep_seq, s + 1);
+		if (k > 0)
+			return k;
+		spin_until = 0;
+	}
+}
+
+/* ---- one-way ---------------------------------------------------------------- */
+
+struct oneway_arg {
+	struct lane_files *f;
+	uint32_t size;
+	uint64_t n;
+	unsigned batch;          /* records per commit: 1 or BATCH */
+};
+
+static void oneway_writer(void *arg)
+{
+	struct oneway_arg *a = arg;
+	struct lane_writer w;
+	uint64_t seq = 0;
+
+	lane_writer_open(&w, a->f);
+	while (seq < a->n) {
+		unsigned k = 0;
+
+		do {
+			uint8_t *dst = lane_reserve(&w, a->size);
+
+			memset(dst, (int)(seq & 0xff), a->size);
+			memcpy(dst, &seq, 8);
+			seq++;
+			k++;
+		} while (k < a->batch && seq < a->n);
+		lane_commit(&w);
+	}
+}
+
+/* Messages/s as the reader sees them; 0 when any record was wrong. */
+static double lane_oneway(uint32_t size, uint64_t n, unsigned batch, uint64_t spin_ns)
+{
+	struct lane_files f;
+	struct oneway_arg a = { &f, size, n, batch };
+	struct lane_reader r;
+	struct ring_msg msg[BATCH];
+	uint64_t next = 0, bad = 0, t0;
+	pid_t wr;
+	double rate;
+
+	lane_files_open(&f);
+	wr = bench_child(0, oneway_writer, &a);
+	bench_pin(1);
+	lane_reader_open(&r, &f, spin_ns, false);
+	t0 = clock_mono_ns();
+	while (next < n) {
+		int k = lane_read(&r, msg, BATCH);
+
+		if (k < 0) {
+			bad++;
+			break;
+		}
+		for (int i = 0; i < k; i++) {
+			const uint8_t *pl = msg[i].payload;
+			uint64_t s;
+
+			/* read in place: the first word and the last byte, as the raw row */
+			memcpy(&s, pl, 8);
+			if (s != next || msg[i].len != size || pl[size - 1] != (uint8_t)(next & 0xff))
+				bad++;
+			next++;
+		}
+		ring_consume(&r.c, &msg[k - 1]);
+		lane_release(&r, f.wait);
+	}
+	rate = (double)n / ((double)(clock_mono_ns() - t0) / 1e9);
+	bench_reap(wr);
+	munmap(r.base, LANE_HDR + LANE_RING);
+	lane_files_close(&f);
+	return bad ? 0 : rate;
+}
+
+/* ---- round trips ------------------------------------------------------------ */
+
+struct rtt_shared {
+	uint64_t bad;
+	uint64_t lat[];
+};
+
+struct rtt_arg {
+	struct lane_files *f;    /* [0]: to the echo, [1]: back */
+	uint64_t spin_ns;
+	size_t n;
+};
+
+static void rtt_send(struct lane_writer *w, uint64_t v)
+{
+	uint8_t *dst = lane_reserve(w, 64);
+
+	memset(dst, 0, 64);
+	memcpy(dst, &v, 8);
+	lane_commit(w);
+}
+
+static uint64_t rtt_recv(struct lane_reader *r, struct lane_wait *wait)
+{
+	struct ring_msg m;
+	uint64_t v = UINT64_MAX;
+
+	if (lane_read(r, &m, 1) == 1) {
+		memcpy(&v, m.payload, 8);
+		ring_consume(&r->c, &m);
+		lane_release(r, wait);
+	}
+	return v;
+}
+
+static void rtt_echo(void *arg)
+{
+	struct rtt_arg *a = arg;
+	struct lane_reader in;
+	struct lane_writer out;
+
+	lane_reader_open(&in, &a->f[0], a->spin_ns, false);
+	lane_writer_open(&out, &a->f[1]);
+	for (size_t i = 0; i < a->n + 100; i++)
+		rtt_send(&out, rtt_recv(&in, a->f[0].wait));
+}
+
+static struct lat lane_rtt(uint64_t spin_ns, size_t n)
+{
+	struct lane_files f[2];
+	struct rtt_arg a = { f, spin_ns, n };
+	size_t bytes = sizeof(struct rtt_shared) + n * 8;
+	struct rtt_shared *sh = bench_shalloc(bytes);
+	struct lane_reader in;
+	struct lane_writer out;
+	struct lat l;
+	pid_t echo;
+
+	lane_files_open(&f[0]);
+	lane_files_open(&f[1]);
+	echo = bench_child(1, rtt_echo, &a);
+	bench_pin(0);
+	lane_writer_open(&out, &f[0]);
+	lane_reader_open(&in, &f[1], spin_ns, false);
+	for (size_t i = 0; i < n + 100; i++) {
+		uint64_t t0 = clock_mono_ns();
+
+		rtt_send(&out, i);
+		if (rtt_recv(&in, f[1].wait) != i)
+			sh->bad++;
+		if (i >= 100) /* warm-up dropped */
+			sh->lat[i - 100] = clock_mono_ns() - t0;
+	}
+	bench_reap(echo);
+	l = bench_summarize(sh->lat, n);
+	if (sh->bad)
+		l.p50 = -1;
+	munmap(in.base, LANE_HDR + LANE_RING);
+	lane_files_close(&f[0]);
+	lane_files_close(&f[1]);
+	bench_shfree(sh, bytes);
+	return l;
+}
+
+/* ---- a hostile writer ------------------------------------------------------- */
+
+struct hostile_arg {
+	struct lane_files *good, *evil;
+	uint64_t n;              /* what the good writer sends */
+};
+
+/* Writes records into its lane, then truncates it under its reader,
+ * grows it again, punches holes, and goes on writing. */
+static void hostile_writer(void *arg)
+{
+	struct hostile_arg *a = arg;
+	struct lane_writer w;
+	uint64_t seq = 0;
+
+	lane_writer_open(&w, a->evil);
+	for (int round = 0; round < 20; round++) {
+		/* its own mapping would fault too: the file is grown back first */
+		if (round == 6)
+			ftruncate(a->evil->lane_rw, LANE_HDR + LANE_RING);
+		for (int i = 0; i < 1000; i++) {
+			uint8_t *dst = lane_reserve(&w, 64);
+
+			memset(dst, 0xee, 64);
+			memcpy(dst, &seq, 8);
+			seq++;
+			lane_commit(&w);
+		}
+		if (round == 5)
+			ftruncate(a->evil->lane_rw, 0);
+		if (round >= 8)
+			fallocate(a->evil->lane_rw, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				  LANE_HDR + (off_t)(round % 4) * (LANE_RING / 4), LANE_RING / 4);
+		usleep(1000);
+	}
+}
+
+static void good_writer(void *arg)
+{
+	struct hostile_arg *a = arg;
+	struct lane_writer w;
+
+	lane_writer_open(&w, a->good);
+	for (uint64_t seq = 0; seq < a->n; seq++) {
+		uint8_t *dst = lane_reserve(&w, 64);
+
+		msg_fill(dst, seq, 64);
+		lane_commit(&w);
+	}
+}
+
+/* One reader of two lanes, one of them hostile: it must survive, say the
+ * hostile lane is bad, and get every message of the good one in order. */
+static void lane_guard(int rep)
+{
+	struct lane_files good, evil;
+	struct hostile_arg a = { &good, &evil, bench_n(2000000) };
+	struct lane_reader rg, re;
+	struct ring_msg m[BATCH];
+	uint64_t next = 0, bad = 0, evil_msgs = 0;
+	bool evil_bad = false;
+	struct bres res = bres_new("lane guard", "oneway", 64, rep);
+	char extra[160];
+	pid_t pg, pe;
+
+	lane_files_open(&good);
+	lane_files_open(&evil);
+	guard_install();
+	/* the reader maps both before either writer starts */
+	lane_reader_open(&rg, &good, 0, true);
+	lane_reader_open(&re, &evil, 0, true);
+	pe = bench_child(0, hostile_writer, &a);
+	pg = bench_child(0, good_writer, &a);
+	bench_pin(1);
+	while (next < a.n) {
+		int k = ring_peek_batch(&rg.c, m, BATCH);
+
+		if (k > 0) {
+			for (int i = 0; i < k; i++) {
+				if (!msg_intact(m[i].payload, m[i].len, next, 64))
+					bad++;
+				next++;
+			}
+			ring_consume(&rg.c, &m[k - 1]);
+			lane_release(&rg, good.wait);
+		} else if (k == -EBADMSG || lane_bad(&rg)) {
+			bad++;
+			break;
+		}
+		if (!evil_bad) {
+			k = ring_peek_batch(&re.c, m, BATCH);
+			if (k > 0) {
+				evil_msgs += (uint64_t)k;
+				ring_consume(&re.c, &m[k - 1]);
+				lane_release(&re, evil.wait);
+			} else if (k == -EBADMSG || lane_bad(&re)) {
+				evil_bad = true; /* the event naming its source, in the library */
+			}
+		}
+	}
+	bench_reap(pg);
+	bench_reap(pe);
+	res.sent = a.n;
+	res.recv = next;
+	res.lost = a.n - next;
+	res.reord = bad;
+	snprintf(extra, sizeof(extra),
+		 "hostile=truncate+grow+punch sigbus=%d hostile_lane=%s read_before=%llu",
+		 (int)sigbus_count, evil_bad ? "reported-bad" : "NOT-REPORTED",
+		 (unsigned long long)evil_msgs);
+	res.extra = extra;
+	res.msgs_s = evil_bad && !bad ? 1 : 0;
+	bres_emit(&res);
+	munmap(rg.base, LANE_HDR + LANE_RING);
+	munmap(re.base, LANE_HDR + LANE_RING);
+	lane_files_close(&good);
+	lane_files_close(&evil);
+}
+
+/* ---- reporting ---------------------------------------------------------------- */
+
+static void emit_oneway(const char *transport, uint32_t size, int rep, uint64_t n, double rate)
+{
+	struct bres r = bres_new(transport, "oneway", size, rep);
+
+	r.msgs_s = rate;
+	r.sent = n;
+	r.recv = rate > 0 ? n : 0;
+	r.reord = rate > 0 ? 0 : 1;
+	bres_emit(&r);
+}
+
+static void emit_rtt(const char *transport, int rep, struct lat l, uint64_t n)
+{
+	struct bres r = bres_new(transport, "rtt", 64, rep);
+
+	r.lat = l;
+	r.sent = n;
+	r.recv = l.p50 < 0 ? 0 : n;
+	r.lost = l.p50 < 0 ? n : 0;
+	bres_emit(&r);
+}
+
+static void run(int pin_mode)
+{
+	const uint32_t sizes[] = { 64, 1024, 65536 };
+	const size_t lat_n = bench_n(20000), lat_n_block = bench_n(5000);
+
+	bench_pinned = pin_mode;
+	for (int rep = 0; rep < bench_reps(); rep++) {
+		for (int s = 0; s < 3; s++) {
+			uint64_t n = bench_n(sizes[s] == 64 ? 10000000 : sizes[s] == 1024 ? 2000000 : 100000);
+
+			emit_oneway("lane batched", sizes[s], rep, n,
+				    lane_oneway(sizes[s], n, BATCH, DEFAULT_SPIN_NS));
+		}
+		emit_oneway("lane 1/msg", 64, rep, bench_n(10000000),
+			    lane_oneway(64, bench_n(10000000), 1, DEFAULT_SPIN_NS));
+		emit_rtt("lane spin", rep, lane_rtt(SPIN_FOREVER, lat_n), lat_n);
+		emit_rtt("lane block", rep, lane_rtt(DEFAULT_SPIN_NS, lat_n_block), lat_n_block);
+		emit_rtt("lane futex", rep, lane_rtt(0, lat_n_block), lat_n_block);
+		if (!pin_mode)
+			lane_guard(rep);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc < 2 || strcmp(argv[1], "--pinned-only"))
+		run(0);
+	if (sysconf(_SC_NPROCESSORS_ONLN) >= 2)
+		run(1);
+	else
+		bres_skip("lane prototype, pinned", "fewer than 2 CPUs online");
+	return 0;
+}
