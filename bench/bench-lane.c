@@ -29,8 +29,10 @@
  *
  * Rows (bench/result.h): "lane batched" and "lane 1/msg" one-way, "lane
  * spin" (spinning readers), "lane block" (the library's default 5 us spin,
- * then sleep) and "lane futex" (no spin) round trips, and "lane guard"
- * (extra: what the hostile writer did and what the reader survived).
+ * then sleep) and "lane futex" (no spin) round trips, "lane batched"
+ * fan-out to 8 readers, "lane guard" (extra: what the hostile writer did
+ * and what the reader survived), and "lane block" beside "AF_UNIX
+ * seqpacket" round trips with two CPU-bound processes running (rtt-load).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -81,10 +83,13 @@ struct lane_wait {
 	uint8_t pad1[60];
 };
 
+#define MAX_READERS 8
+
 struct lane_files {
-	int lane_rw, lane_ro;    /* the lane file: the writer's fd, the reader's */
-	struct lane_cursor *cur; /* shared (the design: the reader's page, RO for the writer) */
-	struct lane_wait *wait;
+	int lane_rw, lane_ro;    /* the lane file: the writer's fd, the readers' */
+	unsigned nr;             /* readers */
+	struct lane_cursor *cur; /* one a reader (the design: its page, RO for the writer) */
+	struct lane_wait *wait;  /* one a reader; wait[0].sp_word is the writer's */
 };
 
 static void die(const char *what)
@@ -93,8 +98,9 @@ static void die(const char *what)
 	exit(1);
 }
 
-/* A tmpfs file allocated in full, opened twice, its name gone. */
-static void lane_files_open(struct lane_files *f)
+/* A tmpfs file allocated in full, opened twice, its name gone; the
+ * pages of nr readers. */
+static void lane_files_open(struct lane_files *f, unsigned nr)
 {
 	char path[] = "/dev/shm/shmb-lane-XXXXXX";
 
@@ -105,16 +111,17 @@ static void lane_files_open(struct lane_files *f)
 	unlink(path);
 	if (f->lane_ro < 0 || fallocate(f->lane_rw, 0, 0, LANE_HDR + LANE_RING) < 0)
 		die("lane: file");
-	f->cur = bench_shalloc(sizeof(*f->cur));
-	f->wait = bench_shalloc(sizeof(*f->wait));
+	f->nr = nr;
+	f->cur = bench_shalloc(nr * sizeof(*f->cur));
+	f->wait = bench_shalloc(nr * sizeof(*f->wait));
 }
 
 static void lane_files_close(struct lane_files *f)
 {
 	close(f->lane_rw);
 	close(f->lane_ro);
-	bench_shfree(f->cur, sizeof(*f->cur));
-	bench_shfree(f->wait, sizeof(*f->wait));
+	bench_shfree(f->cur, f->nr * sizeof(*f->cur));
+	bench_shfree(f->wait, f->nr * sizeof(*f->wait));
 }
 
 /* ---- the writer ------------------------------------------------------------- */
@@ -122,10 +129,12 @@ static void lane_files_close(struct lane_files *f)
 struct lane_writer {
 	struct ring_prod p;
 	struct lane_hdr *h;
-	const struct lane_cursor *cur;
-	struct lane_wait *wait;
+	unsigned nr;
+	const struct lane_cursor *cur;  /* its readers' cursor pages */
+	struct lane_wait *wait;         /* their wait words; wait[0].sp_word: its own */
 	uint64_t reclaim;        /* where free space starts: ring_prod reads it */
-	uint32_t last_woken;     /* the reader's arming last woken */
+	uint64_t seen[MAX_READERS];      /* each reader's cursor as last seen (clamped) */
+	uint32_t last_woken[MAX_READERS];/* each reader's arming last woken */
 	uint64_t wakes;
 };
 
@@ -139,22 +148,31 @@ static void lane_writer_open(struct lane_writer *w, const struct lane_files *f)
 		die("lane: writer mmap");
 	memset(w, 0, sizeof(*w));
 	w->h = (struct lane_hdr *)base;
+	w->nr = f->nr;
 	w->cur = f->cur;
 	w->wait = f->wait;
 	ring_init(&r, base + LANE_HDR, LANE_RING);
 	ring_prod_init(&w->p, &r, &w->reclaim, NULL, 0, 0, 1);
 }
 
-/* Writer-side reclaim: the reader's cursor, clamped to [last seen,
- * committed]; a lie can only hold back its own reads. */
+/* Writer-side reclaim: the least of the readers' cursors, each clamped
+ * to [last seen, committed]; a lie can only hold back its own reads. */
 static void lane_reclaim(struct lane_writer *w)
 {
-	uint64_t a = load_acquire(&w->cur->acked) & ~(uint64_t)(SHM_REC_ALIGN - 1);
+	uint64_t least = w->p.pos;
 
-	if (a > w->p.pos)
-		a = w->p.pos;
-	if (a > w->reclaim)
-		w->reclaim = a;
+	for (unsigned i = 0; i < w->nr; i++) {
+		uint64_t a = load_acquire(&w->cur[i].acked) & ~(uint64_t)(SHM_REC_ALIGN - 1);
+
+		if (a > w->p.pos)
+			a = w->p.pos;
+		if (a > w->seen[i])
+			w->seen[i] = a;
+		if (w->seen[i] < least)
+			least = w->seen[i];
+	}
+	if (least > w->reclaim)
+		w->reclaim = least;
 }
 
 /* After a commit: wake the reader if it sleeps and this arming was not
@@ -162,15 +180,16 @@ static void lane_reclaim(struct lane_writer *w)
  * stored before sleep_seq is read, sleep_seq before the ring is looked at. */
 static void lane_wake(struct lane_writer *w)
 {
-	uint32_t s;
-
 	fence_full();
-	s = load_acquire(&w->cur->sleep_seq);
-	if ((s & 1) && s != w->last_woken) {
-		w->last_woken = s;
-		fetch_add_release(&w->wait->rd_word, 1);
-		futex_wake(&w->wait->rd_word, 1);
-		w->wakes++;
+	for (unsigned i = 0; i < w->nr; i++) {
+		uint32_t s = load_acquire(&w->cur[i].sleep_seq);
+
+		if ((s & 1) && s != w->last_woken[i]) {
+			w->last_woken[i] = s;
+			fetch_add_release(&w->wait[i].rd_word, 1);
+			futex_wake(&w->wait[i].rd_word, 1);
+			w->wakes++;
+		}
 	}
 }
 
@@ -233,6 +252,7 @@ struct lane_reader {
 	const struct lane_hdr *h;
 	struct lane_cursor *cur;
 	struct lane_wait *wait;
+	uint32_t *space;         /* the writer's space word */
 	uint8_t *base;
 	uint64_t spin_ns;
 	uint64_t sleeps;
@@ -302,8 +322,8 @@ static bool lane_bad(const struct lane_reader *r)
 	return r->guard >= 0 && guards[r->guard].bad;
 }
 
-static void lane_reader_open(struct lane_reader *r, const struct lane_files *f, uint64_t spin_ns,
-			     bool guarded)
+static void lane_reader_open(struct lane_reader *r, const struct lane_files *f, unsigned idx,
+			     uint64_t spin_ns, bool guarded)
 {
 	struct ring ring;
 
@@ -313,8 +333,9 @@ static void lane_reader_open(struct lane_reader *r, const struct lane_files *f, 
 		die("lane: reader mmap");
 	r->guard = guarded ? guard_add(r->base, LANE_HDR + LANE_RING) : -1;
 	r->h = (const struct lane_hdr *)r->base;
-	r->cur = f->cur;
-	r->wait = f->wait;
+	r->cur = &f->cur[idx];
+	r->wait = &f->wait[idx];
+	r->space = &f->wait[0].sp_word;
 	r->spin_ns = spin_ns;
 	ring_init(&ring, r->base + LANE_HDR, LANE_RING);
 	/* commit words only: no producer position on the reader's path */
@@ -322,15 +343,15 @@ static void lane_reader_open(struct lane_reader *r, const struct lane_files *f, 
 }
 
 /* Acknowledge what was consumed; a writer waiting for space is woken. */
-static void lane_release(struct lane_reader *r, struct lane_wait *wait)
+static void lane_release(struct lane_reader *r)
 {
 	ring_release(&r->c);
 	/* pairs with the writer's fence in lane_reserve(): acked is stored
 	 * before space_waiting is read */
 	fence_full();
 	if (load_acquire(&r->h->space_waiting)) {
-		fetch_add_release(&wait->sp_word, 1);
-		futex_wake(&wait->sp_word, 1);
+		fetch_add_release(r->space, 1);
+		futex_wake(r->space, 1);
 	}
 }
 
@@ -419,10 +440,10 @@ static double lane_oneway(uint32_t size, uint64_t n, unsigned batch, uint64_t sp
 	pid_t wr;
 	double rate;
 
-	lane_files_open(&f);
+	lane_files_open(&f, 1);
 	wr = bench_child(0, oneway_writer, &a);
 	bench_pin(1);
-	lane_reader_open(&r, &f, spin_ns, false);
+	lane_reader_open(&r, &f, 0, spin_ns, false);
 	t0 = clock_mono_ns();
 	while (next < n) {
 		int k = lane_read(&r, msg, BATCH);
@@ -442,7 +463,7 @@ static double lane_oneway(uint32_t size, uint64_t n, unsigned batch, uint64_t sp
 			next++;
 		}
 		ring_consume(&r.c, &msg[k - 1]);
-		lane_release(&r, f.wait);
+		lane_release(&r);
 	}
 	rate = (double)n / ((double)(clock_mono_ns() - t0) / 1e9);
 	bench_reap(wr);
@@ -473,7 +494,7 @@ static void rtt_send(struct lane_writer *w, uint64_t v)
 	lane_commit(w);
 }
 
-static uint64_t rtt_recv(struct lane_reader *r, struct lane_wait *wait)
+static uint64_t rtt_recv(struct lane_reader *r)
 {
 	struct ring_msg m;
 	uint64_t v = UINT64_MAX;
@@ -481,7 +502,7 @@ static uint64_t rtt_recv(struct lane_reader *r, struct lane_wait *wait)
 	if (lane_read(r, &m, 1) == 1) {
 		memcpy(&v, m.payload, 8);
 		ring_consume(&r->c, &m);
-		lane_release(r, wait);
+		lane_release(r);
 	}
 	return v;
 }
@@ -492,10 +513,10 @@ static void rtt_echo(void *arg)
 	struct lane_reader in;
 	struct lane_writer out;
 
-	lane_reader_open(&in, &a->f[0], a->spin_ns, false);
+	lane_reader_open(&in, &a->f[0], 0, a->spin_ns, false);
 	lane_writer_open(&out, &a->f[1]);
 	for (size_t i = 0; i < a->n + 100; i++)
-		rtt_send(&out, rtt_recv(&in, a->f[0].wait));
+		rtt_send(&out, rtt_recv(&in));
 }
 
 static struct lat lane_rtt(uint64_t spin_ns, size_t n)
@@ -509,17 +530,17 @@ static struct lat lane_rtt(uint64_t spin_ns, size_t n)
 	struct lat l;
 	pid_t echo;
 
-	lane_files_open(&f[0]);
-	lane_files_open(&f[1]);
+	lane_files_open(&f[0], 1);
+	lane_files_open(&f[1], 1);
 	echo = bench_child(1, rtt_echo, &a);
 	bench_pin(0);
 	lane_writer_open(&out, &f[0]);
-	lane_reader_open(&in, &f[1], spin_ns, false);
+	lane_reader_open(&in, &f[1], 0, spin_ns, false);
 	for (size_t i = 0; i < n + 100; i++) {
 		uint64_t t0 = clock_mono_ns();
 
 		rtt_send(&out, i);
-		if (rtt_recv(&in, f[1].wait) != i)
+		if (rtt_recv(&in) != i)
 			sh->bad++;
 		if (i >= 100) /* warm-up dropped */
 			sh->lat[i - 100] = clock_mono_ns() - t0;
@@ -533,6 +554,114 @@ static struct lat lane_rtt(uint64_t spin_ns, size_t n)
 	lane_files_close(&f[1]);
 	bench_shfree(sh, bytes);
 	return l;
+}
+
+/* ---- fan-out ---------------------------------------------------------------- */
+
+struct fan_shared {
+	uint32_t ready;
+	uint64_t got[MAX_READERS], bad[MAX_READERS], t_end[MAX_READERS];
+};
+
+struct fan_arg {
+	struct lane_files *f;
+	struct fan_shared *sh;
+	unsigned idx;
+	uint64_t n;
+};
+
+/* One of the readers of a lane: every message, in order, checked. */
+static void fan_reader(void *arg)
+{
+	struct fan_arg *a = arg;
+	struct lane_reader r;
+	struct ring_msg m[BATCH];
+	uint64_t next = 0;
+
+	lane_reader_open(&r, a->f, a->idx, DEFAULT_SPIN_NS, false);
+	fetch_add_release(&a->sh->ready, 1);
+	while (next < a->n) {
+		int k = lane_read(&r, m, BATCH);
+
+		if (k < 0)
+			break;
+		for (int i = 0; i < k; i++) {
+			if (!msg_intact(m[i].payload, m[i].len, next, 64))
+				a->sh->bad[a->idx]++;
+			next++;
+		}
+		ring_consume(&r.c, &m[k - 1]);
+		lane_release(&r);
+	}
+	a->sh->got[a->idx] = next;
+	a->sh->t_end[a->idx] = clock_mono_ns();
+}
+
+/* 1 -> nr: messages/s received in all; the writer holds back for the
+ * slowest reader (the least of their cursors) and wakes only sleepers. */
+static void lane_fanout(unsigned nr, uint64_t n, int rep)
+{
+	struct lane_files f;
+	struct fan_shared *sh = bench_shalloc(sizeof(*sh));
+	struct fan_arg a[MAX_READERS];
+	struct bres res = bres_new("lane batched", "fanout", 64, rep);
+	pid_t rd[MAX_READERS];
+	struct lane_writer w;
+	uint64_t t0, t_end = 0, seq = 0;
+	char extra[64];
+
+	lane_files_open(&f, nr);
+	for (unsigned i = 0; i < nr; i++) {
+		a[i] = (struct fan_arg){ &f, sh, i, n };
+		rd[i] = bench_child(1, fan_reader, &a[i]);
+	}
+	while (load_acquire(&sh->ready) < nr)
+		usleep(100);
+	bench_pin(0);
+	lane_writer_open(&w, &f);
+	t0 = clock_mono_ns();
+	while (seq < n) {
+		for (unsigned k = 0; k < BATCH && seq < n; k++, seq++)
+			msg_fill(lane_reserve(&w, 64), seq, 64);
+		lane_commit(&w);
+	}
+	for (unsigned i = 0; i < nr; i++) {
+		bench_reap(rd[i]);
+		res.recv += sh->got[i];
+		res.lost += n - sh->got[i];
+		res.reord += sh->bad[i];
+		if (sh->t_end[i] > t_end)
+			t_end = sh->t_end[i];
+	}
+	res.sent = n * nr;
+	res.msgs_s = (double)res.recv / ((double)(t_end - t0) / 1e9);
+	snprintf(extra, sizeof(extra), "readers=%u writer_wakes=%llu", nr, (unsigned long long)w.wakes);
+	res.extra = extra;
+	bres_emit(&res);
+	munmap(w.h, LANE_HDR + LANE_RING);
+	lane_files_close(&f);
+	bench_shfree(sh, sizeof(*sh));
+}
+
+/* ---- under load ------------------------------------------------------------- */
+
+/* Two CPU-bound processes beside the measurement, on no CPU in particular. */
+static void load_start(pid_t busy[2])
+{
+	for (int i = 0; i < 2; i++) {
+		busy[i] = bench_spawn();
+		if (busy[i] == 0)
+			for (volatile uint64_t x = 0;; x++)
+				;
+	}
+}
+
+static void load_stop(pid_t busy[2])
+{
+	for (int i = 0; i < 2; i++) {
+		kill(busy[i], SIGKILL);
+		bench_wait(busy[i]);
+	}
 }
 
 /* ---- a hostile writer ------------------------------------------------------- */
@@ -600,12 +729,12 @@ static void lane_guard(int rep)
 	char extra[160];
 	pid_t pg, pe;
 
-	lane_files_open(&good);
-	lane_files_open(&evil);
+	lane_files_open(&good, 1);
+	lane_files_open(&evil, 1);
 	guard_install();
 	/* the reader maps both before either writer starts */
-	lane_reader_open(&rg, &good, 0, true);
-	lane_reader_open(&re, &evil, 0, true);
+	lane_reader_open(&rg, &good, 0, 0, true);
+	lane_reader_open(&re, &evil, 0, 0, true);
 	pe = bench_child(0, hostile_writer, &a);
 	pg = bench_child(0, good_writer, &a);
 	bench_pin(1);
@@ -619,7 +748,7 @@ static void lane_guard(int rep)
 				next++;
 			}
 			ring_consume(&rg.c, &m[k - 1]);
-			lane_release(&rg, good.wait);
+			lane_release(&rg);
 		} else if (k == -EBADMSG || lane_bad(&rg)) {
 			bad++;
 			break;
@@ -629,7 +758,7 @@ static void lane_guard(int rep)
 			if (k > 0) {
 				evil_msgs += (uint64_t)k;
 				ring_consume(&re.c, &m[k - 1]);
-				lane_release(&re, evil.wait);
+				lane_release(&re);
 			} else if (k == -EBADMSG || lane_bad(&re)) {
 				evil_bad = true; /* the event naming its source, in the library */
 			}
@@ -667,9 +796,10 @@ static void emit_oneway(const char *transport, uint32_t size, int rep, uint64_t 
 	bres_emit(&r);
 }
 
-static void emit_rtt(const char *transport, int rep, struct lat l, uint64_t n)
+static void emit_workload(const char *transport, const char *workload, int rep, struct lat l,
+			  uint64_t n)
 {
-	struct bres r = bres_new(transport, "rtt", 64, rep);
+	struct bres r = bres_new(transport, workload, 64, rep);
 
 	r.lat = l;
 	r.sent = n;
@@ -693,11 +823,27 @@ static void run(int pin_mode)
 		}
 		emit_oneway("lane 1/msg", 64, rep, bench_n(10000000),
 			    lane_oneway(64, bench_n(10000000), 1, DEFAULT_SPIN_NS));
-		emit_rtt("lane spin", rep, lane_rtt(SPIN_FOREVER, lat_n), lat_n);
-		emit_rtt("lane block", rep, lane_rtt(DEFAULT_SPIN_NS, lat_n_block), lat_n_block);
-		emit_rtt("lane futex", rep, lane_rtt(0, lat_n_block), lat_n_block);
-		if (!pin_mode)
+		emit_workload("lane spin", "rtt", rep, lane_rtt(SPIN_FOREVER, lat_n), lat_n);
+		emit_workload("lane block", "rtt", rep, lane_rtt(DEFAULT_SPIN_NS, lat_n_block),
+			      lat_n_block);
+		emit_workload("lane futex", "rtt", rep, lane_rtt(0, lat_n_block), lat_n_block);
+		if (!pin_mode) {
+			pid_t busy[2];
+			uint64_t bad = 0;
+			struct lat l;
+
+			lane_fanout(MAX_READERS, bench_n(2000000), rep);
 			lane_guard(rep);
+			/* beside two CPU-bound processes: the default wait, and AF_UNIX */
+			load_start(busy);
+			emit_workload("lane block", "rtt-load", rep, lane_rtt(DEFAULT_SPIN_NS, lat_n_block),
+				      lat_n_block);
+			l = chan_rtt(CHAN_SEQPACKET, lat_n_block, &bad);
+			if (bad)
+				l.p50 = -1;
+			emit_workload("AF_UNIX seqpacket", "rtt-load", rep, l, lat_n_block);
+			load_stop(busy);
+		}
 	}
 }
 

@@ -198,6 +198,7 @@ END {
 		if (!(pin in pins)) continue
 		table_rate("oneway", "One-way throughput, every message checked", pin)
 		table_lat("rtt", "Round trip", pin)
+		table_lat("rtt-load", "Round trip under load (two CPU-bound processes beside)", pin)
 		table_rate("fanout", "Fan-out 1 → 8, messages/s received in all", pin)
 		table_rate("fanin", "Fan-in 8 → 1, messages/s received", pin)
 		table_scale(pin)

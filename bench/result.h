@@ -13,7 +13,7 @@
  * transport  what carried the messages, e.g. "shmb spin", "iceoryx waitset",
  *            "mosquitto tcp qos1", "raw futex"; shmb's own rows start with
  *            "shmb"
- * workload   oneway | rtt | fanout | fanin | scale-lat | scale-cpu |
+ * workload   oneway | rtt | rtt-load (two CPU-bound processes beside) | fanout | fanin | scale-lat | scale-cpu |
  *            recovery-sub | recovery-broker
  * size       message bytes (scale-*: sessions attached)
  * msgs_s     messages per second (throughput workloads), else -1
