@@ -1,12 +1,14 @@
 /*
  * tests/unit/test-layout.c - the layout other processes rely on: sizes,
- * offsets, cache-line separation, commit-word encoding, the checksum.
+ * offsets, cache-line separation, commit-word encoding, the checksum, and
+ * the files of the direct data path (shm/lane.h).
  */
 #include <stddef.h>
 #include <string.h>
 
 #include "harness.h"
 #include "shm/crc32c.h"
+#include "shm/lane.h"
 #include "shm/layout.h"
 
 static void test_sizes_and_offsets(void)
@@ -90,12 +92,46 @@ static void test_crc32c(void)
 	}
 }
 
+/* The direct data path's files (shm/lane.h): each party's words on
+ * lines of their own, every file a whole number of pages. */
+static void test_lane_layout(void)
+{
+	const unsigned line = SHM_LINE;
+	char magic[8];
+
+	/* the writer's page: the broker's line, then the writer's two */
+	CU_ASSERT(offsetof(struct shm_lane_wpage, reclaim) / line == 1);
+	CU_ASSERT(offsetof(struct shm_lane_wpage, committed) / line == 1);
+	CU_ASSERT(offsetof(struct shm_lane_wpage, space_arm) / line == 2);
+	CU_ASSERT(offsetof(struct shm_lane_wpage, short_since) / line == 2);
+	CU_ASSERT(SHM_LANE_RING_OFFSET % 4096 == 0);
+	/* meta: header with its checksum last, the state line, the bitmap */
+	CU_ASSERT(offsetof(struct shm_lane_meta_hdr, checksum) + 4 == sizeof(struct shm_lane_meta_hdr));
+	CU_ASSERT(SHM_LANE_META_STATE_OFF % line == 0);
+	CU_ASSERT(SHM_LANE_BITMAP_OFF % 4096 == 0);
+	CU_ASSERT(SHM_LANE_META_SIZE % 4096 == 0);
+	CU_ASSERT(SHM_LANE_TOPIC_BITS / 8 == 131072);
+	memcpy(magic, &(uint64_t){ SHM_LANE_MAGIC }, sizeof(magic));
+	CU_ASSERT(memcmp(magic, "SHMB-LN", 8) == 0);
+	/* hold: a header line and 1023 entries, one line each, in 64 KiB */
+	CU_ASSERT(sizeof(struct shm_hold_hdr) + SHM_HOLD_MAX * sizeof(struct shm_hold_ent) == SHM_HOLD_SIZE);
+	CU_ASSERT(offsetof(struct shm_hold_ent, tag) == 0);
+	/* a cursor page: the arm line apart from the slots the writer reads */
+	CU_ASSERT(offsetof(struct shm_cursor_page, slot) / line == 1);
+	CU_ASSERT(sizeof(((struct shm_cursor_page *)0)->slot) == 504 * 8);
+	/* a lane record: the record header, the lane header, the payload aligned */
+	CU_ASSERT((SHM_REC_HDR_SIZE + sizeof(struct shm_lane_msg)) == 40);
+	CU_ASSERT((SHM_REC_HDR_SIZE + sizeof(struct shm_lane_msg) + sizeof(struct shm_lane_origin)) %
+		  SHM_REC_ALIGN == 0);
+}
+
 static const struct harness_test layout_tests[] = {
 	{ "sizes_and_offsets", test_sizes_and_offsets },
 	{ "cache_line_separation", test_cache_line_separation },
 	{ "commit_word", test_commit_word },
 	{ "magic_is_readable", test_magic_is_readable },
 	{ "crc32c", test_crc32c },
+	{ "lane_layout", test_lane_layout },
 	{ NULL, NULL },
 };
 

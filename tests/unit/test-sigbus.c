@@ -7,10 +7,16 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -144,11 +150,112 @@ static void test_slots_fill_and_free(void)
 	CU_ASSERT(!sigbus_bad(-1));
 }
 
+/* A small tmpfs of our own, in a mount namespace of our own: its path,
+ * or NULL with why (not root, or namespaces refused here). */
+static const char *small_tmpfs(const char **why)
+{
+	static char dir[] = "/tmp/test-sigbus.XXXXXX";
+	static bool done;
+
+	if (done)
+		return dir;
+	if (!mkdtemp(dir)) {
+		*why = "mkdtemp failed";
+		return NULL;
+	}
+	if (unshare(CLONE_NEWNS) < 0) {
+		*why = "cannot make a mount namespace (needs root)";
+		return NULL;
+	}
+	if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", dir, "tmpfs", 0, "size=512k") < 0) {
+		*why = "cannot mount a tmpfs here";
+		return NULL;
+	}
+	done = true;
+	return dir;
+}
+
+/*
+ * Another process punches a hole in the file under our mapping and takes
+ * every block of a small tmpfs, the one the hole gave back too: our next
+ * read there faults (the kernel has no page to give the hole), the guard
+ * covers it, and a second mapping from elsewhere reads on as it was.
+ */
+static void test_hole_in_full_tmpfs(void)
+{
+	const char *why = NULL, *dir = small_tmpfs(&why);
+	char path[128], filler[128];
+	int fd, gfd, sync[2], st, s, sg;
+	uint8_t *a, *good, byte = 0;
+	uint64_t before = sigbus_faults();
+	struct pollfd p;
+	pid_t child;
+
+	if (!dir) {
+		HARNESS_SKIP(why);
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/lane", dir);
+	snprintf(filler, sizeof(filler), "%s/filler", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	CU_ASSERT_FATAL(fd >= 0);
+	{
+		uint8_t buf[LEN];
+
+		memset(buf, 0x33, sizeof(buf));
+		CU_ASSERT_FATAL(write(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf));
+	}
+	a = mmap(NULL, LEN, PROT_READ, MAP_SHARED, fd, 0);
+	good = mapped(&gfd, 0x44);
+	CU_ASSERT_FATAL(a != MAP_FAILED && good != NULL && pipe(sync) == 0);
+	s = sigbus_add(a, LEN, PROT_READ);
+	sg = sigbus_add(good, LEN, PROT_READ);
+	CU_ASSERT_FATAL(s >= 0 && sg >= 0);
+	child = fork();
+	CU_ASSERT_FATAL(child >= 0);
+	if (child == 0) {
+		/* the hostile writer: every block of the tmpfs taken, then a hole */
+		int ff = open(filler, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		uint8_t buf[4096];
+
+		memset(buf, 0x66, sizeof(buf));
+		while (ff >= 0 && write(ff, buf, sizeof(buf)) > 0)
+			;
+		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, 4096) < 0)
+			_exit(2);
+		/* and the block the hole gave back */
+		while (ff >= 0 && write(ff, buf, sizeof(buf)) > 0)
+			;
+		_exit(write(sync[1], "x", 1) == 1 ? 0 : 3);
+	}
+	close(sync[1]);
+	p = (struct pollfd){ .fd = sync[0], .events = POLLIN };
+	CU_ASSERT_FATAL(poll(&p, 1, 10000) == 1 && read(sync[0], &byte, 1) == 1);
+	CU_ASSERT(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	byte = a[4096 + 5]; /* the hole: no page to give it */
+	CU_ASSERT(byte == 0);
+	CU_ASSERT(sigbus_bad(s));
+	CU_ASSERT(sigbus_faults() == before + 1);
+	CU_ASSERT(!sigbus_bad(sg));
+	CU_ASSERT(good[LEN - 1] == 0x44);
+	sigbus_remove(s);
+	sigbus_remove(sg);
+	munmap(a, LEN);
+	munmap(good, LEN);
+	close(fd);
+	close(gfd);
+	close(sync[0]);
+	unlink(filler);
+	unlink(path);
+}
+
 static const struct harness_test tests[] = {
 	{ "truncated_reads_zero", test_truncated_reads_zero },
 	{ "punched_reads_zero", test_punched_reads_zero },
 	{ "other_faults_chained", test_other_faults_chained },
 	{ "slots_fill_and_free", test_slots_fill_and_free },
+	{ "hole_in_full_tmpfs", test_hole_in_full_tmpfs },
 	{ NULL, NULL },
 };
 
