@@ -25,7 +25,7 @@ LIB_SRC  := libclient/shmb.c libclient/client.c libclient/client-admin.c \
             libclient/conn.c libclient/conn-thread.c libclient/conn-handshake.c \
             libclient/lifecycle.c libclient/registry.c libclient/sigbus.c
 BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/ctl-admin.c broker/session.c broker/session-tx.c broker/topic.c \
-              broker/adopt.c broker/router.c broker/dlv.c broker/state.c broker/log.c broker/guard.c \
+              broker/adopt.c broker/router.c broker/dlv.c broker/state.c broker/log.c broker/guard.c broker/harden.c \
               broker/link.c broker/link-data.c broker/link-dial.c broker/link-file.c broker/link-accept.c \
               broker/linkauth.c broker/linkproto.c broker/wire.c broker/replay.c \
               broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c

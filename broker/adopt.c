@@ -20,6 +20,7 @@
 
 #include "broker/broker.h"
 #include "broker/guard.h"
+#include "broker/harden.h"
 #include "broker/log.h"
 #include "broker/session-int.h"
 #include "broker/session.h"
@@ -59,7 +60,7 @@ static int map_file(int dirfd, const char *name, struct segment *out)
  * size.  The SIGBUS guard covers it before its first byte is read: its
  * owner may be truncating it right now. */
 static const char *tx_file_check(struct session *s, uint32_t gen, struct segment *tx,
-				 struct shm_tx_hdr *h)
+				 struct shm_tx_hdr *h, uint64_t *blocks)
 {
 	char name[32];
 
@@ -68,6 +69,8 @@ static const char *tx_file_check(struct session *s, uint32_t gen, struct segment
 		return "its TX file is missing or cannot be mapped";
 	if (guard_add(tx->base, tx->len, s) < 0)
 		return "out of memory";
+	if (harden_note(tx->fd, blocks) < 0)
+		return "its TX file cannot be looked at";
 	if (segment_tx_validate(tx, h) < 0 || h->session_id != s->id || h->generation != gen ||
 	    h->tx_ring_size != s->tx_ring_size)
 		return "its TX file's header is invalid";
@@ -234,7 +237,7 @@ static const char *tx_recover(struct session *s, const struct shm_tx_hdr *th)
 		struct shm_tx_hdr dh;
 		uint64_t end = load_acquire(&x->drain_end);
 
-		if (dg > gen || (why = tx_file_check(s, dg, &s->drain_tx, &dh)))
+		if (dg > gen || (why = tx_file_check(s, dg, &s->drain_tx, &dh, &s->drain_blocks)))
 			return "the TX file it was draining is invalid";
 		if (ring_init(&r, segment_ring_data(&s->drain_tx), s->tx_ring_size) < 0)
 			return "the TX file it was draining is invalid";
@@ -297,7 +300,7 @@ static const char *adopt_one(struct broker *b, struct session *s, const struct s
 	s->generation = load_acquire(&s->rxc->generation);
 	if (s->generation == 0)
 		return "it was being destroyed";
-	if ((why = tx_file_check(s, s->generation, &s->tx, &th)))
+	if ((why = tx_file_check(s, s->generation, &s->tx, &th, &s->tx_blocks)))
 		return why;
 	/* rx_prod reads the owner's rx_acked from the TX file */
 	s->txc = segment_tx_ctrl(&s->tx);

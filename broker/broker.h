@@ -38,6 +38,7 @@ struct broker_opts {
 	unsigned max_topics_per_uid;
 	uint64_t max_memory_per_uid; /* bytes of segments (rx + two tx files per session) */
 	bool no_uring_futex;         /* force the timer fallback (tests) */
+	bool no_landlock;            /* hand clients plain descriptors (tests, old kernels) */
 	uint64_t fallback_tick_us;   /* the fallback's polling period */
 	enum exitw_mode exit_reasons;/* --exit-reasons */
 	/* remote links (docs/links.md) */
@@ -64,6 +65,7 @@ struct broker {
 	int dirfd, sessions_dirfd, lockfd;
 	int listen_fd, signal_fd;
 	uint64_t broker_id;
+	bool landlock;         /* clients' TX descriptors cannot be truncated (harden.c) */
 	uint64_t start_ns;
 	uint64_t next_session_id;
 	bool stopping;

@@ -29,6 +29,7 @@
 #include "broker/ctl.h"
 #include "broker/ctl-int.h"
 #include "broker/guard.h"
+#include "broker/harden.h"
 #include "broker/link.h"
 #include "broker/log.h"
 #include "broker/router.h"
@@ -221,9 +222,15 @@ static int do_open(struct broker *b, struct conn *c, const struct proto_open *q)
 	memcpy(r.u.open.token, s->token, sizeof(s->token));
 	/* the client gets the rx file read-only, never by path */
 	fds[0] = openat(s->dirfd, "rx", O_RDONLY | O_CLOEXEC);
-	fds[1] = dup(s->tx.fd);
+	{
+		char name[32];
+
+		/* a descriptor that cannot truncate, where Landlock allows (harden.c) */
+		snprintf(name, sizeof(name), "tx.%u", s->generation);
+		fds[1] = harden_client_fd(b, s->dirfd, name, s->tx.fd);
+	}
 	if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0) {
-		ret = fds[2] < 0 ? fds[2] : -errno;
+		ret = fds[2] < 0 ? fds[2] : fds[1] < 0 ? fds[1] : -errno;
 		for (int i = 0; i < 3; i++)
 			if (fds[i] >= 0)
 				close(fds[i]);

@@ -30,6 +30,7 @@
 #include "broker/broker.h"
 #include "broker/ctl.h"
 #include "broker/guard.h"
+#include "broker/harden.h"
 #include "broker/link.h"
 #include "broker/log.h"
 #include "broker/router.h"
@@ -382,6 +383,7 @@ static void wake_backoff(struct broker *b, uint64_t now)
 int loop_run(struct broker *b)
 {
 	uint64_t last_work = clock_mono_ns(), last_house = last_work, drain_until = 0;
+	uint64_t last_sweep = last_work;
 	uint64_t poll_ns = b->o.poll_us * 1000ull;
 	const uint64_t poll_max = poll_ns > 250000ull ? poll_ns : 250000ull;
 
@@ -401,6 +403,11 @@ int loop_run(struct broker *b)
 			topic_rates(b, now);
 			wake_backoff(b, now);
 			exitw_tick(b, now);
+			/* about once a second: clients' TX files as they were made */
+			if (now - last_sweep >= 1000000000ull) {
+				harden_sweep(b);
+				last_sweep = now;
+			}
 			if (b->accept_paused && !b->stopping) {
 				b->accept_paused = false;
 				arm_accept(b);

@@ -26,6 +26,7 @@
 #include "broker/broker.h"
 #include "broker/ctl.h"
 #include "broker/guard.h"
+#include "broker/harden.h"
 #include "broker/link.h"
 #include "broker/log.h"
 #include "broker/session.h"
@@ -65,6 +66,9 @@ static void usage(FILE *f)
 		"      --no-uring-futex       do not wait in io_uring FUTEX_WAIT; poll every\n"
 		"                             --fallback-tick-us when idle instead\n"
 		"      --fallback-tick-us US  (default 1000)\n"
+		"      --no-landlock          hand clients plain descriptors of their TX files\n"
+		"                             (by default they are opened under Landlock, where the\n"
+		"                             kernel has ABI 3, so clients cannot truncate them)\n"
 		"      --exit-reasons auto|bpf|pidfd|off  how the broker learns why a session's\n"
 		"                             owner went (\"killed by SIGKILL\", \"exited 3\"):\n"
 		"                             bpf: an exit tracer (needs CAP_BPF and CAP_PERFMON,\n"
@@ -261,6 +265,7 @@ static int set_opt(struct broker *b, struct secs *t, int o, const char *val)
 		if (!r && !b->o.link_heartbeat_ms)
 			r = -EINVAL;
 		break;
+	case 22: r = parse_bool(val, &b->o.no_landlock); break;
 	case 21: r = parse_u64(val, &b->o.link_timeout_ms);
 		if (!r && !b->o.link_timeout_ms)
 			r = -EINVAL;
@@ -386,6 +391,7 @@ static const struct option main_opts[] = {
 	{ "link-buffer", required_argument, NULL, 19 },
 	{ "link-heartbeat-ms", required_argument, NULL, 20 },
 	{ "link-timeout-ms", required_argument, NULL, 21 },
+	{ "no-landlock", no_argument, NULL, 22 },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
@@ -534,7 +540,7 @@ static int main_modules(struct broker *b)
 	if (sodium_init() < 0 || state_setup(b) < 0)
 		return -1;
 	/* before the first connection: every peer is tracked from its accept */
-	if (exitw_init(b) < 0)
+	if (exitw_init(b) < 0 || harden_init(b) < 0)
 		return -1;
 	r = ctl_listen(b);
 	if (r < 0) {

@@ -16,6 +16,7 @@
 
 #include "broker/broker.h"
 #include "broker/guard.h"
+#include "broker/harden.h"
 #include "broker/log.h"
 #include "broker/router.h"
 #include "broker/session-int.h"
@@ -60,6 +61,10 @@ int session_tx_adopt(struct session *s, struct segment *tx, uint32_t gen, uint64
 	s->txc = segment_tx_ctrl(&s->tx);
 	if (guard_add(s->tx.base, s->tx.len, s) < 0)
 		return -ENOMEM;
+	/* every block was reserved at creation: a later loss is a client's doing */
+	ret = harden_note(s->tx.fd, &s->tx_blocks);
+	if (ret < 0)
+		return ret;
 	/* commit words only: the client's published position is a hint */
 	ret = ring_cons_init(&s->tx_cons, &r, NULL, &s->rxc->tx_read, 0, start_seq, gen, gen);
 	if (ret < 0)
@@ -160,6 +165,7 @@ void session_drain_done(struct session *s)
 static void drain_start(struct session *s, uint64_t end_pos, uint64_t end_seq)
 {
 	s->drain_tx = s->tx;
+	s->drain_blocks = s->tx_blocks;
 	s->drain_cons = s->tx_cons;
 	s->drain_cons.cons_pos = &s->rxc->drain_read;
 	/* never read past the cut, whatever the old owner writes there;

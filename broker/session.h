@@ -76,6 +76,7 @@ struct session {
 	struct ring_prod rx_prod; /* broker produces RX */
 	struct ring_cons tx_cons; /* broker consumes TX */
 	struct segment drain_tx;  /* a previous owner's TX file, still being delivered */
+	uint64_t tx_blocks, drain_blocks; /* their allocated blocks when made or adopted (harden.c) */
 	struct ring_cons drain_cons;
 	uint32_t drain_gen;       /* its generation; 0: nothing draining */
 	uint64_t drain_end;       /* where the old owner was cut off: the drain stops there */

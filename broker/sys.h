@@ -14,6 +14,30 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+/*
+ * Landlock (linux/landlock.h): Debian 12's headers lack the truncate right
+ * (ABI 3, kernel 6.2) and glibc wraps none of the calls.
+ */
+#include <linux/landlock.h>
+#ifndef LANDLOCK_ACCESS_FS_TRUNCATE
+#define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14)
+#endif
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#define SYS_landlock_restrict_self 446
+#endif
+
+static inline long sys_landlock_create_ruleset(const struct landlock_ruleset_attr *attr, size_t size,
+					       uint32_t flags)
+{
+	return syscall(SYS_landlock_create_ruleset, attr, size, flags);
+}
+
+static inline long sys_landlock_restrict_self(int ruleset_fd, uint32_t flags)
+{
+	return syscall(SYS_landlock_restrict_self, ruleset_fd, flags);
+}
+
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77 /* kernel 6.5 */
 #endif

@@ -546,13 +546,15 @@ static void poke_broker(uint8_t *tx_base)
 
 /* A broker, a good subscriber and publisher, and a client `bad` whose one
  * message of 11 bytes ("ok-from-bad") was delivered and acknowledged. */
-static void hostile_setup(struct tb *t, const char *bad, struct shmb_client **sc,
-			  struct shmb_session **ss, struct shmb_client **pc, struct shmb_session **ps,
-			  struct shmb_client **bc, struct shmb_session **bs)
+/* A broker (with one option, or NULL), a good subscriber and publisher,
+ * and the client that will misbehave. */
+static void hostile_setup_with(struct tb *t, const char *opt, const char *bad, struct shmb_client **sc,
+			       struct shmb_session **ss, struct shmb_client **pc,
+			       struct shmb_session **ps, struct shmb_client **bc, struct shmb_session **bs)
 {
 	struct shmb_msg m;
 
-	CU_ASSERT_FATAL(tb_start(t, NULL) == 0);
+	CU_ASSERT_FATAL(tb_start(t, opt, NULL) == 0);
 	CU_ASSERT_FATAL(connect_open(t, "good-sub", 0, sc, ss) == 0);
 	CU_ASSERT_FATAL(shmb_subscribe(*ss, "t") == 0);
 	CU_ASSERT_FATAL(connect_open(t, "good-pub", 0, pc, ps) == 0);
@@ -560,6 +562,21 @@ static void hostile_setup(struct tb *t, const char *bad, struct shmb_client **sc
 	CU_ASSERT(shmb_publish(*bs, "t", "ok-from-bad", 11, 1000) == 0);
 	CU_ASSERT(shmb_recv(*ss, &m, 5000) == 0 && m.len == 11);
 	CU_ASSERT(shmb_ack(*ss) == 0);
+}
+
+static void hostile_setup(struct tb *t, const char *bad, struct shmb_client **sc,
+			  struct shmb_session **ss, struct shmb_client **pc, struct shmb_session **ps,
+			  struct shmb_client **bc, struct shmb_session **bs)
+{
+	hostile_setup_with(t, NULL, bad, sc, ss, pc, ps, bc, bs);
+}
+
+/* Can Landlock deny truncation on this kernel (ABI 3, Linux 6.2)? */
+static bool landlock_truncate(void)
+{
+	long abi = syscall(444 /* landlock_create_ruleset */, NULL, 0, 1 /* VERSION */);
+
+	return abi >= 3;
 }
 
 /* A client that keeps waking the broker with no records is backed off
@@ -678,7 +695,10 @@ static void test_scribbling_client(void)
 /* A client truncates its own TX file under the broker's mapping: the
  * broker's next read there would be SIGBUS; it quarantines the session
  * and goes on. */
-static void test_truncating_client(void)
+/* A client cuts its TX file under the broker (--no-landlock, or a kernel
+ * without Landlock's truncate right): the SIGBUS guard or the size sweep
+ * quarantines it once, and everyone else is served. */
+static void truncate_under_broker(const char *opt)
 {
 	struct shmb_client *pc, *sc, *bc;
 	struct shmb_session *ps, *ss, *bs;
@@ -687,13 +707,64 @@ static void test_truncating_client(void)
 	size_t len;
 	int fd;
 
-	hostile_setup(&t, "shrinker", &sc, &ss, &pc, &ps, &bc, &bs);
+	hostile_setup_with(&t, opt, "shrinker", &sc, &ss, &pc, &ps, &bc, &bs);
 	base = client_session_tx_base(bs, &len, &fd);
 	/* keep the first page (header, counters), cut the ring off */
 	CU_ASSERT(ftruncate(fd, 4096) == 0);
 	poke_broker(base);
 	WAIT_FOR(tb_log_count(&t, "truncated") > 0, 5000);
 	CU_ASSERT(tb_log_count(&t, "truncated") == 1);
+	hostile_still_serving(&t, ps, ss);
+	hostile_teardown(&t, sc, pc, bc);
+}
+
+/* With Landlock's truncate right (the default where the kernel has it)
+ * the client's descriptor cannot cut the file at all. */
+static void test_truncating_client(void)
+{
+	struct shmb_client *pc, *sc, *bc;
+	struct shmb_session *ps, *ss, *bs;
+	struct tb t;
+	size_t len;
+	int fd;
+
+	if (!landlock_truncate()) {
+		printf("\n  Landlock cannot deny truncation here: the guard's path instead\n");
+		truncate_under_broker(NULL);
+		return;
+	}
+	hostile_setup(&t, "shrinker", &sc, &ss, &pc, &ps, &bc, &bs);
+	CU_ASSERT(tb_log_count(&t, "opened under Landlock") == 1);
+	client_session_tx_base(bs, &len, &fd);
+	errno = 0;
+	CU_ASSERT(ftruncate(fd, 4096) == -1 && errno == EACCES);
+	CU_ASSERT(ftruncate(fd, (off_t)len * 2) == -1 && errno == EACCES);
+	CU_ASSERT(tb_log_count(&t, "truncated") == 0);
+	hostile_still_serving(&t, ps, ss);
+	hostile_teardown(&t, sc, pc, bc);
+}
+
+/* The fallback, whatever the kernel: --no-landlock. */
+static void test_truncating_client_no_landlock(void)
+{
+	truncate_under_broker("--no-landlock");
+}
+
+/* A client punches a hole in its TX file (no fault while the tmpfs has
+ * room): the sweep sees the lost blocks and quarantines it. */
+static void test_punching_client(void)
+{
+	struct shmb_client *pc, *sc, *bc;
+	struct shmb_session *ps, *ss, *bs;
+	struct tb t;
+	size_t len;
+	int fd;
+
+	hostile_setup(&t, "puncher", &sc, &ss, &pc, &ps, &bc, &bs);
+	client_session_tx_base(bs, &len, &fd);
+	CU_ASSERT_FATAL(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 8192, 8192) == 0);
+	WAIT_FOR(tb_log_count(&t, "lost blocks") > 0, 5000);
+	CU_ASSERT(tb_log_count(&t, "lost blocks") == 1);
 	hostile_still_serving(&t, ps, ss);
 	hostile_teardown(&t, sc, pc, bc);
 }
@@ -1143,14 +1214,25 @@ static void test_tmpfs_full(void)
 		off_t off = (off_t)len;
 
 		memset(junk, 1, sizeof(junk));
-		CU_ASSERT(ftruncate(fd, 64 << 20) == 0);
+		/* under Landlock its descriptor may not ftruncate; writes past
+		 * the end grow the file all the same */
+		errno = 0;
+		CU_ASSERT(ftruncate(fd, 64 << 20) == 0 || (landlock_truncate() && errno == EACCES));
 		while (pwrite(fd, junk, sizeof(junk), off) > 0)
 			off += (off_t)sizeof(junk);
 		CU_ASSERT(errno == ENOSPC);
 	}
 	CU_ASSERT_FATAL(shmb_connect(&co, &nc) == 0);
-	CU_ASSERT(shmb_session_open(nc, "new", NULL, &ns) == -ENOSPC);
+	/* full: no new session, unless the sweep has cut the hog back already */
+	{
+		int r = shmb_session_open(nc, "new", NULL, &ns);
+
+		CU_ASSERT(r == -ENOSPC || (r == 0 && tb_log_count(&t, "grew") == 1));
+	}
 	CU_ASSERT(tb_alive(&t));
+	/* the sweep quarantines the hog and gives the tmpfs its space back */
+	WAIT_FOR(tb_log_count(&t, "grew") == 1, 5000);
+	CU_ASSERT(shmb_session_open(nc, "new-after", NULL, &ns) == 0);
 	/* what exists keeps working: its pages were reserved when created */
 	for (int i = 0; i < 3000; i++)
 		if (shmb_publish(ps, "t", "x", 1, 1000) < 0 || shmb_recv(s, &m, 1000) < 0 ||
@@ -1353,6 +1435,8 @@ static const struct harness_test hostile_tests[] = {
 	{ "malformed_control_messages", test_malformed_control_messages },
 	{ "scribbling_client", test_scribbling_client },
 	{ "truncating_client", test_truncating_client },
+	{ "truncating_client_no_landlock", test_truncating_client_no_landlock },
+	{ "punching_client", test_punching_client },
 	{ "tmpfs_full", test_tmpfs_full },
 	{ "hello_timeout", test_hello_timeout },
 	{ "wake_spam_backoff", test_wake_spam_backoff },
