@@ -83,11 +83,13 @@ struct lane_wait {
 	uint8_t pad1[60];
 };
 
-#define MAX_READERS 8
+#define MAX_READERS 8       /* reader processes */
+#define MAX_WATCHERS 1024   /* cursor pages a writer scans */
 
 struct lane_files {
 	int lane_rw, lane_ro;    /* the lane file: the writer's fd, the readers' */
-	unsigned nr;             /* readers */
+	unsigned nr;             /* readers (cursor pages) */
+	unsigned nhold;          /* the first nhold hold the writer back; the rest only watch */
 	struct lane_cursor *cur; /* one a reader (the design: its page, RO for the writer) */
 	struct lane_wait *wait;  /* one a reader; wait[0].sp_word is the writer's */
 };
@@ -112,6 +114,7 @@ static void lane_files_open(struct lane_files *f, unsigned nr)
 	if (f->lane_ro < 0 || fallocate(f->lane_rw, 0, 0, LANE_HDR + LANE_RING) < 0)
 		die("lane: file");
 	f->nr = nr;
+	f->nhold = nr;
 	f->cur = bench_shalloc(nr * sizeof(*f->cur));
 	f->wait = bench_shalloc(nr * sizeof(*f->wait));
 }
@@ -129,12 +132,12 @@ static void lane_files_close(struct lane_files *f)
 struct lane_writer {
 	struct ring_prod p;
 	struct lane_hdr *h;
-	unsigned nr;
+	unsigned nr, nhold;
 	const struct lane_cursor *cur;  /* its readers' cursor pages */
 	struct lane_wait *wait;         /* their wait words; wait[0].sp_word: its own */
 	uint64_t reclaim;        /* where free space starts: ring_prod reads it */
-	uint64_t seen[MAX_READERS];      /* each reader's cursor as last seen (clamped) */
-	uint32_t last_woken[MAX_READERS];/* each reader's arming last woken */
+	uint64_t seen[MAX_WATCHERS];      /* each reader's cursor as last seen (clamped) */
+	uint32_t last_woken[MAX_WATCHERS];/* each reader's arming last woken */
 	uint64_t wakes;
 };
 
@@ -149,6 +152,7 @@ static void lane_writer_open(struct lane_writer *w, const struct lane_files *f)
 	memset(w, 0, sizeof(*w));
 	w->h = (struct lane_hdr *)base;
 	w->nr = f->nr;
+	w->nhold = f->nhold;
 	w->cur = f->cur;
 	w->wait = f->wait;
 	ring_init(&r, base + LANE_HDR, LANE_RING);
@@ -161,7 +165,7 @@ static void lane_reclaim(struct lane_writer *w)
 {
 	uint64_t least = w->p.pos;
 
-	for (unsigned i = 0; i < w->nr; i++) {
+	for (unsigned i = 0; i < w->nhold; i++) {
 		uint64_t a = load_acquire(&w->cur[i].acked) & ~(uint64_t)(SHM_REC_ALIGN - 1);
 
 		if (a > w->p.pos)
@@ -556,6 +560,53 @@ static struct lat lane_rtt(uint64_t spin_ns, size_t n)
 	return l;
 }
 
+/* ---- a writer with many watchers -------------------------------------------- */
+
+/*
+ * One reader process, and nw - 1 more cursor pages of readers that hold
+ * nothing and never sleep (drop-oldest watchers): what a writer pays to
+ * look at every reader's arm word once per commit (data-path.md, open
+ * question 2).  Per message or batched.
+ */
+static double lane_watchers(unsigned nw, uint64_t n, unsigned batch)
+{
+	struct lane_files f;
+	struct oneway_arg a = { &f, 64, n, batch };
+	struct lane_reader r;
+	struct ring_msg msg[BATCH];
+	uint64_t next = 0, bad = 0, t0;
+	pid_t wr;
+	double rate;
+
+	lane_files_open(&f, nw);
+	f.nhold = 1;
+	wr = bench_child(0, oneway_writer, &a);
+	bench_pin(1);
+	lane_reader_open(&r, &f, 0, DEFAULT_SPIN_NS, false);
+	t0 = clock_mono_ns();
+	while (next < n) {
+		int k = lane_read(&r, msg, BATCH);
+
+		if (k < 0) {
+			bad++;
+			break;
+		}
+		for (int i = 0; i < k; i++) {
+			uint64_t v;
+
+			memcpy(&v, msg[i].payload, 8);
+			bad += v != next++;
+		}
+		ring_consume(&r.c, &msg[k - 1]);
+		lane_release(&r);
+	}
+	rate = (double)n / ((double)(clock_mono_ns() - t0) / 1e9);
+	bench_reap(wr);
+	munmap(r.base, LANE_HDR + LANE_RING);
+	lane_files_close(&f);
+	return bad ? 0 : rate;
+}
+
 /* ---- fan-out ---------------------------------------------------------------- */
 
 struct fan_shared {
@@ -823,6 +874,10 @@ static void run(int pin_mode)
 		}
 		emit_oneway("lane 1/msg", 64, rep, bench_n(10000000),
 			    lane_oneway(64, bench_n(10000000), 1, DEFAULT_SPIN_NS));
+		emit_oneway("lane 1/msg, 1000 watchers", 64, rep, bench_n(2000000),
+			    lane_watchers(1000, bench_n(2000000), 1));
+		emit_oneway("lane batched, 1000 watchers", 64, rep, bench_n(10000000),
+			    lane_watchers(1000, bench_n(10000000), BATCH));
 		emit_workload("lane spin", "rtt", rep, lane_rtt(SPIN_FOREVER, lat_n), lat_n);
 		emit_workload("lane block", "rtt", rep, lane_rtt(DEFAULT_SPIN_NS, lat_n_block),
 			      lat_n_block);
