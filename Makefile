@@ -5,7 +5,7 @@
 # runs the unit and hostile-input suites there; `make tsan` builds them with
 # ThreadSanitizer into build-tsan/ and runs the threaded tests.
 
-VERSION  := 0.3.0
+VERSION  := 0.4.0
 SOVER    := 0
 PREFIX   ?= /usr/local
 DESTDIR  ?=

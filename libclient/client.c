@@ -338,6 +338,9 @@ void client_session_free(struct shmb_session *s)
 	free(s);
 }
 
+static bool stale(const struct shmb_session *s);
+static int batch_commit(struct shmb_session *s);
+
 static int session_end(struct shmb_session *s, uint32_t flags)
 {
 	struct proto_close q = { .h.type = PROTO_SESSION_CLOSE, .session_id = s->id, .flags = flags };
@@ -347,6 +350,9 @@ static int session_end(struct shmb_session *s, uint32_t flags)
 	bool unlisted = false;
 	int r;
 
+	/* an open batch (SHMB_PUB_MORE) is committed: nothing published is dropped */
+	if (!stale(s))
+		(void)batch_commit(s);
 	if (load_relaxed(&s->lost)) {
 		r = -ESTALE; /* the broker has it no more */
 	} else {
@@ -506,14 +512,34 @@ static void wake_broker(struct shmb_session *s, uint32_t why)
 	wake_signal_mask(&s->txc->tx_signal, &s->rxc->broker_waiting, why);
 }
 
+/* Commit what SHMB_PUB_MORE left open, and wake the broker: 0 or -ESTALE
+ * (fenced: the whole batch is lost with the old generation). */
+static int batch_commit(struct shmb_session *s)
+{
+	if (s->tx_prod.rsv == s->tx_prod.pos)
+		return 0;
+	if (ring_commit(&s->tx_prod) < 0)
+		return stale_err(s);
+	wake_broker(s, SHM_WAIT_TX);
+	return 0;
+}
+
 SHMB_EXPORT int shmb_publish(struct shmb_session *s, const char *topic, const void *data, size_t len,
 			     int timeout_ms)
+{
+	return shmb_publish_flags(s, topic, data, len, timeout_ms, 0);
+}
+
+SHMB_EXPORT int shmb_publish_flags(struct shmb_session *s, const char *topic, const void *data,
+				   size_t len, int timeout_ms, unsigned flags)
 {
 	struct shm_msg_tx h = { 0 };
 	struct timespec d = deadline_ms(timeout_ms > 0 ? timeout_ms : 0);
 	uint8_t *dst;
 	int r;
 
+	if (flags & ~SHMB_PUB_MORE)
+		return -EINVAL;
 	if (stale(s))
 		return stale_err(s);
 	if (len > UINT32_MAX - sizeof(h))
@@ -536,6 +562,13 @@ SHMB_EXPORT int shmb_publish(struct shmb_session *s, const char *topic, const vo
 		r = ring_reserve(&s->tx_prod, (uint32_t)(sizeof(h) + len), SHM_REC_DATA, 0, (void **)&dst);
 		if (r != -EAGAIN)
 			break;
+		/* a batch that fills the ring is committed: the broker frees it */
+		if (s->tx_prod.rsv != s->tx_prod.pos) {
+			r = batch_commit(s);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		if (timeout_ms == 0)
 			return -EAGAIN;
 		r = wake_wait(&s->rxc->tx_space_signal, &s->txc->tx_space_waiters, moved_or_stale, &mv,
@@ -549,11 +582,10 @@ SHMB_EXPORT int shmb_publish(struct shmb_session *s, const char *topic, const vo
 		return r == -EBADMSG ? stale_err(s) : r;
 	memcpy(dst, &h, sizeof(h));
 	memcpy(dst + sizeof(h), data, len);
-	r = ring_commit(&s->tx_prod);
-	if (r < 0)
-		return stale_err(s); /* fenced: cut off by a new owner */
-	wake_broker(s, SHM_WAIT_TX);
-	return 0;
+	if (flags & SHMB_PUB_MORE)
+		return 0;
+	/* fenced (-ESTALE): cut off by a new owner, with the batch */
+	return batch_commit(s);
 }
 
 SHMB_EXPORT int shmb_ack(struct shmb_session *s)
@@ -735,6 +767,11 @@ SHMB_EXPORT int shmb_flush(struct shmb_session *s, int timeout_ms)
 	struct timespec d = deadline_ms(timeout_ms > 0 ? timeout_ms : 0);
 	int r;
 
+	if (!stale(s)) {
+		r = batch_commit(s);
+		if (r < 0)
+			return r;
+	}
 	if (routed_all(s))
 		return stale(s) ? stale_err(s) : 0;
 	if (timeout_ms == 0)

@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 #define SHMB_VERSION_MAJOR 0
-#define SHMB_VERSION_MINOR 3
+#define SHMB_VERSION_MINOR 4
 #define SHMB_VERSION_PATCH 0
 
 /* The library's version as "major.minor.patch".  Thread-safe; never fails. */
@@ -266,6 +266,24 @@ int shmb_subscribe_only(struct shmb_session *s, const char *const *topics, size_
 int shmb_publish(struct shmb_session *s, const char *topic, const void *data, size_t len,
 		 int timeout_ms);
 
+#define SHMB_PUB_MORE 0x1u /* write it, commit it with the next call (a batch) */
+
+/*
+ * shmb_publish() with flags (since 0.4).  SHMB_PUB_MORE writes the message
+ * into the TX ring without committing it: the next shmb_publish() or
+ * shmb_publish_flags() without the flag, or shmb_flush(), or closing the
+ * session, commits every message written since, at once (one commit, one
+ * wake-up of the broker: a batch moves several times faster than the same
+ * messages published one by one).  Until then nothing of the batch is
+ * delivered, and it is lost if the process dies: "committed once it
+ * returns" holds for a batch once it is committed.  A batch that fills
+ * the TX ring commits itself and goes on.  If the session was taken over
+ * meanwhile, the call that commits returns -ESTALE and the whole open
+ * batch is lost.  Errors as shmb_publish(); -EINVAL for unknown flags.
+ */
+int shmb_publish_flags(struct shmb_session *s, const char *topic, const void *data, size_t len,
+		       int timeout_ms, unsigned flags);
+
 struct shmb_msg {
 	const void *data;     /* valid until the next shmb_recv() or shmb_ack() */
 	size_t len;
@@ -313,8 +331,9 @@ int shmb_session_fd(struct shmb_session *s);
 int shmb_ack(struct shmb_session *s);
 
 /*
- * Wait until the broker has taken every message published so far out of
- * the TX ring (delivered it to every subscriber).  0, -ETIMEDOUT, -ESTALE.
+ * Commit an open batch (SHMB_PUB_MORE), then wait until the broker has
+ * taken every message published so far out of the TX ring (delivered it
+ * to every subscriber).  0, -ETIMEDOUT, -ESTALE.
  */
 int shmb_flush(struct shmb_session *s, int timeout_ms);
 

@@ -1411,6 +1411,109 @@ static void test_ephemeral_self_close(void)
 	tb_cleanup(&t);
 }
 
+/* Receive n messages numbered from `from` on, in order; how many came. */
+static uint64_t recv_numbered(struct shmb_session *s, uint64_t from, uint64_t n)
+{
+	uint64_t got = 0;
+	struct shmb_msg m;
+
+	while (got < n && shmb_recv(s, &m, 5000) == 0) {
+		uint64_t v;
+
+		memcpy(&v, m.data, sizeof(v));
+		if (m.len < sizeof(v) || v != from + got)
+			break;
+		got++;
+		shmb_ack(s);
+	}
+	return got;
+}
+
+/* SHMB_PUB_MORE: nothing of a batch is committed until a plain publish,
+ * shmb_flush() or a full ring commits it; then all of it arrives, in
+ * order; a batch dies with its process. */
+static void test_batched_publish(void)
+{
+	struct shmb_session_opts po = { .tx_ring_size = 16384, .policy = SHMB_POLICY_DEFAULT };
+	struct shmb_client *sc, *pc, *c2;
+	struct shmb_session *ss, *ps, *s2;
+	struct shmb_session_info before, after;
+	struct shmb_connect_opts co = { 0 };
+	uint8_t buf[100] = { 0 };
+	struct shmb_msg m;
+	uint64_t v = 0;
+	struct tb t;
+	int sync[2];
+	pid_t p;
+
+	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "batch-sink", 0, &sc, &ss) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(ss, "t") == 0);
+	co.dir = t.dir;
+	CU_ASSERT_FATAL(shmb_connect(&co, &pc) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(pc, "batch-pub", &po, &ps) == 0);
+	CU_ASSERT(shmb_publish_flags(ps, "t", buf, 8, 1000, 0x80) == -EINVAL);
+	/* written, not committed: the committed sequence does not move */
+	CU_ASSERT_FATAL(shmb_session_info(ps, &before) == 0);
+	for (v = 0; v < 100; v++) {
+		memcpy(buf, &v, 8);
+		CU_ASSERT(shmb_publish_flags(ps, "t", buf, 8, 1000, SHMB_PUB_MORE) == 0);
+	}
+	CU_ASSERT_FATAL(shmb_session_info(ps, &after) == 0);
+	CU_ASSERT(after.tx_next_seq == before.tx_next_seq);
+	CU_ASSERT(shmb_recv(ss, &m, 0) == -EAGAIN);
+	/* shmb_flush() commits it, all of it arrives */
+	CU_ASSERT(shmb_flush(ps, 5000) == 0);
+	CU_ASSERT(recv_numbered(ss, 0, 100) == 100);
+	/* a plain publish commits the batch before it, itself last */
+	for (; v < 110; v++) {
+		memcpy(buf, &v, 8);
+		CU_ASSERT(shmb_publish_flags(ps, "t", buf, 8, 1000, SHMB_PUB_MORE) == 0);
+	}
+	memcpy(buf, &v, 8);
+	v++;
+	CU_ASSERT(shmb_publish(ps, "t", buf, 8, 1000) == 0);
+	CU_ASSERT(recv_numbered(ss, 100, 11) == 11);
+	/* a batch of 2.5 TX rings' worth (it fits the subscriber's 64 KiB
+	 * RX ring) commits itself each time the TX ring fills */
+	for (uint64_t i = 0; i < 300; i++, v++) {
+		memcpy(buf, &v, 8);
+		if (shmb_publish_flags(ps, "t", buf, sizeof(buf), 5000, SHMB_PUB_MORE) != 0) {
+			CU_FAIL("a publish into a batch that filled the ring failed");
+			break;
+		}
+	}
+	CU_ASSERT(shmb_flush(ps, 5000) == 0);
+	CU_ASSERT(recv_numbered(ss, 111, 300) == 300);
+	/* a process killed with a batch open: the committed part only */
+	CU_ASSERT_FATAL(pipe(sync) == 0);
+	if ((p = fork_or_die()) == 0) {
+		if (connect_open(&t, "batch-dies", 0, &c2, &s2) < 0)
+			_exit(1);
+		for (uint64_t i = 0; i < 50; i++) {
+			memcpy(buf, &i, 8);
+			if (shmb_publish_flags(s2, "t", buf, 8, 1000, i < 20 ? 0 : SHMB_PUB_MORE) < 0)
+				_exit(2);
+		}
+		(void)!write(sync[1], "x", 1);
+		pause();
+		_exit(0);
+	}
+	close(sync[1]);
+	CU_ASSERT(read(sync[0], buf, 1) == 1);
+	kill(p, SIGKILL);
+	tb_wait_child(p, 10000);
+	close(sync[0]);
+	CU_ASSERT(recv_numbered(ss, 0, 20) == 20);
+	/* the 30 written after them were never committed: gone with it */
+	WAIT_FOR(tb_log_count(&t, "batch-dies detached") == 1, 5000);
+	CU_ASSERT(shmb_recv(ss, &m, 0) == -EAGAIN);
+	shmb_close(pc);
+	shmb_close(sc);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static const struct harness_test broker_tests[] = {
 	{ "three_by_three", test_three_by_three },
 	{ "subscriber_killed", test_subscriber_killed },
@@ -1428,6 +1531,7 @@ static const struct harness_test broker_tests[] = {
 	{ "ephemeral_publisher_dies", test_ephemeral_publisher_dies },
 	{ "caught_up_not_detached", test_caught_up_not_detached },
 	{ "many_topics", test_many_topics },
+	{ "batched_publish", test_batched_publish },
 	{ NULL, NULL },
 };
 
