@@ -433,8 +433,13 @@ static void oneway_writer(void *arg)
 	}
 }
 
-/* Messages/s as the reader sees them; 0 when any record was wrong. */
-static double lane_oneway(uint32_t size, uint64_t n, unsigned batch, uint64_t spin_ns)
+/*
+ * Messages/s as the reader sees them; 0 when any record was wrong.  nw
+ * cursor pages: the reader's, and nw - 1 of readers that hold nothing and
+ * never sleep, whose arm words the writer still looks at on every commit
+ * (what a wide fan-out costs it: data-path.md, open question 2).
+ */
+static double lane_oneway(uint32_t size, uint64_t n, unsigned batch, uint64_t spin_ns, unsigned nw)
 {
 	struct lane_files f;
 	struct oneway_arg a = { &f, size, n, batch };
@@ -444,7 +449,8 @@ static double lane_oneway(uint32_t size, uint64_t n, unsigned batch, uint64_t sp
 	pid_t wr;
 	double rate;
 
-	lane_files_open(&f, 1);
+	lane_files_open(&f, nw);
+	f.nhold = 1;
 	wr = bench_child(0, oneway_writer, &a);
 	bench_pin(1);
 	lane_reader_open(&r, &f, 0, spin_ns, false);
@@ -558,53 +564,6 @@ static struct lat lane_rtt(uint64_t spin_ns, size_t n)
 	lane_files_close(&f[1]);
 	bench_shfree(sh, bytes);
 	return l;
-}
-
-/* ---- a writer with many watchers -------------------------------------------- */
-
-/*
- * One reader process, and nw - 1 more cursor pages of readers that hold
- * nothing and never sleep (drop-oldest watchers): what a writer pays to
- * look at every reader's arm word once per commit (data-path.md, open
- * question 2).  Per message or batched.
- */
-static double lane_watchers(unsigned nw, uint64_t n, unsigned batch)
-{
-	struct lane_files f;
-	struct oneway_arg a = { &f, 64, n, batch };
-	struct lane_reader r;
-	struct ring_msg msg[BATCH];
-	uint64_t next = 0, bad = 0, t0;
-	pid_t wr;
-	double rate;
-
-	lane_files_open(&f, nw);
-	f.nhold = 1;
-	wr = bench_child(0, oneway_writer, &a);
-	bench_pin(1);
-	lane_reader_open(&r, &f, 0, DEFAULT_SPIN_NS, false);
-	t0 = clock_mono_ns();
-	while (next < n) {
-		int k = lane_read(&r, msg, BATCH);
-
-		if (k < 0) {
-			bad++;
-			break;
-		}
-		for (int i = 0; i < k; i++) {
-			uint64_t v;
-
-			memcpy(&v, msg[i].payload, 8);
-			bad += v != next++;
-		}
-		ring_consume(&r.c, &msg[k - 1]);
-		lane_release(&r);
-	}
-	rate = (double)n / ((double)(clock_mono_ns() - t0) / 1e9);
-	bench_reap(wr);
-	munmap(r.base, LANE_HDR + LANE_RING);
-	lane_files_close(&f);
-	return bad ? 0 : rate;
 }
 
 /* ---- fan-out ---------------------------------------------------------------- */
@@ -870,14 +829,14 @@ static void run(int pin_mode)
 			uint64_t n = bench_n(sizes[s] == 64 ? 10000000 : sizes[s] == 1024 ? 2000000 : 100000);
 
 			emit_oneway("lane batched", sizes[s], rep, n,
-				    lane_oneway(sizes[s], n, BATCH, DEFAULT_SPIN_NS));
+				    lane_oneway(sizes[s], n, BATCH, DEFAULT_SPIN_NS, 1));
 		}
 		emit_oneway("lane 1/msg", 64, rep, bench_n(10000000),
-			    lane_oneway(64, bench_n(10000000), 1, DEFAULT_SPIN_NS));
+			    lane_oneway(64, bench_n(10000000), 1, DEFAULT_SPIN_NS, 1));
 		emit_oneway("lane 1/msg, 1000 watchers", 64, rep, bench_n(2000000),
-			    lane_watchers(1000, bench_n(2000000), 1));
+			    lane_oneway(64, bench_n(2000000), 1, DEFAULT_SPIN_NS, 1000));
 		emit_oneway("lane batched, 1000 watchers", 64, rep, bench_n(10000000),
-			    lane_watchers(1000, bench_n(10000000), BATCH));
+			    lane_oneway(64, bench_n(10000000), BATCH, DEFAULT_SPIN_NS, 1000));
 		emit_workload("lane spin", "rtt", rep, lane_rtt(SPIN_FOREVER, lat_n), lat_n);
 		emit_workload("lane block", "rtt", rep, lane_rtt(DEFAULT_SPIN_NS, lat_n_block),
 			      lat_n_block);
