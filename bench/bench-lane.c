@@ -795,52 +795,30 @@ static void lane_guard(int rep)
 
 /* ---- reporting ---------------------------------------------------------------- */
 
-static void emit_oneway(const char *transport, uint32_t size, int rep, uint64_t n, double rate)
-{
-	struct bres r = bres_new(transport, "oneway", size, rep);
-
-	r.msgs_s = rate;
-	r.sent = n;
-	r.recv = rate > 0 ? n : 0;
-	r.reord = rate > 0 ? 0 : 1;
-	bres_emit(&r);
-}
-
-static void emit_workload(const char *transport, const char *workload, int rep, struct lat l,
-			  uint64_t n)
-{
-	struct bres r = bres_new(transport, workload, 64, rep);
-
-	r.lat = l;
-	r.sent = n;
-	r.recv = l.p50 < 0 ? 0 : n;
-	r.lost = l.p50 < 0 ? n : 0;
-	bres_emit(&r);
-}
-
 static void run(int pin_mode)
 {
 	const uint32_t sizes[] = { 64, 1024, 65536 };
 	const size_t lat_n = bench_n(20000), lat_n_block = bench_n(5000);
+	const uint64_t n64 = bench_n(10000000);
 
 	bench_pinned = pin_mode;
 	for (int rep = 0; rep < bench_reps(); rep++) {
 		for (int s = 0; s < 3; s++) {
 			uint64_t n = bench_n(sizes[s] == 64 ? 10000000 : sizes[s] == 1024 ? 2000000 : 100000);
 
-			emit_oneway("lane batched", sizes[s], rep, n,
-				    lane_oneway(sizes[s], n, BATCH, DEFAULT_SPIN_NS, 1));
+			bres_emit_rate("lane batched", "oneway", sizes[s], rep,
+				       lane_oneway(sizes[s], n, BATCH, DEFAULT_SPIN_NS, 1), n);
 		}
-		emit_oneway("lane 1/msg", 64, rep, bench_n(10000000),
-			    lane_oneway(64, bench_n(10000000), 1, DEFAULT_SPIN_NS, 1));
-		emit_oneway("lane 1/msg, 1000 watchers", 64, rep, bench_n(2000000),
-			    lane_oneway(64, bench_n(2000000), 1, DEFAULT_SPIN_NS, 1000));
-		emit_oneway("lane batched, 1000 watchers", 64, rep, bench_n(10000000),
-			    lane_oneway(64, bench_n(10000000), BATCH, DEFAULT_SPIN_NS, 1000));
-		emit_workload("lane spin", "rtt", rep, lane_rtt(SPIN_FOREVER, lat_n), lat_n);
-		emit_workload("lane block", "rtt", rep, lane_rtt(DEFAULT_SPIN_NS, lat_n_block),
+		bres_emit_rate("lane 1/msg", "oneway", 64, rep,
+			       lane_oneway(64, n64, 1, DEFAULT_SPIN_NS, 1), n64);
+		bres_emit_rate("lane 1/msg, 1000 watchers", "oneway", 64, rep,
+			       lane_oneway(64, n64 / 5, 1, DEFAULT_SPIN_NS, 1000), n64 / 5);
+		bres_emit_rate("lane batched, 1000 watchers", "oneway", 64, rep,
+			       lane_oneway(64, n64, BATCH, DEFAULT_SPIN_NS, 1000), n64);
+		bres_emit_lat("lane spin", "rtt", rep, lane_rtt(SPIN_FOREVER, lat_n), lat_n);
+		bres_emit_lat("lane block", "rtt", rep, lane_rtt(DEFAULT_SPIN_NS, lat_n_block),
 			      lat_n_block);
-		emit_workload("lane futex", "rtt", rep, lane_rtt(0, lat_n_block), lat_n_block);
+		bres_emit_lat("lane futex", "rtt", rep, lane_rtt(0, lat_n_block), lat_n_block);
 		if (!pin_mode) {
 			pid_t busy[2];
 			uint64_t bad = 0;
@@ -850,12 +828,12 @@ static void run(int pin_mode)
 			lane_guard(rep);
 			/* beside two CPU-bound processes: the default wait, and AF_UNIX */
 			load_start(busy);
-			emit_workload("lane block", "rtt-load", rep, lane_rtt(DEFAULT_SPIN_NS, lat_n_block),
+			bres_emit_lat("lane block", "rtt-load", rep, lane_rtt(DEFAULT_SPIN_NS, lat_n_block),
 				      lat_n_block);
 			l = chan_rtt(CHAN_SEQPACKET, lat_n_block, &bad);
 			if (bad)
 				l.p50 = -1;
-			emit_workload("AF_UNIX seqpacket", "rtt-load", rep, l, lat_n_block);
+			bres_emit_lat("AF_UNIX seqpacket", "rtt-load", rep, l, lat_n_block);
 			load_stop(busy);
 		}
 	}

@@ -250,17 +250,6 @@ static struct lat ring_pingpong(bool blocking, size_t n)
 
 /* ---- reporting ---------------------------------------------------------------- */
 
-static void emit_lat(const char *transport, int rep, struct lat l, uint64_t n)
-{
-	struct bres r = bres_new(transport, "rtt", 64, rep);
-
-	r.lat = l;
-	r.sent = n;
-	r.recv = l.p50 < 0 ? 0 : n;
-	r.lost = l.p50 < 0 ? n : 0;
-	bres_emit(&r);
-}
-
 /* The limits: what two processes get from bare shared memory and a bare
  * futex, with no broker and no protocol (bench/result.h lines). */
 static void run(int pin_mode)
@@ -272,29 +261,16 @@ static void run(int pin_mode)
 	for (int rep = 0; rep < bench_reps(); rep++) {
 		for (int s = 0; s < 3; s++) {
 			uint64_t n = bench_n(sizes[s] == 64 ? 10000000 : sizes[s] == 1024 ? 2000000 : 100000);
-			struct bres r = bres_new("raw shm ring", "oneway", sizes[s], rep);
-
-			r.msgs_s = ring_throughput(sizes[s], n, 256);
-			r.sent = n;
 			/* ring_throughput reports 0 for a run with any bad record */
-			r.recv = r.msgs_s > 0 ? n : 0;
-			r.reord = r.msgs_s > 0 ? 0 : 1;
-			bres_emit(&r);
+			bres_emit_rate("raw shm ring", "oneway", sizes[s], rep,
+				       ring_throughput(sizes[s], n, 256), n);
 		}
-		{
-			/* the baseline of a publish per message: one record a commit */
-			uint64_t n = bench_n(10000000);
-			struct bres r = bres_new("raw shm ring 1/commit", "oneway", 64, rep);
-
-			r.msgs_s = ring_throughput(64, n, 1);
-			r.sent = n;
-			r.recv = r.msgs_s > 0 ? n : 0;
-			r.reord = r.msgs_s > 0 ? 0 : 1;
-			bres_emit(&r);
-		}
-		emit_lat("raw shm spin", rep, ring_pingpong(false, lat_n), lat_n);
-		emit_lat("raw shm futex", rep, ring_pingpong(true, lat_n_block), lat_n_block);
-		emit_lat("raw futex", rep, futex_pingpong(lat_n_block), lat_n_block);
+		/* the baseline of a publish per message: one record a commit */
+		bres_emit_rate("raw shm ring 1/commit", "oneway", 64, rep,
+			       ring_throughput(64, bench_n(10000000), 1), bench_n(10000000));
+		bres_emit_lat("raw shm spin", "rtt", rep, ring_pingpong(false, lat_n), lat_n);
+		bres_emit_lat("raw shm futex", "rtt", rep, ring_pingpong(true, lat_n_block), lat_n_block);
+		bres_emit_lat("raw futex", "rtt", rep, futex_pingpong(lat_n_block), lat_n_block);
 	}
 }
 

@@ -47,6 +47,29 @@ void bres_emit(const struct bres *r)
 	fflush(stdout);
 }
 
+void bres_emit_rate(const char *transport, const char *workload, unsigned size, int rep,
+		    double rate, uint64_t n)
+{
+	struct bres r = bres_new(transport, workload, size, rep);
+
+	r.msgs_s = rate;
+	r.sent = n;
+	r.recv = rate > 0 ? n : 0;
+	r.reord = rate > 0 ? 0 : 1;
+	bres_emit(&r);
+}
+
+void bres_emit_lat(const char *transport, const char *workload, int rep, struct lat l, uint64_t n)
+{
+	struct bres r = bres_new(transport, workload, 64, rep);
+
+	r.lat = l;
+	r.sent = n;
+	r.recv = l.p50 < 0 ? 0 : n;
+	r.lost = l.p50 < 0 ? n : 0;
+	bres_emit(&r);
+}
+
 void bres_skip(const char *transport, const char *why)
 {
 	printf("@S\t%s\t%s\n", transport, why);

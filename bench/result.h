@@ -57,6 +57,12 @@ void bres_emit(const struct bres *r);
 /* bres_take() of a one-way run, emitted, with corrupt=N as its extra if any. */
 void bres_emit_oneway(const char *transport, const char *workload, unsigned size, int rep,
 		      const struct oneway *o);
+/* A throughput figure of a run that checks every message itself and
+ * reports 0 when any was wrong (n sent; all received, or counted bad). */
+void bres_emit_rate(const char *transport, const char *workload, unsigned size, int rep,
+		    double rate, uint64_t n);
+/* 64 B round trips: their latencies, or p50 < 0 when any reply was wrong. */
+void bres_emit_lat(const char *transport, const char *workload, int rep, struct lat l, uint64_t n);
 void bres_skip(const char *transport, const char *why);
 
 /* Repetitions (3; SHMB_BENCH_REPS overrides) and the size factor of a
