@@ -66,12 +66,24 @@ struct lane_hdr {
 	uint8_t pad[60];
 };
 
-/* The reader's cursor page: written by the reader, read by the writer. */
+/* The reader's cursor slot: written by the reader, read by the writer. */
 struct lane_cursor {
 	uint64_t acked;          /* released up to here */
 	uint8_t pad0[56];
-	uint32_t sleep_seq;      /* odd: asleep on its wait word (bumped at each arming) */
-	uint8_t pad1[60];
+};
+
+/*
+ * The arm words of up to ARM_PER_PAGE readers of one uid (the design: a
+ * page the broker makes per reader uid, read-write for those readers,
+ * read-only for their writers).  A sleeping reader stores a fresh arm
+ * value, then sets its bit in line 0; a writer loads line 0 per commit
+ * and looks only at the arm words whose bit is set: one cache line per
+ * 504 readers instead of one per reader (data-path.md, open question 2).
+ */
+#define ARM_PER_PAGE 504u
+struct arm_page {
+	uint64_t bits[8];        /* line 0: bit i set while reader i may sleep */
+	uint64_t arm[ARM_PER_PAGE]; /* a fresh non-zero value per arming, 0 awake */
 };
 
 /* The wait words (a sealed memfd page in the design): the reader's wait
@@ -91,6 +103,8 @@ struct lane_files {
 	unsigned nr;             /* readers (cursor pages) */
 	unsigned nhold;          /* the first nhold hold the writer back; the rest only watch */
 	struct lane_cursor *cur; /* one a reader (the design: its page, RO for the writer) */
+	struct arm_page *arm;    /* one per ARM_PER_PAGE readers */
+	unsigned narm;
 	struct lane_wait *wait;  /* one a reader; wait[0].sp_word is the writer's */
 };
 
@@ -116,6 +130,8 @@ static void lane_files_open(struct lane_files *f, unsigned nr)
 	f->nr = nr;
 	f->nhold = nr;
 	f->cur = bench_shalloc(nr * sizeof(*f->cur));
+	f->narm = (nr + ARM_PER_PAGE - 1) / ARM_PER_PAGE;
+	f->arm = bench_shalloc(f->narm * sizeof(*f->arm));
 	f->wait = bench_shalloc(nr * sizeof(*f->wait));
 }
 
@@ -124,6 +140,7 @@ static void lane_files_close(struct lane_files *f)
 	close(f->lane_rw);
 	close(f->lane_ro);
 	bench_shfree(f->cur, f->nr * sizeof(*f->cur));
+	bench_shfree(f->arm, f->narm * sizeof(*f->arm));
 	bench_shfree(f->wait, f->nr * sizeof(*f->wait));
 }
 
@@ -134,10 +151,12 @@ struct lane_writer {
 	struct lane_hdr *h;
 	unsigned nr, nhold;
 	const struct lane_cursor *cur;  /* its readers' cursor pages */
+	const struct arm_page *arm;     /* their arm pages */
+	unsigned narm;
 	struct lane_wait *wait;         /* their wait words; wait[0].sp_word: its own */
 	uint64_t reclaim;        /* where free space starts: ring_prod reads it */
 	uint64_t seen[MAX_WATCHERS];      /* each reader's cursor as last seen (clamped) */
-	uint32_t last_woken[MAX_WATCHERS];/* each reader's arming last woken */
+	uint64_t last_woken[MAX_WATCHERS];/* each reader's arming last woken */
 	uint64_t wakes;
 };
 
@@ -154,6 +173,8 @@ static void lane_writer_open(struct lane_writer *w, const struct lane_files *f)
 	w->nr = f->nr;
 	w->nhold = f->nhold;
 	w->cur = f->cur;
+	w->arm = f->arm;
+	w->narm = f->narm;
 	w->wait = f->wait;
 	ring_init(&r, base + LANE_HDR, LANE_RING);
 	ring_prod_init(&w->p, &r, &w->reclaim, NULL, 0, 0, 1);
@@ -179,20 +200,38 @@ static void lane_reclaim(struct lane_writer *w)
 		w->reclaim = least;
 }
 
-/* After a commit: wake the reader if it sleeps and this arming was not
- * woken yet.  Pairs with the fence in lane_sleep(): the commit word is
- * stored before sleep_seq is read, sleep_seq before the ring is looked at. */
+/* Wake reader i if this arming of it was not woken yet. */
+static void lane_wake_one(struct lane_writer *w, unsigned i)
+{
+	uint64_t s = load_relaxed(&w->arm[i / ARM_PER_PAGE].arm[i % ARM_PER_PAGE]);
+
+	if (s && s != w->last_woken[i]) {
+		w->last_woken[i] = s;
+		fetch_add_release(&w->wait[i].rd_word, 1);
+		futex_wake(&w->wait[i].rd_word, 1);
+		w->wakes++;
+	}
+}
+
+/* After a commit: wake the readers that sleep.  Pairs with the fence in
+ * lane_read(): the commit word is stored before the arm bits are read;
+ * the reader's arm word and bit are stored before it looks at the ring.
+ * One line a page when nobody sleeps. */
 static void lane_wake(struct lane_writer *w)
 {
 	fence_full();
-	for (unsigned i = 0; i < w->nr; i++) {
-		uint32_t s = load_acquire(&w->cur[i].sleep_seq);
+	for (unsigned g = 0; g < w->narm; g++) {
+		for (unsigned k = 0; k < 8; k++) {
+			/* acquire: the arm word was stored before its bit */
+			uint64_t b = load_acquire(&w->arm[g].bits[k]);
 
-		if ((s & 1) && s != w->last_woken[i]) {
-			w->last_woken[i] = s;
-			fetch_add_release(&w->wait[i].rd_word, 1);
-			futex_wake(&w->wait[i].rd_word, 1);
-			w->wakes++;
+			while (b) {
+				unsigned i = g * ARM_PER_PAGE + k * 64 + (unsigned)__builtin_ctzll(b);
+
+				b &= b - 1;
+				if (i < w->nr)
+					lane_wake_one(w, i);
+			}
 		}
 	}
 }
@@ -255,6 +294,8 @@ struct lane_reader {
 	struct ring_cons c;
 	const struct lane_hdr *h;
 	struct lane_cursor *cur;
+	uint64_t *arm;           /* its arm word, and its bit in line 0 */
+	uint64_t *arm_bits, arm_bit, arm_seq;
 	struct lane_wait *wait;
 	uint32_t *space;         /* the writer's space word */
 	uint8_t *base;
@@ -338,6 +379,9 @@ static void lane_reader_open(struct lane_reader *r, const struct lane_files *f, 
 	r->guard = guarded ? guard_add(r->base, LANE_HDR + LANE_RING) : -1;
 	r->h = (const struct lane_hdr *)r->base;
 	r->cur = &f->cur[idx];
+	r->arm = &f->arm[idx / ARM_PER_PAGE].arm[idx % ARM_PER_PAGE];
+	r->arm_bits = &f->arm[idx / ARM_PER_PAGE].bits[(idx % ARM_PER_PAGE) / 64];
+	r->arm_bit = 1ull << (idx % 64);
 	r->wait = &f->wait[idx];
 	r->space = &f->wait[0].sp_word;
 	r->spin_ns = spin_ns;
@@ -367,7 +411,7 @@ static int lane_read(struct lane_reader *r, struct ring_msg *m, unsigned n)
 
 	for (;;) {
 		int k = ring_peek_batch(&r->c, m, n);
-		uint32_t v, s;
+		uint32_t v;
 
 		if (k > 0)
 			return k;
@@ -383,10 +427,12 @@ static int lane_read(struct lane_reader *r, struct ring_msg *m, unsigned n)
 			cpu_relax();
 			continue;
 		}
-		/* arm: the value, "asleep", a full fence, one more look */
+		/* arm: the wait word's value, a fresh arm value, its bit
+		 * (release: the writer loads the bit with acquire, then the
+		 * word), a full fence, one more look */
 		v = load_acquire(&r->wait->rd_word);
-		s = load_relaxed(&r->cur->sleep_seq) + 1;
-		store_release(&r->cur->sleep_seq, s);
+		store_relaxed(r->arm, ++r->arm_seq);
+		__atomic_fetch_or(r->arm_bits, r->arm_bit, __ATOMIC_RELEASE);
 		fence_full();
 		k = ring_peek_batch(&r->c, m, n);
 		if (k <= 0 && !lane_bad(r)) {
@@ -395,7 +441,8 @@ static int lane_read(struct lane_reader *r, struct ring_msg *m, unsigned n)
 			futex_wait(&r->wait->rd_word, v, &d);
 			r->sleeps++;
 		}
-		store_release(&r->cur->sleep_seq, s + 1);
+		__atomic_fetch_and(r->arm_bits, ~r->arm_bit, __ATOMIC_RELAXED);
+		store_relaxed(r->arm, 0);
 		if (k > 0)
 			return k;
 		spin_until = 0;
@@ -806,15 +853,21 @@ static void run(int pin_mode)
 		for (int s = 0; s < 3; s++) {
 			uint64_t n = bench_n(sizes[s] == 64 ? 10000000 : sizes[s] == 1024 ? 2000000 : 100000);
 
-			bres_emit_rate("lane batched", "oneway", sizes[s], rep,
-				       lane_oneway(sizes[s], n, BATCH, DEFAULT_SPIN_NS, 1), n);
+			if (bench_want("lane batched"))
+				bres_emit_rate("lane batched", "oneway", sizes[s], rep,
+					       lane_oneway(sizes[s], n, BATCH, DEFAULT_SPIN_NS, 1), n);
 		}
-		bres_emit_rate("lane 1/msg", "oneway", 64, rep,
-			       lane_oneway(64, n64, 1, DEFAULT_SPIN_NS, 1), n64);
-		bres_emit_rate("lane 1/msg, 1000 watchers", "oneway", 64, rep,
-			       lane_oneway(64, n64 / 5, 1, DEFAULT_SPIN_NS, 1000), n64 / 5);
-		bres_emit_rate("lane batched, 1000 watchers", "oneway", 64, rep,
-			       lane_oneway(64, n64, BATCH, DEFAULT_SPIN_NS, 1000), n64);
+		if (bench_want("lane 1/msg"))
+			bres_emit_rate("lane 1/msg", "oneway", 64, rep,
+				       lane_oneway(64, n64, 1, DEFAULT_SPIN_NS, 1), n64);
+		if (bench_want("lane 1/msg, 1000 watchers"))
+			bres_emit_rate("lane 1/msg, 1000 watchers", "oneway", 64, rep,
+				       lane_oneway(64, n64 / 5, 1, DEFAULT_SPIN_NS, 1000), n64 / 5);
+		if (bench_want("lane batched, 1000 watchers"))
+			bres_emit_rate("lane batched, 1000 watchers", "oneway", 64, rep,
+				       lane_oneway(64, n64, BATCH, DEFAULT_SPIN_NS, 1000), n64);
+		if (!bench_want("lane spin rtt"))
+			continue;
 		bres_emit_lat("lane spin", "rtt", rep, lane_rtt(SPIN_FOREVER, lat_n), lat_n);
 		bres_emit_lat("lane block", "rtt", rep, lane_rtt(DEFAULT_SPIN_NS, lat_n_block),
 			      lat_n_block);

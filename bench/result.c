@@ -3,6 +3,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bench/result.h"
 
@@ -82,6 +83,13 @@ int bench_reps(void)
 	int n = e ? atoi(e) : 3;
 
 	return n < 1 ? 1 : n > 9 ? 9 : n;
+}
+
+bool bench_want(const char *row)
+{
+	const char *only = getenv("SHMB_BENCH_ONLY");
+
+	return !only || !*only || strstr(row, only);
 }
 
 double bench_scale(void)

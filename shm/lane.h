@@ -1,8 +1,8 @@
 /*
  * shm/lane.h - the bytes of the direct data path's shared files
- * (docs/design/data-path.md, sections 1-3): a lane (its data file with the
+ * (docs/design/data-path.md, sections 1-4): a lane (its data file with the
  * writer's page and the ring, its broker-written meta and hold files), a
- * reader's cursor page, and the lane message header.
+ * reader's cursor page, an arm page, and the lane message header.
  *
  * Layout only, no policy.  Every field another process relies on is
  * pinned by a static_assert; lines written by different parties never
@@ -119,10 +119,11 @@ struct shm_hold_ent {
 	uint32_t kind;         /* enum shm_hold_kind */
 	uint32_t page;         /* HOLD/WATCH: the cursor page (its number in HOLDERS) */
 	uint32_t slot;         /* ... and the slot in it */
-	uint32_t pad0;
+	uint32_t arm_page;     /* HOLD/WATCH: the reader's arm page (its number in HOLDERS) */
 	uint64_t reader;       /* a number for logs, not the reader's session id */
 	uint64_t floor;        /* HOLD: the least it holds; SPILL/LINK: the broker's cursor */
-	uint8_t pad1[SHM_LINE - 40];
+	uint32_t arm_slot;     /* HOLD/WATCH: the reader's arm word in that page */
+	uint8_t pad1[SHM_LINE - 44];
 };
 
 #define SHM_HOLD_SIZE 65536u
@@ -134,9 +135,24 @@ struct shm_hold_ent {
 #define SHM_CURSOR_SLOTS ((4096u - SHM_LINE) / 8u)
 
 struct shm_cursor_page {
-	uint64_t arm;          /* line 0: non-zero while the reader sleeps (a fresh value each time) */
-	uint8_t pad0[SHM_LINE - 8];
+	uint8_t reserved[SHM_LINE]; /* line 0: zero (a header's place, the slots stay put) */
 	uint64_t slot[SHM_CURSOR_SLOTS]; /* per lane of the publisher: acknowledged up to here */
+};
+
+/* ---- an arm page: the sleep words of up to 504 readers of one uid -------- */
+
+/* Broker-made, a sealed memfd per reader uid (and per 504 of its reader
+ * generations); read-write for those readers, read-only for their
+ * writers.  A reader about to sleep stores a fresh value into its arm
+ * word, then sets its bit in line 0; a writer loads line 0 once per
+ * commit and looks only at the arm words of its own readers whose bit
+ * is set.  Shared by one uid's readers only: one can disturb only the
+ * sleep of another process of its own uid (data-path.md, section 4). */
+#define SHM_ARM_SLOTS ((4096u - SHM_LINE) / 8u)
+
+struct shm_arm_page {
+	uint64_t bits[SHM_LINE / 8]; /* line 0: bit i set while slot i's reader may sleep */
+	uint64_t arm[SHM_ARM_SLOTS]; /* a fresh non-zero value per arming, 0 awake */
 };
 
 /* ---- a record in a lane: after struct shm_rec_hdr ------------------------ */
@@ -173,10 +189,15 @@ static_assert(SHM_LANE_META_STATE_OFF + SHM_LINE <= SHM_LANE_BITMAP_OFF, "bitmap
 static_assert(sizeof(struct shm_hold_hdr) == SHM_LINE, "hold header is one line");
 static_assert(sizeof(struct shm_hold_ent) == SHM_LINE, "a hold entry is one line");
 static_assert(offsetof(struct shm_hold_ent, floor) == 32, "hold floor");
+static_assert(offsetof(struct shm_hold_ent, arm_page) == 20, "hold arm page");
+static_assert(offsetof(struct shm_hold_ent, arm_slot) == 40, "hold arm slot");
 static_assert(SHM_HOLD_MAX == 1023, "1023 holders a lane");
 static_assert(sizeof(struct shm_cursor_page) == 4096, "cursor page is one page");
 static_assert(SHM_CURSOR_SLOTS == 504, "504 lanes of one publisher a page");
-static_assert(offsetof(struct shm_cursor_page, slot) == SHM_LINE, "slots after the arm line");
+static_assert(offsetof(struct shm_cursor_page, slot) == SHM_LINE, "slots from line 1");
+static_assert(sizeof(struct shm_arm_page) == 4096, "arm page is one page");
+static_assert(SHM_ARM_SLOTS == 504, "504 readers an arm page");
+static_assert(SHM_ARM_SLOTS <= 8 * sizeof(((struct shm_arm_page *)0)->bits), "a bit each");
 static_assert(sizeof(struct shm_lane_msg) == 16, "lane message header");
 static_assert(sizeof(struct shm_lane_origin) == 24, "origin of a received record");
 static_assert((SHM_REC_HDR_SIZE + sizeof(struct shm_lane_msg)) % SHM_REC_ALIGN == 0,

@@ -116,9 +116,15 @@ static void test_lane_layout(void)
 	/* hold: a header line and 1023 entries, one line each, in 64 KiB */
 	CU_ASSERT(sizeof(struct shm_hold_hdr) + SHM_HOLD_MAX * sizeof(struct shm_hold_ent) == SHM_HOLD_SIZE);
 	CU_ASSERT(offsetof(struct shm_hold_ent, tag) == 0);
-	/* a cursor page: the arm line apart from the slots the writer reads */
+	/* a cursor page: 504 slots from line 1 */
 	CU_ASSERT(offsetof(struct shm_cursor_page, slot) / line == 1);
 	CU_ASSERT(sizeof(((struct shm_cursor_page *)0)->slot) == 504 * 8);
+	/* an arm page: the bits a writer loads per commit in one line, apart
+	 * from the arm words it looks at only when a bit is set */
+	CU_ASSERT(sizeof(((struct shm_arm_page *)0)->bits) == line);
+	CU_ASSERT(offsetof(struct shm_arm_page, arm) / line == 1);
+	CU_ASSERT(SHM_ARM_SLOTS <= 8 * sizeof(((struct shm_arm_page *)0)->bits));
+	CU_ASSERT(sizeof(struct shm_arm_page) == 4096);
 	/* a lane record: the record header, the lane header, the payload aligned */
 	CU_ASSERT((SHM_REC_HDR_SIZE + sizeof(struct shm_lane_msg)) == 40);
 	CU_ASSERT((SHM_REC_HDR_SIZE + sizeof(struct shm_lane_msg) + sizeof(struct shm_lane_origin)) %
