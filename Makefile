@@ -20,7 +20,7 @@ override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibili
 override LDFLAGS += $(EXTRA_LDFLAGS)
 LDLIBS   += -lpthread
 
-SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c
+SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c shm/hold.c shm/lane-rw.c
 LIB_SRC  := libclient/shmb.c libclient/client.c libclient/client-admin.c \
             libclient/conn.c libclient/conn-thread.c libclient/conn-handshake.c \
             libclient/lifecycle.c libclient/registry.c libclient/sigbus.c
@@ -30,7 +30,7 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/ctl-admin.c broker
               broker/linkauth.c broker/linkproto.c broker/wire.c broker/replay.c \
               broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c
 
-UNIT_TESTS := test-layout test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto \
+UNIT_TESTS := test-layout test-lane-rw test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto \
               test-state test-router test-sigbus
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker test-restart test-redial test-admin test-links
