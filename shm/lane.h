@@ -91,7 +91,8 @@ struct shm_lane_meta_state {
 
 #define SHM_LANE_META_STATE_OFF 128u
 /* One bit per topic id (2^20 of them, TOPIC_ID_MAX): the topics the lane
- * may carry.  A sparse file: untouched pages cost nothing. */
+ * may carry; topic t is bit (t & 7) of byte t / 8.  A sparse file:
+ * untouched pages cost nothing. */
 #define SHM_LANE_TOPIC_BITS (1u << 20)
 #define SHM_LANE_BITMAP_OFF 4096u
 #define SHM_LANE_META_SIZE (SHM_LANE_BITMAP_OFF + SHM_LANE_TOPIC_BITS / 8)
