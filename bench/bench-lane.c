@@ -50,6 +50,7 @@
 #include "shm/atomics.h"
 #include "shm/clock.h"
 #include "shm/futex.h"
+#include "shm/lane-rw.h"
 #include "shm/ring.h"
 
 #define LANE_RING (1u << 22)   /* 4 MiB, as bench-ring.c's rings */
@@ -146,7 +147,7 @@ static void lane_files_close(struct lane_files *f)
 
 /* ---- the writer ------------------------------------------------------------- */
 
-struct lane_writer {
+struct pl_writer {
 	struct ring_prod p;
 	struct lane_hdr *h;
 	unsigned nr, nhold;
@@ -160,7 +161,7 @@ struct lane_writer {
 	uint64_t wakes;
 };
 
-static void lane_writer_open(struct lane_writer *w, const struct lane_files *f)
+static void pl_writer_open(struct pl_writer *w, const struct lane_files *f)
 {
 	uint8_t *base = mmap(NULL, LANE_HDR + LANE_RING, PROT_READ | PROT_WRITE, MAP_SHARED,
 			     f->lane_rw, 0);
@@ -182,7 +183,7 @@ static void lane_writer_open(struct lane_writer *w, const struct lane_files *f)
 
 /* Writer-side reclaim: the least of the readers' cursors, each clamped
  * to [last seen, committed]; a lie can only hold back its own reads. */
-static void lane_reclaim(struct lane_writer *w)
+static void pl_reclaim(struct pl_writer *w)
 {
 	uint64_t least = w->p.pos;
 
@@ -201,7 +202,7 @@ static void lane_reclaim(struct lane_writer *w)
 }
 
 /* Wake reader i if this arming of it was not woken yet. */
-static void lane_wake_one(struct lane_writer *w, unsigned i)
+static void pl_wake_one(struct pl_writer *w, unsigned i)
 {
 	uint64_t s = load_relaxed(&w->arm[i / ARM_PER_PAGE].arm[i % ARM_PER_PAGE]);
 
@@ -214,10 +215,10 @@ static void lane_wake_one(struct lane_writer *w, unsigned i)
 }
 
 /* After a commit: wake the readers that sleep.  Pairs with the fence in
- * lane_read(): the commit word is stored before the arm bits are read;
+ * pl_read(): the commit word is stored before the arm bits are read;
  * the reader's arm word and bit are stored before it looks at the ring.
  * One line a page when nobody sleeps. */
-static void lane_wake(struct lane_writer *w)
+static void pl_wake(struct pl_writer *w)
 {
 	fence_full();
 	for (unsigned g = 0; g < w->narm; g++) {
@@ -230,16 +231,16 @@ static void lane_wake(struct lane_writer *w)
 
 				b &= b - 1;
 				if (i < w->nr)
-					lane_wake_one(w, i);
+					pl_wake_one(w, i);
 			}
 		}
 	}
 }
 
-static void lane_commit(struct lane_writer *w);
+static void pl_commit(struct pl_writer *w);
 
 /* Reserve payload bytes, reclaiming and then waiting for space. */
-static void *lane_reserve(struct lane_writer *w, uint32_t len)
+static void *pl_reserve(struct pl_writer *w, uint32_t len)
 {
 	uint64_t spin_until = 0;
 	void *dst;
@@ -249,12 +250,12 @@ static void *lane_reserve(struct lane_writer *w, uint32_t len)
 
 		if (ring_reserve(&w->p, len, SHM_REC_DATA, 0, &dst) == 0)
 			return dst;
-		lane_reclaim(w);
+		pl_reclaim(w);
 		if (ring_reserve(&w->p, len, SHM_REC_DATA, 0, &dst) == 0)
 			return dst;
 		/* a batch that fills the ring is published: its reader frees it */
 		if (w->p.rsv != w->p.pos) {
-			lane_commit(w);
+			pl_commit(w);
 			continue;
 		}
 		if (!spin_until)
@@ -267,7 +268,7 @@ static void *lane_reserve(struct lane_writer *w, uint32_t len)
 		v = load_acquire(&w->wait->sp_word);
 		store_release(&w->h->space_waiting, 1);
 		fence_full();
-		lane_reclaim(w);
+		pl_reclaim(w);
 		if (ring_reserve(&w->p, len, SHM_REC_DATA, 0, &dst) == 0) {
 			store_release(&w->h->space_waiting, 0);
 			return dst;
@@ -282,15 +283,15 @@ static void *lane_reserve(struct lane_writer *w, uint32_t len)
 	}
 }
 
-static void lane_commit(struct lane_writer *w)
+static void pl_commit(struct pl_writer *w)
 {
 	ring_commit(&w->p);
-	lane_wake(w);
+	pl_wake(w);
 }
 
 /* ---- the reader ------------------------------------------------------------- */
 
-struct lane_reader {
+struct pl_reader {
 	struct ring_cons c;
 	const struct lane_hdr *h;
 	struct lane_cursor *cur;
@@ -362,12 +363,12 @@ static int guard_add(void *base, size_t len)
 	return -1;
 }
 
-static bool lane_bad(const struct lane_reader *r)
+static bool pl_bad(const struct pl_reader *r)
 {
 	return r->guard >= 0 && guards[r->guard].bad;
 }
 
-static void lane_reader_open(struct lane_reader *r, const struct lane_files *f, unsigned idx,
+static void pl_reader_open(struct pl_reader *r, const struct lane_files *f, unsigned idx,
 			     uint64_t spin_ns, bool guarded)
 {
 	struct ring ring;
@@ -391,10 +392,10 @@ static void lane_reader_open(struct lane_reader *r, const struct lane_files *f, 
 }
 
 /* Acknowledge what was consumed; a writer waiting for space is woken. */
-static void lane_release(struct lane_reader *r)
+static void pl_release(struct pl_reader *r)
 {
 	ring_release(&r->c);
-	/* pairs with the writer's fence in lane_reserve(): acked is stored
+	/* pairs with the writer's fence in pl_reserve(): acked is stored
 	 * before space_waiting is read */
 	fence_full();
 	if (load_acquire(&r->h->space_waiting)) {
@@ -405,7 +406,7 @@ static void lane_release(struct lane_reader *r)
 
 /* Up to n records, waiting for the first: spin, then sleep (with a
  * deadline, so a swallowed wake-up costs at most that).  -EIO: bad lane. */
-static int lane_read(struct lane_reader *r, struct ring_msg *m, unsigned n)
+static int pl_read(struct pl_reader *r, struct ring_msg *m, unsigned n)
 {
 	uint64_t spin_until = 0;
 
@@ -415,7 +416,7 @@ static int lane_read(struct lane_reader *r, struct ring_msg *m, unsigned n)
 
 		if (k > 0)
 			return k;
-		if (k == -EBADMSG || lane_bad(r))
+		if (k == -EBADMSG || pl_bad(r))
 			return -EIO;
 		if (r->spin_ns == SPIN_FOREVER) {
 			cpu_relax();
@@ -435,7 +436,7 @@ static int lane_read(struct lane_reader *r, struct ring_msg *m, unsigned n)
 		__atomic_fetch_or(r->arm_bits, r->arm_bit, __ATOMIC_RELEASE);
 		fence_full();
 		k = ring_peek_batch(&r->c, m, n);
-		if (k <= 0 && !lane_bad(r)) {
+		if (k <= 0 && !pl_bad(r)) {
 			struct timespec d = deadline_in_ns(10000000);
 
 			futex_wait(&r->wait->rd_word, v, &d);
@@ -461,22 +462,22 @@ struct oneway_arg {
 static void oneway_writer(void *arg)
 {
 	struct oneway_arg *a = arg;
-	struct lane_writer w;
+	struct pl_writer w;
 	uint64_t seq = 0;
 
-	lane_writer_open(&w, a->f);
+	pl_writer_open(&w, a->f);
 	while (seq < a->n) {
 		unsigned k = 0;
 
 		do {
-			uint8_t *dst = lane_reserve(&w, a->size);
+			uint8_t *dst = pl_reserve(&w, a->size);
 
 			memset(dst, (int)(seq & 0xff), a->size);
 			memcpy(dst, &seq, 8);
 			seq++;
 			k++;
 		} while (k < a->batch && seq < a->n);
-		lane_commit(&w);
+		pl_commit(&w);
 	}
 }
 
@@ -490,7 +491,7 @@ static double lane_oneway(uint32_t size, uint64_t n, unsigned batch, uint64_t sp
 {
 	struct lane_files f;
 	struct oneway_arg a = { &f, size, n, batch };
-	struct lane_reader r;
+	struct pl_reader r;
 	struct ring_msg msg[BATCH];
 	uint64_t next = 0, bad = 0, t0;
 	pid_t wr;
@@ -500,10 +501,10 @@ static double lane_oneway(uint32_t size, uint64_t n, unsigned batch, uint64_t sp
 	f.nhold = 1;
 	wr = bench_child(0, oneway_writer, &a);
 	bench_pin(1);
-	lane_reader_open(&r, &f, 0, spin_ns, false);
+	pl_reader_open(&r, &f, 0, spin_ns, false);
 	t0 = clock_mono_ns();
 	while (next < n) {
-		int k = lane_read(&r, msg, BATCH);
+		int k = pl_read(&r, msg, BATCH);
 
 		if (k < 0) {
 			bad++;
@@ -520,13 +521,170 @@ static double lane_oneway(uint32_t size, uint64_t n, unsigned batch, uint64_t sp
 			next++;
 		}
 		ring_consume(&r.c, &msg[k - 1]);
-		lane_release(&r);
+		pl_release(&r);
 	}
 	rate = (double)n / ((double)(clock_mono_ns() - t0) / 1e9);
 	bench_reap(wr);
 	munmap(r.base, LANE_HDR + LANE_RING);
 	lane_files_close(&f);
 	return bad ? 0 : rate;
+}
+
+/* ---- the library's lane code (shm/lane-rw.c) beside the prototype ------------ */
+
+/* One lane as the broker will make it: page 0 and the ring, meta (one
+ * topic), the hold table with the reader's HOLD entry, its cursor page,
+ * its arm page and the two wake words; all in memory shared across fork. */
+struct rw_lane {
+	uint8_t *data, *meta, *hold;
+	struct shm_cursor_page *cur;
+	struct shm_arm_page *arm;
+	uint32_t *wake;          /* [0] the reader's rx_wake, [16] the writer's tx_wake */
+};
+
+static const struct shm_cursor_page *rw_cursor(void *ctx, uint32_t page)
+{
+	return page == 0 ? ((struct rw_lane *)ctx)->cur : NULL;
+}
+
+static const struct shm_arm_page *rw_arm(void *ctx, uint32_t page)
+{
+	return page == 0 ? ((struct rw_lane *)ctx)->arm : NULL;
+}
+
+static uint32_t *rw_wake(void *ctx, uint64_t reader)
+{
+	return reader == 0 ? ((struct rw_lane *)ctx)->wake : NULL;
+}
+
+static void rw_lane_open(struct rw_lane *l)
+{
+	struct hold_table ht;
+	struct hold_view v = { .kind = SHM_HOLD_HOLD };
+
+	l->data = bench_shalloc(SHM_LANE_RING_OFFSET + LANE_RING);
+	l->meta = bench_shalloc(SHM_LANE_BITMAP_OFF + 4096);
+	l->hold = bench_shalloc(SHM_HOLD_SIZE);
+	l->cur = bench_shalloc(sizeof(*l->cur));
+	l->arm = bench_shalloc(sizeof(*l->arm));
+	l->wake = bench_shalloc(4096);
+	l->meta[SHM_LANE_BITMAP_OFF] = 1; /* topic 0 */
+	hold_table_init(&ht, l->hold);
+	hold_add(&ht, &v, 0);
+}
+
+static void rw_lane_close(struct rw_lane *l)
+{
+	bench_shfree(l->data, SHM_LANE_RING_OFFSET + LANE_RING);
+	bench_shfree(l->meta, SHM_LANE_BITMAP_OFF + 4096);
+	bench_shfree(l->hold, SHM_HOLD_SIZE);
+	bench_shfree(l->cur, sizeof(*l->cur));
+	bench_shfree(l->arm, sizeof(*l->arm));
+	bench_shfree(l->wake, 4096);
+}
+
+struct rw_arg {
+	struct rw_lane *l;
+	uint32_t size;
+	uint64_t n;
+	unsigned batch;
+};
+
+static void rw_writer(void *arg)
+{
+	struct rw_arg *a = arg;
+	struct lane_pages pages = { rw_cursor, rw_arm, rw_wake, a->l };
+	struct lane_writer w;
+	uint64_t seq = 0;
+
+	if (lane_writer_init(&w, a->l->data, LANE_RING, a->l->hold, &pages, false, 0, 0, 0))
+		die("lane-rw: writer");
+	while (seq < a->n) {
+		unsigned k = 0;
+
+		do {
+			void *dst;
+
+			while (lane_reserve(&w, 0, seq + 1, NULL, a->size, &dst) == -EAGAIN)
+				lane_wait_space(&w, a->size, &a->l->wake[16], NULL, NULL, NULL);
+			msg_fill(dst, seq, a->size);
+			seq++;
+			k++;
+		} while (k < a->batch && seq < a->n);
+		lane_commit(&w);
+	}
+	lane_writer_free(&w);
+}
+
+/* The next record: spin DEFAULT_SPIN_NS, then arm and sleep on rx_wake. */
+static int rw_next(struct rw_lane *l, struct lane_reader *r, struct lane_rec *m, uint64_t *arm_seq)
+{
+	uint64_t spin_until = 0;
+
+	for (;;) {
+		int k = lane_read(r, NULL, 0, m);
+		uint32_t v;
+		struct timespec d;
+
+		if (k != LANE_NONE)
+			return k;
+		if (!spin_until)
+			spin_until = clock_mono_ns() + DEFAULT_SPIN_NS;
+		if (clock_mono_ns() < spin_until) {
+			cpu_relax();
+			continue;
+		}
+		v = load_acquire(&l->wake[0]);
+		lane_arm(l->arm, 0, ++*arm_seq);
+		fence_full();
+		k = lane_read(r, NULL, 0, m);
+		if (k == LANE_NONE) {
+			d = deadline_in_ns(10000000);
+			futex_wait(&l->wake[0], v, &d);
+		}
+		lane_disarm(l->arm, 0);
+		if (k != LANE_NONE)
+			return k;
+		spin_until = 0;
+	}
+}
+
+/* Messages/s through shm/lane-rw.c: read in place, acknowledged a batch
+ * at a time; 0 when any record was wrong. */
+static double rw_oneway(uint32_t size, uint64_t n, unsigned batch)
+{
+	struct rw_lane l;
+	struct rw_arg a = { &l, size, n, batch };
+	struct lane_reader r;
+	struct lane_rec m;
+	uint64_t next = 0, bad = 0, t0, arm_seq = 0;
+	pid_t wr;
+
+	rw_lane_open(&l);
+	wr = bench_child(0, rw_writer, &a);
+	bench_pin(1);
+	if (lane_reader_init(&r, l.data, LANE_RING, l.meta, &l.cur->slot[0], false, false, 0, 0))
+		die("lane-rw: reader");
+	r.tx_wake = &l.wake[16];
+	t0 = clock_mono_ns();
+	while (next < n) {
+		if (rw_next(&l, &r, &m, &arm_seq) != LANE_REC) {
+			bad++;
+			break;
+		}
+		if (!msg_intact(m.payload, m.len, next, size))
+			bad++;
+		next++;
+		if (next % BATCH == 0 || next == n)
+			lane_ack(&r, m.end);
+	}
+	{
+		double rate = (double)n / ((double)(clock_mono_ns() - t0) / 1e9);
+
+		bench_reap(wr);
+		rw_lane_close(&l);
+		return bad ? 0 : rate;
+	}
 }
 
 /* ---- round trips ------------------------------------------------------------ */
@@ -542,24 +700,24 @@ struct rtt_arg {
 	size_t n;
 };
 
-static void rtt_send(struct lane_writer *w, uint64_t v)
+static void rtt_send(struct pl_writer *w, uint64_t v)
 {
-	uint8_t *dst = lane_reserve(w, 64);
+	uint8_t *dst = pl_reserve(w, 64);
 
 	memset(dst, 0, 64);
 	memcpy(dst, &v, 8);
-	lane_commit(w);
+	pl_commit(w);
 }
 
-static uint64_t rtt_recv(struct lane_reader *r)
+static uint64_t rtt_recv(struct pl_reader *r)
 {
 	struct ring_msg m;
 	uint64_t v = UINT64_MAX;
 
-	if (lane_read(r, &m, 1) == 1) {
+	if (pl_read(r, &m, 1) == 1) {
 		memcpy(&v, m.payload, 8);
 		ring_consume(&r->c, &m);
-		lane_release(r);
+		pl_release(r);
 	}
 	return v;
 }
@@ -567,11 +725,11 @@ static uint64_t rtt_recv(struct lane_reader *r)
 static void rtt_echo(void *arg)
 {
 	struct rtt_arg *a = arg;
-	struct lane_reader in;
-	struct lane_writer out;
+	struct pl_reader in;
+	struct pl_writer out;
 
-	lane_reader_open(&in, &a->f[0], 0, a->spin_ns, false);
-	lane_writer_open(&out, &a->f[1]);
+	pl_reader_open(&in, &a->f[0], 0, a->spin_ns, false);
+	pl_writer_open(&out, &a->f[1]);
 	for (size_t i = 0; i < a->n + 100; i++)
 		rtt_send(&out, rtt_recv(&in));
 }
@@ -582,8 +740,8 @@ static struct lat lane_rtt(uint64_t spin_ns, size_t n)
 	struct rtt_arg a = { f, spin_ns, n };
 	size_t bytes = sizeof(struct rtt_shared) + n * 8;
 	struct rtt_shared *sh = bench_shalloc(bytes);
-	struct lane_reader in;
-	struct lane_writer out;
+	struct pl_reader in;
+	struct pl_writer out;
 	struct lat l;
 	pid_t echo;
 
@@ -591,8 +749,8 @@ static struct lat lane_rtt(uint64_t spin_ns, size_t n)
 	lane_files_open(&f[1], 1);
 	echo = bench_child(1, rtt_echo, &a);
 	bench_pin(0);
-	lane_writer_open(&out, &f[0]);
-	lane_reader_open(&in, &f[1], 0, spin_ns, false);
+	pl_writer_open(&out, &f[0]);
+	pl_reader_open(&in, &f[1], 0, spin_ns, false);
 	for (size_t i = 0; i < n + 100; i++) {
 		uint64_t t0 = clock_mono_ns();
 
@@ -631,14 +789,14 @@ struct fan_arg {
 static void fan_reader(void *arg)
 {
 	struct fan_arg *a = arg;
-	struct lane_reader r;
+	struct pl_reader r;
 	struct ring_msg m[BATCH];
 	uint64_t next = 0;
 
-	lane_reader_open(&r, a->f, a->idx, DEFAULT_SPIN_NS, false);
+	pl_reader_open(&r, a->f, a->idx, DEFAULT_SPIN_NS, false);
 	fetch_add_release(&a->sh->ready, 1);
 	while (next < a->n) {
-		int k = lane_read(&r, m, BATCH);
+		int k = pl_read(&r, m, BATCH);
 
 		if (k < 0)
 			break;
@@ -648,7 +806,7 @@ static void fan_reader(void *arg)
 			next++;
 		}
 		ring_consume(&r.c, &m[k - 1]);
-		lane_release(&r);
+		pl_release(&r);
 	}
 	a->sh->got[a->idx] = next;
 	a->sh->t_end[a->idx] = clock_mono_ns();
@@ -663,7 +821,7 @@ static void lane_fanout(unsigned nr, uint64_t n, int rep)
 	struct fan_arg a[MAX_READERS];
 	struct bres res = bres_new("lane batched", "fanout", 64, rep);
 	pid_t rd[MAX_READERS];
-	struct lane_writer w;
+	struct pl_writer w;
 	uint64_t t0, t_end = 0, seq = 0;
 	char extra[64];
 
@@ -675,12 +833,12 @@ static void lane_fanout(unsigned nr, uint64_t n, int rep)
 	while (load_acquire(&sh->ready) < nr)
 		usleep(100);
 	bench_pin(0);
-	lane_writer_open(&w, &f);
+	pl_writer_open(&w, &f);
 	t0 = clock_mono_ns();
 	while (seq < n) {
 		for (unsigned k = 0; k < BATCH && seq < n; k++, seq++)
-			msg_fill(lane_reserve(&w, 64), seq, 64);
-		lane_commit(&w);
+			msg_fill(pl_reserve(&w, 64), seq, 64);
+		pl_commit(&w);
 	}
 	for (unsigned i = 0; i < nr; i++) {
 		bench_reap(rd[i]);
@@ -733,21 +891,21 @@ struct hostile_arg {
 static void hostile_writer(void *arg)
 {
 	struct hostile_arg *a = arg;
-	struct lane_writer w;
+	struct pl_writer w;
 	uint64_t seq = 0;
 
-	lane_writer_open(&w, a->evil);
+	pl_writer_open(&w, a->evil);
 	for (int round = 0; round < 20; round++) {
 		/* its own mapping would fault too: the file is grown back first */
 		if (round == 6)
 			ftruncate(a->evil->lane_rw, LANE_HDR + LANE_RING);
 		for (int i = 0; i < 1000; i++) {
-			uint8_t *dst = lane_reserve(&w, 64);
+			uint8_t *dst = pl_reserve(&w, 64);
 
 			memset(dst, 0xee, 64);
 			memcpy(dst, &seq, 8);
 			seq++;
-			lane_commit(&w);
+			pl_commit(&w);
 		}
 		if (round == 5)
 			ftruncate(a->evil->lane_rw, 0);
@@ -761,14 +919,14 @@ static void hostile_writer(void *arg)
 static void good_writer(void *arg)
 {
 	struct hostile_arg *a = arg;
-	struct lane_writer w;
+	struct pl_writer w;
 
-	lane_writer_open(&w, a->good);
+	pl_writer_open(&w, a->good);
 	for (uint64_t seq = 0; seq < a->n; seq++) {
-		uint8_t *dst = lane_reserve(&w, 64);
+		uint8_t *dst = pl_reserve(&w, 64);
 
 		msg_fill(dst, seq, 64);
-		lane_commit(&w);
+		pl_commit(&w);
 	}
 }
 
@@ -778,7 +936,7 @@ static void lane_guard(int rep)
 {
 	struct lane_files good, evil;
 	struct hostile_arg a = { &good, &evil, bench_n(2000000) };
-	struct lane_reader rg, re;
+	struct pl_reader rg, re;
 	struct ring_msg m[BATCH];
 	uint64_t next = 0, bad = 0, evil_msgs = 0;
 	bool evil_bad = false;
@@ -790,8 +948,8 @@ static void lane_guard(int rep)
 	lane_files_open(&evil, 1);
 	guard_install();
 	/* the reader maps both before either writer starts */
-	lane_reader_open(&rg, &good, 0, 0, true);
-	lane_reader_open(&re, &evil, 0, 0, true);
+	pl_reader_open(&rg, &good, 0, 0, true);
+	pl_reader_open(&re, &evil, 0, 0, true);
 	pe = bench_child(0, hostile_writer, &a);
 	pg = bench_child(0, good_writer, &a);
 	bench_pin(1);
@@ -805,8 +963,8 @@ static void lane_guard(int rep)
 				next++;
 			}
 			ring_consume(&rg.c, &m[k - 1]);
-			lane_release(&rg);
-		} else if (k == -EBADMSG || lane_bad(&rg)) {
+			pl_release(&rg);
+		} else if (k == -EBADMSG || pl_bad(&rg)) {
 			bad++;
 			break;
 		}
@@ -815,8 +973,8 @@ static void lane_guard(int rep)
 			if (k > 0) {
 				evil_msgs += (uint64_t)k;
 				ring_consume(&re.c, &m[k - 1]);
-				lane_release(&re);
-			} else if (k == -EBADMSG || lane_bad(&re)) {
+				pl_release(&re);
+			} else if (k == -EBADMSG || pl_bad(&re)) {
 				evil_bad = true; /* the event naming its source, in the library */
 			}
 		}
@@ -857,6 +1015,10 @@ static void run(int pin_mode)
 				bres_emit_rate("lane batched", "oneway", sizes[s], rep,
 					       lane_oneway(sizes[s], n, BATCH, DEFAULT_SPIN_NS, 1), n);
 		}
+		if (bench_want("lane-rw batched"))
+			bres_emit_rate("lane-rw batched", "oneway", 64, rep, rw_oneway(64, n64, BATCH), n64);
+		if (bench_want("lane-rw 1/msg"))
+			bres_emit_rate("lane-rw 1/msg", "oneway", 64, rep, rw_oneway(64, n64, 1), n64);
 		if (bench_want("lane 1/msg"))
 			bres_emit_rate("lane 1/msg", "oneway", 64, rep,
 				       lane_oneway(64, n64, 1, DEFAULT_SPIN_NS, 1), n64);

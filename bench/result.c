@@ -88,8 +88,16 @@ int bench_reps(void)
 bool bench_want(const char *row)
 {
 	const char *only = getenv("SHMB_BENCH_ONLY");
+	char buf[256], *save = NULL;
 
-	return !only || !*only || strstr(row, only);
+	if (!only || !*only)
+		return true;
+	snprintf(buf, sizeof(buf), "%s", only);
+	/* alternatives separated by '|' */
+	for (char *t = strtok_r(buf, "|", &save); t; t = strtok_r(NULL, "|", &save))
+		if (strstr(row, t))
+			return true;
+	return false;
 }
 
 double bench_scale(void)

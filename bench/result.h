@@ -68,8 +68,8 @@ void bres_skip(const char *transport, const char *why);
 /* Repetitions (3; SHMB_BENCH_REPS overrides) and the size factor of a
  * run: 1, or 0.1 under QUICK=1 (SHMB_BENCH_QUICK=1). */
 int bench_reps(void);
-/* SHMB_BENCH_ONLY=TEXT: run only the rows whose name contains TEXT (to
- * measure one change; make bench runs every row). */
+/* SHMB_BENCH_ONLY=TEXT[|TEXT...]: run only the rows whose name contains
+ * one of the TEXTs (to measure one change; make bench runs every row). */
 bool bench_want(const char *row);
 double bench_scale(void);
 uint64_t bench_n(uint64_t n); /* n * bench_scale(), at least 1000 */
