@@ -585,10 +585,14 @@ static bool lane_jump(struct lane_reader *r)
 
 	if (rc % SHM_REC_ALIGN || rc <= r->c.pos || rc < r->reclaim_seen)
 		return false;
+	if (!r->lost) {
+		/* counted from here when the next record is consumed */
+		r->lost = true;
+		r->lost_seq0 = r->c.seq;
+	}
 	r->reclaim_seen = rc;
 	r->c.pos = rc;
 	r->c.seq = RING_SEQ_ANY;
-	r->order_any = true;
 	return true;
 }
 
@@ -603,17 +607,11 @@ static int lane_read_hold(struct lane_reader *r, struct lane_rec *m)
 	if (ret < 0 || lane_check(r, &rm, m) < 0)
 		return lane_bad(r);
 	m->missed = 0;
-	ring_consume(&r->c, &rm);
-	r->last_order = m->order;
-	r->order_any = false;
 	return LANE_REC;
 }
 
 static int lane_read_copy(struct lane_reader *r, void *buf, uint32_t cap, struct lane_rec *m)
 {
-	uint64_t seq0 = r->c.seq, order0 = r->last_order;
-	bool jumped = false, order_known = !r->order_any;
-
 	for (unsigned tries = 0; tries < 64; tries++) {
 		struct ring_msg rm;
 		int ret = ring_peek(&r->c, &rm), ok = -EBADMSG;
@@ -627,37 +625,52 @@ static int lane_read_copy(struct lane_reader *r, void *buf, uint32_t cap, struct
 		 * since: pairs with the writer's store of reclaim, fence,
 		 * overwrite */
 		fence_acquire();
-		if (lane_jump(r)) {
-			jumped = true;
+		if (lane_jump(r))
 			continue;
-		}
 		if (ret == -EAGAIN || ret == -ESTALE)
 			return lane_at_end(r);
 		if (ret < 0 || ok < 0)
 			return lane_bad(r);
 		m->payload = buf;
 		m->missed = 0;
-		if (seq0 != RING_SEQ_ANY && rm.hdr.seq > seq0)
-			m->missed = rm.hdr.seq - seq0;
-		else if (jumped)
+		if (r->lost && r->lost_seq0 != RING_SEQ_ANY && rm.hdr.seq > r->lost_seq0)
+			m->missed = rm.hdr.seq - r->lost_seq0;
+		else if (r->lost)
 			/* from where nothing was read yet: the orders say how
 			 * many at most, or at least one was lost */
-			m->missed = order_known && m->order > order0 + 1 ? m->order - order0 - 1 : 1;
-		ring_consume(&r->c, &rm);
-		r->last_order = m->order;
-		r->order_any = false;
+			m->missed = !r->order_any && m->order > r->last_order + 1
+					    ? m->order - r->last_order - 1
+					    : 1;
 		return LANE_REC;
 	}
 	return LANE_NONE; /* overwritten as fast as it reads: later */
 }
 
-int lane_read(struct lane_reader *r, void *buf, uint32_t cap, struct lane_rec *m)
+int lane_peek(struct lane_reader *r, void *buf, uint32_t cap, struct lane_rec *m)
 {
 	if (r->bad)
 		return r->bad;
 	if (!r->drop_oldest)
 		return lane_read_hold(r, m);
 	return lane_read_copy(r, buf, cap, m);
+}
+
+void lane_consume(struct lane_reader *r, const struct lane_rec *m)
+{
+	r->c.pos = m->end;
+	r->c.seq = m->lane_seq + 1;
+	r->last_order = m->order;
+	r->order_any = false;
+	r->lost = false;
+}
+
+int lane_read(struct lane_reader *r, void *buf, uint32_t cap, struct lane_rec *m)
+{
+	int ret = lane_peek(r, buf, cap, m);
+
+	if (ret == LANE_REC)
+		lane_consume(r, m);
+	return ret;
 }
 
 void lane_ack(struct lane_reader *r, uint64_t pos)

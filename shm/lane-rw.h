@@ -151,6 +151,8 @@ struct lane_reader {
 	uint64_t last_order;   /* of the last record returned or skipped */
 	uint64_t reclaim_seen; /* drop-oldest: the last `reclaim` loaded */
 	uint64_t space_woken;
+	uint64_t lost_seq0;    /* drop-oldest: the sequence expected before a jump */
+	bool lost;             /* ... records were jumped over since the last consume */
 	bool received, drop_oldest, order_any;
 	int bad;               /* a negative errno once the lane is bad */
 };
@@ -175,6 +177,13 @@ int lane_reader_init(struct lane_reader *r, const void *data, uint64_t ring_size
  * one after it.
  */
 int lane_read(struct lane_reader *r, void *buf, uint32_t cap, struct lane_rec *m);
+
+/* lane_read() in two steps: the record, checked (a drop-oldest reader
+ * may already have jumped over lost records to reach it), and, once the
+ * caller takes it, the move past it.  A merge peeks at the heads of a
+ * publisher's lanes and consumes the lowest order. */
+int lane_peek(struct lane_reader *r, void *buf, uint32_t cap, struct lane_rec *m);
+void lane_consume(struct lane_reader *r, const struct lane_rec *m);
 
 /* Acknowledge up to pos (a record's end): the slot's release store, and,
  * when it crossed a slice, a wake of a writer waiting for space. */
