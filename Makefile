@@ -28,10 +28,10 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/ctl-admin.c broker
               broker/adopt.c broker/router.c broker/dlv.c broker/state.c broker/log.c broker/guard.c broker/harden.c \
               broker/link.c broker/link-data.c broker/link-dial.c broker/link-file.c broker/link-accept.c \
               broker/linkauth.c broker/linkproto.c broker/wire.c broker/replay.c \
-              broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c broker/lanefile.c
+              broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c broker/lanefile.c broker/lanes.c
 
 UNIT_TESTS := test-layout test-lane-rw test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto \
-              test-state test-router test-sigbus test-lanefile
+              test-state test-router test-sigbus test-lanefile test-lanereg
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker test-restart test-redial test-admin test-links
 BENCHES    := bench-ring bench-lane bench-broker bench-ops bench-links
@@ -161,6 +161,12 @@ $(BUILD)/tests/test-state: $(BUILD)/obj/tests/unit/test-state.o $(BUILD)/obj/bro
 # a lane's files on their own (nothing else of the broker)
 $(BUILD)/tests/test-lanefile: $(O)/tests/unit/test-lanefile.o $(O)/broker/lanefile.o $(O)/tests/harness.o \
 		$(BUILD)/libshmb-internal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
+
+# the register of lanes on its own, with the lane files (nothing else of the broker)
+$(BUILD)/tests/test-lanereg: $(O)/tests/unit/test-lanereg.o $(O)/broker/lanes.o $(O)/broker/lanefile.o \
+		$(O)/tests/harness.o $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
 

@@ -30,12 +30,15 @@ enum proto_type {
 	PROTO_TOPIC = 4,       /* intern a topic name, get its id */
 	PROTO_SUBSCRIBE = 5,
 	PROTO_UNSUBSCRIBE = 6,
+	PROTO_LANE_TOPIC = 7,  /* lanes: a publisher's first use of a topic (not yet sent) */
 	PROTO_STATUS = 20,     /* admin: broker-wide counters */
 	PROTO_LIST = 21,       /* admin: a page of sessions, topics, links or events */
 	PROTO_KICK = 22,       /* admin: detach a session's owner, or destroy it */
 	PROTO_REPLY = 100,
 	PROTO_EVENT = 101,
 	PROTO_LIST_REPLY = 102,
+	PROTO_LANE = 103,      /* lanes: pushed to a reader, a lane to read (not yet sent) */
+	PROTO_HOLDER = 104,    /* lanes: pushed to a writer, a holder's pages (not yet sent) */
 };
 
 struct proto_hdr {
@@ -99,6 +102,65 @@ struct proto_sub {
 
 struct proto_status {
 	struct proto_hdr h;
+};
+
+/*
+ * The direct data path's messages (docs/design/data-path.md, section 1,
+ * "Descriptors").  Defined ahead of the broker and library code that
+ * sends them; PROTO_VERSION changes when they are.
+ *
+ * PROTO_LANE_TOPIC (writer -> broker): the session's owner will publish
+ * on topic_id; the reply (u.lane) names its lane and, when the lane is
+ * new to this owner, brings its descriptors in this order: data
+ * (read-write), meta and hold (read-only), the generation's tx_wake page.
+ */
+struct proto_lane_topic {
+	struct proto_hdr h;
+	uint64_t session_id;
+	uint32_t topic_id;
+	uint32_t pad;
+};
+
+/* flags of proto_lane */
+#define PROTO_LANE_DROP_OLDEST 0x1u /* read it as a drop-oldest reader (a WATCH entry) */
+#define PROTO_LANE_IN_PLACE 0x2u    /* its writer has the reader's uid: read in place */
+#define PROTO_LANE_PAGE 0x4u        /* a new cursor page comes with it (after meta) */
+#define PROTO_LANE_WAKE 0x8u        /* the writer's tx_wake comes with it (last) */
+
+/* PROTO_LANE (broker -> reader, request id 0): a lane to read, with data
+ * and meta (read-only), then the descriptors its flags name. */
+struct proto_lane {
+	struct proto_hdr h;
+	uint64_t session_id;   /* the reader session */
+	uint32_t generation;   /* its owner generation the lane is for */
+	uint32_t lane;         /* the broker's number for the lane */
+	uint64_t publisher;    /* its publisher session (for events and the merge) */
+	uint64_t start;        /* the position the reader starts at */
+	uint64_t order;        /* the order delivered before start; 0: none */
+	uint64_t ring_size;
+	uint32_t kind;         /* enum shm_lane_kind */
+	uint32_t flags;        /* PROTO_LANE_* */
+	uint32_t page;         /* its cursor page (a number per broker) ... */
+	uint32_t slot;         /* ... and its slot there */
+};
+
+/* flags of proto_holder: the descriptors that come with it, in this order */
+#define PROTO_HOLDER_PAGE 0x1u /* the cursor page (read-only) */
+#define PROTO_HOLDER_WAKE 0x2u /* the reader's rx_wake page */
+#define PROTO_HOLDER_ARM 0x4u  /* the reader's arm page (read-only) */
+
+/* PROTO_HOLDER (broker -> writer, request id 0): the pages of a reader a
+ * hold entry of one of its lanes names, as far as the writer lacks them. */
+struct proto_holder {
+	struct proto_hdr h;
+	uint64_t session_id;   /* the writer session */
+	uint32_t generation;
+	uint32_t lane;
+	uint64_t reader;       /* the reader number hold entries carry */
+	uint32_t page;         /* the numbers hold entries carry */
+	uint32_t arm_page;
+	uint32_t flags;        /* PROTO_HOLDER_* */
+	uint32_t pad;
 };
 
 /*
@@ -273,6 +335,11 @@ struct proto_reply {
 			uint32_t topic_id;
 			uint32_t pad;
 		} topic;
+		struct {                  /* PROTO_LANE_TOPIC */
+			uint32_t lane;     /* the broker's number for the lane */
+			uint32_t fds;      /* 4 when the descriptors come, else 0 */
+			uint64_t ring_size;
+		} lane;
 		struct {
 			uint64_t pid;
 			uint64_t uptime_ns;
@@ -301,6 +368,9 @@ struct proto_event {
 };
 
 static_assert(sizeof(struct proto_hdr) == 16, "proto header");
+static_assert(sizeof(struct proto_lane_topic) == 32, "lane topic");
+static_assert(sizeof(struct proto_lane) == 80, "lane");
+static_assert(sizeof(struct proto_holder) == 56, "holder");
 static_assert(sizeof(struct proto_open) == 192, "open");
 static_assert(sizeof(struct proto_reply) == 184, "reply");
 static_assert(sizeof(struct proto_reply) <= PROTO_MAX_MSG, "reply fits");

@@ -1,0 +1,671 @@
+/*
+ * broker/lanes.c - the broker's register of lanes (see lanes.h;
+ * docs/design/data-path.md, sections 1, 3 and 7).
+ *
+ * Must never: start a holder anywhere but where the floor protocol says
+ * (hold_start after the entry is in the table); reuse a cursor slot; free
+ * a holder's entry while the register still counts it; cut a lane
+ * anywhere but after its last committed record; leave a reader's arm bit
+ * set once its generation ended.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "broker/lanes.h"
+#include "shm/atomics.h"
+#include "shm/futex.h"
+
+#define DEFAULT_LANE_RING (1u << 20)
+
+static void guard(struct lanes_reg *g, const void *base, size_t len, uint64_t session, bool add)
+{
+	if (g->guard)
+		g->guard(g->ctx, (void *)base, len, session, add);
+}
+
+static int fail(struct lanes_reg *g, int err, const char *fmt, const char *what)
+{
+	snprintf(g->why, sizeof(g->why), fmt, what);
+	return err;
+}
+
+void lanes_init(struct lanes_reg *g, int lanes_dirfd, uint64_t broker_id)
+{
+	memset(g, 0, sizeof(*g));
+	g->lanes_dirfd = lanes_dirfd;
+	g->broker_id = broker_id;
+	g->ring_size = DEFAULT_LANE_RING;
+	g->next_lane = g->next_page = g->next_arm = 1;
+	g->next_reader = 1;
+}
+
+/* ---- pushes ----------------------------------------------------------------- */
+
+static struct lpush *push_new(struct lanes_reg *g, uint64_t session, uint32_t generation)
+{
+	struct lpush *p;
+
+	if (g->npush == g->push_cap) {
+		unsigned cap = g->push_cap ? 2 * g->push_cap : 16;
+		struct lpush *n = realloc(g->push, cap * sizeof(*n));
+
+		if (!n)
+			return NULL;
+		g->push = n;
+		g->push_cap = cap;
+	}
+	p = &g->push[g->npush++];
+	memset(p, 0, sizeof(*p));
+	p->session = session;
+	p->generation = generation;
+	return p;
+}
+
+/* A descriptor for a push: a duplicate the push owns. */
+static int push_fd(struct lpush *p, int fd)
+{
+	int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+
+	if (d < 0)
+		return -errno;
+	p->fds[p->nfds++] = d;
+	return 0;
+}
+
+void lanes_push_done(struct lanes_reg *g)
+{
+	for (unsigned i = 0; i < g->npush; i++)
+		for (unsigned k = 0; k < g->push[i].nfds; k++)
+			close(g->push[i].fds[k]);
+	g->npush = 0;
+}
+
+/* ---- memfd pages ---------------------------------------------------------------- */
+
+static void *page_map(int fd)
+{
+	void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	return m == MAP_FAILED ? NULL : m;
+}
+
+/* A free slot on one of uid's arm pages (a new page when all are full). */
+static struct larm *arm_take(struct lanes_reg *g, uid_t uid, uint32_t *slot)
+{
+	struct larm *a;
+
+	for (a = g->arms; a; a = a->next) {
+		if (a->uid != uid)
+			continue;
+		for (uint32_t s = 0; s < SHM_ARM_SLOTS; s++)
+			if (!(a->used[s / 64] & (1ull << (s % 64)))) {
+				a->used[s / 64] |= 1ull << (s % 64);
+				*slot = s;
+				return a;
+			}
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	if (memfd_page_make("shmb-arm", &a->fd) < 0 || !(a->map = page_map(a->fd))) {
+		if (a->fd > 0)
+			close(a->fd);
+		free(a);
+		return NULL;
+	}
+	a->uid = uid;
+	a->number = g->next_arm++;
+	a->used[0] = 1;
+	a->next = g->arms;
+	g->arms = a;
+	*slot = 0;
+	return a;
+}
+
+/* Free an arm slot: its word and bit cleared first (a writer that still
+ * looks finds nobody asleep), then the slot. */
+static void arm_give(struct larm *a, uint32_t slot)
+{
+	__atomic_fetch_and(&a->map->bits[slot / 64], ~(1ull << (slot % 64)), __ATOMIC_RELEASE);
+	store_release(&a->map->arm[slot], 0);
+	a->used[slot / 64] &= ~(1ull << (slot % 64));
+}
+
+/* ---- readers ------------------------------------------------------------------ */
+
+struct lreader *lanes_reader_new(struct lanes_reg *g, uint64_t session, uint32_t generation,
+				 uid_t uid, bool drop_oldest)
+{
+	struct lreader *r = calloc(1, sizeof(*r));
+
+	if (!r) {
+		fail(g, -ENOMEM, "%s", "out of memory");
+		return NULL;
+	}
+	r->session = session;
+	r->generation = generation;
+	r->uid = uid;
+	r->drop_oldest = drop_oldest;
+	r->number = g->next_reader++;
+	if (memfd_page_make("shmb-rx-wake", &r->rx_wake_fd) < 0) {
+		fail(g, -EMFILE, "%s", "rx_wake page: memfd");
+		free(r);
+		return NULL;
+	}
+	r->arm = arm_take(g, uid, &r->arm_slot);
+	if (!r->arm) {
+		fail(g, -ENOMEM, "%s", "arm page");
+		close(r->rx_wake_fd);
+		free(r);
+		return NULL;
+	}
+	r->next = g->readers;
+	g->readers = r;
+	return r;
+}
+
+/* A cursor slot of r for publisher: on its page for that publisher, or a
+ * new page (file sessions/<id>/cur.<gen>.<pub>.<n>) when it has none or
+ * its page is used up.  *fresh: the page is new. */
+static struct lpage *page_slot(struct lanes_reg *g, struct lreader *r, uint64_t publisher,
+			       uint32_t *slot, bool *fresh)
+{
+	struct lpage *p;
+	char name[96];
+	int dirfd;
+
+	for (p = r->pages; p; p = p->next)
+		if (p->publisher == publisher && p->used < SHM_CURSOR_SLOTS) {
+			*slot = p->used++;
+			*fresh = false;
+			return p;
+		}
+	dirfd = g->session_dir ? g->session_dir(g->ctx, r->session) : -1;
+	if (dirfd < 0) {
+		fail(g, -ENOENT, "%s", "cursor page: no session directory");
+		return NULL;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->number = g->next_page++;
+	snprintf(name, sizeof(name), "cur.%u.%llu.%u", r->generation, (unsigned long long)publisher,
+		 p->number);
+	p->fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (p->fd >= 0)
+		p->ro = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (p->fd < 0 || p->ro < 0 || fallocate(p->fd, 0, 0, 4096) < 0 ||
+	    !(p->map = page_map(p->fd))) {
+		fail(g, -errno, "cursor page %s: could not make it", name);
+		if (p->fd >= 0) {
+			close(p->fd);
+			unlinkat(dirfd, name, 0);
+		}
+		if (p->ro > 0)
+			close(p->ro);
+		free(p);
+		return NULL;
+	}
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	guard(g, p->map, 4096, r->session, true);
+	p->publisher = publisher;
+	p->used = 1;
+	p->next = r->pages;
+	r->pages = p;
+	*slot = 0;
+	*fresh = true;
+	return p;
+}
+
+static struct lhold *held_by(struct blane *l, const struct lreader *r)
+{
+	for (unsigned i = 0; i < l->nholders; i++)
+		if (l->holders[i].r == r)
+			return &l->holders[i];
+	return NULL;
+}
+
+/* Drop holder i of l: its entry freed (the writer goes on without it). */
+static void holder_drop(struct blane *l, unsigned i)
+{
+	hold_free(&l->hold, (unsigned)l->holders[i].idx);
+	l->holders[i] = l->holders[--l->nholders];
+}
+
+void lanes_reader_end(struct lanes_reg *g, struct lreader *r)
+{
+	struct lreader **pp;
+
+	for (struct blane *l = g->lanes; l; l = l->next)
+		for (unsigned i = 0; i < l->nholders; i++)
+			if (l->holders[i].r == r) {
+				holder_drop(l, i);
+				break;
+			}
+	arm_give(r->arm, r->arm_slot);
+	while (r->pages) {
+		struct lpage *p = r->pages;
+		int dirfd = g->session_dir ? g->session_dir(g->ctx, r->session) : -1;
+
+		r->pages = p->next;
+		if (dirfd >= 0)
+			unlinkat(dirfd, p->name, 0);
+		guard(g, p->map, 4096, r->session, false);
+		munmap(p->map, 4096);
+		close(p->fd);
+		close(p->ro);
+		free(p);
+	}
+	close(r->rx_wake_fd);
+	for (pp = &g->readers; *pp; pp = &(*pp)->next)
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	free(r->topics);
+	free(r);
+}
+
+/* ---- lanes ------------------------------------------------------------------- */
+
+struct blane *lanes_find(struct lanes_reg *g, uint64_t session, uint32_t generation)
+{
+	for (struct blane *l = g->lanes; l; l = l->next)
+		if (l->publisher == session && l->generation == generation && !l->cut)
+			return l;
+	return NULL;
+}
+
+static void lane_unmake(struct lanes_reg *g, struct blane *l)
+{
+	char name[LANEFILE_NAME_MAX];
+
+	snprintf(name, sizeof(name), "%s", l->f.name);
+	guard(g, l->f.data, l->f.data_len, l->publisher, false);
+	lanefile_close(&l->f);
+	lanefile_remove(g->lanes_dirfd, name);
+	if (l->tx_wake_fd >= 0)
+		close(l->tx_wake_fd);
+	free(l->holders);
+	free(l->sent);
+	free(l);
+}
+
+/* The lane of a publisher generation (class 0: {its uid, root}). */
+static struct blane *lane_make(struct lanes_reg *g, uint64_t session, uint32_t generation,
+			       uid_t uid, uint64_t ring_size)
+{
+	struct lanefile_params p = {
+		.kind = SHM_LANE_LOCAL,
+		.publisher = session,
+		.generation = generation,
+		.class_no = 0,
+		.class_uids = { (uint32_t)uid, 0 },
+		.nclass_uids = uid ? 2 : 1,
+		.ring_size = ring_size ? ring_size : g->ring_size,
+		.first_order = 0,
+		.broker_id = g->broker_id,
+	};
+	struct blane *l = calloc(1, sizeof(*l));
+
+	if (!l || !(l->holders = calloc(SHM_HOLD_MAX, sizeof(*l->holders)))) {
+		free(l);
+		fail(g, -ENOMEM, "%s", "out of memory");
+		return NULL;
+	}
+	l->tx_wake_fd = -1;
+	if (lanefile_make(g->lanes_dirfd, &p, &l->f) < 0) {
+		fail(g, -EIO, "lane: %s", l->f.why);
+		free(l->holders);
+		free(l);
+		return NULL;
+	}
+	if (memfd_page_make("shmb-tx-wake", &l->tx_wake_fd) < 0) {
+		fail(g, -EMFILE, "%s", "tx_wake page: memfd");
+		lane_unmake(g, l);
+		return NULL;
+	}
+	l->number = g->next_lane++;
+	guard(g, l->f.data, l->f.data_len, session, true);
+	l->publisher = session;
+	l->generation = generation;
+	l->uid = uid;
+	ring_init(&l->ring, (uint8_t *)l->f.data + SHM_LANE_RING_OFFSET, p.ring_size);
+	hold_table_init(&l->hold, l->f.hold);
+	l->next = g->lanes;
+	g->lanes = l;
+	return l;
+}
+
+/* Whether the writer of l was sent descriptor `key` (a kind in the top
+ * bits, a number below); noted as sent when not. */
+static bool sent_once(struct blane *l, uint64_t key)
+{
+	uint64_t *n;
+
+	for (unsigned i = 0; i < l->nsent; i++)
+		if (l->sent[i] == key)
+			return true;
+	n = realloc(l->sent, (l->nsent + 1) * sizeof(*n));
+	if (!n)
+		return false; /* sent again: harmless */
+	l->sent = n;
+	l->sent[l->nsent++] = key;
+	return false;
+}
+
+/* The descriptors the writer of l lacks for holder r on page p. */
+static uint32_t writer_lacks(struct blane *l, const struct lreader *r, const struct lpage *p)
+{
+	return (sent_once(l, 1ull << 62 | p->number) ? 0 : PROTO_HOLDER_PAGE) |
+	       (sent_once(l, 2ull << 62 | r->number) ? 0 : PROTO_HOLDER_WAKE) |
+	       (sent_once(l, 3ull << 62 | r->arm->number) ? 0 : PROTO_HOLDER_ARM);
+}
+
+/* Tell the writer of l about holder r (on page p), the descriptors it lacks. */
+static int push_holder(struct lanes_reg *g, struct blane *l, struct lreader *r, struct lpage *p,
+		       uint32_t flags)
+{
+	struct lpush *ps = push_new(g, l->publisher, l->generation);
+	int ret = 0;
+
+	if (!ps)
+		return -ENOMEM;
+	ps->msg.holder = (struct proto_holder){
+		.h = { PROTO_HOLDER, sizeof(struct proto_holder), 0 },
+		.session_id = l->publisher,
+		.generation = l->generation,
+		.lane = l->number,
+		.reader = r->number,
+		.page = p->number,
+		.arm_page = r->arm->number,
+		.flags = flags,
+	};
+	if (flags & PROTO_HOLDER_PAGE)
+		ret = push_fd(ps, p->ro);
+	if (!ret && (flags & PROTO_HOLDER_WAKE))
+		ret = push_fd(ps, r->rx_wake_fd);
+	if (!ret && (flags & PROTO_HOLDER_ARM))
+		ret = push_fd(ps, r->arm->fd);
+	return ret;
+}
+
+/* Tell reader r about lane l (from S), with its page when it is new. */
+static int push_lane(struct lanes_reg *g, struct blane *l, struct lreader *r, struct lpage *p,
+		     uint32_t slot, bool fresh, uint64_t S)
+{
+	struct lpush *ps = push_new(g, r->session, r->generation);
+	int ret;
+
+	if (!ps)
+		return -ENOMEM;
+	ps->msg.lane = (struct proto_lane){
+		.h = { PROTO_LANE, sizeof(struct proto_lane), 0 },
+		.session_id = r->session,
+		.generation = r->generation,
+		.lane = l->number,
+		.publisher = l->publisher,
+		.start = S,
+		.ring_size = l->ring.size,
+		.kind = SHM_LANE_LOCAL,
+		.flags = (r->drop_oldest ? PROTO_LANE_DROP_OLDEST : 0) |
+			 (r->uid == l->uid ? PROTO_LANE_IN_PLACE : 0) |
+			 (fresh ? PROTO_LANE_PAGE : 0) | PROTO_LANE_WAKE,
+		.page = p->number,
+		.slot = slot,
+	};
+	ret = push_fd(ps, l->f.data_ro);
+	if (!ret)
+		ret = push_fd(ps, l->f.meta_ro);
+	/* the broker's own read-write page: the control layer sends one
+	 * it opened under Landlock (harden.c) in its place */
+	if (!ret && fresh)
+		ret = push_fd(ps, p->fd);
+	if (!ret)
+		ret = push_fd(ps, l->tx_wake_fd);
+	return ret;
+}
+
+/*
+ * r holds l from now on: a cursor slot, the entry at the committed end,
+ * the floor protocol's start S written into the slot, and both sides
+ * told.  Nothing to do when r holds l already.
+ */
+static int holder_add(struct lanes_reg *g, struct blane *l, struct lreader *r)
+{
+	const struct shm_lane_wpage *wp = (const void *)l->f.data;
+	struct hold_view v;
+	struct lpage *p;
+	uint32_t slot, flags;
+	uint64_t P, S;
+	bool fresh;
+	int idx, ret;
+
+	if (held_by(l, r) || l->cut)
+		return 0;
+	p = page_slot(g, r, l->publisher, &slot, &fresh);
+	if (!p)
+		return -ENOMEM;
+	ret = lane_find_end(&l->ring, wp, l->known_end, &P);
+	if (ret < 0)
+		return fail(g, ret, "lane %s: no end found (a bad lane)", l->f.name);
+	v = (struct hold_view){ .kind = r->drop_oldest ? SHM_HOLD_WATCH : SHM_HOLD_HOLD,
+				.page = p->number, .slot = slot, .arm_page = r->arm->number,
+				.arm_slot = r->arm_slot, .reader = r->number };
+	flags = writer_lacks(l, r, p);
+	idx = hold_add(&l->hold, &v, P);
+	if (idx < 0)
+		return fail(g, idx, "lane %s: every hold entry is taken", l->f.name);
+	S = hold_start(&l->hold, (unsigned)idx, wp, P);
+	/* the reader's cursor starts where it holds (the reader acks only
+	 * forward from there) */
+	store_release(&p->map->slot[slot], S);
+	l->known_end = P;
+	l->holders[l->nholders++] = (struct lhold){ r, idx, v.kind, S };
+	ret = push_lane(g, l, r, p, slot, fresh, S);
+	if (!ret)
+		ret = push_holder(g, l, r, p, flags);
+	return ret;
+}
+
+static bool reader_reads(const struct lreader *r, uint32_t topic)
+{
+	for (unsigned i = 0; i < r->ntopics; i++)
+		if (r->topics[i] == topic)
+			return true;
+	return false;
+}
+
+int lanes_topic_use(struct lanes_reg *g, uint64_t session, uint32_t generation, uid_t uid,
+		    uint64_t ring_size, uint32_t topic, struct lreader **readers, unsigned nreaders,
+		    struct blane **out)
+{
+	struct blane *l = lanes_find(g, session, generation);
+	int ret;
+
+	if (!l && !(l = lane_make(g, session, generation, uid, ring_size)))
+		return -EIO;
+	ret = lanefile_topic_set(&l->f, topic);
+	if (ret < 0)
+		return fail(g, ret, "lane %s: topic bit", l->f.name);
+	/* the holders before the reply: the writer writes no record of the
+	 * topic before it, so each holder sees every one */
+	for (unsigned i = 0; i < nreaders; i++) {
+		ret = holder_add(g, l, readers[i]);
+		if (ret < 0)
+			return ret;
+	}
+	*out = l;
+	return 0;
+}
+
+int lanes_subscribe(struct lanes_reg *g, struct lreader *r, uint32_t topic)
+{
+	if (!reader_reads(r, topic)) {
+		if (r->ntopics == r->topics_cap) {
+			unsigned cap = r->topics_cap ? 2 * r->topics_cap : 8;
+			uint32_t *t = realloc(r->topics, cap * sizeof(*t));
+
+			if (!t)
+				return -ENOMEM;
+			r->topics = t;
+			r->topics_cap = cap;
+		}
+		r->topics[r->ntopics++] = topic;
+	}
+	for (struct blane *l = g->lanes; l; l = l->next) {
+		int ret;
+
+		if (l->cut || !lanefile_topic_isset(&l->f, topic))
+			continue;
+		ret = holder_add(g, l, r);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* Wake a reader's sleep word (after a cut: it finds the end). */
+static void reader_wake(struct lreader *r)
+{
+	uint32_t *w = page_map(r->rx_wake_fd);
+
+	if (!w)
+		return;
+	fetch_add_release(w, 1);
+	futex_wake(w, 1 << 30);
+	munmap(w, 4096);
+}
+
+/* Cut l after its last record: fence the slot there (the writer's next
+ * commit fails), write the cut, then CUT. */
+static int lane_cut(struct lanes_reg *g, struct blane *l)
+{
+	const struct shm_lane_wpage *wp = (const void *)l->f.data;
+	size_t len = SHM_LANE_RING_OFFSET + l->ring.size;
+	uint8_t *rw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, l->f.data_fd, 0);
+	struct ring ring;
+	struct ring_cons c;
+	uint64_t end, seq;
+	int ret = -EBADMSG;
+
+	if (rw == MAP_FAILED)
+		return fail(g, -errno, "lane %s: map to cut", l->f.name);
+	guard(g, rw, len, l->publisher, true);
+	ring_init(&ring, rw + SHM_LANE_RING_OFFSET, l->ring.size);
+	/* a writer still committing is chased for at most a few laps */
+	for (unsigned tries = 0; tries < 64; tries++) {
+		ret = lane_find_end(&ring, wp, l->known_end, &end);
+		if (ret < 0)
+			break;
+		l->known_end = end;
+		ring_cons_init(&c, &ring, NULL, NULL, end, RING_SEQ_ANY, LANE_REC_GEN, LANE_REC_GEN);
+		ret = ring_fence(&c);
+		if (ret != -EAGAIN)
+			break;
+	}
+	guard(g, rw, len, l->publisher, false);
+	munmap(rw, len);
+	if (ret < 0) {
+		lanefile_set_bad(&l->f);
+		l->cut = true;
+		return fail(g, ret, "lane %s: no end to cut at: bad", l->f.name);
+	}
+	/* the lane sequence at the cut: the walk's; 0 when unknown */
+	seq = 0;
+	ret = lanefile_cut(&l->f, end, seq, 0);
+	l->cut = true;
+	for (unsigned i = 0; i < l->nholders; i++)
+		reader_wake(l->holders[i].r);
+	return ret;
+}
+
+int lanes_publisher_end(struct lanes_reg *g, uint64_t session, uint32_t generation)
+{
+	int ret = 0;
+
+	for (struct blane *l = g->lanes; l; l = l->next)
+		if (l->publisher == session && l->generation == generation && !l->cut) {
+			int r = lane_cut(g, l);
+
+			if (r < 0 && !ret)
+				ret = r;
+		}
+	return ret;
+}
+
+/* Has every holder of cut lane l passed its cut? */
+static bool lane_passed(struct blane *l)
+{
+	uint64_t cut = load_acquire(&lanefile_state(&l->f)->cut_pos);
+
+	for (unsigned i = 0; i < l->nholders; i++) {
+		const struct lhold *h = &l->holders[i];
+		const struct hold_view *v = NULL;
+		struct hold_view hv;
+		bool passed = false;
+
+		if (hold_read(&l->hold, (unsigned)h->idx, &hv))
+			v = &hv;
+		for (const struct lpage *p = h->r->pages; p && v; p = p->next)
+			if (p->number == v->page && v->slot < SHM_CURSOR_SLOTS)
+				/* the reader's word: only compared, never trusted further */
+				passed = load_acquire(&p->map->slot[v->slot]) >= cut;
+		if (!passed)
+			return false;
+	}
+	return true;
+}
+
+void lanes_tick(struct lanes_reg *g)
+{
+	struct blane **pp = &g->lanes;
+
+	while (*pp) {
+		struct blane *l = *pp;
+
+		if (l->cut && (lanefile_state(&l->f)->state == SHM_LANE_BAD || lane_passed(l))) {
+			while (l->nholders)
+				holder_drop(l, 0);
+			*pp = l->next;
+			lane_unmake(g, l);
+			continue;
+		}
+		pp = &l->next;
+	}
+}
+
+void lanes_free(struct lanes_reg *g)
+{
+	while (g->readers)
+		lanes_reader_end(g, g->readers);
+	while (g->lanes) {
+		struct blane *l = g->lanes;
+
+		g->lanes = l->next;
+		guard(g, l->f.data, l->f.data_len, l->publisher, false);
+		lanefile_close(&l->f);
+		if (l->tx_wake_fd >= 0)
+			close(l->tx_wake_fd);
+		free(l->holders);
+		free(l->sent);
+		free(l);
+	}
+	while (g->arms) {
+		struct larm *a = g->arms;
+
+		g->arms = a->next;
+		munmap(a->map, 4096);
+		close(a->fd);
+		free(a);
+	}
+	lanes_push_done(g);
+	free(g->push);
+	g->push = NULL;
+}

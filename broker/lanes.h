@@ -1,0 +1,172 @@
+/*
+ * broker/lanes.h - the broker's register of lanes (docs/design/data-path.md,
+ * sections 1, 3 and 7): which lanes each publisher generation has, who
+ * holds each, the readers' cursor pages, arm pages and wake pages, and
+ * what each change must tell the writer (PROTO_HOLDER) and the readers
+ * (PROTO_LANE).
+ *
+ * It knows sessions only by id, uid and generation: the caller (the
+ * control layer) says who publishes and who subscribes, sends the pushes
+ * this module queues, and owns every policy decision (who may read what).
+ * Files come from lanefile.c; the hold table and the walks from
+ * shm/hold.c.
+ */
+#ifndef BROKER_LANES_H
+#define BROKER_LANES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "broker/lanefile.h"
+#include "shm/hold.h"
+#include "shm/proto.h"
+
+#define LANES_MAX_PUSH_FDS 4
+#define LANES_READER_LANES 256 /* lanes one reader generation holds at once */
+
+struct lreader;
+
+/* One holder of a lane, as the broker keeps it. */
+struct lhold {
+	struct lreader *r;
+	int idx;               /* its hold-table entry */
+	uint32_t kind;         /* SHM_HOLD_HOLD or SHM_HOLD_WATCH */
+	uint64_t start;        /* where it started (the floor protocol's S) */
+};
+
+struct blane {
+	struct lanefile f;
+	uint32_t number;       /* the broker's number for it (PROTO_LANE) */
+	uint64_t publisher;
+	uint32_t generation;
+	uid_t uid;             /* its writer's */
+	struct ring ring;      /* over f.data (read-only) */
+	struct hold_table hold;
+	uint64_t known_end;    /* a record boundary found before */
+	int tx_wake_fd;        /* the writer generation's tx_wake page */
+	struct lhold *holders; /* SHM_HOLD_MAX */
+	unsigned nholders;
+	uint64_t *sent;        /* descriptors its writer was sent (kind << 62 | number) */
+	unsigned nsent;
+	bool cut;
+	struct blane *next;
+};
+
+/* A cursor page of one reader generation for one publisher. */
+struct lpage {
+	uint64_t publisher;
+	uint32_t number;       /* per broker, never reused */
+	uint32_t used;         /* slots handed out (never reused within a page) */
+	int fd;                /* read-write, the broker's own */
+	int ro;                /* read-only, for the writers */
+	struct shm_cursor_page *map;
+	char name[96];         /* in the session's directory */
+	struct lpage *next;
+};
+
+/* An arm page: 504 slots of one uid's reader generations. */
+struct larm {
+	uid_t uid;
+	uint32_t number;
+	int fd;
+	struct shm_arm_page *map;
+	uint64_t used[SHM_LINE / 8]; /* slots taken */
+	struct larm *next;
+};
+
+struct lreader {
+	uint64_t session;
+	uint32_t generation;
+	uid_t uid;
+	bool drop_oldest;
+	uint64_t number;       /* what hold entries say of it (not its session id) */
+	int rx_wake_fd;
+	struct larm *arm;
+	uint32_t arm_slot;
+	struct lpage *pages;
+	uint32_t *topics;      /* subscribed topic ids */
+	unsigned ntopics, topics_cap;
+	struct lreader *next;
+};
+
+/* A message for one session's owner, with descriptors (owned by the
+ * register: they stay open until lanes_push_done()). */
+struct lpush {
+	uint64_t session;
+	uint32_t generation;
+	union {
+		struct proto_hdr h;
+		struct proto_lane lane;
+		struct proto_holder holder;
+	} msg;
+	int fds[LANES_MAX_PUSH_FDS];
+	unsigned nfds;
+};
+
+struct lanes_reg {
+	int lanes_dirfd;       /* SHMB_DIR/lanes */
+	/* the directory of a session (sessions/<id>), for its cursor pages */
+	int (*session_dir)(void *ctx, uint64_t session);
+	/* cover (add) or uncover a mapping of a file a client can write, on
+	 * behalf of the session a fault there blames (the broker's SIGBUS
+	 * guard, guard.h); NULL in tests */
+	void (*guard)(void *ctx, void *base, size_t len, uint64_t session, bool add);
+	void *ctx;
+	uint64_t broker_id;
+	uint64_t ring_size;    /* of new lanes, unless the publisher says */
+	struct blane *lanes;
+	struct lreader *readers;
+	struct larm *arms;
+	uint32_t next_lane, next_page, next_arm;
+	uint64_t next_reader;
+	struct lpush *push;    /* queued pushes */
+	unsigned npush, push_cap;
+	char why[200];         /* after a failure: what, for the log */
+};
+
+void lanes_init(struct lanes_reg *g, int lanes_dirfd, uint64_t broker_id);
+void lanes_free(struct lanes_reg *g);
+
+/* A reader session generation: its rx_wake page and arm slot.  NULL with
+ * g->why on failure. */
+struct lreader *lanes_reader_new(struct lanes_reg *g, uint64_t session, uint32_t generation,
+				 uid_t uid, bool drop_oldest);
+
+/* The reader is gone (its generation ended): its entries freed (the
+ * writers no longer wait for it), its arm word and bit cleared, its
+ * pages removed. */
+void lanes_reader_end(struct lanes_reg *g, struct lreader *r);
+
+/*
+ * The publisher (session, generation, uid) will publish on topic: its
+ * lane (made when it has none), the topic's bit, and a holder for each of
+ * `readers` (the topic's subscribers the caller allows) that does not
+ * hold the lane yet, each started by the floor protocol and told by a
+ * PROTO_LANE push; the writer is told of each new holder by a
+ * PROTO_HOLDER push.  *out the lane.  -errno with g->why.
+ */
+int lanes_topic_use(struct lanes_reg *g, uint64_t session, uint32_t generation, uid_t uid,
+		    uint64_t ring_size, uint32_t topic, struct lreader **readers, unsigned nreaders,
+		    struct blane **out);
+
+/* The reader subscribed to topic: a holder on every open lane that
+ * carries it and that it does not hold yet. */
+int lanes_subscribe(struct lanes_reg *g, struct lreader *r, uint32_t topic);
+
+/* The publisher generation ended: its lanes are cut after their last
+ * record (a writer still committing loses the race: -ESTALE for it),
+ * CUT stored; readers read to the cut. */
+int lanes_publisher_end(struct lanes_reg *g, uint64_t session, uint32_t generation);
+
+/* Lanes cut and passed by every holder (or held by none) are removed. */
+void lanes_tick(struct lanes_reg *g);
+
+struct blane *lanes_find(struct lanes_reg *g, uint64_t session, uint32_t generation);
+
+/* The queued pushes were sent (or their receivers are gone): close their
+ * descriptors and forget them. */
+void lanes_push_done(struct lanes_reg *g);
+
+#endif

@@ -1,0 +1,382 @@
+/*
+ * tests/unit/test-lanereg.c - the broker's register of lanes
+ * (broker/lanes.c): a publisher's first use of a topic makes its lane and
+ * starts its subscribers there, a later subscriber joins by the floor
+ * protocol, each side is told with the descriptors it lacks, and the
+ * descriptors work: a writer and a reader built from them move every
+ * record, the publisher's end cuts the lane after its last record, the
+ * reader reads to the cut and the lane goes once passed; a reader that
+ * ends frees its writer.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "broker/lanes.h"
+#include "harness.h"
+#include "shm/atomics.h"
+#include "shm/lane-rw.h"
+
+#define PUB 11u
+#define TOPIC 5u
+
+struct env {
+	char dir[64];
+	int root, lanes, sessions;
+	int sdir[64];
+	struct lanes_reg g;
+};
+
+static int session_dir(void *ctx, uint64_t session)
+{
+	struct env *e = ctx;
+	char name[32];
+
+	if (session >= 64)
+		return -1;
+	if (e->sdir[session] < 0) {
+		snprintf(name, sizeof(name), "%llu", (unsigned long long)session);
+		mkdirat(e->sessions, name, 0700);
+		e->sdir[session] = openat(e->sessions, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
+	return e->sdir[session];
+}
+
+static void env_open(struct env *e)
+{
+	snprintf(e->dir, sizeof(e->dir), "/tmp/shmb-lanereg-XXXXXX");
+	CU_ASSERT_FATAL(mkdtemp(e->dir) != NULL);
+	e->root = open(e->dir, O_RDONLY | O_DIRECTORY);
+	mkdirat(e->root, "lanes", 0700);
+	mkdirat(e->root, "sessions", 0700);
+	e->lanes = openat(e->root, "lanes", O_RDONLY | O_DIRECTORY);
+	e->sessions = openat(e->root, "sessions", O_RDONLY | O_DIRECTORY);
+	for (int i = 0; i < 64; i++)
+		e->sdir[i] = -1;
+	lanes_init(&e->g, e->lanes, 42);
+	e->g.ring_size = 64 * 1024;
+	e->g.session_dir = session_dir;
+	e->g.ctx = e;
+}
+
+static void env_close(struct env *e)
+{
+	char cmd[128];
+
+	lanes_free(&e->g);
+	for (int i = 0; i < 64; i++)
+		if (e->sdir[i] >= 0)
+			close(e->sdir[i]);
+	close(e->lanes);
+	close(e->sessions);
+	close(e->root);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
+	CU_ASSERT(system(cmd) == 0);
+}
+
+static const struct lpush *push_to(const struct lanes_reg *g, uint64_t session, uint32_t type)
+{
+	for (unsigned i = 0; i < g->npush; i++)
+		if (g->push[i].session == session && g->push[i].msg.h.type == type)
+			return &g->push[i];
+	return NULL;
+}
+
+static void *map(int fd, size_t len, int prot)
+{
+	void *m = mmap(NULL, len, prot, MAP_SHARED, fd, 0);
+
+	CU_ASSERT_FATAL(m != MAP_FAILED);
+	return m;
+}
+
+/* What the writer maps from its HOLDER pushes: page numbers to mappings. */
+struct wpages {
+	uint32_t page_no[8], arm_no[8];
+	const struct shm_cursor_page *page[8];
+	const struct shm_arm_page *arm[8];
+	uint64_t reader[8];
+	uint32_t *wake[8];
+	unsigned npage, narm, nwake;
+};
+
+static void wpages_take(struct wpages *w, const struct lpush *p)
+{
+	const struct proto_holder *h = &p->msg.holder;
+	unsigned k = 0;
+
+	if (h->flags & PROTO_HOLDER_PAGE) {
+		w->page_no[w->npage] = h->page;
+		w->page[w->npage++] = map(p->fds[k++], 4096, PROT_READ);
+	}
+	if (h->flags & PROTO_HOLDER_WAKE) {
+		w->reader[w->nwake] = h->reader;
+		w->wake[w->nwake++] = map(p->fds[k++], 4096, PROT_READ | PROT_WRITE);
+	}
+	if (h->flags & PROTO_HOLDER_ARM) {
+		w->arm_no[w->narm] = h->arm_page;
+		w->arm[w->narm++] = map(p->fds[k++], 4096, PROT_READ);
+	}
+	CU_ASSERT(k == p->nfds);
+}
+
+static const struct shm_cursor_page *w_cursor(void *ctx, uint32_t page)
+{
+	struct wpages *w = ctx;
+
+	for (unsigned i = 0; i < w->npage; i++)
+		if (w->page_no[i] == page)
+			return w->page[i];
+	return NULL;
+}
+
+static const struct shm_arm_page *w_arm(void *ctx, uint32_t page)
+{
+	struct wpages *w = ctx;
+
+	for (unsigned i = 0; i < w->narm; i++)
+		if (w->arm_no[i] == page)
+			return w->arm[i];
+	return NULL;
+}
+
+static uint32_t *w_wake(void *ctx, uint64_t reader)
+{
+	struct wpages *w = ctx;
+
+	for (unsigned i = 0; i < w->nwake; i++)
+		if (w->reader[i] == reader)
+			return w->wake[i];
+	return NULL;
+}
+
+/* A reader as libshmb will build it from a PROTO_LANE push. */
+struct rside {
+	uint8_t *data, *meta;
+	struct shm_cursor_page *page;
+	struct lane_reader r;
+	size_t len;
+};
+
+static void rside_open(struct rside *s, const struct lpush *p)
+{
+	const struct proto_lane *m = &p->msg.lane;
+
+	CU_ASSERT_FATAL(m->flags & PROTO_LANE_PAGE);
+	CU_ASSERT_FATAL(p->nfds == 4);
+	s->len = SHM_LANE_RING_OFFSET + m->ring_size;
+	s->data = map(p->fds[0], s->len, PROT_READ);
+	s->meta = map(p->fds[1], SHM_LANE_META_SIZE, PROT_READ);
+	s->page = map(p->fds[2], 4096, PROT_READ | PROT_WRITE);
+	CU_ASSERT_FATAL(lane_reader_init(&s->r, s->data, m->ring_size, s->meta, &s->page->slot[m->slot],
+					 false, !!(m->flags & PROTO_LANE_DROP_OLDEST), m->start,
+					 m->order) == 0);
+	CU_ASSERT(s->page->slot[m->slot] == m->start);
+}
+
+/* A subscriber before the publisher's first use, one after: both are
+ * told with the descriptors each lacks, their entries are in the table,
+ * and records written through descriptors the pushes gave arrive whole;
+ * the publisher's end cuts after the last, the readers read to the cut,
+ * the lane goes once both passed it. */
+static void test_end_to_end(void)
+{
+	struct env e;
+	struct lreader *r1, *r2;
+	struct blane *l;
+	struct wpages wp = { 0 };
+	struct lane_pages pages = { w_cursor, w_arm, w_wake, &wp };
+	struct lane_writer w;
+	struct rside s1, s2;
+	struct lane_rec m;
+	uint8_t *wdata;
+	const struct lpush *p;
+	uint64_t got1 = 0, got2 = 0;
+	char name[LANEFILE_NAME_MAX];
+
+	env_open(&e);
+	r1 = lanes_reader_new(&e.g, 1, 1, 1000, false);
+	CU_ASSERT_FATAL(r1 != NULL);
+	CU_ASSERT(lanes_subscribe(&e.g, r1, TOPIC) == 0);
+	CU_ASSERT(e.g.npush == 0); /* no lane carries it yet */
+	CU_ASSERT_FATAL(lanes_topic_use(&e.g, PUB, 1, 1000, 0, TOPIC, &r1, 1, &l) == 0);
+	snprintf(name, sizeof(name), "%s", l->f.name);
+	CU_ASSERT(lanefile_topic_isset(&l->f, TOPIC));
+	CU_ASSERT(l->nholders == 1);
+	CU_ASSERT_FATAL((p = push_to(&e.g, 1, PROTO_LANE)) != NULL);
+	CU_ASSERT(p->msg.lane.flags & PROTO_LANE_IN_PLACE); /* same uid */
+	CU_ASSERT(p->msg.lane.lane == l->number && p->msg.lane.publisher == PUB);
+	rside_open(&s1, p);
+	CU_ASSERT_FATAL((p = push_to(&e.g, PUB, PROTO_HOLDER)) != NULL);
+	CU_ASSERT(p->msg.holder.flags == (PROTO_HOLDER_PAGE | PROTO_HOLDER_WAKE | PROTO_HOLDER_ARM));
+	wpages_take(&wp, p);
+	lanes_push_done(&e.g);
+
+	/* the writer, from the broker's own data descriptor (the control
+	 * layer hands it one opened under Landlock) */
+	wdata = map(l->f.data_fd, l->f.data_len, PROT_READ | PROT_WRITE);
+	{
+		uint8_t *hold = map(l->f.hold_ro, SHM_HOLD_SIZE, PROT_READ);
+
+		CU_ASSERT_FATAL(lane_writer_init(&w, wdata, l->ring.size, hold, &pages, false, 0, 0, 0) == 0);
+	}
+	for (uint64_t i = 1; i <= 100; i++) {
+		uint64_t *pl;
+
+		CU_ASSERT_FATAL(lane_reserve(&w, TOPIC, i, NULL, 8, (void **)&pl) == 0);
+		*pl = i;
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	}
+	/* a second subscriber joins the running lane: from the end, page and
+	 * wake new to the writer, the arm page not (same uid) */
+	r2 = lanes_reader_new(&e.g, 2, 1, 1000, false);
+	CU_ASSERT(lanes_subscribe(&e.g, r2, TOPIC) == 0);
+	CU_ASSERT_FATAL((p = push_to(&e.g, 2, PROTO_LANE)) != NULL);
+	CU_ASSERT(p->msg.lane.start == w.p.pos);
+	rside_open(&s2, p);
+	CU_ASSERT_FATAL((p = push_to(&e.g, PUB, PROTO_HOLDER)) != NULL);
+	CU_ASSERT(p->msg.holder.flags == (PROTO_HOLDER_PAGE | PROTO_HOLDER_WAKE));
+	wpages_take(&wp, p);
+	lanes_push_done(&e.g);
+	for (uint64_t i = 101; i <= 200; i++) {
+		uint64_t *pl;
+
+		CU_ASSERT_FATAL(lane_reserve(&w, TOPIC, i, NULL, 8, (void **)&pl) == 0);
+		*pl = i;
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	}
+	CU_ASSERT(w.npeer >= 2);
+	/* the publisher's generation ends: cut after record 200 */
+	CU_ASSERT(lanes_publisher_end(&e.g, PUB, 1) == 0);
+	CU_ASSERT(lanefile_state(&l->f)->state == SHM_LANE_CUT);
+	CU_ASSERT(lanefile_state(&l->f)->cut_pos == w.p.pos);
+	{
+		uint64_t *pl;
+
+		CU_ASSERT(lane_reserve(&w, TOPIC, 201, NULL, 8, (void **)&pl) == 0);
+		CU_ASSERT(lane_commit(&w) == -ESTALE);
+	}
+	while (lane_read(&s1.r, NULL, 0, &m) == LANE_REC) {
+		CU_ASSERT(m.order == ++got1 && *(const uint64_t *)m.payload == got1);
+		lane_ack(&s1.r, m.end);
+	}
+	CU_ASSERT(lane_read(&s1.r, NULL, 0, &m) == LANE_END);
+	CU_ASSERT(got1 == 200);
+	got2 = 100;
+	while (lane_read(&s2.r, NULL, 0, &m) == LANE_REC)
+		CU_ASSERT(m.order == ++got2);
+	CU_ASSERT(got2 == 200);
+	/* r2 has not acknowledged: the lane stays */
+	lanes_tick(&e.g);
+	CU_ASSERT(faccessat(e.lanes, name, F_OK, 0) == 0);
+	lane_ack(&s2.r, m.end);
+	lanes_tick(&e.g);
+	CU_ASSERT(faccessat(e.lanes, name, F_OK, 0) < 0 && errno == ENOENT);
+	CU_ASSERT(e.g.lanes == NULL);
+	lane_writer_free(&w);
+	env_close(&e);
+}
+
+/* A reader that does not move holds its writer; once its generation ends
+ * the writer goes on, and the reader's arm word and bit are clear. */
+static void test_reader_end(void)
+{
+	struct env e;
+	struct lreader *r;
+	struct blane *l;
+	struct wpages wp = { 0 };
+	struct lane_pages pages = { w_cursor, w_arm, w_wake, &wp };
+	struct lane_writer w;
+	struct shm_arm_page *arm;
+	uint8_t *wdata, *hold;
+	uint64_t order = 1;
+	uint32_t slot;
+	int ret;
+
+	env_open(&e);
+	r = lanes_reader_new(&e.g, 3, 1, 1000, false);
+	CU_ASSERT_FATAL(r != NULL);
+	lanes_subscribe(&e.g, r, TOPIC);
+	CU_ASSERT_FATAL(lanes_topic_use(&e.g, PUB, 1, 1000, 0, TOPIC, &r, 1, &l) == 0);
+	wpages_take(&wp, push_to(&e.g, PUB, PROTO_HOLDER));
+	arm = map(r->arm->fd, 4096, PROT_READ | PROT_WRITE);
+	slot = r->arm_slot;
+	lane_arm(arm, slot, 99); /* as if asleep */
+	lanes_push_done(&e.g);
+	wdata = map(l->f.data_fd, l->f.data_len, PROT_READ | PROT_WRITE);
+	hold = map(l->f.hold_ro, SHM_HOLD_SIZE, PROT_READ);
+	CU_ASSERT_FATAL(lane_writer_init(&w, wdata, l->ring.size, hold, &pages, false, 0, 0, 0) == 0);
+	do {
+		void *pl;
+
+		ret = lane_reserve(&w, TOPIC, order++, NULL, 200, &pl);
+		if (ret == 0)
+			lane_commit(&w);
+	} while (ret == 0);
+	CU_ASSERT(ret == -EAGAIN);
+	CU_ASSERT(w.wakes == 1); /* the sleeper, once */
+	lanes_reader_end(&e.g, r);
+	CU_ASSERT(arm->arm[slot] == 0 && !(arm->bits[slot / 64] & (1ull << (slot % 64))));
+	for (int i = 0; i < 2000; i++) {
+		void *pl;
+
+		CU_ASSERT_FATAL(lane_reserve(&w, TOPIC, order++, NULL, 200, &pl) == 0);
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	}
+	lane_writer_free(&w);
+	env_close(&e);
+}
+
+/* Readers of two uids get two arm pages; a reader of another uid than
+ * the writer reads by copy (no PROTO_LANE_IN_PLACE); a drop-oldest reader
+ * is a WATCH entry. */
+static void test_classes(void)
+{
+	struct env e;
+	struct lreader *r[2];
+	struct blane *l;
+	const struct lpush *p;
+	struct hold_view v;
+
+	env_open(&e);
+	r[0] = lanes_reader_new(&e.g, 4, 1, 0, false);   /* root */
+	r[1] = lanes_reader_new(&e.g, 5, 1, 1000, true); /* the writer's uid, drop-oldest */
+	CU_ASSERT_FATAL(r[0] && r[1]);
+	CU_ASSERT(r[0]->arm != r[1]->arm);
+	lanes_subscribe(&e.g, r[0], TOPIC);
+	lanes_subscribe(&e.g, r[1], TOPIC);
+	CU_ASSERT_FATAL(lanes_topic_use(&e.g, PUB, 1, 1000, 0, TOPIC, r, 2, &l) == 0);
+	CU_ASSERT_FATAL((p = push_to(&e.g, 4, PROTO_LANE)) != NULL);
+	CU_ASSERT(!(p->msg.lane.flags & PROTO_LANE_IN_PLACE));
+	CU_ASSERT_FATAL((p = push_to(&e.g, 5, PROTO_LANE)) != NULL);
+	CU_ASSERT(p->msg.lane.flags & PROTO_LANE_DROP_OLDEST);
+	CU_ASSERT(hold_read(&l->hold, (unsigned)l->holders[1].idx, &v) && v.kind == SHM_HOLD_WATCH);
+	CU_ASSERT(hold_read(&l->hold, (unsigned)l->holders[0].idx, &v) && v.kind == SHM_HOLD_HOLD);
+	/* a topic outside the lane: nothing to hold */
+	lanes_push_done(&e.g);
+	CU_ASSERT(lanes_subscribe(&e.g, r[0], TOPIC + 1) == 0);
+	CU_ASSERT(e.g.npush == 0);
+	env_close(&e);
+}
+
+static const struct harness_test reg_tests[] = {
+	{ "end_to_end", test_end_to_end },
+	{ "reader_end", test_reader_end },
+	{ "classes", test_classes },
+	{ NULL, NULL },
+};
+
+static const struct harness_suite suites[] = {
+	{ "lanereg", reg_tests },
+	{ NULL, NULL },
+};
+
+int main(int argc, char **argv)
+{
+	return harness_main("test-lanereg", suites, argc, argv);
+}
