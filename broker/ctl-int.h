@@ -5,6 +5,7 @@
 #ifndef BROKER_CTL_INT_H
 #define BROKER_CTL_INT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "shm/proto.h"
@@ -12,6 +13,11 @@
 struct broker;
 struct conn;
 
+#define CTL_MAX_FDS 4
+
+/* Send a message of len bytes (with up to CTL_MAX_FDS fds) on c: 0, or
+ * <0 when c must be closed. */
+int ctl_send_msg(struct conn *c, const void *msg, size_t len, const int *fds, int nfds);
 /* Send r (with up to nfds fds) on c: 0, or <0 when c must be closed. */
 int ctl_send_reply(struct conn *c, const struct proto_reply *r, const int *fds, int nfds);
 /* A reply to req_id with err (0 or -errno), nothing else set. */

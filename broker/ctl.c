@@ -28,6 +28,7 @@
 #include "broker/broker.h"
 #include "broker/ctl.h"
 #include "broker/ctl-int.h"
+#include "broker/ctl-lanes.h"
 #include "broker/guard.h"
 #include "broker/harden.h"
 #include "broker/link.h"
@@ -129,15 +130,17 @@ void ctl_close(struct broker *b, struct conn *c, const char *why)
 	free(c);
 }
 
-int ctl_send_reply(struct conn *c, const struct proto_reply *r, const int *fds, int nfds)
+int ctl_send_msg(struct conn *c, const void *msg, size_t len, const int *fds, int nfds)
 {
 	union {
 		struct cmsghdr h;
-		char buf[CMSG_SPACE(3 * sizeof(int))];
+		char buf[CMSG_SPACE(CTL_MAX_FDS * sizeof(int))];
 	} cm;
-	struct iovec iov = { .iov_base = (void *)r, .iov_len = sizeof(*r) };
+	struct iovec iov = { .iov_base = (void *)msg, .iov_len = len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 
+	if (nfds > CTL_MAX_FDS)
+		return -EINVAL;
 	if (nfds) {
 		memset(&cm, 0, sizeof(cm));
 		mh.msg_control = cm.buf;
@@ -147,9 +150,14 @@ int ctl_send_reply(struct conn *c, const struct proto_reply *r, const int *fds, 
 		cm.h.cmsg_len = CMSG_LEN(nfds * sizeof(int));
 		memcpy(CMSG_DATA(&cm.h), fds, nfds * sizeof(int));
 	}
-	if (sendmsg(c->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(*r))
+	if (sendmsg(c->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)len)
 		return -errno;
 	return 0;
+}
+
+int ctl_send_reply(struct conn *c, const struct proto_reply *r, const int *fds, int nfds)
+{
+	return ctl_send_msg(c, r, sizeof(*r), fds, nfds);
 }
 
 void ctl_reply_init(struct proto_reply *r, uint64_t req_id, int err)
@@ -308,7 +316,11 @@ static int do_sub(struct broker *b, struct conn *c, const struct proto_sub *q, b
 		return ctl_reply_err(c, q->h.req_id, err, "no such session of yours attached here");
 	err = sub ? topic_subscribe(b, s, q->topic_id, q->flags & PROTO_SUB_RESET)
 		  : topic_unsubscribe(b, s, q->topic_id);
-	return ctl_reply_err(c, q->h.req_id, err, err ? "no such topic" : "ok");
+	err = ctl_reply_err(c, q->h.req_id, err, err ? "no such topic" : "ok");
+	/* after the reply: the lanes' pushes follow it */
+	if (sub && err == 0)
+		ctl_lanes_subscribed(b, s, q->topic_id);
+	return err;
 }
 
 static int do_status(struct broker *b, struct conn *c, const struct proto_status *q)
@@ -350,6 +362,7 @@ static const uint32_t proto_size[] = {
 	[PROTO_STATUS] = sizeof(struct proto_status),
 	[PROTO_LIST] = sizeof(struct proto_list),
 	[PROTO_KICK] = sizeof(struct proto_kick),
+	[PROTO_LANE_TOPIC] = sizeof(struct proto_lane_topic),
 };
 
 /* One message; returns <0 when the connection must be closed. */
@@ -410,6 +423,9 @@ static int ctl_message(struct broker *b, struct conn *c, const void *buf, size_t
 		break;
 	case PROTO_KICK:
 		r = ctl_admin_kick(b, c, buf);
+		break;
+	case PROTO_LANE_TOPIC:
+		r = ctl_lane_topic(b, c, buf);
 		break;
 	default:
 		r = ctl_reply_err(c, h.req_id, -EOPNOTSUPP, "unknown message type %u", h.type);

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "broker/ctl-lanes.h"
 #include "broker/broker.h"
 #include "broker/ctl.h"
 #include "broker/guard.h"
@@ -403,6 +404,7 @@ int loop_run(struct broker *b)
 			topic_rates(b, now);
 			wake_backoff(b, now);
 			exitw_tick(b, now);
+			ctl_lanes_tick(b);
 			/* about once a second: clients' TX files as they were made */
 			if (now - last_sweep >= 1000000000ull) {
 				harden_sweep(b);

@@ -25,6 +25,7 @@
 
 #include "broker/broker.h"
 #include "broker/ctl.h"
+#include "broker/ctl-lanes.h"
 #include "broker/guard.h"
 #include "broker/harden.h"
 #include "broker/link.h"
@@ -69,6 +70,9 @@ static void usage(FILE *f)
 		"      --no-landlock          hand clients plain descriptors of their TX files\n"
 		"                             (by default they are opened under Landlock, where the\n"
 		"                             kernel has ABI 3, so clients cannot truncate them)\n"
+		"      --lanes                the direct data path, experimental: clients that\n"
+		"                             speak it publish into lanes their subscribers read\n"
+		"                             (libshmb does not yet; docs/design/data-path.md)\n"
 		"      --exit-reasons auto|bpf|pidfd|off  how the broker learns why a session's\n"
 		"                             owner went (\"killed by SIGKILL\", \"exited 3\"):\n"
 		"                             bpf: an exit tracer (needs CAP_BPF and CAP_PERFMON,\n"
@@ -266,6 +270,7 @@ static int set_opt(struct broker *b, struct secs *t, int o, const char *val)
 			r = -EINVAL;
 		break;
 	case 22: r = parse_bool(val, &b->o.no_landlock); break;
+	case 23: r = parse_bool(val, &b->o.lanes); break;
 	case 21: r = parse_u64(val, &b->o.link_timeout_ms);
 		if (!r && !b->o.link_timeout_ms)
 			r = -EINVAL;
@@ -392,6 +397,7 @@ static const struct option main_opts[] = {
 	{ "link-heartbeat-ms", required_argument, NULL, 20 },
 	{ "link-timeout-ms", required_argument, NULL, 21 },
 	{ "no-landlock", no_argument, NULL, 22 },
+	{ "lanes", no_argument, NULL, 23 },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
@@ -555,6 +561,11 @@ static int main_modules(struct broker *b)
 		return -1;
 	}
 	link_start(b);
+	r = ctl_lanes_start(b);
+	if (r < 0) {
+		log_msg(LOG_ERR, "--lanes: cannot set up %s/lanes: %s", b->o.dir, strerror(-r));
+		return -1;
+	}
 	return 0;
 }
 
@@ -574,6 +585,7 @@ static int main_run(struct broker *b)
 static void main_teardown(struct broker *b)
 {
 	exitw_fini(b);
+	ctl_lanes_stop(b);
 }
 
 int main(int argc, char **argv)

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/ctl-lanes.h"
 #include "broker/guard.h"
 #include "broker/harden.h"
 #include "broker/log.h"
@@ -238,6 +239,7 @@ int session_new_generation(struct broker *b, struct session *s)
 	}
 	/* the commit point of the switch; wake every reader: a fenced owner
 	 * learns -ESTALE, others re-check */
+	ctl_lanes_session_end(b, s);
 	s->generation = gen;
 	store_release(&s->rxc->generation, gen);
 	r = session_tx_adopt(s, &tx, gen, start_seq);

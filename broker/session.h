@@ -21,6 +21,7 @@
 struct broker;
 struct conn;
 struct state_load;
+struct lreader;
 
 /* What one subscriber has received from one source (dedup across a
  * partial fan-out, docs/design/recovery.md).  Entry i mirrors entry i of the
@@ -104,6 +105,7 @@ struct session {
 
 	struct log_event ev[SESSION_EVENTS]; /* a ring: the newest at (nev - 1) % SESSION_EVENTS */
 	uint64_t nev;          /* events ever recorded */
+	struct lreader *lane_reader; /* --lanes: this owner generation as a lane reader */
 };
 
 int session_table_init(struct broker *b);

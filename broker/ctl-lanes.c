@@ -1,0 +1,249 @@
+/*
+ * broker/ctl-lanes.c - the direct data path in the running broker, behind
+ * --lanes (experimental, off by default; docs/design/data-path.md,
+ * section 9, step 3): the register of lanes (lanes.c) made at start-up,
+ * PROTO_LANE_TOPIC answered, subscriptions and the ends of owner
+ * generations passed on, and the pushes it queues sent to the owners.
+ *
+ * Until libshmb reads and writes lanes, only clients that speak these
+ * messages use them (tests/integration/test-lanes.c); the relay path
+ * runs as before beside them.
+ *
+ * Must never: hand a writer its data file by anything but a descriptor
+ * opened under Landlock where the kernel has it (harden.c); let a
+ * session's owner use a lane of a topic its uid may not publish on;
+ * leave a push's descriptors open after it was sent or dropped.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "broker/broker.h"
+#include "broker/ctl-int.h"
+#include "broker/ctl-lanes.h"
+#include "broker/ctl.h"
+#include "broker/guard.h"
+#include "broker/harden.h"
+#include "broker/lanes.h"
+#include "broker/log.h"
+#include "broker/session.h"
+#include "broker/topic.h"
+
+static int session_dir(void *ctx, uint64_t id)
+{
+	struct session *s = session_by_id(ctx, id);
+
+	return s ? s->dirfd : -1;
+}
+
+static void guard_hook(void *ctx, void *base, size_t len, uint64_t id, bool add)
+{
+	if (add)
+		guard_add(base, len, session_by_id(ctx, id));
+	else
+		guard_remove(base);
+}
+
+/* Lanes of an earlier run: not re-adopted yet (a later step of
+ * data-path.md, section 9), so removed, each said in the log. */
+static void drop_leftovers(int dirfd)
+{
+	int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *e;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.' && lanefile_remove(dirfd, e->d_name) == 0)
+			log_msg(LOG_NOTICE, "lanes: %s of an earlier run removed", e->d_name);
+	closedir(d);
+}
+
+int ctl_lanes_start(struct broker *b)
+{
+	int fd;
+
+	if (!b->o.lanes)
+		return 0;
+	if (mkdirat(b->dirfd, "lanes", 0700) < 0 && errno != EEXIST)
+		return -errno;
+	fd = openat(b->dirfd, "lanes", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	drop_leftovers(fd);
+	b->lanes = calloc(1, sizeof(*b->lanes));
+	if (!b->lanes) {
+		close(fd);
+		return -ENOMEM;
+	}
+	lanes_init(b->lanes, fd, b->broker_id);
+	b->lanes->ring_size = b->o.tx_ring_size;
+	b->lanes->session_dir = session_dir;
+	b->lanes->guard = guard_hook;
+	b->lanes->ctx = b;
+	log_msg(LOG_NOTICE, "lanes on (experimental): clients that speak them publish into shared"
+		" lanes their subscribers read directly");
+	return 0;
+}
+
+void ctl_lanes_stop(struct broker *b)
+{
+	if (!b->lanes)
+		return;
+	close(b->lanes->lanes_dirfd);
+	lanes_free(b->lanes);
+	free(b->lanes);
+	b->lanes = NULL;
+}
+
+/* Send every queued push to its session's owner (if it still has that
+ * owner generation); then close their descriptors. */
+static void flush(struct broker *b)
+{
+	struct lanes_reg *g = b->lanes;
+
+	for (unsigned i = 0; i < g->npush; i++) {
+		struct lpush *p = &g->push[i];
+		struct session *s = session_by_id(b, p->session);
+
+		if (!s || !s->owner || s->generation != p->generation)
+			continue;
+		if (ctl_send_msg(s->owner, &p->msg, p->msg.h.len, p->fds, (int)p->nfds) < 0)
+			log_msg(LOG_WARNING, "session %s: a lane message could not be sent", s->name);
+	}
+	lanes_push_done(g);
+}
+
+/* The session's reader for this owner generation, made on first use. */
+static struct lreader *reader_of(struct broker *b, struct session *s)
+{
+	if (s->lane_reader && s->lane_reader->generation != s->generation) {
+		lanes_reader_end(b->lanes, s->lane_reader);
+		s->lane_reader = NULL;
+	}
+	if (!s->lane_reader)
+		s->lane_reader = lanes_reader_new(b->lanes, s->id, s->generation, s->uid,
+						  s->policy == SHM_POLICY_DROP_OLDEST);
+	return s->lane_reader;
+}
+
+/* The subscribers of t that may read it and have an owner now. */
+static unsigned readers_of(struct broker *b, const struct topic *t, struct lreader **out,
+			   unsigned cap)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < t->nsubs && n < cap; i++) {
+		struct session *s = t->subs[i];
+		struct lreader *r;
+
+		if (!s->owner || (s->uid != 0 && s->uid != t->owner))
+			continue;
+		r = reader_of(b, s);
+		if (r)
+			out[n++] = r;
+	}
+	return n;
+}
+
+static int lane_reply(struct broker *b, struct conn *c, uint64_t req_id, struct blane *l, bool fds)
+{
+	struct proto_reply r;
+	int fd[4] = { -1, -1, -1, -1 }, ret;
+
+	ctl_reply_init(&r, req_id, 0);
+	r.u.lane.lane = l->number;
+	r.u.lane.ring_size = l->ring.size;
+	if (!fds)
+		return ctl_send_reply(c, &r, NULL, 0);
+	/* the writer's data descriptor cannot truncate where Landlock allows */
+	fd[0] = harden_client_fd(b, l->f.dirfd, LANEFILE_DATA, l->f.data_fd);
+	fd[1] = fcntl(l->f.meta_ro, F_DUPFD_CLOEXEC, 0);
+	fd[2] = fcntl(l->f.hold_ro, F_DUPFD_CLOEXEC, 0);
+	fd[3] = fcntl(l->tx_wake_fd, F_DUPFD_CLOEXEC, 0);
+	if (fd[0] < 0 || fd[1] < 0 || fd[2] < 0 || fd[3] < 0) {
+		ret = ctl_reply_err(c, req_id, -EMFILE, "cannot pass the lane's descriptors");
+	} else {
+		r.u.lane.fds = 4;
+		ret = ctl_send_reply(c, &r, fd, 4);
+	}
+	for (int i = 0; i < 4; i++)
+		if (fd[i] >= 0)
+			close(fd[i]);
+	return ret;
+}
+
+int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_topic *q)
+{
+	struct session *s = session_by_id(b, q->session_id);
+	struct topic *t = topic_by_id(b, q->topic_id);
+	struct lreader *rd[256];
+	struct blane *l;
+	bool fresh;
+	int ret;
+
+	if (!b->lanes)
+		return ctl_reply_err(c, q->h.req_id, -EOPNOTSUPP, "lanes are off (shmbd --lanes)");
+	if (!s || s->uid != c->uid)
+		return ctl_reply_err(c, q->h.req_id, -ENOENT, "no such session of yours");
+	if (s->owner != c)
+		return ctl_reply_err(c, q->h.req_id, -ESTALE, "not this session's owner");
+	if (!t)
+		return ctl_reply_err(c, q->h.req_id, -ENOENT, "no such topic");
+	if (c->uid != 0 && t->owner != c->uid)
+		return ctl_reply_err(c, q->h.req_id, -EPERM, "topic %s is another uid's", t->name);
+	fresh = !lanes_find(b->lanes, s->id, s->generation);
+	ret = lanes_topic_use(b->lanes, s->id, s->generation, s->uid, s->tx_ring_size, t->id, rd,
+			      readers_of(b, t, rd, 256), &l);
+	if (ret < 0) {
+		lanes_push_done(b->lanes);
+		log_msg(LOG_WARNING, "session %s: %s", s->name, b->lanes->why);
+		return ctl_reply_err(c, q->h.req_id, ret, "%s", b->lanes->why);
+	}
+	/* the reply before the pushes: the writer maps its lane first */
+	ret = lane_reply(b, c, q->h.req_id, l, fresh);
+	flush(b);
+	return ret;
+}
+
+void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic)
+{
+	struct lreader *r;
+
+	if (!b->lanes)
+		return;
+	r = reader_of(b, s);
+	if (!r || lanes_subscribe(b->lanes, r, topic) < 0)
+		log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
+	flush(b);
+}
+
+void ctl_lanes_session_end(struct broker *b, struct session *s)
+{
+	if (!b->lanes)
+		return;
+	/* as a publisher: its lanes end after their last record */
+	if (lanes_publisher_end(b->lanes, s->id, s->generation) < 0)
+		log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
+	/* as a reader: until spools exist (data-path.md, step 5), it stops
+	 * holding its writers at once */
+	if (s->lane_reader) {
+		lanes_reader_end(b->lanes, s->lane_reader);
+		s->lane_reader = NULL;
+	}
+	lanes_push_done(b->lanes);
+}
+
+void ctl_lanes_tick(struct broker *b)
+{
+	if (b->lanes)
+		lanes_tick(b->lanes);
+}

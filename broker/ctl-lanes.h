@@ -1,0 +1,33 @@
+/*
+ * broker/ctl-lanes.h - the direct data path in the running broker, behind
+ * --lanes (ctl-lanes.c).  Every function does nothing when lanes are off.
+ */
+#ifndef BROKER_CTL_LANES_H
+#define BROKER_CTL_LANES_H
+
+#include <stdint.h>
+
+#include "shm/proto.h"
+
+struct broker;
+struct conn;
+struct session;
+
+/* At start-up: SHMB_DIR/lanes and the register (with --lanes). */
+int ctl_lanes_start(struct broker *b);
+void ctl_lanes_stop(struct broker *b);
+
+/* PROTO_LANE_TOPIC: the reply, then the pushes it caused. */
+int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_topic *q);
+
+/* s subscribed to topic: holders on the lanes that carry it. */
+void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic);
+
+/* s's owner generation ended (detach, destroy, a new owner): its lanes
+ * are cut, its holds let go. */
+void ctl_lanes_session_end(struct broker *b, struct session *s);
+
+/* Housekeeping: lanes passed by every holder go. */
+void ctl_lanes_tick(struct broker *b);
+
+#endif
