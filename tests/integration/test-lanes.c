@@ -6,7 +6,8 @@
  * reader (shm/lane-rw.c) in another.  Every message arrives once and in
  * order; a writer SIGKILLed mid-stream has its lane cut after its last
  * committed record (nothing committed is lost, the reader learns the
- * end); a reader SIGKILLed while holding its writer frees it; without
+ * end); a broker SIGSTOPped stops nobody; a reader SIGKILLed while
+ * holding its writer frees it; without
  * --lanes, or for another's session, no lane.
  */
 #include <errno.h>
@@ -362,6 +363,41 @@ static void test_writer_killed(void)
 	munmap(sh, 4096);
 }
 
+/* The broker SIGSTOPped mid-stream: writer and reader go on without it
+ * (100 000 messages while it is stopped), and after SIGCONT to the end. */
+static void test_broker_stopped(void)
+{
+	struct tb t;
+	struct rc r;
+	struct rpush p;
+	struct rside s;
+	struct wshared *sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	const uint64_t n = 300000;
+	uint64_t next = 1;
+	bool end;
+	pid_t w;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, &t, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
+	w = fork();
+	if (w == 0)
+		writer_main(&t, sh, n);
+	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
+	CU_ASSERT(read_lane(&s, &next, 50000, &end) == 0 && !end);
+	CU_ASSERT_FATAL(kill(t.pid, SIGSTOP) == 0);
+	CU_ASSERT(read_lane(&s, &next, 150000, &end) == 0 && !end);
+	CU_ASSERT(next == 150001);
+	CU_ASSERT(kill(t.pid, SIGCONT) == 0);
+	CU_ASSERT(read_lane(&s, &next, 0, &end) == 0);
+	CU_ASSERT(next == n + 1 && end);
+	CU_ASSERT(tb_wait_child(w, 10000) == 0);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(sh, 4096);
+}
+
 /* The reader, in a child: its session, then 1000 messages, then it
  * stops reading (holding its writer) until killed. */
 static void reader_main(const struct tb *t, struct wshared *sh)
@@ -458,6 +494,7 @@ static const struct harness_test lanes_tests[] = {
 	{ "refused", test_refused },
 	{ "stream", test_stream },
 	{ "writer_killed", test_writer_killed },
+	{ "broker_stopped", test_broker_stopped },
 	{ NULL, NULL },
 };
 
