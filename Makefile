@@ -206,7 +206,7 @@ $(BUILD)/tests/test-mp-%: $(BUILD)/obj/tests/mp/test-mp-%.o $(BUILD)/obj/tests/h
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit -luring $(LDLIBS)
 
 $(INT_TESTS:%=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o \
-		$(BUILD)/obj/tests/broker-helper.o $(BUILD)/obj/tests/stream.o \
+		$(BUILD)/obj/tests/broker-helper.o $(BUILD)/obj/tests/stream.o $(BUILD)/obj/tests/lane-client.o \
 		$(BUILD)/obj/tests/harness.o $(BUILD)/libshmb-internal.a $(BUILD)/shmbd $(BUILD)/example-pubsub
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) -lcunit $(LDLIBS)
@@ -295,6 +295,9 @@ tsan:
 # ---- benchmarks ----------------------------------------------------------------
 
 BENCH_COMMON := $(BUILD)/obj/bench/common.o $(BUILD)/obj/bench/result.o $(BUILD)/obj/bench/shmbd.o
+
+# the lanes' rows speak shmbd --lanes' messages through the tests' raw client
+$(BUILD)/bench/bench-broker: $(BUILD)/obj/tests/lane-client.o
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BENCH_COMMON) $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)

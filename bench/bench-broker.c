@@ -31,6 +31,8 @@
 #include "shm/atomics.h"
 #include "shm/futex.h"
 #include "shmb.h"
+#include "shm/clock.h"
+#include "tests/lane-client.h"
 
 #define MAX_SUBS 8
 #define MAX_PUBS 8
@@ -167,6 +169,93 @@ static void stream(int npub, int nsub, uint32_t size, uint64_t n, struct bres *r
 	munmap(sh, sizeof(*sh));
 }
 
+/* ---- the direct data path through the same broker (shmbd --lanes) -------------- */
+
+extern char bench_dir[64];
+
+/* The writer: its session, its lane, n messages of size bytes (the seq in
+ * bytes 0-7), `batch` a commit; then it closes its session. */
+static void lanes_writer(uint32_t size, uint64_t n, unsigned batch, uint64_t *t_start)
+{
+	struct rc c;
+	struct lanew w;
+
+	bench_pin(1); /* the reader is on CPU 0 (pinned runs) */
+	lanew_init(&w, 1);
+	if (rc_open(&c, bench_dir, "lw", SHM_POLICY_BLOCK) < 0 || rc_lane_topic(&c, &w) != 0)
+		_exit(2);
+	rc_holders(&c, &w, 1);
+	memset(msgbuf, 0xab, size);
+	store_release(t_start, clock_mono_ns());
+	for (uint64_t i = 1; i <= n; i++) {
+		memcpy(msgbuf, &i, 8);
+		if (lanew_publish(&w, c.topic, msgbuf, size, i % batch != 0 && i != n, NULL) < 0)
+			_exit(3);
+	}
+	{
+		struct proto_close q = { .h = { PROTO_SESSION_CLOSE, sizeof(q), 0 },
+					 .session_id = c.session };
+		struct proto_reply rep;
+
+		rc_call(&c, &q, sizeof(q), &rep, NULL, NULL);
+	}
+	_exit(0);
+}
+
+/* 1 -> 1 through a lane the broker made: messages/s as the reader sees
+ * them, every one checked (in place) for order and size; 0 on any fault. */
+static void lanes_stream(uint32_t size, uint64_t n, unsigned batch, struct bres *r)
+{
+	uint64_t *t_start = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint64_t next = 1, bad = 0, t_end;
+	struct rpush p;
+	struct rside s;
+	struct rc c;
+	pid_t w;
+
+	r->sent = n;
+	if (rc_open(&c, bench_dir, "lr", SHM_POLICY_BLOCK) < 0 || rc_subscribe(&c) != 0) {
+		r->lost = n;
+		munmap(t_start, 4096);
+		return;
+	}
+	w = bench_spawn();
+	if (w == 0)
+		lanes_writer(size, n, batch, t_start);
+	if (!rc_push(&c, PROTO_LANE, &p) || rside_open(&s, &p) < 0) {
+		bad++;
+		n = 0;
+	}
+	while (next <= n) {
+		struct lane_rec m;
+		int k = lane_read(&s.r, NULL, 0, &m);
+		uint64_t v;
+
+		if (k == LANE_NONE) {
+			cpu_relax();
+			continue;
+		}
+		if (k != LANE_REC) {
+			bad++;
+			break;
+		}
+		memcpy(&v, m.payload, 8);
+		if (v != next || m.len != size)
+			bad++;
+		next++;
+		if (next % 64 == 0 || next > n)
+			lane_ack(&s.r, m.end);
+	}
+	t_end = clock_mono_ns();
+	bench_reap(w);
+	close(c.fd);
+	r->recv = next - 1;
+	r->lost = r->sent - r->recv;
+	r->reord = bad;
+	r->msgs_s = bad || !*t_start ? 0 : (double)r->recv / ((double)(t_end - *t_start) / 1e9);
+	munmap(t_start, 4096);
+}
+
 static void emit_rtt(const char *transport, int rep, unsigned spin_us, size_t n)
 {
 	struct bres r = bres_new(transport, "rtt", 64, rep);
@@ -186,14 +275,14 @@ static void run(int pin_mode)
 	bench_pinned = pin_mode;
 	bench_pin(0);
 	for (int rep = 0; rep < bench_reps(); rep++) {
-		for (int k = 0; k < 3; k++) {
+		for (int k = 0; k < 3 && bench_want("shmb spin"); k++) {
 			uint64_t n = bench_n(sizes[k] == 64 ? 2000000 : sizes[k] == 1024 ? 500000 : 30000);
 			struct bres r = bres_new("shmb spin", "oneway", sizes[k], rep);
 
 			stream(1, 1, sizes[k], n, &r);
 			bres_emit(&r);
 		}
-		{
+		if (bench_want("shmb batched")) {
 			/* the batched publish (SHMB_PUB_MORE), 64 a commit */
 			struct bres r = bres_new("shmb batched", "oneway", 64, rep);
 
@@ -202,6 +291,19 @@ static void run(int pin_mode)
 			pub_batch = 1;
 			bres_emit(&r);
 		}
+		if (bench_want("shmb lanes")) {
+			/* the direct data path: the broker makes the lane, then
+			 * stands aside (experimental, shmbd --lanes) */
+			struct bres l1 = bres_new("shmb lanes", "oneway", 64, rep);
+			struct bres lb = bres_new("shmb lanes batched", "oneway", 64, rep);
+
+			lanes_stream(64, bench_n(2000000), 1, &l1);
+			bres_emit(&l1);
+			lanes_stream(64, bench_n(2000000), 64, &lb);
+			bres_emit(&lb);
+		}
+		if (!bench_want("shmb rtt"))
+			continue;
 		/* spinning clients pinned on both CPUs starve the polling broker */
 		if (!bench_pinned)
 			emit_rtt("shmb spin", rep, 1000000, lat_n);
@@ -224,7 +326,7 @@ int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
-	bench_broker_start(NULL);
+	bench_broker_start((const char *const[]){ "--lanes", NULL });
 	if (argc < 2 || strcmp(argv[1], "--pinned-only"))
 		run(0);
 	if (sysconf(_SC_NPROCESSORS_ONLN) >= 2)

@@ -278,6 +278,7 @@ int lane_writer_init(struct lane_writer *w, void *data, uint64_t ring_size, void
 	w->slice = ring_size / SHM_LANE_SLICES;
 	w->R = w->reclaim_pub = from;
 	w->version = UINT64_MAX;
+	w->space_spin_ns = LANE_SPACE_SPIN_NS;
 	if (pages)
 		w->pages = *pages;
 	hold_table_init(&w->hold, hold);
@@ -461,9 +462,16 @@ int lane_wait_space(struct lane_writer *w, uint32_t len, uint32_t *tx_wake,
 {
 	unsigned idle = 0;
 
+	uint64_t spin_until;
+
 	/* an open batch that fills the lane is published: its readers free it */
 	if (w->p.rsv != w->p.pos)
 		lane_commit(w);
+	/* a reader on the other CPU frees room within microseconds: a
+	 * sleep and a wake-up cost tens of them */
+	spin_until = clock_mono_ns() + w->space_spin_ns;
+	while (w->space_spin_ns && !fits(w, len) && clock_mono_ns() < spin_until)
+		cpu_relax();
 	while (!fits(w, len)) {
 		/* pairs with the reader's fetch_add_release in lane_ack() */
 		uint32_t v = load_acquire(tx_wake);

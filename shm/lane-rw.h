@@ -41,6 +41,7 @@ struct lane_pages {
 	void *ctx;
 };
 
+#define LANE_SPACE_SPIN_NS 5000u /* as libshmb's default spin before a sleep */
 #define LANE_ARM_PAGES 64 /* arm pages one writer follows (32 256 readers) */
 
 struct lane_peer; /* private: one hold entry as the writer follows it */
@@ -70,6 +71,7 @@ struct lane_writer {
 	unsigned narm;
 	bool unmapped;               /* a live HOLD entry names a page not mapped */
 	uint64_t space_seq;          /* fresh values for space_arm */
+	uint64_t space_spin_ns;      /* spin this long for room before sleeping */
 	uint64_t wakes, limit_passes; /* statistics */
 };
 

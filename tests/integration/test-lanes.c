@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "broker-helper.h"
+#include "lane-client.h"
 #include "harness.h"
 #include "libclient/lanew.h"
 #include "shm/atomics.h"
@@ -30,193 +31,6 @@
 #include "shm/lane-rw.h"
 #include "shm/proto.h"
 
-#define TOPIC_NAME "lane.t"
-#define MAXP 64
-
-/* ---- a raw client: requests, replies, pushes with their descriptors ----------- */
-
-struct rpush {
-	union {
-		struct proto_hdr h;
-		struct proto_lane lane;
-		struct proto_holder holder;
-		uint8_t raw[256];
-	} m;
-	int fds[4];
-	unsigned nfds;
-};
-
-struct rc {
-	int fd;
-	uint64_t req;
-	uint64_t session;
-	uint32_t generation, topic;
-	struct rpush q[MAXP];
-	unsigned nq;
-};
-
-/* One message with its descriptors; 0, or -1 (closed, timeout, garbage). */
-static int rc_recv(struct rc *c, void *buf, size_t cap, int *fds, unsigned *nfds)
-{
-	union {
-		struct cmsghdr h;
-		char b[CMSG_SPACE(8 * sizeof(int))];
-	} cm;
-	struct iovec iov = { buf, cap };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
-			     .msg_controllen = sizeof(cm.b) };
-	ssize_t n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
-
-	*nfds = 0;
-	if (n < (ssize_t)sizeof(struct proto_hdr))
-		return -1;
-	for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h; h = CMSG_NXTHDR(&mh, h))
-		if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
-			*nfds = (unsigned)((h->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-			memcpy(fds, CMSG_DATA(h), *nfds * sizeof(int));
-		}
-	return 0;
-}
-
-/* Send a request and wait for its reply, queueing pushes that come first. */
-static int rc_call(struct rc *c, void *msg, size_t len, struct proto_reply *rep, int *fds,
-		   unsigned *nfds)
-{
-	struct proto_hdr *h = msg;
-
-	h->req_id = ++c->req;
-	if (send(c->fd, msg, len, MSG_NOSIGNAL) != (ssize_t)len)
-		return -1;
-	for (;;) {
-		struct rpush p;
-
-		if (rc_recv(c, &p.m, sizeof(p.m), p.fds, &p.nfds) < 0)
-			return -1;
-		if (p.m.h.type == PROTO_REPLY && p.m.h.req_id == c->req) {
-			memcpy(rep, &p.m, sizeof(*rep));
-			if (fds)
-				memcpy(fds, p.fds, p.nfds * sizeof(int));
-			if (nfds)
-				*nfds = p.nfds;
-			return 0;
-		}
-		if (c->nq < MAXP)
-			c->q[c->nq++] = p;
-	}
-}
-
-/* The next push of type (waiting up to 5 s); false if none came. */
-static bool rc_push(struct rc *c, uint32_t type, struct rpush *out)
-{
-	for (;;) {
-		for (unsigned i = 0; i < c->nq; i++)
-			if (c->q[i].m.h.type == type) {
-				*out = c->q[i];
-				c->q[i] = c->q[--c->nq];
-				return true;
-			}
-		if (c->nq == MAXP || rc_recv(c, &c->q[c->nq].m, sizeof(c->q[0].m), c->q[c->nq].fds,
-					     &c->q[c->nq].nfds) < 0)
-			return false;
-		c->nq++;
-	}
-}
-
-/* Connect, HELLO, open session `name` (policy), intern the topic. */
-static int rc_open(struct rc *c, const struct tb *t, const char *name, uint32_t policy)
-{
-	struct proto_hello hello = { .h = { PROTO_HELLO, sizeof(hello), 0 }, .version = PROTO_VERSION };
-	struct proto_open o = { .h = { PROTO_SESSION_OPEN, sizeof(o), 0 }, .policy = policy };
-	struct proto_topic tp = { .h = { PROTO_TOPIC, sizeof(tp), 0 } };
-	struct proto_reply rep;
-	int fds[4];
-	unsigned n;
-
-	memset(c, 0, sizeof(*c));
-	c->fd = tb_raw_connect(t);
-	if (c->fd < 0 || rc_call(c, &hello, sizeof(hello), &rep, NULL, NULL) < 0 || rep.err)
-		return -1;
-	o.name_len = (uint32_t)strlen(name);
-	memcpy(o.name, name, o.name_len);
-	if (rc_call(c, &o, sizeof(o), &rep, fds, &n) < 0 || rep.err)
-		return -1;
-	for (unsigned i = 0; i < n; i++)
-		close(fds[i]);
-	c->session = rep.u.open.session_id;
-	c->generation = rep.u.open.generation;
-	tp.name_len = (uint32_t)strlen(TOPIC_NAME);
-	memcpy(tp.name, TOPIC_NAME, tp.name_len);
-	if (rc_call(c, &tp, sizeof(tp), &rep, NULL, NULL) < 0 || rep.err)
-		return -1;
-	c->topic = rep.u.topic.topic_id;
-	return 0;
-}
-
-static int rc_subscribe(struct rc *c)
-{
-	struct proto_sub q = { .h = { PROTO_SUBSCRIBE, sizeof(q), 0 }, .session_id = c->session,
-			       .topic_id = c->topic };
-	struct proto_reply rep;
-
-	return rc_call(c, &q, sizeof(q), &rep, NULL, NULL) < 0 ? -1 : rep.err;
-}
-
-/* PROTO_LANE_TOPIC; the lane (and, the first time, its descriptors) into w. */
-static int rc_lane_topic(struct rc *c, struct lanew *w)
-{
-	struct proto_lane_topic q = { .h = { PROTO_LANE_TOPIC, sizeof(q), 0 },
-				      .session_id = c->session, .topic_id = c->topic };
-	struct proto_reply rep;
-	int fds[4];
-	unsigned n = 0;
-
-	if (rc_call(c, &q, sizeof(q), &rep, fds, &n) < 0)
-		return -1;
-	if (rep.err)
-		return rep.err;
-	if (n == 4 && lanew_lane_add(w, rep.u.lane.lane, rep.u.lane.ring_size, fds) < 0)
-		return -1;
-	return lanew_topic(w, c->topic, rep.u.lane.lane);
-}
-
-/* Every HOLDER push queued or coming within 5 s (at least `want`). */
-static void rc_holders(struct rc *c, struct lanew *w, unsigned want)
-{
-	struct rpush p;
-
-	for (unsigned got = 0; got < want && rc_push(c, PROTO_HOLDER, &p); got++)
-		lanew_holder(w, &p.m.holder, p.fds, p.nfds);
-}
-
-/* A reader from its PROTO_LANE push. */
-struct rside {
-	uint8_t *data, *meta;
-	struct shm_cursor_page *page;
-	uint32_t *tx_wake;
-	struct lane_reader r;
-};
-
-static int rside_open(struct rside *s, const struct rpush *p)
-{
-	const struct proto_lane *m = &p->m.lane;
-
-	if (p->nfds != 4 || !(m->flags & PROTO_LANE_PAGE))
-		return -1;
-	s->data = mmap(NULL, SHM_LANE_RING_OFFSET + m->ring_size, PROT_READ, MAP_SHARED, p->fds[0], 0);
-	s->meta = mmap(NULL, SHM_LANE_META_SIZE, PROT_READ, MAP_SHARED, p->fds[1], 0);
-	s->page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, p->fds[2], 0);
-	s->tx_wake = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, p->fds[3], 0);
-	for (int i = 0; i < 4; i++)
-		close(p->fds[i]);
-	if (s->data == MAP_FAILED || s->meta == MAP_FAILED || s->page == MAP_FAILED ||
-	    s->tx_wake == MAP_FAILED)
-		return -1;
-	if (lane_reader_init(&s->r, s->data, m->ring_size, s->meta, &s->page->slot[m->slot], false,
-			     false, m->start, m->order) < 0)
-		return -1;
-	s->r.tx_wake = s->tx_wake;
-	return 0;
-}
 
 /* ---- the writer, in a child ------------------------------------------------------ */
 
@@ -235,7 +49,7 @@ static void writer_main(const struct tb *t, struct wshared *sh, uint64_t n)
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	lanew_init(&w, 1);
-	if (rc_open(&c, t, "w", SHM_POLICY_BLOCK) < 0 || rc_lane_topic(&c, &w) != 0)
+	if (rc_open(&c, t->dir, "w", SHM_POLICY_BLOCK) < 0 || rc_lane_topic(&c, &w) != 0)
 		_exit(2);
 	rc_holders(&c, &w, 1);
 	store_release(&sh->ready, 1);
@@ -257,41 +71,6 @@ static void writer_main(const struct tb *t, struct wshared *sh, uint64_t n)
 	_exit(0);
 }
 
-/* Read from s until the lane ends, *next passes stop (when not 0), or
- * nothing comes for 10 s, checking order and payload and acknowledging
- * each record; *next is the order expected next.  0, or -1 on a wrong
- * record or a bad lane; *end: the lane ended. */
-static int read_lane(struct rside *s, uint64_t *next, uint64_t stop, bool *end)
-{
-	uint64_t idle = clock_mono_ns();
-	struct lane_rec m;
-
-	*end = false;
-	while (!stop || *next <= stop) {
-		int r = lane_read(&s->r, NULL, 0, &m);
-
-		if (r == LANE_END) {
-			*end = true;
-			return 0;
-		}
-		if (r < 0)
-			return -1;
-		if (r == LANE_NONE) {
-			if (clock_mono_ns() - idle > 10000000000ull)
-				return 0;
-			sched_yield();
-			continue;
-		}
-		idle = clock_mono_ns();
-		if (m.order != *next || m.len != 8 || *(const uint64_t *)m.payload != *next)
-			return -1;
-		(*next)++;
-		/* every record: a writer waiting for space is woken at slices */
-		lane_ack(&s->r, m.end);
-	}
-	return 0;
-}
-
 /* A subscriber, then a writer in another process publishing 200 000
  * messages through the lane: all arrive, in order, then the lane's end
  * (the writer closed its session: the broker cut the lane). */
@@ -309,7 +88,7 @@ static void test_stream(void)
 	int st;
 
 	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
-	CU_ASSERT_FATAL(rc_open(&r, &t, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
 	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
 	w = fork();
 	if (w == 0)
@@ -342,7 +121,7 @@ static void test_writer_killed(void)
 	pid_t w;
 
 	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
-	CU_ASSERT_FATAL(rc_open(&r, &t, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
 	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
 	w = fork();
 	if (w == 0)
@@ -378,7 +157,7 @@ static void test_broker_stopped(void)
 	pid_t w;
 
 	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
-	CU_ASSERT_FATAL(rc_open(&r, &t, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
 	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
 	w = fork();
 	if (w == 0)
@@ -409,7 +188,7 @@ static void reader_main(const struct tb *t, struct wshared *sh)
 	bool end;
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (rc_open(&r, t, "r", SHM_POLICY_BLOCK) < 0 || rc_subscribe(&r) != 0)
+	if (rc_open(&r, t->dir, "r", SHM_POLICY_BLOCK) < 0 || rc_subscribe(&r) != 0)
 		_exit(2);
 	store_release(&sh->ready, 1);
 	if (!rc_push(&r, PROTO_LANE, &p) || rside_open(&s, &p) < 0)
@@ -440,7 +219,7 @@ static void test_reader_killed(void)
 		reader_main(&t, sh);
 	WAIT_FOR_FATAL(load_acquire(&sh->ready), 5000);
 	lanew_init(&w, 1);
-	CU_ASSERT_FATAL(rc_open(&c, &t, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_open(&c, t.dir, "w", SHM_POLICY_BLOCK) == 0);
 	CU_ASSERT_FATAL(rc_lane_topic(&c, &w) == 0);
 	rc_holders(&c, &w, 1);
 	/* 1000 read, then held: a 64 KiB lane fills */
@@ -470,14 +249,14 @@ static void test_refused(void)
 
 	lanew_init(&w, 1);
 	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
-	CU_ASSERT_FATAL(rc_open(&c, &t, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_open(&c, t.dir, "w", SHM_POLICY_BLOCK) == 0);
 	CU_ASSERT(rc_lane_topic(&c, &w) == -EOPNOTSUPP);
 	close(c.fd);
 	CU_ASSERT(tb_stop(&t) == 0);
 	tb_cleanup(&t);
 	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
-	CU_ASSERT_FATAL(rc_open(&c, &t, "w", SHM_POLICY_BLOCK) == 0);
-	CU_ASSERT_FATAL(rc_open(&other, &t, "x", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_open(&c, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_open(&other, t.dir, "x", SHM_POLICY_BLOCK) == 0);
 	other.session = c.session; /* someone else's session */
 	CU_ASSERT(rc_lane_topic(&other, &w) == -ESTALE);
 	c.topic = 999999;
