@@ -67,6 +67,11 @@ static void drop_leftovers(int dirfd)
 	closedir(d);
 }
 
+static int client_fd(void *ctx, int dirfd, const char *name, int own_fd)
+{
+	return harden_client_fd(ctx, dirfd, name, own_fd);
+}
+
 int ctl_lanes_start(struct broker *b)
 {
 	int fd;
@@ -88,6 +93,7 @@ int ctl_lanes_start(struct broker *b)
 	b->lanes->ring_size = b->o.tx_ring_size;
 	b->lanes->session_dir = session_dir;
 	b->lanes->guard = guard_hook;
+	b->lanes->client_fd = client_fd;
 	b->lanes->ctx = b;
 	log_msg(LOG_NOTICE, "lanes on (experimental): clients that speak them publish into shared"
 		" lanes their subscribers read directly");

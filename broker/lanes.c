@@ -423,10 +423,18 @@ static int push_lane(struct lanes_reg *g, struct blane *l, struct lreader *r, st
 	ret = push_fd(ps, l->f.data_ro);
 	if (!ret)
 		ret = push_fd(ps, l->f.meta_ro);
-	/* the broker's own read-write page: the control layer sends one
-	 * it opened under Landlock (harden.c) in its place */
-	if (!ret && fresh)
-		ret = push_fd(ps, p->fd);
+	/* the reader's own page: a descriptor that cannot truncate it, where
+	 * the kernel allows (the writers read it under their guard anyway) */
+	if (!ret && fresh) {
+		int dirfd = g->session_dir ? g->session_dir(g->ctx, r->session) : -1;
+		int fd = g->client_fd && dirfd >= 0 ? g->client_fd(g->ctx, dirfd, p->name, p->fd)
+						     : fcntl(p->fd, F_DUPFD_CLOEXEC, 0);
+
+		if (fd < 0)
+			ret = fd;
+		else
+			ps->fds[ps->nfds++] = fd;
+	}
 	if (!ret)
 		ret = push_fd(ps, l->tx_wake_fd);
 	return ret;

@@ -113,6 +113,10 @@ struct lanes_reg {
 	 * behalf of the session a fault there blames (the broker's SIGBUS
 	 * guard, guard.h); NULL in tests */
 	void (*guard)(void *ctx, void *base, size_t len, uint64_t session, bool add);
+	/* a read-write descriptor of dirfd/name for a client, that cannot
+	 * truncate where the kernel allows (harden.c); NULL: a duplicate of
+	 * own_fd (tests) */
+	int (*client_fd)(void *ctx, int dirfd, const char *name, int own_fd);
 	void *ctx;
 	uint64_t broker_id;
 	uint64_t ring_size;    /* of new lanes, unless the publisher says */
