@@ -1,6 +1,6 @@
 /*
- * tests/unit/test-lanes.c - libshmb's reader over many lanes
- * (libclient/lanes.c; docs/design/data-path.md, section 2 "The library's
+ * tests/unit/test-laneset.c - libshmb's reader over many lanes
+ * (libclient/laneset.c; docs/design/data-path.md, section 2 "The library's
  * reader"): lanes built as memfds the way the broker makes them, writers
  * from shm/lane-rw.c (the test plays the broker with shm/hold.h), and a
  * reader set over them: the merge by order and the round robin between
@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "libclient/lanes.h"
+#include "libclient/laneset.h"
 #include "shm/atomics.h"
 #include "shm/crc32c.h"
 #include "shm/futex.h"
@@ -33,7 +33,7 @@
 
 /* The reader: its set and the pages the broker gives it. */
 struct rdr {
-	struct lanes_set set;
+	struct laneset set;
 	int arm_fd, rx_fd;
 	struct shm_arm_page *arm;
 	uint32_t *rx_wake;
@@ -82,11 +82,11 @@ static void on_event(void *ctx, int ev, uint64_t pub, uint32_t lane)
 {
 	struct rdr *rd = ctx;
 
-	if (ev == LANES_EV_BAD) {
+	if (ev == LANESET_EV_BAD) {
 		rd->ev_bad++;
 		rd->bad_pub = pub;
 		rd->bad_lane = lane;
-	} else if (ev == LANES_EV_END) {
+	} else if (ev == LANESET_EV_END) {
 		rd->ev_end++;
 		rd->end_pub = pub;
 		rd->end_lane = lane;
@@ -96,15 +96,15 @@ static void on_event(void *ctx, int ev, uint64_t pub, uint32_t lane)
 static void rdr_open(struct rdr *rd)
 {
 	memset(rd, 0, sizeof(*rd));
-	CU_ASSERT_FATAL(lanes_init(&rd->set, on_event, rd) == 0);
+	CU_ASSERT_FATAL(laneset_init(&rd->set, on_event, rd) == 0);
 	rd->arm_fd = memfd("arm", 4096, (void **)&rd->arm);
 	rd->rx_fd = memfd("rx_wake", 4096, (void **)&rd->rx_wake);
-	CU_ASSERT_FATAL(lanes_topic(&rd->set, T_READ, true) == 0);
+	CU_ASSERT_FATAL(laneset_topic(&rd->set, T_READ, true) == 0);
 }
 
 static void rdr_close(struct rdr *rd)
 {
-	lanes_free(&rd->set);
+	laneset_free(&rd->set);
 	munmap(rd->arm, 4096);
 	munmap(rd->rx_wake, 4096);
 	close(rd->arm_fd);
@@ -115,7 +115,7 @@ static void pub_open(struct rdr *rd, struct tpub *p, uint64_t id)
 {
 	p->id = id;
 	p->cur_fd = memfd("cursor", 4096, (void **)&p->cur);
-	CU_ASSERT_FATAL(lanes_cursor_page(&rd->set, id, 0, p->cur_fd) == 0);
+	CU_ASSERT_FATAL(laneset_cursor_page(&rd->set, id, 0, p->cur_fd) == 0);
 }
 
 static void pub_close(struct tpub *p)
@@ -200,12 +200,12 @@ static void lane_open(struct tlane *l, struct rdr *rd, struct tpub *p, uint32_t 
 
 static int lane_read_by(struct tlane *l, bool drop_oldest, bool in_place, int tx_fd)
 {
-	struct lanes_desc d = { .lane = l->no, .kind = SHM_LANE_LOCAL, .publisher = l->pub->id,
+	struct laneset_desc d = { .lane = l->no, .kind = SHM_LANE_LOCAL, .publisher = l->pub->id,
 				.start = l->start, .order = 0, .cursor_page = 0,
 				.cursor_slot = l->slot, .drop_oldest = drop_oldest,
 				.in_place = in_place };
 
-	return lanes_add(&l->rd->set, &d, l->data_fd, l->meta_fd, tx_fd);
+	return laneset_add(&l->rd->set, &d, l->data_fd, l->meta_fd, tx_fd);
 }
 
 static void lane_close(struct tlane *l)
@@ -276,7 +276,7 @@ static int put(struct tlane *l, uint64_t order, uint32_t topic, uint32_t len)
 	return 0;
 }
 
-static bool intact(const struct lanes_msg *m)
+static bool intact(const struct laneset_msg *m)
 {
 	const uint64_t *p = m->data;
 
@@ -325,7 +325,7 @@ static void test_merge_fair(void)
 	struct fx f;
 	struct rdr *rd = &f.rd;
 	struct tlane *a = f.a, *b = f.b;
-	struct lanes_msg m;
+	struct laneset_msg m;
 	uint64_t next[2] = { 1, 1 }, rng = harness_seed("merge_fair");
 	unsigned run = 0, runs = 0, maxrun = 0, cur = 2;
 	int open = -1;
@@ -344,7 +344,7 @@ static void test_merge_fair(void)
 		open = k;
 	}
 	CU_ASSERT_FATAL(lane_commit(&a[1].w) == 0 && lane_commit(&b[open].w) == 0);
-	while (lanes_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1) {
+	while (laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1) {
 		unsigned p = m.publisher == 1 ? 0 : 1;
 
 		CU_ASSERT_FATAL(m.order == next[p]);
@@ -356,18 +356,18 @@ static void test_merge_fair(void)
 		runs += p != cur;
 		cur = p;
 		maxrun = run > maxrun ? run : maxrun;
-		lanes_ack(&rd->set);
+		laneset_ack(&rd->set);
 	}
 	CU_ASSERT(next[0] == 301 && next[1] == 301);
-	CU_ASSERT(maxrun == LANES_QUANTUM);
-	CU_ASSERT(runs >= 600 / LANES_QUANTUM);
+	CU_ASSERT(maxrun == LANESET_QUANTUM);
+	CU_ASSERT(runs >= 600 / LANESET_QUANTUM);
 	CU_ASSERT(rd->ev_end == 1 && rd->end_pub == 1 && rd->end_lane == 10 && rd->ev_bad == 0);
-	CU_ASSERT(lanes_remove(&rd->set, 10) == -ENOENT);
+	CU_ASSERT(laneset_remove(&rd->set, 10) == -ENOENT);
 	for (int i = 0; i < 2; i++) {
 		CU_ASSERT(slot_of(&a[i]) == a[i].w.p.pos);
 		CU_ASSERT(slot_of(&b[i]) == b[i].w.p.pos);
 	}
-	CU_ASSERT(lanes_remove(&rd->set, 11) == 0);
+	CU_ASSERT(laneset_remove(&rd->set, 11) == 0);
 	fx_close(&f);
 }
 
@@ -426,7 +426,7 @@ static void *writer_main(void *arg)
 
 /*
  * The same two publishers writing live in threads, 20 000 messages each
- * through 64 KiB lanes: the reader keeps up by sleeping in lanes_wait()
+ * through 64 KiB lanes: the reader keeps up by sleeping in laneset_wait()
  * and acknowledging, and gets every message once, in order per publisher.
  */
 static void test_merge_live(void)
@@ -436,7 +436,7 @@ static void test_merge_live(void)
 	struct tlane *a = f.a, *b = f.b;
 	struct writer wa = { { &a[0], &a[1] }, 20000, true, T_READ, 0, 0, 0 };
 	struct writer wb = { { &b[0], &b[1] }, 20000, false, T_READ, 0, 0, 0 };
-	struct lanes_msg m;
+	struct laneset_msg m;
 	uint64_t next[2] = { 1, 1 }, until = clock_mono_ns() + 60000000000ull;
 	pthread_t ta, tb;
 	unsigned n = 0, bad = 0;
@@ -446,7 +446,7 @@ static void test_merge_live(void)
 	pthread_create(&ta, NULL, writer_main, &wa);
 	pthread_create(&tb, NULL, writer_main, &wb);
 	while ((next[0] <= wa.n || next[1] <= wb.n) && clock_mono_ns() < until && !bad) {
-		int r = lanes_next(&rd->set, rd->buf, sizeof(rd->buf), &m);
+		int r = laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m);
 		struct timespec d;
 
 		if (r == 1) {
@@ -455,15 +455,15 @@ static void test_merge_live(void)
 			bad += m.order != next[p] || !intact(&m);
 			next[p] = m.order + 1;
 			if (++n % 16 == 0)
-				lanes_ack(&rd->set);
+				laneset_ack(&rd->set);
 			continue;
 		}
 		bad += r != 0;
-		lanes_ack(&rd->set);
+		laneset_ack(&rd->set);
 		d = deadline_in_ns(100000000);
-		bad += lanes_wait(&rd->set, rd->rx_wake, rd->arm, ARM_SLOT, 5000, &d) < 0;
+		bad += laneset_wait(&rd->set, rd->rx_wake, rd->arm, ARM_SLOT, 5000, &d) < 0;
 	}
-	lanes_ack(&rd->set);
+	laneset_ack(&rd->set);
 	pthread_join(ta, NULL);
 	pthread_join(tb, NULL);
 	CU_ASSERT(bad == 0);
@@ -487,7 +487,7 @@ static void test_skip_unread(void)
 	struct rdr *rd = &f.rd;
 	struct tlane *l = f.a;
 	struct writer wr = { { l, l }, 4000, false, T_OTHER, 0, 0, 0 };
-	struct lanes_msg m;
+	struct laneset_msg m;
 	pthread_t t;
 	uint64_t before, order = wr.n + 1;
 	unsigned msgs = 0;
@@ -497,8 +497,8 @@ static void test_skip_unread(void)
 	WAIT_FOR(({
 			 struct timespec d = deadline_in_ns(50000000);
 
-			 msgs += lanes_next(&rd->set, rd->buf, sizeof(rd->buf), &m) != 0;
-			 lanes_wait(&rd->set, rd->rx_wake, rd->arm, ARM_SLOT, 0, &d);
+			 msgs += laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m) != 0;
+			 laneset_wait(&rd->set, rd->rx_wake, rd->arm, ARM_SLOT, 0, &d);
 			 load_acquire(&wr.done);
 		 }),
 		 20000);
@@ -507,15 +507,15 @@ static void test_skip_unread(void)
 	CU_ASSERT(msgs == 0);
 	/* a message returned, not acknowledged */
 	CU_ASSERT_FATAL(put(l, order++, T_READ, 64) == 0 && lane_commit(&l->w) == 0);
-	WAIT_FOR(lanes_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1, 5000);
+	WAIT_FOR(laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1, 5000);
 	CU_ASSERT(m.order == order - 1 && intact(&m));
 	before = slot_of(l);
 	for (int i = 0; i < 5; i++)
 		CU_ASSERT_FATAL(put(l, order++, T_OTHER, 64) == 0);
 	CU_ASSERT_FATAL(lane_commit(&l->w) == 0);
-	CU_ASSERT(lanes_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 0);
+	CU_ASSERT(laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 0);
 	CU_ASSERT(slot_of(l) == before);
-	lanes_ack(&rd->set);
+	laneset_ack(&rd->set);
 	CU_ASSERT(slot_of(l) == l->w.p.pos);
 	CU_ASSERT(rd->set.skipped == wr.n + 5);
 	fx_close(&f);
@@ -531,13 +531,13 @@ static void test_drop_oldest(void)
 	struct fx f;
 	struct rdr *rd = &f.rd;
 	struct tlane *l = f.a;
-	struct lanes_msg m;
+	struct laneset_msg m;
 	uint64_t order = 1, got = 0, missed = 0, last = 0, rng = harness_seed("drop_oldest");
 
 	fx_open(&f, 1, 1, SHM_HOLD_WATCH, true);
 	/* one read first: from then on the lane sequence counts what is lost */
 	CU_ASSERT_FATAL(put(l, order++, T_READ, 64) == 0 && lane_commit(&l->w) == 0);
-	CU_ASSERT_FATAL(lanes_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1 && m.order == 1);
+	CU_ASSERT_FATAL(laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1 && m.order == 1);
 	last = got = 1;
 	while (order < 100000) {
 		unsigned burst = (unsigned)(harness_rand(&rng) % 3000);
@@ -547,17 +547,17 @@ static void test_drop_oldest(void)
 			CU_ASSERT_FATAL(put(l, order++, T_READ, 64) == 0);
 			CU_ASSERT_FATAL(lane_commit(&l->w) == 0);
 		}
-		for (unsigned i = 0; i < reads && lanes_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1;
+		for (unsigned i = 0; i < reads && laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1;
 		     i++) {
 			CU_ASSERT_FATAL(m.order > last && m.order - last - 1 == m.missed);
 			CU_ASSERT_FATAL(m.data == rd->buf && intact(&m));
 			last = m.order;
 			got++;
 			missed += m.missed;
-			lanes_ack(&rd->set);
+			laneset_ack(&rd->set);
 		}
 	}
-	while (lanes_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1) {
+	while (laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1) {
 		CU_ASSERT_FATAL(m.order - last - 1 == m.missed);
 		last = m.order;
 		got++;
@@ -575,15 +575,15 @@ static void test_drop_oldest(void)
 /* Read everything there is now; counts per publisher (1 or 2). */
 static void drain(struct rdr *rd, uint64_t next[2], unsigned *bad)
 {
-	struct lanes_msg m;
+	struct laneset_msg m;
 	int r;
 
-	while ((r = lanes_next(&rd->set, rd->buf, sizeof(rd->buf), &m)) == 1) {
+	while ((r = laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m)) == 1) {
 		unsigned p = m.publisher == 1 ? 0 : 1;
 
 		*bad += m.order != next[p] || !intact(&m);
 		next[p] = m.order + 1;
-		lanes_ack(&rd->set);
+		laneset_ack(&rd->set);
 	}
 	*bad += r != 0;
 }
@@ -611,7 +611,7 @@ static void test_bad_record(void)
 	CU_ASSERT(bad == 0);
 	CU_ASSERT(next[0] == 6 && next[1] == 201);
 	CU_ASSERT(rd->ev_bad == 1 && rd->bad_pub == 1 && rd->bad_lane == 10);
-	CU_ASSERT(lanes_remove(&rd->set, 10) == -ENOENT); /* released once acknowledged */
+	CU_ASSERT(laneset_remove(&rd->set, 10) == -ENOENT); /* released once acknowledged */
 	fx_close(&f);
 }
 
@@ -646,7 +646,7 @@ static void test_truncated(void)
 		CU_ASSERT(bad == 0);
 		CU_ASSERT(next[0] == 11 && next[1] == 21);
 		CU_ASSERT(rd->ev_bad == 1 && rd->bad_pub == 1 && rd->bad_lane == 10);
-		CU_ASSERT(lanes_remove(&rd->set, 10) == -ENOENT);
+		CU_ASSERT(laneset_remove(&rd->set, 10) == -ENOENT);
 	}
 	fx_close(&f);
 }
@@ -667,7 +667,7 @@ static void *waiter_main(void *arg)
 	struct timespec d = deadline_in_ns(w->deadline_ns);
 	uint64_t t0 = clock_mono_ns();
 
-	w->ret = lanes_wait(&w->rd->set, w->rd->rx_wake, w->rd->arm, ARM_SLOT, 0, &d);
+	w->ret = laneset_wait(&w->rd->set, w->rd->rx_wake, w->rd->arm, ARM_SLOT, 0, &d);
 	w->took = clock_mono_ns() - t0;
 	store_release(&w->done, 1);
 	return NULL;
@@ -678,14 +678,14 @@ static bool armed(const struct rdr *rd)
 	return load_acquire(&rd->arm->bits[ARM_SLOT / 64]) & (1ull << (ARM_SLOT % 64));
 }
 
-/* The reader asleep in lanes_wait() is woken by a commit, long before
+/* The reader asleep in laneset_wait() is woken by a commit, long before
  * its deadline; with nothing written it returns 0 at its deadline. */
 static void test_wait(void)
 {
 	struct fx f;
 	struct rdr *rd = &f.rd;
 	struct tlane *l = f.a;
-	struct lanes_msg m;
+	struct laneset_msg m;
 	struct waiter w = { .rd = rd, .deadline_ns = 20000000000ull };
 	struct timespec d;
 	uint64_t t0;
@@ -695,7 +695,7 @@ static void test_wait(void)
 	/* nothing: the deadline */
 	t0 = clock_mono_ns();
 	d = deadline_in_ns(50000000);
-	CU_ASSERT(lanes_wait(&rd->set, rd->rx_wake, rd->arm, ARM_SLOT, 100000, &d) == 0);
+	CU_ASSERT(laneset_wait(&rd->set, rd->rx_wake, rd->arm, ARM_SLOT, 100000, &d) == 0);
 	CU_ASSERT(clock_mono_ns() - t0 >= 50000000);
 	CU_ASSERT(!armed(rd));
 	/* asleep, then a commit */
@@ -707,8 +707,8 @@ static void test_wait(void)
 	CU_ASSERT(w.ret == 1 && w.took < 10000000000ull);
 	CU_ASSERT(l->w.wakes == 1);
 	CU_ASSERT(!armed(rd));
-	CU_ASSERT(lanes_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1 && m.order == 1);
-	CU_ASSERT(lanes_wait(&rd->set, rd->rx_wake, rd->arm, ARM_SLOT, 0, &(struct timespec){ 0, 0 }) ==
+	CU_ASSERT(laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1 && m.order == 1);
+	CU_ASSERT(laneset_wait(&rd->set, rd->rx_wake, rd->arm, ARM_SLOT, 0, &(struct timespec){ 0, 0 }) ==
 		  0);
 	fx_close(&f);
 }
@@ -779,7 +779,7 @@ static void fill_and_wait(struct rdr *rd, struct tlane *l, struct spacer *s, pth
 			  unsigned n)
 {
 	const struct shm_lane_wpage *wp = (const void *)l->data;
-	struct lanes_msg m;
+	struct laneset_msg m;
 	uint64_t order = 1;
 
 	while (put(l, order, T_READ, 256) == 0)
@@ -788,12 +788,12 @@ static void fill_and_wait(struct rdr *rd, struct tlane *l, struct spacer *s, pth
 	pthread_create(t, NULL, spacer_main, s);
 	WAIT_FOR(load_acquire(&wp->space_arm) != 0, 5000);
 	for (unsigned i = 0; i < n; i++) {
-		CU_ASSERT_FATAL(lanes_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1);
+		CU_ASSERT_FATAL(laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1);
 		CU_ASSERT(m.order == i + 1);
 	}
 }
 
-/* A writer waiting for space is woken by lanes_ack(), not before. */
+/* A writer waiting for space is woken by laneset_ack(), not before. */
 static void test_space_wait(void)
 {
 	struct fx f;
@@ -806,7 +806,7 @@ static void test_space_wait(void)
 	fill_and_wait(rd, l, &s, &t, RING / 4 / 296 + 1);
 	/* returned, not acknowledged: no room yet */
 	CU_ASSERT(!load_acquire(&s.done));
-	lanes_ack(&rd->set);
+	laneset_ack(&rd->set);
 	WAIT_FOR(load_acquire(&s.done), 5000);
 	pthread_join(t, NULL);
 	CU_ASSERT(s.ret == 0);
@@ -831,16 +831,16 @@ static void test_late_pages(void)
 	lane_open(&l, &rd, &A, 1, 0, SHM_HOLD_HOLD);
 	CU_ASSERT_FATAL(lane_read_by(&l, false, true, -1) == 0);
 	fill_and_wait(&rd, &l, &s, &t, n);
-	lanes_ack(&rd.set);
+	laneset_ack(&rd.set);
 	CU_ASSERT(slot_of(&l) == 0); /* not mapped by the reader yet */
-	CU_ASSERT_FATAL(lanes_cursor_page(&rd.set, A.id, 0, A.cur_fd) == 0);
+	CU_ASSERT_FATAL(laneset_cursor_page(&rd.set, A.id, 0, A.cur_fd) == 0);
 	CU_ASSERT(slot_of(&l) == l.start + n * 296);
-	CU_ASSERT(lanes_cursor_page(&rd.set, A.id, 0, A.cur_fd) == -EEXIST);
+	CU_ASSERT(laneset_cursor_page(&rd.set, A.id, 0, A.cur_fd) == -EEXIST);
 	v = load_acquire(l.tx_wake);
-	CU_ASSERT(lanes_set_tx_wake(&rd.set, 1, l.tx_fd) == 0);
+	CU_ASSERT(laneset_set_tx_wake(&rd.set, 1, l.tx_fd) == 0);
 	CU_ASSERT(load_acquire(l.tx_wake) == v + 1);
-	CU_ASSERT(lanes_set_tx_wake(&rd.set, 1, l.tx_fd) == -EEXIST);
-	CU_ASSERT(lanes_set_tx_wake(&rd.set, 99, l.tx_fd) == -ENOENT);
+	CU_ASSERT(laneset_set_tx_wake(&rd.set, 1, l.tx_fd) == -EEXIST);
+	CU_ASSERT(laneset_set_tx_wake(&rd.set, 99, l.tx_fd) == -ENOENT);
 	WAIT_FOR(load_acquire(&s.done), 5000);
 	pthread_join(t, NULL);
 	CU_ASSERT(s.ret == 0);
@@ -881,7 +881,7 @@ static void refused(struct rdr *rd, struct tlane *l, int err)
 	CU_ASSERT(rd->set.npub == 0);
 }
 
-/* What lanes_add() refuses, each with its errno; then the lane as made. */
+/* What laneset_add() refuses, each with its errno; then the lane as made. */
 static void test_refused(void)
 {
 	struct rdr rd;
@@ -924,18 +924,18 @@ static void test_refused(void)
 	CU_ASSERT(lane_read_by(&l, false, true, l.tx_fd) == -EEXIST);
 	l.no = 2;
 	CU_ASSERT(lane_read_by(&l, false, true, l.tx_fd) == -EEXIST);
-	CU_ASSERT(lanes_cursor_page(&rd.set, A.id, 0, l.tx_fd + 1000) < 0);
-	CU_ASSERT(lanes_cursor_page(&rd.set, A.id, 0, l.hold_fd) == -EMSGSIZE);
-	CU_ASSERT(lanes_topic(&rd.set, SHM_LANE_TOPIC_BITS, true) == -EINVAL);
-	CU_ASSERT(lanes_remove(&rd.set, 1) == 0);
-	CU_ASSERT(lanes_remove(&rd.set, 1) == -ENOENT);
+	CU_ASSERT(laneset_cursor_page(&rd.set, A.id, 0, l.tx_fd + 1000) < 0);
+	CU_ASSERT(laneset_cursor_page(&rd.set, A.id, 0, l.hold_fd) == -EMSGSIZE);
+	CU_ASSERT(laneset_topic(&rd.set, SHM_LANE_TOPIC_BITS, true) == -EINVAL);
+	CU_ASSERT(laneset_remove(&rd.set, 1) == 0);
+	CU_ASSERT(laneset_remove(&rd.set, 1) == -ENOENT);
 	CU_ASSERT(rd.set.npub == 0);
 	rdr_close(&rd);
 	lane_close(&l);
 	pub_close(&A);
 }
 
-static const struct harness_test lanes_tests[] = {
+static const struct harness_test laneset_tests[] = {
 	{ "merge_fair", test_merge_fair },
 	{ "merge_live", test_merge_live },
 	{ "skip_unread", test_skip_unread },
@@ -951,11 +951,11 @@ static const struct harness_test lanes_tests[] = {
 };
 
 static const struct harness_suite suites[] = {
-	{ "lanes", lanes_tests },
+	{ "lanes", laneset_tests },
 	{ NULL, NULL },
 };
 
 int main(int argc, char **argv)
 {
-	return harness_main("test-lanes", suites, argc, argv);
+	return harness_main("test-laneset", suites, argc, argv);
 }

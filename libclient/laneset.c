@@ -1,5 +1,5 @@
 /*
- * libclient/lanes.c - libshmb's reader over many lanes (see lanes.h;
+ * libclient/laneset.c - libshmb's reader over many lanes (see lanes.h;
  * docs/design/data-path.md, sections 1, 2, 4 and 5).
  *
  * Must never: read a byte of a lane's files outside a mapping the SIGBUS
@@ -7,7 +7,7 @@
  * its checksum; acknowledge a record peeked for the merge and not
  * returned, or records skipped past one returned and not yet
  * acknowledged; unmap a lane over or bad while a record returned from it
- * waits for its acknowledgement (lanes_remove() and lanes_free() are the
+ * waits for its acknowledgement (laneset_remove() and laneset_free() are the
  * caller saying it is done).
  */
 #include <errno.h>
@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "libclient/lanes.h"
+#include "libclient/laneset.h"
 #include "libclient/sigbus.h"
 #include "shm/atomics.h"
 #include "shm/clock.h"
@@ -32,16 +32,16 @@
 #define PAGE 4096u
 #define SKIP_BUDGET 1024u          /* records of other topics skipped per call, at most */
 #define MERGE_TRIES 8u             /* a drop-oldest head that moved under the merge */
-#define COUNT_STEPS (4u * LANES_QUANTUM) /* records walked to size a quantum */
+#define COUNT_STEPS (4u * LANESET_QUANTUM) /* records walked to size a quantum */
 #define SPIN_YIELD_NS 20000ull     /* spinning past this: yield between looks */
 #define SLEEP_MAX_NS 1000000000ull /* no sleep longer without a look */
 #define NOISY_RETURNS 16u          /* wake-ups in a row without data ... */
 #define NOISY_STEP_NS 1000000ull   /* ... then a look every ms for the rest of the wait */
 
-struct lanes_lane {
+struct laneset_lane {
 	struct lane_reader r;
 	struct lane_rec head;      /* the last look at its next record */
-	struct lanes_pub *pub;
+	struct laneset_pub *pub;
 	uint32_t no, page, slot;
 	bool drop_oldest, in_place;
 	bool toobig;               /* head is longer than the caller's buffer */
@@ -57,24 +57,24 @@ struct lanes_lane {
 	int sb_data, sb_meta, sb_tx;
 };
 
-struct lanes_page {
+struct laneset_page {
 	uint32_t no;
 	struct shm_cursor_page *pg;
 	int sb;
 };
 
-struct lanes_pub {
+struct laneset_pub {
 	uint64_t id;
-	struct lanes_lane **lane;
+	struct laneset_lane **lane;
 	unsigned nlane;
-	struct lanes_page *page;
+	struct laneset_page *page;
 	unsigned npage;
 	unsigned turn;             /* records left of its quantum; 0: a new turn */
 	uint64_t last_order;       /* of the last record returned */
 };
 
 __attribute__((format(printf, 3, 4)))
-static int say(struct lanes_set *s, int err, const char *fmt, ...)
+static int say(struct laneset *s, int err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -84,7 +84,7 @@ static int say(struct lanes_set *s, int err, const char *fmt, ...)
 	return err;
 }
 
-static bool topic_on(const struct lanes_set *s, uint32_t t)
+static bool topic_on(const struct laneset *s, uint32_t t)
 {
 	return t < SHM_LANE_TOPIC_BITS && (s->topics[t / 8] & (1u << (t % 8)));
 }
@@ -92,7 +92,7 @@ static bool topic_on(const struct lanes_set *s, uint32_t t)
 /* ---- mappings -------------------------------------------------------------- */
 
 /* fd's size, as fstat gives it, must be len. */
-static int size_is(struct lanes_set *s, int fd, uint64_t len, const char *file, const char *of,
+static int size_is(struct laneset *s, int fd, uint64_t len, const char *file, const char *of,
 		   uint32_t no)
 {
 	struct stat st;
@@ -109,7 +109,7 @@ static int size_is(struct lanes_set *s, int fd, uint64_t len, const char *file, 
 }
 
 /* fd's first len bytes, mapped under the SIGBUS guard before any read. */
-static int map_guarded(struct lanes_set *s, int fd, size_t len, int prot, void **p, int *sb)
+static int map_guarded(struct laneset *s, int fd, size_t len, int prot, void **p, int *sb)
 {
 	void *m;
 	int e = sigbus_install();
@@ -131,7 +131,7 @@ static int map_guarded(struct lanes_set *s, int fd, size_t len, int prot, void *
 }
 
 /* A 4096-byte page (tx_wake, cursor page) mapped read-write, guarded. */
-static int map_page(struct lanes_set *s, int fd, const char *file, const char *of, uint32_t no,
+static int map_page(struct laneset *s, int fd, const char *file, const char *of, uint32_t no,
 		    void **p, int *sb)
 {
 	int ret = size_is(s, fd, PAGE, file, of, no);
@@ -148,7 +148,7 @@ static void unmap_guarded(void *p, size_t len, int sb)
 	munmap(p, len);
 }
 
-static void lane_release(struct lanes_lane *l)
+static void lane_release(struct laneset_lane *l)
 {
 	unmap_guarded(l->data, l->data_len, l->sb_data);
 	unmap_guarded(l->meta, SHM_LANE_META_SIZE, l->sb_meta);
@@ -158,7 +158,7 @@ static void lane_release(struct lanes_lane *l)
 
 /* ---- publishers and their pages ------------------------------------------- */
 
-static struct lanes_pub *pub_find(const struct lanes_set *s, uint64_t id)
+static struct laneset_pub *pub_find(const struct laneset *s, uint64_t id)
 {
 	for (unsigned i = 0; i < s->npub; i++)
 		if (s->pub[i]->id == id)
@@ -166,9 +166,9 @@ static struct lanes_pub *pub_find(const struct lanes_set *s, uint64_t id)
 	return NULL;
 }
 
-static struct lanes_pub *pub_get(struct lanes_set *s, uint64_t id)
+static struct laneset_pub *pub_get(struct laneset *s, uint64_t id)
 {
-	struct lanes_pub *p = pub_find(s, id), **np;
+	struct laneset_pub *p = pub_find(s, id), **np;
 
 	if (p)
 		return p;
@@ -185,12 +185,12 @@ static struct lanes_pub *pub_get(struct lanes_set *s, uint64_t id)
 }
 
 /* Forget publishers with neither lanes nor pages (the turn order kept). */
-static void pubs_prune(struct lanes_set *s)
+static void pubs_prune(struct laneset *s)
 {
 	unsigned k = 0, cur = 0;
 
 	for (unsigned i = 0; i < s->npub; i++) {
-		struct lanes_pub *p = s->pub[i];
+		struct laneset_pub *p = s->pub[i];
 
 		if (p->nlane || p->npage) {
 			cur += i < s->cur; /* the turn stays where it was */
@@ -205,7 +205,7 @@ static void pubs_prune(struct lanes_set *s)
 	s->cur = cur;
 }
 
-static struct lanes_page *page_of(const struct lanes_pub *p, uint32_t no)
+static struct laneset_page *page_of(const struct laneset_pub *p, uint32_t no)
 {
 	for (unsigned i = 0; i < p->npage; i++)
 		if (p->page[i].no == no)
@@ -213,7 +213,7 @@ static struct lanes_page *page_of(const struct lanes_pub *p, uint32_t no)
 	return NULL;
 }
 
-static struct lanes_lane *lane_find(const struct lanes_set *s, uint32_t no, unsigned *at)
+static struct laneset_lane *lane_find(const struct laneset *s, uint32_t no, unsigned *at)
 {
 	for (unsigned i = 0; i < s->npub; i++)
 		for (unsigned j = 0; j < s->pub[i]->nlane; j++)
@@ -226,9 +226,9 @@ static struct lanes_lane *lane_find(const struct lanes_set *s, uint32_t no, unsi
 
 /* ---- adding a lane ---------------------------------------------------------- */
 
-static int desc_check(struct lanes_set *s, const struct lanes_desc *d)
+static int desc_check(struct laneset *s, const struct laneset_desc *d)
 {
-	struct lanes_pub *p = pub_find(s, d->publisher);
+	struct laneset_pub *p = pub_find(s, d->publisher);
 	unsigned at;
 
 	if (d->kind != SHM_LANE_LOCAL && d->kind != SHM_LANE_RECEIVED)
@@ -248,7 +248,7 @@ static int desc_check(struct lanes_set *s, const struct lanes_desc *d)
 }
 
 /* meta's size and header, checked on a private copy read with pread. */
-static int meta_check(struct lanes_set *s, const struct lanes_desc *d, int fd,
+static int meta_check(struct laneset *s, const struct laneset_desc *d, int fd,
 		      struct shm_lane_meta_hdr *h)
 {
 	int ret = size_is(s, fd, SHM_LANE_META_SIZE, "meta", "lane", d->lane);
@@ -276,12 +276,12 @@ static int meta_check(struct lanes_set *s, const struct lanes_desc *d, int fd,
 }
 
 /* The reader's state, and the lane into its publisher's list. */
-static int lane_start(struct lanes_set *s, struct lanes_lane *l, const struct lanes_desc *d,
+static int lane_start(struct laneset *s, struct laneset_lane *l, const struct laneset_desc *d,
 		      const struct shm_lane_meta_hdr *h)
 {
-	struct lanes_pub *p = pub_get(s, d->publisher);
-	struct lanes_page *pg = p ? page_of(p, d->cursor_page) : NULL;
-	struct lanes_lane **nl = p ? realloc(p->lane, (p->nlane + 1) * sizeof(*nl)) : NULL;
+	struct laneset_pub *p = pub_get(s, d->publisher);
+	struct laneset_page *pg = p ? page_of(p, d->cursor_page) : NULL;
+	struct laneset_lane **nl = p ? realloc(p->lane, (p->nlane + 1) * sizeof(*nl)) : NULL;
 	int ret;
 
 	if (!nl)
@@ -305,11 +305,11 @@ static int lane_start(struct lanes_set *s, struct lanes_lane *l, const struct la
 	return 0;
 }
 
-int lanes_add(struct lanes_set *s, const struct lanes_desc *d, int data_fd, int meta_fd,
+int laneset_add(struct laneset *s, const struct laneset_desc *d, int data_fd, int meta_fd,
 	      int tx_wake_fd)
 {
 	struct shm_lane_meta_hdr h;
-	struct lanes_lane *l;
+	struct laneset_lane *l;
 	int ret;
 
 	s->why[0] = '\0';
@@ -339,10 +339,10 @@ int lanes_add(struct lanes_set *s, const struct lanes_desc *d, int data_fd, int 
 	return ret;
 }
 
-int lanes_set_tx_wake(struct lanes_set *s, uint32_t lane, int fd)
+int laneset_set_tx_wake(struct laneset *s, uint32_t lane, int fd)
 {
 	unsigned at;
-	struct lanes_lane *l = lane_find(s, lane, &at);
+	struct laneset_lane *l = lane_find(s, lane, &at);
 	uint64_t arm;
 	int ret;
 
@@ -367,7 +367,7 @@ int lanes_set_tx_wake(struct lanes_set *s, uint32_t lane, int fd)
 	return 0;
 }
 
-static void store_ack(struct lanes_lane *l, uint64_t pos)
+static void store_ack(struct laneset_lane *l, uint64_t pos)
 {
 	if (pos <= l->ackpos)
 		return;
@@ -375,10 +375,10 @@ static void store_ack(struct lanes_lane *l, uint64_t pos)
 	lane_ack(&l->r, pos); /* nothing yet while the page is not mapped */
 }
 
-int lanes_cursor_page(struct lanes_set *s, uint64_t publisher, uint32_t page_no, int fd)
+int laneset_cursor_page(struct laneset *s, uint64_t publisher, uint32_t page_no, int fd)
 {
-	struct lanes_pub *p = pub_find(s, publisher);
-	struct lanes_page *np;
+	struct laneset_pub *p = pub_find(s, publisher);
+	struct laneset_page *np;
 	void *m = NULL;
 	int sb = -1, ret;
 
@@ -397,9 +397,9 @@ int lanes_cursor_page(struct lanes_set *s, uint64_t publisher, uint32_t page_no,
 		return say(s, -ENOMEM, "cursor page %u: no memory", page_no);
 	}
 	p->page = np;
-	p->page[p->npage++] = (struct lanes_page){ .no = page_no, .pg = m, .sb = sb };
+	p->page[p->npage++] = (struct laneset_page){ .no = page_no, .pg = m, .sb = sb };
 	for (unsigned i = 0; i < p->nlane; i++) {
-		struct lanes_lane *l = p->lane[i];
+		struct laneset_lane *l = p->lane[i];
 
 		if (l->page != page_no || l->r.slot)
 			continue;
@@ -409,10 +409,10 @@ int lanes_cursor_page(struct lanes_set *s, uint64_t publisher, uint32_t page_no,
 	return 0;
 }
 
-int lanes_remove(struct lanes_set *s, uint32_t lane)
+int laneset_remove(struct laneset *s, uint32_t lane)
 {
 	unsigned at;
-	struct lanes_lane *l = lane_find(s, lane, &at);
+	struct laneset_lane *l = lane_find(s, lane, &at);
 
 	if (!l)
 		return -ENOENT;
@@ -424,7 +424,7 @@ int lanes_remove(struct lanes_set *s, uint32_t lane)
 	return 0;
 }
 
-int lanes_topic(struct lanes_set *s, uint32_t topic_id, bool on)
+int laneset_topic(struct laneset *s, uint32_t topic_id, bool on)
 {
 	if (topic_id >= SHM_LANE_TOPIC_BITS)
 		return -EINVAL;
@@ -435,7 +435,7 @@ int lanes_topic(struct lanes_set *s, uint32_t topic_id, bool on)
 	return 0;
 }
 
-int lanes_init(struct lanes_set *s, lanes_event_fn on_event, void *ctx)
+int laneset_init(struct laneset *s, laneset_event_fn on_event, void *ctx)
 {
 	memset(s, 0, sizeof(*s));
 	s->topics = calloc(SHM_LANE_TOPIC_BITS / 8, 1);
@@ -449,10 +449,10 @@ int lanes_init(struct lanes_set *s, lanes_event_fn on_event, void *ctx)
 	return 0;
 }
 
-void lanes_free(struct lanes_set *s)
+void laneset_free(struct laneset *s)
 {
 	for (unsigned i = 0; i < s->npub; i++) {
-		struct lanes_pub *p = s->pub[i];
+		struct laneset_pub *p = s->pub[i];
 
 		for (unsigned j = 0; j < p->nlane; j++)
 			lane_release(p->lane[j]);
@@ -470,7 +470,7 @@ void lanes_free(struct lanes_set *s)
 /* ---- reading ----------------------------------------------------------------- */
 
 /* The lane reads no more: reported once, released once acknowledged. */
-static void lane_gone(struct lanes_set *s, struct lanes_lane *l, int ev)
+static void lane_gone(struct laneset *s, struct laneset_lane *l, int ev)
 {
 	if (l->gone)
 		return;
@@ -483,7 +483,7 @@ static void lane_gone(struct lanes_set *s, struct lanes_lane *l, int ev)
 
 /* A file cut under a mapping reads as zeroes from the fault on: its lane
  * is bad, whatever its records looked like (section 5). */
-static void faults_check(struct lanes_set *s)
+static void faults_check(struct laneset *s)
 {
 	uint64_t f = sigbus_faults();
 
@@ -492,11 +492,11 @@ static void faults_check(struct lanes_set *s)
 	s->faults_seen = f;
 	for (unsigned i = 0; i < s->npub; i++)
 		for (unsigned j = 0; j < s->pub[i]->nlane; j++) {
-			struct lanes_lane *l = s->pub[i]->lane[j];
+			struct laneset_lane *l = s->pub[i]->lane[j];
 
 			if (!l->gone && (sigbus_bad(l->sb_data) || sigbus_bad(l->sb_meta))) {
 				l->r.bad = -EBADMSG;
-				lane_gone(s, l, LANES_EV_BAD);
+				lane_gone(s, l, LANESET_EV_BAD);
 			}
 		}
 }
@@ -504,7 +504,7 @@ static void faults_check(struct lanes_set *s)
 /* Past a record of a topic the session does not read; acknowledged at
  * once unless a record returned from the lane still waits for its ack
  * (section 2, "Acknowledging"). */
-static void lane_skip(struct lanes_set *s, struct lanes_lane *l)
+static void lane_skip(struct laneset *s, struct laneset_lane *l)
 {
 	l->missed += l->head.missed;
 	lane_consume(&l->r, &l->head);
@@ -516,7 +516,7 @@ static void lane_skip(struct lanes_set *s, struct lanes_lane *l)
 
 /* The lane's next record of a topic read, in l->head: LANE_REC, or
  * LANE_NONE (nothing now, the lane gone, or *budget skips spent). */
-static int lane_head(struct lanes_set *s, struct lanes_lane *l, void *buf, uint32_t cap,
+static int lane_head(struct laneset *s, struct laneset_lane *l, void *buf, uint32_t cap,
 		     unsigned *budget)
 {
 	while (!l->gone) {
@@ -532,9 +532,9 @@ static int lane_head(struct lanes_set *s, struct lanes_lane *l, void *buf, uint3
 		if (ret == LANE_NONE)
 			return LANE_NONE;
 		if (ret == LANE_END) {
-			lane_gone(s, l, LANES_EV_END);
+			lane_gone(s, l, LANESET_EV_END);
 		} else if (ret < 0 && !l->toobig) {
-			lane_gone(s, l, LANES_EV_BAD);
+			lane_gone(s, l, LANESET_EV_BAD);
 		} else if (topic_on(s, l->head.topic_id)) {
 			return LANE_REC;
 		} else if (*budget) {
@@ -547,7 +547,7 @@ static int lane_head(struct lanes_set *s, struct lanes_lane *l, void *buf, uint3
 	return LANE_NONE;
 }
 
-static struct lanes_lane *lower(struct lanes_lane *a, struct lanes_lane *b)
+static struct laneset_lane *lower(struct laneset_lane *a, struct laneset_lane *b)
 {
 	return !a || b->head.order < a->head.order ? b : a;
 }
@@ -555,15 +555,15 @@ static struct lanes_lane *lower(struct lanes_lane *a, struct lanes_lane *b)
 /* The merge (section 2): every head, the lowest, then, after that
  * acquire, the heads that were empty again: a lower record was committed
  * before the one taken (commit order is source order), so it is seen. */
-static struct lanes_lane *pub_lowest(struct lanes_set *s, struct lanes_pub *p, void *buf,
+static struct laneset_lane *pub_lowest(struct laneset *s, struct laneset_pub *p, void *buf,
 				     uint32_t cap, unsigned *budget)
 {
-	struct lanes_lane *best = NULL;
+	struct laneset_lane *best = NULL;
 	bool empty = false;
 
 	s->buf_owner = NULL;
 	for (unsigned i = 0; i < p->nlane; i++) {
-		struct lanes_lane *l = p->lane[i];
+		struct laneset_lane *l = p->lane[i];
 
 		l->empty = lane_head(s, l, buf, cap, budget) != LANE_REC;
 		if (l->empty)
@@ -574,7 +574,7 @@ static struct lanes_lane *pub_lowest(struct lanes_set *s, struct lanes_pub *p, v
 	if (!best || !empty)
 		return best;
 	for (unsigned i = 0; i < p->nlane; i++) {
-		struct lanes_lane *l = p->lane[i];
+		struct laneset_lane *l = p->lane[i];
 
 		if (l->empty && lane_head(s, l, buf, cap, budget) == LANE_REC)
 			best = lower(best, l);
@@ -585,8 +585,8 @@ static struct lanes_lane *pub_lowest(struct lanes_set *s, struct lanes_pub *p, v
 /* Return l's head, the merge's lowest: copied unless read in place,
  * looked at for faults after the copy, then consumed.  -EAGAIN: merge
  * again. */
-static int take(struct lanes_set *s, struct lanes_lane *l, void *buf, uint32_t cap,
-		struct lanes_msg *out)
+static int take(struct laneset *s, struct laneset_lane *l, void *buf, uint32_t cap,
+		struct laneset_msg *out)
 {
 	struct lane_rec *m = &l->head;
 	bool copy = !l->drop_oldest && !l->in_place;
@@ -601,7 +601,7 @@ static int take(struct lanes_set *s, struct lanes_lane *l, void *buf, uint32_t c
 			return -EAGAIN;
 		*m = m2;
 	}
-	*out = (struct lanes_msg){ .len = m->len, .topic_id = m->topic_id, .publisher = l->pub->id,
+	*out = (struct laneset_msg){ .len = m->len, .topic_id = m->topic_id, .publisher = l->pub->id,
 				   .order = m->order, .missed = l->missed + m->missed, .lane = l->no,
 				   .origin = m->origin };
 	if (l->toobig || (copy && m->len > cap))
@@ -628,11 +628,11 @@ static int take(struct lanes_set *s, struct lanes_lane *l, void *buf, uint32_t c
 	return 1;
 }
 
-static int pub_take(struct lanes_set *s, struct lanes_pub *p, void *buf, uint32_t cap,
-		    struct lanes_msg *out, unsigned *budget)
+static int pub_take(struct laneset *s, struct laneset_pub *p, void *buf, uint32_t cap,
+		    struct laneset_msg *out, unsigned *budget)
 {
 	for (unsigned tries = 0; tries < MERGE_TRIES; tries++) {
-		struct lanes_lane *l = pub_lowest(s, p, buf, cap, budget);
+		struct laneset_lane *l = pub_lowest(s, p, buf, cap, budget);
 		int ret;
 
 		if (!l)
@@ -645,21 +645,21 @@ static int pub_take(struct lanes_set *s, struct lanes_pub *p, void *buf, uint32_
 }
 
 /* A new turn's quantum: records of topics read committed in p's lanes
- * now, at most LANES_QUANTUM, walked on copies of the read positions.  At
+ * now, at most LANESET_QUANTUM, walked on copies of the read positions.  At
  * least 1: a drop-oldest lane lapped under the walk finds its records
  * only through lane_peek's jump. */
-static unsigned pub_quantum(const struct lanes_set *s, const struct lanes_pub *p)
+static unsigned pub_quantum(const struct laneset *s, const struct laneset_pub *p)
 {
 	unsigned n = 0;
 
-	for (unsigned i = 0; i < p->nlane && n < LANES_QUANTUM; i++) {
+	for (unsigned i = 0; i < p->nlane && n < LANESET_QUANTUM; i++) {
 		struct ring_cons c = p->lane[i]->r.c;
 		struct ring_msg m;
 		struct shm_lane_msg lm;
 
 		if (p->lane[i]->gone)
 			continue;
-		for (unsigned k = 0; k < COUNT_STEPS && n < LANES_QUANTUM && ring_peek(&c, &m) == 0;
+		for (unsigned k = 0; k < COUNT_STEPS && n < LANESET_QUANTUM && ring_peek(&c, &m) == 0;
 		     k++) {
 			if (m.len >= sizeof(lm)) {
 				memcpy(&lm, m.payload, sizeof(lm));
@@ -673,16 +673,16 @@ static unsigned pub_quantum(const struct lanes_set *s, const struct lanes_pub *p
 
 /* Release the lanes that are over once nothing returned from them waits
  * for an ack. */
-static void sweep(struct lanes_set *s)
+static void sweep(struct laneset *s)
 {
 	if (!s->sweep)
 		return;
 	s->sweep = false;
 	for (unsigned i = 0; i < s->npub; i++) {
-		struct lanes_pub *p = s->pub[i];
+		struct laneset_pub *p = s->pub[i];
 
 		for (unsigned j = 0; j < p->nlane;) {
-			struct lanes_lane *l = p->lane[j];
+			struct laneset_lane *l = p->lane[j];
 
 			if (!l->gone || l->returned) {
 				s->sweep |= l->gone;
@@ -700,14 +700,14 @@ static void sweep(struct lanes_set *s)
 	pubs_prune(s);
 }
 
-int lanes_next(struct lanes_set *s, void *buf, uint32_t cap, struct lanes_msg *out)
+int laneset_next(struct laneset *s, void *buf, uint32_t cap, struct laneset_msg *out)
 {
 	unsigned budget = SKIP_BUDGET;
 
 	faults_check(s);
 	sweep(s);
 	for (unsigned visits = 0; s->npub && visits <= s->npub; visits++) {
-		struct lanes_pub *p;
+		struct laneset_pub *p;
 		int ret;
 
 		if (s->cur >= s->npub)
@@ -730,11 +730,11 @@ int lanes_next(struct lanes_set *s, void *buf, uint32_t cap, struct lanes_msg *o
 	return 0;
 }
 
-void lanes_ack(struct lanes_set *s)
+void laneset_ack(struct laneset *s)
 {
 	for (unsigned i = 0; i < s->npub; i++)
 		for (unsigned j = 0; j < s->pub[i]->nlane; j++) {
-			struct lanes_lane *l = s->pub[i]->lane[j];
+			struct laneset_lane *l = s->pub[i]->lane[j];
 
 			store_ack(l, l->done);
 			l->returned = false;
@@ -747,7 +747,7 @@ void lanes_ack(struct lanes_set *s)
 /* Anything to return or report?  Every lane's head (a drop-oldest lane
  * also against `reclaim`: lane_peek jumps), records of other topics
  * skipped on the way. */
-static bool lanes_look(struct lanes_set *s)
+static bool laneset_look(struct laneset *s)
 {
 	uint64_t scratch, events = s->events;
 	unsigned budget = SKIP_BUDGET;
@@ -761,7 +761,7 @@ static bool lanes_look(struct lanes_set *s)
 	return s->events != events || !budget;
 }
 
-int lanes_wait(struct lanes_set *s, uint32_t *rx_wake, struct shm_arm_page *arm,
+int laneset_wait(struct laneset *s, uint32_t *rx_wake, struct shm_arm_page *arm,
 	       uint32_t arm_slot, uint64_t spin_ns, const struct timespec *deadline)
 {
 	uint64_t end = deadline ? (uint64_t)deadline->tv_sec * 1000000000ull +
@@ -773,7 +773,7 @@ int lanes_wait(struct lanes_set *s, uint32_t *rx_wake, struct shm_arm_page *arm,
 	if (arm_slot >= SHM_ARM_SLOTS)
 		return -EINVAL;
 	for (; now - t0 < spin_ns && now < end; now = clock_mono_ns()) {
-		if (lanes_look(s))
+		if (laneset_look(s))
 			return 1;
 		if (now - t0 > SPIN_YIELD_NS)
 			sched_yield();
@@ -796,7 +796,7 @@ int lanes_wait(struct lanes_set *s, uint32_t *rx_wake, struct shm_arm_page *arm,
 			 * load of the bits: it sees the arm, or this look the record */
 			fence_full();
 		}
-		found = lanes_look(s);
+		found = laneset_look(s);
 		now = clock_mono_ns();
 		if (found || now >= end) {
 			if (!noisy)

@@ -1,15 +1,15 @@
 /*
- * libclient/lanes.h - libshmb's reader over many lanes (docs/design/
+ * libclient/laneset.h - libshmb's reader over many lanes (docs/design/
  * data-path.md, section 2 "The library's reader"): one set per reader
  * session generation, holding the lanes the broker told it to read, each
  * mapped read-only under the SIGBUS guard, and the publishers' cursor
  * pages it acknowledges into.
  *
- * lanes_next() merges each publisher's lanes by `order` and serves the
+ * laneset_next() merges each publisher's lanes by `order` and serves the
  * publishers round robin (a quantum of 64 records, or what was committed
  * when the turn began, whichever is less); records of topics the session
  * does not read are consumed silently and acknowledged over; a bad lane is
- * dropped and reported while the others read on.  lanes_wait() is the
+ * dropped and reported while the others read on.  laneset_wait() is the
  * reader's sleep of section 4 (arm page, rx_wake, deadlines, noisy peers).
  *
  * Not thread-safe: the caller serializes every call on a set.  Nothing in
@@ -20,8 +20,8 @@
  * directory (a subscribe or unsubscribe on a lane already held); today a
  * topic filter applies to every lane of the set alike.
  */
-#ifndef LIBCLIENT_LANES_H
-#define LIBCLIENT_LANES_H
+#ifndef LIBCLIENT_LANESET_H
+#define LIBCLIENT_LANESET_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -29,15 +29,15 @@
 
 #include "shm/lane-rw.h"
 
-#define LANES_QUANTUM 64u  /* records a publisher gets per turn, at most */
+#define LANESET_QUANTUM 64u  /* records a publisher gets per turn, at most */
 
-enum lanes_event {
-	LANES_EV_BAD = 1, /* the lane was dropped: a bad record, or its file cut under us */
-	LANES_EV_END = 2, /* the lane was read to its cut; released once acknowledged */
+enum laneset_event {
+	LANESET_EV_BAD = 1, /* the lane was dropped: a bad record, or its file cut under us */
+	LANESET_EV_END = 2, /* the lane was read to its cut; released once acknowledged */
 };
 
 /* A lane as the broker describes it to its reader. */
-struct lanes_desc {
+struct laneset_desc {
 	uint32_t lane;         /* the broker's number for it: the handle */
 	uint32_t kind;         /* enum shm_lane_kind; meta must say the same */
 	uint64_t publisher;    /* its publisher (local lanes: meta must say the same) */
@@ -50,7 +50,7 @@ struct lanes_desc {
 };
 
 /* One message. */
-struct lanes_msg {
+struct laneset_msg {
 	const void *data;      /* in the lane (in place) or in the caller's buf */
 	uint32_t len;
 	uint32_t topic_id;
@@ -61,25 +61,25 @@ struct lanes_msg {
 	struct shm_lane_origin origin; /* received lanes */
 };
 
-/* Called from within lanes_next(), lanes_wait() and lanes_ack(); it must
+/* Called from within laneset_next(), laneset_wait() and laneset_ack(); it must
  * not call back into the set. */
-typedef void (*lanes_event_fn)(void *ctx, int event, uint64_t publisher, uint32_t lane);
+typedef void (*laneset_event_fn)(void *ctx, int event, uint64_t publisher, uint32_t lane);
 
-struct lanes_pub;
-struct lanes_lane;
+struct laneset_pub;
+struct laneset_lane;
 
-struct lanes_set {
-	struct lanes_pub **pub;
+struct laneset {
+	struct laneset_pub **pub;
 	unsigned npub;
 	unsigned cur;             /* the publisher whose turn it is */
 	uint8_t *topics;          /* one bit per topic id read by the session */
-	lanes_event_fn on_event;
+	laneset_event_fn on_event;
 	void *ctx;
-	/* lanes_wait() calls it after loading rx_wake, before it arms: the
+	/* laneset_wait() calls it after loading rx_wake, before it arms: the
 	 * caller reads its socket without blocking there (a LANES push is
 	 * followed by a wake of rx_wake).  NULL: none. */
 	void (*before_sleep)(void *ctx);
-	struct lanes_lane *buf_owner; /* whose record the caller's buf holds now */
+	struct laneset_lane *buf_owner; /* whose record the caller's buf holds now */
 	uint64_t faults_seen;     /* sigbus_faults() as last looked at */
 	uint64_t arm_seq;         /* fresh arm values */
 	uint64_t events;
@@ -90,55 +90,55 @@ struct lanes_set {
 };
 
 /* 0 or -ENOMEM. */
-int lanes_init(struct lanes_set *s, lanes_event_fn on_event, void *ctx);
+int laneset_init(struct laneset *s, laneset_event_fn on_event, void *ctx);
 
 /* Unmap everything; a message returned in place is gone with it. */
-void lanes_free(struct lanes_set *s);
+void laneset_free(struct laneset *s);
 
 /*
  * Read a lane: data and meta mapped read-only after their sizes (fstat)
  * and meta's header (magic, layout version, CRC32C, ring size, kind,
  * publisher) were checked on a private copy; tx_wake (the writer's space
  * word, a 4096-byte page) read-write, or -1 for "not yet"
- * (lanes_set_tx_wake()).  The descriptors stay the caller's.  0, or with
+ * (laneset_set_tx_wake()).  The descriptors stay the caller's.  0, or with
  * s->why said: -EINVAL (a bad description or header field), -EEXIST (the
  * lane or its cursor slot taken), -EMSGSIZE (a file of the wrong size),
  * -EBADMSG (not a lane's meta), -EPROTONOSUPPORT (another layout
  * version), -EILSEQ (the header's checksum), -ENOSPC (the SIGBUS guard is
  * full), -ENOMEM, or mmap's and fstat's errors.
  */
-int lanes_add(struct lanes_set *s, const struct lanes_desc *d, int data_fd, int meta_fd,
+int laneset_add(struct laneset *s, const struct laneset_desc *d, int data_fd, int meta_fd,
 	      int tx_wake_fd);
 
 /* The writer's tx_wake page, once it came.  0, -ENOENT, -EEXIST, -EMSGSIZE. */
-int lanes_set_tx_wake(struct lanes_set *s, uint32_t lane, int fd);
+int laneset_set_tx_wake(struct laneset *s, uint32_t lane, int fd);
 
 /*
  * A publisher's cursor page page_no (4096 bytes), mapped read-write; its
  * lanes acknowledge into it from now on (what was acknowledged before is
  * stored at once).  0, -EEXIST, -EMSGSIZE, -ENOSPC, -ENOMEM.
  */
-int lanes_cursor_page(struct lanes_set *s, uint64_t publisher, uint32_t page_no, int fd);
+int laneset_cursor_page(struct laneset *s, uint64_t publisher, uint32_t page_no, int fd);
 
 /* Stop reading a lane and unmap it now.  0 or -ENOENT (never added, or
  * already released after its end or a fault). */
-int lanes_remove(struct lanes_set *s, uint32_t lane);
+int laneset_remove(struct laneset *s, uint32_t lane);
 
 /* Read topic_id or not.  0 or -EINVAL. */
-int lanes_topic(struct lanes_set *s, uint32_t topic_id, bool on);
+int laneset_topic(struct laneset *s, uint32_t topic_id, bool on);
 
 /*
  * The next message across every lane: 1 and *out; 0 when there is none
  * now; -EMSGSIZE when the next one is longer than cap (out->len says how
  * long, the record stays unread).  Copied into buf unless read in place.
- * out->data stays valid until lanes_ack() (in place) or the next call
+ * out->data stays valid until laneset_ack() (in place) or the next call
  * (copied).
  */
-int lanes_next(struct lanes_set *s, void *buf, uint32_t cap, struct lanes_msg *out);
+int laneset_next(struct laneset *s, void *buf, uint32_t cap, struct laneset_msg *out);
 
 /* Acknowledge, per lane, every record returned or skipped so far; wakes
  * a writer waiting for the space; releases lanes that are over. */
-void lanes_ack(struct lanes_set *s);
+void laneset_ack(struct laneset *s);
 
 /*
  * Sleep until a message may be there: spin for spin_ns (yielding past
@@ -147,7 +147,7 @@ void lanes_ack(struct lanes_set *s);
  * 1 when something may be there (a message, or a lane over), 0 at the
  * deadline, -EINVAL for an arm slot out of range.
  */
-int lanes_wait(struct lanes_set *s, uint32_t *rx_wake, struct shm_arm_page *arm,
+int laneset_wait(struct laneset *s, uint32_t *rx_wake, struct shm_arm_page *arm,
 	       uint32_t arm_slot, uint64_t spin_ns, const struct timespec *deadline);
 
 #endif
