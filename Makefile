@@ -23,7 +23,8 @@ LDLIBS   += -lpthread
 SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c shm/hold.c shm/lane-rw.c
 LIB_SRC  := libclient/shmb.c libclient/client.c libclient/client-admin.c \
             libclient/conn.c libclient/conn-thread.c libclient/conn-handshake.c \
-            libclient/lifecycle.c libclient/registry.c libclient/sigbus.c libclient/lanew.c
+            libclient/lifecycle.c libclient/registry.c libclient/sigbus.c libclient/lanew.c \
+            libclient/laneset.c
 BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/ctl-admin.c broker/session.c broker/session-tx.c broker/topic.c \
               broker/adopt.c broker/router.c broker/dlv.c broker/state.c broker/log.c broker/guard.c broker/harden.c \
               broker/link.c broker/link-data.c broker/link-dial.c broker/link-file.c broker/link-accept.c \
@@ -31,7 +32,7 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/ctl-admin.c broker
               broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c broker/lanefile.c broker/lanes.c broker/ctl-lanes.c
 
 UNIT_TESTS := test-layout test-lane-rw test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto \
-              test-state test-router test-sigbus test-lanefile test-lanereg test-lanew
+              test-state test-router test-sigbus test-lanefile test-lanereg test-lanew test-laneset
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker test-restart test-redial test-admin test-links test-lanes
 BENCHES    := bench-ring bench-lane bench-broker bench-ops bench-links
