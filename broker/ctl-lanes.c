@@ -151,7 +151,8 @@ static unsigned readers_of(struct broker *b, const struct topic *t, struct lread
 		struct session *s = t->subs[i];
 		struct lreader *r;
 
-		if (!s->owner || (s->uid != 0 && s->uid != t->owner))
+		/* only owners that speak the lane messages read lanes */
+		if (!s->owner || !s->owner->lanes || (s->uid != 0 && s->uid != t->owner))
 			continue;
 		r = reader_of(b, s);
 		if (r)
@@ -198,6 +199,8 @@ int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_top
 
 	if (!b->lanes)
 		return ctl_reply_err(c, q->h.req_id, -EOPNOTSUPP, "lanes are off (shmbd --lanes)");
+	if (!c->lanes)
+		return ctl_reply_err(c, q->h.req_id, -EPROTO, "say PROTO_HELLO_LANES first");
 	if (!s || s->uid != c->uid)
 		return ctl_reply_err(c, q->h.req_id, -ENOENT, "no such session of yours");
 	if (s->owner != c)
@@ -224,7 +227,7 @@ void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic)
 {
 	struct lreader *r;
 
-	if (!b->lanes)
+	if (!b->lanes || !s->owner || !s->owner->lanes)
 		return;
 	r = reader_of(b, s);
 	if (!r || lanes_subscribe(b->lanes, r, topic) < 0)

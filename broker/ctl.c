@@ -396,6 +396,7 @@ static int ctl_message(struct broker *b, struct conn *c, const void *buf, size_t
 					 PROTO_VERSION),
 			       -EPROTONOSUPPORT;
 		c->hello = true;
+		c->lanes = q->flags & PROTO_HELLO_LANES;
 		ctl_reply_init(&rep, h.req_id, 0);
 		rep.u.hello.version = PROTO_VERSION;
 		rep.u.hello.broker_id = b->broker_id;

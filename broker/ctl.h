@@ -19,6 +19,7 @@ struct conn {
 	uid_t uid;
 	pid_t pid;
 	bool hello;
+	bool lanes;            /* it said PROTO_HELLO_LANES: lane messages may be pushed to it */
 	bool dead;
 	uint64_t accepted_ns;  /* a connection that says no HELLO in time is closed */
 };

@@ -175,7 +175,11 @@ int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbu
 		got = rpc_fds(&mh, fds, nfds_max);
 		/* events (request id 0) need no answer: staleness is also visible
 		 * in shared memory, where every call checks it */
-		if ((size_t)n >= sizeof(struct proto_hdr) && rep->h.type == PROTO_EVENT) {
+		if ((size_t)n >= sizeof(struct proto_hdr) &&
+		    (rep->h.type == PROTO_EVENT || rep->h.type == PROTO_LANE ||
+		     rep->h.type == PROTO_HOLDER)) {
+			/* lane messages: this client did not ask for them (a
+			 * broker that sends them anyway is not fatal) */
 			close_fds(fds, got);
 			continue;
 		}

@@ -47,6 +47,9 @@ struct proto_hdr {
 	uint64_t req_id;
 };
 
+/* flags of proto_hello */
+#define PROTO_HELLO_LANES 0x1u /* the client speaks the lane messages (LANE, HOLDER) */
+
 struct proto_hello {
 	struct proto_hdr h;
 	uint32_t version;

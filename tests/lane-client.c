@@ -103,7 +103,8 @@ bool rc_push(struct rc *c, uint32_t type, struct rpush *out)
 /* Connect, HELLO, open session `name` (policy), intern the topic. */
 int rc_open(struct rc *c, const char *dir, const char *name, uint32_t policy)
 {
-	struct proto_hello hello = { .h = { PROTO_HELLO, sizeof(hello), 0 }, .version = PROTO_VERSION };
+	struct proto_hello hello = { .h = { PROTO_HELLO, sizeof(hello), 0 }, .version = PROTO_VERSION,
+				     .flags = PROTO_HELLO_LANES };
 	struct proto_open o = { .h = { PROTO_SESSION_OPEN, sizeof(o), 0 }, .policy = policy };
 	struct proto_topic tp = { .h = { PROTO_TOPIC, sizeof(tp), 0 } };
 	struct proto_reply rep;
