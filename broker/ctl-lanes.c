@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -249,6 +250,50 @@ void ctl_lanes_session_end(struct broker *b, struct session *s)
 		s->lane_reader = NULL;
 	}
 	lanes_push_done(b->lanes);
+}
+
+/* Has the writer cut, grown or punched its lane's data file? */
+static const char *lane_changed(const struct blane *l)
+{
+	struct stat st;
+
+	if (fstat(l->f.data_fd, &st) < 0)
+		return "it cannot be looked at";
+	if ((uint64_t)st.st_size < l->f.data_len)
+		return "it was truncated";
+	if ((uint64_t)st.st_size > l->f.data_len)
+		return "it grew";
+	if ((uint64_t)st.st_blocks < l->f.data_blocks)
+		return "it lost blocks (a hole was punched in it)";
+	return NULL;
+}
+
+void ctl_lanes_sweep(struct broker *b)
+{
+	if (!b->lanes)
+		return;
+	for (struct blane *l = b->lanes->lanes; l; l = l->next) {
+		const char *what;
+		struct session *s;
+
+		if (lanefile_state(&l->f)->state == SHM_LANE_BAD || !(what = lane_changed(l)))
+			continue;
+		/* its readers drop it (they read it under their guards) */
+		lanefile_set_bad(&l->f);
+		s = session_by_id(b, l->publisher);
+		log_msg(LOG_WARNING, "lane %s: its data file was changed by its writer: %s", l->f.name,
+			what);
+		/* the writer of an open lane is the session's owner now; a cut
+		 * lane's is a fenced old owner, whose session is not punished */
+		if (s && !l->cut && s->generation == l->generation && !s->quarantined) {
+			char why[160];
+
+			snprintf(why, sizeof(why), "its lane was changed by its client: %s", what);
+			session_quarantine(b, s, why);
+		}
+		if (ftruncate(l->f.data_fd, (off_t)l->f.data_len) < 0)
+			log_msg(LOG_WARNING, "lane %s: cannot cut it back: %s", l->f.name, strerror(errno));
+	}
 }
 
 void ctl_lanes_tick(struct broker *b)

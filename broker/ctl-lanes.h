@@ -27,6 +27,11 @@ void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic);
  * are cut, its holds let go. */
 void ctl_lanes_session_end(struct broker *b, struct session *s);
 
+/* About once a second: a lane whose writer cut, grew or punched its data
+ * file is BAD (its readers drop it) and, while the writer is the
+ * session's owner, the session is quarantined (data-path.md, section 5). */
+void ctl_lanes_sweep(struct broker *b);
+
 /* Housekeeping: lanes passed by every holder go. */
 void ctl_lanes_tick(struct broker *b);
 

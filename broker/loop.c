@@ -408,6 +408,7 @@ int loop_run(struct broker *b)
 			/* about once a second: clients' TX files as they were made */
 			if (now - last_sweep >= 1000000000ull) {
 				harden_sweep(b);
+				ctl_lanes_sweep(b);
 				last_sweep = now;
 			}
 			if (b->accept_paused && !b->stopping) {

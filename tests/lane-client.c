@@ -3,6 +3,7 @@
  * lane-client.h).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
@@ -112,6 +113,7 @@ int rc_open(struct rc *c, const char *dir, const char *name, uint32_t policy)
 	unsigned n;
 
 	memset(c, 0, sizeof(*c));
+	c->data_fd = -1;
 	c->fd = rc_connect(dir);
 	if (c->fd < 0 || rc_call(c, &hello, sizeof(hello), &rep, NULL, NULL) < 0 || rep.err)
 		return -1;
@@ -153,6 +155,8 @@ int rc_lane_topic(struct rc *c, struct lanew *w)
 		return -1;
 	if (rep.err)
 		return rep.err;
+	if (n == 4 && c->data_fd < 0)
+		c->data_fd = fcntl(fds[0], F_DUPFD_CLOEXEC, 0);
 	if (n == 4 && lanew_lane_add(w, rep.u.lane.lane, rep.u.lane.ring_size, fds) < 0)
 		return -1;
 	return lanew_topic(w, c->topic, rep.u.lane.lane);

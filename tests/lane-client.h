@@ -35,6 +35,7 @@ struct rc {
 	uint64_t req;
 	uint64_t session;
 	uint32_t generation, topic;
+	int data_fd;           /* a copy of its lane's data descriptor (hostile tests), or -1 */
 	struct rpush q[MAXP];
 	unsigned nq;
 };
