@@ -77,6 +77,14 @@ static bool mark_of(const struct lane_writer *w, uint64_t p, uint64_t *out)
 	uint64_t s = p / w->slice * w->slice;
 	unsigned i = (unsigned)((s / w->slice) % SHM_LANE_SLICES);
 
+	if (p == s && p == w->p.pos) {
+		/* the committed end on a slice start: the record covering it
+		 * starts there, though none was reserved yet to note it (or
+		 * an aborted batch noted another); a reader that acknowledged
+		 * all of it in one ack would otherwise count for nothing */
+		*out = p;
+		return true;
+	}
 	if (w->mark_slice[i] != s || w->mark_rec[i] > p)
 		return false;
 	*out = w->mark_rec[i];

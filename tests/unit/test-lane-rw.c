@@ -295,6 +295,103 @@ static void test_floor_holds(void)
 	fx_close(&f);
 }
 
+/* A record of exactly one slice (the lane header after the record's). */
+static uint32_t slice_payload(void)
+{
+	return RING / SHM_LANE_SLICES - SHM_REC_HDR_SIZE - (uint32_t)sizeof(struct shm_lane_msg);
+}
+
+/* Records of one slice each: the writer runs short at a committed end
+ * that lies on a slice start, and its reader acknowledges all of it in
+ * one ack.  That end is a record boundary (the next record starts there),
+ * so the writer gets its room; before, the slice's mark was unknown (no
+ * record covered its first byte yet), the ack counted for nothing, and
+ * the writer waited for an ack that could never come. */
+static void test_ack_slice_start(void)
+{
+	struct fx f;
+	struct lane_writer w;
+	struct lane_reader r;
+	struct lane_rec m;
+	struct timespec zero = { 0, 0 };
+	uint64_t order = 1, last = 0;
+	uint32_t len = slice_payload();
+	unsigned idx;
+
+	fx_open(&f);
+	writer_open(&f, &w);
+	reader_open(&f, &r, 0, false, holder_add(&f, SHM_HOLD_HOLD, 0, &idx));
+	CU_ASSERT_FATAL(lane_rec_bytes(&w, len) == w.slice);
+	while (put(&w, order, len) == 0) {
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+		order++;
+	}
+	CU_ASSERT_FATAL(w.p.pos % w.slice == 0);
+	while (lane_read(&r, NULL, 0, &m) == LANE_REC)
+		last = m.end;
+	CU_ASSERT_FATAL(last == w.p.pos);
+	lane_ack(&r, last);
+	CU_ASSERT(lane_wait_space(&w, len, f.tx_wake, &zero, NULL, NULL) == 0);
+	CU_ASSERT(put(&w, order, len) == 0);
+	lane_writer_free(&w);
+	fx_close(&f);
+}
+
+/*
+ * An aborted batch noted marks for slices it covered; the records written
+ * instead end exactly on such a slice start, and the reader acknowledges
+ * up to there.  The stale mark (inside a record now) never becomes the
+ * limit: `reclaim` stays on record boundaries, and a drop-oldest reader
+ * lapped since jumps to a record, not into one.
+ */
+static void test_abort_marks(void)
+{
+	struct fx f;
+	struct lane_writer w;
+	struct lane_reader r, d;
+	struct lane_rec m;
+	const struct shm_lane_wpage *wp;
+	uint64_t order = 1, buf[RING / SHM_LANE_SLICES / 8], last = 0;
+	uint32_t len = slice_payload();
+	void *pl;
+	unsigned idx;
+
+	fx_open(&f);
+	wp = (const void *)f.data;
+	writer_open(&f, &w);
+	reader_open(&f, &r, 0, false, holder_add(&f, SHM_HOLD_HOLD, 0, &idx));
+	reader_open(&f, &d, 1, true, 0);
+	/* all but the last slice's record of the first lap */
+	for (unsigned i = 0; i < SHM_LANE_SLICES - 2; i++) {
+		CU_ASSERT_FATAL(put(&w, order++, len) == 0);
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	}
+	/* a batch across the next slice start, records of other sizes: aborted */
+	CU_ASSERT_FATAL(lane_reserve(&w, TOPIC, order, NULL, len - 24, &pl) == 0);
+	CU_ASSERT_FATAL(lane_reserve(&w, TOPIC, order + 1, NULL, 64, &pl) == 0);
+	CU_ASSERT_FATAL(w.p.rsv > w.p.pos + w.slice);
+	lane_abort(&w);
+	CU_ASSERT_FATAL(put(&w, order++, len) == 0);
+	CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	CU_ASSERT_FATAL(put(&w, order, len) == -EAGAIN);
+	/* the reader reads the lane and acknowledges it in one ack */
+	while (lane_read(&r, NULL, 0, &m) == LANE_REC)
+		last = m.end;
+	CU_ASSERT_FATAL(last == w.p.pos);
+	lane_ack(&r, last);
+	/* the writer goes on as far as that reader lets it */
+	while (put(&w, order, len) == 0) {
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+		order++;
+	}
+	CU_ASSERT(load_acquire(&wp->reclaim) % w.slice == 0);
+	/* a drop-oldest reader lapped since: records, never a bad lane */
+	CU_ASSERT(lane_read(&d, buf, sizeof(buf), &m) == LANE_REC);
+	CU_ASSERT(lane_read(&d, buf, sizeof(buf), &m) == LANE_REC && intact(&m));
+	lane_writer_free(&w);
+	fx_close(&f);
+}
+
 /* ---- two processes: holders join and leave a running writer -------------------- */
 
 struct run {
@@ -732,6 +829,8 @@ static const struct harness_test lane_tests[] = {
 	{ "no_holder", test_no_holder },
 	{ "hostile_slot", test_hostile_slot },
 	{ "floor_holds", test_floor_holds },
+	{ "ack_slice_start", test_ack_slice_start },
+	{ "abort_marks", test_abort_marks },
 	{ "joiners", test_joiners },
 	{ "takeover", test_takeover },
 	{ "drop_oldest", test_drop_oldest },
