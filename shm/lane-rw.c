@@ -157,9 +157,15 @@ static void peer_resolve(struct lane_writer *w, struct lane_peer *pe, unsigned i
 		a->mine[pe->v.arm_slot / 64] |= 1ull << (pe->v.arm_slot % 64);
 		a->peer[pe->v.arm_slot] = (int16_t)idx;
 	}
+	/* a page whose HOLDERS push is not read yet: looked up again at each
+	 * look until it comes (peers_remap), not only when the table changes */
+	if ((w->pages.cursor && !cp && pe->v.slot < SHM_CURSOR_SLOTS) ||
+	    (w->pages.wake && !pe->wake) ||
+	    (w->pages.arm && !a && pe->v.arm_slot < SHM_ARM_SLOTS && w->narm < LANE_ARM_PAGES))
+		w->unresolved = true;
 }
 
-/* Read the table again after its version changed (or a page was mapped). */
+/* Read the table again after its version changed. */
 static void peers_refresh(struct lane_writer *w, uint64_t version)
 {
 	/* pairs with the broker's store_release of n in hold_add() */
@@ -168,7 +174,7 @@ static void peers_refresh(struct lane_writer *w, uint64_t version)
 	if (n > SHM_HOLD_MAX)
 		n = SHM_HOLD_MAX;
 	w->narm = 0;
-	w->unmapped = false;
+	w->unmapped = w->unresolved = false;
 	w->npeer = (unsigned)n;
 	for (unsigned i = 0; i < SHM_HOLD_MAX; i++) {
 		struct lane_peer *pe = &w->peer[i];
@@ -190,6 +196,15 @@ static void peers_refresh(struct lane_writer *w, uint64_t version)
 		peer_resolve(w, pe, i);
 	}
 	w->version = version;
+}
+
+/* Look up again the pages of the live entries (some were not mapped). */
+static void peers_remap(struct lane_writer *w)
+{
+	w->unmapped = w->unresolved = false;
+	for (unsigned i = 0; i < w->npeer; i++)
+		if (w->peer[i].live)
+			peer_resolve(w, &w->peer[i], i);
 }
 
 /* What entry pe allows: its floor, raised to the mark of its slot when
@@ -238,6 +253,8 @@ static void lane_limit(struct lane_writer *w, uint64_t need)
 
 		if (v0 != w->version)
 			peers_refresh(w, v0);
+		else if (w->unresolved)
+			peers_remap(w);
 		w->limit_passes++;
 		for (unsigned i = 0; i < w->npeer; i++) {
 			struct lane_peer *pe = &w->peer[i];
@@ -419,6 +436,8 @@ void lane_wake_readers(struct lane_writer *w)
 	v = load_acquire(&w->hold.hdr->version);
 	if (v != w->version)
 		peers_refresh(w, v);
+	else if (w->unresolved)
+		peers_remap(w);
 	for (unsigned g = 0; g < w->narm; g++) {
 		struct lane_arm_view *a = &w->armv[g];
 

@@ -392,6 +392,86 @@ static void test_abort_marks(void)
 	fx_close(&f);
 }
 
+/* Pages as libshmb maps them: page 1 and reader 5's wake word only once
+ * the broker's HOLDERS push was read. */
+struct late {
+	struct fx *f;
+	bool mapped;
+};
+
+static const struct shm_cursor_page *late_cursor(void *ctx, uint32_t page)
+{
+	struct late *l = ctx;
+
+	return page == 1 && !l->mapped ? NULL : pg_cursor(l->f, page);
+}
+
+static const struct shm_arm_page *late_arm(void *ctx, uint32_t page)
+{
+	struct late *l = ctx;
+
+	return pg_arm(l->f, page);
+}
+
+static uint32_t *late_wake(void *ctx, uint64_t reader)
+{
+	struct late *l = ctx;
+
+	return reader == 5 && !l->mapped ? NULL : pg_wake(l->f, reader);
+}
+
+/*
+ * The broker puts an entry in the table before it pushes its pages, so a
+ * writer that commits in between sees the entry with its cursor page and
+ * wake word not mapped yet (it counts the entry at its floor).  Once they
+ * are mapped, the writer follows that reader's acks and wakes it: before,
+ * it looked the pages up only when the table changed again, held the
+ * lane at the reader's start for good and never woke it.
+ */
+static void test_late_pages(void)
+{
+	struct fx f;
+	struct late l = { .f = &f };
+	struct lane_pages pages = { late_cursor, late_arm, late_wake, &l };
+	const struct shm_lane_wpage *wp;
+	struct hold_view v = { .kind = SHM_HOLD_HOLD, .page = 1, .slot = 0, .arm_page = 0,
+			       .arm_slot = 5, .reader = 5 };
+	struct lane_writer w;
+	struct lane_reader r;
+	struct lane_rec m;
+	uint64_t order = 1, P, S, last = 0;
+	int idx;
+
+	fx_open(&f);
+	wp = (const void *)f.data;
+	CU_ASSERT_FATAL(lane_writer_init(&w, f.data, RING, f.hold, &pages, false, 0, 0, 0) == 0);
+	CU_ASSERT_FATAL(lane_find_end(&f.ring, wp, 0, &P) == 0);
+	idx = hold_add(&f.ht, &v, P);
+	CU_ASSERT_FATAL(idx >= 0);
+	S = hold_start(&f.ht, (unsigned)idx, wp, P);
+	store_release(&f.cur[1].slot[0], S);
+	/* a commit before the push is read: the entry, its pages missing */
+	CU_ASSERT_FATAL(put(&w, order++, 256) == 0 && lane_commit(&w) == 0);
+	CU_ASSERT_FATAL(w.npeer == 1 && w.unmapped);
+	l.mapped = true;
+	CU_ASSERT_FATAL(lane_reader_init(&r, f.data, RING, f.meta, &f.cur[1].slot[0], false, false,
+					 S, 0) == 0);
+	while (put(&w, order, 256) == 0) {
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+		order++;
+	}
+	while (lane_read(&r, NULL, 0, &m) == LANE_REC)
+		last = m.end;
+	lane_ack(&r, last);
+	CU_ASSERT(put(&w, order, 256) == 0);
+	/* asleep: the next commit wakes it */
+	lane_arm(f.arm, 5, 42);
+	CU_ASSERT(lane_commit(&w) == 0);
+	CU_ASSERT(w.wakes == 1);
+	lane_writer_free(&w);
+	fx_close(&f);
+}
+
 /* ---- two processes: holders join and leave a running writer -------------------- */
 
 struct run {
@@ -831,6 +911,7 @@ static const struct harness_test lane_tests[] = {
 	{ "floor_holds", test_floor_holds },
 	{ "ack_slice_start", test_ack_slice_start },
 	{ "abort_marks", test_abort_marks },
+	{ "late_pages", test_late_pages },
 	{ "joiners", test_joiners },
 	{ "takeover", test_takeover },
 	{ "drop_oldest", test_drop_oldest },
