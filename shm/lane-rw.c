@@ -561,20 +561,33 @@ static int lane_bad(struct lane_reader *r)
 	return -EBADMSG;
 }
 
-/* The lane's state at the read position when there is no record there:
- * LANE_END at a recorded cut, LANE_NONE while open, -EBADMSG past a cut. */
-static int lane_at_end(struct lane_reader *r)
+/*
+ * What the lane's state allows at the read position, where `something`
+ * (a record, a fence, garbage) or nothing was found: LANE_REC to go on
+ * with what is there, LANE_END at a recorded cut, LANE_NONE while open
+ * with nothing there (a fence in an open lane is a switch not finished),
+ * -EBADMSG in a BAD lane or past a cut.  Nothing at or past a recorded
+ * cut is read, whatever is there: the fence is in memory the old owner
+ * can write.
+ */
+static int lane_state_at(struct lane_reader *r, bool something)
 {
-	/* pairs with the broker's store_release of state after the cut fields */
+	/* pairs with the broker's store_release of state after the cut
+	 * fields; after the commit word's load, so a cut recorded before
+	 * the old owner wrote over its fence is seen */
 	uint32_t st = load_acquire(&r->st->state);
+	uint64_t cut;
 
 	if (st == SHM_LANE_BAD)
 		return lane_bad(r);
 	if (st != SHM_LANE_CUT)
-		return LANE_NONE;
-	if (r->c.pos == load_relaxed(&r->st->cut_pos))
+		return something ? LANE_REC : LANE_NONE;
+	cut = load_relaxed(&r->st->cut_pos);
+	if (r->c.pos == cut)
 		return LANE_END;
-	return r->c.pos > load_relaxed(&r->st->cut_pos) ? lane_bad(r) : LANE_NONE;
+	if (r->c.pos > cut)
+		return lane_bad(r);
+	return something ? LANE_REC : LANE_NONE;
 }
 
 /* The lane header of a checked record, on a private copy. */
@@ -626,11 +639,11 @@ static bool lane_jump(struct lane_reader *r)
 static int lane_read_hold(struct lane_reader *r, struct lane_rec *m)
 {
 	struct ring_msg rm;
-	int ret = ring_peek(&r->c, &rm);
+	int ret = ring_peek(&r->c, &rm), st;
 
-	if (ret == -EAGAIN || ret == -ESTALE)
-		/* a fence in an open lane is a switch not finished: nothing yet */
-		return lane_at_end(r);
+	st = lane_state_at(r, ret != -EAGAIN && ret != -ESTALE);
+	if (st != LANE_REC)
+		return st;
 	if (ret < 0 || lane_check(r, &rm, m) < 0)
 		return lane_bad(r);
 	m->missed = 0;
@@ -641,7 +654,7 @@ static int lane_read_copy(struct lane_reader *r, void *buf, uint32_t cap, struct
 {
 	for (unsigned tries = 0; tries < 64; tries++) {
 		struct ring_msg rm;
-		int ret = ring_peek(&r->c, &rm), ok = -EBADMSG;
+		int ret = ring_peek(&r->c, &rm), ok = -EBADMSG, st;
 
 		if (ret == 0 && (ok = lane_check(r, &rm, m)) == 0) {
 			if (m->len > cap)
@@ -654,8 +667,9 @@ static int lane_read_copy(struct lane_reader *r, void *buf, uint32_t cap, struct
 		fence_acquire();
 		if (lane_jump(r))
 			continue;
-		if (ret == -EAGAIN || ret == -ESTALE)
-			return lane_at_end(r);
+		st = lane_state_at(r, ret != -EAGAIN && ret != -ESTALE);
+		if (st != LANE_REC)
+			return st;
 		if (ret < 0 || ok < 0)
 			return lane_bad(r);
 		m->payload = buf;

@@ -730,6 +730,55 @@ static void test_cut(void)
 	fx_close(&f);
 }
 
+/* The broker's cut after what w committed: the fence swapped in, the
+ * cut recorded, CUT. */
+static void cut_here(struct fx *f, const struct lane_writer *w)
+{
+	struct shm_lane_meta_state *st = (void *)(f->meta + SHM_LANE_META_STATE_OFF);
+	struct ring_cons c;
+
+	ring_cons_init(&c, &f->ring, NULL, NULL, w->p.pos, RING_SEQ_ANY, 1, 1);
+	CU_ASSERT_FATAL(ring_fence(&c) == 0);
+	st->cut_pos = w->p.pos;
+	store_release(&st->state, SHM_LANE_CUT);
+}
+
+/*
+ * The fence is in memory the old owner can write: after the cut it puts
+ * the slot back to 0 and commits a record there.  Nothing past a
+ * recorded cut is read, by a hold reader or a drop-oldest one: both end
+ * at the cut (before, both returned the old owner's record).
+ */
+static void test_cut_overwritten(void)
+{
+	struct fx f;
+	struct lane_writer w;
+	struct lane_reader r, d;
+	struct lane_rec m;
+	uint64_t buf[64];
+	unsigned idx;
+
+	fx_open(&f);
+	writer_open(&f, &w);
+	reader_open(&f, &r, 0, false, holder_add(&f, SHM_HOLD_HOLD, 0, &idx));
+	reader_open(&f, &d, 1, true, 0);
+	for (uint64_t i = 1; i <= 5; i++)
+		CU_ASSERT_FATAL(put(&w, i, 64) == 0);
+	CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	cut_here(&f, &w);
+	/* the old owner takes the fence away and commits past the cut */
+	store_relaxed((uint64_t *)(f.ring.data + (w.p.pos & f.ring.mask)), 0);
+	CU_ASSERT_FATAL(put(&w, 6, 64) == 0 && lane_commit(&w) == 0);
+	for (int i = 0; i < 5; i++) {
+		CU_ASSERT(lane_read(&r, NULL, 0, &m) == LANE_REC);
+		CU_ASSERT(lane_read(&d, buf, sizeof(buf), &m) == LANE_REC);
+	}
+	CU_ASSERT(lane_read(&r, NULL, 0, &m) == LANE_END);
+	CU_ASSERT(lane_read(&d, buf, sizeof(buf), &m) == LANE_END);
+	lane_writer_free(&w);
+	fx_close(&f);
+}
+
 /* What a hostile writer can put in its lane: each makes the lane bad for
  * its reader, which then never reads it again. */
 static void test_bad_lane(void)
@@ -916,6 +965,7 @@ static const struct harness_test lane_tests[] = {
 	{ "takeover", test_takeover },
 	{ "drop_oldest", test_drop_oldest },
 	{ "cut", test_cut },
+	{ "cut_overwritten", test_cut_overwritten },
 	{ "bad_lane", test_bad_lane },
 	{ "wake", test_wake },
 	{ "space_wait", test_space_wait },
