@@ -566,9 +566,9 @@ static int lane_bad(struct lane_reader *r)
  * (a record, a fence, garbage) or nothing was found: LANE_REC to go on
  * with what is there, LANE_END at a recorded cut, LANE_NONE while open
  * with nothing there (a fence in an open lane is a switch not finished),
- * -EBADMSG in a BAD lane or past a cut.  Nothing at or past a recorded
- * cut is read, whatever is there: the fence is in memory the old owner
- * can write.
+ * -EBADMSG in a BAD lane, past a cut, or with nothing below a cut.
+ * Nothing at or past a recorded cut is read, whatever is there: the fence
+ * is in memory the old owner can write.
  */
 static int lane_state_at(struct lane_reader *r, bool something)
 {
@@ -587,7 +587,10 @@ static int lane_state_at(struct lane_reader *r, bool something)
 		return LANE_END;
 	if (r->c.pos > cut)
 		return lane_bad(r);
-	return something ? LANE_REC : LANE_NONE;
+	/* the broker walked committed records up to the cut: nothing below
+	 * it is empty or fenced unless the old owner emptied it (a
+	 * drop-oldest reader lapped there has jumped already) */
+	return something ? LANE_REC : lane_bad(r);
 }
 
 /* The lane header of a checked record, on a private copy. */

@@ -720,10 +720,15 @@ static void test_cut(void)
 	/* the fence, lane still OPEN: nothing yet, however often asked */
 	CU_ASSERT(lane_read(&r, NULL, 0, &m) == LANE_NONE);
 	CU_ASSERT(lane_read(&r, NULL, 0, &m) == LANE_NONE);
-	/* a cut recorded elsewhere than where the reader is: not its end */
+	/* a cut recorded elsewhere than where the reader is: not its end
+	 * (the fence below it is the old owner's: a bad lane) */
 	st->cut_pos = w.p.pos + 64;
 	store_release(&st->state, SHM_LANE_CUT);
-	CU_ASSERT(lane_read(&r, NULL, 0, &m) == LANE_NONE);
+	{
+		struct lane_reader r2 = r;
+
+		CU_ASSERT(lane_read(&r2, NULL, 0, &m) == -EBADMSG);
+	}
 	st->cut_pos = w.p.pos;
 	CU_ASSERT(lane_read(&r, NULL, 0, &m) == LANE_END);
 	lane_writer_free(&w);
@@ -775,6 +780,35 @@ static void test_cut_overwritten(void)
 	}
 	CU_ASSERT(lane_read(&r, NULL, 0, &m) == LANE_END);
 	CU_ASSERT(lane_read(&d, buf, sizeof(buf), &m) == LANE_END);
+	lane_writer_free(&w);
+	fx_close(&f);
+}
+
+/* A CUT lane with nothing at a position below its cut: the old owner
+ * emptied a record the broker walked past.  The lane is bad (before, the
+ * reader saw "nothing yet" for good, never reached the end, and the lane
+ * was never released). */
+static void test_cut_emptied(void)
+{
+	struct fx f;
+	struct lane_writer w;
+	struct lane_reader r;
+	struct lane_rec m, second;
+	unsigned idx;
+
+	fx_open(&f);
+	writer_open(&f, &w);
+	reader_open(&f, &r, 0, false, holder_add(&f, SHM_HOLD_HOLD, 0, &idx));
+	for (uint64_t i = 1; i <= 5; i++) {
+		CU_ASSERT_FATAL(put(&w, i, 64) == 0);
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	}
+	cut_here(&f, &w);
+	CU_ASSERT_FATAL(lane_read(&r, NULL, 0, &m) == LANE_REC);
+	CU_ASSERT_FATAL(lane_read(&r, NULL, 0, &second) == LANE_REC);
+	/* the third record's commit word, zeroed */
+	store_relaxed((uint64_t *)(f.ring.data + (second.end & f.ring.mask)), 0);
+	CU_ASSERT(lane_read(&r, NULL, 0, &m) == -EBADMSG);
 	lane_writer_free(&w);
 	fx_close(&f);
 }
@@ -966,6 +1000,7 @@ static const struct harness_test lane_tests[] = {
 	{ "drop_oldest", test_drop_oldest },
 	{ "cut", test_cut },
 	{ "cut_overwritten", test_cut_overwritten },
+	{ "cut_emptied", test_cut_emptied },
 	{ "bad_lane", test_bad_lane },
 	{ "wake", test_wake },
 	{ "space_wait", test_space_wait },
