@@ -458,11 +458,12 @@ static int holder_add(struct lanes_reg *g, struct blane *l, struct lreader *r)
 	v = (struct hold_view){ .kind = r->drop_oldest ? SHM_HOLD_WATCH : SHM_HOLD_HOLD,
 				.page = p->number, .slot = slot, .arm_page = r->arm->number,
 				.arm_slot = r->arm_slot, .reader = r->number };
-	flags = writer_lacks(l, r, p);
 	idx = hold_add(&l->hold, &v, P);
 	if (idx < 0)
 		return fail(g, idx, "lane %s: every hold entry is taken", l->f.name);
 	S = hold_start(&l->hold, (unsigned)idx, wp, P);
+	/* noted as sent only now: a refused holder sent nothing */
+	flags = writer_lacks(l, r, p);
 	/* the reader's cursor starts where it holds (the reader acks only
 	 * forward from there) */
 	store_release(&p->map->slot[slot], S);
