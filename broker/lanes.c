@@ -172,7 +172,8 @@ struct lreader *lanes_reader_new(struct lanes_reg *g, uint64_t session, uint32_t
 
 /* A cursor slot of r for publisher: on its page for that publisher, or a
  * new page (file sessions/<id>/cur.<gen>.<pub>.<n>) when it has none or
- * its page is used up.  *fresh: the page is new. */
+ * its page is used up.  *fresh: the reader was not sent the page yet (a
+ * new one, or one whose first holder was refused). */
 static struct lpage *page_slot(struct lanes_reg *g, struct lreader *r, uint64_t publisher,
 			       uint32_t *slot, bool *fresh)
 {
@@ -183,7 +184,7 @@ static struct lpage *page_slot(struct lanes_reg *g, struct lreader *r, uint64_t 
 	for (p = r->pages; p; p = p->next)
 		if (p->publisher == publisher && p->used < SHM_CURSOR_SLOTS) {
 			*slot = p->used++;
-			*fresh = false;
+			*fresh = !p->told;
 			return p;
 		}
 	dirfd = g->session_dir ? g->session_dir(g->ctx, r->session) : -1;
@@ -425,8 +426,8 @@ static int push_lane(struct lanes_reg *g, struct blane *l, struct lreader *r, st
 		ret = push_fd(ps, l->f.meta_ro);
 	/* the broker's own read-write page: the control layer sends one
 	 * it opened under Landlock (harden.c) in its place */
-	if (!ret && fresh)
-		ret = push_fd(ps, p->fd);
+	if (!ret && fresh && !(ret = push_fd(ps, p->fd)))
+		p->told = true;
 	if (!ret)
 		ret = push_fd(ps, l->tx_wake_fd);
 	return ret;

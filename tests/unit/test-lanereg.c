@@ -403,11 +403,31 @@ static void test_refused_writer(void)
 	env_close(&e);
 }
 
+/* The reader is sent its cursor page with the first lane it is told of
+ * (before, the page made for the refused attempt counted as sent, and
+ * the reader never got it: it could not acknowledge). */
+static void test_refused_page(void)
+{
+	struct env e;
+	struct blane *l;
+	const struct lpush *p;
+	struct rside s;
+
+	env_open(&e);
+	refused_then_taken(&e, &l);
+	CU_ASSERT_FATAL((p = push_to(&e.g, 6, PROTO_LANE)) != NULL);
+	CU_ASSERT_FATAL(p->msg.lane.flags & PROTO_LANE_PAGE);
+	rside_open(&s, p);
+	CU_ASSERT(p->msg.lane.slot == 1); /* slot 0 stays unused: never reused */
+	env_close(&e);
+}
+
 static const struct harness_test reg_tests[] = {
 	{ "end_to_end", test_end_to_end },
 	{ "reader_end", test_reader_end },
 	{ "classes", test_classes },
 	{ "refused_writer", test_refused_writer },
+	{ "refused_page", test_refused_page },
 	{ NULL, NULL },
 };
 
