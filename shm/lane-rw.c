@@ -677,14 +677,15 @@ static int lane_read_copy(struct lane_reader *r, void *buf, uint32_t cap, struct
 			return lane_bad(r);
 		m->payload = buf;
 		m->missed = 0;
-		if (r->lost && r->lost_seq0 != RING_SEQ_ANY && rm.hdr.seq > r->lost_seq0)
+		/* a jump over a pad alone (a reader stopped at the ring's
+		 * tail) lands on the very sequence expected: none lost */
+		if (r->lost && r->lost_seq0 != RING_SEQ_ANY && rm.hdr.seq >= r->lost_seq0)
 			m->missed = rm.hdr.seq - r->lost_seq0;
 		else if (r->lost)
 			/* from where nothing was read yet: the orders say how
-			 * many at most, or at least one was lost */
-			m->missed = !r->order_any && m->order > r->last_order + 1
-					    ? m->order - r->last_order - 1
-					    : 1;
+			 * many at most (lane_check: above the last), or at
+			 * least one was lost */
+			m->missed = !r->order_any ? m->order - r->last_order - 1 : 1;
 		return LANE_REC;
 	}
 	return LANE_NONE; /* overwritten as fast as it reads: later */

@@ -692,6 +692,50 @@ static void test_drop_oldest(void)
 	fx_close(&f);
 }
 
+/*
+ * A drop-oldest reader that stopped at a pad (the tail of the ring) while
+ * the writer reclaimed to the record after it jumps over the pad only: it
+ * lost nothing, and says so (before, a jump that landed on the very
+ * sequence it expected counted one record lost).
+ */
+static void test_drop_oldest_pad(void)
+{
+	struct fx f;
+	struct lane_writer w;
+	struct lane_reader d;
+	struct lane_rec m;
+	struct hold_view spill = { .kind = SHM_HOLD_SPILL };
+	uint64_t buf[128], order = 1, last = 0;
+	uint32_t len = 1000 - SHM_REC_HDR_SIZE - (uint32_t)sizeof(struct shm_lane_msg);
+
+	fx_open(&f);
+	writer_open(&f, &w);
+	reader_open(&f, &d, 0, true, 0);
+	/* the broker holds the writer at the record after the pad */
+	CU_ASSERT_FATAL(hold_add(&f.ht, &spill, RING) >= 0);
+	/* records of 1000 bytes: the 66th does not fit before the end of the
+	 * ring, a pad fills the tail; the reader reads up to the pad */
+	for (int i = 0; i < 65; i++) {
+		CU_ASSERT_FATAL(put(&w, order++, len) == 0);
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	}
+	while (lane_read(&d, buf, sizeof(buf), &m) == LANE_REC)
+		last = m.order;
+	CU_ASSERT_FATAL(d.c.pos == RING / 1000 * 1000);
+	/* the writer goes on, as far as the broker lets it */
+	while (put(&w, order, len) == 0) {
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+		order++;
+	}
+	CU_ASSERT_FATAL(load_acquire(&((struct shm_lane_wpage *)f.data)->reclaim) == RING);
+	/* what was reclaimed is the pad: nothing the reader had not read */
+	CU_ASSERT(lane_read(&d, buf, sizeof(buf), &m) == LANE_REC);
+	CU_ASSERT(m.order == last + 1 && intact(&m));
+	CU_ASSERT(m.missed == 0);
+	lane_writer_free(&w);
+	fx_close(&f);
+}
+
 /* A cut lane ends at its recorded cut and nowhere else; a fence in an
  * open lane (a switch not finished) is "nothing yet". */
 static void test_cut(void)
@@ -998,6 +1042,7 @@ static const struct harness_test lane_tests[] = {
 	{ "joiners", test_joiners },
 	{ "takeover", test_takeover },
 	{ "drop_oldest", test_drop_oldest },
+	{ "drop_oldest_pad", test_drop_oldest_pad },
 	{ "cut", test_cut },
 	{ "cut_overwritten", test_cut_overwritten },
 	{ "cut_emptied", test_cut_emptied },
