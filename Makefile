@@ -31,7 +31,7 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/ctl-admin.c broker
               broker/linkauth.c broker/linkproto.c broker/wire.c broker/replay.c \
               broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c broker/lanefile.c broker/lanes.c broker/ctl-lanes.c
 
-UNIT_TESTS := test-layout test-lane-rw test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto \
+UNIT_TESTS := test-layout test-lane-rw test-lane-edges test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto \
               test-state test-router test-sigbus test-lanefile test-lanereg test-lanew test-laneset
 MP_TESTS   := test-mp-ring
 INT_TESTS  := test-broker test-restart test-redial test-admin test-links test-lanes
@@ -162,6 +162,12 @@ $(BUILD)/tests/test-state: $(BUILD)/obj/tests/unit/test-state.o $(BUILD)/obj/bro
 # a lane's files on their own (nothing else of the broker)
 $(BUILD)/tests/test-lanefile: $(O)/tests/unit/test-lanefile.o $(O)/broker/lanefile.o $(O)/tests/harness.o \
 		$(BUILD)/libshmb-internal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
+
+# a lane's writer and reader, over the fixture both lane tests share
+$(BUILD)/tests/test-lane-rw $(BUILD)/tests/test-lane-edges: $(BUILD)/tests/%: $(O)/tests/unit/%.o \
+		$(O)/tests/unit/lane-fx.o $(O)/tests/harness.o $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
 

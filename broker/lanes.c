@@ -172,7 +172,8 @@ struct lreader *lanes_reader_new(struct lanes_reg *g, uint64_t session, uint32_t
 
 /* A cursor slot of r for publisher: on its page for that publisher, or a
  * new page (file sessions/<id>/cur.<gen>.<pub>.<n>) when it has none or
- * its page is used up.  *fresh: the page is new. */
+ * its page is used up.  *fresh: the reader was not sent the page yet (a
+ * new one, or one whose first holder was refused). */
 static struct lpage *page_slot(struct lanes_reg *g, struct lreader *r, uint64_t publisher,
 			       uint32_t *slot, bool *fresh)
 {
@@ -183,7 +184,7 @@ static struct lpage *page_slot(struct lanes_reg *g, struct lreader *r, uint64_t 
 	for (p = r->pages; p; p = p->next)
 		if (p->publisher == publisher && p->used < SHM_CURSOR_SLOTS) {
 			*slot = p->used++;
-			*fresh = false;
+			*fresh = !p->told;
 			return p;
 		}
 	dirfd = g->session_dir ? g->session_dir(g->ctx, r->session) : -1;
@@ -430,10 +431,12 @@ static int push_lane(struct lanes_reg *g, struct blane *l, struct lreader *r, st
 		int fd = g->client_fd && dirfd >= 0 ? g->client_fd(g->ctx, dirfd, p->name, p->fd)
 						     : fcntl(p->fd, F_DUPFD_CLOEXEC, 0);
 
-		if (fd < 0)
+		if (fd < 0) {
 			ret = fd;
-		else
+		} else {
 			ps->fds[ps->nfds++] = fd;
+			p->told = true;
+		}
 	}
 	if (!ret)
 		ret = push_fd(ps, l->tx_wake_fd);
@@ -466,11 +469,12 @@ static int holder_add(struct lanes_reg *g, struct blane *l, struct lreader *r)
 	v = (struct hold_view){ .kind = r->drop_oldest ? SHM_HOLD_WATCH : SHM_HOLD_HOLD,
 				.page = p->number, .slot = slot, .arm_page = r->arm->number,
 				.arm_slot = r->arm_slot, .reader = r->number };
-	flags = writer_lacks(l, r, p);
 	idx = hold_add(&l->hold, &v, P);
 	if (idx < 0)
 		return fail(g, idx, "lane %s: every hold entry is taken", l->f.name);
 	S = hold_start(&l->hold, (unsigned)idx, wp, P);
+	/* noted as sent only now: a refused holder sent nothing */
+	flags = writer_lacks(l, r, p);
 	/* the reader's cursor starts where it holds (the reader acks only
 	 * forward from there) */
 	store_release(&p->map->slot[slot], S);

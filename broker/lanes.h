@@ -59,6 +59,7 @@ struct lpage {
 	uint64_t publisher;
 	uint32_t number;       /* per broker, never reused */
 	uint32_t used;         /* slots handed out (never reused within a page) */
+	bool told;             /* its descriptor is in a push to the reader */
 	int fd;                /* read-write, the broker's own */
 	int ro;                /* read-only, for the writers */
 	struct shm_cursor_page *map;

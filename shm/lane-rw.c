@@ -77,6 +77,14 @@ static bool mark_of(const struct lane_writer *w, uint64_t p, uint64_t *out)
 	uint64_t s = p / w->slice * w->slice;
 	unsigned i = (unsigned)((s / w->slice) % SHM_LANE_SLICES);
 
+	if (p == s && p == w->p.pos) {
+		/* the committed end on a slice start: the record covering it
+		 * starts there, though none was reserved yet to note it (or
+		 * an aborted batch noted another); a reader that acknowledged
+		 * all of it in one ack would otherwise count for nothing */
+		*out = p;
+		return true;
+	}
 	if (w->mark_slice[i] != s || w->mark_rec[i] > p)
 		return false;
 	*out = w->mark_rec[i];
@@ -149,9 +157,15 @@ static void peer_resolve(struct lane_writer *w, struct lane_peer *pe, unsigned i
 		a->mine[pe->v.arm_slot / 64] |= 1ull << (pe->v.arm_slot % 64);
 		a->peer[pe->v.arm_slot] = (int16_t)idx;
 	}
+	/* a page whose HOLDERS push is not read yet: looked up again at each
+	 * look until it comes (peers_remap), not only when the table changes */
+	if ((w->pages.cursor && !cp && pe->v.slot < SHM_CURSOR_SLOTS) ||
+	    (w->pages.wake && !pe->wake) ||
+	    (w->pages.arm && !a && pe->v.arm_slot < SHM_ARM_SLOTS && w->narm < LANE_ARM_PAGES))
+		w->unresolved = true;
 }
 
-/* Read the table again after its version changed (or a page was mapped). */
+/* Read the table again after its version changed. */
 static void peers_refresh(struct lane_writer *w, uint64_t version)
 {
 	/* pairs with the broker's store_release of n in hold_add() */
@@ -160,7 +174,7 @@ static void peers_refresh(struct lane_writer *w, uint64_t version)
 	if (n > SHM_HOLD_MAX)
 		n = SHM_HOLD_MAX;
 	w->narm = 0;
-	w->unmapped = false;
+	w->unmapped = w->unresolved = false;
 	w->npeer = (unsigned)n;
 	for (unsigned i = 0; i < SHM_HOLD_MAX; i++) {
 		struct lane_peer *pe = &w->peer[i];
@@ -182,6 +196,15 @@ static void peers_refresh(struct lane_writer *w, uint64_t version)
 		peer_resolve(w, pe, i);
 	}
 	w->version = version;
+}
+
+/* Look up again the pages of the live entries (some were not mapped). */
+static void peers_remap(struct lane_writer *w)
+{
+	w->unmapped = w->unresolved = false;
+	for (unsigned i = 0; i < w->npeer; i++)
+		if (w->peer[i].live)
+			peer_resolve(w, &w->peer[i], i);
 }
 
 /* What entry pe allows: its floor, raised to the mark of its slot when
@@ -230,6 +253,8 @@ static void lane_limit(struct lane_writer *w, uint64_t need)
 
 		if (v0 != w->version)
 			peers_refresh(w, v0);
+		else if (w->unresolved)
+			peers_remap(w);
 		w->limit_passes++;
 		for (unsigned i = 0; i < w->npeer; i++) {
 			struct lane_peer *pe = &w->peer[i];
@@ -412,6 +437,8 @@ void lane_wake_readers(struct lane_writer *w)
 	v = load_acquire(&w->hold.hdr->version);
 	if (v != w->version)
 		peers_refresh(w, v);
+	else if (w->unresolved)
+		peers_remap(w);
 	for (unsigned g = 0; g < w->narm; g++) {
 		struct lane_arm_view *a = &w->armv[g];
 
@@ -542,20 +569,36 @@ static int lane_bad(struct lane_reader *r)
 	return -EBADMSG;
 }
 
-/* The lane's state at the read position when there is no record there:
- * LANE_END at a recorded cut, LANE_NONE while open, -EBADMSG past a cut. */
-static int lane_at_end(struct lane_reader *r)
+/*
+ * What the lane's state allows at the read position, where `something`
+ * (a record, a fence, garbage) or nothing was found: LANE_REC to go on
+ * with what is there, LANE_END at a recorded cut, LANE_NONE while open
+ * with nothing there (a fence in an open lane is a switch not finished),
+ * -EBADMSG in a BAD lane, past a cut, or with nothing below a cut.
+ * Nothing at or past a recorded cut is read, whatever is there: the fence
+ * is in memory the old owner can write.
+ */
+static int lane_state_at(struct lane_reader *r, bool something)
 {
-	/* pairs with the broker's store_release of state after the cut fields */
+	/* pairs with the broker's store_release of state after the cut
+	 * fields; after the commit word's load, so a cut recorded before
+	 * the old owner wrote over its fence is seen */
 	uint32_t st = load_acquire(&r->st->state);
+	uint64_t cut;
 
 	if (st == SHM_LANE_BAD)
 		return lane_bad(r);
 	if (st != SHM_LANE_CUT)
-		return LANE_NONE;
-	if (r->c.pos == load_relaxed(&r->st->cut_pos))
+		return something ? LANE_REC : LANE_NONE;
+	cut = load_relaxed(&r->st->cut_pos);
+	if (r->c.pos == cut)
 		return LANE_END;
-	return r->c.pos > load_relaxed(&r->st->cut_pos) ? lane_bad(r) : LANE_NONE;
+	if (r->c.pos > cut)
+		return lane_bad(r);
+	/* the broker walked committed records up to the cut: nothing below
+	 * it is empty or fenced unless the old owner emptied it (a
+	 * drop-oldest reader lapped there has jumped already) */
+	return something ? LANE_REC : lane_bad(r);
 }
 
 /* The lane header of a checked record, on a private copy. */
@@ -607,11 +650,11 @@ static bool lane_jump(struct lane_reader *r)
 static int lane_read_hold(struct lane_reader *r, struct lane_rec *m)
 {
 	struct ring_msg rm;
-	int ret = ring_peek(&r->c, &rm);
+	int ret = ring_peek(&r->c, &rm), st;
 
-	if (ret == -EAGAIN || ret == -ESTALE)
-		/* a fence in an open lane is a switch not finished: nothing yet */
-		return lane_at_end(r);
+	st = lane_state_at(r, ret != -EAGAIN && ret != -ESTALE);
+	if (st != LANE_REC)
+		return st;
 	if (ret < 0 || lane_check(r, &rm, m) < 0)
 		return lane_bad(r);
 	m->missed = 0;
@@ -622,7 +665,7 @@ static int lane_read_copy(struct lane_reader *r, void *buf, uint32_t cap, struct
 {
 	for (unsigned tries = 0; tries < 64; tries++) {
 		struct ring_msg rm;
-		int ret = ring_peek(&r->c, &rm), ok = -EBADMSG;
+		int ret = ring_peek(&r->c, &rm), ok = -EBADMSG, st;
 
 		if (ret == 0 && (ok = lane_check(r, &rm, m)) == 0) {
 			if (m->len > cap)
@@ -635,20 +678,22 @@ static int lane_read_copy(struct lane_reader *r, void *buf, uint32_t cap, struct
 		fence_acquire();
 		if (lane_jump(r))
 			continue;
-		if (ret == -EAGAIN || ret == -ESTALE)
-			return lane_at_end(r);
+		st = lane_state_at(r, ret != -EAGAIN && ret != -ESTALE);
+		if (st != LANE_REC)
+			return st;
 		if (ret < 0 || ok < 0)
 			return lane_bad(r);
 		m->payload = buf;
 		m->missed = 0;
-		if (r->lost && r->lost_seq0 != RING_SEQ_ANY && rm.hdr.seq > r->lost_seq0)
+		/* a jump over a pad alone (a reader stopped at the ring's
+		 * tail) lands on the very sequence expected: none lost */
+		if (r->lost && r->lost_seq0 != RING_SEQ_ANY && rm.hdr.seq >= r->lost_seq0)
 			m->missed = rm.hdr.seq - r->lost_seq0;
 		else if (r->lost)
 			/* from where nothing was read yet: the orders say how
-			 * many at most, or at least one was lost */
-			m->missed = !r->order_any && m->order > r->last_order + 1
-					    ? m->order - r->last_order - 1
-					    : 1;
+			 * many at most (lane_check: above the last), or at
+			 * least one was lost */
+			m->missed = !r->order_any ? m->order - r->last_order - 1 : 1;
 		return LANE_REC;
 	}
 	return LANE_NONE; /* overwritten as fast as it reads: later */

@@ -70,6 +70,7 @@ struct lane_writer {
 	struct lane_arm_view *armv;  /* LANE_ARM_PAGES */
 	unsigned narm;
 	bool unmapped;               /* a live HOLD entry names a page not mapped */
+	bool unresolved;             /* ... or any page or wake word of a HOLD/WATCH entry */
 	uint64_t space_seq;          /* fresh values for space_arm */
 	uint64_t space_spin_ns;      /* spin this long for room before sleeping */
 	uint64_t wakes, limit_passes; /* statistics */

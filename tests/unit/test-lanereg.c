@@ -364,10 +364,70 @@ static void test_classes(void)
 	env_close(&e);
 }
 
+/* A lane whose hold table is full (other holders: SPILL entries), a
+ * reader refused there, then one entry freed and the reader taken: *l the
+ * lane, the pushes of the second subscribe queued. */
+static struct lreader *refused_then_taken(struct env *e, struct blane **l)
+{
+	struct hold_view spill = { .kind = SHM_HOLD_SPILL };
+	struct lreader *r;
+
+	CU_ASSERT_FATAL(lanes_topic_use(&e->g, PUB, 1, 1000, 0, TOPIC, NULL, 0, l) == 0);
+	r = lanes_reader_new(&e->g, 6, 1, 1000, false);
+	CU_ASSERT_FATAL(r != NULL);
+	for (unsigned i = 0; i < SHM_HOLD_MAX; i++)
+		CU_ASSERT_FATAL(hold_add(&(*l)->hold, &spill, 0) >= 0);
+	CU_ASSERT(lanes_subscribe(&e->g, r, TOPIC) == -ENOSPC);
+	CU_ASSERT((*l)->nholders == 0 && e->g.npush == 0);
+	hold_free(&(*l)->hold, 7);
+	CU_ASSERT_FATAL(lanes_subscribe(&e->g, r, TOPIC) == 0);
+	CU_ASSERT((*l)->nholders == 1);
+	return r;
+}
+
+/* The writer is sent the page, wake and arm descriptors of a reader it
+ * was refused once (before, the refused attempt marked them sent, so the
+ * writer never mapped that holder's page: it counted the entry at its
+ * floor for good, and never woke the reader). */
+static void test_refused_writer(void)
+{
+	struct env e;
+	struct blane *l;
+	const struct lpush *p;
+
+	env_open(&e);
+	refused_then_taken(&e, &l);
+	CU_ASSERT_FATAL((p = push_to(&e.g, PUB, PROTO_HOLDER)) != NULL);
+	CU_ASSERT(p->msg.holder.flags == (PROTO_HOLDER_PAGE | PROTO_HOLDER_WAKE | PROTO_HOLDER_ARM));
+	CU_ASSERT(p->nfds == 3);
+	env_close(&e);
+}
+
+/* The reader is sent its cursor page with the first lane it is told of
+ * (before, the page made for the refused attempt counted as sent, and
+ * the reader never got it: it could not acknowledge). */
+static void test_refused_page(void)
+{
+	struct env e;
+	struct blane *l;
+	const struct lpush *p;
+	struct rside s;
+
+	env_open(&e);
+	refused_then_taken(&e, &l);
+	CU_ASSERT_FATAL((p = push_to(&e.g, 6, PROTO_LANE)) != NULL);
+	CU_ASSERT_FATAL(p->msg.lane.flags & PROTO_LANE_PAGE);
+	rside_open(&s, p);
+	CU_ASSERT(p->msg.lane.slot == 1); /* slot 0 stays unused: never reused */
+	env_close(&e);
+}
+
 static const struct harness_test reg_tests[] = {
 	{ "end_to_end", test_end_to_end },
 	{ "reader_end", test_reader_end },
 	{ "classes", test_classes },
+	{ "refused_writer", test_refused_writer },
+	{ "refused_page", test_refused_page },
 	{ NULL, NULL },
 };
 

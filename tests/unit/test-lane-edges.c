@@ -1,0 +1,341 @@
+/*
+ * tests/unit/test-lane-edges.c - a lane's writer and reader at their
+ * edges (shm/lane-rw.c, shm/hold.c; docs/design/data-path.md, sections
+ * 2-4 and the rows of section 11 they found): a committed end on a slice
+ * start, an aborted batch's marks, a holder's pages mapped after the
+ * writer saw its entry, a drop-oldest reader jumping over a pad, and an
+ * old owner writing over or under its cut.
+ */
+#include <errno.h>
+
+#include "harness.h"
+#include "lane-fx.h"
+#include "shm/atomics.h"
+#include "shm/lane-rw.h"
+
+/* ---- slice marks ---------------------------------------------------------------- */
+
+/* A record of exactly one slice (the lane header after the record's). */
+static uint32_t slice_payload(void)
+{
+	return RING / SHM_LANE_SLICES - SHM_REC_HDR_SIZE - (uint32_t)sizeof(struct shm_lane_msg);
+}
+
+/* Records of one slice each: the writer runs short at a committed end
+ * that lies on a slice start, and its reader acknowledges all of it in
+ * one ack.  That end is a record boundary (the next record starts there),
+ * so the writer gets its room; before, the slice's mark was unknown (no
+ * record covered its first byte yet), the ack counted for nothing, and
+ * the writer waited for an ack that could never come. */
+static void test_ack_slice_start(void)
+{
+	struct fx f;
+	struct lane_writer w;
+	struct lane_reader r;
+	struct lane_rec m;
+	struct timespec zero = { 0, 0 };
+	uint64_t order = 1, last = 0;
+	uint32_t len = slice_payload();
+	unsigned idx;
+
+	fx_open(&f);
+	writer_open(&f, &w);
+	reader_open(&f, &r, 0, false, holder_add(&f, SHM_HOLD_HOLD, 0, &idx));
+	CU_ASSERT_FATAL(lane_rec_bytes(&w, len) == w.slice);
+	while (put(&w, order, len) == 0) {
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+		order++;
+	}
+	CU_ASSERT_FATAL(w.p.pos % w.slice == 0);
+	while (lane_read(&r, NULL, 0, &m) == LANE_REC)
+		last = m.end;
+	CU_ASSERT_FATAL(last == w.p.pos);
+	lane_ack(&r, last);
+	CU_ASSERT(lane_wait_space(&w, len, f.tx_wake, &zero, NULL, NULL) == 0);
+	CU_ASSERT(put(&w, order, len) == 0);
+	lane_writer_free(&w);
+	fx_close(&f);
+}
+
+/*
+ * An aborted batch noted marks for slices it covered; the records written
+ * instead end exactly on such a slice start, and the reader acknowledges
+ * up to there.  The stale mark (inside a record now) never becomes the
+ * limit: `reclaim` stays on record boundaries, and a drop-oldest reader
+ * lapped since jumps to a record, not into one.
+ */
+static void test_abort_marks(void)
+{
+	struct fx f;
+	struct lane_writer w;
+	struct lane_reader r, d;
+	struct lane_rec m;
+	const struct shm_lane_wpage *wp;
+	uint64_t order = 1, buf[RING / SHM_LANE_SLICES / 8], last = 0;
+	uint32_t len = slice_payload();
+	void *pl;
+	unsigned idx;
+
+	fx_open(&f);
+	wp = (const void *)f.data;
+	writer_open(&f, &w);
+	reader_open(&f, &r, 0, false, holder_add(&f, SHM_HOLD_HOLD, 0, &idx));
+	reader_open(&f, &d, 1, true, 0);
+	/* all but the last slice's record of the first lap */
+	for (unsigned i = 0; i < SHM_LANE_SLICES - 2; i++) {
+		CU_ASSERT_FATAL(put(&w, order++, len) == 0);
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	}
+	/* a batch across the next slice start, records of other sizes: aborted */
+	CU_ASSERT_FATAL(lane_reserve(&w, TOPIC, order, NULL, len - 24, &pl) == 0);
+	CU_ASSERT_FATAL(lane_reserve(&w, TOPIC, order + 1, NULL, 64, &pl) == 0);
+	CU_ASSERT_FATAL(w.p.rsv > w.p.pos + w.slice);
+	lane_abort(&w);
+	CU_ASSERT_FATAL(put(&w, order++, len) == 0);
+	CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	CU_ASSERT_FATAL(put(&w, order, len) == -EAGAIN);
+	/* the reader reads the lane and acknowledges it in one ack */
+	while (lane_read(&r, NULL, 0, &m) == LANE_REC)
+		last = m.end;
+	CU_ASSERT_FATAL(last == w.p.pos);
+	lane_ack(&r, last);
+	/* the writer goes on as far as that reader lets it */
+	while (put(&w, order, len) == 0) {
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+		order++;
+	}
+	CU_ASSERT(load_acquire(&wp->reclaim) % w.slice == 0);
+	/* a drop-oldest reader lapped since: records, never a bad lane */
+	CU_ASSERT(lane_read(&d, buf, sizeof(buf), &m) == LANE_REC);
+	CU_ASSERT(lane_read(&d, buf, sizeof(buf), &m) == LANE_REC && intact(&m));
+	lane_writer_free(&w);
+	fx_close(&f);
+}
+
+/* ---- pages not mapped yet ---------------------------------------------------------- */
+
+/* Pages as libshmb maps them: page 1 and reader 5's wake word only once
+ * the broker's HOLDERS push was read. */
+struct late {
+	struct fx *f;
+	bool mapped;
+};
+
+static const struct shm_cursor_page *late_cursor(void *ctx, uint32_t page)
+{
+	struct late *l = ctx;
+
+	return page == 1 && !l->mapped ? NULL : pg_cursor(l->f, page);
+}
+
+static const struct shm_arm_page *late_arm(void *ctx, uint32_t page)
+{
+	struct late *l = ctx;
+
+	return pg_arm(l->f, page);
+}
+
+static uint32_t *late_wake(void *ctx, uint64_t reader)
+{
+	struct late *l = ctx;
+
+	return reader == 5 && !l->mapped ? NULL : pg_wake(l->f, reader);
+}
+
+/*
+ * The broker puts an entry in the table before it pushes its pages, so a
+ * writer that commits in between sees the entry with its cursor page and
+ * wake word not mapped yet (it counts the entry at its floor).  Once they
+ * are mapped, the writer follows that reader's acks and wakes it: before,
+ * it looked the pages up only when the table changed again, held the
+ * lane at the reader's start for good and never woke it.
+ */
+static void test_late_pages(void)
+{
+	struct fx f;
+	struct late l = { .f = &f };
+	struct lane_pages pages = { late_cursor, late_arm, late_wake, &l };
+	const struct shm_lane_wpage *wp;
+	struct hold_view v = { .kind = SHM_HOLD_HOLD, .page = 1, .slot = 0, .arm_page = 0,
+			       .arm_slot = 5, .reader = 5 };
+	struct lane_writer w;
+	struct lane_reader r;
+	struct lane_rec m;
+	uint64_t order = 1, P, S, last = 0;
+	int idx;
+
+	fx_open(&f);
+	wp = (const void *)f.data;
+	CU_ASSERT_FATAL(lane_writer_init(&w, f.data, RING, f.hold, &pages, false, 0, 0, 0) == 0);
+	CU_ASSERT_FATAL(lane_find_end(&f.ring, wp, 0, &P) == 0);
+	idx = hold_add(&f.ht, &v, P);
+	CU_ASSERT_FATAL(idx >= 0);
+	S = hold_start(&f.ht, (unsigned)idx, wp, P);
+	store_release(&f.cur[1].slot[0], S);
+	/* a commit before the push is read: the entry, its pages missing */
+	CU_ASSERT_FATAL(put(&w, order++, 256) == 0 && lane_commit(&w) == 0);
+	CU_ASSERT_FATAL(w.npeer == 1 && w.unmapped);
+	l.mapped = true;
+	CU_ASSERT_FATAL(lane_reader_init(&r, f.data, RING, f.meta, &f.cur[1].slot[0], false, false,
+					 S, 0) == 0);
+	while (put(&w, order, 256) == 0) {
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+		order++;
+	}
+	while (lane_read(&r, NULL, 0, &m) == LANE_REC)
+		last = m.end;
+	lane_ack(&r, last);
+	CU_ASSERT(put(&w, order, 256) == 0);
+	/* asleep: the next commit wakes it */
+	lane_arm(f.arm, 5, 42);
+	CU_ASSERT(lane_commit(&w) == 0);
+	CU_ASSERT(w.wakes == 1);
+	lane_writer_free(&w);
+	fx_close(&f);
+}
+
+/* ---- drop-oldest readers ------------------------------------------------------------ */
+
+/*
+ * A drop-oldest reader that stopped at a pad (the tail of the ring) while
+ * the writer reclaimed to the record after it jumps over the pad only: it
+ * lost nothing, and says so (before, a jump that landed on the very
+ * sequence it expected counted one record lost).
+ */
+static void test_drop_oldest_pad(void)
+{
+	struct fx f;
+	struct lane_writer w;
+	struct lane_reader d;
+	struct lane_rec m;
+	struct hold_view spill = { .kind = SHM_HOLD_SPILL };
+	uint64_t buf[128], order = 1, last = 0;
+	uint32_t len = 1000 - SHM_REC_HDR_SIZE - (uint32_t)sizeof(struct shm_lane_msg);
+
+	fx_open(&f);
+	writer_open(&f, &w);
+	reader_open(&f, &d, 0, true, 0);
+	/* the broker holds the writer at the record after the pad */
+	CU_ASSERT_FATAL(hold_add(&f.ht, &spill, RING) >= 0);
+	/* records of 1000 bytes: the 66th does not fit before the end of the
+	 * ring, a pad fills the tail; the reader reads up to the pad */
+	for (int i = 0; i < 65; i++) {
+		CU_ASSERT_FATAL(put(&w, order++, len) == 0);
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	}
+	while (lane_read(&d, buf, sizeof(buf), &m) == LANE_REC)
+		last = m.order;
+	CU_ASSERT_FATAL(d.c.pos == RING / 1000 * 1000);
+	/* the writer goes on, as far as the broker lets it */
+	while (put(&w, order, len) == 0) {
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+		order++;
+	}
+	CU_ASSERT_FATAL(load_acquire(&((struct shm_lane_wpage *)f.data)->reclaim) == RING);
+	/* what was reclaimed is the pad: nothing the reader had not read */
+	CU_ASSERT(lane_read(&d, buf, sizeof(buf), &m) == LANE_REC);
+	CU_ASSERT(m.order == last + 1 && intact(&m));
+	CU_ASSERT(m.missed == 0);
+	lane_writer_free(&w);
+	fx_close(&f);
+}
+
+/* ---- cuts ----------------------------------------------------------------------------- */
+
+/* The broker's cut after what w committed: the fence swapped in, the
+ * cut recorded, CUT. */
+static void cut_here(struct fx *f, const struct lane_writer *w)
+{
+	struct shm_lane_meta_state *st = (void *)(f->meta + SHM_LANE_META_STATE_OFF);
+	struct ring_cons c;
+
+	ring_cons_init(&c, &f->ring, NULL, NULL, w->p.pos, RING_SEQ_ANY, 1, 1);
+	CU_ASSERT_FATAL(ring_fence(&c) == 0);
+	st->cut_pos = w->p.pos;
+	store_release(&st->state, SHM_LANE_CUT);
+}
+
+/*
+ * The fence is in memory the old owner can write: after the cut it puts
+ * the slot back to 0 and commits a record there.  Nothing past a
+ * recorded cut is read, by a hold reader or a drop-oldest one: both end
+ * at the cut (before, both returned the old owner's record).
+ */
+static void test_cut_overwritten(void)
+{
+	struct fx f;
+	struct lane_writer w;
+	struct lane_reader r, d;
+	struct lane_rec m;
+	uint64_t buf[64];
+	unsigned idx;
+
+	fx_open(&f);
+	writer_open(&f, &w);
+	reader_open(&f, &r, 0, false, holder_add(&f, SHM_HOLD_HOLD, 0, &idx));
+	reader_open(&f, &d, 1, true, 0);
+	for (uint64_t i = 1; i <= 5; i++)
+		CU_ASSERT_FATAL(put(&w, i, 64) == 0);
+	CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	cut_here(&f, &w);
+	/* the old owner takes the fence away and commits past the cut */
+	store_relaxed((uint64_t *)(f.ring.data + (w.p.pos & f.ring.mask)), 0);
+	CU_ASSERT_FATAL(put(&w, 6, 64) == 0 && lane_commit(&w) == 0);
+	for (int i = 0; i < 5; i++) {
+		CU_ASSERT(lane_read(&r, NULL, 0, &m) == LANE_REC);
+		CU_ASSERT(lane_read(&d, buf, sizeof(buf), &m) == LANE_REC);
+	}
+	CU_ASSERT(lane_read(&r, NULL, 0, &m) == LANE_END);
+	CU_ASSERT(lane_read(&d, buf, sizeof(buf), &m) == LANE_END);
+	lane_writer_free(&w);
+	fx_close(&f);
+}
+
+/* A CUT lane with nothing at a position below its cut: the old owner
+ * emptied a record the broker walked past.  The lane is bad (before, the
+ * reader saw "nothing yet" for good, never reached the end, and the lane
+ * was never released). */
+static void test_cut_emptied(void)
+{
+	struct fx f;
+	struct lane_writer w;
+	struct lane_reader r;
+	struct lane_rec m, second;
+	unsigned idx;
+
+	fx_open(&f);
+	writer_open(&f, &w);
+	reader_open(&f, &r, 0, false, holder_add(&f, SHM_HOLD_HOLD, 0, &idx));
+	for (uint64_t i = 1; i <= 5; i++) {
+		CU_ASSERT_FATAL(put(&w, i, 64) == 0);
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	}
+	cut_here(&f, &w);
+	CU_ASSERT_FATAL(lane_read(&r, NULL, 0, &m) == LANE_REC);
+	CU_ASSERT_FATAL(lane_read(&r, NULL, 0, &second) == LANE_REC);
+	/* the third record's commit word, zeroed */
+	store_relaxed((uint64_t *)(f.ring.data + (second.end & f.ring.mask)), 0);
+	CU_ASSERT(lane_read(&r, NULL, 0, &m) == -EBADMSG);
+	lane_writer_free(&w);
+	fx_close(&f);
+}
+
+static const struct harness_test edge_tests[] = {
+	{ "ack_slice_start", test_ack_slice_start },
+	{ "abort_marks", test_abort_marks },
+	{ "late_pages", test_late_pages },
+	{ "drop_oldest_pad", test_drop_oldest_pad },
+	{ "cut_overwritten", test_cut_overwritten },
+	{ "cut_emptied", test_cut_emptied },
+	{ NULL, NULL },
+};
+
+static const struct harness_suite suites[] = {
+	{ "lane_edges", edge_tests },
+	{ NULL, NULL },
+};
+
+int main(int argc, char **argv)
+{
+	return harness_main("test-lane-edges", suites, argc, argv);
+}
