@@ -8,10 +8,13 @@
  * committed record (nothing committed is lost, the reader learns the
  * end); a broker SIGSTOPped stops nobody; a reader SIGKILLed while
  * holding its writer frees it; libshmb clients beside them are not
- * disturbed; without
+ * disturbed; a writer that punches its lane loses it and its session;
+ * without
  * --lanes, or for another's session, no lane.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -344,7 +347,48 @@ static void test_mixed(void)
 	tb_cleanup(&t);
 }
 
+/* A writer punches a hole in its lane: within the broker's sweep the lane
+ * is BAD (its reader drops it with -EBADMSG, no crash anywhere) and the
+ * writer's session is quarantined, said in the log. */
+static void test_punching_writer(void)
+{
+	struct tb t;
+	struct rc w, r;
+	struct lanew lw;
+	struct rpush p;
+	struct rside s;
+	struct lane_rec m;
+	uint64_t next = 1;
+	bool end;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
+	lanew_init(&lw, 1);
+	CU_ASSERT_FATAL(rc_open(&w, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&w, &lw) == 0);
+	CU_ASSERT_FATAL(w.data_fd >= 0);
+	rc_holders(&w, &lw, 1);
+	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
+	for (uint64_t i = 1; i <= 100; i++)
+		CU_ASSERT_FATAL(lanew_publish(&lw, w.topic, &i, sizeof(i), false, NULL) == 0);
+	CU_ASSERT(read_lane(&s, &next, 100, &end) == 0 && next == 101);
+	CU_ASSERT_FATAL(fallocate(w.data_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 8192,
+				  8192) == 0);
+	WAIT_FOR(lane_read(&s.r, NULL, 0, &m) == -EBADMSG, 5000);
+	WAIT_FOR(tb_log_count(&t, "was changed by its writer") == 1, 5000);
+	WAIT_FOR(tb_log_count(&t, "quarantined: its lane was changed") == 1, 5000);
+	lanew_free(&lw);
+	close(w.data_fd);
+	close(w.fd);
+	close(r.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static const struct harness_test lanes_tests[] = {
+	{ "punching_writer", test_punching_writer },
 	{ "mixed", test_mixed },
 	{ "reader_killed", test_reader_killed },
 	{ "refused", test_refused },
