@@ -75,26 +75,11 @@ uint64_t hold_floor(const struct hold_table *t, unsigned idx)
 int lane_walk_end(const struct ring *r, uint64_t from, uint64_t seq, uint64_t *end,
 		  uint64_t *seq_out)
 {
-	struct ring_cons c;
-	struct ring_msg m;
-	int ret = ring_cons_init(&c, r, NULL, NULL, from, seq, LANE_REC_GEN, LANE_REC_GEN);
-
-	if (ret < 0)
-		return ret;
-	for (;;) {
-		ret = ring_peek(&c, &m);
-		if (ret == -EAGAIN || ret == -ESTALE)
-			break;
-		if (ret < 0)
-			return ret;
-		/* more than a lap of valid records: the writer is lying */
-		if (m.end - from > r->size - SHM_REC_ALIGN)
-			return -EBADMSG;
-		ring_consume(&c, &m);
-	}
-	*end = c.pos;
-	*seq_out = c.seq;
-	return 0;
+	/* the ring's own recovery walk: valid records from `from` on, at
+	 * most a lap of them (more is a writer lying) */
+	*end = from;
+	*seq_out = seq;
+	return ring_recover(r, from, end, seq_out, LANE_REC_GEN, LANE_REC_GEN);
 }
 
 /*
