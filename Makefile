@@ -172,13 +172,13 @@ $(BUILD)/tests/test-lane-rw $(BUILD)/tests/test-lane-edges: $(BUILD)/tests/%: $(
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
 
 # the register of lanes on its own, with the lane files (nothing else of the broker)
-$(BUILD)/tests/test-lanereg: $(O)/tests/unit/test-lanereg.o $(O)/broker/lanes.o $(O)/broker/lanefile.o \
+$(BUILD)/tests/test-lanereg: $(O)/tests/unit/test-lanereg.o $(O)/tests/unit/lane-env.o $(O)/broker/lanes.o $(O)/broker/lanefile.o \
 		$(O)/tests/harness.o $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)
 
 # libshmb's lane writer against the register of lanes, in one process
-$(BUILD)/tests/test-lanew: $(O)/tests/unit/test-lanew.o $(O)/broker/lanes.o $(O)/broker/lanefile.o \
+$(BUILD)/tests/test-lanew: $(O)/tests/unit/test-lanew.o $(O)/tests/unit/lane-env.o $(O)/broker/lanes.o $(O)/broker/lanefile.o \
 		$(O)/tests/harness.o $(BUILD)/libshmb-internal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcunit $(LDLIBS)

@@ -19,65 +19,12 @@
 
 #include "broker/lanes.h"
 #include "harness.h"
+#include "lane-env.h"
 #include "shm/atomics.h"
 #include "shm/lane-rw.h"
 
 #define PUB 11u
 #define TOPIC 5u
-
-struct env {
-	char dir[64];
-	int root, lanes, sessions;
-	int sdir[64];
-	struct lanes_reg g;
-};
-
-static int session_dir(void *ctx, uint64_t session)
-{
-	struct env *e = ctx;
-	char name[32];
-
-	if (session >= 64)
-		return -1;
-	if (e->sdir[session] < 0) {
-		snprintf(name, sizeof(name), "%llu", (unsigned long long)session);
-		mkdirat(e->sessions, name, 0700);
-		e->sdir[session] = openat(e->sessions, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	}
-	return e->sdir[session];
-}
-
-static void env_open(struct env *e)
-{
-	snprintf(e->dir, sizeof(e->dir), "/tmp/shmb-lanereg-XXXXXX");
-	CU_ASSERT_FATAL(mkdtemp(e->dir) != NULL);
-	e->root = open(e->dir, O_RDONLY | O_DIRECTORY);
-	mkdirat(e->root, "lanes", 0700);
-	mkdirat(e->root, "sessions", 0700);
-	e->lanes = openat(e->root, "lanes", O_RDONLY | O_DIRECTORY);
-	e->sessions = openat(e->root, "sessions", O_RDONLY | O_DIRECTORY);
-	for (int i = 0; i < 64; i++)
-		e->sdir[i] = -1;
-	lanes_init(&e->g, e->lanes, 42);
-	e->g.ring_size = 64 * 1024;
-	e->g.session_dir = session_dir;
-	e->g.ctx = e;
-}
-
-static void env_close(struct env *e)
-{
-	char cmd[128];
-
-	lanes_free(&e->g);
-	for (int i = 0; i < 64; i++)
-		if (e->sdir[i] >= 0)
-			close(e->sdir[i]);
-	close(e->lanes);
-	close(e->sessions);
-	close(e->root);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
-	CU_ASSERT(system(cmd) == 0);
-}
 
 static const struct lpush *push_to(const struct lanes_reg *g, uint64_t session, uint32_t type)
 {
@@ -186,7 +133,7 @@ static void rside_open(struct rside *s, const struct lpush *p)
  * the lane goes once both passed it. */
 static void test_end_to_end(void)
 {
-	struct env e;
+	struct lane_env e;
 	struct lreader *r1, *r2;
 	struct blane *l;
 	struct wpages wp = { 0 };
@@ -199,7 +146,7 @@ static void test_end_to_end(void)
 	uint64_t got1 = 0, got2 = 0;
 	char name[LANEFILE_NAME_MAX];
 
-	env_open(&e);
+	lane_env_open(&e, 64 * 1024);
 	r1 = lanes_reader_new(&e.g, 1, 1, 1000, false);
 	CU_ASSERT_FATAL(r1 != NULL);
 	CU_ASSERT(lanes_subscribe(&e.g, r1, TOPIC) == 0);
@@ -279,14 +226,14 @@ static void test_end_to_end(void)
 	CU_ASSERT(faccessat(e.lanes, name, F_OK, 0) < 0 && errno == ENOENT);
 	CU_ASSERT(e.g.lanes == NULL);
 	lane_writer_free(&w);
-	env_close(&e);
+	lane_env_close(&e);
 }
 
 /* A reader that does not move holds its writer; once its generation ends
  * the writer goes on, and the reader's arm word and bit are clear. */
 static void test_reader_end(void)
 {
-	struct env e;
+	struct lane_env e;
 	struct lreader *r;
 	struct blane *l;
 	struct wpages wp = { 0 };
@@ -298,7 +245,7 @@ static void test_reader_end(void)
 	uint32_t slot;
 	int ret;
 
-	env_open(&e);
+	lane_env_open(&e, 64 * 1024);
 	r = lanes_reader_new(&e.g, 3, 1, 1000, false);
 	CU_ASSERT_FATAL(r != NULL);
 	lanes_subscribe(&e.g, r, TOPIC);
@@ -329,7 +276,7 @@ static void test_reader_end(void)
 		CU_ASSERT_FATAL(lane_commit(&w) == 0);
 	}
 	lane_writer_free(&w);
-	env_close(&e);
+	lane_env_close(&e);
 }
 
 /* Readers of two uids get two arm pages; a reader of another uid than
@@ -337,13 +284,13 @@ static void test_reader_end(void)
  * is a WATCH entry. */
 static void test_classes(void)
 {
-	struct env e;
+	struct lane_env e;
 	struct lreader *r[2];
 	struct blane *l;
 	const struct lpush *p;
 	struct hold_view v;
 
-	env_open(&e);
+	lane_env_open(&e, 64 * 1024);
 	r[0] = lanes_reader_new(&e.g, 4, 1, 0, false);   /* root */
 	r[1] = lanes_reader_new(&e.g, 5, 1, 1000, true); /* the writer's uid, drop-oldest */
 	CU_ASSERT_FATAL(r[0] && r[1]);
@@ -361,13 +308,13 @@ static void test_classes(void)
 	lanes_push_done(&e.g);
 	CU_ASSERT(lanes_subscribe(&e.g, r[0], TOPIC + 1) == 0);
 	CU_ASSERT(e.g.npush == 0);
-	env_close(&e);
+	lane_env_close(&e);
 }
 
 /* A lane whose hold table is full (other holders: SPILL entries), a
  * reader refused there, then one entry freed and the reader taken: *l the
  * lane, the pushes of the second subscribe queued. */
-static struct lreader *refused_then_taken(struct env *e, struct blane **l)
+static struct lreader *refused_then_taken(struct lane_env *e, struct blane **l)
 {
 	struct hold_view spill = { .kind = SHM_HOLD_SPILL };
 	struct lreader *r;
@@ -391,16 +338,16 @@ static struct lreader *refused_then_taken(struct env *e, struct blane **l)
  * floor for good, and never woke the reader). */
 static void test_refused_writer(void)
 {
-	struct env e;
+	struct lane_env e;
 	struct blane *l;
 	const struct lpush *p;
 
-	env_open(&e);
+	lane_env_open(&e, 64 * 1024);
 	refused_then_taken(&e, &l);
 	CU_ASSERT_FATAL((p = push_to(&e.g, PUB, PROTO_HOLDER)) != NULL);
 	CU_ASSERT(p->msg.holder.flags == (PROTO_HOLDER_PAGE | PROTO_HOLDER_WAKE | PROTO_HOLDER_ARM));
 	CU_ASSERT(p->nfds == 3);
-	env_close(&e);
+	lane_env_close(&e);
 }
 
 /* The reader is sent its cursor page with the first lane it is told of
@@ -408,18 +355,18 @@ static void test_refused_writer(void)
  * the reader never got it: it could not acknowledge). */
 static void test_refused_page(void)
 {
-	struct env e;
+	struct lane_env e;
 	struct blane *l;
 	const struct lpush *p;
 	struct rside s;
 
-	env_open(&e);
+	lane_env_open(&e, 64 * 1024);
 	refused_then_taken(&e, &l);
 	CU_ASSERT_FATAL((p = push_to(&e.g, 6, PROTO_LANE)) != NULL);
 	CU_ASSERT_FATAL(p->msg.lane.flags & PROTO_LANE_PAGE);
 	rside_open(&s, p);
 	CU_ASSERT(p->msg.lane.slot == 1); /* slot 0 stays unused: never reused */
-	env_close(&e);
+	lane_env_close(&e);
 }
 
 static const struct harness_test reg_tests[] = {

@@ -20,6 +20,7 @@
 
 #include "broker/lanes.h"
 #include "harness.h"
+#include "lane-env.h"
 #include "libclient/lanew.h"
 #include "libclient/sigbus.h"
 #include "shm/atomics.h"
@@ -29,59 +30,20 @@
 #define TOPIC2 10u
 
 struct env {
-	char dir[64];
-	int root, lanes, sessions, sdir[64];
-	struct lanes_reg g;
+	struct lane_env l;
 	struct lanew w;
 };
 
-static int session_dir(void *ctx, uint64_t session)
-{
-	struct env *e = ctx;
-	char name[32];
-
-	if (session >= 64)
-		return -1;
-	if (e->sdir[session] < 0) {
-		snprintf(name, sizeof(name), "%llu", (unsigned long long)session);
-		mkdirat(e->sessions, name, 0700);
-		e->sdir[session] = openat(e->sessions, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	}
-	return e->sdir[session];
-}
-
 static void env_open(struct env *e)
 {
-	snprintf(e->dir, sizeof(e->dir), "/tmp/shmb-lanew-XXXXXX");
-	CU_ASSERT_FATAL(mkdtemp(e->dir) != NULL);
-	e->root = open(e->dir, O_RDONLY | O_DIRECTORY);
-	mkdirat(e->root, "lanes", 0700);
-	mkdirat(e->root, "sessions", 0700);
-	e->lanes = openat(e->root, "lanes", O_RDONLY | O_DIRECTORY);
-	e->sessions = openat(e->root, "sessions", O_RDONLY | O_DIRECTORY);
-	for (int i = 0; i < 64; i++)
-		e->sdir[i] = -1;
-	lanes_init(&e->g, e->lanes, 7);
-	e->g.ring_size = 16 * 1024;
-	e->g.session_dir = session_dir;
-	e->g.ctx = e;
+	lane_env_open(&e->l, 16 * 1024);
 	lanew_init(&e->w, 1);
 }
 
 static void env_close(struct env *e)
 {
-	char cmd[128];
-
 	lanew_free(&e->w);
-	lanes_free(&e->g);
-	for (int i = 0; i < 64; i++)
-		if (e->sdir[i] >= 0)
-			close(e->sdir[i]);
-	close(e->lanes);
-	close(e->sessions);
-	close(e->root);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
-	CU_ASSERT(system(cmd) == 0);
+	lane_env_close(&e->l);
 }
 
 static int dup_fd(int fd)
@@ -98,7 +60,7 @@ static struct lpush *topic_use(struct env *e, uint32_t topic, struct lreader **r
 	struct blane *l;
 	bool had;
 
-	CU_ASSERT_FATAL(lanes_topic_use(&e->g, PUB, 1, 1000, 0, topic, rd, n, &l) == 0);
+	CU_ASSERT_FATAL(lanes_topic_use(&e->l.g, PUB, 1, 1000, 0, topic, rd, n, &l) == 0);
 	had = false;
 	for (unsigned i = 0; i < e->w.nlanes; i++)
 		had |= e->w.lanes[i]->number == l->number;
@@ -109,8 +71,8 @@ static struct lpush *topic_use(struct env *e, uint32_t topic, struct lreader **r
 		CU_ASSERT_FATAL(lanew_lane_add(&e->w, l->number, l->ring.size, fds) == 0);
 	}
 	CU_ASSERT_FATAL(lanew_topic(&e->w, topic, l->number) == 0);
-	for (unsigned i = 0; i < e->g.npush; i++) {
-		struct lpush *p = &e->g.push[i];
+	for (unsigned i = 0; i < e->l.g.npush; i++) {
+		struct lpush *p = &e->l.g.push[i];
 		int fds[LANES_MAX_PUSH_FDS];
 
 		if (p->msg.h.type == PROTO_HOLDER) {
@@ -123,7 +85,7 @@ static struct lpush *topic_use(struct env *e, uint32_t topic, struct lreader **r
 				reader_push->fds[k] = dup_fd(p->fds[k]);
 		}
 	}
-	lanes_push_done(&e->g);
+	lanes_push_done(&e->l.g);
 	return reader_push;
 }
 
@@ -161,9 +123,9 @@ static void test_publish(void)
 	struct timespec zero = { 0, 0 };
 
 	env_open(&e);
-	r = lanes_reader_new(&e.g, 1, 1, 1000, false);
-	lanes_subscribe(&e.g, r, TOPIC);
-	lanes_subscribe(&e.g, r, TOPIC2);
+	r = lanes_reader_new(&e.l.g, 1, 1, 1000, false);
+	lanes_subscribe(&e.l.g, r, TOPIC);
+	lanes_subscribe(&e.l.g, r, TOPIC2);
 	CU_ASSERT(lanew_publish(&e.w, TOPIC, "x", 1, false, &zero) == -ENOENT);
 	rside_open(&s, topic_use(&e, TOPIC, &r, 1, &rp));
 	topic_use(&e, TOPIC2, &r, 1, NULL);
@@ -202,8 +164,8 @@ static void test_held(void)
 	int ret;
 
 	env_open(&e);
-	r = lanes_reader_new(&e.g, 2, 1, 1000, false);
-	lanes_subscribe(&e.g, r, TOPIC);
+	r = lanes_reader_new(&e.l.g, 2, 1, 1000, false);
+	lanes_subscribe(&e.l.g, r, TOPIC);
 	rside_open(&s, topic_use(&e, TOPIC, &r, 1, &rp));
 	while ((ret = lanew_publish(&e.w, TOPIC, buf, sizeof(buf), false, &zero)) == 0)
 		n++;
@@ -241,11 +203,11 @@ static void test_cut(void)
 	struct timespec zero = { 0, 0 };
 
 	env_open(&e);
-	r = lanes_reader_new(&e.g, 3, 1, 1000, false);
-	lanes_subscribe(&e.g, r, TOPIC);
+	r = lanes_reader_new(&e.l.g, 3, 1, 1000, false);
+	lanes_subscribe(&e.l.g, r, TOPIC);
 	topic_use(&e, TOPIC, &r, 1, NULL);
 	CU_ASSERT(lanew_publish(&e.w, TOPIC, "a", 1, false, &zero) == 0);
-	CU_ASSERT(lanes_publisher_end(&e.g, PUB, 1) == 0);
+	CU_ASSERT(lanes_publisher_end(&e.l.g, PUB, 1) == 0);
 	CU_ASSERT(lanew_publish(&e.w, TOPIC, "b", 1, false, &zero) == -ESTALE);
 	CU_ASSERT(lanew_publish(&e.w, TOPIC, "c", 1, false, &zero) == -ESTALE);
 	env_close(&e);
