@@ -77,6 +77,25 @@ static void writer_main(const struct tb *t, struct wshared *sh, uint64_t n)
 	_exit(0);
 }
 
+/* A broker with --lanes, a subscriber "r" here, a writer of n messages
+ * (writer_main) in a child; the reader side built from its LANE push,
+ * which *p keeps.  Returns the writer's pid. */
+static pid_t pair_start(struct tb *t, struct rc *r, struct rside *s, struct rpush *p,
+			struct wshared *sh, uint64_t n)
+{
+	pid_t w;
+
+	CU_ASSERT_FATAL(tb_start(t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(rc_open(r, t->dir, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(r) == 0);
+	w = fork();
+	if (w == 0)
+		writer_main(t, sh, n);
+	CU_ASSERT_FATAL(rc_push(r, PROTO_LANE, p));
+	CU_ASSERT_FATAL(rside_open(s, p) == 0);
+	return w;
+}
+
 /* A subscriber, then a writer in another process publishing 200 000
  * messages through the lane: all arrive, in order, then the lane's end
  * (the writer closed its session: the broker cut the lane). */
@@ -93,16 +112,9 @@ static void test_stream(void)
 	pid_t w;
 	int st;
 
-	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
-	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
-	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
-	w = fork();
-	if (w == 0)
-		writer_main(&t, sh, n);
-	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	w = pair_start(&t, &r, &s, &p, sh, n);
 	CU_ASSERT(p.m.lane.publisher != r.session && p.m.lane.start == 0);
 	CU_ASSERT(p.m.lane.flags & PROTO_LANE_IN_PLACE);
-	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
 	CU_ASSERT(read_lane(&s, &next, 0, &end) == 0);
 	CU_ASSERT(next == n + 1);
 	CU_ASSERT(end);
@@ -126,14 +138,7 @@ static void test_writer_killed(void)
 	bool end;
 	pid_t w;
 
-	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
-	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
-	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
-	w = fork();
-	if (w == 0)
-		writer_main(&t, sh, UINT64_MAX / 2);
-	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
-	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
+	w = pair_start(&t, &r, &s, &p, sh, UINT64_MAX / 2);
 	CU_ASSERT(read_lane(&s, &next, 50000, &end) == 0 && !end);
 	kill(w, SIGKILL);
 	CU_ASSERT(tb_wait_child(w, 5000) >= 0);
@@ -162,14 +167,7 @@ static void test_broker_stopped(void)
 	bool end;
 	pid_t w;
 
-	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
-	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
-	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
-	w = fork();
-	if (w == 0)
-		writer_main(&t, sh, n);
-	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
-	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
+	w = pair_start(&t, &r, &s, &p, sh, n);
 	CU_ASSERT(read_lane(&s, &next, 50000, &end) == 0 && !end);
 	CU_ASSERT_FATAL(kill(t.pid, SIGSTOP) == 0);
 	CU_ASSERT(read_lane(&s, &next, 150000, &end) == 0 && !end);
