@@ -48,7 +48,7 @@ DEPFLAGS := -MMD -MP
 $(BUILD)/obj/tests/%.o: TEST_INC := -Itests
 
 .SECONDARY:
-.PHONY: all test test-unit test-hostile-broker asan tsan test-tsan test-links-short bench run demo ring-demo install clean help
+.PHONY: all test test-unit test-hostile-broker asan tsan test-tsan test-links-short test-lanes-int bench run demo ring-demo install clean help
 all: $(BUILD)/libshmb.so $(BUILD)/libshmb.a $(BUILD)/libshmb-internal.a $(BUILD)/shmb.pc \
      $(BUILD)/ring-demo $(BUILD)/shmbd $(BUILD)/shmbctl
 
@@ -266,10 +266,16 @@ test-hostile-broker: $(INT_BINS)
 test-links-short: $(BUILD)/tests/test-links
 	SHMB_LINK_N=50000 tests/run-tests.sh $(BUILD)/tests/test-links
 
+# the direct data path through a real shmbd --lanes (ASan: the broker's
+# lane register and the library's lane writer under it)
+test-lanes-int: $(BUILD)/tests/test-lanes
+	tests/run-tests.sh $(BUILD)/tests/test-lanes
+
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-		EXTRA_LDFLAGS="-fsanitize=address,undefined" test-unit test-hostile-broker test-links-short
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" test-unit test-hostile-broker test-links-short \
+		test-lanes-int
 
 # ThreadSanitizer (build-tsan/, shmbd included) over the tests whose own
 # process runs threads: the lifecycle registry and machine, the futex
