@@ -142,13 +142,13 @@ static struct lreader *reader_of(struct broker *b, struct session *s)
 	return s->lane_reader;
 }
 
-/* The subscribers of t that may read it and have an owner now. */
-static unsigned readers_of(struct broker *b, const struct topic *t, struct lreader **out,
-			   unsigned cap)
+/* The subscribers of t that may read it and have an owner now (out has
+ * room for all of t's subscribers). */
+static unsigned readers_of(struct broker *b, const struct topic *t, struct lreader **out)
 {
 	unsigned n = 0;
 
-	for (unsigned i = 0; i < t->nsubs && n < cap; i++) {
+	for (unsigned i = 0; i < t->nsubs; i++) {
 		struct session *s = t->subs[i];
 		struct lreader *r;
 
@@ -193,7 +193,7 @@ int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_top
 {
 	struct session *s = session_by_id(b, q->session_id);
 	struct topic *t = topic_by_id(b, q->topic_id);
-	struct lreader *rd[256];
+	struct lreader **rd;
 	struct blane *l;
 	bool fresh;
 	int ret;
@@ -211,8 +211,12 @@ int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_top
 	if (c->uid != 0 && t->owner != c->uid)
 		return ctl_reply_err(c, q->h.req_id, -EPERM, "topic %s is another uid's", t->name);
 	fresh = !lanes_find(b->lanes, s->id, s->generation);
+	rd = calloc(t->nsubs + 1, sizeof(*rd));
+	if (!rd)
+		return ctl_reply_err(c, q->h.req_id, -ENOMEM, "out of memory");
 	ret = lanes_topic_use(b->lanes, s->id, s->generation, s->uid, s->tx_ring_size, t->id, rd,
-			      readers_of(b, t, rd, 256), &l);
+			      readers_of(b, t, rd), &l);
+	free(rd);
 	if (ret < 0) {
 		lanes_push_done(b->lanes);
 		log_msg(LOG_WARNING, "session %s: %s", s->name, b->lanes->why);
