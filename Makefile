@@ -279,8 +279,10 @@ asan:
 
 # ThreadSanitizer (build-tsan/, shmbd included) over the tests whose own
 # process runs threads: the lifecycle registry and machine, the futex
-# wake-ups, the fault proxy, and the client's connection thread against a
-# real broker (test-redial, test-admin).  GCC cannot model fences
+# wake-ups, the fault proxy, the client's connection thread against a
+# real broker (test-redial, test-admin), and the lanes' writers, readers
+# and sleepers in threads (test-lane-rw, test-lane-edges, test-laneset;
+# their words are shared through atomics, as between processes).  GCC cannot model fences
 # (-Wtsan): the Dekker pairs of shm/futex.c stay unchecked.  A report from
 # any process, shmbd and forked children included, lands in a report file
 # and fails the run.  die_after_fork=0: test-admin's child, forked from a
@@ -293,7 +295,8 @@ asan:
 # counters do not survive TSan's slowdown either.  test-mp-ring and
 # test-uring-futex share memory between processes only, which TSan
 # cannot see.
-TSAN_TESTS := test-registry test-lifecycle test-futex test-fault-proxy test-redial test-admin
+TSAN_TESTS := test-registry test-lifecycle test-futex test-fault-proxy test-redial test-admin \
+              test-lane-rw test-lane-edges test-laneset
 
 test-tsan: $(TSAN_TESTS:%=$(BUILD)/tests/%)
 	@d=$$(mktemp -d /tmp/shmb-tsan.XXXXXX) && chmod 1777 $$d && \

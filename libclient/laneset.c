@@ -509,7 +509,7 @@ static void lane_skip(struct laneset *s, struct laneset_lane *l)
 	l->missed += l->head.missed;
 	lane_consume(&l->r, &l->head);
 	l->done = l->head.end;
-	s->skipped++;
+	fetch_add_relaxed(&s->skipped, 1);
 	if (!l->returned)
 		store_ack(l, l->done);
 }
@@ -619,7 +619,7 @@ static int take(struct laneset *s, struct laneset_lane *l, void *buf, uint32_t c
 	if (l->pub->last_order && m->order <= l->pub->last_order)
 		/* a lane told late can start below what its peers gave: counted,
 		 * not blamed (each lane's own order is checked by lane_peek) */
-		s->order_falls++;
+		fetch_add_relaxed(&s->order_falls, 1);
 	l->pub->last_order = m->order;
 	lane_consume(&l->r, m);
 	l->done = m->end;
@@ -806,14 +806,14 @@ int laneset_wait(struct laneset *s, uint32_t *rx_wake, struct shm_arm_page *arm,
 		d = deadline_in_ns(end - now < step ? end - now : step);
 		if (noisy) {
 			/* a peer keeps changing rx_wake: a look every ms, unarmed */
-			s->noisy_steps++;
+			fetch_add_relaxed(&s->noisy_steps, 1);
 			clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &d, NULL);
 			continue;
 		}
 		if (futex_wait(rx_wake, v, &d) != -ETIMEDOUT) {
 			/* woken: the next look says whether for data */
 			returns++;
-			s->wait_returns++;
+			fetch_add_relaxed(&s->wait_returns, 1);
 		}
 		lane_disarm(arm, arm_slot);
 	}

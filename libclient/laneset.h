@@ -85,6 +85,7 @@ struct laneset {
 	uint64_t events;
 	bool sweep;               /* a lane is over: release it once acknowledged */
 	/* statistics */
+	/* statistics, read by other threads (relaxed atomics) */
 	uint64_t skipped, order_falls, wait_returns, noisy_steps;
 	char why[160];            /* after a refusal: what was wrong */
 };
