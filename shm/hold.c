@@ -148,8 +148,30 @@ int hold_takeover(struct hold_table *t, unsigned old, unsigned new, const struct
 
 	/* new is in the table at old's floor: only now the slot and reclaim */
 	fence_full();
+	if (!slot) {
+		/* a SPILL or LINK entry held the writer at its floor, a
+		 * boundary the broker wrote: nothing from there was overwritten */
+		*start = fl;
+		hold_raise(t, new, fl);
+		return 0;
+	}
 	low = reclaim_checked(wp, fl);
-	c = slot ? load_acquire(slot) : low;
+	c = load_acquire(slot) & ~(uint64_t)(SHM_REC_ALIGN - 1);
+	if (c < fl)
+		c = fl;
+	if (low > c) {
+		/*
+		 * A `reclaim` above the slot is one the writer published and
+		 * never used: every limit it used with old in the table is at
+		 * most max(floor, mark(a slot it saw)), and slots only rise
+		 * (a lower one is ignored), so the records from the slot on
+		 * are intact.  A slot that lies (inside a record) spoils only
+		 * the liar's own records (data-path.md, open question 14).
+		 */
+		*start = c;
+		hold_raise(t, new, c);
+		return 0;
+	}
 	ret = ring_cons_init(&rc, r, NULL, NULL, low, RING_SEQ_ANY, LANE_REC_GEN, LANE_REC_GEN);
 	if (ret < 0)
 		return ret;
