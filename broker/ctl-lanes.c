@@ -133,8 +133,18 @@ static void flush(struct broker *b)
 static struct lreader *reader_of(struct broker *b, struct session *s)
 {
 	if (s->lane_reader && s->lane_reader->generation != s->generation) {
-		lanes_reader_end(b->lanes, s->lane_reader);
-		s->lane_reader = NULL;
+		struct lreader *r = NULL;
+
+		/* a new owner that reads lanes takes over where the last one
+		 * acknowledged; one that does not lets them go */
+		if (s->owner && s->owner->lanes)
+			r = lanes_reader_switch(b->lanes, s->lane_reader, s->generation);
+		if (!r) {
+			lanes_reader_end(b->lanes, s->lane_reader);
+			s->lane_reader = NULL;
+		} else {
+			s->lane_reader = r;
+		}
 	}
 	if (!s->lane_reader)
 		s->lane_reader = lanes_reader_new(b->lanes, s->id, s->generation, s->uid,
@@ -240,16 +250,25 @@ void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic)
 	flush(b);
 }
 
-void ctl_lanes_session_end(struct broker *b, struct session *s)
+void ctl_lanes_opened(struct broker *b, struct session *s)
+{
+	if (!b->lanes || !s->lane_reader || s->lane_reader->generation == s->generation)
+		return;
+	reader_of(b, s);
+	flush(b);
+}
+
+void ctl_lanes_session_end(struct broker *b, struct session *s, bool gone)
 {
 	if (!b->lanes)
 		return;
 	/* as a publisher: its lanes end after their last record */
 	if (lanes_publisher_end(b->lanes, s->id, s->generation) < 0)
 		log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
-	/* as a reader: until spools exist (data-path.md, step 5), it stops
-	 * holding its writers at once */
-	if (s->lane_reader) {
+	/* as a reader: it holds on while the session lives, detached or not
+	 * (a block session's writers wait for it, as with its RX ring);
+	 * its next owner takes the holds over (ctl_lanes_opened) */
+	if (gone && s->lane_reader) {
 		lanes_reader_end(b->lanes, s->lane_reader);
 		s->lane_reader = NULL;
 	}

@@ -5,6 +5,7 @@
 #ifndef BROKER_CTL_LANES_H
 #define BROKER_CTL_LANES_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "shm/proto.h"
@@ -23,9 +24,12 @@ int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_top
 /* s subscribed to topic: holders on the lanes that carry it. */
 void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic);
 
-/* s's owner generation ended (detach, destroy, a new owner): its lanes
- * are cut, its holds let go. */
-void ctl_lanes_session_end(struct broker *b, struct session *s);
+/* s's owner generation ended (detach, a new owner; gone: destroyed): its
+ * lanes are cut; its holds are let go only when the session is gone. */
+void ctl_lanes_session_end(struct broker *b, struct session *s, bool gone);
+
+/* s's new owner was answered: the holds of the last owner move to it. */
+void ctl_lanes_opened(struct broker *b, struct session *s);
 
 /* About once a second: a lane whose writer cut, grew or punched its data
  * file is BAD (its readers drop it) and, while the writer is the

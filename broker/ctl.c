@@ -247,6 +247,9 @@ static int do_open(struct broker *b, struct conn *c, const struct proto_open *q)
 	ret = ctl_send_reply(c, &r, fds, 3);
 	for (int i = 0; i < 3; i++)
 		close(fds[i]);
+	/* after the reply: a new owner's lanes follow it */
+	if (ret == 0)
+		ctl_lanes_opened(b, s);
 	return ret;
 }
 

@@ -486,6 +486,82 @@ static int holder_add(struct lanes_reg *g, struct blane *l, struct lreader *r)
 	return ret;
 }
 
+/* The cursor slot an entry of old names, or NULL. */
+static const uint64_t *old_slot(const struct blane *l, const struct lhold *h)
+{
+	struct hold_view v;
+
+	if (!hold_read(&l->hold, (unsigned)h->idx, &v) || v.slot >= SHM_CURSOR_SLOTS)
+		return NULL;
+	for (const struct lpage *p = h->r->pages; p; p = p->next)
+		if (p->number == v.page)
+			return &p->map->slot[v.slot];
+	return NULL;
+}
+
+/* Move h (old's hold of l) to r: a new entry on r's page, started by the
+ * take-over walk from old's slot, then old's entry freed. */
+static int holder_move(struct lanes_reg *g, struct blane *l, struct lhold *h, struct lreader *r)
+{
+	const struct shm_lane_wpage *wp = (const void *)l->f.data;
+	const uint64_t *slot = old_slot(l, h);
+	struct hold_view v;
+	struct lpage *p;
+	uint32_t s, flags;
+	uint64_t S;
+	bool fresh;
+	int idx, ret;
+
+	p = page_slot(g, r, l->publisher, &s, &fresh);
+	if (!p)
+		return -ENOMEM;
+	v = (struct hold_view){ .kind = h->kind, .page = p->number, .slot = s,
+				.arm_page = r->arm->number, .arm_slot = r->arm_slot,
+				.reader = r->number };
+	idx = hold_add(&l->hold, &v, hold_floor(&l->hold, (unsigned)h->idx));
+	if (idx < 0)
+		return fail(g, idx, "lane %s: every hold entry is taken", l->f.name);
+	/* a slot that cannot be read counts at the floor */
+	ret = hold_takeover(&l->hold, (unsigned)h->idx, (unsigned)idx, wp, &l->ring, slot, &S);
+	if (ret < 0) {
+		hold_free(&l->hold, (unsigned)idx);
+		return fail(g, ret, "lane %s: bad records where a reader stood", l->f.name);
+	}
+	store_release(&p->map->slot[s], S);
+	flags = writer_lacks(l, r, p);
+	hold_free(&l->hold, (unsigned)h->idx);
+	*h = (struct lhold){ r, idx, v.kind, S };
+	ret = push_lane(g, l, r, p, s, fresh, S);
+	if (!ret)
+		ret = push_holder(g, l, r, p, flags);
+	return ret;
+}
+
+struct lreader *lanes_reader_switch(struct lanes_reg *g, struct lreader *old, uint32_t generation)
+{
+	struct lreader *r = lanes_reader_new(g, old->session, generation, old->uid, old->drop_oldest);
+
+	if (!r)
+		return NULL;
+	r->topics = old->topics;
+	r->ntopics = old->ntopics;
+	r->topics_cap = old->topics_cap;
+	old->topics = NULL;
+	old->ntopics = old->topics_cap = 0;
+	/* cut lanes too: the new owner reads them to their cut */
+	for (struct blane *l = g->lanes; l; l = l->next) {
+		struct lhold *h = held_by(l, old);
+
+		if (h && holder_move(g, l, h, r) < 0)
+			/* that lane is let go; the others move */
+			for (unsigned i = 0; i < l->nholders; i++)
+				if (l->holders[i].r == old)
+					holder_drop(l, i);
+	}
+	lanes_reader_end(g, old);
+	return r;
+}
+
 static bool reader_reads(const struct lreader *r, uint32_t topic)
 {
 	for (unsigned i = 0; i < r->ntopics; i++)

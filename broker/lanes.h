@@ -139,6 +139,15 @@ void lanes_free(struct lanes_reg *g);
 struct lreader *lanes_reader_new(struct lanes_reg *g, uint64_t session, uint32_t generation,
 				 uid_t uid, bool drop_oldest);
 
+/*
+ * A new owner generation of old's session: every hold of old moves to a
+ * new reader (new wake and arm slot, new cursor pages) by the take-over
+ * of data-path.md section 3, starting where old acknowledged, and the
+ * new owner is told each lane (PROTO_LANE); old ends.  NULL with g->why
+ * when the new reader cannot be made (old is left as it was).
+ */
+struct lreader *lanes_reader_switch(struct lanes_reg *g, struct lreader *old, uint32_t generation);
+
 /* The reader is gone (its generation ended): its entries freed (the
  * writers no longer wait for it), its arm word and bit cleared, its
  * pages removed. */

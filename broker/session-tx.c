@@ -239,7 +239,7 @@ int session_new_generation(struct broker *b, struct session *s)
 	}
 	/* the commit point of the switch; wake every reader: a fenced owner
 	 * learns -ESTALE, others re-check */
-	ctl_lanes_session_end(b, s);
+	ctl_lanes_session_end(b, s, false);
 	s->generation = gen;
 	store_release(&s->rxc->generation, gen);
 	r = session_tx_adopt(s, &tx, gen, start_seq);

@@ -521,8 +521,8 @@ void session_detach(struct broker *b, struct session *s, const char *reason)
 {
 	if (!s->owner)
 		return;
-	/* its owner generation is over: its lanes end, its holds go */
-	ctl_lanes_session_end(b, s);
+	/* its owner generation is over: its lanes end, its holds stay */
+	ctl_lanes_session_end(b, s, false);
 	s->owner = NULL;
 	s->owner_pidfd = -1;
 	notify_close(s);
@@ -623,7 +623,7 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 	 * comes back half destroyed; and if that line sets off a rewrite of
 	 * the file, the rewrite leaves this session out */
 	s->destroying = true;
-	ctl_lanes_session_end(b, s);
+	ctl_lanes_session_end(b, s, true);
 	if (state_gone(b, s->id) < 0)
 		log_msg(LOG_WARNING, "session %s: its destruction could not be recorded; the next"
 			" start will quarantine what is left of it", s->name);

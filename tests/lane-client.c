@@ -171,6 +171,38 @@ void rc_holders(struct rc *c, struct lanew *w, unsigned want)
 		lanew_holder(w, &p.m.holder, p.fds, p.nfds);
 }
 
+void rc_drain(void *ctx)
+{
+	struct rc *c = ctx;
+	struct rpush p;
+
+	for (;;) {
+		union {
+			struct cmsghdr h;
+			char b[CMSG_SPACE(8 * sizeof(int))];
+		} cm;
+		struct iovec iov = { &p.m, sizeof(p.m) };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
+				     .msg_controllen = sizeof(cm.b) };
+		ssize_t n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+
+		if (n < (ssize_t)sizeof(struct proto_hdr))
+			return;
+		p.nfds = 0;
+		for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h; h = CMSG_NXTHDR(&mh, h))
+			if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
+				p.nfds = (unsigned)((h->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+				memcpy(p.fds, CMSG_DATA(h), p.nfds * sizeof(int));
+			}
+		if (p.m.h.type == PROTO_HOLDER && c->w) {
+			lanew_holder(c->w, &p.m.holder, p.fds, p.nfds);
+		} else {
+			for (unsigned i = 0; i < p.nfds; i++)
+				close(p.fds[i]);
+		}
+	}
+}
+
 int rside_open(struct rside *s, const struct rpush *p)
 {
 	const struct proto_lane *m = &p->m.lane;

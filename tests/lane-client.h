@@ -36,6 +36,7 @@ struct rc {
 	uint64_t session;
 	uint32_t generation, topic;
 	int data_fd;           /* a copy of its lane's data descriptor (hostile tests), or -1 */
+	struct lanew *w;       /* its writer side, for rc_drain() */
 	struct rpush q[MAXP];
 	unsigned nq;
 };
@@ -64,6 +65,10 @@ int rc_subscribe(struct rc *c);
 int rc_lane_topic(struct rc *c, struct lanew *w);
 /* Every HOLDER push queued or coming within 5 s (at least `want`). */
 void rc_holders(struct rc *c, struct lanew *w, unsigned want);
+/* Read what the broker pushed, without waiting: HOLDER pushes go to
+ * c->w (a lanew's drain callback, ctx = the rc, before it sleeps for
+ * space), anything else is dropped. */
+void rc_drain(void *ctx);
 /* A reader from its PROTO_LANE push (descriptors consumed). */
 int rside_open(struct rside *s, const struct rpush *p);
 /* Read from s until the lane ends, *next passes stop (when not 0), or

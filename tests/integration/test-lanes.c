@@ -58,6 +58,10 @@ static void writer_main(const struct tb *t, struct wshared *sh, uint64_t n)
 	if (rc_open(&c, t->dir, "w", SHM_POLICY_BLOCK) < 0 || rc_lane_topic(&c, &w) != 0)
 		_exit(2);
 	rc_holders(&c, &w, 1);
+	/* holders that come later (a reader's new owner) before each sleep */
+	c.w = &w;
+	w.drain = rc_drain;
+	w.ctx = &c;
 	store_release(&sh->ready, 1);
 	for (; i <= n; i++) {
 		bool more = i % 16 != 0 && i != n;
@@ -232,7 +236,8 @@ static void test_reader_killed(void)
 	pid_t rd;
 	int ret;
 
-	CU_ASSERT_FATAL(tb_start(&t, "--lanes", "--tx-ring-size", "65536", NULL) == 0);
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", "--tx-ring-size", "65536", "--session-ttl", "1",
+				 NULL) == 0);
 	rd = fork();
 	if (rd == 0)
 		reader_main(&t, sh);
@@ -252,14 +257,61 @@ static void test_reader_killed(void)
 	CU_ASSERT(ret == -EAGAIN);
 	kill(rd, SIGKILL);
 	CU_ASSERT(tb_wait_child(rd, 5000) >= 0);
-	/* once the broker let the dead reader's hold go, more than a lane's
+	/* its session lives on detached (a block session: the writer waits
+	 * for it, as for an RX ring) ... */
+	CU_ASSERT(burst(&w, c.topic, 3000) == -EAGAIN);
+	/* ... until it expires (--session-ttl 1): then more than a lane's
 	 * worth goes through without waiting */
-	WAIT_FOR(burst(&w, c.topic, 3000) == 0, 5000);
+	WAIT_FOR(burst(&w, c.topic, 3000) == 0, 10000);
+	CU_ASSERT(tb_log_count(&t, "session r (id") >= 1);
 	lanew_free(&w);
 	close(c.fd);
 	CU_ASSERT(tb_stop(&t) == 0);
 	tb_cleanup(&t);
 	munmap(sh, 4096);
+}
+
+/* A reader SIGKILLed mid-stream and started again on its session: its
+ * new owner generation takes the holds over where it acknowledged, and
+ * reads on from there: every message once, in order, to the end. */
+static void test_reader_restart(void)
+{
+	struct tb t;
+	struct rc r;
+	struct rpush p;
+	struct rside s;
+	struct wshared *rs = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct wshared *ws = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	const uint64_t n = 200000;
+	uint64_t next = 1001;
+	bool end;
+	pid_t rd, w;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", "--tx-ring-size", "65536", NULL) == 0);
+	rd = fork();
+	if (rd == 0)
+		reader_main(&t, rs);
+	WAIT_FOR_FATAL(load_acquire(&rs->ready), 5000);
+	w = fork();
+	if (w == 0)
+		writer_main(&t, ws, n);
+	WAIT_FOR_FATAL(load_acquire(&rs->committed) == 1000, 10000);
+	kill(rd, SIGKILL);
+	CU_ASSERT(tb_wait_child(rd, 5000) >= 0);
+	/* the same session, a new owner (once the broker saw the old go) */
+	WAIT_FOR_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0 || (close(r.fd), false), 5000);
+	CU_ASSERT(r.generation >= 2);
+	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
+	CU_ASSERT(read_lane(&s, &next, 0, &end) == 0);
+	CU_ASSERT(next == n + 1);
+	CU_ASSERT(end);
+	CU_ASSERT(tb_wait_child(w, 10000) == 0);
+	close(r.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(rs, 4096);
+	munmap(ws, 4096);
 }
 
 /* Without --lanes the broker says so, and a session that is not the
@@ -389,6 +441,7 @@ static const struct harness_test lanes_tests[] = {
 	{ "punching_writer", test_punching_writer },
 	{ "mixed", test_mixed },
 	{ "reader_killed", test_reader_killed },
+	{ "reader_restart", test_reader_restart },
 	{ "refused", test_refused },
 	{ "stream", test_stream },
 	{ "writer_killed", test_writer_killed },
