@@ -699,6 +699,10 @@ static bool lane_passed(struct blane *l)
 		struct hold_view hv;
 		bool passed = false;
 
+		/* a drop-oldest reader holds nothing, the lane's life included:
+		 * its mapping outlives the files */
+		if (h->kind == SHM_HOLD_WATCH)
+			continue;
 		if (hold_read(&l->hold, (unsigned)h->idx, &hv))
 			v = &hv;
 		for (const struct lpage *p = h->r->pages; p && v; p = p->next)

@@ -262,6 +262,8 @@ int lanew_publish(struct lanew *s, uint32_t topic, const void *data, uint32_t le
 		if (s->open == l)
 			s->open = NULL; /* lane_wait_space commits it first */
 		ret = lane_wait_space(&l->w, len, l->tx_wake, deadline, s->drain, s->ctx);
+		if (ret == -ESTALE)
+			l->ended = true;
 		if (ret < 0)
 			return ret == -ETIMEDOUT ? -EAGAIN : ret;
 	}

@@ -492,8 +492,12 @@ int lane_wait_space(struct lane_writer *w, uint32_t len, uint32_t *tx_wake,
 	uint64_t spin_until;
 
 	/* an open batch that fills the lane is published: its readers free it */
-	if (w->p.rsv != w->p.pos)
-		lane_commit(w);
+	if (w->p.rsv != w->p.pos) {
+		int ret = lane_commit(w);
+
+		if (ret < 0)
+			return ret; /* -ESTALE: cut under it; the batch is gone */
+	}
 	/* a reader on the other CPU frees room within microseconds: a
 	 * sleep and a wake-up cost tens of them */
 	spin_until = clock_mono_ns() + w->space_spin_ns;

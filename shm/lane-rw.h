@@ -113,7 +113,8 @@ void lane_wake_readers(struct lane_writer *w);
  * Wait until a record of len bytes fits, or until the deadline (NULL:
  * none; {0,0}: do not sleep).  `tx_wake` is the writer's space futex word.
  * The caller drains its socket (HOLDERS) before each sleep through
- * `before_sleep` (may be NULL).  0 when it fits, -ETIMEDOUT.
+ * `before_sleep` (may be NULL).  0 when it fits, -ETIMEDOUT, or the error
+ * of committing an open batch first (-ESTALE: the lane was cut).
  */
 int lane_wait_space(struct lane_writer *w, uint32_t len, uint32_t *tx_wake,
 		    const struct timespec *deadline, void (*before_sleep)(void *ctx), void *ctx);

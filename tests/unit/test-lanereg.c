@@ -282,6 +282,54 @@ static void test_reader_end(void)
 /* Readers of two uids get two arm pages; a reader of another uid than
  * the writer reads by copy (no PROTO_LANE_IN_PLACE); a drop-oldest reader
  * is a WATCH entry. */
+/* A cut lane goes once its block readers passed the cut, whatever its
+ * drop-oldest readers (which hold nothing) did; before that it stays. */
+static void test_cut_watchers(void)
+{
+	struct lane_env e;
+	struct lreader *r[2];
+	struct blane *l;
+	struct wpages wp = { 0 };
+	struct lane_pages pages = { w_cursor, w_arm, w_wake, &wp };
+	struct lane_writer w;
+	struct rside s;
+	struct lane_rec m;
+	char name[LANEFILE_NAME_MAX];
+	uint8_t *wdata, *hold;
+
+	lane_env_open(&e, 64 * 1024);
+	r[0] = lanes_reader_new(&e.g, 6, 1, 1000, false);
+	r[1] = lanes_reader_new(&e.g, 7, 1, 1000, true);
+	CU_ASSERT_FATAL(r[0] && r[1]);
+	lanes_subscribe(&e.g, r[0], TOPIC);
+	lanes_subscribe(&e.g, r[1], TOPIC);
+	CU_ASSERT_FATAL(lanes_topic_use(&e.g, PUB, 1, 1000, 0, TOPIC, r, 2, &l) == 0);
+	snprintf(name, sizeof(name), "%s", l->f.name);
+	rside_open(&s, push_to(&e.g, 6, PROTO_LANE));
+	lanes_push_done(&e.g);
+	wdata = map(l->f.data_fd, l->f.data_len, PROT_READ | PROT_WRITE);
+	hold = map(l->f.hold_ro, SHM_HOLD_SIZE, PROT_READ);
+	CU_ASSERT_FATAL(lane_writer_init(&w, wdata, l->ring.size, hold, &pages, false, 0, 0, 0) == 0);
+	for (uint64_t i = 1; i <= 10; i++) {
+		uint64_t *pl;
+
+		CU_ASSERT_FATAL(lane_reserve(&w, TOPIC, i, NULL, 8, (void **)&pl) == 0);
+		*pl = i;
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	}
+	CU_ASSERT(lanes_publisher_end(&e.g, PUB, 1) == 0);
+	/* the block reader has not read: the lane stays */
+	lanes_tick(&e.g);
+	CU_ASSERT(faccessat(e.lanes, name, F_OK, 0) == 0);
+	while (lane_read(&s.r, NULL, 0, &m) == LANE_REC)
+		lane_ack(&s.r, m.end);
+	/* the drop-oldest reader never acknowledged anything: it goes anyway */
+	lanes_tick(&e.g);
+	CU_ASSERT(faccessat(e.lanes, name, F_OK, 0) < 0 && errno == ENOENT);
+	lane_writer_free(&w);
+	lane_env_close(&e);
+}
+
 static void test_classes(void)
 {
 	struct lane_env e;
@@ -373,6 +421,7 @@ static const struct harness_test reg_tests[] = {
 	{ "end_to_end", test_end_to_end },
 	{ "reader_end", test_reader_end },
 	{ "classes", test_classes },
+	{ "cut_watchers", test_cut_watchers },
 	{ "refused_writer", test_refused_writer },
 	{ "refused_page", test_refused_page },
 	{ NULL, NULL },
