@@ -172,6 +172,7 @@ static void stream(int npub, int nsub, uint32_t size, uint64_t n, struct bres *r
 /* ---- the direct data path through the same broker (shmbd --lanes) -------------- */
 
 extern char bench_dir[64];
+static unsigned lanes_run; /* names each run's sessions afresh */
 
 /* The writer: its session, its lane, n messages of size bytes (the seq in
  * bytes 0-7), `batch` a commit; then it closes its session. */
@@ -179,12 +180,18 @@ static void lanes_writer(uint32_t size, uint64_t n, unsigned batch, uint64_t *t_
 {
 	struct rc c;
 	struct lanew w;
+	char name[16];
 
 	bench_pin(1); /* the reader is on CPU 0 (pinned runs) */
 	lanew_init(&w, 1);
-	if (rc_open(&c, bench_dir, "lw", SHM_POLICY_BLOCK) < 0 || rc_lane_topic(&c, &w) != 0)
+	snprintf(name, sizeof(name), "lw.%u", lanes_run);
+	if (rc_open(&c, bench_dir, name, SHM_POLICY_BLOCK) < 0 || rc_lane_topic(&c, &w) != 0)
 		_exit(2);
 	rc_holders(&c, &w, 1);
+	/* more readers' pages as they come, before each sleep for space */
+	c.w = &w;
+	w.drain = rc_drain;
+	w.ctx = &c;
 	memset(msgbuf, 0xab, size);
 	store_release(t_start, clock_mono_ns());
 	for (uint64_t i = 1; i <= n; i++) {
@@ -213,8 +220,12 @@ static void lanes_stream(uint32_t size, uint64_t n, unsigned batch, struct bres 
 	struct rc c;
 	pid_t w;
 
+	char name[16];
+
+	lanes_run++;
+	snprintf(name, sizeof(name), "lr.%u", lanes_run);
 	r->sent = n;
-	if (rc_open(&c, bench_dir, "lr", SHM_POLICY_BLOCK) < 0 || rc_subscribe(&c) != 0) {
+	if (rc_open(&c, bench_dir, name, SHM_POLICY_BLOCK) < 0 || rc_subscribe(&c) != 0) {
 		r->lost = n;
 		munmap(t_start, 4096);
 		return;
@@ -253,6 +264,89 @@ static void lanes_stream(uint32_t size, uint64_t n, unsigned batch, struct bres 
 	r->lost = r->sent - r->recv;
 	r->reord = bad;
 	r->msgs_s = bad || !*t_start ? 0 : (double)r->recv / ((double)(t_end - *t_start) / 1e9);
+	munmap(t_start, 4096);
+}
+
+/* One of nr lane readers: its session, ready, then n messages checked in
+ * place; its count and the time of its last one into sh. */
+static void lanes_fan_reader(unsigned k, uint64_t n, struct stream_res *sh)
+{
+	uint64_t next = 1;
+	struct rpush p;
+	struct rside s;
+	struct rc c;
+	char name[16];
+
+	/* a fresh session each run: a reused one would first be handed its
+	 * last run's lane to finish */
+	snprintf(name, sizeof(name), "lf%u.%u", lanes_run, k);
+	if (rc_open(&c, bench_dir, name, SHM_POLICY_BLOCK) < 0 || rc_subscribe(&c) != 0)
+		_exit(2);
+	fetch_add_release(&sh->ready, 1);
+	if (!rc_push(&c, PROTO_LANE, &p) || rside_open(&s, &p) < 0)
+		_exit(3);
+	while (next <= n) {
+		struct lane_rec m;
+		int r = lane_read(&s.r, NULL, 0, &m);
+		uint64_t v;
+
+		if (r == LANE_NONE) {
+			/* eight readers and a writer on two CPUs: let the writer run
+			 * (this raw reader has no wake page to sleep on yet) */
+			sched_yield();
+			continue;
+		}
+		if (r != LANE_REC)
+			break;
+		memcpy(&v, m.payload, 8);
+		if (v != next)
+			sh->reord[k]++;
+		next++;
+		if (next % 64 == 0 || next > n)
+			lane_ack(&s.r, m.end);
+	}
+	sh->got[k] = next - 1;
+	sh->t_end[k] = clock_mono_ns();
+	_exit(0);
+}
+
+/* 1 -> nr through one lane (the writer batched, 64 a commit): messages/s
+ * received in all, from the writer's start to the last reader's end. */
+static void lanes_fanout(unsigned nr, uint64_t n, struct bres *r)
+{
+	struct stream_res *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+				     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint64_t *t_start = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t rd[MAX_SUBS], w;
+	uint64_t end = 0;
+
+	memset(sh, 0, sizeof(*sh));
+	lanes_run++;
+	for (unsigned k = 0; k < nr; k++) {
+		rd[k] = bench_spawn();
+		if (rd[k] == 0)
+			lanes_fan_reader(k, n, sh);
+	}
+	for (uint64_t until = clock_mono_ns() + 10000000000ull;
+	     load_acquire(&sh->ready) < nr && clock_mono_ns() < until;)
+		usleep(1000);
+	w = bench_spawn();
+	if (w == 0)
+		lanes_writer(64, n, 64, t_start);
+	bench_reap(w);
+	r->sent = n * nr;
+	for (unsigned k = 0; k < nr; k++) {
+		bench_reap(rd[k]);
+		r->recv += sh->got[k];
+		r->reord += sh->reord[k];
+		if (sh->t_end[k] > end)
+			end = sh->t_end[k];
+	}
+	r->lost = r->sent - r->recv;
+	r->msgs_s = r->reord || r->lost || end <= *t_start
+			    ? 0
+			    : (double)r->recv / ((double)(end - *t_start) / 1e9);
+	munmap(sh, sizeof(*sh));
 	munmap(t_start, 4096);
 }
 
@@ -301,6 +395,12 @@ static void run(int pin_mode)
 			bres_emit(&l1);
 			lanes_stream(64, bench_n(2000000), 64, &lb);
 			bres_emit(&lb);
+			if (!bench_pinned) {
+				struct bres lf = bres_new("shmb lanes", "fanout", 64, rep);
+
+				lanes_fanout(MAX_SUBS, bench_n(200000), &lf);
+				bres_emit(&lf);
+			}
 		}
 		if (!bench_want("shmb rtt"))
 			continue;
