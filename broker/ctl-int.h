@@ -13,7 +13,7 @@
 struct broker;
 struct conn;
 
-#define CTL_MAX_FDS 4
+#define CTL_MAX_FDS 6
 
 /* Send a message of len bytes (with up to CTL_MAX_FDS fds) on c: 0, or
  * <0 when c must be closed. */

@@ -78,6 +78,20 @@ static int push_fd(struct lpush *p, int fd)
 	return 0;
 }
 
+/* A read-only descriptor of what fd names, for a push. */
+static int push_fd_ro(struct lpush *p, int fd)
+{
+	char path[32];
+	int d;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	d = open(path, O_RDONLY | O_CLOEXEC);
+	if (d < 0)
+		return -errno;
+	p->fds[p->nfds++] = d;
+	return 0;
+}
+
 void lanes_push_done(struct lanes_reg *g)
 {
 	for (unsigned i = 0; i < g->npush; i++)
@@ -393,7 +407,9 @@ static int push_holder(struct lanes_reg *g, struct blane *l, struct lreader *r, 
 	if (!ret && (flags & PROTO_HOLDER_WAKE))
 		ret = push_fd(ps, r->rx_wake_fd);
 	if (!ret && (flags & PROTO_HOLDER_ARM))
-		ret = push_fd(ps, r->arm->fd);
+		/* read-only: a writer of another uid must not set its readers'
+		 * bits (a memfd's read-write descriptor reopened without write) */
+		ret = push_fd_ro(ps, r->arm->fd);
 	return ret;
 }
 
@@ -440,6 +456,17 @@ static int push_lane(struct lanes_reg *g, struct blane *l, struct lreader *r, st
 	}
 	if (!ret)
 		ret = push_fd(ps, l->tx_wake_fd);
+	/* its own sleep words, once per reader generation */
+	if (!ret && !r->told_self) {
+		ret = push_fd(ps, r->rx_wake_fd);
+		if (!ret)
+			ret = push_fd(ps, r->arm->fd);
+		if (!ret) {
+			ps->msg.lane.flags |= PROTO_LANE_SELF;
+			ps->msg.lane.arm_slot = r->arm_slot;
+			r->told_self = true;
+		}
+	}
 	return ret;
 }
 

@@ -23,7 +23,7 @@
 #include "shm/hold.h"
 #include "shm/proto.h"
 
-#define LANES_MAX_PUSH_FDS 4
+#define LANES_MAX_PUSH_FDS 6
 #define LANES_READER_LANES 256 /* lanes one reader generation holds at once */
 
 struct lreader;
@@ -86,6 +86,7 @@ struct lreader {
 	int rx_wake_fd;
 	struct larm *arm;
 	uint32_t arm_slot;
+	bool told_self;        /* its own rx_wake and arm page went out in a push */
 	struct lpage *pages;
 	uint32_t *topics;      /* subscribed topic ids */
 	unsigned ntopics, topics_cap;

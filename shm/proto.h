@@ -128,7 +128,9 @@ struct proto_lane_topic {
 #define PROTO_LANE_DROP_OLDEST 0x1u /* read it as a drop-oldest reader (a WATCH entry) */
 #define PROTO_LANE_IN_PLACE 0x2u    /* its writer has the reader's uid: read in place */
 #define PROTO_LANE_PAGE 0x4u        /* a new cursor page comes with it (after meta) */
-#define PROTO_LANE_WAKE 0x8u        /* the writer's tx_wake comes with it (last) */
+#define PROTO_LANE_WAKE 0x8u        /* the writer's tx_wake comes with it (after the page) */
+#define PROTO_LANE_SELF 0x10u       /* the reader's own rx_wake and arm page come with it
+				       (last, in that order; `arm_slot` is its word there) */
 
 /* PROTO_LANE (broker -> reader, request id 0): a lane to read, with data
  * and meta (read-only), then the descriptors its flags name. */
@@ -145,6 +147,8 @@ struct proto_lane {
 	uint32_t flags;        /* PROTO_LANE_* */
 	uint32_t page;         /* its cursor page (a number per broker) ... */
 	uint32_t slot;         /* ... and its slot there */
+	uint32_t arm_slot;     /* PROTO_LANE_SELF: the reader's word in its arm page */
+	uint32_t pad;
 };
 
 /* flags of proto_holder: the descriptors that come with it, in this order */
@@ -372,7 +376,7 @@ struct proto_event {
 
 static_assert(sizeof(struct proto_hdr) == 16, "proto header");
 static_assert(sizeof(struct proto_lane_topic) == 32, "lane topic");
-static_assert(sizeof(struct proto_lane) == 80, "lane");
+static_assert(sizeof(struct proto_lane) == 88, "lane");
 static_assert(sizeof(struct proto_holder) == 56, "holder");
 static_assert(sizeof(struct proto_open) == 192, "open");
 static_assert(sizeof(struct proto_reply) == 184, "reply");

@@ -207,16 +207,21 @@ int rside_open(struct rside *s, const struct rpush *p)
 {
 	const struct proto_lane *m = &p->m.lane;
 
-	if (p->nfds != 4 || !(m->flags & PROTO_LANE_PAGE))
+	bool self = m->flags & PROTO_LANE_SELF;
+
+	if (p->nfds != (self ? 6u : 4u) || !(m->flags & PROTO_LANE_PAGE))
 		return -1;
 	s->data = mmap(NULL, SHM_LANE_RING_OFFSET + m->ring_size, PROT_READ, MAP_SHARED, p->fds[0], 0);
 	s->meta = mmap(NULL, SHM_LANE_META_SIZE, PROT_READ, MAP_SHARED, p->fds[1], 0);
 	s->page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, p->fds[2], 0);
 	s->tx_wake = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, p->fds[3], 0);
-	for (int i = 0; i < 4; i++)
+	s->rx_wake = self ? mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, p->fds[4], 0) : NULL;
+	s->arm = self ? mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, p->fds[5], 0) : NULL;
+	s->arm_slot = m->arm_slot;
+	for (unsigned i = 0; i < p->nfds; i++)
 		close(p->fds[i]);
 	if (s->data == MAP_FAILED || s->meta == MAP_FAILED || s->page == MAP_FAILED ||
-	    s->tx_wake == MAP_FAILED)
+	    s->tx_wake == MAP_FAILED || s->rx_wake == MAP_FAILED || s->arm == MAP_FAILED)
 		return -1;
 	if (lane_reader_init(&s->r, s->data, m->ring_size, s->meta, &s->page->slot[m->slot], false,
 			     false, m->start, m->order) < 0)

@@ -26,7 +26,7 @@ struct rpush {
 		struct proto_holder holder;
 		uint8_t raw[256];
 	} m;
-	int fds[4];
+	int fds[8];
 	unsigned nfds;
 };
 
@@ -46,6 +46,9 @@ struct rside {
 	uint8_t *data, *meta;
 	struct shm_cursor_page *page;
 	uint32_t *tx_wake;
+	uint32_t *rx_wake;     /* its own sleep word and arm page (PROTO_LANE_SELF), or NULL */
+	struct shm_arm_page *arm;
+	uint32_t arm_slot;
 	struct lane_reader r;
 };
 

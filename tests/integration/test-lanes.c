@@ -34,6 +34,7 @@
 #include "libclient/lanew.h"
 #include "shm/atomics.h"
 #include "shm/clock.h"
+#include "shm/futex.h"
 #include "shm/lane-rw.h"
 #include "shm/proto.h"
 
@@ -314,6 +315,77 @@ static void test_reader_restart(void)
 	munmap(ws, 4096);
 }
 
+struct sleeper {
+	uint32_t ready, armed;
+	int woke;         /* futex_wait's result: woken (0 or -EAGAIN), not -ETIMEDOUT */
+	uint64_t got;     /* the order read after it */
+};
+
+/* A reader that sleeps on the words the broker gave it with its first
+ * lane (PROTO_LANE_SELF): arm, look, FUTEX_WAIT on rx_wake. */
+static void sleeper_main(const struct tb *t, struct sleeper *sl)
+{
+	struct rc r;
+	struct rpush p;
+	struct rside s;
+	struct lane_rec m;
+	uint32_t v;
+	struct timespec d;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (rc_open(&r, t->dir, "r", SHM_POLICY_BLOCK) < 0 || rc_subscribe(&r) != 0)
+		_exit(2);
+	store_release(&sl->ready, 1);
+	if (!rc_push(&r, PROTO_LANE, &p) || rside_open(&s, &p) < 0 || !s.rx_wake || !s.arm)
+		_exit(3);
+	v = load_acquire(s.rx_wake);
+	lane_arm(s.arm, s.arm_slot, 1);
+	fence_full();
+	if (lane_read(&s.r, NULL, 0, &m) != LANE_NONE)
+		_exit(4);
+	store_release(&sl->armed, 1);
+	d = deadline_in_ns(10000000000ull);
+	sl->woke = futex_wait(s.rx_wake, v, &d);
+	lane_disarm(s.arm, s.arm_slot);
+	if (lane_read(&s.r, NULL, 0, &m) == LANE_REC)
+		sl->got = m.order;
+	_exit(0);
+}
+
+/* The reader's own sleep words come with its first lane, and the writer
+ * wakes it through them: it sleeps on rx_wake, one publish wakes it (not
+ * its 10 s deadline) and it reads the message. */
+static void test_reader_sleeps(void)
+{
+	struct tb t;
+	struct rc c;
+	struct lanew w;
+	struct sleeper *sl = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint64_t one = 1;
+	pid_t rd;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	rd = fork();
+	if (rd == 0)
+		sleeper_main(&t, sl);
+	WAIT_FOR_FATAL(load_acquire(&sl->ready), 5000);
+	lanew_init(&w, 1);
+	CU_ASSERT_FATAL(rc_open(&c, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&c, &w) == 0);
+	rc_holders(&c, &w, 1);
+	CU_ASSERT(w.narms == 1 && w.nwakes == 1);
+	WAIT_FOR_FATAL(load_acquire(&sl->armed), 5000);
+	CU_ASSERT(lanew_publish(&w, c.topic, &one, sizeof(one), false, NULL) == 0);
+	CU_ASSERT(tb_wait_child(rd, 5000) == 0);
+	CU_ASSERT(sl->woke != -ETIMEDOUT);
+	CU_ASSERT(sl->got == 1);
+	lanew_free(&w);
+	close(c.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(sl, 4096);
+}
+
 /* Without --lanes the broker says so, and a session that is not the
  * caller's gets no lane. */
 static void test_refused(void)
@@ -442,6 +514,7 @@ static const struct harness_test lanes_tests[] = {
 	{ "mixed", test_mixed },
 	{ "reader_killed", test_reader_killed },
 	{ "reader_restart", test_reader_restart },
+	{ "reader_sleeps", test_reader_sleeps },
 	{ "refused", test_refused },
 	{ "stream", test_stream },
 	{ "writer_killed", test_writer_killed },
