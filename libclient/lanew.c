@@ -153,17 +153,20 @@ static struct lanew_lane *lane_by_number(struct lanew *s, uint32_t number)
 
 int lanew_topic(struct lanew *s, uint32_t topic, uint32_t number)
 {
-	if (!lane_by_number(s, number))
+	struct lanew_lane *l = lane_by_number(s, number);
+
+	if (!l)
 		return fail(s, -ENOENT, "a topic for a lane this owner does not have");
+	s->last_lane = NULL;
 	for (unsigned i = 0; i < s->ntopics; i++)
 		if (s->topics[i].topic == topic) {
-			s->topics[i].lane = number;
+			s->topics[i].lane = l;
 			return 0;
 		}
 	if (s->ntopics == LANEW_TOPICS)
 		return fail(s, -ENOSPC, "too many topics");
 	s->topics[s->ntopics].topic = topic;
-	s->topics[s->ntopics++].lane = number;
+	s->topics[s->ntopics++].lane = l;
 	return 0;
 }
 
@@ -222,11 +225,18 @@ int lanew_holder(struct lanew *s, const struct proto_holder *h, const int *fds, 
 	return ret;
 }
 
+/* The topic's lane: the last one asked for without a search (a publish
+ * is on the message path), else from the table. */
 static struct lanew_lane *lane_of(struct lanew *s, uint32_t topic)
 {
+	if (s->last_lane && s->last_topic == topic)
+		return s->last_lane;
 	for (unsigned i = 0; i < s->ntopics; i++)
-		if (s->topics[i].topic == topic)
-			return lane_by_number(s, s->topics[i].lane);
+		if (s->topics[i].topic == topic) {
+			s->last_topic = topic;
+			s->last_lane = s->topics[i].lane;
+			return s->last_lane;
+		}
 	return NULL;
 }
 

@@ -49,8 +49,10 @@ struct lanew {
 	unsigned nlanes;
 	struct lanew_map pages[LANEW_PAGES], wakes[LANEW_PAGES], arms[LANEW_PAGES];
 	unsigned npages, nwakes, narms;
-	struct { uint32_t topic, lane; } topics[LANEW_TOPICS];
+	struct { uint32_t topic; struct lanew_lane *lane; } topics[LANEW_TOPICS];
 	unsigned ntopics;
+	struct lanew_lane *last_lane; /* the lane of last_topic: a stream on one topic */
+	uint32_t last_topic;          /* looks nothing up (valid while last_lane is set) */
 	struct lanew_lane *open;   /* the lane with a batch not committed yet */
 	uint64_t next_order;       /* the session's source sequence */
 	void (*drain)(void *ctx);  /* read the socket (HOLDER pushes) before a sleep */
