@@ -402,6 +402,8 @@ static int ctl_message(struct broker *b, struct conn *c, const void *buf, size_t
 		c->lanes = q->flags & PROTO_HELLO_LANES;
 		ctl_reply_init(&rep, h.req_id, 0);
 		rep.u.hello.version = PROTO_VERSION;
+		if (c->lanes && b->lanes)
+			rep.u.hello.flags = PROTO_HELLO_LANES;
 		rep.u.hello.broker_id = b->broker_id;
 		rep.u.hello.broker_pid = (uint64_t)getpid();
 		return ctl_send_reply(c, &rep, NULL, 0);

@@ -320,7 +320,8 @@ struct proto_reply {
 	union {
 		struct {
 			uint32_t version;
-			uint32_t pad;
+			uint32_t flags;   /* PROTO_HELLO_LANES: the broker runs lanes
+					     (shmbd --lanes) and this client asked */
 			uint64_t broker_id;
 			uint64_t broker_pid;
 		} hello;
