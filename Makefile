@@ -24,7 +24,7 @@ SHM_SRC  := shm/ring.c shm/futex.c shm/segment.c shm/crc32c.c shm/hold.c shm/lan
 LIB_SRC  := libclient/shmb.c libclient/client.c libclient/client-admin.c \
             libclient/conn.c libclient/conn-thread.c libclient/conn-handshake.c \
             libclient/lifecycle.c libclient/registry.c libclient/sigbus.c libclient/lanew.c \
-            libclient/laneset.c
+            libclient/laneset.c libclient/client-lanes.c
 BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/ctl-admin.c broker/session.c broker/session-tx.c broker/topic.c \
               broker/adopt.c broker/router.c broker/dlv.c broker/state.c broker/log.c broker/guard.c broker/harden.c \
               broker/link.c broker/link-data.c broker/link-dial.c broker/link-file.c broker/link-accept.c \
@@ -34,7 +34,7 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/ctl-admin.c broker
 UNIT_TESTS := test-layout test-lane-rw test-lane-edges test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto \
               test-state test-router test-sigbus test-lanefile test-lanereg test-lanew test-laneset
 MP_TESTS   := test-mp-ring
-INT_TESTS  := test-broker test-restart test-redial test-admin test-links test-lanes
+INT_TESTS  := test-broker test-restart test-redial test-admin test-links test-lanes test-lib-lanes
 BENCHES    := bench-ring bench-lane bench-broker bench-ops bench-links
 
 SHM_OBJ  := $(SHM_SRC:%.c=$(BUILD)/obj/%.o)
@@ -251,7 +251,8 @@ test: all $(BUILD)/example-pubsub $(BUILD)/example-pubsub-static $(BUILD)/tests/
 	tests/run-tests.sh $(UNIT_BINS) $(MP_BINS) $(INT_BINS) "tests/integration/test-shmbctl.sh $(BUILD)" \
 		"tests/integration/test-admin-cli.sh $(BUILD)" "tests/integration/test-links-cli.sh $(BUILD)" \
 		"tests/integration/test-links-netns.sh $(BUILD)" \
-		"tests/integration/test-bench-report.sh" "tests/integration/test-exports.sh $(BUILD)"
+		"tests/integration/test-bench-report.sh" "tests/integration/test-exports.sh $(BUILD)" \
+		"tests/integration/test-lib-lanes.sh $(BUILD)"
 
 test-unit: $(UNIT_BINS)
 	tests/run-tests.sh $(UNIT_BINS)

@@ -33,6 +33,7 @@
 #include "broker/log.h"
 #include "broker/session.h"
 #include "broker/topic.h"
+#include "shm/futex.h"
 
 static int session_dir(void *ctx, uint64_t id)
 {
@@ -125,6 +126,16 @@ static void flush(struct broker *b)
 			continue;
 		if (ctl_send_msg(s->owner, &p->msg, p->msg.h.len, p->fds, (int)p->nfds) < 0)
 			log_msg(LOG_WARNING, "session %s: a lane message could not be sent", s->name);
+		else if (p->msg.h.type == PROTO_LANE && s->lane_reader &&
+			 s->lane_reader->generation == s->generation &&
+			 !(p->msg.lane.flags & PROTO_LANE_SELF))
+			/* it sleeps on its rx_wake: it reads the push when woken
+			 * (section 4 of data-path.md, "The broker's wakes") */
+			lanes_reader_wake(s->lane_reader);
+		else if (p->msg.h.type == PROTO_LANE && s->rxc)
+			/* one that has not its rx_wake yet sleeps on its RX
+			 * ring's word */
+			wake_signal(&s->rxc->rx_signal, &s->txc->rx_waiters);
 	}
 	lanes_push_done(g);
 }
@@ -246,6 +257,18 @@ void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic)
 		return;
 	r = reader_of(b, s);
 	if (!r || lanes_subscribe(b->lanes, r, topic) < 0)
+		log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
+	flush(b);
+}
+
+void ctl_lanes_reader_self(struct broker *b, struct session *s)
+{
+	struct lreader *r;
+
+	if (!b->lanes || !s->owner || !s->owner->lanes)
+		return;
+	r = reader_of(b, s);
+	if (!r || lanes_reader_self(b->lanes, r) < 0)
 		log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
 	flush(b);
 }

@@ -28,6 +28,10 @@ void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic);
  * lanes are cut; its holds are let go only when the session is gone. */
 void ctl_lanes_session_end(struct broker *b, struct session *s, bool gone);
 
+/* A reader session's own sleep word and arm page, pushed before the
+ * reply to its subscribe: it sleeps on them from its first wait on. */
+void ctl_lanes_reader_self(struct broker *b, struct session *s);
+
 /* s's new owner was answered: the holds of the last owner move to it. */
 void ctl_lanes_opened(struct broker *b, struct session *s);
 

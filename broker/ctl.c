@@ -319,6 +319,8 @@ static int do_sub(struct broker *b, struct conn *c, const struct proto_sub *q, b
 		return ctl_reply_err(c, q->h.req_id, err, "no such session of yours attached here");
 	err = sub ? topic_subscribe(b, s, q->topic_id, q->flags & PROTO_SUB_RESET)
 		  : topic_unsubscribe(b, s, q->topic_id);
+	if (sub && err == 0)
+		ctl_lanes_reader_self(b, s);
 	err = ctl_reply_err(c, q->h.req_id, err, err ? "no such topic" : "ok");
 	/* after the reply: the lanes' pushes follow it */
 	if (sub && err == 0)

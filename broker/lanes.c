@@ -470,6 +470,31 @@ static int push_lane(struct lanes_reg *g, struct blane *l, struct lreader *r, st
 	return ret;
 }
 
+int lanes_reader_self(struct lanes_reg *g, struct lreader *r)
+{
+	struct lpush *ps;
+	int ret;
+
+	if (r->told_self)
+		return 0;
+	ps = push_new(g, r->session, r->generation);
+	if (!ps)
+		return -ENOMEM;
+	ps->msg.lane = (struct proto_lane){
+		.h = { PROTO_LANE, sizeof(struct proto_lane), 0 },
+		.session_id = r->session,
+		.generation = r->generation,
+		.flags = PROTO_LANE_SELF,
+		.arm_slot = r->arm_slot,
+	};
+	ret = push_fd(ps, r->rx_wake_fd);
+	if (!ret)
+		ret = push_fd(ps, r->arm->fd);
+	if (!ret)
+		r->told_self = true;
+	return ret;
+}
+
 /*
  * r holds l from now on: a cursor slot, the entry at the committed end,
  * the floor protocol's start S written into the slot, and both sides
@@ -656,6 +681,11 @@ static void reader_wake(struct lreader *r)
 	fetch_add_release(w, 1);
 	futex_wake(w, 1 << 30);
 	munmap(w, 4096);
+}
+
+void lanes_reader_wake(struct lreader *r)
+{
+	reader_wake(r);
 }
 
 /* Cut l after its last record: fence the slot there (the writer's next

@@ -140,6 +140,13 @@ void lanes_free(struct lanes_reg *g);
 struct lreader *lanes_reader_new(struct lanes_reg *g, uint64_t session, uint32_t generation,
 				 uid_t uid, bool drop_oldest);
 
+/* Bump and wake r's rx_wake (after a push: it reads its socket). */
+void lanes_reader_wake(struct lreader *r);
+
+/* r's own sleep word and arm page, in a push with no lane (lane 0, only
+ * PROTO_LANE_SELF), unless they went out already.  0 or -errno. */
+int lanes_reader_self(struct lanes_reg *g, struct lreader *r);
+
 /*
  * A new owner generation of old's session: every hold of old moves to a
  * new reader (new wake and arm slot, new cursor pages) by the take-over

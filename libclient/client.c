@@ -293,6 +293,10 @@ SHMB_EXPORT int shmb_session_open(struct shmb_client *c, const char *name,
 			memcpy(s->token, rep.u.open.token, sizeof(s->token));
 			r = session_map(s, fds[0], fds[1], &rep);
 		}
+		/* lanes where the broker runs them with this connection; set
+		 * before the session is listed, where pushes find it */
+		if (r == 0 && load_relaxed(&c->lanes) && !s->ln)
+			r = client_lanes_open(s, s->tx_start_seq);
 		if (r == 0) {
 			/* in the array under the same c->lock as the open: the
 			 * next reattach knows it */
@@ -304,6 +308,7 @@ SHMB_EXPORT int shmb_session_open(struct shmb_client *c, const char *name,
 			break;
 	}
 	if (r < 0) {
+		client_lanes_free(s);
 		segment_unmap(&s->rx);
 		segment_unmap(&s->tx);
 		if (s->notify_rd >= 0)
@@ -331,6 +336,7 @@ void client_session_free(struct shmb_session *s)
 	if (s->epfd >= 0)
 		close(s->epfd);
 	close(s->notify_rd);
+	client_lanes_free(s);
 	free(s->copy);
 	free(s->subs);
 	segment_unmap(&s->rx);
@@ -385,6 +391,11 @@ SHMB_EXPORT int shmb_session_close(struct shmb_session *s)
 SHMB_EXPORT int shmb_session_destroy(struct shmb_session *s)
 {
 	return session_end(s, PROTO_CLOSE_DESTROY);
+}
+
+bool client_session_stale(const struct shmb_session *s)
+{
+	return stale(s);
 }
 
 static bool stale(const struct shmb_session *s)
@@ -456,6 +467,13 @@ static int sub_req(struct shmb_session *s, const char *topic, uint32_t type, uin
 			q.topic_id = te->id;
 			r = conn_rpc_locked(c, &q, sizeof(q), &rep, NULL, 0);
 		}
+		if (r == 0 && s->ln) {
+			/* the lanes' filter: records of other topics are skipped */
+			if (flags & PROTO_SUB_RESET)
+				for (unsigned i = 0; i < s->nsubs; i++)
+					client_lanes_topic(s, s->subs[i]->id, false);
+			client_lanes_topic(s, te->id, type == PROTO_SUBSCRIBE);
+		}
 		if (r == 0)
 			subs_note(s, te, type, flags);
 		if (!conn_leave(c, &t, &r))
@@ -516,6 +534,11 @@ static void wake_broker(struct shmb_session *s, uint32_t why)
  * (fenced: the whole batch is lost with the old generation). */
 static int batch_commit(struct shmb_session *s)
 {
+	if (s->ln) {
+		int r = client_lanes_flush(s);
+
+		return r == -ESTALE ? stale_err(s) : r;
+	}
 	if (s->tx_prod.rsv == s->tx_prod.pos)
 		return 0;
 	if (ring_commit(&s->tx_prod) < 0)
@@ -556,6 +579,10 @@ SHMB_EXPORT int shmb_publish_flags(struct shmb_session *s, const char *topic, co
 		s->last_topic = topic;
 		s->last_id = h.topic_id;
 	}
+	if (s->ln) {
+		r = client_lanes_publish(s, h.topic_id, data, len, timeout_ms, flags & SHMB_PUB_MORE);
+		return r == -ESTALE ? stale_err(s) : r;
+	}
 	for (;;) {
 		struct moved mv = { s, &s->rxc->tx_read, load_acquire(&s->rxc->tx_read) };
 
@@ -592,6 +619,8 @@ SHMB_EXPORT int shmb_ack(struct shmb_session *s)
 {
 	if (stale(s))
 		return stale_err(s);
+	if (s->ln)
+		client_lanes_ack(s);
 	if (!s->unacked)
 		return 0;
 	/* rx_acked = the read position: pairs with the broker's prod_refresh() */
@@ -679,6 +708,18 @@ static bool recv_dropped(struct shmb_session *s, struct ring_msg *rm, int r)
 	return false;
 }
 
+/* m->topic from m->topic_id: one look-up per change of topic. */
+static void msg_topic(struct shmb_session *s, struct shmb_msg *m)
+{
+	if (m->topic_id != s->last_rx_id || !s->last_rx_name ||
+	    s->last_rx_epoch != load_relaxed(&s->c->topic_epoch)) {
+		s->last_rx_epoch = load_relaxed(&s->c->topic_epoch);
+		s->last_rx_name = topic_name(s->c, m->topic_id);
+		s->last_rx_id = m->topic_id;
+	}
+	m->topic = s->last_rx_name;
+}
+
 /* Hand the record rm to the caller as m (a gap before it told), and
  * consume it. */
 static int recv_take(struct shmb_session *s, struct shmb_msg *m, struct ring_msg *rm)
@@ -698,13 +739,7 @@ static int recv_take(struct shmb_session *s, struct shmb_msg *m, struct ring_msg
 	m->data = (const uint8_t *)rm->payload + sizeof(rx);
 	m->len = rm->len - sizeof(rx);
 	m->topic_id = rx.topic_id;
-	if (rx.topic_id != s->last_rx_id || !s->last_rx_name ||
-	    s->last_rx_epoch != load_relaxed(&s->c->topic_epoch)) {
-		s->last_rx_epoch = load_relaxed(&s->c->topic_epoch);
-		s->last_rx_name = topic_name(s->c, rx.topic_id);
-		s->last_rx_id = rx.topic_id;
-	}
-	m->topic = s->last_rx_name;
+	msg_topic(s, m);
 	m->src_broker = rx.src_broker;
 	m->src_session = rx.src_session;
 	m->src_seq = rx.src_seq;
@@ -713,14 +748,68 @@ static int recv_take(struct shmb_session *s, struct shmb_msg *m, struct ring_msg
 	return 0;
 }
 
+/* The RX ring's next message: 0, -EAGAIN (none), or an error. */
+static int rx_try(struct shmb_session *s, struct shmb_msg *m)
+{
+	struct ring_msg rm;
+	int r;
+
+	do
+		r = ring_peek(&s->rx_cons, &rm);
+	while (r != -EAGAIN && s->drop_oldest && recv_dropped(s, &rm, r));
+	if (r < 0)
+		return r;
+	return recv_take(s, m, &rm);
+}
+
+/* The next message of a session that reads lanes besides its RX ring
+ * (the relay's: publishers that do not write lanes), taking turns. */
+static int lanes_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms)
+{
+	struct timespec d = deadline_ms(timeout_ms > 0 ? timeout_ms : 0);
+	bool drained = false;
+	int r;
+
+	for (;;) {
+		bool rx_first = client_lanes_rx_first(s);
+
+		if (stale(s))
+			return stale_err(s);
+		r = rx_first ? rx_try(s, m) : client_lanes_next(s, m);
+		if (r == -EAGAIN)
+			r = rx_first ? client_lanes_next(s, m) : rx_try(s, m);
+		if (r == 0)
+			msg_topic(s, m);
+		if (r != -EAGAIN)
+			return r;
+		if (!drained) {
+			/* nothing: a new lane may wait in the socket (a LANE push) */
+			conn_drain_pushes(s->c);
+			drained = true;
+			continue;
+		}
+		drained = false;
+		if (timeout_ms == 0) {
+			if (s->epfd >= 0)
+				notify_drain(s);
+			return load_relaxed(&s->notify_eof) ? -ENOTCONN : -EAGAIN;
+		}
+		r = client_lanes_wait(s, timeout_ms > 0 ? &d : NULL);
+		if (r < 0)
+			return r;
+	}
+}
+
 SHMB_EXPORT int shmb_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms)
 {
 	struct timespec d = deadline_ms(timeout_ms > 0 ? timeout_ms : 0);
 	struct ring_msg rm;
 	int r;
 
-	if ((s->flags & SHMB_AUTO_ACK) && s->unacked)
+	if ((s->flags & SHMB_AUTO_ACK) && (s->unacked || s->ln))
 		shmb_ack(s);
+	if (s->ln)
+		return lanes_recv(s, m, timeout_ms);
 	for (;;) {
 		struct moved mv = { s, &s->rxc->rx_write, s->rx_cons.pos };
 
@@ -772,6 +861,9 @@ SHMB_EXPORT int shmb_flush(struct shmb_session *s, int timeout_ms)
 		if (r < 0)
 			return r;
 	}
+	/* a lane's record is delivered once committed: readers read it there */
+	if (s->ln)
+		return stale(s) ? stale_err(s) : 0;
 	if (routed_all(s))
 		return stale(s) ? stale_err(s) : 0;
 	if (timeout_ms == 0)
@@ -794,6 +886,8 @@ SHMB_EXPORT int shmb_session_info(struct shmb_session *s, struct shmb_session_in
 		.tx_start_seq = s->tx_start_seq,
 		.tx_routed_seq = load_acquire(&s->rxc->tx_read_seq),
 	};
+	if (s->ln)
+		i->tx_next_seq = i->tx_routed_seq = client_lanes_next_seq(s);
 	return 0;
 }
 

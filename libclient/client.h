@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/un.h>
+#include <time.h>
 
 #include "libclient/registry.h"
 #include "shm/clock.h"
@@ -70,6 +71,7 @@ struct shmb_client {
 	struct shmb_session **sessions; /* open on this client, freed by shmb_close */
 	unsigned nsessions, cap_sessions;
 	uint32_t linked;          /* atomic: up, every session reattached, epolls set */
+	uint32_t lanes;           /* atomic: the live broker runs lanes with us (HELLO) */
 
 	/* c->tlock */
 	struct topic_entry **topics; /* entries never move: shmb_msg.topic points at them */
@@ -101,6 +103,7 @@ struct shmb_client {
 	bool thread_started;
 	bool reg_ready;
 	uint64_t rng;             /* jitter; used under the registry's lock */
+	bool no_lanes;            /* SHMB_LANES=0: never ask for lanes */
 
 	/* the connection thread's own */
 	struct {
@@ -140,6 +143,7 @@ struct shmb_session {
 	char last_name[PROTO_TOPIC_MAX + 1]; /* its text then, */
 	uint32_t last_id;         /* and its id: one strcmp instead of a lookup */
 	uint32_t last_epoch;
+	struct client_lanes *ln;  /* its lanes, when the broker ran them at the open */
 	uint32_t last_rx_id;      /* the last received topic and its name */
 	uint32_t last_rx_epoch;
 	const char *last_rx_name;
@@ -190,7 +194,46 @@ int conn_enter(struct shmb_client *c, struct conn_try *t);
 /* Let go of c->lock after a request; true: send it once more. */
 bool conn_leave(struct shmb_client *c, struct conn_try *t, int *r);
 
+/* An application's request whose reply may come with nfds_max fds or
+ * none: 0 and the reply; fds are valid only when the reply says so. */
+int conn_rpc_opt_fds(struct shmb_client *c, void *req, size_t len, struct proto_reply *rep,
+		     int *fds, int nfds_max);
+
+/* Read what the broker pushed (PROTO_LANE, PROTO_HOLDER) from the live
+ * connection without waiting, if no request holds it (c->lock free). */
+void conn_drain_pushes(struct shmb_client *c);
+
+/* ---- client-lanes.c: a session's lanes ---- */
+
+struct client_lanes;
+
+int client_lanes_open(struct shmb_session *s, uint64_t start_seq);
+void client_lanes_free(struct shmb_session *s);
+/* A push read from the connection (c->lock held), queued for its session;
+ * its fds are the queue's (closed if it has no session). */
+void client_lanes_dispatch(struct shmb_client *c, const void *msg, size_t n, const int *fds,
+			   int nfds);
+/* Apply the session's queued pushes (the thread using the session). */
+void client_lanes_apply(struct shmb_session *s);
+int client_lanes_publish(struct shmb_session *s, uint32_t topic, const void *data, size_t len,
+			 int timeout_ms, bool more);
+int client_lanes_flush(struct shmb_session *s);
+uint64_t client_lanes_next_seq(const struct shmb_session *s);
+int client_lanes_topic(struct shmb_session *s, uint32_t topic, bool on);
+/* The next lane message: 0, -EAGAIN (none), or an error. */
+int client_lanes_next(struct shmb_session *s, struct shmb_msg *m);
+void client_lanes_ack(struct shmb_session *s);
+/* Alternates: true when the RX ring goes first this time. */
+bool client_lanes_rx_first(struct shmb_session *s);
+/* Sleep until a lane, the RX ring, a push or staleness may have news:
+ * 0, -ETIMEDOUT. */
+int client_lanes_wait(struct shmb_session *s, const struct timespec *deadline);
+void client_lanes_wake(struct shmb_session *s);
+
 /* ---- client.c ---- */
+
+/* Taken over, or lost: every call says -ESTALE. */
+bool client_session_stale(const struct shmb_session *s);
 
 /* Tell the event callback; never with a lock held. */
 void client_event(struct shmb_client *c, int kind, struct shmb_session *s, uint64_t count);

@@ -172,6 +172,7 @@ static void conn_wake_lost(struct shmb_client *c)
 				continue;
 			futex_wake(&s->rxc->rx_signal, 0x7fffffff);
 			futex_wake(&s->rxc->tx_space_signal, 0x7fffffff);
+			client_lanes_wake(s);
 			fence_full();
 			if (load_relaxed(&s->txc->rx_waiters) || load_relaxed(&s->txc->tx_space_waiters))
 				waiting = true;
@@ -241,11 +242,16 @@ void conn_handshake(struct shmb_client *c, struct lc_entry *e, int fd, uint32_t 
 	struct proto_reply rep;
 	int r;
 
+	if (!c->no_lanes)
+		hello.flags = PROTO_HELLO_LANES;
 	pthread_mutex_lock(&c->lock);
+	/* pushes that come during the reattach go to their sessions */
+	store_relaxed(&c->lanes, 0);
 	r = conn_rpc(c, fd, &hello, sizeof(hello), &rep, NULL, 0, deadline);
 	if (r == 0)
 		r = rep.err;
 	if (r == 0) {
+		store_relaxed(&c->lanes, !c->no_lanes && (rep.u.hello.flags & PROTO_HELLO_LANES));
 		if (rep.u.hello.broker_id != c->broker_id) {
 			/* another broker: the topic ids this client knows are
 			 * the old one's (the entries stay; their ids are looked

@@ -112,9 +112,11 @@ static int rpc_send(struct shmb_client *c, int fd, const void *req, size_t len, 
 	}
 }
 
-/* The fds a message brought (SCM_RIGHTS): the first nfds_max into fds,
- * any more closed.  Returns how many are in fds. */
-static int rpc_fds(struct msghdr *mh, int *fds, int nfds_max)
+#define RPC_FDS 8 /* the most a message brings (a LANE push: 6) */
+
+/* The fds a message brought (SCM_RIGHTS), at most RPC_FDS (the kernel
+ * closes what does not fit).  Returns how many are in fds. */
+static int rpc_fds(struct msghdr *mh, int *fds)
 {
 	int got = 0;
 
@@ -125,7 +127,7 @@ static int rpc_fds(struct msghdr *mh, int *fds, int nfds_max)
 			int fd1;
 
 			memcpy(&fd1, CMSG_DATA(ch) + i * sizeof(int), sizeof(int));
-			if (got < nfds_max)
+			if (got < RPC_FDS)
 				fds[got++] = fd1;
 			else
 				close(fd1);
@@ -140,10 +142,26 @@ static void close_fds(const int *fds, int n)
 		close(fds[i]);
 }
 
-/* The same, for a request whose answer may also be a page of up to rcap
- * bytes (PROTO_LIST_REPLY, checked for its length only). */
-int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbuf, size_t rcap,
-		 int *fds, int nfds_max, uint64_t deadline)
+/* A message that needs no answer: events (staleness is also visible in
+ * shared memory, where every call checks it), and the lane pushes, which
+ * go to their sessions (or are dropped, fds closed, when this client did
+ * not ask for lanes).  true: it was one (fds taken care of). */
+static bool rpc_push(struct shmb_client *c, const void *msg, size_t n, int *fds, int got)
+{
+	const struct proto_hdr *h = msg;
+
+	if (n < sizeof(*h) || (h->type != PROTO_EVENT && h->type != PROTO_LANE &&
+			       h->type != PROTO_HOLDER))
+		return false;
+	if (h->type != PROTO_EVENT && load_relaxed(&c->lanes))
+		client_lanes_dispatch(c, msg, n, fds, got);
+	else
+		close_fds(fds, got);
+	return true;
+}
+
+static int rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbuf, size_t rcap,
+		   int *fds, int nfds_max, uint64_t deadline, bool opt_fds)
 {
 	struct proto_reply *rep = rbuf;
 	struct proto_hdr *h = req;
@@ -157,12 +175,12 @@ int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbu
 	for (;;) {
 		union {
 			struct cmsghdr h;
-			char buf[CMSG_SPACE(4 * sizeof(int))];
+			char buf[CMSG_SPACE(RPC_FDS * sizeof(int))];
 		} cm;
 		struct iovec iov = { .iov_base = rbuf, .iov_len = rcap };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
 				     .msg_controllen = sizeof(cm.buf) };
-		int got;
+		int got, all[RPC_FDS];
 		ssize_t n;
 
 		if (deadline && (r = hs_wait(c, fd, POLLIN, deadline)) < 0)
@@ -172,33 +190,74 @@ int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbu
 			continue;
 		if (n <= 0)
 			return -EPIPE;
-		got = rpc_fds(&mh, fds, nfds_max);
-		/* events (request id 0) need no answer: staleness is also visible
-		 * in shared memory, where every call checks it */
-		if ((size_t)n >= sizeof(struct proto_hdr) &&
-		    (rep->h.type == PROTO_EVENT || rep->h.type == PROTO_LANE ||
-		     rep->h.type == PROTO_HOLDER)) {
-			/* lane messages: this client did not ask for them (a
-			 * broker that sends them anyway is not fatal) */
-			close_fds(fds, got);
+		got = rpc_fds(&mh, all);
+		if (!(mh.msg_flags & MSG_TRUNC) && rpc_push(c, rbuf, (size_t)n, all, got))
 			continue;
-		}
 		if ((size_t)n >= sizeof(struct proto_list_reply) && rep->h.type == PROTO_LIST_REPLY &&
 		    rcap > sizeof(*rep) && rep->h.len == (size_t)n && rep->h.req_id == h->req_id &&
 		    !(mh.msg_flags & MSG_TRUNC) && !got)
 			return 0;
 		if ((size_t)n != sizeof(*rep) || rep->h.type != PROTO_REPLY ||
-		    rep->h.req_id != h->req_id || (mh.msg_flags & MSG_TRUNC)) {
-			close_fds(fds, got);
+		    rep->h.req_id != h->req_id || (mh.msg_flags & MSG_TRUNC) || got > nfds_max) {
+			close_fds(all, got);
 			return -EPROTO;
 		}
 		if (rep->err < 0 || got < nfds_max) {
-			close_fds(fds, got);
-			if (rep->err == 0)
+			close_fds(all, got);
+			if (rep->err == 0 && !(opt_fds && got == 0))
 				return -EPROTO; /* an open without its fds */
+			return 0;
 		}
+		memcpy(fds, all, (size_t)got * sizeof(int));
 		return 0;
 	}
+}
+
+/* The same, for a request whose answer may also be a page of up to rcap
+ * bytes (PROTO_LIST_REPLY, checked for its length only). */
+int conn_rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *rbuf, size_t rcap,
+		 int *fds, int nfds_max, uint64_t deadline)
+{
+	return rpc_buf(c, fd, req, len, rbuf, rcap, fds, nfds_max, deadline, false);
+}
+
+int conn_rpc_opt_fds(struct shmb_client *c, void *req, size_t len, struct proto_reply *rep,
+		     int *fds, int nfds_max)
+{
+	int r = rpc_buf(c, c->fd, req, len, rep, sizeof(*rep), fds, nfds_max, 0, true);
+
+	return r < 0 ? r : rep->err;
+}
+
+void conn_drain_pushes(struct shmb_client *c)
+{
+	if (!load_relaxed(&c->lanes) || pthread_mutex_trylock(&c->lock))
+		return;
+	while (c->fd >= 0) {
+		union {
+			struct proto_lane lane;
+			struct proto_holder holder;
+			struct proto_reply rep;
+		} m;
+		union {
+			struct cmsghdr h;
+			char buf[CMSG_SPACE(RPC_FDS * sizeof(int))];
+		} cm;
+		struct iovec iov = { .iov_base = &m, .iov_len = sizeof(m) };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
+				     .msg_controllen = sizeof(cm.buf) };
+		int all[RPC_FDS], got;
+		/* no request is in flight (c->lock): only pushes can be there;
+		 * an EOF is the connection thread's to see */
+		ssize_t n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+
+		if (n <= 0)
+			break;
+		got = rpc_fds(&mh, all);
+		if ((mh.msg_flags & MSG_TRUNC) || !rpc_push(c, &m, (size_t)n, all, got))
+			close_fds(all, got);
+	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 /* An application's request on the live connection (c->lock held). */
@@ -369,7 +428,7 @@ static uint64_t ms_or(unsigned ms, uint64_t dflt)
 /* Everything but the thread and the dial; shmb_close() undoes any part. */
 static int client_init(struct shmb_client *c, const struct shmb_connect_opts *o)
 {
-	const char *env = getenv("SHMB_DIR");
+	const char *env = getenv("SHMB_DIR"), *lanes = getenv("SHMB_LANES");
 	const char *dir = o->dir ? o->dir : env && *env ? env : NULL; /* empty: unset */
 	struct lc_opts lo = {
 		.base_ns = ms_or(o->redial_base_ms, 100 * NS_PER_MS),
@@ -385,6 +444,8 @@ static int client_init(struct shmb_client *c, const struct shmb_connect_opts *o)
 	c->evfd = -1;
 	c->ct.poll_fd = -1;
 	c->topic_epoch = 1;
+	/* the direct data path where the broker runs it, unless told not to */
+	c->no_lanes = lanes && !strcmp(lanes, "0");
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->slock, NULL);
 	pthread_mutex_init(&c->st, NULL);

@@ -758,7 +758,7 @@ static bool laneset_look(struct laneset *s)
 			if (lane_head(s, s->pub[i]->lane[j], &scratch, 0, &budget) == LANE_REC)
 				return true;
 	faults_check(s);
-	return s->events != events || !budget;
+	return s->events != events || !budget || (s->look_more && s->look_more(s->ctx));
 }
 
 int laneset_wait(struct laneset *s, uint32_t *rx_wake, struct shm_arm_page *arm,

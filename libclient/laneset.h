@@ -79,6 +79,10 @@ struct laneset {
 	 * caller reads its socket without blocking there (a LANES push is
 	 * followed by a wake of rx_wake).  NULL: none. */
 	void (*before_sleep)(void *ctx);
+	/* laneset_wait() also stops when this says there is something
+	 * elsewhere (the session's RX ring, a push, staleness); called where
+	 * the lanes are looked at, after the arm and its fence.  NULL: none. */
+	bool (*look_more)(void *ctx);
 	struct laneset_lane *buf_owner; /* whose record the caller's buf holds now */
 	uint64_t faults_seen;     /* sigbus_faults() as last looked at */
 	uint64_t arm_seq;         /* fresh arm values */

@@ -56,7 +56,7 @@ void tb_use_dir(const char *dir)
 int tb_start(struct tb *t, ...)
 {
 	char path[600];
-	const char *argv[32];
+	const char *argv[32], *extra;
 	int argc = 0;
 	va_list ap;
 	int r = 0;
@@ -78,6 +78,11 @@ int tb_start(struct tb *t, ...)
 	for (const char *a; argc < 30 && (a = va_arg(ap, const char *));)
 		argv[argc++] = a;
 	va_end(ap);
+	/* SHMB_TEST_BROKER_ARGS: one more option for every broker of the run
+	 * (the lane runs of the stream tests use it for --lanes) */
+	extra = getenv("SHMB_TEST_BROKER_ARGS");
+	if (extra && *extra && argc < 30)
+		argv[argc++] = extra;
 	argv[argc] = NULL;
 	t->pid = fork();
 	if (t->pid == 0) {

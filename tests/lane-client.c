@@ -88,12 +88,32 @@ int rc_call(struct rc *c, void *msg, size_t len, struct proto_reply *rep, int *f
 bool rc_push(struct rc *c, uint32_t type, struct rpush *out)
 {
 	for (;;) {
-		for (unsigned i = 0; i < c->nq; i++)
-			if (c->q[i].m.h.type == type) {
-				*out = c->q[i];
-				c->q[i] = c->q[--c->nq];
-				return true;
+		for (unsigned i = 0; i < c->nq; i++) {
+			struct rpush *p = &c->q[i];
+
+			if (p->m.h.type != type)
+				continue;
+			/* the reader's own words before its first lane (sent at
+			 * its subscribe): they go with the next lane handed out */
+			if (type == PROTO_LANE && p->m.lane.lane == 0 &&
+			    p->m.lane.flags == PROTO_LANE_SELF && !c->has_self) {
+				c->self = *p;
+				c->has_self = true;
+				c->q[i--] = c->q[--c->nq];
+				continue;
 			}
+			*out = *p;
+			c->q[i] = c->q[--c->nq];
+			if (type == PROTO_LANE && c->has_self &&
+			    !(out->m.lane.flags & PROTO_LANE_SELF) && out->nfds + 2 <= 8) {
+				out->fds[out->nfds++] = c->self.fds[0];
+				out->fds[out->nfds++] = c->self.fds[1];
+				out->m.lane.flags |= PROTO_LANE_SELF;
+				out->m.lane.arm_slot = c->self.m.lane.arm_slot;
+				c->has_self = false;
+			}
+			return true;
+		}
 		if (c->nq == MAXP || rc_recv(c, &c->q[c->nq].m, sizeof(c->q[0].m), c->q[c->nq].fds,
 					     &c->q[c->nq].nfds) < 0)
 			return false;

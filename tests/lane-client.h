@@ -39,6 +39,8 @@ struct rc {
 	struct lanew *w;       /* its writer side, for rc_drain() */
 	struct rpush q[MAXP];
 	unsigned nq;
+	struct rpush self;     /* a lane-less PROTO_LANE_SELF push, until a lane takes it */
+	bool has_self;
 };
 
 /* A reader from its PROTO_LANE push. */

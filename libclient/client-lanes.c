@@ -1,0 +1,451 @@
+/*
+ * libclient/client-lanes.c - a session's direct data path in libshmb
+ * (docs/design/data-path.md; shmbd --lanes): the pushes the broker sends
+ * for it (PROTO_LANE to its reader, PROTO_HOLDER to its writer), queued by
+ * whichever thread reads the control connection and taken by the thread
+ * that uses the session; its writer (lanew.c) and its reader over many
+ * lanes (laneset.c) with its own sleep word and arm page.
+ *
+ * A session is used by one thread at a time (shmb.h), so its writer and
+ * reader need no lock; only the queue does, being filled by other
+ * threads (an application thread in a request, or one draining the
+ * socket, both under c->lock).
+ *
+ * Must never: keep a descriptor a push brought (each is mapped, then
+ * closed); apply a push meant for another owner generation; block on
+ * c->lock from the data path (the socket is drained only when the lock
+ * is free: a request in flight reads the pushes itself).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "libclient/client.h"
+#include "libclient/lanew.h"
+#include "libclient/laneset.h"
+#include "shm/atomics.h"
+#include "shm/futex.h"
+
+#define PUSH_FDS 6
+
+struct lpush_item {
+	union {
+		struct proto_hdr h;
+		struct proto_lane lane;
+		struct proto_holder holder;
+	} m;
+	int fds[PUSH_FDS];
+	unsigned nfds;
+};
+
+struct client_lanes {
+	pthread_mutex_t qlock;
+	struct lpush_item *q;   /* pushes not applied yet (qlock) */
+	unsigned nq, cap;
+	uint32_t pending;       /* atomic: nq != 0, looked at without the lock */
+	struct lanew w;         /* the writer of this owner generation */
+	struct laneset set;     /* the reader */
+	uint32_t *rx_wake;      /* the reader's own sleep word and arm page, */
+	struct shm_arm_page *arm; /* from its first LANE push (PROTO_LANE_SELF) */
+	uint32_t arm_slot;
+	uint8_t *buf;           /* copied records */
+	uint32_t buf_cap;
+	uint32_t drain_tick;    /* the socket is looked at every 1024 calls */
+	bool rx_first;          /* the RX ring's turn before the lanes' */
+	uint64_t bad_lanes;
+};
+
+static void close_fds(const int *fds, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+static void on_lane_event(void *ctx, int event, uint64_t publisher, uint32_t lane)
+{
+	struct shmb_session *s = ctx;
+
+	(void)publisher;
+	(void)lane;
+	if (event == LANESET_EV_BAD)
+		s->ln->bad_lanes++;
+}
+
+/* The writer's drain before it sleeps for space: the HOLDER pushes that
+ * may name the pages of the readers it waits for. */
+static void writer_drain(void *ctx)
+{
+	struct shmb_session *s = ctx;
+
+	conn_drain_pushes(s->c);
+	client_lanes_apply(s);
+}
+
+static bool look_more(void *ctx);
+
+int client_lanes_open(struct shmb_session *s, uint64_t start_seq)
+{
+	struct client_lanes *ln = calloc(1, sizeof(*ln));
+
+	if (!ln)
+		return -ENOMEM;
+	ln->buf_cap = 4096;
+	ln->buf = malloc(ln->buf_cap);
+	if (!ln->buf || laneset_init(&ln->set, on_lane_event, s) < 0) {
+		free(ln->buf);
+		free(ln);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&ln->qlock, NULL);
+	/* a lane's order 0 means "none": order = source sequence + 1 */
+	lanew_init(&ln->w, start_seq + 1);
+	ln->w.drain = writer_drain;
+	ln->w.ctx = s;
+	ln->set.before_sleep = writer_drain; /* the same: drain, then apply */
+	ln->set.look_more = look_more;
+	s->ln = ln;
+	return 0;
+}
+
+void client_lanes_free(struct shmb_session *s)
+{
+	struct client_lanes *ln = s->ln;
+
+	if (!ln)
+		return;
+	lanew_free(&ln->w);
+	laneset_free(&ln->set);
+	for (unsigned i = 0; i < ln->nq; i++)
+		close_fds(ln->q[i].fds, ln->q[i].nfds);
+	free(ln->q);
+	if (ln->rx_wake)
+		munmap(ln->rx_wake, 4096);
+	if (ln->arm)
+		munmap(ln->arm, 4096);
+	pthread_mutex_destroy(&ln->qlock);
+	free(ln->buf);
+	free(ln);
+	s->ln = NULL;
+}
+
+/* ---- pushes ------------------------------------------------------------------- */
+
+void client_lanes_dispatch(struct shmb_client *c, const void *msg, size_t n, const int *fds,
+			   int nfds)
+{
+	const struct proto_hdr *h = msg;
+	struct shmb_session *s = NULL;
+	uint64_t id;
+	uint32_t gen;
+	bool kept = false;
+
+	if (h->type == PROTO_LANE && n == sizeof(struct proto_lane)) {
+		id = ((const struct proto_lane *)msg)->session_id;
+		gen = ((const struct proto_lane *)msg)->generation;
+	} else if (h->type == PROTO_HOLDER && n == sizeof(struct proto_holder)) {
+		id = ((const struct proto_holder *)msg)->session_id;
+		gen = ((const struct proto_holder *)msg)->generation;
+	} else {
+		close_fds((const int *)fds, (unsigned)nfds);
+		return;
+	}
+	pthread_mutex_lock(&c->slock);
+	for (unsigned i = 0; i < c->nsessions; i++)
+		if (c->sessions[i]->id == id && c->sessions[i]->generation == gen) {
+			s = c->sessions[i];
+			break;
+		}
+	if (s && s->ln && nfds <= PUSH_FDS) {
+		struct client_lanes *ln = s->ln;
+
+		pthread_mutex_lock(&ln->qlock);
+		if (ln->nq == ln->cap) {
+			unsigned cap = ln->cap ? 2 * ln->cap : 16;
+			struct lpush_item *q = realloc(ln->q, cap * sizeof(*q));
+
+			if (q) {
+				ln->q = q;
+				ln->cap = cap;
+			}
+		}
+		if (ln->nq < ln->cap) {
+			struct lpush_item *p = &ln->q[ln->nq++];
+
+			memcpy(&p->m, msg, n);
+			memcpy(p->fds, fds, (size_t)nfds * sizeof(int));
+			p->nfds = (unsigned)nfds;
+			kept = true;
+			store_release(&ln->pending, 1);
+		}
+		pthread_mutex_unlock(&ln->qlock);
+		/* its reader may sleep: it applies the push when woken (a
+		 * request of another thread may have read it, not the reader) */
+		if (kept && h->type == PROTO_LANE)
+			client_lanes_wake(s);
+	}
+	pthread_mutex_unlock(&c->slock);
+	if (!kept)
+		close_fds((const int *)fds, (unsigned)nfds);
+}
+
+/* Map one page of a push (4096 bytes, read-write). */
+static void *page_map(int fd)
+{
+	void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+	return m == MAP_FAILED ? NULL : m;
+}
+
+/* A PROTO_LANE push: data, meta, [cursor page], [tx_wake], [rx_wake, arm]. */
+static void apply_lane(struct client_lanes *ln, const struct proto_lane *m, const int *fds,
+		       unsigned nfds)
+{
+	unsigned want = 2 + !!(m->flags & PROTO_LANE_PAGE) + !!(m->flags & PROTO_LANE_WAKE) +
+			2 * !!(m->flags & PROTO_LANE_SELF);
+	struct laneset_desc d = {
+		.lane = m->lane,
+		.kind = m->kind,
+		.publisher = m->publisher,
+		.start = m->start,
+		.order = m->order,
+		.cursor_page = m->page,
+		.cursor_slot = m->slot,
+		.drop_oldest = m->flags & PROTO_LANE_DROP_OLDEST,
+		.in_place = m->flags & PROTO_LANE_IN_PLACE,
+	};
+	unsigned k = 2;
+	int page_fd = -1, wake_fd = -1;
+
+	if (m->lane == 0 && m->flags == PROTO_LANE_SELF) {
+		/* only the reader's own words (sent at its subscribe) */
+		want = 2;
+		k = 0;
+	}
+	if (nfds != want)
+		return; /* not what the flags say: a broker bug; the lane is not read */
+	if (m->flags & PROTO_LANE_PAGE)
+		page_fd = fds[k++];
+	if (m->flags & PROTO_LANE_WAKE)
+		wake_fd = fds[k++];
+	if ((m->flags & PROTO_LANE_SELF) && !ln->rx_wake && m->arm_slot < SHM_ARM_SLOTS) {
+		uint32_t *w = page_map(fds[k]);
+		struct shm_arm_page *a = page_map(fds[k + 1]);
+
+		if (w && a) {
+			ln->arm_slot = m->arm_slot;
+			ln->arm = a;
+			/* last: the reader sleeps on it once both are there */
+			store_release(&ln->rx_wake, w);
+		} else {
+			if (w)
+				munmap(w, 4096);
+			if (a)
+				munmap(a, 4096);
+		}
+	}
+	/* a page already mapped, or a lane already read (a push sent again
+	 * after a reattach), is refused with -EEXIST: nothing to do */
+	if (m->lane == 0)
+		return;
+	if (page_fd >= 0)
+		(void)laneset_cursor_page(&ln->set, m->publisher, m->page, page_fd);
+	if (laneset_add(&ln->set, &d, fds[0], fds[1], wake_fd) == -EEXIST && wake_fd >= 0)
+		(void)laneset_set_tx_wake(&ln->set, m->lane, wake_fd);
+}
+
+void client_lanes_apply(struct shmb_session *s)
+{
+	struct client_lanes *ln = s->ln;
+	struct lpush_item *q;
+	unsigned n;
+
+	if (!ln || !load_acquire(&ln->pending))
+		return;
+	pthread_mutex_lock(&ln->qlock);
+	q = ln->q;
+	n = ln->nq;
+	ln->q = NULL;
+	ln->nq = ln->cap = 0;
+	store_relaxed(&ln->pending, 0);
+	pthread_mutex_unlock(&ln->qlock);
+	for (unsigned i = 0; i < n; i++) {
+		struct lpush_item *p = &q[i];
+
+		if (p->m.h.type == PROTO_LANE)
+			apply_lane(ln, &p->m.lane, p->fds, p->nfds);
+		else
+			(void)lanew_holder(&ln->w, &p->m.holder, p->fds, p->nfds);
+		if (p->m.h.type == PROTO_LANE)
+			close_fds(p->fds, p->nfds); /* lanew_holder() consumed its own */
+	}
+	free(q);
+}
+
+/* Every 1024 calls on the message path, the socket: a session that never
+ * sleeps still takes its pushes, and the broker's socket buffer never
+ * fills with them. */
+static void maybe_drain(struct shmb_session *s)
+{
+	if (!(++s->ln->drain_tick & 1023))
+		conn_drain_pushes(s->c);
+	client_lanes_apply(s);
+}
+
+/* ---- the writer --------------------------------------------------------------- */
+
+/* The topic's lane from the broker, if this generation has none for it. */
+static int lane_for(struct shmb_session *s, uint32_t topic)
+{
+	struct proto_lane_topic q = { .h.type = PROTO_LANE_TOPIC, .session_id = s->id,
+				      .topic_id = topic };
+	struct shmb_client *c = s->c;
+	struct conn_try t = { 0 };
+	struct proto_reply rep;
+	int fds[4], r;
+
+	while ((r = conn_enter(c, &t)) == 0) {
+		r = conn_rpc_opt_fds(c, &q, sizeof(q), &rep, fds, 4);
+		if (r == 0 && rep.u.lane.fds == 4)
+			r = lanew_lane_add(&s->ln->w, rep.u.lane.lane, rep.u.lane.ring_size, fds);
+		if (r == 0)
+			r = lanew_topic(&s->ln->w, topic, rep.u.lane.lane);
+		if (!conn_leave(c, &t, &r))
+			break;
+	}
+	return r;
+}
+
+int client_lanes_publish(struct shmb_session *s, uint32_t topic, const void *data, size_t len,
+			 int timeout_ms, bool more)
+{
+	struct client_lanes *ln = s->ln;
+	struct timespec d, *dp = NULL;
+	int r;
+
+	if (len > UINT32_MAX)
+		return -EMSGSIZE;
+	maybe_drain(s);
+	if (!lanew_has_topic(&ln->w, topic) && (r = lane_for(s, topic)) < 0)
+		return r;
+	if (timeout_ms >= 0) {
+		d = timeout_ms ? deadline_in_ns((uint64_t)timeout_ms * 1000000ull)
+			       : (struct timespec){ 0, 0 };
+		dp = &d;
+	}
+	r = lanew_publish(&ln->w, topic, data, (uint32_t)len, more, dp);
+	if (r == -EAGAIN && timeout_ms > 0)
+		return -ETIMEDOUT;
+	return r;
+}
+
+int client_lanes_flush(struct shmb_session *s)
+{
+	return lanew_flush(&s->ln->w);
+}
+
+uint64_t client_lanes_next_seq(const struct shmb_session *s)
+{
+	return s->ln->w.next_order - 1;
+}
+
+/* ---- the reader --------------------------------------------------------------- */
+
+int client_lanes_topic(struct shmb_session *s, uint32_t topic, bool on)
+{
+	return laneset_topic(&s->ln->set, topic, on);
+}
+
+int client_lanes_next(struct shmb_session *s, struct shmb_msg *m)
+{
+	struct client_lanes *ln = s->ln;
+	struct laneset_msg lm;
+	int r;
+
+	maybe_drain(s);
+	while ((r = laneset_next(&ln->set, ln->buf, ln->buf_cap, &lm)) == -EMSGSIZE) {
+		uint8_t *b = malloc(lm.len);
+
+		if (!b)
+			return -ENOMEM;
+		free(ln->buf);
+		ln->buf = b;
+		ln->buf_cap = lm.len;
+	}
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return -EAGAIN;
+	m->data = lm.data;
+	m->len = lm.len;
+	m->topic_id = lm.topic_id;
+	m->src_broker = s->c->broker_id;
+	m->src_session = lm.publisher;
+	m->src_seq = lm.order - 1;
+	m->missed = lm.missed;
+	if (lm.missed)
+		client_event(s->c, SHMB_EV_GAP, s, lm.missed);
+	return 0;
+}
+
+void client_lanes_ack(struct shmb_session *s)
+{
+	laneset_ack(&s->ln->set);
+}
+
+bool client_lanes_rx_first(struct shmb_session *s)
+{
+	return s->ln->rx_first = !s->ln->rx_first;
+}
+
+/* Something to read besides the lanes: the RX ring, a push, staleness. */
+static bool look_more(void *ctx)
+{
+	struct shmb_session *s = ctx;
+
+	return load_acquire(&s->rxc->rx_write) != s->rx_cons.pos || load_acquire(&s->ln->pending) ||
+	       client_session_stale(s);
+}
+
+static bool ready_no_wake(void *ctx)
+{
+	struct shmb_session *s = ctx;
+
+	return look_more(s) || load_acquire(&s->ln->rx_wake);
+}
+
+int client_lanes_wait(struct shmb_session *s, const struct timespec *deadline)
+{
+	struct client_lanes *ln = s->ln;
+	uint32_t *rx_wake = load_acquire(&ln->rx_wake);
+	int r;
+
+	if (!rx_wake)
+		/* no lane yet: the broker wakes rx_signal for the RX ring and
+		 * after it pushed the first lane (which brings rx_wake) */
+		return wake_wait(&s->rxc->rx_signal, &s->txc->rx_waiters, ready_no_wake, s,
+				 s->spin_ns, deadline);
+	/* the broker wakes rx_wake for RX deliveries while this says we may
+	 * sleep; laneset_wait's fence orders it before the looks */
+	fetch_add_relaxed(&s->txc->rx_waiters, 1);
+	r = laneset_wait(&ln->set, rx_wake, ln->arm, ln->arm_slot, s->spin_ns, deadline);
+	fetch_sub_relaxed(&s->txc->rx_waiters, 1);
+	if (r < 0)
+		return r;
+	return r ? 0 : -ETIMEDOUT;
+}
+
+/* Wake a reader of this session asleep on its lanes' word (the library's
+ * own wakes: a lost session, a reattach). */
+void client_lanes_wake(struct shmb_session *s)
+{
+	uint32_t *w = s->ln ? load_acquire(&s->ln->rx_wake) : NULL;
+
+	if (w) {
+		fetch_add_release(w, 1);
+		futex_wake(w, 0x7fffffff);
+	}
+}

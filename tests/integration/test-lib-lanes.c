@@ -1,0 +1,178 @@
+/*
+ * tests/integration/test-lib-lanes.c - libshmb on the direct data path:
+ * a broker started with --lanes, and applications that use nothing but
+ * <shmb.h>.  The lanes are really used (messages move while the broker
+ * is SIGSTOPped, which the relay cannot do), and a session reads its
+ * lanes and its RX ring side by side (a publisher told SHMB_LANES=0 goes
+ * through the relay): every message of both arrives once and in order.
+ *
+ * The stream tests of test-broker also run against a broker with --lanes
+ * (tests/integration/test-lib-lanes.sh).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "broker-helper.h"
+#include "harness.h"
+#include "shm/atomics.h"
+#include "shmb.h"
+#include "stream.h"
+
+/* Publish n messages 1..n (8 bytes: the number) on topic "t", batches of
+ * up to 16; _exit(0) when all are committed. */
+static void pub_main(const struct tb *t, const char *name, uint64_t n, bool relay)
+{
+	struct shmb_client *c;
+	struct shmb_session *s;
+
+	if (relay)
+		setenv("SHMB_LANES", "0", 1);
+	if (connect_open(t, name, 0, &c, &s) < 0)
+		_exit(20);
+	for (uint64_t i = 1; i <= n; i++) {
+		unsigned fl = i % 16 && i != n ? SHMB_PUB_MORE : 0;
+
+		if (shmb_publish_flags(s, "t", &i, sizeof(i), 30000, fl) < 0)
+			_exit(21);
+	}
+	shmb_session_close(s);
+	shmb_close(c);
+	_exit(0);
+}
+
+/* Receive until every publisher's stream (by src_session) reached n,
+ * checking each is 1..n in order.  Returns how many arrived. */
+static uint64_t drain_streams(struct shmb_session *s, uint64_t n, unsigned npub, int timeout_ms)
+{
+	uint64_t next[4] = { 1, 1, 1, 1 }, sess[4] = { 0 }, got = 0;
+	struct shmb_msg m;
+
+	while (got < n * npub && shmb_recv(s, &m, timeout_ms) == 0) {
+		uint64_t v;
+		unsigned k;
+
+		for (k = 0; k < npub && sess[k] && sess[k] != m.src_session; k++)
+			;
+		CU_ASSERT_FATAL(k < npub);
+		sess[k] = m.src_session;
+		CU_ASSERT_FATAL(m.len == 8);
+		memcpy(&v, m.data, 8);
+		if (v != next[k])
+			printf("\n  publisher %u: %llu where %llu was next\n", k, (unsigned long long)v,
+			       (unsigned long long)next[k]);
+		CU_ASSERT_FATAL(v == next[k]);
+		CU_ASSERT(m.src_seq == v - 1);
+		next[k]++;
+		got++;
+		if (!(got % 64))
+			CU_ASSERT_FATAL(shmb_ack(s) == 0);
+	}
+	shmb_ack(s);
+	return got;
+}
+
+/* The broker SIGSTOPped once both sides have their lane: 100 000
+ * messages still go from one process to the other. */
+static void test_broker_stopped(void)
+{
+	const uint64_t n = 100000;
+	uint32_t *flags = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct shmb_client *c;
+	struct shmb_session *s;
+	struct shmb_msg m;
+	uint64_t next = 2;
+	pid_t pub;
+	struct tb t;
+
+	CU_ASSERT_FATAL(flags != MAP_FAILED);
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "sub", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	if ((pub = fork_or_die()) == 0) {
+		struct shmb_client *pc;
+		struct shmb_session *ps;
+		uint64_t one = 1;
+
+		/* its lane made (the first use of the topic) with the broker up */
+		if (connect_open(&t, "pub", 0, &pc, &ps) < 0 ||
+		    shmb_publish(ps, "t", &one, sizeof(one), 5000) < 0)
+			_exit(20);
+		/* the parent's go, after its SIGSTOP (30 s at most) */
+		for (int k = 0; !load_acquire(&flags[0]) && k < 30000; k++)
+			usleep(1000);
+		for (uint64_t i = 2; i <= n; i++) {
+			unsigned fl = i % 16 && i != n ? SHMB_PUB_MORE : 0;
+
+			if (shmb_publish_flags(ps, "t", &i, sizeof(i), 30000, fl) < 0)
+				_exit(21);
+		}
+		_exit(0);
+	}
+	CU_ASSERT_FATAL(shmb_recv(s, &m, 10000) == 0 && m.len == 8);
+	CU_ASSERT_FATAL(shmb_ack(s) == 0);
+	CU_ASSERT_FATAL(kill(t.pid, SIGSTOP) == 0);
+	store_release(&flags[0], 1);
+	while (next <= n && shmb_recv(s, &m, 10000) == 0) {
+		uint64_t v;
+
+		memcpy(&v, m.data, 8);
+		CU_ASSERT_FATAL(v == next);
+		next++;
+		if (!(next % 64))
+			shmb_ack(s);
+	}
+	printf("\n  broker stopped: %llu of %llu messages moved\n", (unsigned long long)(next - 2),
+	       (unsigned long long)(n - 1));
+	CU_ASSERT(next == n + 1);
+	CU_ASSERT(tb_wait_child(pub, 30000) == 0);
+	CU_ASSERT(kill(t.pid, SIGCONT) == 0);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(flags, 4096);
+}
+
+/* A lane publisher and a relay publisher (SHMB_LANES=0) to one subscriber
+ * that reads its lanes and its RX ring: both streams whole and in order. */
+static void test_relay_beside_lanes(void)
+{
+	const uint64_t n = 50000;
+	struct shmb_client *c;
+	struct shmb_session *s;
+	pid_t p1, p2;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "sub", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	if ((p1 = fork_or_die()) == 0)
+		pub_main(&t, "lane-pub", n, false);
+	if ((p2 = fork_or_die()) == 0)
+		pub_main(&t, "relay-pub", n, true);
+	CU_ASSERT(drain_streams(s, n, 2, 20000) == 2 * n);
+	CU_ASSERT(tb_wait_child(p1, 30000) == 0);
+	CU_ASSERT(tb_wait_child(p2, 30000) == 0);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+static const struct harness_test tests[] = {
+	{ "broker_stopped", test_broker_stopped },
+	{ "relay_beside_lanes", test_relay_beside_lanes },
+	{ NULL, NULL },
+};
+
+static const struct harness_suite suites[] = {
+	{ "lib_lanes", tests },
+	{ NULL, NULL },
+};
+
+int main(int argc, char **argv)
+{
+	return harness_main("test-lib-lanes", suites, argc, argv);
+}
