@@ -269,8 +269,8 @@ test-links-short: $(BUILD)/tests/test-links
 
 # the direct data path through a real shmbd --lanes (ASan: the broker's
 # lane register and the library's lane writer under it)
-test-lanes-int: $(BUILD)/tests/test-lanes
-	tests/run-tests.sh $(BUILD)/tests/test-lanes
+test-lanes-int: $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes
+	tests/run-tests.sh $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes
 
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \

@@ -208,7 +208,8 @@ static int rpc_buf(struct shmb_client *c, int fd, void *req, size_t len, void *r
 				return -EPROTO; /* an open without its fds */
 			return 0;
 		}
-		memcpy(fds, all, (size_t)got * sizeof(int));
+		if (got)
+			memcpy(fds, all, (size_t)got * sizeof(int));
 		return 0;
 	}
 }
