@@ -112,6 +112,30 @@ void ctl_lanes_stop(struct broker *b)
 	b->lanes = NULL;
 }
 
+/* The session's subscriptions, before the push that gives a reader
+ * generation its own words: it filters its lanes by them. */
+static void send_topics(struct session *s)
+{
+	struct proto_reader_topics m = {
+		.h = { PROTO_READER_TOPICS, sizeof(m), 0 },
+		.session_id = s->id,
+		.generation = s->generation,
+		.flags = PROTO_TOPICS_FIRST,
+	};
+	unsigned i = 0;
+
+	do {
+		m.count = 0;
+		for (; i < s->ntopics && m.count < PROTO_READER_TOPICS_MAX; i++)
+			m.ids[m.count++] = s->topics[i];
+		if (ctl_send_msg(s->owner, &m, sizeof(m), NULL, 0) < 0) {
+			log_msg(LOG_WARNING, "session %s: its topics could not be sent", s->name);
+			return;
+		}
+		m.flags = 0;
+	} while (i < s->ntopics);
+}
+
 /* Send every queued push to its session's owner (if it still has that
  * owner generation); then close their descriptors. */
 static void flush(struct broker *b)
@@ -124,6 +148,8 @@ static void flush(struct broker *b)
 
 		if (!s || !s->owner || s->generation != p->generation)
 			continue;
+		if (p->msg.h.type == PROTO_LANE && (p->msg.lane.flags & PROTO_LANE_SELF))
+			send_topics(s);
 		if (ctl_send_msg(s->owner, &p->msg, p->msg.h.len, p->fds, (int)p->nfds) < 0)
 			log_msg(LOG_WARNING, "session %s: a lane message could not be sent", s->name);
 		else if (p->msg.h.type == PROTO_LANE && s->lane_reader &&

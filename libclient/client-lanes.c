@@ -37,6 +37,7 @@ struct lpush_item {
 		struct proto_hdr h;
 		struct proto_lane lane;
 		struct proto_holder holder;
+		struct proto_reader_topics topics;
 	} m;
 	int fds[PUSH_FDS];
 	unsigned nfds;
@@ -149,6 +150,9 @@ void client_lanes_dispatch(struct shmb_client *c, const void *msg, size_t n, con
 	} else if (h->type == PROTO_HOLDER && n == sizeof(struct proto_holder)) {
 		id = ((const struct proto_holder *)msg)->session_id;
 		gen = ((const struct proto_holder *)msg)->generation;
+	} else if (h->type == PROTO_READER_TOPICS && n == sizeof(struct proto_reader_topics)) {
+		id = ((const struct proto_reader_topics *)msg)->session_id;
+		gen = ((const struct proto_reader_topics *)msg)->generation;
 	} else {
 		close_fds((const int *)fds, (unsigned)nfds);
 		return;
@@ -257,6 +261,16 @@ static void apply_lane(struct client_lanes *ln, const struct proto_lane *m, cons
 		(void)laneset_set_tx_wake(&ln->set, m->lane, wake_fd);
 }
 
+/* The session's topics as the broker has them: a new owner generation
+ * reads what its session is subscribed to, not only what it subscribed. */
+static void apply_topics(struct client_lanes *ln, const struct proto_reader_topics *m)
+{
+	if (m->flags & PROTO_TOPICS_FIRST)
+		laneset_topics_clear(&ln->set);
+	for (uint32_t i = 0; i < m->count && i < PROTO_READER_TOPICS_MAX; i++)
+		(void)laneset_topic(&ln->set, m->ids[i], true);
+}
+
 void client_lanes_apply(struct shmb_session *s)
 {
 	struct client_lanes *ln = s->ln;
@@ -275,12 +289,15 @@ void client_lanes_apply(struct shmb_session *s)
 	for (unsigned i = 0; i < n; i++) {
 		struct lpush_item *p = &q[i];
 
-		if (p->m.h.type == PROTO_LANE)
+		if (p->m.h.type == PROTO_LANE) {
 			apply_lane(ln, &p->m.lane, p->fds, p->nfds);
-		else
-			(void)lanew_holder(&ln->w, &p->m.holder, p->fds, p->nfds);
-		if (p->m.h.type == PROTO_LANE)
-			close_fds(p->fds, p->nfds); /* lanew_holder() consumed its own */
+			close_fds(p->fds, p->nfds);
+		} else if (p->m.h.type == PROTO_HOLDER) {
+			(void)lanew_holder(&ln->w, &p->m.holder, p->fds, p->nfds); /* consumed */
+		} else {
+			apply_topics(ln, &p->m.topics);
+			close_fds(p->fds, p->nfds);
+		}
 	}
 	free(q);
 }
@@ -410,10 +427,13 @@ static bool look_more(void *ctx)
 	       client_session_stale(s);
 }
 
+/* Without rx_wake yet, the pushes that bring it are looked for here: the
+ * broker wakes rx_signal after them, and nobody else may read them. */
 static bool ready_no_wake(void *ctx)
 {
 	struct shmb_session *s = ctx;
 
+	conn_drain_pushes(s->c);
 	return look_more(s) || load_acquire(&s->ln->rx_wake);
 }
 
@@ -423,11 +443,20 @@ int client_lanes_wait(struct shmb_session *s, const struct timespec *deadline)
 	uint32_t *rx_wake = load_acquire(&ln->rx_wake);
 	int r;
 
-	if (!rx_wake)
-		/* no lane yet: the broker wakes rx_signal for the RX ring and
-		 * after it pushed the first lane (which brings rx_wake) */
-		return wake_wait(&s->rxc->rx_signal, &s->txc->rx_waiters, ready_no_wake, s,
-				 s->spin_ns, deadline);
+	if (!rx_wake) {
+		/* no own word yet: the broker wakes rx_signal for the RX ring
+		 * and after the push that brings rx_wake.  10 ms at a time: a
+		 * request of another thread may read that push, and it cannot
+		 * wake this word (it is the broker's) */
+		uint64_t now = clock_mono_ns(), end = now + 10000000ull;
+		struct timespec step = deadline_in_ns(end - now);
+		bool last = deadline && ((uint64_t)deadline->tv_sec * 1000000000ull +
+					 (uint64_t)deadline->tv_nsec) <= end;
+
+		r = wake_wait(&s->rxc->rx_signal, &s->txc->rx_waiters, ready_no_wake, s, s->spin_ns,
+			      last ? deadline : &step);
+		return r == -ETIMEDOUT && !last ? 0 : r;
+	}
 	/* the broker wakes rx_wake for RX deliveries while this says we may
 	 * sleep; laneset_wait's fence orders it before the looks */
 	fetch_add_relaxed(&s->txc->rx_waiters, 1);

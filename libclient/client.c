@@ -468,7 +468,9 @@ static int sub_req(struct shmb_session *s, const char *topic, uint32_t type, uin
 			r = conn_rpc_locked(c, &q, sizeof(q), &rep, NULL, 0);
 		}
 		if (r == 0 && s->ln) {
-			/* the lanes' filter: records of other topics are skipped */
+			/* the lanes' filter: records of other topics are skipped;
+			 * a list the broker sent before this reply goes first */
+			client_lanes_apply(s);
 			if (flags & PROTO_SUB_RESET)
 				for (unsigned i = 0; i < s->nsubs; i++)
 					client_lanes_topic(s, s->subs[i]->id, false);

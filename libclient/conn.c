@@ -151,7 +151,7 @@ static bool rpc_push(struct shmb_client *c, const void *msg, size_t n, int *fds,
 	const struct proto_hdr *h = msg;
 
 	if (n < sizeof(*h) || (h->type != PROTO_EVENT && h->type != PROTO_LANE &&
-			       h->type != PROTO_HOLDER))
+			       h->type != PROTO_HOLDER && h->type != PROTO_READER_TOPICS))
 		return false;
 	if (h->type != PROTO_EVENT && load_relaxed(&c->lanes))
 		client_lanes_dispatch(c, msg, n, fds, got);
@@ -238,6 +238,7 @@ void conn_drain_pushes(struct shmb_client *c)
 		union {
 			struct proto_lane lane;
 			struct proto_holder holder;
+			struct proto_reader_topics topics;
 			struct proto_reply rep;
 		} m;
 		union {

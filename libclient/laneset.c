@@ -435,6 +435,11 @@ int laneset_topic(struct laneset *s, uint32_t topic_id, bool on)
 	return 0;
 }
 
+void laneset_topics_clear(struct laneset *s)
+{
+	memset(s->topics, 0, SHM_LANE_TOPIC_BITS / 8);
+}
+
 int laneset_init(struct laneset *s, laneset_event_fn on_event, void *ctx)
 {
 	memset(s, 0, sizeof(*s));

@@ -132,6 +132,9 @@ int laneset_remove(struct laneset *s, uint32_t lane);
 /* Read topic_id or not.  0 or -EINVAL. */
 int laneset_topic(struct laneset *s, uint32_t topic_id, bool on);
 
+/* Read no topic (before a new list). */
+void laneset_topics_clear(struct laneset *s);
+
 /*
  * The next message across every lane: 1 and *out; 0 when there is none
  * now; -EMSGSIZE when the next one is longer than cap (out->len says how

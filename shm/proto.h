@@ -38,7 +38,8 @@ enum proto_type {
 	PROTO_EVENT = 101,
 	PROTO_LIST_REPLY = 102,
 	PROTO_LANE = 103,      /* lanes: pushed to a reader, a lane to read (not yet sent) */
-	PROTO_HOLDER = 104,    /* lanes: pushed to a writer, a holder's pages (not yet sent) */
+	PROTO_HOLDER = 104,    /* lanes: pushed to a writer, a holder's pages */
+	PROTO_READER_TOPICS = 105, /* lanes: pushed to a reader, the topics its session reads */
 };
 
 struct proto_hdr {
@@ -168,6 +169,26 @@ struct proto_holder {
 	uint32_t arm_page;
 	uint32_t flags;        /* PROTO_HOLDER_* */
 	uint32_t pad;
+};
+
+/* flags of proto_reader_topics */
+#define PROTO_TOPICS_FIRST 0x1u /* the list starts here: forget the one before */
+
+#define PROTO_READER_TOPICS_MAX 36
+
+/* PROTO_READER_TOPICS (broker -> reader, request id 0): the topics the
+ * session is subscribed to, as the broker has them, in pushes of up to
+ * PROTO_READER_TOPICS_MAX ids; sent before each PROTO_LANE_SELF push, so
+ * a new owner generation (which subscribed nothing itself) filters its
+ * lanes by the session's subscriptions. */
+struct proto_reader_topics {
+	struct proto_hdr h;
+	uint64_t session_id;
+	uint32_t generation;
+	uint32_t flags;        /* PROTO_TOPICS_* */
+	uint32_t count;        /* ids used */
+	uint32_t pad;
+	uint32_t ids[PROTO_READER_TOPICS_MAX];
 };
 
 /*
@@ -379,6 +400,7 @@ static_assert(sizeof(struct proto_hdr) == 16, "proto header");
 static_assert(sizeof(struct proto_lane_topic) == 32, "lane topic");
 static_assert(sizeof(struct proto_lane) == 88, "lane");
 static_assert(sizeof(struct proto_holder) == 56, "holder");
+static_assert(sizeof(struct proto_reader_topics) == 184, "reader topics");
 static_assert(sizeof(struct proto_open) == 192, "open");
 static_assert(sizeof(struct proto_reply) == 184, "reply");
 static_assert(sizeof(struct proto_reply) <= PROTO_MAX_MSG, "reply fits");

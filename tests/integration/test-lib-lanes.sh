@@ -10,7 +10,7 @@
 set -u
 build=$1
 passed=0 failed=0
-for t in three_by_three subscriber_killed other_uid second_broker_refused \
+for t in three_by_three subscriber_killed resume_after_ack other_uid second_broker_refused \
 	destroy_delivers_published fallback_and_idle caught_up_not_detached many_topics \
 	malformed_control_messages truncating_client punching_client hello_timeout \
 	ephemeral_self_close; do
