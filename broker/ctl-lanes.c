@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,21 +259,74 @@ void ctl_lanes_opened(struct broker *b, struct session *s)
 	flush(b);
 }
 
-void ctl_lanes_session_end(struct broker *b, struct session *s, bool gone)
+/*
+ * s's owner generation gen lost its connection: its open lanes are
+ * watched through a copy of its process's pidfd (ctl_lanes_deaths), so
+ * that the same owner may reattach and write on.  -1 when it cannot be
+ * watched (no pidfd): then its lanes are cut now.
+ */
+static int watch_writer(struct broker *b, struct session *s, uint32_t gen)
+{
+	for (struct blane *l = b->lanes->lanes; l; l = l->next) {
+		int fd;
+
+		if (l->publisher != s->id || l->generation != gen || l->cut)
+			continue;
+		fd = s->owner_pidfd >= 0 ? fcntl(s->owner_pidfd, F_DUPFD_CLOEXEC, 0) : -1;
+		if (fd < 0)
+			return -1;
+		if (l->watch_pidfd >= 0)
+			close(l->watch_pidfd);
+		l->watch_pidfd = fd;
+	}
+	return 0;
+}
+
+void ctl_lanes_session_end(struct broker *b, struct session *s, uint32_t gen,
+			   enum ctl_lanes_end how)
 {
 	if (!b->lanes)
 		return;
-	/* as a publisher: its lanes end after their last record */
-	if (lanes_publisher_end(b->lanes, s->id, s->generation) < 0)
-		log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
+	/* as a publisher: its lanes end after their last record, unless it
+	 * may come back as it was */
+	if (how != CTL_LANES_DETACHED || watch_writer(b, s, gen) < 0) {
+		if (lanes_publisher_end(b->lanes, s->id, gen) < 0)
+			log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
+	}
 	/* as a reader: it holds on while the session lives, detached or not
 	 * (a block session's writers wait for it, as with its RX ring);
 	 * its next owner takes the holds over (ctl_lanes_opened) */
-	if (gone && s->lane_reader) {
+	if (how == CTL_LANES_GONE && s->lane_reader) {
 		lanes_reader_end(b->lanes, s->lane_reader);
 		s->lane_reader = NULL;
 	}
 	lanes_push_done(b->lanes);
+}
+
+void ctl_lanes_deaths(struct broker *b)
+{
+	if (!b->lanes)
+		return;
+	for (struct blane *l = b->lanes->lanes; l; l = l->next) {
+		struct pollfd pf = { .fd = l->watch_pidfd, .events = POLLIN };
+		struct session *s;
+
+		if (l->watch_pidfd < 0)
+			continue;
+		s = session_by_id(b, l->publisher);
+		if (!l->cut && s && !s->owner && s->generation == l->generation) {
+			/* alive (or not to be known now): it may still come back */
+			if (poll(&pf, 1, 0) != 1)
+				continue;
+			log_msg(LOG_INFO, "session %s: its detached owner (pid %d) died: the lanes of"
+				" generation %u are cut", s->name, (int)s->owner_pid, l->generation);
+			if (lanes_publisher_end(b->lanes, l->publisher, l->generation) < 0)
+				log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
+		}
+		/* cut, or its owner is back: nothing to watch */
+		close(l->watch_pidfd);
+		l->watch_pidfd = -1;
+	}
 }
 
 /* Has the writer cut, grown or punched its lane's data file? */
@@ -321,6 +375,10 @@ void ctl_lanes_sweep(struct broker *b)
 
 void ctl_lanes_tick(struct broker *b)
 {
-	if (b->lanes)
-		lanes_tick(b->lanes);
+	if (!b->lanes)
+		return;
+	/* a death the exit watch no longer looks for (its process closed
+	 * its connection more than EXITW_GRACE_MS before) */
+	ctl_lanes_deaths(b);
+	lanes_tick(b->lanes);
 }

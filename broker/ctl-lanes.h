@@ -24,9 +24,31 @@ int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_top
 /* s subscribed to topic: holders on the lanes that carry it. */
 void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic);
 
-/* s's owner generation ended (detach, a new owner; gone: destroyed): its
- * lanes are cut; its holds are let go only when the session is gone. */
-void ctl_lanes_session_end(struct broker *b, struct session *s, bool gone);
+enum ctl_lanes_end {
+	/* the owner's connection went (or it was detached for being slow):
+	 * the same generation may come back (PROTO_OPEN_REATTACH) and write
+	 * on, so its lanes stay open while its process lives */
+	CTL_LANES_DETACHED,
+	/* the generation is over: a new owner (called after the commit
+	 * point), closed by its owner, quarantined */
+	CTL_LANES_ENDED,
+	/* the session is destroyed or expired (after its generation 0 is
+	 * stored) */
+	CTL_LANES_GONE,
+};
+
+/*
+ * Owner generation `gen` of s ends as `how` says.  Its lanes are cut
+ * (their readers woken) when it is over, and when its process dies
+ * detached (ctl_lanes_deaths); a reader's holds stay while the session
+ * lives and are let go when it is gone.
+ */
+void ctl_lanes_session_end(struct broker *b, struct session *s, uint32_t gen,
+			   enum ctl_lanes_end how);
+
+/* A detached writer's process may have died (the exit watch saw a death;
+ * also every housekeeping tick): the lanes of each one that did are cut. */
+void ctl_lanes_deaths(struct broker *b);
 
 /* s's new owner was answered: the holds of the last owner move to it. */
 void ctl_lanes_opened(struct broker *b, struct session *s);

@@ -307,6 +307,8 @@ static void lane_unmake(struct lanes_reg *g, struct blane *l)
 	lanefile_remove(g->lanes_dirfd, name);
 	if (l->tx_wake_fd >= 0)
 		close(l->tx_wake_fd);
+	if (l->watch_pidfd >= 0)
+		close(l->watch_pidfd);
 	free(l->holders);
 	free(l->sent);
 	free(l);
@@ -334,7 +336,7 @@ static struct blane *lane_make(struct lanes_reg *g, uint64_t session, uint32_t g
 		fail(g, -ENOMEM, "%s", "out of memory");
 		return NULL;
 	}
-	l->tx_wake_fd = -1;
+	l->tx_wake_fd = l->watch_pidfd = -1;
 	if (lanefile_make(g->lanes_dirfd, &p, &l->f) < 0) {
 		fail(g, -EIO, "lane: %s", l->f.why);
 		free(l->holders);
@@ -772,6 +774,8 @@ void lanes_free(struct lanes_reg *g)
 		lanefile_close(&l->f);
 		if (l->tx_wake_fd >= 0)
 			close(l->tx_wake_fd);
+		if (l->watch_pidfd >= 0)
+			close(l->watch_pidfd);
 		free(l->holders);
 		free(l->sent);
 		free(l);

@@ -50,6 +50,9 @@ struct blane {
 	unsigned nholders;
 	uint64_t *sent;        /* descriptors its writer was sent (kind << 62 | number) */
 	unsigned nsent;
+	/* the control layer's: a pidfd of the process of its detached
+	 * writer, whose death cuts it; -1 (closed with the lane) */
+	int watch_pidfd;
 	bool cut;
 	struct blane *next;
 };

@@ -239,9 +239,10 @@ int session_new_generation(struct broker *b, struct session *s)
 	}
 	/* the commit point of the switch; wake every reader: a fenced owner
 	 * learns -ESTALE, others re-check */
-	ctl_lanes_session_end(b, s, false);
 	s->generation = gen;
 	store_release(&s->rxc->generation, gen);
+	/* after it: the old generation's lanes cut, their readers woken */
+	ctl_lanes_session_end(b, s, old_gen, CTL_LANES_ENDED);
 	r = session_tx_adopt(s, &tx, gen, start_seq);
 	if (r < 0) {
 		segment_unmap(&tx);

@@ -156,6 +156,8 @@ static void test_writer_killed(void)
 	 * (whole, or in part when the lane filled under it) and was killed
 	 * before noting */
 	CU_ASSERT(next - 1 <= committed + 16);
+	/* cut because its process died (its lost connection alone keeps it) */
+	CU_ASSERT(tb_log_count(&t, "its detached owner (pid") == 1);
 	CU_ASSERT(tb_stop(&t) == 0);
 	tb_cleanup(&t);
 	munmap(sh, 4096);
@@ -389,6 +391,135 @@ static void test_reader_sleeps(void)
 	munmap(sl, 4096);
 }
 
+/* PROTO_SESSION_CLOSE of c's session (its owner is done: its lanes end). */
+static int close_session(struct rc *c)
+{
+	struct proto_close q = { .h = { PROTO_SESSION_CLOSE, sizeof(q), 0 },
+				 .session_id = c->session };
+	struct proto_reply rep;
+
+	return rc_call(c, &q, sizeof(q), &rep, NULL, NULL) < 0 ? -1 : rep.err;
+}
+
+/* Publish orders from..to (each carries its order), one record each. */
+static int publish_range(struct lanew *w, uint32_t topic, uint64_t from, uint64_t to)
+{
+	for (uint64_t i = from; i <= to; i++) {
+		int r = lanew_publish(w, topic, &i, sizeof(i), false, NULL);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* A writer whose connection closes while it lives (as libshmb's does
+ * before it reconnects): its lane stays open, it writes on while
+ * detached and after its REATTACH (the same generation: the same lane,
+ * its holder told again), and its reader gets every message in order
+ * with no end between; the end comes when it closes its session. */
+static void test_writer_reattaches(void)
+{
+	struct tb t;
+	struct rc w, r;
+	struct lanew lw;
+	struct rpush p;
+	struct rside s;
+	struct lane_rec m;
+	uint64_t next = 1;
+	bool end;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
+	lanew_init(&lw, 1);
+	CU_ASSERT_FATAL(rc_open(&w, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&w, &lw) == 0);
+	rc_holders(&w, &lw, 1);
+	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
+	CU_ASSERT_FATAL(publish_range(&lw, w.topic, 1, 1000) == 0);
+	close(w.fd);
+	w.fd = -1;
+	WAIT_FOR_FATAL(tb_log_count(&t, "session w detached") == 1, 5000);
+	/* detached, alive: the lane is still its own */
+	CU_ASSERT_FATAL(publish_range(&lw, w.topic, 1001, 2000) == 0);
+	CU_ASSERT(read_lane(&s, &next, 2000, &end) == 0 && !end && next == 2001);
+	CU_ASSERT(lane_read(&s.r, NULL, 0, &m) == LANE_NONE);
+	CU_ASSERT_FATAL(rc_reattach(&w, t.dir, "w") == 0);
+	/* the same lane: no new one, no descriptors */
+	CU_ASSERT(rc_lane_topic(&w, &lw) == 0 && lw.nlanes == 1);
+	CU_ASSERT_FATAL(publish_range(&lw, w.topic, 2001, 3000) == 0);
+	CU_ASSERT(read_lane(&s, &next, 3000, &end) == 0 && !end && next == 3001);
+	CU_ASSERT(close_session(&w) == 0);
+	CU_ASSERT(read_lane(&s, &next, 0, &end) == 0 && end && next == 3001);
+	CU_ASSERT(tb_log_count(&t, "lanes of generation") == 0);
+	lanew_free(&lw);
+	close(w.fd);
+	close(r.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* The writer, in a child: its lane, 100 messages, then its connection
+ * closed (it lives on) until killed. */
+static void detached_writer_main(const struct tb *t, struct wshared *sh)
+{
+	struct rc c;
+	struct lanew w;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	lanew_init(&w, 1);
+	if (rc_open(&c, t->dir, "w", SHM_POLICY_BLOCK) < 0 || rc_lane_topic(&c, &w) != 0)
+		_exit(2);
+	rc_holders(&c, &w, 1);
+	if (publish_range(&w, c.topic, 1, 100) < 0)
+		_exit(3);
+	close(c.fd);
+	store_release(&sh->ready, 1);
+	for (;;)
+		pause();
+}
+
+/* A writer that closed its connection and died later, after the exit
+ * watch stopped looking at it ("closed normally"): its lane is cut all
+ * the same (the broker watches a detached writer's process while it has
+ * open lanes), and its reader gets everything, then the end. */
+static void test_writer_dies_detached(void)
+{
+	struct tb t;
+	struct rc r;
+	struct rpush p;
+	struct rside s;
+	struct wshared *sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct lane_rec m;
+	uint64_t next = 1;
+	bool end;
+	pid_t w;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
+	w = fork();
+	if (w == 0)
+		detached_writer_main(&t, sh);
+	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
+	WAIT_FOR_FATAL(load_acquire(&sh->ready), 5000);
+	WAIT_FOR_FATAL(tb_log_count(&t, "closed normally") == 1, 5000);
+	CU_ASSERT(read_lane(&s, &next, 100, &end) == 0 && !end && next == 101);
+	/* open while it lives: nothing more, and no end */
+	CU_ASSERT(lane_read(&s.r, NULL, 0, &m) == LANE_NONE);
+	kill(w, SIGKILL);
+	CU_ASSERT(tb_wait_child(w, 5000) >= 0);
+	CU_ASSERT(read_lane(&s, &next, 0, &end) == 0 && end && next == 101);
+	CU_ASSERT(tb_log_count(&t, "its detached owner") == 1);
+	close(r.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(sh, 4096);
+}
+
 /* Without --lanes the broker says so, and a session that is not the
  * caller's gets no lane. */
 static void test_refused(void)
@@ -522,6 +653,8 @@ static const struct harness_test lanes_tests[] = {
 	{ "stream", test_stream },
 	{ "writer_killed", test_writer_killed },
 	{ "broker_stopped", test_broker_stopped },
+	{ "writer_reattaches", test_writer_reattaches },
+	{ "writer_dies_detached", test_writer_dies_detached },
 	{ NULL, NULL },
 };
 
