@@ -163,8 +163,13 @@ static unsigned readers_of(struct broker *b, const struct topic *t, struct lread
 		struct session *s = t->subs[i];
 		struct lreader *r;
 
-		/* only owners that speak the lane messages read lanes */
-		if (!s->owner || !s->owner->lanes || (s->uid != 0 && s->uid != t->owner))
+		/* only owners that speak the lane messages read lanes; a
+		 * detached one that did holds too (as its RX ring would) and
+		 * is told at its REATTACH (ctl_lanes_opened) */
+		if (s->owner ? !s->owner->lanes
+			     : !s->lane_reader || s->lane_reader->generation != s->generation)
+			continue;
+		if (s->quarantined || (s->uid != 0 && s->uid != t->owner))
 			continue;
 		r = reader_of(b, s);
 		if (r)
@@ -253,9 +258,16 @@ void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic)
 
 void ctl_lanes_opened(struct broker *b, struct session *s)
 {
-	if (!b->lanes || !s->lane_reader || s->lane_reader->generation == s->generation)
+	if (!b->lanes)
 		return;
-	reader_of(b, s);
+	if (s->lane_reader && s->lane_reader->generation != s->generation) {
+		reader_of(b, s);
+	} else if (s->owner && s->owner->lanes &&
+		   lanes_resend(b->lanes, s->id, s->generation, s->lane_reader) < 0) {
+		/* flush() sends what was queued; the owner lacks the rest */
+		log_msg(LOG_WARNING, "session %s: lanes not all told again: %s", s->name,
+			b->lanes->why);
+	}
 	flush(b);
 }
 

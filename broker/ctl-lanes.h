@@ -50,7 +50,9 @@ void ctl_lanes_session_end(struct broker *b, struct session *s, uint32_t gen,
  * also every housekeeping tick): the lanes of each one that did are cut. */
 void ctl_lanes_deaths(struct broker *b);
 
-/* s's new owner was answered: the holds of the last owner move to it. */
+/* s's owner was answered: a new owner takes the last one's holds over;
+ * the same owner back over a lane connection is sent again every push
+ * it may have missed while detached (lanes_resend). */
 void ctl_lanes_opened(struct broker *b, struct session *s);
 
 /* About once a second: a lane whose writer cut, grew or punched its data

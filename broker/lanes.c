@@ -515,17 +515,28 @@ static int holder_add(struct lanes_reg *g, struct blane *l, struct lreader *r)
 	return ret;
 }
 
-/* The cursor slot an entry of old names, or NULL. */
-static const uint64_t *old_slot(const struct blane *l, const struct lhold *h)
+/* The cursor page and slot hold entry h of l names, or NULL. */
+static struct lpage *hold_page(const struct blane *l, const struct lhold *h, uint32_t *slot)
 {
 	struct hold_view v;
 
 	if (!hold_read(&l->hold, (unsigned)h->idx, &v) || v.slot >= SHM_CURSOR_SLOTS)
 		return NULL;
-	for (const struct lpage *p = h->r->pages; p; p = p->next)
-		if (p->number == v.page)
-			return &p->map->slot[v.slot];
+	for (struct lpage *p = h->r->pages; p; p = p->next)
+		if (p->number == v.page) {
+			*slot = v.slot;
+			return p;
+		}
 	return NULL;
+}
+
+/* The cursor slot an entry of old names, or NULL. */
+static const uint64_t *old_slot(const struct blane *l, const struct lhold *h)
+{
+	uint32_t slot;
+	const struct lpage *p = hold_page(l, h, &slot);
+
+	return p ? &p->map->slot[slot] : NULL;
 }
 
 /* Move h (old's hold of l) to r: a new entry on r's page, started by the
@@ -589,6 +600,44 @@ struct lreader *lanes_reader_switch(struct lanes_reg *g, struct lreader *old, ui
 	}
 	lanes_reader_end(g, old);
 	return r;
+}
+
+int lanes_resend(struct lanes_reg *g, uint64_t session, uint32_t generation, struct lreader *r)
+{
+	const uint32_t all = PROTO_HOLDER_PAGE | PROTO_HOLDER_WAKE | PROTO_HOLDER_ARM;
+	int ret = 0;
+
+	/* whatever went out before may have been dropped: each descriptor
+	 * goes again, once */
+	if (r) {
+		r->told_self = false;
+		for (struct lpage *p = r->pages; p; p = p->next)
+			p->told = false;
+	}
+	for (struct blane *l = g->lanes; l && !ret; l = l->next) {
+		bool mine = l->publisher == session && l->generation == generation && !l->cut;
+
+		for (unsigned i = 0; i < l->nholders && !ret; i++) {
+			struct lhold *h = &l->holders[i];
+			struct lpage *p;
+			uint32_t slot;
+
+			if (!mine && h->r != r)
+				continue;
+			p = hold_page(l, h, &slot);
+			if (!p) {
+				ret = fail(g, -EBADMSG, "lane %s: a hold entry names no page", l->f.name);
+				break;
+			}
+			/* where it holds from: where a reader that never got the
+			 * lane stands, and a duplicate for one that did */
+			if (h->r == r)
+				ret = push_lane(g, l, r, p, slot, !p->told, h->start);
+			if (!ret && mine)
+				ret = push_holder(g, l, h->r, p, all);
+		}
+	}
+	return ret;
 }
 
 static bool reader_reads(const struct lreader *r, uint32_t topic)

@@ -158,6 +158,17 @@ struct lreader *lanes_reader_switch(struct lanes_reg *g, struct lreader *old, ui
 void lanes_reader_end(struct lanes_reg *g, struct lreader *r);
 
 /*
+ * The owner of (session, generation) is back over a new connection after
+ * pushes to it were dropped: queue again every push it would need.  As a
+ * reader (r, may be NULL), a PROTO_LANE for each lane r holds or watches
+ * (its cursor page with the first on each page, its own rx_wake and arm
+ * page with the first); as a writer, a PROTO_HOLDER with all three
+ * descriptors for each holder of each of its open lanes.  The owner
+ * ignores what it has already.  -errno with g->why.
+ */
+int lanes_resend(struct lanes_reg *g, uint64_t session, uint32_t generation, struct lreader *r);
+
+/*
  * The publisher (session, generation, uid) will publish on topic: its
  * lane (made when it has none), the topic's bit, and a holder for each of
  * `readers` (the topic's subscribers the caller allows) that does not

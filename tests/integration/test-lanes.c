@@ -423,7 +423,7 @@ static void test_writer_reattaches(void)
 	struct tb t;
 	struct rc w, r;
 	struct lanew lw;
-	struct rpush p;
+	struct rpush p, h;
 	struct rside s;
 	struct lane_rec m;
 	uint64_t next = 1;
@@ -447,6 +447,10 @@ static void test_writer_reattaches(void)
 	CU_ASSERT(read_lane(&s, &next, 2000, &end) == 0 && !end && next == 2001);
 	CU_ASSERT(lane_read(&s.r, NULL, 0, &m) == LANE_NONE);
 	CU_ASSERT_FATAL(rc_reattach(&w, t.dir, "w") == 0);
+	/* its holder again, all its descriptors (it ignores what it has) */
+	CU_ASSERT_FATAL(rc_push(&w, PROTO_HOLDER, &h));
+	CU_ASSERT(h.m.holder.page == p.m.lane.page && h.nfds == 3);
+	lanew_holder(&lw, &h.m.holder, h.fds, h.nfds);
 	/* the same lane: no new one, no descriptors */
 	CU_ASSERT(rc_lane_topic(&w, &lw) == 0 && lw.nlanes == 1);
 	CU_ASSERT_FATAL(publish_range(&lw, w.topic, 2001, 3000) == 0);
@@ -518,6 +522,47 @@ static void test_writer_dies_detached(void)
 	CU_ASSERT(tb_stop(&t) == 0);
 	tb_cleanup(&t);
 	munmap(sh, 4096);
+}
+
+/* A reader whose connection closed while a new writer came and
+ * published: it holds the new lane all the same (as its RX ring would
+ * take the messages), and at its REATTACH it is told of the lane (with
+ * its own sleep words) and reads everything, in order, to the end. */
+static void test_reader_reattaches(void)
+{
+	struct tb t;
+	struct rc w, r;
+	struct lanew lw;
+	struct rpush p;
+	struct rside s;
+	uint64_t next = 1;
+	bool end;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
+	close(r.fd);
+	r.fd = -1;
+	WAIT_FOR_FATAL(tb_log_count(&t, "session r detached") == 1, 5000);
+	lanew_init(&lw, 1);
+	CU_ASSERT_FATAL(rc_open(&w, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&w, &lw) == 0);
+	rc_holders(&w, &lw, 1);
+	CU_ASSERT(lw.npages == 1 && lw.nwakes == 1);
+	CU_ASSERT_FATAL(publish_range(&lw, w.topic, 1, 1000) == 0);
+	CU_ASSERT_FATAL(rc_reattach(&r, t.dir, "r") == 0);
+	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	CU_ASSERT(p.m.lane.flags & PROTO_LANE_SELF);
+	CU_ASSERT(p.m.lane.publisher == w.session && p.m.lane.start == 0);
+	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
+	CU_ASSERT_FATAL(publish_range(&lw, w.topic, 1001, 2000) == 0);
+	CU_ASSERT(close_session(&w) == 0);
+	CU_ASSERT(read_lane(&s, &next, 0, &end) == 0 && end && next == 2001);
+	lanew_free(&lw);
+	close(w.fd);
+	close(r.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
 }
 
 /* Without --lanes the broker says so, and a session that is not the
@@ -655,6 +700,7 @@ static const struct harness_test lanes_tests[] = {
 	{ "broker_stopped", test_broker_stopped },
 	{ "writer_reattaches", test_writer_reattaches },
 	{ "writer_dies_detached", test_writer_dies_detached },
+	{ "reader_reattaches", test_reader_reattaches },
 	{ NULL, NULL },
 };
 
