@@ -9,10 +9,15 @@
  * messages use them (tests/integration/test-lanes.c); the relay path
  * runs as before beside them.
  *
+ * A generation's lanes outlive a lost connection: libshmb reconnects and
+ * REATTACHes with the same generation, is sent again what it missed, and
+ * writes on; they are cut when the generation ends or its process dies.
+ *
  * Must never: hand a writer its data file by anything but a descriptor
  * opened under Landlock where the kernel has it (harden.c); let a
  * session's owner use a lane of a topic its uid may not publish on;
- * leave a push's descriptors open after it was sent or dropped.
+ * leave a push's descriptors open after it was sent or dropped; cut a
+ * generation's lanes while its live owner may still come back with it.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -269,6 +274,12 @@ void ctl_lanes_opened(struct broker *b, struct session *s)
 			b->lanes->why);
 	}
 	flush(b);
+}
+
+void ctl_lanes_wake_reader(struct session *s)
+{
+	if (s->lane_reader)
+		lanes_reader_wake(s->lane_reader);
 }
 
 /*

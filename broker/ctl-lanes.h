@@ -39,9 +39,9 @@ enum ctl_lanes_end {
 
 /*
  * Owner generation `gen` of s ends as `how` says.  Its lanes are cut
- * (their readers woken) when it is over, and when its process dies
- * detached (ctl_lanes_deaths); a reader's holds stay while the session
- * lives and are let go when it is gone.
+ * (their readers and its tx_wake woken) when it is over, and when its
+ * process dies detached (ctl_lanes_deaths); a reader's holds stay while
+ * the session lives and are let go when it is gone (its rx_wake woken).
  */
 void ctl_lanes_session_end(struct broker *b, struct session *s, uint32_t gen,
 			   enum ctl_lanes_end how);
@@ -54,6 +54,10 @@ void ctl_lanes_deaths(struct broker *b);
  * the same owner back over a lane connection is sent again every push
  * it may have missed while detached (lanes_resend). */
 void ctl_lanes_opened(struct broker *b, struct session *s);
+
+/* s's RX sleepers are being woken: a lane reader of s sleeps on its
+ * rx_wake alone (its RX ring is one more source), so that is woken too. */
+void ctl_lanes_wake_reader(struct session *s);
 
 /* About once a second: a lane whose writer cut, grew or punched its data
  * file is BAD (its readers drop it) and, while the writer is the

@@ -172,9 +172,14 @@ struct lreader *lanes_reader_new(struct lanes_reg *g, uint64_t session, uint32_t
 		free(r);
 		return NULL;
 	}
-	r->arm = arm_take(g, uid, &r->arm_slot);
+	/* kept mapped: the router wakes it with each delivery to a sleeper
+	 * (a sealed memfd: nobody can cut it under the broker) */
+	r->rx_wake = page_map(r->rx_wake_fd);
+	r->arm = r->rx_wake ? arm_take(g, uid, &r->arm_slot) : NULL;
 	if (!r->arm) {
-		fail(g, -ENOMEM, "%s", "arm page");
+		fail(g, -ENOMEM, "%s", r->rx_wake ? "arm page" : "rx_wake page: map");
+		if (r->rx_wake)
+			munmap(r->rx_wake, 4096);
 		close(r->rx_wake_fd);
 		free(r);
 		return NULL;
@@ -253,6 +258,12 @@ static void holder_drop(struct blane *l, unsigned i)
 	l->holders[i] = l->holders[--l->nholders];
 }
 
+void lanes_reader_wake(struct lreader *r)
+{
+	fetch_add_release(r->rx_wake, 1);
+	futex_wake(r->rx_wake, 1 << 30);
+}
+
 void lanes_reader_end(struct lanes_reg *g, struct lreader *r)
 {
 	struct lreader **pp;
@@ -277,6 +288,10 @@ void lanes_reader_end(struct lanes_reg *g, struct lreader *r)
 		close(p->ro);
 		free(p);
 	}
+	/* after its arm is cleared: a sleeper of this generation looks again
+	 * and finds it over */
+	lanes_reader_wake(r);
+	munmap(r->rx_wake, 4096);
 	close(r->rx_wake_fd);
 	for (pp = &g->readers; *pp; pp = &(*pp)->next)
 		if (*pp == r) {
@@ -697,10 +712,10 @@ int lanes_subscribe(struct lanes_reg *g, struct lreader *r, uint32_t topic)
 	return 0;
 }
 
-/* Wake a reader's sleep word (after a cut: it finds the end). */
-static void reader_wake(struct lreader *r)
+/* Bump and wake the word of a wake page the broker does not keep mapped. */
+static void page_wake(int fd)
 {
-	uint32_t *w = page_map(r->rx_wake_fd);
+	uint32_t *w = page_map(fd);
 
 	if (!w)
 		return;
@@ -747,8 +762,12 @@ static int lane_cut(struct lanes_reg *g, struct blane *l)
 	seq = 0;
 	ret = lanefile_cut(&l->f, end, seq, 0);
 	l->cut = true;
+	/* its readers find the end; its writer, asleep for space in a call,
+	 * looks again and learns that it was fenced */
 	for (unsigned i = 0; i < l->nholders; i++)
-		reader_wake(l->holders[i].r);
+		lanes_reader_wake(l->holders[i].r);
+	if (l->tx_wake_fd >= 0)
+		page_wake(l->tx_wake_fd);
 	return ret;
 }
 

@@ -87,6 +87,7 @@ struct lreader {
 	bool drop_oldest;
 	uint64_t number;       /* what hold entries say of it (not its session id) */
 	int rx_wake_fd;
+	uint32_t *rx_wake;     /* the broker's mapping of it, for its wakes */
 	struct larm *arm;
 	uint32_t arm_slot;
 	bool told_self;        /* its own rx_wake and arm page went out in a push */
@@ -154,8 +155,12 @@ struct lreader *lanes_reader_switch(struct lanes_reg *g, struct lreader *old, ui
 
 /* The reader is gone (its generation ended): its entries freed (the
  * writers no longer wait for it), its arm word and bit cleared, its
- * pages removed. */
+ * pages removed, its rx_wake bumped and woken (a sleeper looks and
+ * learns that its generation is over). */
 void lanes_reader_end(struct lanes_reg *g, struct lreader *r);
+
+/* Bump r's rx_wake and wake whoever sleeps on it. */
+void lanes_reader_wake(struct lreader *r);
 
 /*
  * The owner of (session, generation) is back over a new connection after
@@ -186,7 +191,8 @@ int lanes_subscribe(struct lanes_reg *g, struct lreader *r, uint32_t topic);
 
 /* The publisher generation ended: its lanes are cut after their last
  * record (a writer still committing loses the race: -ESTALE for it),
- * CUT stored; readers read to the cut. */
+ * CUT stored; readers read to the cut.  Each cut lane's readers and its
+ * writer's tx_wake are woken. */
 int lanes_publisher_end(struct lanes_reg *g, uint64_t session, uint32_t generation);
 
 /* Lanes cut and passed by every holder (or held by none) are removed. */

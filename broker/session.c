@@ -641,7 +641,8 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 	notify_close(s);
 	/* a client still mapping it learns -ESTALE at its next call */
 	store_release(&s->rxc->generation, 0);
-	/* after that store: the lanes' sleepers woken look and find it over */
+	/* after that store: the lanes' sleepers woken (its reader's rx_wake,
+	 * its lanes' readers and tx_wake) look and find it over */
 	ctl_lanes_session_end(b, s, s->generation, CTL_LANES_GONE);
 	fetch_add_release(&s->rxc->rx_signal, 1);
 	fetch_add_release(&s->rxc->tx_space_signal, 1);

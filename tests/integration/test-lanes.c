@@ -37,6 +37,7 @@
 #include "shm/futex.h"
 #include "shm/lane-rw.h"
 #include "shm/proto.h"
+#include "shm/segment.h"
 
 
 /* ---- the writer, in a child ------------------------------------------------------ */
@@ -565,6 +566,188 @@ static void test_reader_reattaches(void)
 	tb_cleanup(&t);
 }
 
+/* What a child asleep on a futex word saw. */
+struct nap {
+	uint32_t subscribed; /* its session subscribed (a lane writer may come) */
+	uint32_t ready;   /* it read the word and is about to sleep */
+	int woke;         /* futex_wait's result: woken (0 or -EAGAIN), not -ETIMEDOUT */
+	uint64_t slept_ns;
+	uint64_t rx_write; /* its RX ring's write position after it (relay_sleeper_main) */
+};
+
+/* Sleep on word (value v) for up to 10 s, saying so first. */
+static void nap(struct nap *n, const uint32_t *word, uint32_t v)
+{
+	struct timespec d = deadline_in_ns(10000000000ull);
+	uint64_t t0 = clock_mono_ns();
+
+	store_release(&n->ready, 1);
+	n->woke = futex_wait(word, v, &d);
+	n->slept_ns = clock_mono_ns() - t0;
+}
+
+/* A lane reader (a lane gives it its rx_wake) that sleeps on rx_wake as
+ * libshmb's does: counted in its tx file's rx_waiters first, then armed,
+ * then a look at its lanes and its RX ring. */
+static void relay_sleeper_main(const struct tb *t, struct nap *n)
+{
+	struct segment rx = SEGMENT_INIT, tx = SEGMENT_INIT;
+	struct shm_tx_ctrl *txc;
+	struct shm_rx_ctrl *rxc;
+	struct rc r;
+	struct rpush p;
+	struct rside s;
+	struct lane_rec m;
+	int seg[2] = { -1, -1 };
+	uint32_t v;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (rc_open_ex(&r, t->dir, "r", SHM_POLICY_BLOCK, 0, seg) < 0 || rc_subscribe(&r) != 0 ||
+	    segment_map(seg[0], false, &rx) < 0 || segment_map(seg[1], true, &tx) < 0)
+		_exit(2);
+	store_release(&n->subscribed, 1);
+	rxc = segment_rx_ctrl(&rx);
+	txc = segment_tx_ctrl(&tx);
+	if (!rc_push(&r, PROTO_LANE, &p) || rside_open(&s, &p) < 0 || !s.rx_wake)
+		_exit(3);
+	v = load_acquire(s.rx_wake);
+	fetch_add_relaxed(&txc->rx_waiters, 1);
+	lane_arm(s.arm, s.arm_slot, 1);
+	fence_full();
+	if (lane_read(&s.r, NULL, 0, &m) != LANE_NONE || load_acquire(&rxc->rx_write) != 0)
+		_exit(4);
+	nap(n, s.rx_wake, v);
+	lane_disarm(s.arm, s.arm_slot);
+	fetch_sub_relaxed(&txc->rx_waiters, 1);
+	n->rx_write = load_acquire(&rxc->rx_write);
+	_exit(0);
+}
+
+/* A lane reader asleep on its rx_wake is woken by a message the relay
+ * delivers into its RX ring (a libshmb publisher's, which does not
+ * speak lanes), not by its 10 s deadline. */
+static void test_relay_wakes_lane_reader(void)
+{
+	struct tb t;
+	struct rc c;
+	struct lanew w;
+	struct shmb_client *pc;
+	struct shmb_session *ps;
+	struct nap *n = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint64_t one = 1;
+	pid_t rd;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	rd = fork();
+	if (rd == 0)
+		relay_sleeper_main(&t, n);
+	/* a lane writer, so that the reader has a lane and its rx_wake */
+	WAIT_FOR_FATAL(load_acquire(&n->subscribed), 5000);
+	lanew_init(&w, 1);
+	CU_ASSERT_FATAL(rc_open(&c, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&c, &w) == 0);
+	WAIT_FOR_FATAL(load_acquire(&n->ready), 5000);
+	CU_ASSERT_FATAL(connect_open(&t, "lib-pub", 0, &pc, &ps) == 0);
+	CU_ASSERT(shmb_publish(ps, TOPIC_NAME, &one, sizeof(one), 1000) == 0);
+	CU_ASSERT(tb_wait_child(rd, 15000) == 0);
+	CU_ASSERT(n->woke != -ETIMEDOUT && n->slept_ns < 5000000000ull);
+	CU_ASSERT(n->rx_write > 0);
+	shmb_close(pc);
+	lanew_free(&w);
+	close(c.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(n, 4096);
+}
+
+/* A lane reader asleep on its rx_wake (no RX counting: only the broker's
+ * wakes reach it). */
+static void lane_sleeper_main(const struct tb *t, struct nap *n)
+{
+	struct rc r;
+	struct rpush p;
+	struct rside s;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (rc_open(&r, t->dir, "r", SHM_POLICY_BLOCK) < 0 || rc_subscribe(&r) != 0)
+		_exit(2);
+	store_release(&n->subscribed, 1);
+	if (!rc_push(&r, PROTO_LANE, &p) || rside_open(&s, &p) < 0 || !s.rx_wake)
+		_exit(3);
+	nap(n, s.rx_wake, load_acquire(s.rx_wake));
+	_exit(0);
+}
+
+/* At an owner switch of a reader session the old generation's rx_wake
+ * is woken: its owner asleep learns at once that it was fenced. */
+static void test_switch_wakes_reader(void)
+{
+	struct tb t;
+	struct rc c, r2;
+	struct lanew w;
+	struct nap *n = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t rd;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	rd = fork();
+	if (rd == 0)
+		lane_sleeper_main(&t, n);
+	WAIT_FOR_FATAL(load_acquire(&n->subscribed), 5000);
+	lanew_init(&w, 1);
+	CU_ASSERT_FATAL(rc_open(&c, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&c, &w) == 0);
+	WAIT_FOR_FATAL(load_acquire(&n->ready), 5000);
+	CU_ASSERT_FATAL(rc_open_ex(&r2, t.dir, "r", SHM_POLICY_BLOCK, PROTO_OPEN_TAKEOVER, NULL) == 0);
+	CU_ASSERT(r2.generation == 2);
+	CU_ASSERT(tb_wait_child(rd, 15000) == 0);
+	CU_ASSERT(n->woke != -ETIMEDOUT && n->slept_ns < 5000000000ull);
+	lanew_free(&w);
+	close(c.fd);
+	close(r2.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(n, 4096);
+}
+
+/* A writer asleep on its lane's tx_wake (as in a wait for space). */
+static void tx_sleeper_main(const struct tb *t, struct nap *n)
+{
+	struct rc c;
+	struct lanew w;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	lanew_init(&w, 1);
+	if (rc_open(&c, t->dir, "w", SHM_POLICY_BLOCK) < 0 || rc_lane_topic(&c, &w) != 0 ||
+	    w.nlanes != 1)
+		_exit(2);
+	nap(n, w.lanes[0]->tx_wake, load_acquire(w.lanes[0]->tx_wake));
+	_exit(0);
+}
+
+/* A publisher session taken over: its old generation's lanes are cut and
+ * the writer asleep on their tx_wake is woken (it learns it was fenced). */
+static void test_cut_wakes_writer(void)
+{
+	struct tb t;
+	struct rc w2;
+	struct nap *n = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t wr;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	wr = fork();
+	if (wr == 0)
+		tx_sleeper_main(&t, n);
+	WAIT_FOR_FATAL(load_acquire(&n->ready), 5000);
+	CU_ASSERT_FATAL(rc_open_ex(&w2, t.dir, "w", SHM_POLICY_BLOCK, PROTO_OPEN_TAKEOVER, NULL) == 0);
+	CU_ASSERT(w2.generation == 2);
+	CU_ASSERT(tb_wait_child(wr, 15000) == 0);
+	CU_ASSERT(n->woke != -ETIMEDOUT && n->slept_ns < 5000000000ull);
+	close(w2.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(n, 4096);
+}
+
 /* Without --lanes the broker says so, and a session that is not the
  * caller's gets no lane. */
 static void test_refused(void)
@@ -701,6 +884,9 @@ static const struct harness_test lanes_tests[] = {
 	{ "writer_reattaches", test_writer_reattaches },
 	{ "writer_dies_detached", test_writer_dies_detached },
 	{ "reader_reattaches", test_reader_reattaches },
+	{ "relay_wakes_lane_reader", test_relay_wakes_lane_reader },
+	{ "switch_wakes_reader", test_switch_wakes_reader },
+	{ "cut_wakes_writer", test_cut_wakes_writer },
 	{ NULL, NULL },
 };
 
