@@ -676,7 +676,10 @@ void session_quarantine(struct broker *b, struct session *s, const char *why)
 	loop_cancel_session(b, s);
 	s->tx_open = false;
 	/* the owner is detached by session_reap(), outside any routing pass
-	 * that may still hold a pointer to this session */
+	 * that may still hold a pointer to this session; a detached one is
+	 * not detached again, and cannot come back: its lanes end here */
+	if (!s->owner)
+		ctl_lanes_session_end(b, s, s->generation, CTL_LANES_ENDED);
 }
 
 void session_reap(struct broker *b)

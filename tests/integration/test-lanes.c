@@ -12,6 +12,7 @@
  * without
  * --lanes, or for another's session, no lane.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -871,6 +872,63 @@ static void test_punching_writer(void)
 	tb_cleanup(&t);
 }
 
+/* Entries in dir/lanes (-1 when it cannot be read). */
+static int lanes_count(const struct tb *t)
+{
+	char path[300];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/lanes", t->dir);
+	d = opendir(path);
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* A writer that punches its lane while detached (its connection closed,
+ * it lives): the session is quarantined, and since it cannot come back
+ * its lane is cut and removed then, not when its process dies or its
+ * session expires. */
+static void test_punching_detached_writer(void)
+{
+	struct tb t;
+	struct rc w, r;
+	struct lanew lw;
+	struct rpush p;
+	struct rside s;
+	struct lane_rec m;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
+	lanew_init(&lw, 1);
+	CU_ASSERT_FATAL(rc_open(&w, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&w, &lw) == 0);
+	CU_ASSERT_FATAL(w.data_fd >= 0);
+	rc_holders(&w, &lw, 1);
+	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
+	CU_ASSERT_FATAL(publish_range(&lw, w.topic, 1, 100) == 0);
+	close(w.fd);
+	WAIT_FOR_FATAL(tb_log_count(&t, "session w detached") == 1, 5000);
+	CU_ASSERT(lanes_count(&t) == 1);
+	CU_ASSERT_FATAL(fallocate(w.data_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 8192,
+				  8192) == 0);
+	WAIT_FOR(tb_log_count(&t, "quarantined: its lane was changed") == 1, 5000);
+	WAIT_FOR(lane_read(&s.r, NULL, 0, &m) == -EBADMSG, 5000);
+	WAIT_FOR(lanes_count(&t) == 0, 5000);
+	lanew_free(&lw);
+	close(w.data_fd);
+	close(r.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static const struct harness_test lanes_tests[] = {
 	{ "punching_writer", test_punching_writer },
 	{ "mixed", test_mixed },
@@ -887,6 +945,7 @@ static const struct harness_test lanes_tests[] = {
 	{ "relay_wakes_lane_reader", test_relay_wakes_lane_reader },
 	{ "switch_wakes_reader", test_switch_wakes_reader },
 	{ "cut_wakes_writer", test_cut_wakes_writer },
+	{ "punching_detached_writer", test_punching_detached_writer },
 	{ NULL, NULL },
 };
 
