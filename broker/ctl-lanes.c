@@ -9,14 +9,20 @@
  * messages use them (tests/integration/test-lanes.c); the relay path
  * runs as before beside them.
  *
+ * A generation's lanes outlive a lost connection: libshmb reconnects and
+ * REATTACHes with the same generation, is sent again what it missed, and
+ * writes on; they are cut when the generation ends or its process dies.
+ *
  * Must never: hand a writer its data file by anything but a descriptor
  * opened under Landlock where the kernel has it (harden.c); let a
  * session's owner use a lane of a topic its uid may not publish on;
- * leave a push's descriptors open after it was sent or dropped.
+ * leave a push's descriptors open after it was sent or dropped; cut a
+ * generation's lanes while its live owner may still come back with it.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,8 +205,13 @@ static unsigned readers_of(struct broker *b, const struct topic *t, struct lread
 		struct session *s = t->subs[i];
 		struct lreader *r;
 
-		/* only owners that speak the lane messages read lanes */
-		if (!s->owner || !s->owner->lanes || (s->uid != 0 && s->uid != t->owner))
+		/* only owners that speak the lane messages read lanes; a
+		 * detached one that did holds too (as its RX ring would) and
+		 * is told at its REATTACH (ctl_lanes_opened) */
+		if (s->owner ? !s->owner->lanes
+			     : !s->lane_reader || s->lane_reader->generation != s->generation)
+			continue;
+		if (s->quarantined || (s->uid != 0 && s->uid != t->owner))
 			continue;
 		r = reader_of(b, s);
 		if (r)
@@ -301,27 +312,93 @@ void ctl_lanes_reader_self(struct broker *b, struct session *s)
 
 void ctl_lanes_opened(struct broker *b, struct session *s)
 {
-	if (!b->lanes || !s->lane_reader || s->lane_reader->generation == s->generation)
+	if (!b->lanes)
 		return;
-	reader_of(b, s);
+	if (s->lane_reader && s->lane_reader->generation != s->generation) {
+		reader_of(b, s);
+	} else if (s->owner && s->owner->lanes &&
+		   lanes_resend(b->lanes, s->id, s->generation, s->lane_reader) < 0) {
+		/* flush() sends what was queued; the owner lacks the rest */
+		log_msg(LOG_WARNING, "session %s: lanes not all told again: %s", s->name,
+			b->lanes->why);
+	}
 	flush(b);
 }
 
-void ctl_lanes_session_end(struct broker *b, struct session *s, bool gone)
+void ctl_lanes_wake_reader(struct session *s)
+{
+	if (s->lane_reader)
+		lanes_reader_wake(s->lane_reader);
+}
+
+/*
+ * s's owner generation gen lost its connection: its open lanes are
+ * watched through a copy of its process's pidfd (ctl_lanes_deaths), so
+ * that the same owner may reattach and write on.  -1 when it cannot be
+ * watched (no pidfd): then its lanes are cut now.
+ */
+static int watch_writer(struct broker *b, struct session *s, uint32_t gen)
+{
+	for (struct blane *l = b->lanes->lanes; l; l = l->next) {
+		int fd;
+
+		if (l->publisher != s->id || l->generation != gen || l->cut)
+			continue;
+		fd = s->owner_pidfd >= 0 ? fcntl(s->owner_pidfd, F_DUPFD_CLOEXEC, 0) : -1;
+		if (fd < 0)
+			return -1;
+		if (l->watch_pidfd >= 0)
+			close(l->watch_pidfd);
+		l->watch_pidfd = fd;
+	}
+	return 0;
+}
+
+void ctl_lanes_session_end(struct broker *b, struct session *s, uint32_t gen,
+			   enum ctl_lanes_end how)
 {
 	if (!b->lanes)
 		return;
-	/* as a publisher: its lanes end after their last record */
-	if (lanes_publisher_end(b->lanes, s->id, s->generation) < 0)
-		log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
+	/* as a publisher: its lanes end after their last record, unless it
+	 * may come back as it was */
+	if (how != CTL_LANES_DETACHED || watch_writer(b, s, gen) < 0) {
+		if (lanes_publisher_end(b->lanes, s->id, gen) < 0)
+			log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
+	}
 	/* as a reader: it holds on while the session lives, detached or not
 	 * (a block session's writers wait for it, as with its RX ring);
 	 * its next owner takes the holds over (ctl_lanes_opened) */
-	if (gone && s->lane_reader) {
+	if (how == CTL_LANES_GONE && s->lane_reader) {
 		lanes_reader_end(b->lanes, s->lane_reader);
 		s->lane_reader = NULL;
 	}
 	lanes_push_done(b->lanes);
+}
+
+void ctl_lanes_deaths(struct broker *b)
+{
+	if (!b->lanes)
+		return;
+	for (struct blane *l = b->lanes->lanes; l; l = l->next) {
+		struct pollfd pf = { .fd = l->watch_pidfd, .events = POLLIN };
+		struct session *s;
+
+		if (l->watch_pidfd < 0)
+			continue;
+		s = session_by_id(b, l->publisher);
+		if (!l->cut && s && !s->owner && s->generation == l->generation) {
+			/* alive (or not to be known now): it may still come back */
+			if (poll(&pf, 1, 0) != 1)
+				continue;
+			log_msg(LOG_INFO, "session %s: its detached owner (pid %d) died: the lanes of"
+				" generation %u are cut", s->name, (int)s->owner_pid, l->generation);
+			if (lanes_publisher_end(b->lanes, l->publisher, l->generation) < 0)
+				log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
+		}
+		/* cut, or its owner is back: nothing to watch */
+		close(l->watch_pidfd);
+		l->watch_pidfd = -1;
+	}
 }
 
 /* Has the writer cut, grown or punched its lane's data file? */
@@ -370,6 +447,10 @@ void ctl_lanes_sweep(struct broker *b)
 
 void ctl_lanes_tick(struct broker *b)
 {
-	if (b->lanes)
-		lanes_tick(b->lanes);
+	if (!b->lanes)
+		return;
+	/* a death the exit watch no longer looks for (its process closed
+	 * its connection more than EXITW_GRACE_MS before) */
+	ctl_lanes_deaths(b);
+	lanes_tick(b->lanes);
 }

@@ -24,16 +24,44 @@ int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_top
 /* s subscribed to topic: holders on the lanes that carry it. */
 void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic);
 
-/* s's owner generation ended (detach, a new owner; gone: destroyed): its
- * lanes are cut; its holds are let go only when the session is gone. */
-void ctl_lanes_session_end(struct broker *b, struct session *s, bool gone);
+enum ctl_lanes_end {
+	/* the owner's connection went (or it was detached for being slow):
+	 * the same generation may come back (PROTO_OPEN_REATTACH) and write
+	 * on, so its lanes stay open while its process lives */
+	CTL_LANES_DETACHED,
+	/* the generation is over: a new owner (called after the commit
+	 * point), closed by its owner, quarantined */
+	CTL_LANES_ENDED,
+	/* the session is destroyed or expired (after its generation 0 is
+	 * stored) */
+	CTL_LANES_GONE,
+};
 
 /* A reader session's own sleep word and arm page, pushed before the
  * reply to its subscribe: it sleeps on them from its first wait on. */
 void ctl_lanes_reader_self(struct broker *b, struct session *s);
 
-/* s's new owner was answered: the holds of the last owner move to it. */
+/*
+ * Owner generation `gen` of s ends as `how` says.  Its lanes are cut
+ * (their readers and its tx_wake woken) when it is over, and when its
+ * process dies detached (ctl_lanes_deaths); a reader's holds stay while
+ * the session lives and are let go when it is gone (its rx_wake woken).
+ */
+void ctl_lanes_session_end(struct broker *b, struct session *s, uint32_t gen,
+			   enum ctl_lanes_end how);
+
+/* A detached writer's process may have died (the exit watch saw a death;
+ * also every housekeeping tick): the lanes of each one that did are cut. */
+void ctl_lanes_deaths(struct broker *b);
+
+/* s's owner was answered: a new owner takes the last one's holds over;
+ * the same owner back over a lane connection is sent again every push
+ * it may have missed while detached (lanes_resend). */
 void ctl_lanes_opened(struct broker *b, struct session *s);
+
+/* s's RX sleepers are being woken: a lane reader of s sleeps on its
+ * rx_wake alone (its RX ring is one more source), so that is woken too. */
+void ctl_lanes_wake_reader(struct session *s);
 
 /* About once a second: a lane whose writer cut, grew or punched its data
  * file is BAD (its readers drop it) and, while the writer is the

@@ -274,6 +274,9 @@ static int do_close(struct broker *b, struct conn *c, const struct proto_close *
 		session_destroy(b, s, q->flags & PROTO_CLOSE_DESTROY ? "destroyed by its owner"
 								 : "closed by its owner (ephemeral)");
 	} else {
+		/* its owner is done with this generation: its lanes end (a
+		 * lost connection leaves them open for a REATTACH) */
+		ctl_lanes_session_end(b, s, s->generation, CTL_LANES_ENDED);
 		session_detach(b, s, "closed by its owner");
 		snprintf(s->exit_reason, sizeof(s->exit_reason), "closed normally");
 	}

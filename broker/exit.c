@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/ctl-lanes.h"
 #include "broker/ctl.h"
 #include "broker/exit.h"
 #include "broker/log.h"
@@ -285,6 +286,9 @@ static void look(struct broker *b, struct pending *e, bool dead, bool reaped)
 	if (dead && !e->dead) {
 		e->dead = true;
 		e->dead_ns = clock_mono_ns();
+		/* a dead owner comes back to no session: its lanes are cut now,
+		 * after its last committed record */
+		ctl_lanes_deaths(b);
 	}
 	if (!e->dead && !reaped)
 		return;

@@ -172,9 +172,14 @@ struct lreader *lanes_reader_new(struct lanes_reg *g, uint64_t session, uint32_t
 		free(r);
 		return NULL;
 	}
-	r->arm = arm_take(g, uid, &r->arm_slot);
+	/* kept mapped: the router wakes it with each delivery to a sleeper
+	 * (a sealed memfd: nobody can cut it under the broker) */
+	r->rx_wake = page_map(r->rx_wake_fd);
+	r->arm = r->rx_wake ? arm_take(g, uid, &r->arm_slot) : NULL;
 	if (!r->arm) {
-		fail(g, -ENOMEM, "%s", "arm page");
+		fail(g, -ENOMEM, "%s", r->rx_wake ? "arm page" : "rx_wake page: map");
+		if (r->rx_wake)
+			munmap(r->rx_wake, 4096);
 		close(r->rx_wake_fd);
 		free(r);
 		return NULL;
@@ -253,6 +258,12 @@ static void holder_drop(struct blane *l, unsigned i)
 	l->holders[i] = l->holders[--l->nholders];
 }
 
+void lanes_reader_wake(struct lreader *r)
+{
+	fetch_add_release(r->rx_wake, 1);
+	futex_wake(r->rx_wake, 1 << 30);
+}
+
 void lanes_reader_end(struct lanes_reg *g, struct lreader *r)
 {
 	struct lreader **pp;
@@ -277,6 +288,10 @@ void lanes_reader_end(struct lanes_reg *g, struct lreader *r)
 		close(p->ro);
 		free(p);
 	}
+	/* after its arm is cleared: a sleeper of this generation looks again
+	 * and finds it over */
+	lanes_reader_wake(r);
+	munmap(r->rx_wake, 4096);
 	close(r->rx_wake_fd);
 	for (pp = &g->readers; *pp; pp = &(*pp)->next)
 		if (*pp == r) {
@@ -307,6 +322,8 @@ static void lane_unmake(struct lanes_reg *g, struct blane *l)
 	lanefile_remove(g->lanes_dirfd, name);
 	if (l->tx_wake_fd >= 0)
 		close(l->tx_wake_fd);
+	if (l->watch_pidfd >= 0)
+		close(l->watch_pidfd);
 	free(l->holders);
 	free(l->sent);
 	free(l);
@@ -334,7 +351,7 @@ static struct blane *lane_make(struct lanes_reg *g, uint64_t session, uint32_t g
 		fail(g, -ENOMEM, "%s", "out of memory");
 		return NULL;
 	}
-	l->tx_wake_fd = -1;
+	l->tx_wake_fd = l->watch_pidfd = -1;
 	if (lanefile_make(g->lanes_dirfd, &p, &l->f) < 0) {
 		fail(g, -EIO, "lane: %s", l->f.why);
 		free(l->holders);
@@ -538,17 +555,28 @@ static int holder_add(struct lanes_reg *g, struct blane *l, struct lreader *r)
 	return ret;
 }
 
-/* The cursor slot an entry of old names, or NULL. */
-static const uint64_t *old_slot(const struct blane *l, const struct lhold *h)
+/* The cursor page and slot hold entry h of l names, or NULL. */
+static struct lpage *hold_page(const struct blane *l, const struct lhold *h, uint32_t *slot)
 {
 	struct hold_view v;
 
 	if (!hold_read(&l->hold, (unsigned)h->idx, &v) || v.slot >= SHM_CURSOR_SLOTS)
 		return NULL;
-	for (const struct lpage *p = h->r->pages; p; p = p->next)
-		if (p->number == v.page)
-			return &p->map->slot[v.slot];
+	for (struct lpage *p = h->r->pages; p; p = p->next)
+		if (p->number == v.page) {
+			*slot = v.slot;
+			return p;
+		}
 	return NULL;
+}
+
+/* The cursor slot an entry of old names, or NULL. */
+static const uint64_t *old_slot(const struct blane *l, const struct lhold *h)
+{
+	uint32_t slot;
+	const struct lpage *p = hold_page(l, h, &slot);
+
+	return p ? &p->map->slot[slot] : NULL;
 }
 
 /* Move h (old's hold of l) to r: a new entry on r's page, started by the
@@ -614,6 +642,44 @@ struct lreader *lanes_reader_switch(struct lanes_reg *g, struct lreader *old, ui
 	return r;
 }
 
+int lanes_resend(struct lanes_reg *g, uint64_t session, uint32_t generation, struct lreader *r)
+{
+	const uint32_t all = PROTO_HOLDER_PAGE | PROTO_HOLDER_WAKE | PROTO_HOLDER_ARM;
+	int ret = 0;
+
+	/* whatever went out before may have been dropped: each descriptor
+	 * goes again, once */
+	if (r) {
+		r->told_self = false;
+		for (struct lpage *p = r->pages; p; p = p->next)
+			p->told = false;
+	}
+	for (struct blane *l = g->lanes; l && !ret; l = l->next) {
+		bool mine = l->publisher == session && l->generation == generation && !l->cut;
+
+		for (unsigned i = 0; i < l->nholders && !ret; i++) {
+			struct lhold *h = &l->holders[i];
+			struct lpage *p;
+			uint32_t slot;
+
+			if (!mine && h->r != r)
+				continue;
+			p = hold_page(l, h, &slot);
+			if (!p) {
+				ret = fail(g, -EBADMSG, "lane %s: a hold entry names no page", l->f.name);
+				break;
+			}
+			/* where it holds from: where a reader that never got the
+			 * lane stands, and a duplicate for one that did */
+			if (h->r == r)
+				ret = push_lane(g, l, r, p, slot, !p->told, h->start);
+			if (!ret && mine)
+				ret = push_holder(g, l, h->r, p, all);
+		}
+	}
+	return ret;
+}
+
 static bool reader_reads(const struct lreader *r, uint32_t topic)
 {
 	for (unsigned i = 0; i < r->ntopics; i++)
@@ -671,21 +737,16 @@ int lanes_subscribe(struct lanes_reg *g, struct lreader *r, uint32_t topic)
 	return 0;
 }
 
-/* Wake a reader's sleep word (after a cut: it finds the end). */
-static void reader_wake(struct lreader *r)
+/* Bump and wake the word of a wake page the broker does not keep mapped. */
+static void page_wake(int fd)
 {
-	uint32_t *w = page_map(r->rx_wake_fd);
+	uint32_t *w = page_map(fd);
 
 	if (!w)
 		return;
 	fetch_add_release(w, 1);
 	futex_wake(w, 1 << 30);
 	munmap(w, 4096);
-}
-
-void lanes_reader_wake(struct lreader *r)
-{
-	reader_wake(r);
 }
 
 /* Cut l after its last record: fence the slot there (the writer's next
@@ -726,8 +787,12 @@ static int lane_cut(struct lanes_reg *g, struct blane *l)
 	seq = 0;
 	ret = lanefile_cut(&l->f, end, seq, 0);
 	l->cut = true;
+	/* its readers find the end; its writer, asleep for space in a call,
+	 * looks again and learns that it was fenced */
 	for (unsigned i = 0; i < l->nholders; i++)
-		reader_wake(l->holders[i].r);
+		lanes_reader_wake(l->holders[i].r);
+	if (l->tx_wake_fd >= 0)
+		page_wake(l->tx_wake_fd);
 	return ret;
 }
 
@@ -802,6 +867,8 @@ void lanes_free(struct lanes_reg *g)
 		lanefile_close(&l->f);
 		if (l->tx_wake_fd >= 0)
 			close(l->tx_wake_fd);
+		if (l->watch_pidfd >= 0)
+			close(l->watch_pidfd);
 		free(l->holders);
 		free(l->sent);
 		free(l);

@@ -50,6 +50,9 @@ struct blane {
 	unsigned nholders;
 	uint64_t *sent;        /* descriptors its writer was sent (kind << 62 | number) */
 	unsigned nsent;
+	/* the control layer's: a pidfd of the process of its detached
+	 * writer, whose death cuts it; -1 (closed with the lane) */
+	int watch_pidfd;
 	bool cut;
 	struct blane *next;
 };
@@ -84,6 +87,7 @@ struct lreader {
 	bool drop_oldest;
 	uint64_t number;       /* what hold entries say of it (not its session id) */
 	int rx_wake_fd;
+	uint32_t *rx_wake;     /* the broker's mapping of it, for its wakes */
 	struct larm *arm;
 	uint32_t arm_slot;
 	bool told_self;        /* its own rx_wake and arm page went out in a push */
@@ -140,9 +144,6 @@ void lanes_free(struct lanes_reg *g);
 struct lreader *lanes_reader_new(struct lanes_reg *g, uint64_t session, uint32_t generation,
 				 uid_t uid, bool drop_oldest);
 
-/* Bump and wake r's rx_wake (after a push: it reads its socket). */
-void lanes_reader_wake(struct lreader *r);
-
 /* r's own sleep word and arm page, in a push with no lane (lane 0, only
  * PROTO_LANE_SELF), unless they went out already.  0 or -errno. */
 int lanes_reader_self(struct lanes_reg *g, struct lreader *r);
@@ -158,8 +159,23 @@ struct lreader *lanes_reader_switch(struct lanes_reg *g, struct lreader *old, ui
 
 /* The reader is gone (its generation ended): its entries freed (the
  * writers no longer wait for it), its arm word and bit cleared, its
- * pages removed. */
+ * pages removed, its rx_wake bumped and woken (a sleeper looks and
+ * learns that its generation is over). */
 void lanes_reader_end(struct lanes_reg *g, struct lreader *r);
+
+/* Bump r's rx_wake and wake whoever sleeps on it. */
+void lanes_reader_wake(struct lreader *r);
+
+/*
+ * The owner of (session, generation) is back over a new connection after
+ * pushes to it were dropped: queue again every push it would need.  As a
+ * reader (r, may be NULL), a PROTO_LANE for each lane r holds or watches
+ * (its cursor page with the first on each page, its own rx_wake and arm
+ * page with the first); as a writer, a PROTO_HOLDER with all three
+ * descriptors for each holder of each of its open lanes.  The owner
+ * ignores what it has already.  -errno with g->why.
+ */
+int lanes_resend(struct lanes_reg *g, uint64_t session, uint32_t generation, struct lreader *r);
 
 /*
  * The publisher (session, generation, uid) will publish on topic: its
@@ -179,7 +195,8 @@ int lanes_subscribe(struct lanes_reg *g, struct lreader *r, uint32_t topic);
 
 /* The publisher generation ended: its lanes are cut after their last
  * record (a writer still committing loses the race: -ESTALE for it),
- * CUT stored; readers read to the cut. */
+ * CUT stored; readers read to the cut.  Each cut lane's readers and its
+ * writer's tx_wake are woken. */
 int lanes_publisher_end(struct lanes_reg *g, uint64_t session, uint32_t generation);
 
 /* Lanes cut and passed by every holder (or held by none) are removed. */

@@ -19,6 +19,7 @@
 
 #include "broker/array.h"
 #include "broker/broker.h"
+#include "broker/ctl-lanes.h"
 #include "broker/dlv.h"
 #include "broker/link.h"
 #include "broker/log.h"
@@ -62,7 +63,12 @@ static void commit_dirty(struct broker *b)
 		if (!s->txc)
 			continue;
 		/* pairs with the reader's fence in wake_wait() */
-		b->wakes_sent += (uint64_t)wake_signal(&s->rxc->rx_signal, &s->txc->rx_waiters);
+		if (wake_signal(&s->rxc->rx_signal, &s->txc->rx_waiters)) {
+			b->wakes_sent++;
+			/* a sleeper that reads lanes too sleeps on its rx_wake,
+			 * having counted itself in rx_waiters first */
+			ctl_lanes_wake_reader(s);
+		}
 		/* a poller (shmb_session_fd) gets a byte; a full pipe is readable already.
 		 * wake_signal's full fence orders rx_write before this load. */
 		if (s->notify_wr >= 0 && (load_relaxed(&s->txc->client_flags) & SHM_CLIENT_POLLER))

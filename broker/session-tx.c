@@ -239,9 +239,11 @@ int session_new_generation(struct broker *b, struct session *s)
 	}
 	/* the commit point of the switch; wake every reader: a fenced owner
 	 * learns -ESTALE, others re-check */
-	ctl_lanes_session_end(b, s, false);
 	s->generation = gen;
 	store_release(&s->rxc->generation, gen);
+	/* after it: the old generation's lanes cut, their readers and its
+	 * tx_wake woken (a fenced writer asleep learns -ESTALE) */
+	ctl_lanes_session_end(b, s, old_gen, CTL_LANES_ENDED);
 	r = session_tx_adopt(s, &tx, gen, start_seq);
 	if (r < 0) {
 		segment_unmap(&tx);
@@ -257,6 +259,9 @@ int session_new_generation(struct broker *b, struct session *s)
 	fetch_add_release(&s->rxc->tx_space_signal, 1);
 	futex_wake(&s->rxc->rx_signal, 0x7fffffff);
 	futex_wake(&s->rxc->tx_space_signal, 0x7fffffff);
+	/* the old generation's lane reader sleeps on its rx_wake alone (the
+	 * new owner's takes its holds over only once it is answered) */
+	ctl_lanes_wake_reader(s);
 	return 0;
 }
 

@@ -521,8 +521,10 @@ void session_detach(struct broker *b, struct session *s, const char *reason)
 {
 	if (!s->owner)
 		return;
-	/* its owner generation is over: its lanes end, its holds stay */
-	ctl_lanes_session_end(b, s, false);
+	/* its holds stay; its lanes stay open for the same owner's REATTACH
+	 * while its process lives, unless it may not come back */
+	ctl_lanes_session_end(b, s, s->generation,
+			      s->quarantined ? CTL_LANES_ENDED : CTL_LANES_DETACHED);
 	s->owner = NULL;
 	s->owner_pidfd = -1;
 	notify_close(s);
@@ -623,7 +625,6 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 	 * comes back half destroyed; and if that line sets off a rewrite of
 	 * the file, the rewrite leaves this session out */
 	s->destroying = true;
-	ctl_lanes_session_end(b, s, true);
 	if (state_gone(b, s->id) < 0)
 		log_msg(LOG_WARNING, "session %s: its destruction could not be recorded; the next"
 			" start will quarantine what is left of it", s->name);
@@ -640,6 +641,9 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 	notify_close(s);
 	/* a client still mapping it learns -ESTALE at its next call */
 	store_release(&s->rxc->generation, 0);
+	/* after that store: the lanes' sleepers woken (its reader's rx_wake,
+	 * its lanes' readers and tx_wake) look and find it over */
+	ctl_lanes_session_end(b, s, s->generation, CTL_LANES_GONE);
 	fetch_add_release(&s->rxc->rx_signal, 1);
 	fetch_add_release(&s->rxc->tx_space_signal, 1);
 	futex_wake(&s->rxc->rx_signal, 0x7fffffff);
@@ -672,7 +676,10 @@ void session_quarantine(struct broker *b, struct session *s, const char *why)
 	loop_cancel_session(b, s);
 	s->tx_open = false;
 	/* the owner is detached by session_reap(), outside any routing pass
-	 * that may still hold a pointer to this session */
+	 * that may still hold a pointer to this session; a detached one is
+	 * not detached again, and cannot come back: its lanes end here */
+	if (!s->owner)
+		ctl_lanes_session_end(b, s, s->generation, CTL_LANES_ENDED);
 }
 
 void session_reap(struct broker *b)

@@ -121,35 +121,85 @@ bool rc_push(struct rc *c, uint32_t type, struct rpush *out)
 	}
 }
 
-/* Connect, HELLO, open session `name` (policy), intern the topic. */
-int rc_open(struct rc *c, const char *dir, const char *name, uint32_t policy)
+static int rc_hello(struct rc *c)
 {
 	struct proto_hello hello = { .h = { PROTO_HELLO, sizeof(hello), 0 }, .version = PROTO_VERSION,
 				     .flags = PROTO_HELLO_LANES };
-	struct proto_open o = { .h = { PROTO_SESSION_OPEN, sizeof(o), 0 }, .policy = policy };
+	struct proto_reply rep;
+
+	if (rc_call(c, &hello, sizeof(hello), &rep, NULL, NULL) < 0 || rep.err)
+		return -1;
+	return 0;
+}
+
+/* PROTO_SESSION_OPEN of name with flags (and c's token when asked);
+ * the reply into rep, its descriptors into seg or closed. */
+static int rc_session_open(struct rc *c, const char *name, uint32_t policy, uint32_t flags,
+			   struct proto_reply *rep, int seg[2])
+{
+	struct proto_open o = { .h = { PROTO_SESSION_OPEN, sizeof(o), 0 }, .policy = policy,
+				.flags = flags };
+	int fds[4];
+	unsigned n = 0;
+
+	o.name_len = (uint32_t)strlen(name);
+	memcpy(o.name, name, o.name_len);
+	if (flags & PROTO_OPEN_TOKEN)
+		memcpy(o.token, c->token, sizeof(o.token));
+	if (rc_call(c, &o, sizeof(o), rep, fds, &n) < 0)
+		return -1;
+	for (unsigned i = 0; i < n; i++) {
+		if (seg && i < 2 && !rep->err)
+			seg[i] = fds[i];
+		else
+			close(fds[i]);
+	}
+	return rep->err;
+}
+
+int rc_open_ex(struct rc *c, const char *dir, const char *name, uint32_t policy, uint32_t flags,
+	       int seg[2])
+{
 	struct proto_topic tp = { .h = { PROTO_TOPIC, sizeof(tp), 0 } };
 	struct proto_reply rep;
-	int fds[4];
-	unsigned n;
 
 	memset(c, 0, sizeof(*c));
 	c->data_fd = -1;
 	c->fd = rc_connect(dir);
-	if (c->fd < 0 || rc_call(c, &hello, sizeof(hello), &rep, NULL, NULL) < 0 || rep.err)
+	if (c->fd < 0 || rc_hello(c) < 0 || rc_session_open(c, name, policy, flags, &rep, seg) != 0)
 		return -1;
-	o.name_len = (uint32_t)strlen(name);
-	memcpy(o.name, name, o.name_len);
-	if (rc_call(c, &o, sizeof(o), &rep, fds, &n) < 0 || rep.err)
-		return -1;
-	for (unsigned i = 0; i < n; i++)
-		close(fds[i]);
 	c->session = rep.u.open.session_id;
 	c->generation = rep.u.open.generation;
+	memcpy(c->token, rep.u.open.token, sizeof(c->token));
 	tp.name_len = (uint32_t)strlen(TOPIC_NAME);
 	memcpy(tp.name, TOPIC_NAME, tp.name_len);
 	if (rc_call(c, &tp, sizeof(tp), &rep, NULL, NULL) < 0 || rep.err)
 		return -1;
 	c->topic = rep.u.topic.topic_id;
+	return 0;
+}
+
+/* Connect, HELLO, open session `name` (policy), intern the topic. */
+int rc_open(struct rc *c, const char *dir, const char *name, uint32_t policy)
+{
+	return rc_open_ex(c, dir, name, policy, 0, NULL);
+}
+
+int rc_reattach(struct rc *c, const char *dir, const char *name)
+{
+	struct proto_reply rep;
+	int r;
+
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = rc_connect(dir);
+	if (c->fd < 0 || rc_hello(c) < 0)
+		return -1;
+	r = rc_session_open(c, name, UINT32_MAX, PROTO_OPEN_TOKEN | PROTO_OPEN_REATTACH, &rep, NULL);
+	if (r != 0)
+		return r;
+	if (rep.u.open.session_id != c->session || rep.u.open.generation != c->generation)
+		return -ESTALE;
 	return 0;
 }
 

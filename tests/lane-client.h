@@ -35,6 +35,7 @@ struct rc {
 	uint64_t req;
 	uint64_t session;
 	uint32_t generation, topic;
+	uint8_t token[PROTO_TOKEN_LEN]; /* its session's, for rc_reattach() */
 	int data_fd;           /* a copy of its lane's data descriptor (hostile tests), or -1 */
 	struct lanew *w;       /* its writer side, for rc_drain() */
 	struct rpush q[MAXP];
@@ -65,6 +66,16 @@ int rc_call(struct rc *c, void *msg, size_t len, struct proto_reply *rep, int *f
 bool rc_push(struct rc *c, uint32_t type, struct rpush *out);
 /* Connect, HELLO, open session `name` (policy), intern TOPIC_NAME. */
 int rc_open(struct rc *c, const char *dir, const char *name, uint32_t policy);
+/* The same with PROTO_OPEN_* flags; seg, when not NULL, keeps the
+ * session's rx (read-only) and tx descriptors from the reply. */
+int rc_open_ex(struct rc *c, const char *dir, const char *name, uint32_t policy, uint32_t flags,
+	       int seg[2]);
+/* The owner back over a new connection, as libshmb does after losing
+ * its own: connect, HELLO with PROTO_HELLO_LANES, reopen `name` with
+ * PROTO_OPEN_REATTACH and its token.  The old socket is closed (unless
+ * c->fd is -1 already), pushes queued from it kept.  0, -1, or the reply's error; the same session
+ * and generation, or -ESTALE. */
+int rc_reattach(struct rc *c, const char *dir, const char *name);
 int rc_subscribe(struct rc *c);
 /* PROTO_LANE_TOPIC; the lane (and, the first time, its descriptors) into w. */
 int rc_lane_topic(struct rc *c, struct lanew *w);

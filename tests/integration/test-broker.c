@@ -122,8 +122,11 @@ static void test_subscriber_killed(void)
 	       (unsigned long long)st->dups[0], (unsigned long long)st->errors[0],
 	       (clock_mono_ns() - t0) / 1e9);
 	CU_ASSERT(kills >= want);
-	CU_ASSERT(st->received[0] == n);
+	/* next[] is the record of what arrived in order (no gap is possible
+	 * without an error); received[] is bumped just after it, so a kill
+	 * between the two leaves it one short, at most once per kill */
 	CU_ASSERT(st->next[0][0] == n);
+	CU_ASSERT(st->received[0] <= n && st->received[0] + kills >= n);
 	CU_ASSERT(st->errors[0] == 0);
 	CU_ASSERT(st->dups[0] <= (uint64_t)kills * ACK_EVERY);
 	CU_ASSERT(tb_log_count(&t, "detached") >= (int)kills);

@@ -12,6 +12,7 @@
  * without
  * --lanes, or for another's session, no lane.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -37,6 +38,7 @@
 #include "shm/futex.h"
 #include "shm/lane-rw.h"
 #include "shm/proto.h"
+#include "shm/segment.h"
 
 
 /* ---- the writer, in a child ------------------------------------------------------ */
@@ -156,6 +158,8 @@ static void test_writer_killed(void)
 	 * (whole, or in part when the lane filled under it) and was killed
 	 * before noting */
 	CU_ASSERT(next - 1 <= committed + 16);
+	/* cut because its process died (its lost connection alone keeps it) */
+	CU_ASSERT(tb_log_count(&t, "its detached owner (pid") == 1);
 	CU_ASSERT(tb_stop(&t) == 0);
 	tb_cleanup(&t);
 	munmap(sh, 4096);
@@ -401,6 +405,370 @@ static void test_reader_sleeps(void)
 	munmap(sl, 4096);
 }
 
+/* PROTO_SESSION_CLOSE of c's session (its owner is done: its lanes end). */
+static int close_session(struct rc *c)
+{
+	struct proto_close q = { .h = { PROTO_SESSION_CLOSE, sizeof(q), 0 },
+				 .session_id = c->session };
+	struct proto_reply rep;
+
+	return rc_call(c, &q, sizeof(q), &rep, NULL, NULL) < 0 ? -1 : rep.err;
+}
+
+/* Publish orders from..to (each carries its order), one record each. */
+static int publish_range(struct lanew *w, uint32_t topic, uint64_t from, uint64_t to)
+{
+	for (uint64_t i = from; i <= to; i++) {
+		int r = lanew_publish(w, topic, &i, sizeof(i), false, NULL);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* A writer whose connection closes while it lives (as libshmb's does
+ * before it reconnects): its lane stays open, it writes on while
+ * detached and after its REATTACH (the same generation: the same lane,
+ * its holder told again), and its reader gets every message in order
+ * with no end between; the end comes when it closes its session. */
+static void test_writer_reattaches(void)
+{
+	struct tb t;
+	struct rc w, r;
+	struct lanew lw;
+	struct rpush p, h;
+	struct rside s;
+	struct lane_rec m;
+	uint64_t next = 1;
+	bool end;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
+	lanew_init(&lw, 1);
+	CU_ASSERT_FATAL(rc_open(&w, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&w, &lw) == 0);
+	rc_holders(&w, &lw, 1);
+	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
+	CU_ASSERT_FATAL(publish_range(&lw, w.topic, 1, 1000) == 0);
+	close(w.fd);
+	w.fd = -1;
+	WAIT_FOR_FATAL(tb_log_count(&t, "session w detached") == 1, 5000);
+	/* detached, alive: the lane is still its own */
+	CU_ASSERT_FATAL(publish_range(&lw, w.topic, 1001, 2000) == 0);
+	CU_ASSERT(read_lane(&s, &next, 2000, &end) == 0 && !end && next == 2001);
+	CU_ASSERT(lane_read(&s.r, NULL, 0, &m) == LANE_NONE);
+	CU_ASSERT_FATAL(rc_reattach(&w, t.dir, "w") == 0);
+	/* its holder again, all its descriptors (it ignores what it has) */
+	CU_ASSERT_FATAL(rc_push(&w, PROTO_HOLDER, &h));
+	CU_ASSERT(h.m.holder.page == p.m.lane.page && h.nfds == 3);
+	lanew_holder(&lw, &h.m.holder, h.fds, h.nfds);
+	/* the same lane: no new one, no descriptors */
+	CU_ASSERT(rc_lane_topic(&w, &lw) == 0 && lw.nlanes == 1);
+	CU_ASSERT_FATAL(publish_range(&lw, w.topic, 2001, 3000) == 0);
+	CU_ASSERT(read_lane(&s, &next, 3000, &end) == 0 && !end && next == 3001);
+	CU_ASSERT(close_session(&w) == 0);
+	CU_ASSERT(read_lane(&s, &next, 0, &end) == 0 && end && next == 3001);
+	CU_ASSERT(tb_log_count(&t, "lanes of generation") == 0);
+	lanew_free(&lw);
+	close(w.fd);
+	close(r.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* The writer, in a child: its lane, 100 messages, then its connection
+ * closed (it lives on) until killed. */
+static void detached_writer_main(const struct tb *t, struct wshared *sh)
+{
+	struct rc c;
+	struct lanew w;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	lanew_init(&w, 1);
+	if (rc_open(&c, t->dir, "w", SHM_POLICY_BLOCK) < 0 || rc_lane_topic(&c, &w) != 0)
+		_exit(2);
+	rc_holders(&c, &w, 1);
+	if (publish_range(&w, c.topic, 1, 100) < 0)
+		_exit(3);
+	close(c.fd);
+	store_release(&sh->ready, 1);
+	for (;;)
+		pause();
+}
+
+/* A writer that closed its connection and died later, after the exit
+ * watch stopped looking at it ("closed normally"): its lane is cut all
+ * the same (the broker watches a detached writer's process while it has
+ * open lanes), and its reader gets everything, then the end. */
+static void test_writer_dies_detached(void)
+{
+	struct tb t;
+	struct rc r;
+	struct rpush p;
+	struct rside s;
+	struct wshared *sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct lane_rec m;
+	uint64_t next = 1;
+	bool end;
+	pid_t w;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
+	w = fork();
+	if (w == 0)
+		detached_writer_main(&t, sh);
+	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
+	WAIT_FOR_FATAL(load_acquire(&sh->ready), 5000);
+	WAIT_FOR_FATAL(tb_log_count(&t, "closed normally") == 1, 5000);
+	CU_ASSERT(read_lane(&s, &next, 100, &end) == 0 && !end && next == 101);
+	/* open while it lives: nothing more, and no end */
+	CU_ASSERT(lane_read(&s.r, NULL, 0, &m) == LANE_NONE);
+	kill(w, SIGKILL);
+	CU_ASSERT(tb_wait_child(w, 5000) >= 0);
+	CU_ASSERT(read_lane(&s, &next, 0, &end) == 0 && end && next == 101);
+	CU_ASSERT(tb_log_count(&t, "its detached owner") == 1);
+	close(r.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(sh, 4096);
+}
+
+/* A reader whose connection closed while a new writer came and
+ * published: it holds the new lane all the same (as its RX ring would
+ * take the messages), and at its REATTACH it is told of the lane (with
+ * its own sleep words) and reads everything, in order, to the end. */
+static void test_reader_reattaches(void)
+{
+	struct tb t;
+	struct rc w, r;
+	struct lanew lw;
+	struct rpush p;
+	struct rside s;
+	uint64_t next = 1;
+	bool end;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
+	close(r.fd);
+	r.fd = -1;
+	WAIT_FOR_FATAL(tb_log_count(&t, "session r detached") == 1, 5000);
+	lanew_init(&lw, 1);
+	CU_ASSERT_FATAL(rc_open(&w, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&w, &lw) == 0);
+	rc_holders(&w, &lw, 1);
+	CU_ASSERT(lw.npages == 1 && lw.nwakes == 1);
+	CU_ASSERT_FATAL(publish_range(&lw, w.topic, 1, 1000) == 0);
+	CU_ASSERT_FATAL(rc_reattach(&r, t.dir, "r") == 0);
+	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	CU_ASSERT(p.m.lane.flags & PROTO_LANE_SELF);
+	CU_ASSERT(p.m.lane.publisher == w.session && p.m.lane.start == 0);
+	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
+	CU_ASSERT_FATAL(publish_range(&lw, w.topic, 1001, 2000) == 0);
+	CU_ASSERT(close_session(&w) == 0);
+	CU_ASSERT(read_lane(&s, &next, 0, &end) == 0 && end && next == 2001);
+	lanew_free(&lw);
+	close(w.fd);
+	close(r.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+/* What a child asleep on a futex word saw. */
+struct nap {
+	uint32_t subscribed; /* its session subscribed (a lane writer may come) */
+	uint32_t ready;   /* it read the word and is about to sleep */
+	int woke;         /* futex_wait's result: woken (0 or -EAGAIN), not -ETIMEDOUT */
+	uint64_t slept_ns;
+	uint64_t rx_write; /* its RX ring's write position after it (relay_sleeper_main) */
+};
+
+/* Sleep on word (value v) for up to 10 s, saying so first. */
+static void nap(struct nap *n, const uint32_t *word, uint32_t v)
+{
+	struct timespec d = deadline_in_ns(10000000000ull);
+	uint64_t t0 = clock_mono_ns();
+
+	store_release(&n->ready, 1);
+	n->woke = futex_wait(word, v, &d);
+	n->slept_ns = clock_mono_ns() - t0;
+}
+
+/* A lane reader (a lane gives it its rx_wake) that sleeps on rx_wake as
+ * libshmb's does: counted in its tx file's rx_waiters first, then armed,
+ * then a look at its lanes and its RX ring. */
+static void relay_sleeper_main(const struct tb *t, struct nap *n)
+{
+	struct segment rx = SEGMENT_INIT, tx = SEGMENT_INIT;
+	struct shm_tx_ctrl *txc;
+	struct shm_rx_ctrl *rxc;
+	struct rc r;
+	struct rpush p;
+	struct rside s;
+	struct lane_rec m;
+	int seg[2] = { -1, -1 };
+	uint32_t v;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (rc_open_ex(&r, t->dir, "r", SHM_POLICY_BLOCK, 0, seg) < 0 || rc_subscribe(&r) != 0 ||
+	    segment_map(seg[0], false, &rx) < 0 || segment_map(seg[1], true, &tx) < 0)
+		_exit(2);
+	store_release(&n->subscribed, 1);
+	rxc = segment_rx_ctrl(&rx);
+	txc = segment_tx_ctrl(&tx);
+	/* a request answered after the LANE push: the broker's bump of
+	 * rx_wake that follows its push is done before this sleep */
+	if (!rc_push(&r, PROTO_LANE, &p) || rside_open(&s, &p) < 0 || !s.rx_wake ||
+	    rc_subscribe(&r) != 0)
+		_exit(3);
+	v = load_acquire(s.rx_wake);
+	fetch_add_relaxed(&txc->rx_waiters, 1);
+	lane_arm(s.arm, s.arm_slot, 1);
+	fence_full();
+	if (lane_read(&s.r, NULL, 0, &m) != LANE_NONE || load_acquire(&rxc->rx_write) != 0)
+		_exit(4);
+	nap(n, s.rx_wake, v);
+	lane_disarm(s.arm, s.arm_slot);
+	fetch_sub_relaxed(&txc->rx_waiters, 1);
+	n->rx_write = load_acquire(&rxc->rx_write);
+	_exit(0);
+}
+
+/* A lane reader asleep on its rx_wake is woken by a message the relay
+ * delivers into its RX ring (a libshmb publisher's, which does not
+ * speak lanes), not by its 10 s deadline. */
+static void test_relay_wakes_lane_reader(void)
+{
+	struct tb t;
+	struct rc c;
+	struct lanew w;
+	struct shmb_client *pc;
+	struct shmb_session *ps;
+	struct nap *n = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint64_t one = 1;
+	pid_t rd;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	rd = fork();
+	if (rd == 0)
+		relay_sleeper_main(&t, n);
+	/* a lane writer, so that the reader has a lane and its rx_wake */
+	WAIT_FOR_FATAL(load_acquire(&n->subscribed), 5000);
+	lanew_init(&w, 1);
+	CU_ASSERT_FATAL(rc_open(&c, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&c, &w) == 0);
+	WAIT_FOR_FATAL(load_acquire(&n->ready), 5000);
+	/* a relay publisher: libshmb told not to use lanes */
+	setenv("SHMB_LANES", "0", 1);
+	CU_ASSERT_FATAL(connect_open(&t, "lib-pub", 0, &pc, &ps) == 0);
+	unsetenv("SHMB_LANES");
+	CU_ASSERT(shmb_publish(ps, TOPIC_NAME, &one, sizeof(one), 1000) == 0);
+	CU_ASSERT(tb_wait_child(rd, 15000) == 0);
+	CU_ASSERT(n->woke != -ETIMEDOUT && n->slept_ns < 5000000000ull);
+	CU_ASSERT(n->rx_write > 0);
+	shmb_close(pc);
+	lanew_free(&w);
+	close(c.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(n, 4096);
+}
+
+/* A lane reader asleep on its rx_wake (no RX counting: only the broker's
+ * wakes reach it). */
+static void lane_sleeper_main(const struct tb *t, struct nap *n)
+{
+	struct rc r;
+	struct rpush p;
+	struct rside s;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (rc_open(&r, t->dir, "r", SHM_POLICY_BLOCK) < 0 || rc_subscribe(&r) != 0)
+		_exit(2);
+	store_release(&n->subscribed, 1);
+	/* as above: the bump after the LANE push is behind it */
+	if (!rc_push(&r, PROTO_LANE, &p) || rside_open(&s, &p) < 0 || !s.rx_wake ||
+	    rc_subscribe(&r) != 0)
+		_exit(3);
+	nap(n, s.rx_wake, load_acquire(s.rx_wake));
+	_exit(0);
+}
+
+/* At an owner switch of a reader session the old generation's rx_wake
+ * is woken: its owner asleep learns at once that it was fenced. */
+static void test_switch_wakes_reader(void)
+{
+	struct tb t;
+	struct rc c, r2;
+	struct lanew w;
+	struct nap *n = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t rd;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	rd = fork();
+	if (rd == 0)
+		lane_sleeper_main(&t, n);
+	WAIT_FOR_FATAL(load_acquire(&n->subscribed), 5000);
+	lanew_init(&w, 1);
+	CU_ASSERT_FATAL(rc_open(&c, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&c, &w) == 0);
+	WAIT_FOR_FATAL(load_acquire(&n->ready), 5000);
+	CU_ASSERT_FATAL(rc_open_ex(&r2, t.dir, "r", SHM_POLICY_BLOCK, PROTO_OPEN_TAKEOVER, NULL) == 0);
+	CU_ASSERT(r2.generation == 2);
+	CU_ASSERT(tb_wait_child(rd, 15000) == 0);
+	CU_ASSERT(n->woke != -ETIMEDOUT && n->slept_ns < 5000000000ull);
+	lanew_free(&w);
+	close(c.fd);
+	close(r2.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(n, 4096);
+}
+
+/* A writer asleep on its lane's tx_wake (as in a wait for space). */
+static void tx_sleeper_main(const struct tb *t, struct nap *n)
+{
+	struct rc c;
+	struct lanew w;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	lanew_init(&w, 1);
+	if (rc_open(&c, t->dir, "w", SHM_POLICY_BLOCK) < 0 || rc_lane_topic(&c, &w) != 0 ||
+	    w.nlanes != 1)
+		_exit(2);
+	nap(n, w.lanes[0]->tx_wake, load_acquire(w.lanes[0]->tx_wake));
+	_exit(0);
+}
+
+/* A publisher session taken over: its old generation's lanes are cut and
+ * the writer asleep on their tx_wake is woken (it learns it was fenced). */
+static void test_cut_wakes_writer(void)
+{
+	struct tb t;
+	struct rc w2;
+	struct nap *n = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t wr;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	wr = fork();
+	if (wr == 0)
+		tx_sleeper_main(&t, n);
+	WAIT_FOR_FATAL(load_acquire(&n->ready), 5000);
+	CU_ASSERT_FATAL(rc_open_ex(&w2, t.dir, "w", SHM_POLICY_BLOCK, PROTO_OPEN_TAKEOVER, NULL) == 0);
+	CU_ASSERT(w2.generation == 2);
+	CU_ASSERT(tb_wait_child(wr, 15000) == 0);
+	CU_ASSERT(n->woke != -ETIMEDOUT && n->slept_ns < 5000000000ull);
+	close(w2.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(n, 4096);
+}
+
 /* Without --lanes the broker says so, and a session that is not the
  * caller's gets no lane. */
 static void test_refused(void)
@@ -527,6 +895,63 @@ static void test_punching_writer(void)
 	tb_cleanup(&t);
 }
 
+/* Entries in dir/lanes (-1 when it cannot be read). */
+static int lanes_count(const struct tb *t)
+{
+	char path[300];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/lanes", t->dir);
+	d = opendir(path);
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* A writer that punches its lane while detached (its connection closed,
+ * it lives): the session is quarantined, and since it cannot come back
+ * its lane is cut and removed then, not when its process dies or its
+ * session expires. */
+static void test_punching_detached_writer(void)
+{
+	struct tb t;
+	struct rc w, r;
+	struct lanew lw;
+	struct rpush p;
+	struct rside s;
+	struct lane_rec m;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
+	lanew_init(&lw, 1);
+	CU_ASSERT_FATAL(rc_open(&w, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&w, &lw) == 0);
+	CU_ASSERT_FATAL(w.data_fd >= 0);
+	rc_holders(&w, &lw, 1);
+	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	CU_ASSERT_FATAL(rside_open(&s, &p) == 0);
+	CU_ASSERT_FATAL(publish_range(&lw, w.topic, 1, 100) == 0);
+	close(w.fd);
+	WAIT_FOR_FATAL(tb_log_count(&t, "session w detached") == 1, 5000);
+	CU_ASSERT(lanes_count(&t) == 1);
+	CU_ASSERT_FATAL(fallocate(w.data_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 8192,
+				  8192) == 0);
+	WAIT_FOR(tb_log_count(&t, "quarantined: its lane was changed") == 1, 5000);
+	WAIT_FOR(lane_read(&s.r, NULL, 0, &m) == -EBADMSG, 5000);
+	WAIT_FOR(lanes_count(&t) == 0, 5000);
+	lanew_free(&lw);
+	close(w.data_fd);
+	close(r.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static const struct harness_test lanes_tests[] = {
 	{ "punching_writer", test_punching_writer },
 	{ "mixed", test_mixed },
@@ -537,6 +962,13 @@ static const struct harness_test lanes_tests[] = {
 	{ "stream", test_stream },
 	{ "writer_killed", test_writer_killed },
 	{ "broker_stopped", test_broker_stopped },
+	{ "writer_reattaches", test_writer_reattaches },
+	{ "writer_dies_detached", test_writer_dies_detached },
+	{ "reader_reattaches", test_reader_reattaches },
+	{ "relay_wakes_lane_reader", test_relay_wakes_lane_reader },
+	{ "switch_wakes_reader", test_switch_wakes_reader },
+	{ "cut_wakes_writer", test_cut_wakes_writer },
+	{ "punching_detached_writer", test_punching_detached_writer },
 	{ NULL, NULL },
 };
 

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "broker/broker.h"
+#include "broker/ctl-lanes.h"
 #include "broker/router.h"
 #include "broker/session.h"
 #include "broker/topic.h"
@@ -44,6 +45,12 @@ void session_quarantine(struct broker *b, struct session *s, const char *why)
 	s->quarantined = true;
 	s->tx_open = false;
 	stub_quarantines++;
+}
+
+/* ctl-lanes.c: a lane reader's rx_wake (test-router.c has no lanes) */
+void ctl_lanes_wake_reader(struct session *s)
+{
+	(void)s;
 }
 
 /* session-tx.c: the drain is over (test-router.c starts none) */
