@@ -17,11 +17,17 @@
  * is free: a request in flight reads the pushes itself).
  */
 #include <errno.h>
+#include <linux/futex.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "libclient/client.h"
@@ -31,6 +37,10 @@
 #include "shm/futex.h"
 
 #define PUSH_FDS 6
+
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449 /* Linux 5.16; glibc 2.36's headers may lack it */
+#endif
 
 struct lpush_item {
 	union {
@@ -58,6 +68,11 @@ struct client_lanes {
 	uint32_t drain_tick;    /* the socket is looked at every 1024 calls */
 	bool rx_first;          /* the RX ring's turn before the lanes' */
 	uint64_t bad_lanes;
+	/* shmb_session_fd(): its eventfd, written by the client's waker when
+	 * rx_wake moves from poll_v while poll_armed (c->slock for the fd) */
+	int poll_efd;
+	uint32_t poll_armed;    /* atomic */
+	uint32_t poll_v;
 };
 
 static void close_fds(const int *fds, unsigned n)
@@ -102,6 +117,7 @@ int client_lanes_open(struct shmb_session *s, uint64_t start_seq)
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&ln->qlock, NULL);
+	ln->poll_efd = -1;
 	/* a lane's order 0 means "none": order = source sequence + 1 */
 	lanew_init(&ln->w, start_seq + 1);
 	ln->w.drain = writer_drain;
@@ -127,6 +143,8 @@ void client_lanes_free(struct shmb_session *s)
 		munmap(ln->rx_wake, 4096);
 	if (ln->arm)
 		munmap(ln->arm, 4096);
+	if (ln->poll_efd >= 0)
+		close(ln->poll_efd);
 	pthread_mutex_destroy(&ln->qlock);
 	free(ln->buf);
 	free(ln);
@@ -366,7 +384,7 @@ int client_lanes_flush(struct shmb_session *s)
 
 uint64_t client_lanes_next_seq(const struct shmb_session *s)
 {
-	return s->ln->w.next_order - 1;
+	return s->ln->w.committed_order - 1; /* what a batch holds open is not counted */
 }
 
 /* ---- the reader --------------------------------------------------------------- */
@@ -477,4 +495,196 @@ void client_lanes_wake(struct shmb_session *s)
 		fetch_add_release(w, 1);
 		futex_wake(w, 0x7fffffff);
 	}
+}
+
+/* ---- the pollable fd ------------------------------------------------------------ */
+
+/*
+ * A lane writer wakes its readers through rx_wake, a futex word, which an
+ * epoll set cannot watch.  So a session that reads lanes has an eventfd
+ * in its epoll set (besides the broker's pipe, which still tells of RX
+ * deliveries), and one thread per client, started by the first
+ * shmb_session_fd() of such a session, sleeps on the rx_wake of every
+ * session whose shmb_recv(s, &m, 0) found nothing and armed (FUTEX_WAITV,
+ * Linux 5.16+; without it, a look every 2 ms), and writes the eventfd of
+ * each whose word moved.  Once a second it writes them all: a wake-up a
+ * hostile peer swallowed (data-path.md, section 4, "Deadlines") delays a
+ * poller by a second at most, and an idle fd turns readable once a second,
+ * which shmb_session_fd()'s "readable when messages may be waiting"
+ * allows.
+ */
+#define WAKER_MAX 127 /* sessions watched at once, besides the control word */
+
+static void efd_kick(int fd)
+{
+	uint64_t one = 1;
+
+	(void)!write(fd, &one, sizeof(one));
+}
+
+static void *waker_main(void *arg)
+{
+	struct shmb_client *c = arg;
+	bool have_waitv = true;
+
+	for (;;) {
+		struct futex_waitv wv[WAKER_MAX + 1];
+		unsigned n = 1;
+		uint64_t now = clock_mono_ns();
+		bool all;
+		long r;
+
+		pthread_mutex_lock(&c->slock);
+		if (c->waker.stop) {
+			pthread_mutex_unlock(&c->slock);
+			return NULL;
+		}
+		wv[0] = (struct futex_waitv){ .val = load_acquire(&c->waker.word),
+					      .uaddr = (uintptr_t)&c->waker.word,
+					      .flags = FUTEX_32 }; /* shared, as futex_wake() */
+		all = now >= c->waker.tick_due;
+		if (all)
+			c->waker.tick_due = now + c->waker.tick_ns;
+		for (unsigned i = 0; i < c->nsessions; i++) {
+			struct client_lanes *ln = c->sessions[i]->ln;
+			uint32_t *w;
+
+			if (!ln || ln->poll_efd < 0)
+				continue;
+			if (all) {
+				efd_kick(ln->poll_efd);
+				continue;
+			}
+			w = load_acquire(&ln->rx_wake);
+			if (!w || !load_acquire(&ln->poll_armed))
+				continue;
+			if (load_acquire(w) != load_relaxed(&ln->poll_v)) {
+				/* moved: tell the poller, watch no more until it
+				 * looked and armed again */
+				store_relaxed(&ln->poll_armed, 0);
+				efd_kick(ln->poll_efd);
+				continue;
+			}
+			if (n <= WAKER_MAX) {
+				wv[n++] = (struct futex_waitv){ .val = load_relaxed(&ln->poll_v),
+								.uaddr = (uintptr_t)w,
+								.flags = FUTEX_32 };
+			}
+		}
+		pthread_mutex_unlock(&c->slock);
+		if (all)
+			continue;
+		if (have_waitv) {
+			struct timespec d;
+
+			d.tv_sec = (time_t)(c->waker.tick_due / 1000000000ull);
+			d.tv_nsec = (long)(c->waker.tick_due % 1000000000ull);
+			r = syscall(SYS_futex_waitv, wv, n, 0, &d, CLOCK_MONOTONIC);
+			if (r < 0 && errno == ENOSYS)
+				have_waitv = false;
+		}
+		if (!have_waitv) {
+			struct timespec pause = { .tv_nsec = 2000000 };
+
+			nanosleep(&pause, NULL);
+		}
+		/* the next pass looks at every armed word again */
+	}
+}
+
+/* Wake the waker: a session armed, or it is to stop. */
+static void waker_kick(struct shmb_client *c)
+{
+	fetch_add_release(&c->waker.word, 1);
+	futex_wake(&c->waker.word, 1);
+}
+
+int client_lanes_poll_fd(struct shmb_session *s, int epfd)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct shmb_client *c = s->c;
+	struct client_lanes *ln = s->ln;
+	int fd, r = 0;
+
+	if (!ln || ln->poll_efd >= 0)
+		return 0;
+	fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	pthread_mutex_lock(&c->slock);
+	ln->poll_efd = fd;
+	if (!c->waker.started) {
+		sigset_t all, old;
+
+		/* the thread takes no signal meant for the application */
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		const char *e = getenv("SHMB_LANE_POLL_TICK_MS");
+
+		/* the tick's length: a test sets it long, so that only the
+		 * writers' wakes can make a fd readable */
+		c->waker.tick_ns = (e && atoi(e) > 0 ? (uint64_t)atoi(e) : 1000) * 1000000ull;
+		c->waker.tick_due = clock_mono_ns() + c->waker.tick_ns;
+		r = -pthread_create(&c->waker.th, NULL, waker_main, c);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		c->waker.started = r == 0;
+	}
+	pthread_mutex_unlock(&c->slock);
+	return r;
+}
+
+void client_lanes_waker_stop(struct shmb_client *c)
+{
+	bool started;
+
+	pthread_mutex_lock(&c->slock);
+	c->waker.stop = true;
+	started = c->waker.started;
+	pthread_mutex_unlock(&c->slock);
+	if (started) {
+		waker_kick(c);
+		pthread_join(c->waker.th, NULL);
+	}
+}
+
+void client_lanes_poll_drain(struct shmb_session *s)
+{
+	uint64_t v;
+
+	if (s->ln && s->ln->poll_efd >= 0)
+		while (read(s->ln->poll_efd, &v, sizeof(v)) > 0)
+			;
+}
+
+void client_lanes_poll_disarm(struct shmb_session *s)
+{
+	struct client_lanes *ln = s->ln;
+
+	if (ln && load_relaxed(&ln->poll_armed)) {
+		store_relaxed(&ln->poll_armed, 0);
+		lane_disarm(ln->arm, ln->arm_slot);
+	}
+}
+
+bool client_lanes_poll_arm(struct shmb_session *s)
+{
+	struct client_lanes *ln = s->ln;
+	uint32_t *w = ln ? load_acquire(&ln->rx_wake) : NULL;
+
+	if (!w || ln->poll_efd < 0)
+		return false;
+	/* as laneset_wait() arms: the value first, then the arm, a fence,
+	 * and a look the caller makes; the waker sleeps on that value */
+	store_relaxed(&ln->poll_v, load_acquire(w));
+	ln->set.arm_seq += 1 + !(ln->set.arm_seq + 1);
+	lane_arm(ln->arm, ln->arm_slot, ln->set.arm_seq);
+	store_release(&ln->poll_armed, 1);
+	fence_full();
+	waker_kick(s->c);
+	return true;
 }

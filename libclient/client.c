@@ -675,6 +675,10 @@ SHMB_EXPORT int shmb_session_fd(struct shmb_session *s)
 	}
 	s->epfd = fd;
 	pthread_mutex_unlock(&c->slock);
+	/* a lane reader's writers wake a futex word: an eventfd stands in */
+	r = client_lanes_poll_fd(s, fd);
+	if (r < 0)
+		return r;
 	/* from now on the broker writes a byte after each delivery; the full
 	 * fence pairs with the broker's: flag, then the caller's next look */
 	__atomic_fetch_or(&s->txc->client_flags, SHM_CLIENT_POLLER, __ATOMIC_RELAXED);
@@ -769,9 +773,10 @@ static int rx_try(struct shmb_session *s, struct shmb_msg *m)
 static int lanes_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms)
 {
 	struct timespec d = deadline_ms(timeout_ms > 0 ? timeout_ms : 0);
-	bool drained = false;
+	bool drained = false, armed = false;
 	int r;
 
+	client_lanes_poll_disarm(s);
 	for (;;) {
 		bool rx_first = client_lanes_rx_first(s);
 
@@ -782,6 +787,8 @@ static int lanes_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms
 			r = rx_first ? client_lanes_next(s, m) : rx_try(s, m);
 		if (r == 0)
 			msg_topic(s, m);
+		if (r != -EAGAIN && armed)
+			client_lanes_poll_disarm(s); /* found after all */
 		if (r != -EAGAIN)
 			return r;
 		if (!drained) {
@@ -792,8 +799,18 @@ static int lanes_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms
 		}
 		drained = false;
 		if (timeout_ms == 0) {
-			if (s->epfd >= 0)
+			/* a poller: empty the fds, arm for the waker, and look
+			 * once more (what comes after that look wakes the fd) */
+			if (s->epfd >= 0 && !armed) {
 				notify_drain(s);
+				client_lanes_poll_drain(s);
+				fence_full();
+				armed = client_lanes_poll_arm(s);
+				if (armed)
+					continue;
+			}
+			if (stale(s))
+				return stale_err(s);
 			return load_relaxed(&s->notify_eof) ? -ENOTCONN : -EAGAIN;
 		}
 		r = client_lanes_wait(s, timeout_ms > 0 ? &d : NULL);

@@ -104,6 +104,13 @@ struct shmb_client {
 	bool reg_ready;
 	uint64_t rng;             /* jitter; used under the registry's lock */
 	bool no_lanes;            /* SHMB_LANES=0: never ask for lanes */
+	struct {                  /* the lane readers' pollable fds (client-lanes.c) */
+		pthread_t th;
+		bool started, stop;   /* c->slock */
+		uint32_t word;        /* its own futex word: a session armed, or stop */
+		uint64_t tick_due;    /* every polled fd turns readable once a second */
+		uint64_t tick_ns;     /* (SHMB_LANE_POLL_TICK_MS, for tests) */
+	} waker;
 
 	/* the connection thread's own */
 	struct {
@@ -229,6 +236,18 @@ bool client_lanes_rx_first(struct shmb_session *s);
  * 0, -ETIMEDOUT. */
 int client_lanes_wait(struct shmb_session *s, const struct timespec *deadline);
 void client_lanes_wake(struct shmb_session *s);
+/* shmb_session_fd() of a lane reader: its eventfd into epfd, and the
+ * client's waker thread started.  0 or -errno. */
+int client_lanes_poll_fd(struct shmb_session *s, int epfd);
+/* Stop the waker (shmb_close(), before the sessions are freed). */
+void client_lanes_waker_stop(struct shmb_client *c);
+/* Empty the session's eventfd. */
+void client_lanes_poll_drain(struct shmb_session *s);
+/* A poller found nothing: arm rx_wake for the waker (false: no lanes to
+ * arm for yet); the caller looks once more after it. */
+bool client_lanes_poll_arm(struct shmb_session *s);
+/* Its next recv: no longer armed. */
+void client_lanes_poll_disarm(struct shmb_session *s);
 
 /* ---- client.c ---- */
 

@@ -574,6 +574,7 @@ SHMB_EXPORT void shmb_close(struct shmb_client *c)
 		evfd_kick(c);
 		pthread_join(c->thread, NULL);
 	}
+	client_lanes_waker_stop(c);
 	/* the connection is closed: the broker detached them all at once */
 	while (c->nsessions)
 		client_session_free(c->sessions[--c->nsessions]);

@@ -28,6 +28,7 @@ void lanew_init(struct lanew *s, uint64_t next_order)
 {
 	memset(s, 0, sizeof(*s));
 	s->next_order = next_order ? next_order : 1;
+	s->committed_order = s->next_order;
 }
 
 /* Map fd (exactly len bytes by fstat, else -EMSGSIZE) and close it. */
@@ -251,6 +252,8 @@ static int lane_commit_open(struct lanew *s)
 	ret = lane_commit(&l->w);
 	if (ret == -ESTALE)
 		l->ended = true;
+	else if (ret == 0)
+		s->committed_order = s->next_order;
 	return ret;
 }
 
@@ -274,6 +277,8 @@ int lanew_publish(struct lanew *s, uint32_t topic, const void *data, uint32_t le
 		ret = lane_wait_space(&l->w, len, l->tx_wake, deadline, s->drain, s->ctx);
 		if (ret == -ESTALE)
 			l->ended = true;
+		else if (ret >= 0 || ret == -ETIMEDOUT)
+			s->committed_order = s->next_order; /* the batch went first */
 		if (ret < 0)
 			return ret == -ETIMEDOUT ? -EAGAIN : ret;
 	}

@@ -55,6 +55,7 @@ struct lanew {
 	uint32_t last_topic;          /* looks nothing up (valid while last_lane is set) */
 	struct lanew_lane *open;   /* the lane with a batch not committed yet */
 	uint64_t next_order;       /* the session's source sequence */
+	uint64_t committed_order;  /* the order after the last committed record */
 	void (*drain)(void *ctx);  /* read the socket (HOLDER pushes) before a sleep */
 	void *ctx;
 	char why[160];

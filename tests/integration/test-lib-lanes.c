@@ -9,6 +9,7 @@
  * The stream tests of test-broker also run against a broker with --lanes
  * (tests/integration/test-lib-lanes.sh).
  */
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,10 +228,88 @@ static void test_reopened_filters(void)
 	tb_cleanup(&t);
 }
 
+static int fd_ready(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return poll(&p, 1, timeout_ms);
+}
+
+/* shmb_session_fd() of a lane reader: readable when a lane writer wakes
+ * it, with the once-a-second tick made a minute long
+ * (SHMB_LANE_POLL_TICK_MS), so that a missed wake-up fails the test.
+ * 2000 messages from another process, published in bursts with pauses,
+ * all arrive in order through the documented loop (wait on the fd, then
+ * shmb_recv(s, &m, 0) until -EAGAIN). */
+static void test_pollable_fd(void)
+{
+	const uint64_t n = 2000;
+	uint32_t *done = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct shmb_client *c;
+	struct shmb_session *s;
+	struct shmb_msg m;
+	uint64_t next = 1, waits = 0;
+	pid_t pub;
+	struct tb t;
+	int fd;
+
+	setenv("SHMB_LANE_POLL_TICK_MS", "60000", 1);
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "poller", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	fd = shmb_session_fd(s);
+	CU_ASSERT_FATAL(fd >= 0);
+	CU_ASSERT(shmb_recv(s, &m, 0) == -EAGAIN);
+	CU_ASSERT(fd_ready(fd, 0) == 0);
+	if ((pub = fork_or_die()) == 0) {
+		struct shmb_client *pc;
+		struct shmb_session *ps;
+
+		if (connect_open(&t, "pub", 0, &pc, &ps) < 0)
+			_exit(20);
+		for (uint64_t i = 1; i <= n; i++) {
+			if (shmb_publish(ps, "t", &i, sizeof(i), 10000) < 0)
+				_exit(21);
+			if (i % 100 == 0)
+				usleep(2000); /* the reader drains and sleeps between bursts */
+		}
+		/* its session stays until the reader looked at a quiet fd (its
+		 * end would cut its lane, which wakes the reader) */
+		for (int k = 0; !load_acquire(done) && k < 30000; k++)
+			usleep(1000);
+		_exit(0);
+	}
+	while (next <= n && fd_ready(fd, 5000) == 1) {
+		waits++;
+		while (shmb_recv(s, &m, 0) == 0) {
+			uint64_t v;
+
+			memcpy(&v, m.data, 8);
+			CU_ASSERT_FATAL(v == next);
+			next++;
+		}
+		CU_ASSERT(shmb_ack(s) == 0);
+	}
+	printf("\n  %llu of %llu messages through the fd, %llu waits\n",
+	       (unsigned long long)next - 1, (unsigned long long)n, (unsigned long long)waits);
+	CU_ASSERT(next == n + 1);
+	/* drained and quiet: nothing makes it readable */
+	CU_ASSERT(shmb_recv(s, &m, 0) == -EAGAIN);
+	CU_ASSERT(fd_ready(fd, 200) == 0);
+	store_release(done, 1);
+	CU_ASSERT(tb_wait_child(pub, 30000) == 0);
+	munmap(done, 4096);
+	shmb_close(c);
+	unsetenv("SHMB_LANE_POLL_TICK_MS");
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static const struct harness_test tests[] = {
 	{ "broker_stopped", test_broker_stopped },
 	{ "relay_beside_lanes", test_relay_beside_lanes },
 	{ "reopened_filters", test_reopened_filters },
+	{ "pollable_fd", test_pollable_fd },
 	{ NULL, NULL },
 };
 
