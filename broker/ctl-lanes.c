@@ -272,7 +272,12 @@ int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_top
 	rd = calloc(t->nsubs + 1, sizeof(*rd));
 	if (!rd)
 		return ctl_reply_err(c, q->h.req_id, -ENOMEM, "out of memory");
-	ret = lanes_topic_use(b->lanes, s->id, s->generation, s->uid, s->tx_ring_size, t->id, rd,
+	/* a lane holds what the TX ring and a subscriber's RX ring held
+	 * between them on the relay: a burst the relay absorbed without
+	 * blocking its publisher fits (test-broker batched_publish) */
+	ret = lanes_topic_use(b->lanes, s->id, s->generation, s->uid,
+			      s->tx_ring_size > b->o.rx_ring_size ? s->tx_ring_size : b->o.rx_ring_size,
+			      t->id, rd,
 			      readers_of(b, t, rd), &l);
 	free(rd);
 	if (ret < 0) {

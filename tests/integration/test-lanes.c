@@ -244,7 +244,8 @@ static void test_reader_killed(void)
 	pid_t rd;
 	int ret;
 
-	CU_ASSERT_FATAL(tb_start(&t, "--lanes", "--tx-ring-size", "65536", "--session-ttl", "1",
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", "--tx-ring-size", "65536", "--rx-ring-size", "65536",
+				 "--session-ttl", "1",
 				 NULL) == 0);
 	rd = fork();
 	if (rd == 0)
@@ -295,7 +296,8 @@ static void test_reader_restart(void)
 	bool end;
 	pid_t rd, w;
 
-	CU_ASSERT_FATAL(tb_start(&t, "--lanes", "--tx-ring-size", "65536", NULL) == 0);
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", "--tx-ring-size", "65536", "--rx-ring-size", "65536",
+				 NULL) == 0);
 	rd = fork();
 	if (rd == 0)
 		reader_main(&t, rs);
