@@ -562,9 +562,12 @@ int lane_reader_init(struct lane_reader *r, const void *data, uint64_t ring_size
 	r->received = received;
 	r->drop_oldest = drop_oldest;
 	r->reclaim_seen = pos;
-	/* commit words only: the writer's position is not on this path */
-	return ring_cons_init(&r->c, &ring, NULL, NULL, pos, RING_SEQ_ANY, LANE_REC_GEN,
-			      LANE_REC_GEN);
+	/* commit words only: the writer's position is not on this path.  A
+	 * local lane's writer starts at position 0 with sequence 0, so a
+	 * reader from there knows its sequence: a drop-oldest reader lapped
+	 * before its first read counts exactly what it lost */
+	return ring_cons_init(&r->c, &ring, NULL, NULL, pos, pos == 0 && !received ? 0 : RING_SEQ_ANY,
+			      LANE_REC_GEN, LANE_REC_GEN);
 }
 
 static int lane_bad(struct lane_reader *r)
