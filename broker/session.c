@@ -536,7 +536,12 @@ void session_detach(struct broker *b, struct session *s, const char *reason)
 	session_event(s, "detached: %s (owner pid %d)", reason, (int)s->owner_pid);
 	if (s->ephemeral) {
 		if (session_tx_drained(s)) {
-			session_destroy(b, s, reason);
+			char why[200];
+
+			/* on lanes always so: a committed record is delivered
+			 * (its readers read the lane to its cut) */
+			snprintf(why, sizeof(why), "%s; what it published is delivered", reason);
+			session_destroy(b, s, why);
 			return;
 		}
 		/* what it published is delivered first, then it goes (expire) */

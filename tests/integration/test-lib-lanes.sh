@@ -13,7 +13,8 @@ passed=0 failed=0
 for t in three_by_three subscriber_killed resume_after_ack other_uid second_broker_refused \
 	destroy_delivers_published fallback_and_idle caught_up_not_detached many_topics \
 	malformed_control_messages truncating_client punching_client hello_timeout \
-	ephemeral_self_close pollable_fd example_program batched_publish drop_oldest; do
+	ephemeral_self_close pollable_fd example_program batched_publish drop_oldest \
+	ephemeral_publisher_dies; do
 	out=$(SHMB_TEST_BROKER_ARGS=--lanes "$build/tests/test-broker" "$t" 2>&1 </dev/null)
 	line=$(echo "$out" | grep '^RESULT ' | tail -n 1)
 	p=$(echo "$line" | sed -n 's/.*passed=\([0-9]*\).*/\1/p')
