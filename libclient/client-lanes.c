@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "libclient/client.h"
+#include "libclient/internal.h"
 #include "libclient/lanew.h"
 #include "libclient/laneset.h"
 #include "shm/atomics.h"
@@ -68,6 +69,8 @@ struct client_lanes {
 	uint32_t drain_tick;    /* the socket is looked at every 1024 calls */
 	bool rx_first;          /* the RX ring's turn before the lanes' */
 	uint64_t bad_lanes;
+	uint64_t bad_pub[8];    /* publishers of lanes found bad, to be told */
+	unsigned nbad;
 	/* shmb_session_fd(): its eventfd, written by the client's waker when
 	 * rx_wake moves from poll_v while poll_armed (c->slock for the fd) */
 	int poll_efd;
@@ -85,10 +88,22 @@ static void on_lane_event(void *ctx, int event, uint64_t publisher, uint32_t lan
 {
 	struct shmb_session *s = ctx;
 
-	(void)publisher;
 	(void)lane;
-	if (event == LANESET_EV_BAD)
+	/* told after the set's call returns: the callback may call back */
+	if (event == LANESET_EV_BAD) {
 		s->ln->bad_lanes++;
+		if (s->ln->nbad < sizeof(s->ln->bad_pub) / sizeof(s->ln->bad_pub[0]))
+			s->ln->bad_pub[s->ln->nbad++] = publisher;
+	}
+}
+
+/* SHMB_EV_SOURCE_BAD for each lane the set dropped as bad. */
+static void tell_bad(struct shmb_session *s)
+{
+	struct client_lanes *ln = s->ln;
+
+	while (ln->nbad)
+		client_event(s->c, SHMB_EV_SOURCE_BAD, s, ln->bad_pub[--ln->nbad]);
 }
 
 /* The writer's drain before it sleeps for space: the HOLDER pushes that
@@ -410,6 +425,7 @@ int client_lanes_next(struct shmb_session *s, struct shmb_msg *m)
 		ln->buf = b;
 		ln->buf_cap = lm.len;
 	}
+	tell_bad(s);
 	if (r < 0)
 		return r;
 	if (r == 0)
@@ -687,4 +703,12 @@ bool client_lanes_poll_arm(struct shmb_session *s)
 	fence_full();
 	waker_kick(s->c);
 	return true;
+}
+
+void *client_session_lane_data(struct shmb_session *s, size_t *len)
+{
+	if (!s->ln || !s->ln->w.nlanes)
+		return NULL;
+	*len = s->ln->w.lanes[0]->data_len;
+	return s->ln->w.lanes[0]->data;
 }

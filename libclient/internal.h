@@ -31,4 +31,10 @@ int client_kick(struct shmb_client *c, struct proto_kick *q, char *text);
 /* Tests: the session's own TX file (mapping and fd), to scribble over it. */
 void *client_session_tx_base(struct shmb_session *s, size_t *len, int *fd);
 
+/* ---- client-lanes.c ---- */
+
+/* Tests: the data file of the session's first lane (its page 0, then the
+ * ring), to forge a record in it; NULL when it writes no lane. */
+void *client_session_lane_data(struct shmb_session *s, size_t *len);
+
 #endif

@@ -157,6 +157,12 @@ int shmb_client_info(struct shmb_client *c, struct shmb_client_info *info);
  *                         (`count` is its new generation), or a redial
  *                         reattached this session (`count` is its
  *                         generation, unchanged): once per session per redial
+ *   SHMB_EV_SOURCE_BAD    (since 0.5; brokers with lanes) a publisher's lane
+ *                         was found damaged (a forged record, or its file
+ *                         cut under this reader): `count` is that
+ *                         publisher's session id (src_session); what it
+ *                         published after the last good message is lost to
+ *                         this session, and its other publishers go on
  */
 enum shmb_event_kind {
 	SHMB_EV_STALE = 1,
@@ -164,6 +170,7 @@ enum shmb_event_kind {
 	SHMB_EV_GAP = 3,
 	SHMB_EV_DETACHED = 4,
 	SHMB_EV_REATTACHED = 5,
+	SHMB_EV_SOURCE_BAD = 6,
 };
 
 struct shmb_event {
