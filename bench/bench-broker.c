@@ -369,6 +369,9 @@ static void run(int pin_mode)
 	bench_pinned = pin_mode;
 	bench_pin(0);
 	for (int rep = 0; rep < bench_reps(); rep++) {
+		/* the broker runs lanes (below): the relay's rows keep libshmb
+		 * on the relay; "shmb lib lanes" rows let it use them */
+		setenv("SHMB_LANES", "0", 1);
 		for (int k = 0; k < 3 && bench_want("shmb spin"); k++) {
 			uint64_t n = bench_n(sizes[k] == 64 ? 2000000 : sizes[k] == 1024 ? 500000 : 30000);
 			struct bres r = bres_new("shmb spin", "oneway", sizes[k], rep);
@@ -401,6 +404,24 @@ static void run(int pin_mode)
 				lanes_fanout(MAX_SUBS, bench_n(200000), &lf);
 				bres_emit(&lf);
 			}
+		}
+		if (bench_want("shmb lib lanes")) {
+			/* libshmb itself on lanes: the same calls as "shmb spin"
+			 * and "shmb batched", the broker off the message path */
+			struct bres l1 = bres_new("shmb lib lanes", "oneway", 64, rep);
+			struct bres lb = bres_new("shmb lib lanes batched", "oneway", 64, rep);
+
+			unsetenv("SHMB_LANES");
+			stream(1, 1, 64, bench_n(2000000), &l1);
+			bres_emit(&l1);
+			pub_batch = 64;
+			stream(1, 1, 64, bench_n(2000000), &lb);
+			pub_batch = 1;
+			bres_emit(&lb);
+			if (!bench_pinned)
+				emit_rtt("shmb lib lanes spin", rep, 1000000, lat_n);
+			emit_rtt("shmb lib lanes block", rep, 1, lat_n / 4);
+			setenv("SHMB_LANES", "0", 1);
 		}
 		if (!bench_want("shmb rtt"))
 			continue;
