@@ -372,8 +372,9 @@ static int lane_for(struct shmb_session *s, uint32_t topic)
 int client_lanes_publish(struct shmb_session *s, uint32_t topic, const void *data, size_t len,
 			 int timeout_ms, bool more)
 {
+	static const struct timespec now = { 0, 0 };
 	struct client_lanes *ln = s->ln;
-	struct timespec d, *dp = NULL;
+	struct timespec d;
 	int r;
 
 	if (len > UINT32_MAX)
@@ -381,15 +382,15 @@ int client_lanes_publish(struct shmb_session *s, uint32_t topic, const void *dat
 	maybe_drain(s);
 	if (!lanew_has_topic(&ln->w, topic) && (r = lane_for(s, topic)) < 0)
 		return r;
-	if (timeout_ms >= 0) {
-		d = timeout_ms ? deadline_in_ns((uint64_t)timeout_ms * 1000000ull)
-			       : (struct timespec){ 0, 0 };
-		dp = &d;
-	}
-	r = lanew_publish(&ln->w, topic, data, (uint32_t)len, more, dp);
-	if (r == -EAGAIN && timeout_ms > 0)
-		return -ETIMEDOUT;
-	return r;
+	/* the deadline is read from the clock only when there is no room:
+	 * a clock read per message was a fifth of a batched stream's time */
+	r = lanew_publish(&ln->w, topic, data, (uint32_t)len, more, &now);
+	if (r != -EAGAIN || timeout_ms == 0)
+		return r;
+	if (timeout_ms > 0)
+		d = deadline_in_ns((uint64_t)timeout_ms * 1000000ull);
+	r = lanew_publish(&ln->w, topic, data, (uint32_t)len, more, timeout_ms > 0 ? &d : NULL);
+	return r == -EAGAIN && timeout_ms > 0 ? -ETIMEDOUT : r;
 }
 
 int client_lanes_flush(struct shmb_session *s)
