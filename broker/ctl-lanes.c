@@ -367,7 +367,7 @@ void ctl_lanes_session_end(struct broker *b, struct session *s, uint32_t gen,
 	/* as a publisher: its lanes end after their last record, unless it
 	 * may come back as it was */
 	if (how != CTL_LANES_DETACHED || watch_writer(b, s, gen) < 0) {
-		if (lanes_publisher_end(b->lanes, s->id, gen) < 0)
+		if (lanes_publisher_end(b->lanes, s->id, gen, &s->lanes_next_seq) < 0)
 			log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
 	}
 	/* as a reader: it holds on while the session lives, detached or not
@@ -378,6 +378,14 @@ void ctl_lanes_session_end(struct broker *b, struct session *s, uint32_t gen,
 		s->lane_reader = NULL;
 	}
 	lanes_push_done(b->lanes);
+}
+
+void ctl_lanes_fence(struct broker *b, struct session *s, uint32_t gen)
+{
+	if (!b->lanes)
+		return;
+	if (lanes_publisher_fence(b->lanes, s->id, gen, &s->lanes_next_seq) < 0)
+		log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
 }
 
 void ctl_lanes_deaths(struct broker *b)
@@ -397,7 +405,9 @@ void ctl_lanes_deaths(struct broker *b)
 				continue;
 			log_msg(LOG_INFO, "session %s: its detached owner (pid %d) died: the lanes of"
 				" generation %u are cut", s->name, (int)s->owner_pid, l->generation);
-			if (lanes_publisher_end(b->lanes, l->publisher, l->generation) < 0)
+			/* its last order kept for its next owner generation */
+			if (lanes_publisher_end(b->lanes, l->publisher, l->generation,
+						&s->lanes_next_seq) < 0)
 				log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
 		}
 		/* cut, or its owner is back: nothing to watch */

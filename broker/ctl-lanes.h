@@ -50,6 +50,15 @@ void ctl_lanes_reader_self(struct broker *b, struct session *s);
 void ctl_lanes_session_end(struct broker *b, struct session *s, uint32_t gen,
 			   enum ctl_lanes_end how);
 
+/*
+ * A new owner generation of s is coming: generation gen's open lanes are
+ * fenced after their last record and their cut fields written (the cut
+ * is finished by ctl_lanes_session_end(CTL_LANES_ENDED) after the commit
+ * point), and s->lanes_next_seq is raised to their highest order, where
+ * the successor's source sequence starts.  Failures are logged.
+ */
+void ctl_lanes_fence(struct broker *b, struct session *s, uint32_t gen);
+
 /* A detached writer's process may have died (the exit watch saw a death;
  * also every housekeeping tick): the lanes of each one that did are cut. */
 void ctl_lanes_deaths(struct broker *b);

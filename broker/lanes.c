@@ -5,8 +5,9 @@
  * Must never: start a holder anywhere but where the floor protocol says
  * (hold_start after the entry is in the table); reuse a cursor slot; free
  * a holder's entry while the register still counts it; cut a lane
- * anywhere but after its last committed record; leave a reader's arm bit
- * set once its generation ended.
+ * anywhere but after its last committed record; read the order of that
+ * record (a successor's start sequence) before the fence is in; leave a
+ * reader's arm bit set once its generation ended.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -749,18 +750,33 @@ static void page_wake(int fd)
 	munmap(w, 4096);
 }
 
-/* Cut l after its last record: fence the slot there (the writer's next
- * commit fails), write the cut, then CUT. */
-static int lane_cut(struct lanes_reg *g, struct blane *l)
+/*
+ * Fence l after its last record (the writer's next commit fails), find
+ * the order of that record and write the cut fields; state stays OPEN
+ * until lane_cut().  Done once: a fenced lane keeps its fence and fields.
+ *
+ * The order is read only once the fence is in: from then on the writer
+ * can commit nothing, so the last record and its order are final.  The
+ * lane's bytes are its writer's: a record that fails the walk's checks
+ * ends the walk, and the order is the highest one walked before it.  A
+ * writer that lies can so make its successor's sequences start too low
+ * (its own session's numbering, which only its own readers see) or too
+ * high (a gap in its own stream); it cannot make the broker read outside
+ * the ring or touch another session.
+ */
+static int lane_fence(struct lanes_reg *g, struct blane *l)
 {
 	const struct shm_lane_wpage *wp = (const void *)l->f.data;
 	size_t len = SHM_LANE_RING_OFFSET + l->ring.size;
-	uint8_t *rw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, l->f.data_fd, 0);
+	uint8_t *rw;
 	struct ring ring;
 	struct ring_cons c;
-	uint64_t end, seq;
-	int ret = -EBADMSG;
+	uint64_t end = 0, known = l->known_end, order, seq;
+	int ret = -EBADMSG, walk;
 
+	if (l->fenced || l->cut)
+		return 0;
+	rw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, l->f.data_fd, 0);
 	if (rw == MAP_FAILED)
 		return fail(g, -errno, "lane %s: map to cut", l->f.name);
 	guard(g, rw, len, l->publisher, true);
@@ -783,9 +799,31 @@ static int lane_cut(struct lanes_reg *g, struct blane *l)
 		l->cut = true;
 		return fail(g, ret, "lane %s: no end to cut at: bad", l->f.name);
 	}
-	/* the lane sequence at the cut: the walk's; 0 when unknown */
-	seq = 0;
-	ret = lanefile_cut(&l->f, end, seq, 0);
+	/* fenced: what lies before `end` is all its writer ever committed */
+	walk = lane_last_order(&l->ring, wp, known, end, &order, &seq);
+	if (walk < 0)
+		snprintf(g->why, sizeof(g->why), "lane %s: the order of its last record %s", l->f.name,
+			 walk == -ENOENT ? "is not known (reclaimed)" : "is not readable (a bad record)");
+	l->fenced = true;
+	l->cut_pos = end;
+	l->cut_lane_seq = seq;
+	l->last_order = order;
+	/* the next record's order is one more, in whichever lane it goes */
+	ret = lanefile_cut_fields(&l->f, end, seq, order ? order + 1 : 0);
+	if (ret < 0)
+		return fail(g, ret, "lane %s: cut fields", l->f.name);
+	return walk < 0 ? walk : 0;
+}
+
+/* Cut l after its last record: the fence (unless it is in), then CUT. */
+static int lane_cut(struct lanes_reg *g, struct blane *l)
+{
+	int ret = lane_fence(g, l), r;
+
+	if (l->cut)
+		return ret;
+	r = lanefile_cut(&l->f, l->cut_pos, l->cut_lane_seq,
+			 l->last_order ? l->last_order + 1 : 0);
 	l->cut = true;
 	/* its readers find the end; its writer, asleep for space in a call,
 	 * looks again and learns that it was fenced */
@@ -793,10 +831,34 @@ static int lane_cut(struct lanes_reg *g, struct blane *l)
 		lanes_reader_wake(l->holders[i].r);
 	if (l->tx_wake_fd >= 0)
 		page_wake(l->tx_wake_fd);
+	return ret < 0 ? ret : r;
+}
+
+/* Raise *next to l's last order. */
+static void next_raise(const struct blane *l, uint64_t *next)
+{
+	if (next && l->last_order > *next)
+		*next = l->last_order;
+}
+
+int lanes_publisher_fence(struct lanes_reg *g, uint64_t session, uint32_t generation,
+			  uint64_t *next_seq)
+{
+	int ret = 0;
+
+	for (struct blane *l = g->lanes; l; l = l->next)
+		if (l->publisher == session && l->generation == generation && !l->cut) {
+			int r = lane_fence(g, l);
+
+			if (r < 0 && !ret)
+				ret = r;
+			next_raise(l, next_seq);
+		}
 	return ret;
 }
 
-int lanes_publisher_end(struct lanes_reg *g, uint64_t session, uint32_t generation)
+int lanes_publisher_end(struct lanes_reg *g, uint64_t session, uint32_t generation,
+			uint64_t *next_seq)
 {
 	int ret = 0;
 
@@ -806,6 +868,7 @@ int lanes_publisher_end(struct lanes_reg *g, uint64_t session, uint32_t generati
 
 			if (r < 0 && !ret)
 				ret = r;
+			next_raise(l, next_seq);
 		}
 	return ret;
 }

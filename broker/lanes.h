@@ -53,6 +53,11 @@ struct blane {
 	/* the control layer's: a pidfd of the process of its detached
 	 * writer, whose death cuts it; -1 (closed with the lane) */
 	int watch_pidfd;
+	/* fenced after its last record, the cut fields written (an owner
+	 * switch's step 2, before its commit point); CUT not yet stored */
+	bool fenced;
+	uint64_t cut_pos, cut_lane_seq;
+	uint64_t last_order;   /* of its last record, read at the fence (0: none, or not known) */
 	bool cut;
 	struct blane *next;
 };
@@ -193,11 +198,25 @@ int lanes_topic_use(struct lanes_reg *g, uint64_t session, uint32_t generation, 
  * carries it and that it does not hold yet. */
 int lanes_subscribe(struct lanes_reg *g, struct lreader *r, uint32_t topic);
 
-/* The publisher generation ended: its lanes are cut after their last
- * record (a writer still committing loses the race: -ESTALE for it),
- * CUT stored; readers read to the cut.  Each cut lane's readers and its
- * writer's tx_wake are woken. */
-int lanes_publisher_end(struct lanes_reg *g, uint64_t session, uint32_t generation);
+/*
+ * An owner switch's steps 1 and 2 (data-path.md, section 7) for the
+ * publisher generation's open lanes: each fenced after its last record
+ * (a writer still committing loses the race: -ESTALE for it) and its cut
+ * fields written, state still OPEN; nobody woken.  Once fenced, nothing
+ * more can be committed into it, so the order of its last record is
+ * final: *next_seq is raised to the highest (order = source sequence + 1,
+ * so that is the sequence a successor starts at).  A lane with no end to
+ * fence at is BAD and cut.  -errno with g->why (the others are fenced).
+ */
+int lanes_publisher_fence(struct lanes_reg *g, uint64_t session, uint32_t generation,
+			  uint64_t *next_seq);
+
+/* The publisher generation ended: its lanes are fenced (unless they are)
+ * and cut after their last record, CUT stored; readers read to the cut.
+ * Each cut lane's readers and its writer's tx_wake are woken.  *next_seq
+ * as lanes_publisher_fence() says. */
+int lanes_publisher_end(struct lanes_reg *g, uint64_t session, uint32_t generation,
+			uint64_t *next_seq);
 
 /* Lanes cut and passed by every holder (or held by none) are removed. */
 void lanes_tick(struct lanes_reg *g);

@@ -187,16 +187,18 @@ static void drain_start(struct session *s, uint64_t end_pos, uint64_t end_seq)
 
 /*
  * A new owner: cut the old TX file off, give the session a new generation
- * and a new TX file whose sequence continues where the old one ended.
- * What the old owner committed and the router has not delivered yet is
- * delivered from the old file first (docs/design/owners.md, draining); one
- * such drain at a time, so a further new owner meanwhile gets -EAGAIN.
+ * and a new TX file whose sequence continues where the old one ended, or
+ * where the old generation's lanes ended if they went further (a lane
+ * publisher commits nothing to its TX file).  What the old owner committed
+ * and the router has not delivered yet is delivered from the old file
+ * first (docs/design/owners.md, draining); one such drain at a time, so a
+ * further new owner meanwhile gets -EAGAIN.
  */
 int session_new_generation(struct broker *b, struct session *s)
 {
 	struct segment tx = SEGMENT_INIT;
 	uint32_t gen = s->generation + 1, old_gen;
-	uint64_t start_seq = s->tx_cons.seq, end_pos = s->tx_cons.pos, acked;
+	uint64_t end_seq = s->tx_cons.seq, end_pos = s->tx_cons.pos, start_seq, acked;
 	bool unlink_old = false;
 	int r;
 
@@ -207,10 +209,17 @@ int session_new_generation(struct broker *b, struct session *s)
 	}
 	if (s->tx_open) {
 		router_session(b, s);
-		r = tx_cut(s, &end_pos, &start_seq);
+		r = tx_cut(s, &end_pos, &end_seq);
 		if (r < 0)
 			return r;
 	}
+	/* the old generation's lanes fenced too, before the sequence is
+	 * chosen: fenced, they take no more commits, so their last orders
+	 * are final (data-path.md, section 7, "Owner switches"); CUT is
+	 * stored after the commit point.  A detached owner that died had its
+	 * lanes cut then: s->lanes_next_seq kept their orders */
+	ctl_lanes_fence(b, s, s->generation);
+	start_seq = end_seq > s->lanes_next_seq ? end_seq : s->lanes_next_seq;
 	/* what the last owner acknowledged, read now (and checked) from its file */
 	{
 		uint64_t free_bytes;
@@ -226,7 +235,7 @@ int session_new_generation(struct broker *b, struct session *s)
 	loop_cancel_session(b, s);
 	old_gen = s->generation;
 	if (s->tx_open && s->tx_cons.pos != end_pos) {
-		drain_start(s, end_pos, start_seq);
+		drain_start(s, end_pos, end_seq);
 	} else if (s->tx_open || s->tx.base) {
 		/* unmapped now, unlinked once the new generation is out: a crash
 		 * before that finds the old file whole (recovery.md) */
@@ -241,8 +250,8 @@ int session_new_generation(struct broker *b, struct session *s)
 	 * learns -ESTALE, others re-check */
 	s->generation = gen;
 	store_release(&s->rxc->generation, gen);
-	/* after it: the old generation's lanes cut, their readers and its
-	 * tx_wake woken (a fenced writer asleep learns -ESTALE) */
+	/* after it: the old generation's fenced lanes CUT, their readers and
+	 * its tx_wake woken (a fenced writer asleep learns -ESTALE) */
 	ctl_lanes_session_end(b, s, old_gen, CTL_LANES_ENDED);
 	r = session_tx_adopt(s, &tx, gen, start_seq);
 	if (r < 0) {

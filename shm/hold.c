@@ -8,6 +8,7 @@
  * then load what the writer published); read a byte outside the ring.
  */
 #include <errno.h>
+#include <string.h>
 
 #include "shm/atomics.h"
 #include "shm/hold.h"
@@ -122,6 +123,68 @@ int lane_find_end(const struct ring *r, const struct shm_lane_wpage *wp, uint64_
 		known = after;
 	}
 	return -EBADMSG;
+}
+
+/* Walk committed records from `from` to exactly `end`: the last one's
+ * order and the lane sequence after it (both 0 when none was walked). */
+static int walk_orders(const struct ring *r, uint64_t from, uint64_t end, uint64_t *order,
+		       uint64_t *lane_seq)
+{
+	struct ring_cons c;
+	struct ring_msg m;
+	uint64_t last = 0;
+
+	*order = *lane_seq = 0;
+	if (from > end || end - from > r->size ||
+	    ring_cons_init(&c, r, NULL, NULL, from, RING_SEQ_ANY, LANE_REC_GEN, LANE_REC_GEN) < 0)
+		return -EBADMSG;
+	while (c.pos < end) {
+		struct shm_lane_msg lm;
+
+		/* ring_peek checked the header on its own copy; the lane
+		 * header is copied once here and only the copy is used */
+		if (ring_peek(&c, &m) < 0 || m.end > end || m.hdr.type != SHM_REC_DATA ||
+		    m.len < sizeof(lm))
+			return -EBADMSG;
+		memcpy(&lm, m.payload, sizeof(lm));
+		/* orders rise along a lane (lanew publishes in source order) */
+		if (lm.order <= last)
+			return -EBADMSG;
+		last = *order = lm.order;
+		*lane_seq = m.hdr.seq + 1;
+		ring_consume(&c, &m);
+	}
+	return 0;
+}
+
+int lane_last_order(const struct ring *r, const struct shm_lane_wpage *wp, uint64_t known,
+		    uint64_t end, uint64_t *order, uint64_t *lane_seq)
+{
+	int ret = -ENOENT;
+
+	*order = *lane_seq = 0;
+	for (unsigned tries = 0; tries < 16; tries++) {
+		/* pairs with the writer's store_release of reclaim in lane_limit() */
+		uint64_t rc = load_acquire(&wp->reclaim), from = rc, after;
+
+		/* a `reclaim` that is no position within a lap below the end
+		 * lies, and one at the end has the last record below it: the
+		 * broker's own boundary then (a walk over bytes the writer
+		 * wrote again fails its checks or misses the end) */
+		if (rc % SHM_REC_ALIGN || rc >= end || end - rc > r->size)
+			from = known;
+		if (from >= end)
+			return end ? -ENOENT : 0;
+		ret = walk_orders(r, from, end, order, lane_seq);
+		/* as in lane_find_end(): a record the walk read was stored
+		 * after the reclaim that freed it; unchanged, nothing from
+		 * `reclaim` on was written under the walk */
+		fence_acquire();
+		after = load_acquire(&wp->reclaim);
+		if (after == rc)
+			return ret;
+	}
+	return ret;
 }
 
 uint64_t hold_start(struct hold_table *t, unsigned idx, const struct shm_lane_wpage *wp,

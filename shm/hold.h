@@ -78,6 +78,26 @@ int lane_find_end(const struct ring *r, const struct shm_lane_wpage *wp, uint64_
 		  uint64_t *end);
 
 /*
+ * The order of the last record before `end`, where the broker fenced the
+ * lane (nothing is committed at or after it any more): committed records
+ * walked from the writer's checked `reclaim` up to exactly `end`, the
+ * last one remembered (the writer writes only from its committed end to
+ * a lap past `reclaim`, so an honest writer never wrote over them), tried
+ * again when `reclaim` moved under the walk (a fenced writer still
+ * reserving).  With `reclaim` at the end itself (a writer stopped after
+ * it reclaimed everything it committed) the walk starts at `known`, a
+ * boundary the broker found before.  0 and *order (0 for a lane with no
+ * record) and *lane_seq (the lane sequence at `end`, 0 when not known);
+ * -ENOENT: no start below the end to walk from (*order 0);
+ * -EBADMSG: a record fails its checks (its type, its lane header, an
+ * order not above the one before, a walk that misses `end`), *order the
+ * highest one walked before it.  Every byte is the writer's: a lie gives
+ * a wrong order, never a read outside the ring.
+ */
+int lane_last_order(const struct ring *r, const struct shm_lane_wpage *wp, uint64_t known,
+		    uint64_t end, uint64_t *order, uint64_t *lane_seq);
+
+/*
  * The floor protocol's second half, for entry idx just added at floor P
  * (the committed end): fence, load the writer's `reclaim` (checked:
  * aligned; above P it is believed, however far: a writer nobody held

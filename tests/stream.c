@@ -139,6 +139,8 @@ void publisher(const struct tb *t, struct stats *st, int idx, uint64_t n)
 		if (shmb_publish(s, "t", &p, sizeof(p), 30000) < 0)
 			_exit(21);
 		st->published[idx] = i + 1;
+		if (st->pace_us && i % 1000 == 999)
+			usleep(st->pace_us);
 	}
 	if (shmb_flush(s, 30000) < 0)
 		_exit(22);

@@ -37,6 +37,7 @@ struct stats {
 	uint64_t errors[NSUB];
 	uint64_t received[NSUB];
 	uint64_t published[NPUB];
+	uint32_t pace_us;          /* publishers sleep this long every 1000 messages */
 };
 
 struct stats *stats_new(void);

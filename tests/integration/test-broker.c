@@ -81,6 +81,9 @@ static void test_subscriber_killed(void)
 	/* the kill loop alone may run 120 s, then each child gets 60 s */
 	harness_alarm(300);
 
+	/* the stream lasts long enough for the kills (a second at least):
+	 * on lanes a million messages took 0.2 s, fewer than 30 kills */
+	st->pace_us = 1000;
 	CU_ASSERT_FATAL(tb_start(&t, "--poll-us", "20", NULL) == 0);
 	if ((sub = fork_or_die()) == 0)
 		subscriber(&t, st, 0, n, 1);
@@ -154,8 +157,9 @@ static void test_publisher_killed(void)
 		publisher(&t, st, 0, UINT64_MAX / 2);
 	/* kill it once it is well into the stream.  The point is drawn afresh
 	 * at each look: the sink reads nothing yet, so the publisher stops
-	 * once the rings are full, and a fresh draw finds a point below that */
-	WAIT_FOR(load_acquire(&st->published[0]) >= 1000 + harness_rand(&s) % 5000, 30000);
+	 * once the rings are full, and a fresh draw finds a point below that
+	 * (on lanes, one lane of the default size: about 900 messages) */
+	WAIT_FOR(load_acquire(&st->published[0]) >= 500 + harness_rand(&s) % 5000, 30000);
 	kill(pub, SIGKILL);
 	CU_ASSERT(tb_wait_child(pub, 5000) == 128 + SIGKILL);
 	/* its successor: a new generation that knows what was accepted */

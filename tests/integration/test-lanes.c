@@ -504,7 +504,8 @@ static void detached_writer_main(const struct tb *t, struct wshared *sh)
 /* A writer that closed its connection and died later, after the exit
  * watch stopped looking at it ("closed normally"): its lane is cut all
  * the same (the broker watches a detached writer's process while it has
- * open lanes), and its reader gets everything, then the end. */
+ * open lanes), its reader gets everything, then the end, and the
+ * session's next owner starts its sequence after the last record. */
 static void test_writer_dies_detached(void)
 {
 	struct tb t;
@@ -534,6 +535,21 @@ static void test_writer_dies_detached(void)
 	CU_ASSERT(tb_wait_child(w, 5000) >= 0);
 	CU_ASSERT(read_lane(&s, &next, 0, &end) == 0 && end && next == 101);
 	CU_ASSERT(tb_log_count(&t, "its detached owner") == 1);
+	{
+		/* its successor numbers on after its last record: the order
+		 * read when the lane was cut at the death is kept for it */
+		struct shmb_connect_opts co = { .dir = t.dir };
+		struct shmb_client *nc;
+		struct shmb_session *ns;
+		struct shmb_session_info info;
+
+		CU_ASSERT_FATAL(shmb_connect(&co, &nc) == 0);
+		CU_ASSERT_FATAL(shmb_session_open(nc, "w", NULL, &ns) == 0);
+		CU_ASSERT(shmb_session_info(ns, &info) == 0);
+		CU_ASSERT(info.generation == 2);
+		CU_ASSERT(info.tx_start_seq == 100);
+		shmb_close(nc);
+	}
 	close(r.fd);
 	CU_ASSERT(tb_stop(&t) == 0);
 	tb_cleanup(&t);

@@ -9,6 +9,7 @@
  * The stream tests of test-broker also run against a broker with --lanes
  * (tests/integration/test-lib-lanes.sh).
  */
+#include <errno.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -400,12 +401,113 @@ static void test_forged_lane(void)
 	munmap(flags, 4096);
 }
 
+/*
+ * A lane publisher SIGKILLed mid-stream (its subscriber reading along),
+ * then a successor on its session: the successor's first sequence is
+ * right after the last message the broker accepted from it (the broker
+ * reads it from the cut lane: nothing of the predecessor went through
+ * its TX ring), and the subscriber gets every message of both
+ * generations once, src_seq 0, 1, 2, ... with no gap or repeat.
+ */
+static void test_successor_after_kill(void)
+{
+	const uint64_t more = 1000;
+	uint64_t seed = harness_seed("lane publisher kill"), kill_at, noted, next = 0, src = 0;
+	uint64_t *accepted = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
+				  0);
+	struct shmb_client *c, *pc;
+	struct shmb_session *s, *ps;
+	struct shmb_session_info info;
+	struct shmb_msg m;
+	pid_t pub;
+	struct tb t;
+	int code;
+
+	CU_ASSERT_FATAL(accepted != MAP_FAILED);
+	kill_at = 2000 + harness_rand(&seed) % 20000;
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "sub", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	if ((pub = fork_or_die()) == 0) {
+		struct shmb_client *cc;
+		struct shmb_session *cs;
+
+		if (connect_open(&t, "pub", 0, &cc, &cs) < 0)
+			_exit(20);
+		/* one commit per message: returned 0 means accepted; the count
+		 * is noted right after (a kill between the two leaves it one
+		 * short) */
+		for (uint64_t i = 0;; i++) {
+			if (shmb_publish(cs, "t", &i, sizeof(i), 30000) < 0)
+				_exit(21);
+			store_release(accepted, i + 1);
+		}
+	}
+	/* read along (the publisher never waits for room long), and kill it
+	 * once it is well into its stream */
+	while (load_acquire(accepted) < kill_at && shmb_recv(s, &m, 10000) == 0) {
+		uint64_t v;
+
+		CU_ASSERT_FATAL(m.len == 8);
+		memcpy(&v, m.data, 8);
+		CU_ASSERT_FATAL(v == next && m.src_seq == next);
+		if (!src)
+			src = m.src_session;
+		CU_ASSERT_FATAL(m.src_session == src);
+		next++;
+		if (!(next % 64))
+			CU_ASSERT_FATAL(shmb_ack(s) == 0);
+	}
+	CU_ASSERT_FATAL(load_acquire(accepted) >= kill_at);
+	kill(pub, SIGKILL);
+	code = tb_wait_child(pub, 5000);
+	CU_ASSERT_FATAL(code == 128 + SIGKILL);
+	noted = load_acquire(accepted);
+	/* the successor: generation 2, numbering on from the last accepted */
+	CU_ASSERT_FATAL(connect_open(&t, "pub", 0, &pc, &ps) == 0);
+	CU_ASSERT_FATAL(shmb_session_info(ps, &info) == 0);
+	printf("\n  killed after %llu noted accepted (%llu read by then); successor generation %u"
+	       " starts at %llu\n",
+	       (unsigned long long)noted, (unsigned long long)next, info.generation,
+	       (unsigned long long)info.tx_start_seq);
+	CU_ASSERT(info.generation == 2);
+	CU_ASSERT(info.tx_start_seq == noted || info.tx_start_seq == noted + 1);
+	for (uint64_t i = info.tx_start_seq; i < info.tx_start_seq + more; i++)
+		CU_ASSERT_FATAL(shmb_publish(ps, "t", &i, sizeof(i), 10000) == 0);
+	/* the rest of the predecessor's stream, then the successor's */
+	while (next < info.tx_start_seq + more && shmb_recv(s, &m, 10000) == 0) {
+		uint64_t v;
+
+		CU_ASSERT_FATAL(m.len == 8);
+		memcpy(&v, m.data, 8);
+		if (v != next || m.src_seq != next)
+			printf("  message %llu (src_seq %llu) where %llu was next\n",
+			       (unsigned long long)v, (unsigned long long)m.src_seq,
+			       (unsigned long long)next);
+		CU_ASSERT_FATAL(v == next && m.src_seq == next);
+		CU_ASSERT_FATAL(m.src_session == src);
+		next++;
+		if (!(next % 64))
+			CU_ASSERT_FATAL(shmb_ack(s) == 0);
+	}
+	CU_ASSERT(next == info.tx_start_seq + more);
+	CU_ASSERT(shmb_ack(s) == 0);
+	/* and nothing after it */
+	CU_ASSERT(shmb_recv(s, &m, 100) == -ETIMEDOUT);
+	shmb_close(pc);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(accepted, 4096);
+}
+
 static const struct harness_test tests[] = {
 	{ "broker_stopped", test_broker_stopped },
 	{ "relay_beside_lanes", test_relay_beside_lanes },
 	{ "reopened_filters", test_reopened_filters },
 	{ "pollable_fd", test_pollable_fd },
 	{ "forged_lane", test_forged_lane },
+	{ "successor_after_kill", test_successor_after_kill },
 	{ NULL, NULL },
 };
 

@@ -3,8 +3,9 @@
  * edges (shm/lane-rw.c, shm/hold.c; docs/design/data-path.md, sections
  * 2-4 and the rows of section 11 they found): a committed end on a slice
  * start, an aborted batch's marks, a holder's pages mapped after the
- * writer saw its entry, a drop-oldest reader jumping over a pad, and an
- * old owner writing over or under its cut.
+ * writer saw its entry, a drop-oldest reader jumping over a pad, an old
+ * owner writing over or under its cut, and the order of a lane's last
+ * record as the broker reads it at a cut.
  */
 #include <errno.h>
 
@@ -417,6 +418,59 @@ static void test_takeover_stale_reclaim(void)
 	fx_close(&f);
 }
 
+/*
+ * The order of a lane's last record, as the broker reads it at a cut for
+ * the successor's start sequence: walked from `reclaim`; from the
+ * broker's own boundary when `reclaim` is the end (or lies); unknown
+ * when there is nothing below the end to walk from; and from a writer
+ * whose orders do not rise, the highest one before the lie.
+ */
+static void test_last_order(void)
+{
+	struct fx f;
+	struct lane_writer w;
+	struct shm_lane_wpage *wp;
+	uint64_t order, seq, mid = 0;
+
+	fx_open(&f);
+	wp = (void *)f.data;
+	writer_open(&f, &w);
+	/* an empty lane: no record, no order */
+	CU_ASSERT(lane_last_order(&f.ring, wp, 0, 0, &order, &seq) == 0);
+	CU_ASSERT(order == 0 && seq == 0);
+	for (uint64_t i = 1; i <= 40; i++) {
+		CU_ASSERT_FATAL(put(&w, 3 * i, 100) == 0);
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+		if (i == 20)
+			mid = w.p.pos;
+	}
+	CU_ASSERT(lane_last_order(&f.ring, wp, mid, w.p.pos, &order, &seq) == 0);
+	CU_ASSERT(order == 120 && seq == 40);
+	/* everything reclaimed: walked from the broker's boundary */
+	store_release(&wp->reclaim, w.p.pos);
+	CU_ASSERT(lane_last_order(&f.ring, wp, mid, w.p.pos, &order, &seq) == 0);
+	CU_ASSERT(order == 120 && seq == 40);
+	/* ... and with that at the end too, it is not known */
+	CU_ASSERT(lane_last_order(&f.ring, wp, w.p.pos, w.p.pos, &order, &seq) == -ENOENT);
+	CU_ASSERT(order == 0);
+	/* a `reclaim` that lies (misaligned, past the end): the same */
+	store_release(&wp->reclaim, mid + 4);
+	CU_ASSERT(lane_last_order(&f.ring, wp, mid, w.p.pos, &order, &seq) == 0 && order == 120);
+	store_release(&wp->reclaim, w.p.pos + 4096);
+	CU_ASSERT(lane_last_order(&f.ring, wp, mid, w.p.pos, &order, &seq) == 0 && order == 120);
+	store_release(&wp->reclaim, 0);
+	/* an end inside a record: the walk misses it */
+	CU_ASSERT(lane_last_order(&f.ring, wp, 0, w.p.pos - 8, &order, &seq) == -EBADMSG);
+	CU_ASSERT(order == 117);
+	/* orders that fall: the highest before the lie */
+	CU_ASSERT_FATAL(put(&w, 121, 100) == 0 && put(&w, 121, 100) == 0 && put(&w, 500, 8) == 0);
+	CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	CU_ASSERT(lane_last_order(&f.ring, wp, 0, w.p.pos, &order, &seq) == -EBADMSG);
+	CU_ASSERT(order == 121 && seq == 41);
+	lane_writer_free(&w);
+	fx_close(&f);
+}
+
 static const struct harness_test edge_tests[] = {
 	{ "ack_slice_start", test_ack_slice_start },
 	{ "abort_marks", test_abort_marks },
@@ -425,6 +479,7 @@ static const struct harness_test edge_tests[] = {
 	{ "cut_overwritten", test_cut_overwritten },
 	{ "cut_emptied", test_cut_emptied },
 	{ "takeover_stale_reclaim", test_takeover_stale_reclaim },
+	{ "last_order", test_last_order },
 	{ NULL, NULL },
 };
 

@@ -130,8 +130,9 @@ static void rside_open(struct rside *s, const struct lpush *p)
 /* A subscriber before the publisher's first use, one after: both are
  * told with the descriptors each lacks, their entries are in the table,
  * and records written through descriptors the pushes gave arrive whole;
- * the publisher's end cuts after the last, the readers read to the cut,
- * the lane goes once both passed it. */
+ * an owner switch fences after the last and reads its order, the
+ * generation's end cuts there, the readers read to the cut, the lane
+ * goes once both passed it. */
 static void test_end_to_end(void)
 {
 	struct lane_env e;
@@ -144,7 +145,7 @@ static void test_end_to_end(void)
 	struct lane_rec m;
 	uint8_t *wdata;
 	const struct lpush *p;
-	uint64_t got1 = 0, got2 = 0;
+	uint64_t got1 = 0, got2 = 0, next = 0;
 	char name[LANEFILE_NAME_MAX];
 
 	lane_env_open(&e, 64 * 1024);
@@ -199,10 +200,14 @@ static void test_end_to_end(void)
 		CU_ASSERT_FATAL(lane_commit(&w) == 0);
 	}
 	CU_ASSERT(w.npeer >= 2);
-	/* the publisher's generation ends: cut after record 200 */
-	CU_ASSERT(lanes_publisher_end(&e.g, PUB, 1) == 0);
-	CU_ASSERT(lanefile_state(&l->f)->state == SHM_LANE_CUT);
+	/* a new owner is coming: fenced after record 200, the fields
+	 * written, its last order read (the successor's start), not CUT */
+	CU_ASSERT(lanes_publisher_fence(&e.g, PUB, 1, &next) == 0);
+	CU_ASSERT(next == 200);
+	CU_ASSERT(lanefile_state(&l->f)->state == SHM_LANE_OPEN);
 	CU_ASSERT(lanefile_state(&l->f)->cut_pos == w.p.pos);
+	CU_ASSERT(lanefile_state(&l->f)->cut_lane_seq == 200);
+	CU_ASSERT(lanefile_state(&l->f)->cut_next_order == 201);
 	{
 		uint64_t *pl;
 
@@ -213,6 +218,16 @@ static void test_end_to_end(void)
 		CU_ASSERT(m.order == ++got1 && *(const uint64_t *)m.payload == got1);
 		lane_ack(&s1.r, m.end);
 	}
+	/* a fence in an OPEN lane is a switch not finished: no end yet */
+	CU_ASSERT(lane_read(&s1.r, NULL, 0, &m) == LANE_NONE);
+	/* the generation ends (after the switch's commit point): CUT after
+	 * record 200, at the same place; the order stays what it was */
+	next = 7;
+	CU_ASSERT(lanes_publisher_end(&e.g, PUB, 1, &next) == 0);
+	CU_ASSERT(next == 200);
+	CU_ASSERT(lanefile_state(&l->f)->state == SHM_LANE_CUT);
+	CU_ASSERT(lanefile_state(&l->f)->cut_pos == w.p.pos);
+	CU_ASSERT(lanes_publisher_end(&e.g, PUB, 1, &next) == 0 && next == 200);
 	CU_ASSERT(lane_read(&s1.r, NULL, 0, &m) == LANE_END);
 	CU_ASSERT(got1 == 200);
 	got2 = 100;
@@ -318,7 +333,7 @@ static void test_cut_watchers(void)
 		*pl = i;
 		CU_ASSERT_FATAL(lane_commit(&w) == 0);
 	}
-	CU_ASSERT(lanes_publisher_end(&e.g, PUB, 1) == 0);
+	CU_ASSERT(lanes_publisher_end(&e.g, PUB, 1, NULL) == 0);
 	/* the block reader has not read: the lane stays */
 	lanes_tick(&e.g);
 	CU_ASSERT(faccessat(e.lanes, name, F_OK, 0) == 0);

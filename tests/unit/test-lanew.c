@@ -207,7 +207,7 @@ static void test_cut(void)
 	lanes_subscribe(&e.l.g, r, TOPIC);
 	topic_use(&e, TOPIC, &r, 1, NULL);
 	CU_ASSERT(lanew_publish(&e.w, TOPIC, "a", 1, false, &zero) == 0);
-	CU_ASSERT(lanes_publisher_end(&e.l.g, PUB, 1) == 0);
+	CU_ASSERT(lanes_publisher_end(&e.l.g, PUB, 1, NULL) == 0);
 	CU_ASSERT(lanew_publish(&e.w, TOPIC, "b", 1, false, &zero) == -ESTALE);
 	CU_ASSERT(lanew_publish(&e.w, TOPIC, "c", 1, false, &zero) == -ESTALE);
 	env_close(&e);
