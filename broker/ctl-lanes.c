@@ -469,3 +469,34 @@ void ctl_lanes_tick(struct broker *b)
 	ctl_lanes_deaths(b);
 	lanes_tick(b->lanes);
 }
+
+int ctl_lane_bad(struct broker *b, struct conn *c, const struct proto_lane_bad *q)
+{
+	struct session *s = session_by_id(b, q->session_id), *w;
+	struct blane *l = NULL;
+	int ret;
+
+	if (!b->lanes)
+		return ctl_reply_err(c, q->h.req_id, -EOPNOTSUPP, "lanes are off (shmbd --lanes)");
+	if (!s || s->uid != c->uid || s->owner != c)
+		return ctl_reply_err(c, q->h.req_id, -ENOENT, "no such session of yours attached here");
+	ret = lanes_walk_check(b->lanes, q->lane, s->lane_reader, &l);
+	if (ret < 0)
+		return ctl_reply_err(c, q->h.req_id, ret, "%s", b->lanes->why);
+	if (ret == 0) {
+		log_msg(LOG_NOTICE, "session %s says lane %s has a bad record; the broker finds it"
+			" good", s->name, l->f.name);
+		return ctl_reply_err(c, q->h.req_id, -EINVAL, "the broker finds lane %u good", q->lane);
+	}
+	if (lanefile_state(&l->f)->state != SHM_LANE_BAD) {
+		/* its other readers drop it too */
+		lanefile_set_bad(&l->f);
+		log_msg(LOG_WARNING, "lane %s: a record fails its checks (found by its reader %s)",
+			l->f.name, s->name);
+		w = session_by_id(b, l->publisher);
+		/* as the sweep: only the writer that still owns its session */
+		if (w && !l->cut && w->generation == l->generation && !w->quarantined)
+			session_quarantine(b, w, "its lane has a record that fails its checks");
+	}
+	return ctl_reply_err(c, q->h.req_id, 0, "ok");
+}

@@ -948,3 +948,28 @@ void lanes_free(struct lanes_reg *g)
 	free(g->push);
 	g->push = NULL;
 }
+
+int lanes_walk_check(struct lanes_reg *g, uint32_t number, const struct lreader *r,
+		     struct blane **out)
+{
+	struct blane *l;
+	uint64_t end;
+	int ret;
+
+	for (l = g->lanes; l && l->number != number; l = l->next)
+		;
+	if (!l || !r || !held_by(l, r))
+		return fail(g, -ENOENT, "%s", "not a lane this session reads");
+	*out = l;
+	if (lanefile_state(&l->f)->state == SHM_LANE_BAD)
+		return 1;
+	/* the broker's own walk over its read-only, guarded mapping: the
+	 * reader's word is only the reason to look */
+	ret = lane_find_end(&l->ring, (const void *)l->f.data, l->known_end, &end);
+	if (ret == -EBADMSG)
+		return 1;
+	if (ret < 0)
+		return fail(g, ret, "lane %s: cannot walk it", l->f.name);
+	l->known_end = end;
+	return 0;
+}

@@ -223,6 +223,14 @@ void lanes_tick(struct lanes_reg *g);
 
 struct blane *lanes_find(struct lanes_reg *g, uint64_t session, uint32_t generation);
 
+/*
+ * A reader r says lane `number` has a bad record: 1 when the broker's own
+ * walk finds one (or the lane is BAD already), 0 when it finds the lane
+ * good, -ENOENT when r does not read it; *out is the lane.
+ */
+int lanes_walk_check(struct lanes_reg *g, uint32_t number, const struct lreader *r,
+		     struct blane **out);
+
 /* The queued pushes were sent (or their receivers are gone): close their
  * descriptors and forget them. */
 void lanes_push_done(struct lanes_reg *g);

@@ -30,7 +30,8 @@ enum proto_type {
 	PROTO_TOPIC = 4,       /* intern a topic name, get its id */
 	PROTO_SUBSCRIBE = 5,
 	PROTO_UNSUBSCRIBE = 6,
-	PROTO_LANE_TOPIC = 7,  /* lanes: a publisher's first use of a topic (not yet sent) */
+	PROTO_LANE_TOPIC = 7,  /* lanes: a publisher's first use of a topic */
+	PROTO_LANE_BAD = 8,    /* lanes: a reader found a bad record in a lane it reads */
 	PROTO_STATUS = 20,     /* admin: broker-wide counters */
 	PROTO_LIST = 21,       /* admin: a page of sessions, topics, links or events */
 	PROTO_KICK = 22,       /* admin: detach a session's owner, or destroy it */
@@ -122,6 +123,21 @@ struct proto_lane_topic {
 	struct proto_hdr h;
 	uint64_t session_id;
 	uint32_t topic_id;
+	uint32_t pad;
+};
+
+/*
+ * PROTO_LANE_BAD (reader -> broker): the session's owner found a record
+ * of lane `lane` that fails its checks.  The broker believes nothing of
+ * it: it walks the lane itself and, if it finds the bad record, makes the
+ * lane BAD and quarantines its writer's session (as the relay does for a
+ * scribbled TX ring).  0, or -EINVAL (the broker finds the lane good),
+ * -ENOENT (no such lane, or this session does not read it).
+ */
+struct proto_lane_bad {
+	struct proto_hdr h;
+	uint64_t session_id;
+	uint32_t lane;
 	uint32_t pad;
 };
 
@@ -401,6 +417,7 @@ static_assert(sizeof(struct proto_lane_topic) == 32, "lane topic");
 static_assert(sizeof(struct proto_lane) == 88, "lane");
 static_assert(sizeof(struct proto_holder) == 56, "holder");
 static_assert(sizeof(struct proto_reader_topics) == 184, "reader topics");
+static_assert(sizeof(struct proto_lane_bad) == 32, "lane bad");
 static_assert(sizeof(struct proto_open) == 192, "open");
 static_assert(sizeof(struct proto_reply) == 184, "reply");
 static_assert(sizeof(struct proto_reply) <= PROTO_MAX_MSG, "reply fits");

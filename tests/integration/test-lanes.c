@@ -787,6 +787,49 @@ static void test_cut_wakes_writer(void)
 	munmap(n, 4096);
 }
 
+/* A reader that says a good lane is bad is not believed: the broker walks
+ * the lane itself, answers -EINVAL and punishes nobody; one that names a
+ * lane it does not read gets -ENOENT. */
+static void test_lying_reader(void)
+{
+	struct proto_lane_bad q = { .h = { PROTO_LANE_BAD, sizeof(q), 0 } };
+	struct proto_reply rep;
+	struct tb t;
+	struct rc r, w;
+	struct lanew lw;
+	struct rpush p;
+	uint64_t one = 1;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
+	lanew_init(&lw, 1);
+	CU_ASSERT_FATAL(rc_open(&w, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&w, &lw) == 0);
+	CU_ASSERT(lanew_publish(&lw, w.topic, &one, sizeof(one), false, NULL) == 0);
+	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	for (unsigned i = 0; i < p.nfds; i++)
+		close(p.fds[i]);
+	q.session_id = r.session;
+	q.lane = p.m.lane.lane;
+	CU_ASSERT(rc_call(&r, &q, sizeof(q), &rep, NULL, NULL) == 0 && rep.err == -EINVAL);
+	q.lane = p.m.lane.lane + 1000;
+	CU_ASSERT(rc_call(&r, &q, sizeof(q), &rep, NULL, NULL) == 0 && rep.err == -ENOENT);
+	/* another's session */
+	q.session_id = w.session;
+	q.lane = p.m.lane.lane;
+	CU_ASSERT(rc_call(&r, &q, sizeof(q), &rep, NULL, NULL) == 0 && rep.err == -ENOENT);
+	CU_ASSERT(tb_log_count(&t, "finds it good") == 1);
+	CU_ASSERT(tb_log_count(&t, "quarantined") == 0);
+	/* the writer goes on */
+	CU_ASSERT(lanew_publish(&lw, w.topic, &one, sizeof(one), false, NULL) == 0);
+	lanew_free(&lw);
+	close(w.fd);
+	close(r.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 /* Without --lanes the broker says so, and a session that is not the
  * caller's gets no lane. */
 static void test_refused(void)
@@ -977,6 +1020,7 @@ static const struct harness_test lanes_tests[] = {
 	{ "reader_restart", test_reader_restart },
 	{ "reader_sleeps", test_reader_sleeps },
 	{ "refused", test_refused },
+	{ "lying_reader", test_lying_reader },
 	{ "stream", test_stream },
 	{ "writer_killed", test_writer_killed },
 	{ "broker_stopped", test_broker_stopped },

@@ -328,8 +328,9 @@ static void on_event(const struct shmb_event *ev, void *arg)
 /* A publisher forges a record in its own lane (a commit word with an
  * impossible length where its next record goes): its reader takes the
  * 10 good messages before it, drops the lane and is told
- * SHMB_EV_SOURCE_BAD with that publisher's session id, and another
- * publisher's messages reach it as before. */
+ * SHMB_EV_SOURCE_BAD with that publisher's session id, the broker
+ * (told by the reader, checking for itself) quarantines the forger, and
+ * another publisher's messages reach the reader as before. */
 static void test_forged_lane(void)
 {
 	uint32_t *flags = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -392,6 +393,10 @@ static void test_forged_lane(void)
 	CU_ASSERT(good == 10);
 	CU_ASSERT(load_acquire(&bad.n) == 1);
 	CU_ASSERT(bad.publisher == forger);
+	/* the reader told the broker, whose own walk found the record: the
+	 * forger's session is quarantined, as for a scribbled TX ring */
+	WAIT_FOR(tb_log_count(&t, "fails its checks (found by its reader r)") == 1, 5000);
+	WAIT_FOR(tb_log_count(&t, "quarantined") >= 1, 5000);
 	store_release(&flags[1], 1);
 	CU_ASSERT(tb_wait_child(pub, 30000) == 0);
 	shmb_close(gc);
