@@ -973,3 +973,36 @@ int lanes_walk_check(struct lanes_reg *g, uint32_t number, const struct lreader 
 	l->known_end = end;
 	return 0;
 }
+
+void lanes_lane_stats(struct blane *l, uint64_t now_ns, struct lane_stats *st)
+{
+	const struct shm_lane_wpage *wp = (const void *)l->f.data;
+	uint64_t end, low = UINT64_MAX, since;
+
+	/* the committed end now: a walk from where the broker last was (a
+	 * bad lane keeps what was found before) */
+	if (lanefile_state(&l->f)->state != SHM_LANE_BAD &&
+	    lane_find_end(&l->ring, wp, l->known_end, &end) == 0)
+		l->known_end = end;
+	end = l->known_end;
+
+	*st = (struct lane_stats){ .end = end };
+	for (unsigned i = 0; i < l->nholders; i++) {
+		const uint64_t *slot = old_slot(l, &l->holders[i]);
+		uint64_t v;
+
+		if (l->holders[i].kind != SHM_HOLD_HOLD) {
+			st->watchers++;
+			continue;
+		}
+		st->holders++;
+		/* a reader's word: shown, never trusted beyond the lane */
+		v = slot ? load_acquire(slot) : 0;
+		if (v < low)
+			low = v;
+	}
+	st->lag = low != UINT64_MAX && low < end ? end - low : 0;
+	/* the writer's word, also only shown */
+	since = load_relaxed(&wp->short_since);
+	st->short_ms = since && since < now_ns ? (now_ns - since) / 1000000ull : 0;
+}

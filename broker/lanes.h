@@ -223,6 +223,15 @@ void lanes_tick(struct lanes_reg *g);
 
 struct blane *lanes_find(struct lanes_reg *g, uint64_t session, uint32_t generation);
 
+/* What shmbctl lanes shows of a lane (read from files its writer and its
+ * readers write: shown, never acted on). */
+struct lane_stats {
+	uint64_t end, lag, short_ms;
+	uint32_t holders, watchers;
+};
+
+void lanes_lane_stats(struct blane *l, uint64_t now_ns, struct lane_stats *st);
+
 /*
  * A reader r says lane `number` has a bad record: 1 when the broker's own
  * walk finds one (or the lane is BAD already), 0 when it finds the lane

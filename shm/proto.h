@@ -222,6 +222,7 @@ enum proto_list_kind {
 	PROTO_LIST_EVENTS = 3,   /* struct proto_event_info: one session's, oldest first */
 	PROTO_LIST_LINKS = 4,    /* struct proto_link_info, in slot order (NAME: only that one) */
 	PROTO_LIST_LINK_EVENTS = 5, /* struct proto_event_info: the link NAME's, oldest first */
+	PROTO_LIST_LANES = 6,    /* struct proto_lane_info, by lane number (shmbd --lanes) */
 };
 
 /* flags of proto_list and proto_kick */
@@ -306,6 +307,26 @@ struct proto_topic_info {
 	uint64_t routed;        /* messages published to it since the broker started */
 	uint64_t rate;          /* messages/s over the last second or so */
 	char name[PROTO_TOPIC_MAX + 8];
+};
+
+/* states of proto_lane_info */
+#define PROTO_LANE_OPEN 0u
+#define PROTO_LANE_CUT 1u      /* its writer's generation ended: read to its cut, then gone */
+#define PROTO_LANE_BAD_STATE 2u /* dropped by its readers (changed or forged by its writer) */
+
+struct proto_lane_info {
+	uint32_t number;
+	uint32_t generation;   /* its writer's owner generation */
+	uint64_t publisher;    /* its writer's session id */
+	uint32_t uid;          /* its writer's */
+	uint32_t state;        /* PROTO_LANE_OPEN, _CUT, _BAD_STATE */
+	uint64_t ring_size;
+	uint64_t end;          /* the committed end the broker last found (bytes written) */
+	uint32_t holders;      /* HOLD entries: readers that stop its writer */
+	uint32_t watchers;     /* WATCH entries: drop-oldest readers */
+	uint64_t lag;          /* bytes between `end` and its slowest holder's cursor */
+	uint64_t short_ms;     /* its writer has been short of room this long (0: has room) */
+	char name[PROTO_NAME_MAX + 8]; /* its writer's session */
 };
 
 struct proto_event_info {
@@ -418,6 +439,7 @@ static_assert(sizeof(struct proto_lane) == 88, "lane");
 static_assert(sizeof(struct proto_holder) == 56, "holder");
 static_assert(sizeof(struct proto_reader_topics) == 184, "reader topics");
 static_assert(sizeof(struct proto_lane_bad) == 32, "lane bad");
+static_assert(sizeof(struct proto_lane_info) % 8 == 0, "lane info");
 static_assert(sizeof(struct proto_open) == 192, "open");
 static_assert(sizeof(struct proto_reply) == 184, "reply");
 static_assert(sizeof(struct proto_reply) <= PROTO_MAX_MSG, "reply fits");

@@ -10,6 +10,7 @@
  * (tests/integration/test-lib-lanes.sh).
  */
 #include <errno.h>
+#include <libgen.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -506,6 +507,63 @@ static void test_successor_after_kill(void)
 	munmap(accepted, 4096);
 }
 
+/* `shmbctl lanes --json` of t's broker into out (NUL-terminated). */
+static int shmbctl_lanes(const struct tb *t, char *out, size_t cap)
+{
+	char self[512], cmd[1400];
+	ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	size_t n = 0;
+	FILE *f;
+
+	self[k > 0 ? k : 0] = 0;
+	snprintf(cmd, sizeof(cmd), "'%s/../shmbctl' -d '%s' lanes --json", dirname(self), t->dir);
+	f = popen(cmd, "r");
+	if (!f)
+		return -1;
+	while (n + 1 < cap && fgets(out + n, (int)(cap - n), f))
+		n += strlen(out + n);
+	out[n] = 0;
+	return pclose(f) == 0 ? 0 : -1;
+}
+
+/* shmbctl lanes shows a lane's writer, its one holder and how far that
+ * holder is behind: all of it while the reader reads nothing, nothing
+ * once it read and acknowledged everything. */
+static void test_shmbctl_lanes(void)
+{
+	struct shmb_client *c, *pc;
+	struct shmb_session *s, *ps;
+	struct shmb_msg m;
+	char out[4096];
+	int got = 0;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "r", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "writer-p", 0, &pc, &ps) == 0);
+	for (uint64_t i = 1; i <= 100; i++)
+		CU_ASSERT_FATAL(shmb_publish(ps, "t", &i, sizeof(i), 5000) == 0);
+	CU_ASSERT_FATAL(shmbctl_lanes(&t, out, sizeof(out)) == 0);
+	printf("\n  %s", out);
+	CU_ASSERT(strstr(out, "\"writer\":\"writer-p\"") != NULL);
+	CU_ASSERT(strstr(out, "\"state\":\"open\"") != NULL);
+	CU_ASSERT(strstr(out, "\"holders\":1,\"watchers\":0") != NULL);
+	/* 100 records of 8 bytes, 48 bytes each in the ring, none read */
+	CU_ASSERT(strstr(out, "\"end\":4800,") != NULL);
+	CU_ASSERT(strstr(out, "\"lag\":4800,") != NULL);
+	while (got < 100 && shmb_recv(s, &m, 2000) == 0)
+		got++;
+	CU_ASSERT(got == 100);
+	CU_ASSERT(shmb_ack(s) == 0);
+	CU_ASSERT_FATAL(shmbctl_lanes(&t, out, sizeof(out)) == 0);
+	CU_ASSERT(strstr(out, "\"lag\":0,") != NULL);
+	shmb_close(pc);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static const struct harness_test tests[] = {
 	{ "broker_stopped", test_broker_stopped },
 	{ "relay_beside_lanes", test_relay_beside_lanes },
@@ -513,6 +571,7 @@ static const struct harness_test tests[] = {
 	{ "pollable_fd", test_pollable_fd },
 	{ "forged_lane", test_forged_lane },
 	{ "successor_after_kill", test_successor_after_kill },
+	{ "shmbctl_lanes", test_shmbctl_lanes },
 	{ NULL, NULL },
 };
 
