@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -564,6 +565,78 @@ static void test_shmbctl_lanes(void)
 	tb_cleanup(&t);
 }
 
+struct thr_pub {
+	struct shmb_session *s;
+	uint64_t n;
+	int err;
+};
+
+static void *thr_publish(void *arg)
+{
+	struct thr_pub *tp = arg;
+
+	for (uint64_t i = 1; i <= tp->n && !tp->err; i++) {
+		unsigned fl = i % 16 && i != tp->n ? SHMB_PUB_MORE : 0;
+
+		tp->err = shmb_publish_flags(tp->s, "t", &i, sizeof(i), 10000, fl);
+	}
+	return NULL;
+}
+
+/*
+ * Threads only (no fork: the ThreadSanitizer run, `make tsan`, covers
+ * it): a publisher thread of one client; in another client, a session
+ * read through its pollable fd (the waker thread) while a second thread
+ * of the same client publishes on its own session and makes requests,
+ * which read and hand over the first session's pushes.  Both streams
+ * arrive whole and in order.
+ */
+static void test_threads(void)
+{
+	const uint64_t n = 20000;
+	struct shmb_client *a, *b;
+	struct shmb_session *pa, *sb, *pb;
+	struct thr_pub ta, tb2;
+	uint64_t next[2] = { 1, 1 }, sess[2] = { 0, 0 };
+	pthread_t th[2];
+	struct shmb_msg m;
+	struct tb t;
+	int fd;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "reader", 0, &b, &sb) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(sb, "t") == 0);
+	fd = shmb_session_fd(sb);
+	CU_ASSERT_FATAL(fd >= 0);
+	CU_ASSERT_FATAL(connect_open(&t, "pub-a", 0, &a, &pa) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(b, "pub-b", NULL, &pb) == 0);
+	ta = (struct thr_pub){ pa, n, 0 };
+	tb2 = (struct thr_pub){ pb, n, 0 };
+	CU_ASSERT_FATAL(pthread_create(&th[0], NULL, thr_publish, &ta) == 0);
+	CU_ASSERT_FATAL(pthread_create(&th[1], NULL, thr_publish, &tb2) == 0);
+	while ((next[0] <= n || next[1] <= n) && fd_ready(fd, 10000) == 1) {
+		while (shmb_recv(sb, &m, 0) == 0) {
+			uint64_t v;
+			unsigned k = sess[0] == m.src_session ? 0 : sess[1] == m.src_session ? 1
+				   : !sess[0] ? 0 : 1;
+
+			sess[k] = m.src_session;
+			memcpy(&v, m.data, 8);
+			CU_ASSERT_FATAL(v == next[k]);
+			next[k]++;
+		}
+		CU_ASSERT(shmb_ack(sb) == 0);
+	}
+	pthread_join(th[0], NULL);
+	pthread_join(th[1], NULL);
+	CU_ASSERT(ta.err == 0 && tb2.err == 0);
+	CU_ASSERT(next[0] == n + 1 && next[1] == n + 1);
+	shmb_close(a);
+	shmb_close(b);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static const struct harness_test tests[] = {
 	{ "broker_stopped", test_broker_stopped },
 	{ "relay_beside_lanes", test_relay_beside_lanes },
@@ -575,8 +648,14 @@ static const struct harness_test tests[] = {
 	{ NULL, NULL },
 };
 
+static const struct harness_test thread_tests[] = {
+	{ "threads", test_threads },
+	{ NULL, NULL },
+};
+
 static const struct harness_suite suites[] = {
 	{ "lib_lanes", tests },
+	{ "lib_lanes_threads", thread_tests },
 	{ NULL, NULL },
 };
 
