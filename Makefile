@@ -269,7 +269,7 @@ test-links-short: $(BUILD)/tests/test-links
 
 # the direct data path through a real shmbd --lanes (ASan: the broker's
 # lane register and the library's lane writer under it)
-test-lanes-int: $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes
+test-lanes-int: $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes $(BUILD)/shmbctl
 	tests/run-tests.sh $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes
 
 asan:
