@@ -856,14 +856,16 @@ static void next_raise(const struct blane *l, uint64_t *next)
 		*next = l->last_order;
 }
 
-int lanes_publisher_fence(struct lanes_reg *g, uint64_t session, uint32_t generation,
-			  uint64_t *next_seq)
+/* op on every lane of the publisher generation not cut yet; the first
+ * error, every lane tried. */
+static int publisher_lanes(struct lanes_reg *g, uint64_t session, uint32_t generation,
+			   uint64_t *next_seq, int (*op)(struct lanes_reg *g, struct blane *l))
 {
 	int ret = 0;
 
 	for (struct blane *l = g->lanes; l; l = l->next)
 		if (l->publisher == session && l->generation == generation && !l->cut) {
-			int r = lane_fence(g, l);
+			int r = op(g, l);
 
 			if (r < 0 && !ret)
 				ret = r;
@@ -872,20 +874,16 @@ int lanes_publisher_fence(struct lanes_reg *g, uint64_t session, uint32_t genera
 	return ret;
 }
 
+int lanes_publisher_fence(struct lanes_reg *g, uint64_t session, uint32_t generation,
+			  uint64_t *next_seq)
+{
+	return publisher_lanes(g, session, generation, next_seq, lane_fence);
+}
+
 int lanes_publisher_end(struct lanes_reg *g, uint64_t session, uint32_t generation,
 			uint64_t *next_seq)
 {
-	int ret = 0;
-
-	for (struct blane *l = g->lanes; l; l = l->next)
-		if (l->publisher == session && l->generation == generation && !l->cut) {
-			int r = lane_cut(g, l);
-
-			if (r < 0 && !ret)
-				ret = r;
-			next_raise(l, next_seq);
-		}
-	return ret;
+	return publisher_lanes(g, session, generation, next_seq, lane_cut);
 }
 
 /* Has every holder of cut lane l passed its cut? */
