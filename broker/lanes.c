@@ -433,6 +433,22 @@ static int push_holder(struct lanes_reg *g, struct blane *l, struct lreader *r, 
 	return ret;
 }
 
+/* r's own sleep words into ps (a LANE push): its rx_wake, its uid's arm
+ * page read-write, SELF and its arm slot said; once per reader generation. */
+static int push_self(struct lpush *ps, struct lreader *r)
+{
+	int ret = push_fd(ps, r->rx_wake_fd);
+
+	if (!ret)
+		ret = push_fd(ps, r->arm->fd);
+	if (!ret) {
+		ps->msg.lane.flags |= PROTO_LANE_SELF;
+		ps->msg.lane.arm_slot = r->arm_slot;
+		r->told_self = true;
+	}
+	return ret;
+}
+
 /* Tell reader r about lane l (from S), with its page when it is new. */
 static int push_lane(struct lanes_reg *g, struct blane *l, struct lreader *r, struct lpage *p,
 		     uint32_t slot, bool fresh, uint64_t S)
@@ -477,23 +493,14 @@ static int push_lane(struct lanes_reg *g, struct blane *l, struct lreader *r, st
 	if (!ret)
 		ret = push_fd(ps, l->tx_wake_fd);
 	/* its own sleep words, once per reader generation */
-	if (!ret && !r->told_self) {
-		ret = push_fd(ps, r->rx_wake_fd);
-		if (!ret)
-			ret = push_fd(ps, r->arm->fd);
-		if (!ret) {
-			ps->msg.lane.flags |= PROTO_LANE_SELF;
-			ps->msg.lane.arm_slot = r->arm_slot;
-			r->told_self = true;
-		}
-	}
+	if (!ret && !r->told_self)
+		ret = push_self(ps, r);
 	return ret;
 }
 
 int lanes_reader_self(struct lanes_reg *g, struct lreader *r)
 {
 	struct lpush *ps;
-	int ret;
 
 	if (r->told_self)
 		return 0;
@@ -504,15 +511,8 @@ int lanes_reader_self(struct lanes_reg *g, struct lreader *r)
 		.h = { PROTO_LANE, sizeof(struct proto_lane), 0 },
 		.session_id = r->session,
 		.generation = r->generation,
-		.flags = PROTO_LANE_SELF,
-		.arm_slot = r->arm_slot,
 	};
-	ret = push_fd(ps, r->rx_wake_fd);
-	if (!ret)
-		ret = push_fd(ps, r->arm->fd);
-	if (!ret)
-		r->told_self = true;
-	return ret;
+	return push_self(ps, r);
 }
 
 /*

@@ -406,11 +406,16 @@ int client_lanes_publish(struct shmb_session *s, uint32_t topic, const void *dat
 	if (len > UINT32_MAX)
 		return -EMSGSIZE;
 	maybe_drain(s);
-	if (!lanew_has_topic(&ln->w, topic) && (r = lane_for(s, topic)) < 0)
-		return r;
 	/* the deadline is read from the clock only when there is no room:
 	 * a clock read per message was a fifth of a batched stream's time */
 	r = lanew_publish(&ln->w, topic, data, (uint32_t)len, more, &now);
+	/* a topic's first publish: its lane from the broker, then again (the
+	 * look-up is lanew_publish's own, not a search before each publish) */
+	if (r == -ENOENT) {
+		r = lane_for(s, topic);
+		if (r == 0)
+			r = lanew_publish(&ln->w, topic, data, (uint32_t)len, more, &now);
+	}
 	if (r != -EAGAIN || timeout_ms == 0)
 		return r;
 	if (timeout_ms > 0)

@@ -171,14 +171,6 @@ int lanew_topic(struct lanew *s, uint32_t topic, uint32_t number)
 	return 0;
 }
 
-bool lanew_has_topic(const struct lanew *s, uint32_t topic)
-{
-	for (unsigned i = 0; i < s->ntopics; i++)
-		if (s->topics[i].topic == topic)
-			return true;
-	return false;
-}
-
 /* Keep a mapping of one 4096-byte page under key (replacing nothing:
  * a number is never reused by the broker). */
 static int map_keep(struct lanew *s, struct lanew_map *t, unsigned *n, uint64_t key, int fd,

@@ -75,9 +75,6 @@ int lanew_topic(struct lanew *s, uint32_t topic, uint32_t number);
 /* A PROTO_HOLDER push with its descriptors (consumed). */
 int lanew_holder(struct lanew *s, const struct proto_holder *h, const int *fds, unsigned nfds);
 
-/* Whether topic has a lane yet (else the caller asks the broker first). */
-bool lanew_has_topic(const struct lanew *s, uint32_t topic);
-
 /*
  * Publish len bytes on topic (which has a lane).  more: leave the batch
  * open (committed by the next publish without it, lanew_flush, or a
