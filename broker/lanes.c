@@ -344,6 +344,7 @@ static struct blane *lane_make(struct lanes_reg *g, uint64_t session, uint32_t g
 		.ring_size = ring_size ? ring_size : g->ring_size,
 		.first_order = 0,
 		.broker_id = g->broker_id,
+		.number = g->next_lane, /* taken below once the lane is whole */
 	};
 	struct blane *l = calloc(1, sizeof(*l));
 
