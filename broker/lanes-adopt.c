@@ -189,7 +189,8 @@ static void pages_scan(struct adoption *a)
 			p->gen = gen;
 			p->pub = pub;
 			p->number = no;
-			snprintf(p->name, sizeof(p->name), "%s", e->d_name);
+			/* its length was checked above */
+			snprintf(p->name, sizeof(p->name), "%.63s", e->d_name);
 			a->max_page = max32(a->max_page, no);
 		}
 		closedir(d);
