@@ -270,7 +270,7 @@ test-links-short: $(BUILD)/tests/test-links
 
 # the direct data path through a real shmbd --lanes (ASan: the broker's
 # lane register and the library's lane writer under it)
-test-lanes-int: $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes
+test-lanes-int: $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes $(BUILD)/shmbctl
 	tests/run-tests.sh $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes
 
 asan:
@@ -283,7 +283,8 @@ asan:
 # process runs threads: the lifecycle registry and machine, the futex
 # wake-ups, the fault proxy, the client's connection thread against a
 # real broker (test-redial, test-admin), and the lanes' writers, readers
-# and sleepers in threads (test-lane-rw, test-lane-edges, test-laneset;
+# and sleepers in threads (test-lane-rw, test-lane-edges, test-laneset,
+# and test-lib-lanes' threads case: libshmb on lanes in threads only;
 # their words are shared through atomics, as between processes).  GCC cannot model fences
 # (-Wtsan): the Dekker pairs of shm/futex.c stay unchecked.  A report from
 # any process, shmbd and forked children included, lands in a report file
@@ -300,9 +301,10 @@ asan:
 TSAN_TESTS := test-registry test-lifecycle test-futex test-fault-proxy test-redial test-admin \
               test-lane-rw test-lane-edges test-laneset
 
-test-tsan: $(TSAN_TESTS:%=$(BUILD)/tests/%)
+test-tsan: $(TSAN_TESTS:%=$(BUILD)/tests/%) $(BUILD)/tests/test-lib-lanes
 	@d=$$(mktemp -d /tmp/shmb-tsan.XXXXXX) && chmod 1777 $$d && \
-	TSAN_OPTIONS="log_path=$$d/report die_after_fork=0 $(TSAN_OPTIONS)" tests/run-tests.sh $^; rc=$$?; \
+	TSAN_OPTIONS="log_path=$$d/report die_after_fork=0 $(TSAN_OPTIONS)" tests/run-tests.sh \
+		$(TSAN_TESTS:%=$(BUILD)/tests/%) "$(BUILD)/tests/test-lib-lanes threads"; rc=$$?; \
 	if [ -n "$$(ls $$d)" ]; then cat $$d/*; echo "ThreadSanitizer reports: see above"; rc=1; fi; \
 	rm -rf $$d; exit $$rc
 

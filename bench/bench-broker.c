@@ -174,6 +174,19 @@ static void stream(int npub, int nsub, uint32_t size, uint64_t n, struct bres *r
 extern char bench_dir[64];
 static unsigned lanes_run; /* names each run's sessions afresh */
 
+/* A reader's session is destroyed when its run ends: a detached one would
+ * hold the next runs' lanes of its topic (as a detached subscriber's RX
+ * ring holds its publishers on the relay) until --block-timeout. */
+static void lanes_reader_done(struct rc *c)
+{
+	struct proto_close q = { .h = { PROTO_SESSION_CLOSE, sizeof(q), 0 },
+				 .session_id = c->session, .flags = PROTO_CLOSE_DESTROY };
+	struct proto_reply rep;
+
+	rc_call(c, &q, sizeof(q), &rep, NULL, NULL);
+	close(c->fd);
+}
+
 /* The writer: its session, its lane, n messages of size bytes (the seq in
  * bytes 0-7), `batch` a commit; then it closes its session. */
 static void lanes_writer(uint32_t size, uint64_t n, unsigned batch, uint64_t *t_start)
@@ -259,7 +272,7 @@ static void lanes_stream(uint32_t size, uint64_t n, unsigned batch, struct bres 
 	}
 	t_end = clock_mono_ns();
 	bench_reap(w);
-	close(c.fd);
+	lanes_reader_done(&c);
 	r->recv = next - 1;
 	r->lost = r->sent - r->recv;
 	r->reord = bad;
@@ -307,6 +320,7 @@ static void lanes_fan_reader(unsigned k, uint64_t n, struct stream_res *sh)
 	}
 	sh->got[k] = next - 1;
 	sh->t_end[k] = clock_mono_ns();
+	lanes_reader_done(&c);
 	_exit(0);
 }
 

@@ -25,6 +25,8 @@
 #include "broker/ctl.h"
 #include "broker/ctl-int.h"
 #include "broker/guard.h"
+#include "broker/lanefile.h"
+#include "broker/lanes.h"
 #include "broker/link.h"
 #include "broker/log.h"
 #include "broker/router.h"
@@ -213,6 +215,72 @@ static int list_topics(struct broker *b, struct conn *c, const struct proto_list
 	return send_page(c, p, sizeof(*out));
 }
 
+static int lane_cmp(const void *a, const void *b)
+{
+	uint32_t x = (*(const struct blane *const *)a)->number;
+	uint32_t y = (*(const struct blane *const *)b)->number;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The lanes (shmbd --lanes): root sees all, another uid its own writers'. */
+static int list_lanes(struct broker *b, struct conn *c, const struct proto_list *q,
+		      struct proto_list_reply *p)
+{
+	const unsigned room = (PROTO_MAX_MSG - sizeof(*p)) / sizeof(struct proto_lane_info);
+	struct proto_lane_info *out = (void *)(p + 1);
+	uint64_t now = clock_mono_ns();
+	struct blane **v = NULL;
+	unsigned n = 0, cap = 0;
+
+	p->next = 0;
+	for (struct blane *l = b->lanes ? b->lanes->lanes : NULL; l; l = l->next) {
+		if ((c->uid != 0 && l->uid != c->uid) || l->number < q->cursor)
+			continue;
+		if (n == cap) {
+			struct blane **nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*nv));
+
+			if (!nv) {
+				free(v);
+				return ctl_reply_err(c, q->h.req_id, -ENOMEM, "out of memory");
+			}
+			v = nv;
+		}
+		v[n++] = l;
+	}
+	if (n)
+		qsort(v, n, sizeof(*v), lane_cmp);
+	for (unsigned k = 0; k < n; k++) {
+		struct blane *l = v[k];
+		struct session *s = session_by_id(b, l->publisher);
+		struct lane_stats st;
+
+		if (p->count == room) {
+			p->next = l->number;
+			break;
+		}
+		lanes_lane_stats(l, now, &st);
+		out[p->count] = (struct proto_lane_info){
+			.number = l->number,
+			.generation = l->generation,
+			.publisher = l->publisher,
+			.uid = (uint32_t)l->uid,
+			.state = lanefile_state(&l->f)->state == SHM_LANE_BAD ? PROTO_LANE_BAD_STATE
+				 : l->cut ? PROTO_LANE_CUT : PROTO_LANE_OPEN,
+			.ring_size = l->ring.size,
+			.end = st.end,
+			.holders = st.holders,
+			.watchers = st.watchers,
+			.lag = st.lag,
+			.short_ms = st.short_ms,
+		};
+		snprintf(out[p->count].name, sizeof(out[p->count].name), "%s", s ? s->name : "-");
+		p->count++;
+	}
+	free(v);
+	return send_page(c, p, sizeof(*out));
+}
+
 /* An event ring of size slots holding the last of nev events, oldest first. */
 static int send_events(struct conn *c, struct proto_list_reply *p, const struct log_event *ev,
 		       unsigned size, uint64_t nev)
@@ -314,6 +382,8 @@ int ctl_admin_list(struct broker *b, struct conn *c, const struct proto_list *q)
 		return list_topics(b, c, q, p);
 	case PROTO_LIST_EVENTS:
 		return list_events(b, c, q, p, all, uid, name);
+	case PROTO_LIST_LANES:
+		return list_lanes(b, c, q, p);
 	default:
 		return ctl_reply_err(c, q->h.req_id, -EINVAL, "unknown list kind %u", q->kind);
 	}

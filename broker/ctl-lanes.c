@@ -12,12 +12,17 @@
  * A generation's lanes outlive a lost connection: libshmb reconnects and
  * REATTACHes with the same generation, is sent again what it missed, and
  * writes on; they are cut when the generation ends or its process dies.
+ * A live reader that holds a writer back longer than --block-timeout
+ * stops holding and is detached, as on the relay (block_timeouts).
  *
  * Must never: hand a writer its data file by anything but a descriptor
  * opened under Landlock where the kernel has it (harden.c); let a
  * session's owner use a lane of a topic its uid may not publish on;
  * leave a push's descriptors open after it was sent or dropped; cut a
- * generation's lanes while its live owner may still come back with it.
+ * generation's lanes while its live owner may still come back with it;
+ * let a hold go on its writer's word alone (lanes_stuck watches the
+ * reader too), or that of a reader detached for another reason than the
+ * block timeout before it expires.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -40,6 +45,7 @@
 #include "broker/log.h"
 #include "broker/session.h"
 #include "broker/topic.h"
+#include "shm/clock.h"
 #include "shm/futex.h"
 
 static int session_dir(void *ctx, uint64_t id)
@@ -488,6 +494,57 @@ void ctl_lanes_sweep(struct broker *b)
 	}
 }
 
+#define STUCK_PER_TICK 64 /* readers let go per tick at most; the rest at the next */
+
+static const char block_reason[] = "it held a lane's writer back for longer than --block-timeout";
+
+/*
+ * The block timeout on lanes (data-path.md, section 9, step 3, until
+ * spools): a live reader that holds a writer short of room back for
+ * longer than --block-timeout (lanes_stuck) stops holding that lane (it
+ * reads on without holding, counting what it loses) and its session is
+ * detached as the relay detaches a reader whose RX ring stays full
+ * (session_expire): session_detach, whose log line ends as the relay's
+ * ("longer than --block-timeout"), the pollable fd and SHMB_EV_DETACHED,
+ * expiry after --session-ttl.  A session detached so lets go of the
+ * other lanes it holds back as their writers wait for it as long; one
+ * detached for another reason (its owner died, its connection went)
+ * holds until it expires, as its RX ring holds its publishers on the
+ * relay.  The detaches come after every lane was looked at: one may
+ * destroy a session (an ephemeral one) and its reader with it.
+ */
+static void block_timeouts(struct broker *b)
+{
+	uint64_t now = clock_mono_ns(), tmo = b->o.block_timeout_ms * 1000000ull;
+	uint64_t ids[STUCK_PER_TICK];
+	unsigned nids = 0;
+
+	for (struct blane *l = b->lanes->lanes; l && nids < STUCK_PER_TICK; l = l->next) {
+		struct lreader *rd[STUCK_PER_TICK];
+		unsigned n = lanes_stuck(l, now, tmo, rd, STUCK_PER_TICK - nids);
+
+		for (unsigned i = 0; i < n; i++) {
+			struct session *s = session_by_id(b, rd[i]->session);
+
+			if (!s || s->lane_reader != rd[i] || rd[i]->generation != s->generation ||
+			    !(s->owner || s->detach_reason == block_reason) ||
+			    lanes_let_go(l, rd[i]) < 0)
+				continue;
+			log_msg(LOG_INFO, "lane %s: session %s no longer holds it (its writer was"
+				" short of room for longer than --block-timeout); it reads on"
+				" without holding", l->f.name, s->name);
+			if (s->owner)
+				ids[nids++] = s->id;
+		}
+	}
+	for (unsigned i = 0; i < nids; i++) {
+		struct session *s = session_by_id(b, ids[i]);
+
+		if (s && s->owner)
+			session_detach(b, s, block_reason);
+	}
+}
+
 void ctl_lanes_tick(struct broker *b)
 {
 	if (!b->lanes)
@@ -495,5 +552,37 @@ void ctl_lanes_tick(struct broker *b)
 	/* a death the exit watch no longer looks for (its process closed
 	 * its connection more than EXITW_GRACE_MS before) */
 	ctl_lanes_deaths(b);
+	block_timeouts(b);
 	lanes_tick(b->lanes);
+}
+
+int ctl_lane_bad(struct broker *b, struct conn *c, const struct proto_lane_bad *q)
+{
+	struct session *s = session_by_id(b, q->session_id), *w;
+	struct blane *l = NULL;
+	int ret;
+
+	if (!b->lanes)
+		return ctl_reply_err(c, q->h.req_id, -EOPNOTSUPP, "lanes are off (shmbd --lanes)");
+	if (!s || s->uid != c->uid || s->owner != c)
+		return ctl_reply_err(c, q->h.req_id, -ENOENT, "no such session of yours attached here");
+	ret = lanes_walk_check(b->lanes, q->lane, s->lane_reader, &l);
+	if (ret < 0)
+		return ctl_reply_err(c, q->h.req_id, ret, "%s", b->lanes->why);
+	if (ret == 0) {
+		log_msg(LOG_NOTICE, "session %s says lane %s has a bad record; the broker finds it"
+			" good", s->name, l->f.name);
+		return ctl_reply_err(c, q->h.req_id, -EINVAL, "the broker finds lane %u good", q->lane);
+	}
+	if (lanefile_state(&l->f)->state != SHM_LANE_BAD) {
+		/* its other readers drop it too */
+		lanefile_set_bad(&l->f);
+		log_msg(LOG_WARNING, "lane %s: a record fails its checks (found by its reader %s)",
+			l->f.name, s->name);
+		w = session_by_id(b, l->publisher);
+		/* as the sweep: only the writer that still owns its session */
+		if (w && !l->cut && w->generation == l->generation && !w->quarantined)
+			session_quarantine(b, w, "its lane has a record that fails its checks");
+	}
+	return ctl_reply_err(c, q->h.req_id, 0, "ok");
 }

@@ -21,6 +21,10 @@ void ctl_lanes_stop(struct broker *b);
 /* PROTO_LANE_TOPIC: the reply, then the pushes it caused. */
 int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_topic *q);
 
+/* PROTO_LANE_BAD: a reader says a lane has a bad record; the broker walks
+ * it itself and, finding one, makes it BAD and quarantines its writer. */
+int ctl_lane_bad(struct broker *b, struct conn *c, const struct proto_lane_bad *q);
+
 /* s subscribed to topic: holders on the lanes that carry it. */
 void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic);
 

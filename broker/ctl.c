@@ -371,6 +371,7 @@ static const uint32_t proto_size[] = {
 	[PROTO_LIST] = sizeof(struct proto_list),
 	[PROTO_KICK] = sizeof(struct proto_kick),
 	[PROTO_LANE_TOPIC] = sizeof(struct proto_lane_topic),
+	[PROTO_LANE_BAD] = sizeof(struct proto_lane_bad),
 };
 
 /* One message; returns <0 when the connection must be closed. */
@@ -437,6 +438,9 @@ static int ctl_message(struct broker *b, struct conn *c, const void *buf, size_t
 		break;
 	case PROTO_LANE_TOPIC:
 		r = ctl_lane_topic(b, c, buf);
+		break;
+	case PROTO_LANE_BAD:
+		r = ctl_lane_bad(b, c, buf);
 		break;
 	default:
 		r = ctl_reply_err(c, h.req_id, -EOPNOTSUPP, "unknown message type %u", h.type);

@@ -48,6 +48,7 @@
 #include "broker/log.h"
 #include "broker/session.h"
 #include "shm/atomics.h"
+#include "shm/clock.h"
 #include "shm/crc32c.h"
 
 #define NUMBERS_FILE "numbers"
@@ -496,7 +497,9 @@ static int entry_rewrite(struct blane *l, unsigned idx, const struct hold_view *
 		return -EBADMSG;
 	}
 	hold_free(&l->hold, idx);
-	l->holders[l->nholders++] = (struct lhold){ r, n, v->kind, S };
+	/* the block timeout counts from the restart */
+	l->holders[l->nholders++] = (struct lhold){ .r = r, .idx = n, .kind = v->kind, .start = S,
+						    .seen = S, .seen_ns = clock_mono_ns() };
 	return 0;
 }
 
@@ -536,8 +539,8 @@ static void entries_adopt(struct adoption *a, struct blane *l)
 		if (!why && ap->gen < ap->s->generation) {
 			/* a reader's owner switch the broker did not finish: moved
 			 * to the current generation below, as it would have been */
-			l->holders[l->nholders++] = (struct lhold){ r, (int)i, v.kind,
-								    hold_floor(&l->hold, i) };
+			l->holders[l->nholders++] = (struct lhold){
+				.r = r, .idx = (int)i, .kind = v.kind, .start = hold_floor(&l->hold, i) };
 			continue;
 		}
 		if (!why) {
@@ -550,7 +553,9 @@ static void entries_adopt(struct adoption *a, struct blane *l)
 				log_msg(LOG_WARNING, "lane %s: hold entry %u kept on the old wake"
 					" pages: every entry is taken", l->f.name, i);
 				l->holders[l->nholders++] = (struct lhold){
-					r, (int)i, v.kind, hold_floor(&l->hold, i) };
+					.r = r, .idx = (int)i, .kind = v.kind,
+					.start = hold_floor(&l->hold, i), .seen = hold_floor(&l->hold, i),
+					.seen_ns = clock_mono_ns() };
 				ret = 0;
 			}
 			if (ret == 0) {

@@ -7,7 +7,8 @@
  * a holder's entry while the register still counts it; cut a lane
  * anywhere but after its last committed record; read the order of that
  * record (a successor's start sequence) before the fence is in; leave a
- * reader's arm bit set once its generation ended.
+ * reader's arm bit set once its generation ended; let a block reader's
+ * hold go before its let-go bit is set.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +21,7 @@
 
 #include "broker/lanes.h"
 #include "shm/atomics.h"
+#include "shm/clock.h"
 #include "shm/futex.h"
 
 #define DEFAULT_LANE_RING (1u << 20)
@@ -592,7 +594,8 @@ static int holder_add(struct lanes_reg *g, struct blane *l, struct lreader *r)
 	 * forward from there) */
 	store_release(&p->map->slot[slot], S);
 	l->known_end = P;
-	l->holders[l->nholders++] = (struct lhold){ r, idx, v.kind, S };
+	l->holders[l->nholders++] = (struct lhold){ .r = r, .idx = idx, .kind = v.kind, .start = S,
+						    .seen = S, .seen_ns = clock_mono_ns() };
 	ret = push_lane(g, l, r, p, slot, fresh, S);
 	if (!ret)
 		ret = push_holder(g, l, r, p, flags);
@@ -612,6 +615,13 @@ static struct lpage *hold_page(const struct blane *l, const struct lhold *h, uin
 			return p;
 		}
 	return NULL;
+}
+
+/* Slot `slot` of page p is no holder's any more: its reader reads on
+ * without holding (the block timeout, lanes_let_go). */
+static void let_go_mark(struct lpage *p, uint32_t slot)
+{
+	__atomic_fetch_or(&p->map->let_go[slot / 64], 1ull << (slot % 64), __ATOMIC_RELEASE);
 }
 
 /* The cursor slot an entry of old names, or NULL. */
@@ -639,6 +649,10 @@ static int holder_move(struct lanes_reg *g, struct blane *l, struct lhold *h, st
 	p = page_slot(g, r, l->publisher, &s, &fresh);
 	if (!p)
 		return -ENOMEM;
+	/* a block reader's hold let go stays so: the new owner reads on
+	 * without holding */
+	if (h->kind == SHM_HOLD_WATCH && !r->drop_oldest)
+		let_go_mark(p, s);
 	v = (struct hold_view){ .kind = h->kind, .page = p->number, .slot = s,
 				.arm_page = r->arm->number, .arm_slot = r->arm_slot,
 				.reader = r->number };
@@ -654,7 +668,8 @@ static int holder_move(struct lanes_reg *g, struct blane *l, struct lhold *h, st
 	store_release(&p->map->slot[s], S);
 	flags = writer_lacks(l, r, p);
 	hold_free(&l->hold, (unsigned)h->idx);
-	*h = (struct lhold){ r, idx, v.kind, S };
+	*h = (struct lhold){ .r = r, .idx = idx, .kind = v.kind, .start = S, .seen = S,
+			     .seen_ns = clock_mono_ns() };
 	ret = push_lane(g, l, r, p, s, fresh, S);
 	if (!ret)
 		ret = push_holder(g, l, r, p, flags);
@@ -894,14 +909,16 @@ static void next_raise(const struct blane *l, uint64_t *next)
 		*next = l->last_order;
 }
 
-int lanes_publisher_fence(struct lanes_reg *g, uint64_t session, uint32_t generation,
-			  uint64_t *next_seq)
+/* op on every lane of the publisher generation not cut yet; the first
+ * error, every lane tried. */
+static int publisher_lanes(struct lanes_reg *g, uint64_t session, uint32_t generation,
+			   uint64_t *next_seq, int (*op)(struct lanes_reg *g, struct blane *l))
 {
 	int ret = 0;
 
 	for (struct blane *l = g->lanes; l; l = l->next)
 		if (l->publisher == session && l->generation == generation && !l->cut) {
-			int r = lane_fence(g, l);
+			int r = op(g, l);
 
 			if (r < 0 && !ret)
 				ret = r;
@@ -910,20 +927,16 @@ int lanes_publisher_fence(struct lanes_reg *g, uint64_t session, uint32_t genera
 	return ret;
 }
 
+int lanes_publisher_fence(struct lanes_reg *g, uint64_t session, uint32_t generation,
+			  uint64_t *next_seq)
+{
+	return publisher_lanes(g, session, generation, next_seq, lane_fence);
+}
+
 int lanes_publisher_end(struct lanes_reg *g, uint64_t session, uint32_t generation,
 			uint64_t *next_seq)
 {
-	int ret = 0;
-
-	for (struct blane *l = g->lanes; l; l = l->next)
-		if (l->publisher == session && l->generation == generation && !l->cut) {
-			int r = lane_cut(g, l);
-
-			if (r < 0 && !ret)
-				ret = r;
-			next_raise(l, next_seq);
-		}
-	return ret;
+	return publisher_lanes(g, session, generation, next_seq, lane_cut);
 }
 
 /* Has every holder of cut lane l passed its cut? */
@@ -991,6 +1004,127 @@ static void reader_forget(struct lanes_reg *g, struct lreader *r)
 	free(r);
 }
 
+/* ---- the block timeout, until spools ----------------------------------------- */
+
+/*
+ * Where holder h of l stands, as the broker believes its slot (the
+ * reader's word): forward only, aligned, within the committed end `end`,
+ * at least the floor; anything else counts as no move (as the writer
+ * counts it, section 3).  h->seen_ns is when that crossed into a new
+ * slice last: a move inside a slice frees the writer nothing, so a
+ * reader that creeps by 8 bytes counts as still.
+ */
+static uint64_t holder_seen(struct blane *l, struct lhold *h, uint64_t end, uint64_t now)
+{
+	uint64_t slice = l->ring.size / SHM_LANE_SLICES;
+	uint64_t fl = hold_floor(&l->hold, (unsigned)h->idx), c = 0;
+	struct lpage *p;
+	uint32_t slot;
+
+	p = hold_page(l, h, &slot);
+	if (p)
+		c = load_acquire(&p->map->slot[slot]);
+	if (c % SHM_REC_ALIGN || c > end || (h->seen_ns && c < h->seen))
+		c = h->seen_ns ? h->seen : fl;
+	if (c < fl)
+		c = fl;
+	if (!h->seen_ns || c / slice > h->seen / slice)
+		h->seen_ns = now;
+	if (c > h->seen)
+		h->seen = c;
+	return h->seen;
+}
+
+/*
+ * `short_since` is in the writer's page: the writer can write any value
+ * there.  A lying writer can so get only its own readers let go, and
+ * only those in the lowest slice of its holders with at least an eighth
+ * of the lane unread whose slots did not move into a new slice for the
+ * whole timeout, as the broker itself watched them: a reader that keeps
+ * reading, or that has read nearly everything, is never let go, whatever
+ * the writer says.  An honest writer short of room even for its largest
+ * record (a quarter of the lane) leaves the reader that holds it more
+ * than that unread: its limit is at most a slice and a record below that
+ * reader's slot, and it needs room for two records (section 3).  The
+ * committed end (lane_find_end) trusts the writer's hint as far as a
+ * walk of commit words confirms it; a lie there again counts against its
+ * own readers only.
+ */
+unsigned lanes_stuck(struct blane *l, uint64_t now, uint64_t timeout_ns, struct lreader **out,
+		     unsigned cap)
+{
+	const struct shm_lane_wpage *wp = (const void *)l->f.data;
+	uint64_t slice = l->ring.size / SHM_LANE_SLICES, low = UINT64_MAX, since, end;
+	unsigned n = 0;
+
+	since = load_relaxed(&wp->short_since);
+	if (!since || l->cut || lanefile_state(&l->f)->state == SHM_LANE_BAD)
+		return 0;
+	if (lane_find_end(&l->ring, wp, l->known_end, &end) < 0)
+		return 0; /* a bad lane: its readers drop it, nobody waits on it */
+	l->known_end = end;
+	for (unsigned i = 0; i < l->nholders; i++) {
+		struct lhold *h = &l->holders[i];
+		uint64_t c;
+
+		if (h->kind != SHM_HOLD_HOLD)
+			continue;
+		c = holder_seen(l, h, end, now);
+		if (c < low)
+			low = c;
+	}
+	/* since may be later than now: a writer's clock read after ours */
+	if (low == UINT64_MAX || now <= since || now - since < timeout_ns)
+		return 0;
+	for (unsigned i = 0; i < l->nholders && n < cap; i++) {
+		const struct lhold *h = &l->holders[i];
+
+		if (h->kind == SHM_HOLD_HOLD && h->seen / slice == low / slice &&
+		    h->seen < end && end - h->seen >= l->ring.size / 8 && now > h->seen_ns &&
+		    now - h->seen_ns >= timeout_ns)
+			out[n++] = h->r;
+	}
+	return n;
+}
+
+int lanes_let_go(struct blane *l, struct lreader *r)
+{
+	struct lhold *h = held_by(l, r);
+	struct hold_view v;
+	struct lpage *p;
+	uint32_t slot;
+	uint64_t fl;
+	int idx;
+
+	if (!h || h->kind != SHM_HOLD_HOLD)
+		return -ENOENT;
+	p = hold_page(l, h, &slot);
+	if (!p || !hold_read(&l->hold, (unsigned)h->idx, &v))
+		return -ENOENT; /* a reader it cannot tell holds on */
+	/* the reader's bit before the entry goes: a read of a byte the
+	 * writer overwrote once it saw the entry gone is followed by the
+	 * reader's look at the bit (lane-rw.c, hold_let_go) */
+	let_go_mark(p, slot);
+	fl = hold_floor(&l->hold, (unsigned)h->idx);
+	/* freed first: a full table has room for the WATCH entry then (the
+	 * reader unwoken for a moment meanwhile, nothing worse) */
+	hold_free(&l->hold, (unsigned)h->idx);
+	v.kind = SHM_HOLD_WATCH;
+	idx = hold_add(&l->hold, &v, fl);
+	if (idx < 0) {
+		/* no WATCH entry: the register forgets it (its reader reads
+		 * on, looking once a second) */
+		*h = l->holders[--l->nholders];
+	} else {
+		h->idx = idx;
+		h->kind = SHM_HOLD_WATCH;
+	}
+	/* the writer, asleep for space, looks at the table again */
+	if (l->tx_wake_fd >= 0)
+		page_wake(l->tx_wake_fd);
+	return 0;
+}
+
 void lanes_free(struct lanes_reg *g)
 {
 	/* the broker stops: what clients share stays as it is (the writers
@@ -1026,4 +1160,62 @@ void lanes_free(struct lanes_reg *g)
 	lanes_push_done(g);
 	free(g->push);
 	g->push = NULL;
+}
+
+int lanes_walk_check(struct lanes_reg *g, uint32_t number, const struct lreader *r,
+		     struct blane **out)
+{
+	struct blane *l;
+	uint64_t end;
+	int ret;
+
+	for (l = g->lanes; l && l->number != number; l = l->next)
+		;
+	if (!l || !r || !held_by(l, r))
+		return fail(g, -ENOENT, "%s", "not a lane this session reads");
+	*out = l;
+	if (lanefile_state(&l->f)->state == SHM_LANE_BAD)
+		return 1;
+	/* the broker's own walk over its read-only, guarded mapping: the
+	 * reader's word is only the reason to look */
+	ret = lane_find_end(&l->ring, (const void *)l->f.data, l->known_end, &end);
+	if (ret == -EBADMSG)
+		return 1;
+	if (ret < 0)
+		return fail(g, ret, "lane %s: cannot walk it", l->f.name);
+	l->known_end = end;
+	return 0;
+}
+
+void lanes_lane_stats(struct blane *l, uint64_t now_ns, struct lane_stats *st)
+{
+	const struct shm_lane_wpage *wp = (const void *)l->f.data;
+	uint64_t end, low = UINT64_MAX, since;
+
+	/* the committed end now: a walk from where the broker last was (a
+	 * bad lane keeps what was found before) */
+	if (lanefile_state(&l->f)->state != SHM_LANE_BAD &&
+	    lane_find_end(&l->ring, wp, l->known_end, &end) == 0)
+		l->known_end = end;
+	end = l->known_end;
+
+	*st = (struct lane_stats){ .end = end };
+	for (unsigned i = 0; i < l->nholders; i++) {
+		const uint64_t *slot = old_slot(l, &l->holders[i]);
+		uint64_t v;
+
+		if (l->holders[i].kind != SHM_HOLD_HOLD) {
+			st->watchers++;
+			continue;
+		}
+		st->holders++;
+		/* a reader's word: shown, never trusted beyond the lane */
+		v = slot ? load_acquire(slot) : 0;
+		if (v < low)
+			low = v;
+	}
+	st->lag = low != UINT64_MAX && low < end ? end - low : 0;
+	/* the writer's word, also only shown */
+	since = load_relaxed(&wp->short_since);
+	st->short_ms = since && since < now_ns ? (now_ns - since) / 1000000ull : 0;
 }

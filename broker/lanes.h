@@ -34,6 +34,10 @@ struct lhold {
 	int idx;               /* its hold-table entry */
 	uint32_t kind;         /* SHM_HOLD_HOLD or SHM_HOLD_WATCH */
 	uint64_t start;        /* where it started (the floor protocol's S) */
+	/* the block timeout (lanes_stuck): where the broker last believed
+	 * its slot, and when that last crossed into a new slice, as far as
+	 * the broker saw (from where and when it started) */
+	uint64_t seen, seen_ns;
 };
 
 struct blane {
@@ -231,6 +235,27 @@ int lanes_publisher_end(struct lanes_reg *g, uint64_t session, uint32_t generati
 /* Lanes cut and passed by every holder (or held by none) are removed. */
 void lanes_tick(struct lanes_reg *g);
 
+/*
+ * The block timeout on lanes, until spools (data-path.md, section 9,
+ * step 3).  For an open lane whose writer says it has been short of room
+ * (`short_since`) for at least timeout_ns: the readers of the HOLD
+ * entries at its limit (their slots in the lowest slice among its HOLD
+ * entries), with records unread, whose slots did not cross into a new
+ * slice for timeout_ns either.  Each call follows the slots of l's HOLD
+ * entries while its writer is short (a slot counts forward, aligned and
+ * within the committed end only).  At most cap readers into out; their
+ * count.  Policy (whether a reader may be let go) is the caller's.
+ */
+unsigned lanes_stuck(struct blane *l, uint64_t now, uint64_t timeout_ns, struct lreader **out,
+		     unsigned cap);
+
+/* r's hold of l is let go: its slot's bit in line 0 of its cursor page
+ * set (its reader reads on without holding, copying and counting what it
+ * loses), then its HOLD entry a WATCH entry (the writer goes on past it
+ * and still wakes it), and the writer's tx_wake woken.  -ENOENT (nothing
+ * done) when r holds no HOLD entry of l whose page is known. */
+int lanes_let_go(struct blane *l, struct lreader *r);
+
 struct blane *lanes_find(struct lanes_reg *g, uint64_t session, uint32_t generation);
 
 /* Put l in the register's list by its number, the oldest first: whoever
@@ -238,6 +263,23 @@ struct blane *lanes_find(struct lanes_reg *g, uint64_t session, uint32_t generat
  * lanes in the order they were made, and a reader merges by order only
  * the lanes it knows (it must learn an older one first). */
 void lanes_link(struct lanes_reg *g, struct blane *l);
+
+/* What shmbctl lanes shows of a lane (read from files its writer and its
+ * readers write: shown, never acted on). */
+struct lane_stats {
+	uint64_t end, lag, short_ms;
+	uint32_t holders, watchers;
+};
+
+void lanes_lane_stats(struct blane *l, uint64_t now_ns, struct lane_stats *st);
+
+/*
+ * A reader r says lane `number` has a bad record: 1 when the broker's own
+ * walk finds one (or the lane is BAD already), 0 when it finds the lane
+ * good, -ENOENT when r does not read it; *out is the lane.
+ */
+int lanes_walk_check(struct lanes_reg *g, uint32_t number, const struct lreader *r,
+		     struct blane **out);
 
 /* The queued pushes were sent (or their receivers are gone): close their
  * descriptors and forget them. */

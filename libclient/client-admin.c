@@ -39,6 +39,8 @@ static size_t list_entry_size(uint32_t kind)
 		return sizeof(struct proto_event_info);
 	case PROTO_LIST_LINKS:
 		return sizeof(struct proto_link_info);
+	case PROTO_LIST_LANES:
+		return sizeof(struct proto_lane_info);
 	default:
 		return 0;
 	}

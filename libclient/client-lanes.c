@@ -80,7 +80,8 @@ struct client_lanes {
 	bool drain_missed;      /* or at the next call when a request kept the last off */
 	bool rx_first;          /* the RX ring's turn before the lanes' */
 	uint64_t bad_lanes;
-	uint64_t bad_pub[8];    /* publishers of lanes found bad, to be told */
+	uint64_t bad_pub[8];    /* publishers of lanes found bad, to be told, */
+	uint32_t bad_lane[8];   /* and those lanes, to be reported to the broker */
 	unsigned nbad;
 	/* shmb_session_fd(): its eventfd, written by the client's waker when
 	 * rx_wake moves from poll_v while poll_armed (c->slock for the fd) */
@@ -99,12 +100,34 @@ static void on_lane_event(void *ctx, int event, uint64_t publisher, uint32_t lan
 {
 	struct shmb_session *s = ctx;
 
-	(void)lane;
 	/* told after the set's call returns: the callback may call back */
 	if (event == LANESET_EV_BAD) {
 		s->ln->bad_lanes++;
-		if (s->ln->nbad < sizeof(s->ln->bad_pub) / sizeof(s->ln->bad_pub[0]))
+		if (s->ln->nbad < sizeof(s->ln->bad_pub) / sizeof(s->ln->bad_pub[0])) {
+			s->ln->bad_lane[s->ln->nbad] = lane;
 			s->ln->bad_pub[s->ln->nbad++] = publisher;
+		}
+	}
+}
+
+/* Tell the broker (PROTO_LANE_BAD): it walks the lane itself and, finding
+ * the bad record, quarantines the writer.  Only while connected: the
+ * data path does not wait for a redial for it.  Its answer changes
+ * nothing here (the lane is dropped either way). */
+static void report_bad(struct shmb_session *s, uint32_t lane)
+{
+	struct proto_lane_bad q = { .h.type = PROTO_LANE_BAD, .session_id = s->id, .lane = lane };
+	struct shmb_client *c = s->c;
+	struct conn_try t = { 0 };
+	struct proto_reply rep;
+	int r;
+
+	if (!load_acquire(&c->linked))
+		return;
+	while ((r = conn_enter(c, &t)) == 0) {
+		r = conn_rpc_locked(c, &q, sizeof(q), &rep, NULL, 0);
+		if (!conn_leave(c, &t, &r))
+			break;
 	}
 }
 
@@ -113,8 +136,11 @@ static void tell_bad(struct shmb_session *s)
 {
 	struct client_lanes *ln = s->ln;
 
-	while (ln->nbad)
-		client_event(s->c, SHMB_EV_SOURCE_BAD, s, ln->bad_pub[--ln->nbad]);
+	while (ln->nbad) {
+		ln->nbad--;
+		report_bad(s, ln->bad_lane[ln->nbad]);
+		client_event(s->c, SHMB_EV_SOURCE_BAD, s, ln->bad_pub[ln->nbad]);
+	}
 }
 
 /* The writer's drain before it sleeps for space: the HOLDER pushes that

@@ -575,6 +575,12 @@ static int lane_head(struct laneset *s, struct laneset_lane *l, void *buf, uint3
 	while (!l->gone) {
 		int ret = lane_peek(&l->r, buf, cap, &l->head);
 
+		/* a hold let go (the broker's block timeout): lane_peek made it
+		 * a drop-oldest reader, copying into buf from now on */
+		if (l->r.drop_oldest && !l->drop_oldest) {
+			l->drop_oldest = true;
+			l->in_place = false;
+		}
 		if (l->drop_oldest)
 			s->buf_owner = ret == LANE_REC ? l : NULL;
 		/* lane_peek checked the header before it found the buffer short
@@ -664,6 +670,9 @@ static int take(struct laneset *s, struct laneset_lane *l, void *buf, uint32_t c
 		memcpy(buf, m->payload, m->len);
 		out->data = buf;
 		s->buf_owner = NULL;
+		/* its hold let go under the copy: the next peek reads on */
+		if (lane_unheld(&l->r))
+			return -EAGAIN;
 	}
 	/* a file cut under the copy read as zeroes: no message */
 	faults_check(s);

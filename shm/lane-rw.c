@@ -7,10 +7,12 @@
  * use a limit before the fence and the hold table's version check that
  * make a new holder see it or be seen; read a lane past a recorded cut;
  * return a record whose header, topic or order was not checked on a
- * private copy.
+ * private copy; return a record read in place as good once the reader's
+ * hold was let go (its bit, looked at after the reads).
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -654,15 +656,58 @@ static bool lane_jump(struct lane_reader *r)
 	return true;
 }
 
-static int lane_read_hold(struct lane_reader *r, struct lane_rec *m)
+/*
+ * Was a hold reader's hold let go (the broker's block timeout, until
+ * spools: its entry is a WATCH now)?  Its slot's bit in line 0 of its
+ * cursor page (a page mapped whole: found by rounding the slot's
+ * address).  After the reads of a record: the broker sets the bit before
+ * it frees the entry, and the writer overwrites only after it saw the
+ * entry freed and fenced, so a read that saw an overwritten byte is
+ * followed by a load that sees the bit.  `reclaim` would not do: a
+ * thrown-away limit can leave it above a live holder (test-lane-edges
+ * takeover_stale_reclaim).  No slot (not mapped yet): no hold the broker
+ * could have let go that the reader could tell.
+ */
+static bool hold_let_go(const struct lane_reader *r)
+{
+	const struct shm_cursor_page *pg;
+	size_t i;
+
+	if (!r->slot)
+		return false;
+	pg = (const void *)((uintptr_t)r->slot & ~(uintptr_t)(sizeof(*pg) - 1));
+	i = (size_t)(r->slot - pg->slot);
+	if (i >= SHM_CURSOR_SLOTS)
+		return false;
+	fence_acquire();
+	/* pairs with the broker's release of the bit before it frees the entry */
+	return load_acquire(&pg->let_go[i / 64]) & (1ull << (i % 64));
+}
+
+bool lane_unheld(const struct lane_reader *r)
+{
+	return hold_let_go(r);
+}
+
+static int lane_read_copy(struct lane_reader *r, void *buf, uint32_t cap, struct lane_rec *m);
+
+static int lane_read_hold(struct lane_reader *r, void *buf, uint32_t cap, struct lane_rec *m)
 {
 	struct ring_msg rm;
-	int ret = ring_peek(&r->c, &rm), st;
+	int ret = ring_peek(&r->c, &rm), ok = ret, st;
 
+	if (ret == 0)
+		ok = lane_check(r, &rm, m);
+	if (hold_let_go(r)) {
+		/* not held any more: what it read may be overwritten; it reads
+		 * on as a drop-oldest reader (copies, jumps, counts the loss) */
+		r->drop_oldest = true;
+		return lane_read_copy(r, buf, cap, m);
+	}
 	st = lane_state_at(r, ret != -EAGAIN && ret != -ESTALE);
 	if (st != LANE_REC)
 		return st;
-	if (ret < 0 || lane_check(r, &rm, m) < 0)
+	if (ok < 0)
 		return lane_bad(r);
 	m->missed = 0;
 	return LANE_REC;
@@ -711,7 +756,7 @@ int lane_peek(struct lane_reader *r, void *buf, uint32_t cap, struct lane_rec *m
 	if (r->bad)
 		return r->bad;
 	if (!r->drop_oldest)
-		return lane_read_hold(r, m);
+		return lane_read_hold(r, buf, cap, m);
 	return lane_read_copy(r, buf, cap, m);
 }
 

@@ -165,22 +165,34 @@ struct lane_reader {
  * Read a lane from pos (a boundary the broker gave: the start of a hold,
  * or the position acknowledged) with `order` the last order delivered
  * before it (0: none).  `data` is page 0 (read-only), `meta` the meta
- * file.  drop_oldest readers copy every record and jump over what the
- * writer reclaimed.
+ * file.  `slot` (or NULL) is in a cursor page mapped whole, whose line
+ * 0 says whether its hold was let go.  drop_oldest readers copy every
+ * record and jump over what the writer reclaimed.
  */
 int lane_reader_init(struct lane_reader *r, const void *data, uint64_t ring_size, const void *meta,
 		     uint64_t *slot, bool received, bool drop_oldest, uint64_t pos, uint64_t order);
 
 /*
  * The next record.  A hold reader gets it in place (valid until it
- * acknowledges past it); a drop-oldest reader gets it copied into buf
- * (cap bytes; -EMSGSIZE if it does not fit, the record left unread) with
- * `missed` counting the records lost before it.  Returns enum
- * lane_read_ret or -EBADMSG (a bad lane: r->bad is set, the reader never
- * reads it again).  The record is consumed: the next call returns the
- * one after it.
+ * acknowledges past it, while it holds: see lane_unheld()); a
+ * drop-oldest reader gets it copied into buf (cap bytes; -EMSGSIZE if it
+ * does not fit, the record left unread) with `missed` counting the
+ * records lost before it.  Returns enum lane_read_ret or -EBADMSG (a bad
+ * lane: r->bad is set, the reader never reads it again).  The record is
+ * consumed: the next call returns the one after it.
  */
 int lane_read(struct lane_reader *r, void *buf, uint32_t cap, struct lane_rec *m);
+
+/*
+ * A hold reader whose hold was let go (the broker's block timeout, until
+ * spools) finds its slot's bit set in line 0 of its cursor page (slot:
+ * a slot of a cursor page mapped whole): lane_peek() then makes it a
+ * drop-oldest reader (r->drop_oldest set: it copies into buf, jumps over
+ * what was overwritten and counts it in `missed`).  A caller that copies
+ * a record it peeked in place asks lane_unheld() after its copy: true,
+ * the copy may hold overwritten bytes (peek again).
+ */
+bool lane_unheld(const struct lane_reader *r);
 
 /* lane_read() in two steps: the record, checked (a drop-oldest reader
  * may already have jumped over lost records to reach it), and, once the

@@ -139,7 +139,10 @@ struct shm_hold_ent {
 #define SHM_CURSOR_SLOTS ((4096u - SHM_LINE) / 8u)
 
 struct shm_cursor_page {
-	uint8_t reserved[SHM_LINE]; /* line 0: zero (a header's place, the slots stay put) */
+	/* line 0, broker-written: bit i set once slot i's hold was let go
+	 * (until spools, the block timeout): its reader reads that lane on
+	 * without holding.  Zero otherwise. */
+	uint64_t let_go[SHM_LINE / 8];
 	uint64_t slot[SHM_CURSOR_SLOTS]; /* per lane of the publisher: acknowledged up to here */
 };
 
@@ -200,6 +203,7 @@ static_assert(SHM_HOLD_MAX == 1023, "1023 holders a lane");
 static_assert(sizeof(struct shm_cursor_page) == 4096, "cursor page is one page");
 static_assert(SHM_CURSOR_SLOTS == 504, "504 lanes of one publisher a page");
 static_assert(offsetof(struct shm_cursor_page, slot) == SHM_LINE, "slots from line 1");
+static_assert(SHM_CURSOR_SLOTS <= 8 * sizeof(((struct shm_cursor_page *)0)->let_go), "a bit each");
 static_assert(sizeof(struct shm_arm_page) == 4096, "arm page is one page");
 static_assert(SHM_ARM_SLOTS == 504, "504 readers an arm page");
 static_assert(SHM_ARM_SLOTS <= 8 * sizeof(((struct shm_arm_page *)0)->bits), "a bit each");

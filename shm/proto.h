@@ -30,7 +30,8 @@ enum proto_type {
 	PROTO_TOPIC = 4,       /* intern a topic name, get its id */
 	PROTO_SUBSCRIBE = 5,
 	PROTO_UNSUBSCRIBE = 6,
-	PROTO_LANE_TOPIC = 7,  /* lanes: a publisher's first use of a topic (not yet sent) */
+	PROTO_LANE_TOPIC = 7,  /* lanes: a publisher's first use of a topic */
+	PROTO_LANE_BAD = 8,    /* lanes: a reader found a bad record in a lane it reads */
 	PROTO_STATUS = 20,     /* admin: broker-wide counters */
 	PROTO_LIST = 21,       /* admin: a page of sessions, topics, links or events */
 	PROTO_KICK = 22,       /* admin: detach a session's owner, or destroy it */
@@ -130,6 +131,21 @@ struct proto_lane_topic {
 				     sent them: a reply that made the lane was lost (the
 				     broker died, or the connection, before it was read) */
 
+/*
+ * PROTO_LANE_BAD (reader -> broker): the session's owner found a record
+ * of lane `lane` that fails its checks.  The broker believes nothing of
+ * it: it walks the lane itself and, if it finds the bad record, makes the
+ * lane BAD and quarantines its writer's session (as the relay does for a
+ * scribbled TX ring).  0, or -EINVAL (the broker finds the lane good),
+ * -ENOENT (no such lane, or this session does not read it).
+ */
+struct proto_lane_bad {
+	struct proto_hdr h;
+	uint64_t session_id;
+	uint32_t lane;
+	uint32_t pad;
+};
+
 /* flags of proto_lane */
 #define PROTO_LANE_DROP_OLDEST 0x1u /* read it as a drop-oldest reader (a WATCH entry) */
 #define PROTO_LANE_IN_PLACE 0x2u    /* its writer has the reader's uid: read in place */
@@ -214,6 +230,7 @@ enum proto_list_kind {
 	PROTO_LIST_EVENTS = 3,   /* struct proto_event_info: one session's, oldest first */
 	PROTO_LIST_LINKS = 4,    /* struct proto_link_info, in slot order (NAME: only that one) */
 	PROTO_LIST_LINK_EVENTS = 5, /* struct proto_event_info: the link NAME's, oldest first */
+	PROTO_LIST_LANES = 6,    /* struct proto_lane_info, by lane number (shmbd --lanes) */
 };
 
 /* flags of proto_list and proto_kick */
@@ -298,6 +315,26 @@ struct proto_topic_info {
 	uint64_t routed;        /* messages published to it since the broker started */
 	uint64_t rate;          /* messages/s over the last second or so */
 	char name[PROTO_TOPIC_MAX + 8];
+};
+
+/* states of proto_lane_info */
+#define PROTO_LANE_OPEN 0u
+#define PROTO_LANE_CUT 1u      /* its writer's generation ended: read to its cut, then gone */
+#define PROTO_LANE_BAD_STATE 2u /* dropped by its readers (changed or forged by its writer) */
+
+struct proto_lane_info {
+	uint32_t number;
+	uint32_t generation;   /* its writer's owner generation */
+	uint64_t publisher;    /* its writer's session id */
+	uint32_t uid;          /* its writer's */
+	uint32_t state;        /* PROTO_LANE_OPEN, _CUT, _BAD_STATE */
+	uint64_t ring_size;
+	uint64_t end;          /* the committed end the broker last found (bytes written) */
+	uint32_t holders;      /* HOLD entries: readers that stop its writer */
+	uint32_t watchers;     /* WATCH entries: drop-oldest readers */
+	uint64_t lag;          /* bytes between `end` and its slowest holder's cursor */
+	uint64_t short_ms;     /* its writer has been short of room this long (0: has room) */
+	char name[PROTO_NAME_MAX + 8]; /* its writer's session */
 };
 
 struct proto_event_info {
@@ -409,6 +446,8 @@ static_assert(sizeof(struct proto_lane_topic) == 32, "lane topic");
 static_assert(sizeof(struct proto_lane) == 88, "lane");
 static_assert(sizeof(struct proto_holder) == 56, "holder");
 static_assert(sizeof(struct proto_reader_topics) == 184, "reader topics");
+static_assert(sizeof(struct proto_lane_bad) == 32, "lane bad");
+static_assert(sizeof(struct proto_lane_info) % 8 == 0, "lane info");
 static_assert(sizeof(struct proto_open) == 192, "open");
 static_assert(sizeof(struct proto_reply) == 184, "reply");
 static_assert(sizeof(struct proto_reply) <= PROTO_MAX_MSG, "reply fits");

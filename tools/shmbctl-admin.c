@@ -363,6 +363,59 @@ static int show_topics(struct shmb_client *c, const struct adm *a)
 	return 0;
 }
 
+/* ---- lanes (docs/design/data-path.md) ---- */
+
+static const char *lane_state(uint32_t st)
+{
+	return st == PROTO_LANE_OPEN ? "open" : st == PROTO_LANE_CUT ? "cut" : "bad";
+}
+
+static int show_lanes(struct shmb_client *c, const struct adm *a)
+{
+	struct proto_lane_info *v;
+	char text[160] = "";
+	struct adm all = *a;
+	long n;
+	int w = 6;
+
+	all.have_uid = false;
+	n = list_all(c, PROTO_LIST_LANES, NULL, &all, (void **)&v, text, NULL);
+	if (n < 0)
+		return adm_failed("lanes", (int)n, text);
+	if (a->json) {
+		printf("{\"lanes\":[");
+		for (long k = 0; k < n; k++) {
+			printf("%s{\"lane\":%u,\"writer\":", k ? "," : "", v[k].number);
+			json_str(stdout, v[k].name);
+			printf(",\"session_id\":%llu,\"generation\":%u,\"uid\":%u,\"state\":\"%s\","
+			       "\"ring_size\":%llu,\"end\":%llu,\"holders\":%u,\"watchers\":%u,"
+			       "\"lag\":%llu,\"waiting_ms\":%llu}",
+			       (unsigned long long)v[k].publisher, v[k].generation, v[k].uid,
+			       lane_state(v[k].state), (unsigned long long)v[k].ring_size,
+			       (unsigned long long)v[k].end, v[k].holders, v[k].watchers,
+			       (unsigned long long)v[k].lag, (unsigned long long)v[k].short_ms);
+		}
+		printf("]}\n");
+		free(v);
+		return 0;
+	}
+	for (long k = 0; k < n; k++)
+		if ((int)strlen(v[k].name) > w)
+			w = (int)strlen(v[k].name);
+	printf("%5s %-*s %4s %6s %5s %10s %14s %7s %8s %12s %8s\n", "LANE", w, "WRITER", "GEN",
+	       "UID", "STATE", "RING", "END", "HOLDERS", "WATCHERS", "LAG", "WAIT_MS");
+	for (long k = 0; k < n; k++)
+		printf("%5u %-*.*s %4u %6u %5s %10llu %14llu %7u %8u %12llu %8llu\n", v[k].number, w, w,
+		       v[k].name, v[k].generation, v[k].uid, lane_state(v[k].state),
+		       (unsigned long long)v[k].ring_size, (unsigned long long)v[k].end,
+		       v[k].holders, v[k].watchers, (unsigned long long)v[k].lag,
+		       (unsigned long long)v[k].short_ms);
+	if (!n)
+		printf("(no lanes: none written yet, or the broker runs without --lanes)\n");
+	free(v);
+	return 0;
+}
+
 /* ---- links (docs/links.md) ---- */
 
 static void link_json(FILE *f, const struct proto_link_info *i)
@@ -726,6 +779,11 @@ int admin_sessions(struct shmb_client *c, const struct adm *a)
 int admin_topics(struct shmb_client *c, const struct adm *a)
 {
 	return watch(c, a, show_topics);
+}
+
+int admin_lanes(struct shmb_client *c, const struct adm *a)
+{
+	return watch(c, a, show_lanes);
 }
 
 int admin_links(struct shmb_client *c, const struct adm *a)

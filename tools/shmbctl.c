@@ -53,12 +53,18 @@ static void usage(FILE *f)
 		"                          state, peer, attempt generation, back-off, bytes sent,\n"
 		"                          routed by the peer, replayed, received, last reason\n"
 		"  links NAME              one link in full, with its recent events\n"
+		"  lanes                   the direct data path (shmbd --lanes): each lane's\n"
+		"                          writer, state, ring, readers that hold it back and\n"
+		"                          how far the slowest is behind, how long its writer\n"
+		"                          has waited for room\n"
 		"  kick NAME [--uid U] [--delete]\n"
 		"                          fence the session's owner off and detach it (the\n"
 		"                          session waits for its next owner); --delete destroys it\n"
-		"      --json              status, sessions, session, topics, links: one JSON\n"
+		"      --json              status, sessions, session, topics, links, lanes: one\n"
+		"                          JSON\n"
 		"                          object\n"
-		"      --watch             sessions, topics, links: redraw every --interval S\n"
+		"      --watch             sessions, topics, links, lanes: redraw every\n"
+		"                          --interval S\n"
 		"                          (default 1) until interrupted (--count N: N times)\n"
 		"\n"
 		"  -d, --dir DIR           the broker's runtime directory (default $SHMB_DIR,\n"
@@ -456,6 +462,11 @@ static int verb_topics(struct shmb_client *c, struct cli *k)
 	return admin_topics(c, &k->adm);
 }
 
+static int verb_lanes(struct shmb_client *c, struct cli *k)
+{
+	return admin_lanes(c, &k->adm);
+}
+
 static int verb_links(struct shmb_client *c, struct cli *k)
 {
 	k->adm.name = k->argc ? k->argv[0] : NULL;
@@ -483,6 +494,7 @@ static const struct verb {
 	{ "session", ARGS_SESSION, verb_session },
 	{ "topics", ARGS_NONE, verb_topics },
 	{ "links", ARGS_LINK, verb_links },
+	{ "lanes", ARGS_NONE, verb_lanes },
 	{ "kick", ARGS_SESSION, verb_kick },
 };
 

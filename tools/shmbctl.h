@@ -33,6 +33,7 @@ int admin_sessions(struct shmb_client *c, const struct adm *a);
 int admin_session(struct shmb_client *c, const char *name, const struct adm *a);
 int admin_topics(struct shmb_client *c, const struct adm *a);
 int admin_links(struct shmb_client *c, const struct adm *a);
+int admin_lanes(struct shmb_client *c, const struct adm *a);
 int admin_kick(struct shmb_client *c, const char *name, const struct adm *a);
 
 #endif

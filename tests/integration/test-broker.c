@@ -906,7 +906,9 @@ static void test_block_timeout(void)
 	shmb_set_event_cb(sc, count_event, &evs);
 	CU_ASSERT(shmb_session_fd(ss) >= 0);
 	CU_ASSERT_FATAL(connect_open(&t, "p", 0, &pc, &ps) == 0);
-	while (sent < 1000 && (r = shmb_publish(ps, "t", buf, sizeof(buf), 200)) == 0)
+	/* until it is full: its RX ring and the TX ring on the relay, a lane
+	 * the size of the broker's default RX ring on lanes */
+	while (sent < 100000 && (r = shmb_publish(ps, "t", buf, sizeof(buf), 200)) == 0)
 		sent++;
 	CU_ASSERT(r == -ETIMEDOUT); /* held back: nothing is dropped for "slow" */
 	WAIT_FOR(tb_log_count(&t, "longer than --block-timeout") > 0, 5000);

@@ -7,7 +7,9 @@
  * order; a writer SIGKILLed mid-stream has its lane cut after its last
  * committed record (nothing committed is lost, the reader learns the
  * end); a broker SIGSTOPped stops nobody; a reader SIGKILLed while
- * holding its writer frees it; libshmb clients beside them are not
+ * holding its writer frees it; a live reader that stops reading is let
+ * go after --block-timeout (detached, reading on without holding) while
+ * another reads everything; libshmb clients beside them are not
  * disturbed; a writer that punches its lane loses it and its session;
  * without
  * --lanes, or for another's session, no lane.
@@ -48,9 +50,9 @@ struct wshared {
 	uint64_t committed;   /* messages published (committed) so far */
 };
 
-/* Open session "w", take the lane of the topic, publish n messages
+/* Open session `name`, take the lane of the topic, publish n messages
  * (order i carries i) in batches of up to 16, then close the session. */
-static void writer_main(const struct tb *t, struct wshared *sh, uint64_t n)
+static void writer_named_main(const struct tb *t, struct wshared *sh, uint64_t n, const char *name)
 {
 	struct rc c;
 	struct lanew w;
@@ -58,7 +60,7 @@ static void writer_main(const struct tb *t, struct wshared *sh, uint64_t n)
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	lanew_init(&w, 1);
-	if (rc_open(&c, t->dir, "w", SHM_POLICY_BLOCK) < 0 || rc_lane_topic(&c, &w) != 0)
+	if (rc_open(&c, t->dir, name, SHM_POLICY_BLOCK) < 0 || rc_lane_topic(&c, &w) != 0)
 		_exit(2);
 	rc_holders(&c, &w, 1);
 	/* holders that come later (a reader's new owner) before each sleep */
@@ -82,6 +84,11 @@ static void writer_main(const struct tb *t, struct wshared *sh, uint64_t n)
 		rc_call(&c, &q, sizeof(q), &rep, NULL, NULL);
 	}
 	_exit(0);
+}
+
+static void writer_main(const struct tb *t, struct wshared *sh, uint64_t n)
+{
+	writer_named_main(t, sh, n, "w");
 }
 
 /* A broker with --lanes, a subscriber "r" here, a writer of n messages
@@ -322,6 +329,144 @@ static void test_reader_restart(void)
 	tb_cleanup(&t);
 	munmap(rs, 4096);
 	munmap(ws, 4096);
+}
+
+/* Read what s has until the lane ends, as a reader whose hold was let
+ * go: into a buffer (it copies now), every record's payload its order,
+ * each order the next expected plus what the reader counted lost before
+ * it; 0 at the end, -1 on a wrong record or nothing for 10 s. */
+static int read_unheld(struct rside *s, uint64_t *next, uint64_t *got, uint64_t *missed)
+{
+	uint64_t idle = clock_mono_ns(), v;
+	struct lane_rec m;
+
+	for (;;) {
+		int r = lane_read(&s->r, &v, sizeof(v), &m);
+
+		if (r == LANE_END)
+			return 0;
+		if (r < 0)
+			return -1;
+		if (r == LANE_NONE) {
+			if (clock_mono_ns() - idle > 10000000000ull)
+				return -1;
+			sched_yield();
+			continue;
+		}
+		idle = clock_mono_ns();
+		if (m.order != *next + m.missed || m.len != 8 || v != m.order)
+			return -1;
+		(*got)++;
+		*missed += m.missed;
+		*next = m.order + 1;
+		lane_ack(&s->r, m.end);
+	}
+}
+
+struct keeper {
+	uint32_t ready;
+	int ok;           /* 1: read every message in order, then the end */
+	uint64_t next;
+};
+
+/* A reader that keeps reading, in a child: session "ra", to the end. */
+static void keeper_main(const struct tb *t, struct keeper *k)
+{
+	struct rc r;
+	struct rpush p;
+	struct rside s;
+	bool end;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/* ephemeral: gone when done (it would hold the next lane) */
+	if (rc_open_ex(&r, t->dir, "ra", SHM_POLICY_BLOCK, PROTO_OPEN_EPHEMERAL, NULL) < 0 ||
+	    rc_subscribe(&r) != 0)
+		_exit(2);
+	store_release(&k->ready, 1);
+	if (!rc_push(&r, PROTO_LANE, &p) || rside_open(&s, &p) < 0)
+		_exit(3);
+	k->next = 1;
+	k->ok = read_lane(&s, &k->next, 0, &end) == 0 && end;
+	_exit(0);
+}
+
+/* Two readers of one lane; one stops reading after 1000 messages.  Its
+ * writer, short of room, waits for it --block-timeout (1 s) only: then
+ * its hold is let go and its session detached (the relay's log line), the
+ * writer goes on (its session lives, detached: no expiry is waited for),
+ * and the reader that keeps reading gets every message in order.  The
+ * stopped one then reads on without holding while the writer laps it:
+ * it copies, and every record it gets is whole and in order, what it
+ * lost counted, to the lane's end.  Detached so, it holds a new writer's
+ * lane back no longer than the timeout either. */
+static void test_reader_block_timeout(void)
+{
+	struct tb t;
+	struct rc b;
+	struct rpush pb;
+	struct rside sb;
+	const int prot = PROT_READ | PROT_WRITE, fl = MAP_SHARED | MAP_ANONYMOUS;
+	struct wshared *sh = mmap(NULL, 4096, prot, fl, -1, 0);
+	struct wshared *sh2 = mmap(NULL, 4096, prot, fl, -1, 0);
+	struct keeper *k = mmap(NULL, 4096, prot, fl, -1, 0);
+	const uint64_t n = 2000000;
+	uint64_t nb = 1, got = 0, missed = 0, t0, held;
+	bool end;
+	pid_t w, ka;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", "--tx-ring-size", "65536",
+				 "--rx-ring-size", "65536", "--block-timeout", "1",
+				 "--session-ttl", "60", NULL) == 0);
+	ka = fork();
+	if (ka == 0)
+		keeper_main(&t, k);
+	WAIT_FOR_FATAL(load_acquire(&k->ready), 5000);
+	CU_ASSERT_FATAL(rc_open(&b, t.dir, "rb", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(&b) == 0);
+	w = fork();
+	if (w == 0)
+		writer_main(&t, sh, n);
+	CU_ASSERT_FATAL(rc_push(&b, PROTO_LANE, &pb));
+	CU_ASSERT_FATAL(rside_open(&sb, &pb) == 0);
+	CU_ASSERT(read_lane(&sb, &nb, 1000, &end) == 0 && !end && nb == 1001);
+	t0 = clock_mono_ns();
+	/* b reads no more: the writer waits (a 64 KiB lane) ... */
+	CU_ASSERT(load_acquire(&sh->committed) < 5000);
+	WAIT_FOR_FATAL(tb_log_count(&t, "session rb detached: it held a lane's writer back for"
+					" longer than --block-timeout") == 1, 5000);
+	held = clock_mono_ns() - t0;
+	CU_ASSERT(held >= 1000000000ull);
+	/* ... then goes on without it, its session alive (no expiry) */
+	WAIT_FOR(load_acquire(&sh->committed) > 100000, 5000);
+	/* b reads on while the writer laps it */
+	CU_ASSERT(read_unheld(&sb, &nb, &got, &missed) == 0);
+	CU_ASSERT(sb.r.drop_oldest);
+	CU_ASSERT(nb == n + 1);
+	CU_ASSERT(missed > 0 && got > 0);
+	CU_ASSERT(1000 + got + missed == n);
+	CU_ASSERT(tb_wait_child(w, 20000) == 0);
+	CU_ASSERT(tb_wait_child(ka, 20000) == 0);
+	CU_ASSERT(k->ok == 1 && k->next == n + 1);
+	WAIT_FOR(tb_log_count(&t, "session ra (id 1) destroyed") == 1, 5000);
+	CU_ASSERT(tb_log_count(&t, "session ra detached: it held") == 0);
+	/* a new writer's lane, held by b (detached, it still holds new
+	 * lanes of its topics): b, detached for the block timeout, holds it
+	 * back no longer than that either */
+	w = fork();
+	if (w == 0)
+		writer_named_main(&t, sh2, 100000, "w2");
+	CU_ASSERT(tb_wait_child(w, 15000) == 0);
+	CU_ASSERT(tb_log_count(&t, "session rb no longer holds it") == 2);
+	CU_ASSERT(tb_log_count(&t, "session rb detached") == 1);
+	CU_ASSERT(tb_log_count(&t, "expired") == 0);
+	printf("\n  the stopped reader: let go after %.2f s; then %llu read, %llu counted lost\n",
+	       (double)held / 1e9, (unsigned long long)got, (unsigned long long)missed);
+	close(b.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(sh, 4096);
+	munmap(sh2, 4096);
+	munmap(k, 4096);
 }
 
 struct sleeper {
@@ -787,6 +932,49 @@ static void test_cut_wakes_writer(void)
 	munmap(n, 4096);
 }
 
+/* A reader that says a good lane is bad is not believed: the broker walks
+ * the lane itself, answers -EINVAL and punishes nobody; one that names a
+ * lane it does not read gets -ENOENT. */
+static void test_lying_reader(void)
+{
+	struct proto_lane_bad q = { .h = { PROTO_LANE_BAD, sizeof(q), 0 } };
+	struct proto_reply rep;
+	struct tb t;
+	struct rc r, w;
+	struct lanew lw;
+	struct rpush p;
+	uint64_t one = 1;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(rc_open(&r, t.dir, "r", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_subscribe(&r) == 0);
+	lanew_init(&lw, 1);
+	CU_ASSERT_FATAL(rc_open(&w, t.dir, "w", SHM_POLICY_BLOCK) == 0);
+	CU_ASSERT_FATAL(rc_lane_topic(&w, &lw) == 0);
+	CU_ASSERT(lanew_publish(&lw, w.topic, &one, sizeof(one), false, NULL) == 0);
+	CU_ASSERT_FATAL(rc_push(&r, PROTO_LANE, &p));
+	for (unsigned i = 0; i < p.nfds; i++)
+		close(p.fds[i]);
+	q.session_id = r.session;
+	q.lane = p.m.lane.lane;
+	CU_ASSERT(rc_call(&r, &q, sizeof(q), &rep, NULL, NULL) == 0 && rep.err == -EINVAL);
+	q.lane = p.m.lane.lane + 1000;
+	CU_ASSERT(rc_call(&r, &q, sizeof(q), &rep, NULL, NULL) == 0 && rep.err == -ENOENT);
+	/* another's session */
+	q.session_id = w.session;
+	q.lane = p.m.lane.lane;
+	CU_ASSERT(rc_call(&r, &q, sizeof(q), &rep, NULL, NULL) == 0 && rep.err == -ENOENT);
+	CU_ASSERT(tb_log_count(&t, "finds it good") == 1);
+	CU_ASSERT(tb_log_count(&t, "quarantined") == 0);
+	/* the writer goes on */
+	CU_ASSERT(lanew_publish(&lw, w.topic, &one, sizeof(one), false, NULL) == 0);
+	lanew_free(&lw);
+	close(w.fd);
+	close(r.fd);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 /* Without --lanes the broker says so, and a session that is not the
  * caller's gets no lane. */
 static void test_refused(void)
@@ -976,8 +1164,10 @@ static const struct harness_test lanes_tests[] = {
 	{ "mixed", test_mixed },
 	{ "reader_killed", test_reader_killed },
 	{ "reader_restart", test_reader_restart },
+	{ "reader_block_timeout", test_reader_block_timeout },
 	{ "reader_sleeps", test_reader_sleeps },
 	{ "refused", test_refused },
+	{ "lying_reader", test_lying_reader },
 	{ "stream", test_stream },
 	{ "writer_killed", test_writer_killed },
 	{ "broker_stopped", test_broker_stopped },

@@ -10,7 +10,9 @@
  * (tests/integration/test-lib-lanes.sh).
  */
 #include <errno.h>
+#include <libgen.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -329,8 +331,9 @@ static void on_event(const struct shmb_event *ev, void *arg)
 /* A publisher forges a record in its own lane (a commit word with an
  * impossible length where its next record goes): its reader takes the
  * 10 good messages before it, drops the lane and is told
- * SHMB_EV_SOURCE_BAD with that publisher's session id, and another
- * publisher's messages reach it as before. */
+ * SHMB_EV_SOURCE_BAD with that publisher's session id, the broker
+ * (told by the reader, checking for itself) quarantines the forger, and
+ * another publisher's messages reach the reader as before. */
 static void test_forged_lane(void)
 {
 	uint32_t *flags = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -393,6 +396,10 @@ static void test_forged_lane(void)
 	CU_ASSERT(good == 10);
 	CU_ASSERT(load_acquire(&bad.n) == 1);
 	CU_ASSERT(bad.publisher == forger);
+	/* the reader told the broker, whose own walk found the record: the
+	 * forger's session is quarantined, as for a scribbled TX ring */
+	WAIT_FOR(tb_log_count(&t, "fails its checks (found by its reader r)") == 1, 5000);
+	WAIT_FOR(tb_log_count(&t, "quarantined") >= 1, 5000);
 	store_release(&flags[1], 1);
 	CU_ASSERT(tb_wait_child(pub, 30000) == 0);
 	shmb_close(gc);
@@ -789,6 +796,135 @@ static void test_restart_wakes(void)
 	munmap(run, 4096);
 }
 
+/* `shmbctl lanes --json` of t's broker into out (NUL-terminated). */
+static int shmbctl_lanes(const struct tb *t, char *out, size_t cap)
+{
+	char self[512], cmd[1400];
+	ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	size_t n = 0;
+	FILE *f;
+
+	self[k > 0 ? k : 0] = 0;
+	snprintf(cmd, sizeof(cmd), "'%s/../shmbctl' -d '%s' lanes --json", dirname(self), t->dir);
+	f = popen(cmd, "r");
+	if (!f)
+		return -1;
+	while (n + 1 < cap && fgets(out + n, (int)(cap - n), f))
+		n += strlen(out + n);
+	out[n] = 0;
+	return pclose(f) == 0 ? 0 : -1;
+}
+
+/* shmbctl lanes shows a lane's writer, its one holder and how far that
+ * holder is behind: all of it while the reader reads nothing, nothing
+ * once it read and acknowledged everything. */
+static void test_shmbctl_lanes(void)
+{
+	struct shmb_client *c, *pc;
+	struct shmb_session *s, *ps;
+	struct shmb_msg m;
+	char out[4096];
+	int got = 0;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "r", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "writer-p", 0, &pc, &ps) == 0);
+	for (uint64_t i = 1; i <= 100; i++)
+		CU_ASSERT_FATAL(shmb_publish(ps, "t", &i, sizeof(i), 5000) == 0);
+	CU_ASSERT_FATAL(shmbctl_lanes(&t, out, sizeof(out)) == 0);
+	printf("\n  %s", out);
+	CU_ASSERT(strstr(out, "\"writer\":\"writer-p\"") != NULL);
+	CU_ASSERT(strstr(out, "\"state\":\"open\"") != NULL);
+	CU_ASSERT(strstr(out, "\"holders\":1,\"watchers\":0") != NULL);
+	/* 100 records of 8 bytes, 48 bytes each in the ring, none read */
+	CU_ASSERT(strstr(out, "\"end\":4800,") != NULL);
+	CU_ASSERT(strstr(out, "\"lag\":4800,") != NULL);
+	while (got < 100 && shmb_recv(s, &m, 2000) == 0)
+		got++;
+	CU_ASSERT(got == 100);
+	CU_ASSERT(shmb_ack(s) == 0);
+	CU_ASSERT_FATAL(shmbctl_lanes(&t, out, sizeof(out)) == 0);
+	CU_ASSERT(strstr(out, "\"lag\":0,") != NULL);
+	shmb_close(pc);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+struct thr_pub {
+	struct shmb_session *s;
+	uint64_t n;
+	int err;
+};
+
+static void *thr_publish(void *arg)
+{
+	struct thr_pub *tp = arg;
+
+	for (uint64_t i = 1; i <= tp->n && !tp->err; i++) {
+		unsigned fl = i % 16 && i != tp->n ? SHMB_PUB_MORE : 0;
+
+		tp->err = shmb_publish_flags(tp->s, "t", &i, sizeof(i), 10000, fl);
+	}
+	return NULL;
+}
+
+/*
+ * Threads only (no fork: the ThreadSanitizer run, `make tsan`, covers
+ * it): a publisher thread of one client; in another client, a session
+ * read through its pollable fd (the waker thread) while a second thread
+ * of the same client publishes on its own session and makes requests,
+ * which read and hand over the first session's pushes.  Both streams
+ * arrive whole and in order.
+ */
+static void test_threads(void)
+{
+	const uint64_t n = 20000;
+	struct shmb_client *a, *b;
+	struct shmb_session *pa, *sb, *pb;
+	struct thr_pub ta, tb2;
+	uint64_t next[2] = { 1, 1 }, sess[2] = { 0, 0 };
+	pthread_t th[2];
+	struct shmb_msg m;
+	struct tb t;
+	int fd;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "reader", 0, &b, &sb) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(sb, "t") == 0);
+	fd = shmb_session_fd(sb);
+	CU_ASSERT_FATAL(fd >= 0);
+	CU_ASSERT_FATAL(connect_open(&t, "pub-a", 0, &a, &pa) == 0);
+	CU_ASSERT_FATAL(shmb_session_open(b, "pub-b", NULL, &pb) == 0);
+	ta = (struct thr_pub){ pa, n, 0 };
+	tb2 = (struct thr_pub){ pb, n, 0 };
+	CU_ASSERT_FATAL(pthread_create(&th[0], NULL, thr_publish, &ta) == 0);
+	CU_ASSERT_FATAL(pthread_create(&th[1], NULL, thr_publish, &tb2) == 0);
+	while ((next[0] <= n || next[1] <= n) && fd_ready(fd, 10000) == 1) {
+		while (shmb_recv(sb, &m, 0) == 0) {
+			uint64_t v;
+			unsigned k = sess[0] == m.src_session ? 0 : sess[1] == m.src_session ? 1
+				   : !sess[0] ? 0 : 1;
+
+			sess[k] = m.src_session;
+			memcpy(&v, m.data, 8);
+			CU_ASSERT_FATAL(v == next[k]);
+			next[k]++;
+		}
+		CU_ASSERT(shmb_ack(sb) == 0);
+	}
+	pthread_join(th[0], NULL);
+	pthread_join(th[1], NULL);
+	CU_ASSERT(ta.err == 0 && tb2.err == 0);
+	CU_ASSERT(next[0] == n + 1 && next[1] == n + 1);
+	shmb_close(a);
+	shmb_close(b);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 static const struct harness_test tests[] = {
 	{ "broker_stopped", test_broker_stopped },
 	{ "relay_beside_lanes", test_relay_beside_lanes },
@@ -798,11 +934,18 @@ static const struct harness_test tests[] = {
 	{ "successor_after_kill", test_successor_after_kill },
 	{ "broker_restart", test_broker_restart },
 	{ "restart_wakes", test_restart_wakes },
+	{ "shmbctl_lanes", test_shmbctl_lanes },
+	{ NULL, NULL },
+};
+
+static const struct harness_test thread_tests[] = {
+	{ "threads", test_threads },
 	{ NULL, NULL },
 };
 
 static const struct harness_suite suites[] = {
 	{ "lib_lanes", tests },
+	{ "lib_lanes_threads", thread_tests },
 	{ NULL, NULL },
 };
 

@@ -6,7 +6,8 @@
  * descriptors work: a writer and a reader built from them move every
  * record, the publisher's end cuts the lane after its last record, the
  * reader reads to the cut and the lane goes once passed; a reader that
- * ends frees its writer.
+ * ends frees its writer; a reader that holds a writer short of room
+ * without moving for the block timeout is let go (and only such a one).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +22,7 @@
 #include "harness.h"
 #include "lane-env.h"
 #include "shm/atomics.h"
+#include "shm/clock.h"
 #include "shm/lane-rw.h"
 
 #define PUB 11u
@@ -346,6 +348,167 @@ static void test_cut_watchers(void)
 	lane_env_close(&e);
 }
 
+/* Publish 8-byte records (each its order) until the lane is full. */
+static uint64_t fill(struct lane_writer *w, uint64_t *order)
+{
+	uint64_t n = 0, *pl;
+
+	while (lane_reserve(w, TOPIC, *order, NULL, 8, (void **)&pl) == 0) {
+		*pl = (*order)++;
+		CU_ASSERT_FATAL(lane_commit(w) == 0);
+		n++;
+	}
+	return n;
+}
+
+/* Read and acknowledge what s has (up to max records): how many. */
+static uint64_t drain(struct rside *s, uint64_t max)
+{
+	struct lane_rec m;
+	uint64_t n = 0, v;
+
+	while (n < max && lane_read(&s->r, &v, sizeof(v), &m) == LANE_REC) {
+		lane_ack(&s->r, m.end);
+		n++;
+	}
+	return n;
+}
+
+/*
+ * The block timeout on lanes: a writer short of room and a reader that
+ * read everything, one that stopped.  Only the stopped one is stuck, and
+ * only once both the writer's short_since and its own last move into a
+ * new slice are a timeout old (a move, even one the broker saw late,
+ * starts the wait again; a creep inside a slice does not).  Let go, its
+ * slot's bit is set and its entry is a WATCH: the writer laps it, and it
+ * reads on by copy, whole records in order, what it lost counted.  A
+ * writer that says it is short while its reader has nearly everything
+ * read gets nobody let go.  The let-go reader's next owner generation
+ * takes the WATCH over with the bit set.
+ */
+static void test_stuck(void)
+{
+	const uint64_t T = 1000000000ull;
+	struct lane_env e;
+	struct lreader *r[2], *st[4], *r1b;
+	struct blane *l;
+	struct wpages wp = { 0 };
+	struct lane_pages pages = { w_cursor, w_arm, w_wake, &wp };
+	struct lane_writer w;
+	struct rside s0, s1, s1b;
+	struct shm_lane_wpage *wpg;
+	struct lane_rec m;
+	const struct lpush *p;
+	uint8_t *wdata, *hold;
+	uint64_t order = 1, t1, next, v, missed = 0, got = 0, slice;
+	uint32_t slot1;
+
+	lane_env_open(&e, 64 * 1024);
+	r[0] = lanes_reader_new(&e.g, 6, 1, 1000, false);
+	r[1] = lanes_reader_new(&e.g, 7, 1, 1000, false);
+	CU_ASSERT_FATAL(r[0] && r[1]);
+	lanes_subscribe(&e.g, r[0], TOPIC);
+	lanes_subscribe(&e.g, r[1], TOPIC);
+	CU_ASSERT_FATAL(lanes_topic_use(&e.g, PUB, 1, 1000, 0, TOPIC, r, 2, &l) == 0);
+	rside_open(&s0, push_to(&e.g, 6, PROTO_LANE));
+	CU_ASSERT_FATAL((p = push_to(&e.g, 7, PROTO_LANE)) != NULL);
+	slot1 = p->msg.lane.slot;
+	rside_open(&s1, p);
+	for (unsigned i = 0; i < e.g.npush; i++)
+		if (e.g.push[i].msg.h.type == PROTO_HOLDER)
+			wpages_take(&wp, &e.g.push[i]);
+	lanes_push_done(&e.g);
+	wdata = map(l->f.data_fd, l->f.data_len, PROT_READ | PROT_WRITE);
+	wpg = (struct shm_lane_wpage *)wdata;
+	hold = map(l->f.hold_ro, SHM_HOLD_SIZE, PROT_READ);
+	CU_ASSERT_FATAL(lane_writer_init(&w, wdata, l->ring.size, hold, &pages, false, 0, 0,
+					 0) == 0);
+	slice = l->ring.size / SHM_LANE_SLICES;
+
+	/* not short: nobody is looked at */
+	CU_ASSERT(lanes_stuck(l, clock_mono_ns() + 10 * T, T, st, 4) == 0);
+	CU_ASSERT(fill(&w, &order) > 1000);
+	CU_ASSERT(drain(&s1, 100) == 100); /* s1 moved (unseen by the broker), then stops */
+	CU_ASSERT(drain(&s0, UINT64_MAX) == order - 1);
+	CU_ASSERT(fill(&w, &order) > 0);   /* s0's room used; held by s1 now */
+	CU_ASSERT(wpg->short_since != 0);
+	t1 = wpg->short_since + 1;
+	/* short for less than the timeout: nobody (s1's move is seen now) */
+	CU_ASSERT(lanes_stuck(l, t1, T, st, 4) == 0);
+	/* the writer short a timeout long, s1's move seen less than that ago */
+	CU_ASSERT(lanes_stuck(l, t1 + T - 1, T, st, 4) == 0);
+	/* a creep of 8 bytes inside its slice is no move */
+	CU_ASSERT_FATAL(s1.page->slot[slot1] % slice + 8 < slice);
+	s1.page->slot[slot1] += 8;
+	CU_ASSERT(lanes_stuck(l, t1 + T, T, st, 4) == 1 && st[0] == r[1]);
+	/* a lying short_since changes nothing for a reader that read it all */
+	wpg->short_since = 1;
+	CU_ASSERT(lanes_stuck(l, t1 + T, T, st, 4) == 1 && st[0] == r[1]);
+	/* a move into a new slice starts its wait again */
+	CU_ASSERT(drain(&s1, slice / 40 + 1) == slice / 40 + 1);
+	CU_ASSERT(lanes_stuck(l, t1 + 2 * T, T, st, 4) == 0);
+	CU_ASSERT(lanes_stuck(l, t1 + 3 * T - 1, T, st, 4) == 0);
+	CU_ASSERT(lanes_stuck(l, t1 + 3 * T, T, st, 4) == 1 && st[0] == r[1]);
+
+	/* let go: the bit, then a WATCH; the writer laps it, s0 reading */
+	CU_ASSERT(lanes_let_go(l, r[1]) == 0);
+	CU_ASSERT(s1.page->let_go[slot1 / 64] & (1ull << (slot1 % 64)));
+	CU_ASSERT(s0.page->let_go[0] == 0 || s0.page != s1.page);
+	CU_ASSERT(lanes_let_go(l, r[1]) == -ENOENT);
+	CU_ASSERT(l->nholders == 2);
+	for (unsigned i = 0; i < l->nholders; i++)
+		CU_ASSERT(l->holders[i].kind == (l->holders[i].r == r[1] ? SHM_HOLD_WATCH
+									: SHM_HOLD_HOLD));
+	for (uint64_t k = 0; k < 10000; k++) {
+		uint64_t *pl;
+
+		if (lane_reserve(&w, TOPIC, order, NULL, 8, (void **)&pl) < 0) {
+			CU_ASSERT_FATAL(drain(&s0, UINT64_MAX) > 0);
+			CU_ASSERT_FATAL(lane_reserve(&w, TOPIC, order, NULL, 8, (void **)&pl) == 0);
+		}
+		*pl = order++;
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	}
+	CU_ASSERT(drain(&s0, UINT64_MAX) > 0);
+	CU_ASSERT(s0.r.c.pos == w.p.pos && !s0.r.drop_oldest);
+	CU_ASSERT(lanes_stuck(l, t1 + 5 * T, T, st, 4) == 0); /* s0 read it all */
+	/* a writer that says it is short while its reader has nearly all
+	 * read (a few records left, long unmoved) gets nobody let go */
+	wpg->short_since = 1;
+	CU_ASSERT(lanes_stuck(l, t1 + 6 * T, T, st, 4) == 0); /* s0's move seen */
+	for (int k = 0; k < 10; k++) {
+		uint64_t *pl;
+
+		CU_ASSERT_FATAL(lane_reserve(&w, TOPIC, order, NULL, 8, (void **)&pl) == 0);
+		*pl = order++;
+		CU_ASSERT_FATAL(lane_commit(&w) == 0);
+	}
+	wpg->short_since = 1;
+	CU_ASSERT(lanes_stuck(l, t1 + 10 * T, T, st, 4) == 0);
+	next = 100 + slice / 40 + 2;
+	while (lane_read(&s1.r, &v, sizeof(v), &m) == LANE_REC) {
+		CU_ASSERT_FATAL(m.order == next + m.missed && v == m.order);
+		next = m.order + 1;
+		missed += m.missed;
+		got++;
+	}
+	CU_ASSERT(s1.r.drop_oldest);
+	CU_ASSERT(next == order && missed > 0 && got > 0);
+
+	/* the session's next owner: the WATCH moves, the bit with it */
+	r1b = lanes_reader_switch(&e.g, r[1], 2);
+	CU_ASSERT_FATAL(r1b != NULL);
+	CU_ASSERT_FATAL((p = push_to(&e.g, 7, PROTO_LANE)) != NULL);
+	CU_ASSERT(!(p->msg.lane.flags & PROTO_LANE_DROP_OLDEST));
+	rside_open(&s1b, p);
+	CU_ASSERT(s1b.page->let_go[p->msg.lane.slot / 64] & (1ull << (p->msg.lane.slot % 64)));
+	lanes_push_done(&e.g);
+	CU_ASSERT(lane_read(&s1b.r, &v, sizeof(v), &m) == LANE_NONE || m.order < order);
+	CU_ASSERT(s1b.r.drop_oldest);
+	lane_writer_free(&w);
+	lane_env_close(&e);
+}
+
 static void test_classes(void)
 {
 	struct lane_env e;
@@ -438,6 +601,7 @@ static const struct harness_test reg_tests[] = {
 	{ "reader_end", test_reader_end },
 	{ "classes", test_classes },
 	{ "cut_watchers", test_cut_watchers },
+	{ "stuck", test_stuck },
 	{ "refused_writer", test_refused_writer },
 	{ "refused_page", test_refused_page },
 	{ NULL, NULL },
