@@ -374,8 +374,9 @@ static const char *session_adopt(struct broker *b, const struct state_session *s
 	fetch_add_release(&s->rxc->tx_space_signal, 1);
 	futex_wake(&s->rxc->rx_signal, 0x7fffffff);
 	futex_wake(&s->rxc->tx_space_signal, 0x7fffffff);
-	/* a lane reader sleeps on its rx_wake (none yet: lanes are not
-	 * re-adopted, a later step of data-path.md section 9) */
+	/* a lane reader sleeps on its rx_wake, a memfd of the broker that
+	 * died: none here yet (lanes are re-adopted after the sessions, with
+	 * new pages, which its owner is given at its REATTACH) */
 	ctl_lanes_wake_reader(s);
 	b->adopted++;
 	log_msg(LOG_INFO, "session %s (id %llu, uid %u) re-adopted: generation %u, %s",

@@ -40,6 +40,7 @@
 #include "broker/ctl.h"
 #include "broker/guard.h"
 #include "broker/harden.h"
+#include "broker/lanes-adopt.h"
 #include "broker/lanes.h"
 #include "broker/log.h"
 #include "broker/session.h"
@@ -62,25 +63,6 @@ static void guard_hook(void *ctx, void *base, size_t len, uint64_t id, bool add)
 		guard_remove(base);
 }
 
-/* Lanes of an earlier run: not re-adopted yet (a later step of
- * data-path.md, section 9), so removed, each said in the log. */
-static void drop_leftovers(int dirfd)
-{
-	int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	struct dirent *e;
-
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
-		return;
-	}
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.' && lanefile_remove(dirfd, e->d_name) == 0)
-			log_msg(LOG_NOTICE, "lanes: %s of an earlier run removed", e->d_name);
-	closedir(d);
-}
-
 static int client_fd(void *ctx, int dirfd, const char *name, int own_fd)
 {
 	return harden_client_fd(ctx, dirfd, name, own_fd);
@@ -88,7 +70,7 @@ static int client_fd(void *ctx, int dirfd, const char *name, int own_fd)
 
 int ctl_lanes_start(struct broker *b)
 {
-	int fd;
+	int fd, r;
 
 	if (!b->o.lanes)
 		return 0;
@@ -97,7 +79,6 @@ int ctl_lanes_start(struct broker *b)
 	fd = openat(b->dirfd, "lanes", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
-	drop_leftovers(fd);
 	b->lanes = calloc(1, sizeof(*b->lanes));
 	if (!b->lanes) {
 		close(fd);
@@ -109,6 +90,12 @@ int ctl_lanes_start(struct broker *b)
 	b->lanes->guard = guard_hook;
 	b->lanes->client_fd = client_fd;
 	b->lanes->ctx = b;
+	/* the lanes of an earlier run, with their holders (lanes-adopt.c) */
+	r = lanes_adopt(b);
+	if (r < 0) {
+		ctl_lanes_stop(b);
+		return r;
+	}
 	log_msg(LOG_NOTICE, "lanes on (experimental): clients that speak them publish into shared"
 		" lanes their subscribers read directly");
 	return 0;
@@ -118,6 +105,7 @@ void ctl_lanes_stop(struct broker *b)
 {
 	if (!b->lanes)
 		return;
+	lanes_adopt_stop();
 	close(b->lanes->lanes_dirfd);
 	lanes_free(b->lanes);
 	free(b->lanes);
@@ -153,6 +141,7 @@ static void send_topics(struct session *s)
 static void flush(struct broker *b)
 {
 	struct lanes_reg *g = b->lanes;
+	int r;
 
 	for (unsigned i = 0; i < g->npush; i++) {
 		struct lpush *p = &g->push[i];
@@ -162,8 +151,9 @@ static void flush(struct broker *b)
 			continue;
 		if (p->msg.h.type == PROTO_LANE && (p->msg.lane.flags & PROTO_LANE_SELF))
 			send_topics(s);
-		if (ctl_send_msg(s->owner, &p->msg, p->msg.h.len, p->fds, (int)p->nfds) < 0)
-			log_msg(LOG_WARNING, "session %s: a lane message could not be sent", s->name);
+		if ((r = ctl_send_msg(s->owner, &p->msg, p->msg.h.len, p->fds, (int)p->nfds)) < 0)
+			log_msg(LOG_WARNING, "session %s: a lane message could not be sent: %s", s->name,
+				strerror(-r));
 		else if (p->msg.h.type == PROTO_LANE && s->lane_reader &&
 			 s->lane_reader->generation == s->generation &&
 			 !(p->msg.lane.flags & PROTO_LANE_SELF))
@@ -176,6 +166,24 @@ static void flush(struct broker *b)
 			wake_signal(&s->rxc->rx_signal, &s->txc->rx_waiters);
 	}
 	lanes_push_done(g);
+}
+
+/* Whether s's owners read lanes, in its directory: a restarted broker
+ * makes a reader of it again, though it held no lane (lanes-adopt.c). */
+static void reader_mark(struct session *s, bool on)
+{
+	int fd;
+
+	if (!on) {
+		unlinkat(s->dirfd, LANES_READER_MARK, 0);
+		return;
+	}
+	fd = openat(s->dirfd, LANES_READER_MARK, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0)
+		close(fd);
+	else
+		log_msg(LOG_WARNING, "session %s: its lane reader cannot be noted (%s): a restarted"
+			" broker holds lanes for it only once it holds one", s->name, strerror(errno));
 }
 
 /* The session's reader for this owner generation, made on first use. */
@@ -195,9 +203,12 @@ static struct lreader *reader_of(struct broker *b, struct session *s)
 			s->lane_reader = r;
 		}
 	}
-	if (!s->lane_reader)
+	if (!s->lane_reader) {
 		s->lane_reader = lanes_reader_new(b->lanes, s->id, s->generation, s->uid,
 						  s->policy == SHM_POLICY_DROP_OLDEST);
+		if (s->lane_reader)
+			reader_mark(s, true);
+	}
 	return s->lane_reader;
 }
 
@@ -274,7 +285,9 @@ int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_top
 		return ctl_reply_err(c, q->h.req_id, -ENOENT, "no such topic");
 	if (c->uid != 0 && t->owner != c->uid)
 		return ctl_reply_err(c, q->h.req_id, -EPERM, "topic %s is another uid's", t->name);
-	fresh = !lanes_find(b->lanes, s->id, s->generation);
+	/* descriptors for a lane new to its writer, or one whose first
+	 * reply it never read (it asks again, saying so) */
+	fresh = !lanes_find(b->lanes, s->id, s->generation) || (q->flags & PROTO_LANE_TOPIC_FDS);
 	rd = calloc(t->nsubs + 1, sizeof(*rd));
 	if (!rd)
 		return ctl_reply_err(c, q->h.req_id, -ENOMEM, "out of memory");
@@ -332,7 +345,19 @@ void ctl_lanes_opened(struct broker *b, struct session *s)
 		/* flush() sends what was queued; the owner lacks the rest */
 		log_msg(LOG_WARNING, "session %s: lanes not all told again: %s", s->name,
 			b->lanes->why);
+	} else if (s->owner && !s->owner->lanes && s->lane_reader) {
+		/* back without lanes (a reader re-made for it after a restart):
+		 * it cannot read them, and its holds would stop their writers */
+		lanes_reader_end(b->lanes, s->lane_reader);
+		s->lane_reader = NULL;
+		reader_mark(s, false);
 	}
+	/* its own sleep word and arm page, though it holds no lane: after a
+	 * broker restart they are new (the old ones were the dead broker's
+	 * memfds) and the library switches to them */
+	if (s->owner && s->owner->lanes && s->lane_reader &&
+	    lanes_reader_self(b->lanes, s->lane_reader) < 0)
+		log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
 	flush(b);
 }
 
@@ -383,6 +408,9 @@ void ctl_lanes_session_end(struct broker *b, struct session *s, uint32_t gen,
 		lanes_reader_end(b->lanes, s->lane_reader);
 		s->lane_reader = NULL;
 	}
+	/* before its directory goes (it must be empty then) */
+	if (how == CTL_LANES_GONE)
+		reader_mark(s, false);
 	lanes_push_done(b->lanes);
 }
 

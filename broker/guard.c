@@ -91,6 +91,10 @@ void guard_check(struct broker *b)
 	for (unsigned i = 0; i < nguards; i++)
 		if (guards[i].faulted) {
 			guards[i].faulted = 0;
-			session_quarantine(b, guards[i].s, "its TX file was truncated under the broker");
+			/* a lane whose session is gone (re-adopted after a restart)
+			 * has nobody to blame: its mapping reads zeros now */
+			if (guards[i].s)
+				session_quarantine(b, guards[i].s,
+						   "its TX file was truncated under the broker");
 		}
 }

@@ -254,6 +254,7 @@ static int hdr_from_params(struct lanefile *lf, const struct lanefile_params *p)
 		.ring_size = p->ring_size,
 		.first_order = p->first_order,
 		.broker_id = p->broker_id,
+		.number = p->number,
 	};
 	if ((bad = hdr_fields_bad(&lf->hdr))) {
 		say(lf, "cannot make a lane: %s", bad);

@@ -45,6 +45,7 @@ struct lanefile_params {
 	uint64_t ring_size;    /* a power of two within [SHM_RING_MIN, SHM_RING_MAX] */
 	uint64_t first_order;
 	uint64_t broker_id;
+	uint32_t number;       /* the broker's number for the lane (kept in meta's header) */
 	const char *link_name; /* received: the link's name (its directory's middle part) */
 };
 

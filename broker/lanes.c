@@ -32,6 +32,16 @@ static void guard(struct lanes_reg *g, const void *base, size_t len, uint64_t se
 		g->guard(g->ctx, (void *)base, len, session, add);
 }
 
+/* A number was taken: the caller keeps the counters where a restarted
+ * broker finds them, before the number can reach a client (data-path.md,
+ * section 7, "Re-adoption": numbers are never reused, across restarts
+ * too, since clients that outlive a broker keep their mappings by them). */
+static void numbers_taken(struct lanes_reg *g)
+{
+	if (g->numbers_taken)
+		g->numbers_taken(g->ctx);
+}
+
 static int fail(struct lanes_reg *g, int err, const char *fmt, const char *what)
 {
 	snprintf(g->why, sizeof(g->why), fmt, what);
@@ -138,6 +148,7 @@ static struct larm *arm_take(struct lanes_reg *g, uid_t uid, uint32_t *slot)
 	}
 	a->uid = uid;
 	a->number = g->next_arm++;
+	numbers_taken(g);
 	a->used[0] = 1;
 	a->next = g->arms;
 	g->arms = a;
@@ -170,6 +181,7 @@ struct lreader *lanes_reader_new(struct lanes_reg *g, uint64_t session, uint32_t
 	r->uid = uid;
 	r->drop_oldest = drop_oldest;
 	r->number = g->next_reader++;
+	numbers_taken(g);
 	if (memfd_page_make("shmb-rx-wake", &r->rx_wake_fd) < 0) {
 		fail(g, -EMFILE, "%s", "rx_wake page: memfd");
 		free(r);
@@ -218,6 +230,7 @@ static struct lpage *page_slot(struct lanes_reg *g, struct lreader *r, uint64_t 
 	if (!p)
 		return NULL;
 	p->number = g->next_page++;
+	numbers_taken(g);
 	snprintf(name, sizeof(name), "cur.%u.%llu.%u", r->generation, (unsigned long long)publisher,
 		 p->number);
 	p->fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -346,6 +359,7 @@ static struct blane *lane_make(struct lanes_reg *g, uint64_t session, uint32_t g
 		.ring_size = ring_size ? ring_size : g->ring_size,
 		.first_order = 0,
 		.broker_id = g->broker_id,
+		.number = g->next_lane, /* taken below once the lane is whole */
 	};
 	struct blane *l = calloc(1, sizeof(*l));
 
@@ -367,15 +381,25 @@ static struct blane *lane_make(struct lanes_reg *g, uint64_t session, uint32_t g
 		return NULL;
 	}
 	l->number = g->next_lane++;
+	numbers_taken(g);
 	guard(g, l->f.data, l->f.data_len, session, true);
 	l->publisher = session;
 	l->generation = generation;
 	l->uid = uid;
 	ring_init(&l->ring, (uint8_t *)l->f.data + SHM_LANE_RING_OFFSET, p.ring_size);
 	hold_table_init(&l->hold, l->f.hold);
-	l->next = g->lanes;
-	g->lanes = l;
+	lanes_link(g, l);
 	return l;
+}
+
+void lanes_link(struct lanes_reg *g, struct blane *l)
+{
+	struct blane **pp = &g->lanes;
+
+	while (*pp && (*pp)->number < l->number)
+		pp = &(*pp)->next;
+	l->next = *pp;
+	*pp = l;
 }
 
 /* Whether the writer of l was sent descriptor `key` (a kind in the top
@@ -447,6 +471,25 @@ static int push_self(struct lpush *ps, struct lreader *r)
 		r->told_self = true;
 	}
 	return ret;
+}
+
+/* The writer of l is sent the lane's tx_wake page again: after a broker
+ * restart it is a new page (the old one was the dead broker's memfd), and
+ * its readers are told it in their PROTO_LANE. */
+static int push_tx_wake(struct lanes_reg *g, struct blane *l)
+{
+	struct lpush *ps = push_new(g, l->publisher, l->generation);
+
+	if (!ps)
+		return -ENOMEM;
+	ps->msg.holder = (struct proto_holder){
+		.h = { PROTO_HOLDER, sizeof(struct proto_holder), 0 },
+		.session_id = l->publisher,
+		.generation = l->generation,
+		.lane = l->number,
+		.flags = PROTO_HOLDER_TX_WAKE,
+	};
+	return push_fd(ps, l->tx_wake_fd);
 }
 
 /* Tell reader r about lane l (from S), with its page when it is new. */
@@ -633,6 +676,11 @@ static int holder_move(struct lanes_reg *g, struct blane *l, struct lhold *h, st
 	return ret;
 }
 
+int lanes_holder_move(struct lanes_reg *g, struct blane *l, struct lhold *h, struct lreader *r)
+{
+	return holder_move(g, l, h, r);
+}
+
 struct lreader *lanes_reader_switch(struct lanes_reg *g, struct lreader *old, uint32_t generation)
 {
 	struct lreader *r = lanes_reader_new(g, old->session, generation, old->uid, old->drop_oldest);
@@ -686,12 +734,17 @@ int lanes_resend(struct lanes_reg *g, uint64_t session, uint32_t generation, str
 				break;
 			}
 			/* where it holds from: where a reader that never got the
-			 * lane stands, and a duplicate for one that did */
-			if (h->r == r)
+			 * lane stands, and a duplicate for one that did; not a cut
+			 * lane it read to its end (it let it go, and would read it
+			 * again from the start) */
+			if (h->r == r && !(l->cut && load_acquire(&p->map->slot[slot]) >=
+							 load_acquire(&lanefile_state(&l->f)->cut_pos)))
 				ret = push_lane(g, l, r, p, slot, !p->told, h->start);
 			if (!ret && mine)
 				ret = push_holder(g, l, h->r, p, all);
 		}
+		if (!ret && mine)
+			ret = push_tx_wake(g, l);
 	}
 	return ret;
 }
@@ -931,6 +984,26 @@ void lanes_tick(struct lanes_reg *g)
 	}
 }
 
+/* Forget r: its memory and descriptors only.  Its entries, pages and arm
+ * bit stay as they are, for the next broker to re-adopt. */
+static void reader_forget(struct lanes_reg *g, struct lreader *r)
+{
+	while (r->pages) {
+		struct lpage *p = r->pages;
+
+		r->pages = p->next;
+		guard(g, p->map, 4096, r->session, false);
+		munmap(p->map, 4096);
+		close(p->fd);
+		close(p->ro);
+		free(p);
+	}
+	munmap(r->rx_wake, 4096);
+	close(r->rx_wake_fd);
+	free(r->topics);
+	free(r);
+}
+
 /* ---- the block timeout, until spools ----------------------------------------- */
 
 /*
@@ -1054,8 +1127,14 @@ int lanes_let_go(struct blane *l, struct lreader *r)
 
 void lanes_free(struct lanes_reg *g)
 {
-	while (g->readers)
-		lanes_reader_end(g, g->readers);
+	/* the broker stops: what clients share stays as it is (the writers
+	 * and readers go on; the next broker re-adopts it) */
+	while (g->readers) {
+		struct lreader *r = g->readers;
+
+		g->readers = r->next;
+		reader_forget(g, r);
+	}
 	while (g->lanes) {
 		struct blane *l = g->lanes;
 

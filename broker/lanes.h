@@ -63,7 +63,7 @@ struct blane {
 	uint64_t cut_pos, cut_lane_seq;
 	uint64_t last_order;   /* of its last record, read at the fence (0: none, or not known) */
 	bool cut;
-	struct blane *next;
+	struct blane *next;    /* in the register: by number, the oldest first */
 };
 
 /* A cursor page of one reader generation for one publisher. */
@@ -132,6 +132,9 @@ struct lanes_reg {
 	 * truncate where the kernel allows (harden.c); NULL: a duplicate of
 	 * own_fd (tests) */
 	int (*client_fd)(void *ctx, int dirfd, const char *name, int own_fd);
+	/* a lane, page, arm page or reader number was taken (next_*): keep
+	 * the counters for a restarted broker; NULL in tests */
+	void (*numbers_taken)(void *ctx);
 	void *ctx;
 	uint64_t broker_id;
 	uint64_t ring_size;    /* of new lanes, unless the publisher says */
@@ -146,6 +149,8 @@ struct lanes_reg {
 };
 
 void lanes_init(struct lanes_reg *g, int lanes_dirfd, uint64_t broker_id);
+/* The broker stops: the register's memory and descriptors go; hold
+ * entries, cursor pages and lanes stay for the next broker (re-adoption). */
 void lanes_free(struct lanes_reg *g);
 
 /* A reader session generation: its rx_wake page and arm slot.  NULL with
@@ -166,6 +171,11 @@ int lanes_reader_self(struct lanes_reg *g, struct lreader *r);
  */
 struct lreader *lanes_reader_switch(struct lanes_reg *g, struct lreader *old, uint32_t generation);
 
+/* Move h (a hold of l by another reader of r's session) to r by the
+ * take-over of data-path.md section 3, on a cursor slot of r's, and tell
+ * both sides; the old entry is freed.  -errno with g->why (h unchanged). */
+int lanes_holder_move(struct lanes_reg *g, struct blane *l, struct lhold *h, struct lreader *r);
+
 /* The reader is gone (its generation ended): its entries freed (the
  * writers no longer wait for it), its arm word and bit cleared, its
  * pages removed, its rx_wake bumped and woken (a sleeper looks and
@@ -181,8 +191,8 @@ void lanes_reader_wake(struct lreader *r);
  * reader (r, may be NULL), a PROTO_LANE for each lane r holds or watches
  * (its cursor page with the first on each page, its own rx_wake and arm
  * page with the first); as a writer, a PROTO_HOLDER with all three
- * descriptors for each holder of each of its open lanes.  The owner
- * ignores what it has already.  -errno with g->why.
+ * descriptors for each holder of each of its open lanes, and one with the
+ * lane's tx_wake page.  The owner ignores what it has already.  -errno with g->why.
  */
 int lanes_resend(struct lanes_reg *g, uint64_t session, uint32_t generation, struct lreader *r);
 
@@ -247,6 +257,12 @@ unsigned lanes_stuck(struct blane *l, uint64_t now, uint64_t timeout_ns, struct 
 int lanes_let_go(struct blane *l, struct lreader *r);
 
 struct blane *lanes_find(struct lanes_reg *g, uint64_t session, uint32_t generation);
+
+/* Put l in the register's list by its number, the oldest first: whoever
+ * walks it (a resend, a reader's switch) tells a reader of a publisher's
+ * lanes in the order they were made, and a reader merges by order only
+ * the lanes it knows (it must learn an older one first). */
+void lanes_link(struct lanes_reg *g, struct blane *l);
 
 /* What shmbctl lanes shows of a lane (read from files its writer and its
  * readers write: shown, never acted on). */

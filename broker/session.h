@@ -110,8 +110,8 @@ struct session {
 	 * generations (order = source sequence + 1: the sequence after their
 	 * last record; 0: none).  Only rises; kept from a cut (a detached
 	 * owner's death, say) to the next generation, whose start sequence
-	 * is at least this.  Not kept across a broker restart (its lanes are
-	 * not re-adopted either). */
+	 * is at least this.  After a broker restart, raised again from the
+	 * session's re-adopted lanes (lanes-adopt.c). */
 	uint64_t lanes_next_seq;
 };
 

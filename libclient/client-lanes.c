@@ -26,6 +26,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,9 +65,19 @@ struct client_lanes {
 	uint32_t *rx_wake;      /* the reader's own sleep word and arm page, */
 	struct shm_arm_page *arm; /* from its first LANE push (PROTO_LANE_SELF) */
 	uint32_t arm_slot;
+	uint64_t wake_dev, wake_ino; /* which page rx_wake is */
+	/* other pages a later PROTO_LANE_SELF brought (a restarted broker's:
+	 * the old ones were the dead broker's memfds), mapped over the old
+	 * ones by self_switch() where no sleep holds the old arm slot */
+	uint32_t *next_wake;
+	struct shm_arm_page *next_arm;
+	uint32_t next_arm_slot;
+	uint64_t next_dev, next_ino;
 	uint8_t *buf;           /* copied records */
 	uint32_t buf_cap;
-	uint32_t drain_tick;    /* the socket is looked at every 1024 calls */
+	uint32_t drain_tick;    /* the socket is looked at every 1024 calls, */
+	uint64_t drained_ns;    /* or every ms while a holder's pages are awaited, */
+	bool drain_missed;      /* or at the next call when a request kept the last off */
 	bool rx_first;          /* the RX ring's turn before the lanes' */
 	uint64_t bad_lanes;
 	uint64_t bad_pub[8];    /* publishers of lanes found bad, to be told, */
@@ -143,6 +154,7 @@ static void writer_drain(void *ctx)
 }
 
 static bool look_more(void *ctx);
+static void self_switch(struct shmb_session *s);
 
 int client_lanes_open(struct shmb_session *s, uint64_t start_seq)
 {
@@ -184,6 +196,10 @@ void client_lanes_free(struct shmb_session *s)
 		munmap(ln->rx_wake, 4096);
 	if (ln->arm)
 		munmap(ln->arm, 4096);
+	if (ln->next_wake)
+		munmap(ln->next_wake, 4096);
+	if (ln->next_arm)
+		munmap(ln->next_arm, 4096);
 	if (ln->poll_efd >= 0)
 		close(ln->poll_efd);
 	pthread_mutex_destroy(&ln->qlock);
@@ -294,15 +310,35 @@ static void apply_lane(struct client_lanes *ln, const struct proto_lane *m, cons
 		page_fd = fds[k++];
 	if (m->flags & PROTO_LANE_WAKE)
 		wake_fd = fds[k++];
-	if ((m->flags & PROTO_LANE_SELF) && !ln->rx_wake && m->arm_slot < SHM_ARM_SLOTS) {
-		uint32_t *w = page_map(fds[k]);
-		struct shm_arm_page *a = page_map(fds[k + 1]);
+	if ((m->flags & PROTO_LANE_SELF) && m->arm_slot < SHM_ARM_SLOTS) {
+		struct stat st;
+		uint32_t *w = NULL;
+		struct shm_arm_page *a = NULL;
 
-		if (w && a) {
+		/* the same page again (a reattach's resend): nothing to do */
+		if (fstat(fds[k], &st) == 0 &&
+		    (!ln->rx_wake || st.st_dev != ln->wake_dev || st.st_ino != ln->wake_ino) &&
+		    (!ln->next_wake || st.st_dev != ln->next_dev || st.st_ino != ln->next_ino)) {
+			w = page_map(fds[k]);
+			a = page_map(fds[k + 1]);
+		}
+		if (w && a && !ln->rx_wake) {
 			ln->arm_slot = m->arm_slot;
 			ln->arm = a;
+			ln->wake_dev = st.st_dev;
+			ln->wake_ino = st.st_ino;
 			/* last: the reader sleeps on it once both are there */
 			store_release(&ln->rx_wake, w);
+		} else if (w && a) {
+			if (ln->next_wake) {
+				munmap(ln->next_wake, 4096);
+				munmap(ln->next_arm, 4096);
+			}
+			ln->next_wake = w;
+			ln->next_arm = a;
+			ln->next_arm_slot = m->arm_slot;
+			ln->next_dev = st.st_dev;
+			ln->next_ino = st.st_ino;
 		} else {
 			if (w)
 				munmap(w, 4096);
@@ -363,11 +399,26 @@ void client_lanes_apply(struct shmb_session *s)
 
 /* Every 1024 calls on the message path, the socket: a session that never
  * sleeps still takes its pushes, and the broker's socket buffer never
- * fills with them. */
+ * fills with them.  While a holder's pages are awaited (a new reader, or
+ * every reader after a broker restart, whose wake pages are new), at
+ * every call a ms after the last look, or after a look a request kept
+ * off (the lock was busy: a reattach): until they come its writer cannot
+ * wake that reader, who then sleeps out its deadline.  The clock is read
+ * only then (a read per message was a fifth of a stream's time). */
 static void maybe_drain(struct shmb_session *s)
 {
-	if (!(++s->ln->drain_tick & 1023))
+	struct client_lanes *ln = s->ln;
+
+	if (lanew_unresolved(&ln->w)) {
+		uint64_t now = clock_mono_ns();
+
+		if (ln->drain_missed || now - ln->drained_ns >= 1000000ull) {
+			ln->drain_missed = !conn_drain_pushes(s->c);
+			ln->drained_ns = now;
+		}
+	} else if (!(++ln->drain_tick & 1023)) {
 		conn_drain_pushes(s->c);
+	}
 	client_lanes_apply(s);
 }
 
@@ -385,8 +436,18 @@ static int lane_for(struct shmb_session *s, uint32_t topic)
 
 	while ((r = conn_enter(c, &t)) == 0) {
 		r = conn_rpc_opt_fds(c, &q, sizeof(q), &rep, fds, 4);
-		if (r == 0 && rep.u.lane.fds == 4)
+		if (r == 0 && rep.u.lane.fds == 4) {
 			r = lanew_lane_add(&s->ln->w, rep.u.lane.lane, rep.u.lane.ring_size, fds);
+		} else if (r == 0 && !lanew_has_lane(&s->ln->w, rep.u.lane.lane) &&
+			   !(q.flags & PROTO_LANE_TOPIC_FDS)) {
+			/* the reply that made it never came (a broker restart, a
+			 * lost connection): once more, asking for its descriptors */
+			q.flags |= PROTO_LANE_TOPIC_FDS;
+			r = conn_rpc_opt_fds(c, &q, sizeof(q), &rep, fds, 4);
+			if (r == 0 && rep.u.lane.fds == 4)
+				r = lanew_lane_add(&s->ln->w, rep.u.lane.lane, rep.u.lane.ring_size,
+						   fds);
+		}
 		if (r == 0)
 			r = lanew_topic(&s->ln->w, topic, rep.u.lane.lane);
 		if (!conn_leave(c, &t, &r))
@@ -448,6 +509,7 @@ int client_lanes_next(struct shmb_session *s, struct shmb_msg *m)
 	int r;
 
 	maybe_drain(s);
+	self_switch(s);
 	while ((r = laneset_next(&ln->set, ln->buf, ln->buf_cap, &lm)) == -EMSGSIZE) {
 		uint8_t *b = malloc(lm.len);
 
@@ -484,13 +546,50 @@ bool client_lanes_rx_first(struct shmb_session *s)
 	return s->ln->rx_first = !s->ln->rx_first;
 }
 
-/* Something to read besides the lanes: the RX ring, a push, staleness. */
+/*
+ * The reader's own pages replaced by those a later PROTO_LANE_SELF
+ * brought: a restarted broker gave it a new sleep word and arm slot, and
+ * its writers wake those once the broker told them (their hold entries
+ * name them).  Called where no sleep is under way (laneset_wait() arms
+ * the slot it was given): the old slot disarmed first, then each new page
+ * moved over the old one at the same address, so that another thread
+ * that wakes or watches rx_wake (the connection's, the poll waker) never
+ * finds it unmapped; a sleeper on the old word wakes within its 1 s.
+ */
+static void self_switch(struct shmb_session *s)
+{
+	struct client_lanes *ln = s->ln;
+
+	if (!ln->next_wake)
+		return;
+	store_relaxed(&ln->poll_armed, 0);
+	lane_disarm(ln->arm, ln->arm_slot);
+	if (mremap(ln->next_arm, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, ln->arm) != MAP_FAILED &&
+	    mremap(ln->next_wake, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, ln->rx_wake) !=
+		    MAP_FAILED) {
+		ln->arm_slot = ln->next_arm_slot;
+		ln->wake_dev = ln->next_dev;
+		ln->wake_ino = ln->next_ino;
+		/* anyone asleep on it looks again */
+		client_lanes_wake(s);
+	} else {
+		/* cannot happen but for no memory: the old pages stay, and the
+		 * writers' wakes miss this reader (it sleeps 1 s at most) */
+		munmap(ln->next_wake, 4096);
+		munmap(ln->next_arm, 4096);
+	}
+	ln->next_wake = NULL;
+	ln->next_arm = NULL;
+}
+
+/* Something to read besides the lanes: the RX ring, a push, staleness,
+ * new pages of its own to switch to. */
 static bool look_more(void *ctx)
 {
 	struct shmb_session *s = ctx;
 
 	return load_acquire(&s->rxc->rx_write) != s->rx_cons.pos || load_acquire(&s->ln->pending) ||
-	       client_session_stale(s);
+	       s->ln->next_wake || client_session_stale(s);
 }
 
 /* Without rx_wake yet, the pushes that bring it are looked for here: the
@@ -506,9 +605,11 @@ static bool ready_no_wake(void *ctx)
 int client_lanes_wait(struct shmb_session *s, const struct timespec *deadline)
 {
 	struct client_lanes *ln = s->ln;
-	uint32_t *rx_wake = load_acquire(&ln->rx_wake);
+	uint32_t *rx_wake;
 	int r;
 
+	self_switch(s);
+	rx_wake = load_acquire(&ln->rx_wake);
 	if (!rx_wake) {
 		/* no own word yet: the broker wakes rx_signal for the RX ring
 		 * and after the push that brings rx_wake.  10 ms at a time: a

@@ -207,8 +207,11 @@ int conn_rpc_opt_fds(struct shmb_client *c, void *req, size_t len, struct proto_
 		     int *fds, int nfds_max);
 
 /* Read what the broker pushed (PROTO_LANE, PROTO_HOLDER) from the live
- * connection without waiting, if no request holds it (c->lock free). */
-void conn_drain_pushes(struct shmb_client *c);
+ * connection without waiting, if no request holds it (c->lock free):
+ * false when one did (nothing read). */
+bool conn_drain_pushes(struct shmb_client *c);
+/* The same with c->lock held, on fd (the handshake's new connection). */
+void conn_drain_pushes_locked(struct shmb_client *c, int fd);
 
 /* ---- client-lanes.c: a session's lanes ---- */
 

@@ -267,6 +267,12 @@ void conn_handshake(struct shmb_client *c, struct lc_entry *e, int fd, uint32_t 
 		for (unsigned i = 0; r == 0 && i < c->nsessions; i++)
 			if (!load_relaxed(&c->sessions[i]->lost))
 				r = conn_reattach(c, fd, c->sessions[i], deadline);
+		/* the pushes each reattach brought (the broker sends them right
+		 * after its reply), to their sessions now: a session that reads
+		 * or writes without waiting would look for them only much later,
+		 * and after a broker restart they carry its new wake pages */
+		if (r == 0)
+			conn_drain_pushes_locked(c, fd);
 	}
 	if (r == 0) {
 		lcr_hold(e);

@@ -71,6 +71,37 @@ static int conn_dial(struct shmb_client *c, int *out)
  * down, so that an application thread waiting in recvmsg() on it returns
  * and lets go of c->lock, then closed under c->lock.
  */
+/* Read and drop what is still queued on fd (pushes nobody read), closing
+ * the descriptors they brought: a unix socket closed with unread
+ * messages is a reset at the other end, and the broker would take an
+ * owner's close for a connection error. */
+static void drop_queued(int fd)
+{
+	for (;;) {
+		char buf[512];
+		union {
+			struct cmsghdr h;
+			char b[CMSG_SPACE(8 * sizeof(int))];
+		} cm;
+		struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
+				     .msg_controllen = sizeof(cm.b) };
+
+		if (recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) <= 0)
+			return;
+		for (struct cmsghdr *ch = CMSG_FIRSTHDR(&mh); ch; ch = CMSG_NXTHDR(&mh, ch)) {
+			if (ch->cmsg_level != SOL_SOCKET || ch->cmsg_type != SCM_RIGHTS)
+				continue;
+			for (size_t i = 0; i < (ch->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+				int d;
+
+				memcpy(&d, CMSG_DATA(ch) + i * sizeof(int), sizeof(int));
+				close(d);
+			}
+		}
+	}
+}
+
 static void conn_close_fd(struct shmb_client *c, int fd)
 {
 	bool live = fd == c->fd; /* only this thread writes c->fd */
@@ -89,6 +120,7 @@ static void conn_close_fd(struct shmb_client *c, int fd)
 	}
 	shutdown(fd, SHUT_RDWR);
 	pthread_mutex_lock(&c->lock);
+	drop_queued(fd);
 	close(fd);
 	if (live) {
 		old = c->fd_entry;

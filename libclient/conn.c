@@ -230,11 +230,11 @@ int conn_rpc_opt_fds(struct shmb_client *c, void *req, size_t len, struct proto_
 	return r < 0 ? r : rep->err;
 }
 
-void conn_drain_pushes(struct shmb_client *c)
+/* The pushes waiting on fd, to their sessions (c->lock held: no request
+ * is in flight, so only pushes can be there). */
+static void drain_locked(struct shmb_client *c, int fd)
 {
-	if (!load_relaxed(&c->lanes) || pthread_mutex_trylock(&c->lock))
-		return;
-	while (c->fd >= 0) {
+	while (fd >= 0) {
 		union {
 			struct proto_lane lane;
 			struct proto_holder holder;
@@ -251,7 +251,7 @@ void conn_drain_pushes(struct shmb_client *c)
 		int all[RPC_FDS], got;
 		/* no request is in flight (c->lock): only pushes can be there;
 		 * an EOF is the connection thread's to see */
-		ssize_t n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 
 		if (n <= 0)
 			break;
@@ -259,7 +259,21 @@ void conn_drain_pushes(struct shmb_client *c)
 		if ((mh.msg_flags & MSG_TRUNC) || !rpc_push(c, &m, (size_t)n, all, got))
 			close_fds(all, got);
 	}
+}
+
+bool conn_drain_pushes(struct shmb_client *c)
+{
+	if (!load_relaxed(&c->lanes) || pthread_mutex_trylock(&c->lock))
+		return false;
+	drain_locked(c, c->fd);
 	pthread_mutex_unlock(&c->lock);
+	return true;
+}
+
+void conn_drain_pushes_locked(struct shmb_client *c, int fd)
+{
+	if (load_relaxed(&c->lanes))
+		drain_locked(c, fd);
 }
 
 /* An application's request on the live connection (c->lock held). */

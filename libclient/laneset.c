@@ -54,6 +54,7 @@ struct laneset_lane {
 	void *data, *meta;
 	size_t data_len;
 	uint32_t *tx_wake;
+	uint64_t tx_dev, tx_ino;   /* which page tx_wake is (a restarted broker gives another) */
 	int sb_data, sb_meta, sb_tx;
 };
 
@@ -137,6 +138,39 @@ static int map_page(struct laneset *s, int fd, const char *file, const char *of,
 	int ret = size_is(s, fd, PAGE, file, of, no);
 
 	return ret < 0 ? ret : map_guarded(s, fd, PAGE, PROT_READ | PROT_WRITE, p, sb);
+}
+
+/* Which file fd is (0, 0 when fstat fails: never equal to a page's). */
+static void page_id(int fd, uint64_t *dev, uint64_t *ino)
+{
+	struct stat st;
+
+	*dev = *ino = 0;
+	if (fstat(fd, &st) == 0) {
+		*dev = st.st_dev;
+		*ino = st.st_ino;
+	}
+}
+
+/* Map the 4096-byte page fd over the one at `at`, in one step: whoever
+ * loads or wakes through `at` meanwhile sees one page or the other, never
+ * a hole; the guard over `at` stays. */
+static int page_replace(struct laneset *s, int fd, void *at, const char *of, uint32_t no)
+{
+	void *m;
+	int ret = size_is(s, fd, PAGE, "tx_wake", of, no);
+
+	if (ret < 0)
+		return ret;
+	m = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		return say(s, -errno, "%s %u: tx_wake cannot be mapped", of, no);
+	if (mremap(m, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, at) == MAP_FAILED) {
+		ret = -errno;
+		munmap(m, PAGE);
+		return say(s, ret, "%s %u: tx_wake cannot be replaced", of, no);
+	}
+	return 0;
 }
 
 static void unmap_guarded(void *p, size_t len, int sb)
@@ -330,6 +364,8 @@ int laneset_add(struct laneset *s, const struct laneset_desc *d, int data_fd, in
 		ret = map_guarded(s, data_fd, l->data_len, PROT_READ, &l->data, &l->sb_data);
 	if (ret == 0 && tx_wake_fd >= 0)
 		ret = map_page(s, tx_wake_fd, "tx_wake", "lane", d->lane, (void **)&l->tx_wake, &l->sb_tx);
+	if (ret == 0 && tx_wake_fd >= 0)
+		page_id(tx_wake_fd, &l->tx_dev, &l->tx_ino);
 	if (ret == 0)
 		ret = lane_start(s, l, d, &h);
 	if (ret < 0) {
@@ -349,11 +385,23 @@ int laneset_set_tx_wake(struct laneset *s, uint32_t lane, int fd)
 	s->why[0] = '\0';
 	if (!l)
 		return say(s, -ENOENT, "lane %u is not read", lane);
-	if (l->tx_wake)
-		return say(s, -EEXIST, "lane %u has its tx_wake", lane);
-	ret = map_page(s, fd, "tx_wake", "lane", lane, (void **)&l->tx_wake, &l->sb_tx);
-	if (ret < 0)
-		return ret;
+	if (l->tx_wake) {
+		uint64_t dev, ino;
+
+		page_id(fd, &dev, &ino);
+		if (dev == l->tx_dev && ino == l->tx_ino)
+			return say(s, -EEXIST, "lane %u has its tx_wake", lane);
+		/* another page (a restarted broker's): its writer sleeps on
+		 * that one from its next look */
+		ret = page_replace(s, fd, l->tx_wake, "lane", lane);
+		if (ret < 0)
+			return ret;
+	} else {
+		ret = map_page(s, fd, "tx_wake", "lane", lane, (void **)&l->tx_wake, &l->sb_tx);
+		if (ret < 0)
+			return ret;
+	}
+	page_id(fd, &l->tx_dev, &l->tx_ino);
 	l->r.tx_wake = l->tx_wake;
 	/* an ack stored before the page came woke nobody: look once, as
 	 * lane_ack() does after a slot store */

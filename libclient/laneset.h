@@ -115,7 +115,9 @@ void laneset_free(struct laneset *s);
 int laneset_add(struct laneset *s, const struct laneset_desc *d, int data_fd, int meta_fd,
 	      int tx_wake_fd);
 
-/* The writer's tx_wake page, once it came.  0, -ENOENT, -EEXIST, -EMSGSIZE. */
+/* The writer's tx_wake page, once it came; or another page than the one
+ * the lane has (a restarted broker makes new ones), mapped over it at the
+ * same address.  0, -ENOENT, -EEXIST (that same page), -EMSGSIZE. */
 int laneset_set_tx_wake(struct laneset *s, uint32_t lane, int fd);
 
 /*

@@ -104,6 +104,12 @@ int lanew_lane_add(struct lanew *s, uint32_t number, uint64_t ring_size, const i
 	struct lanew_lane *l;
 	int err = 0, ret;
 
+	/* asked again for it (PROTO_LANE_TOPIC_FDS): one writer per lane */
+	if (lanew_has_lane(s, number)) {
+		for (int k = 0; k < 4; k++)
+			close(fds[k]);
+		return 0;
+	}
 	if (s->nlanes == LANEW_LANES || ring_size > SHM_RING_MAX || !(l = calloc(1, sizeof(*l)))) {
 		for (int k = 0; k < 4; k++)
 			close(fds[k]);
@@ -121,10 +127,17 @@ int lanew_lane_add(struct lanew *s, uint32_t number, uint64_t ring_size, const i
 		l->hold = map_fd(fds[2], SHM_HOLD_SIZE, PROT_READ, &err);
 	else
 		close(fds[2]);
-	if (!err)
+	if (!err) {
+		struct stat st;
+
+		if (fstat(fds[3], &st) == 0) {
+			l->wake_dev = st.st_dev;
+			l->wake_ino = st.st_ino;
+		}
 		l->tx_wake = map_fd(fds[3], 4096, PROT_READ | PROT_WRITE, &err);
-	else
+	} else {
 		close(fds[3]);
+	}
 	if (err) {
 		lane_drop(l);
 		return fail(s, err, "a lane's descriptor is not what it should be");
@@ -171,6 +184,22 @@ int lanew_topic(struct lanew *s, uint32_t topic, uint32_t number)
 	return 0;
 }
 
+bool lanew_unresolved(const struct lanew *s)
+{
+	for (unsigned i = 0; i < s->nlanes; i++)
+		if (s->lanes[i]->w.unresolved)
+			return true;
+	return false;
+}
+
+bool lanew_has_lane(const struct lanew *s, uint32_t number)
+{
+	for (unsigned i = 0; i < s->nlanes; i++)
+		if (s->lanes[i]->number == number)
+			return true;
+	return false;
+}
+
 /* Keep a mapping of one 4096-byte page under key (replacing nothing:
  * a number is never reused by the broker). */
 static int map_keep(struct lanew *s, struct lanew_map *t, unsigned *n, uint64_t key, int fd,
@@ -198,6 +227,33 @@ static int map_keep(struct lanew *s, struct lanew_map *t, unsigned *n, uint64_t 
 	return 0;
 }
 
+/* Lane `number`'s tx_wake replaced by the page fd (consumed), unless it
+ * is the same: mapped elsewhere, then moved over the old address in one
+ * step, so that a wait holding the address never finds it unmapped. */
+static int wake_replace(struct lanew *s, uint32_t number, int fd)
+{
+	struct lanew_lane *l = lane_by_number(s, number);
+	struct stat st;
+	int err = 0;
+	void *m;
+
+	if (!l || fstat(fd, &st) < 0 || (st.st_dev == l->wake_dev && st.st_ino == l->wake_ino)) {
+		close(fd);
+		return 0;
+	}
+	m = map_fd(fd, 4096, PROT_READ | PROT_WRITE, &err);
+	if (!m)
+		return fail(s, err, "a lane's tx_wake is not what it should be");
+	if (mremap(m, 4096, 4096, MREMAP_MAYMOVE | MREMAP_FIXED, l->tx_wake) == MAP_FAILED) {
+		err = -errno;
+		munmap(m, 4096);
+		return fail(s, err, "a lane's tx_wake cannot be replaced");
+	}
+	l->wake_dev = st.st_dev;
+	l->wake_ino = st.st_ino;
+	return 0;
+}
+
 int lanew_holder(struct lanew *s, const struct proto_holder *h, const int *fds, unsigned nfds)
 {
 	unsigned k = 0;
@@ -210,6 +266,8 @@ int lanew_holder(struct lanew *s, const struct proto_holder *h, const int *fds, 
 			       false);
 	if ((h->flags & PROTO_HOLDER_ARM) && k < nfds && !ret)
 		ret = map_keep(s, s->arms, &s->narms, h->arm_page, fds[k++], PROT_READ, false);
+	if ((h->flags & PROTO_HOLDER_TX_WAKE) && k < nfds && !ret)
+		ret = wake_replace(s, h->lane, fds[k++]);
 	while (k < nfds)
 		close(fds[k++]);
 	/* the writers look at the table again with what is mapped now */

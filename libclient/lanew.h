@@ -31,6 +31,7 @@ struct lanew_lane {
 	size_t data_len;
 	const uint8_t *meta, *hold;
 	uint32_t *tx_wake;     /* its space word */
+	uint64_t wake_dev, wake_ino; /* which page (a restarted broker sends another) */
 	int guard[2];          /* SIGBUS guard slots of data and meta, or -1 */
 	struct lane_writer w;
 	bool ended;            /* cut under it (-ESTALE): it takes no more */
@@ -65,15 +66,25 @@ void lanew_init(struct lanew *s, uint64_t next_order);
 void lanew_free(struct lanew *s);
 
 /* A lane from a PROTO_LANE_TOPIC reply: fds data (read-write), meta,
- * hold, tx_wake, in that order; consumed (closed) whatever happens.
- * -errno with s->why. */
+ * hold, tx_wake, in that order; consumed (closed) whatever happens.  A
+ * lane it has already is kept as it is (0).  -errno with s->why. */
 int lanew_lane_add(struct lanew *s, uint32_t number, uint64_t ring_size, const int fds[4]);
 
 /* The reply said topic goes into lane `number`. */
 int lanew_topic(struct lanew *s, uint32_t topic, uint32_t number);
 
-/* A PROTO_HOLDER push with its descriptors (consumed). */
+/* A PROTO_HOLDER push with its descriptors (consumed).  With
+ * PROTO_HOLDER_TX_WAKE, the lane's tx_wake page: another than the one it
+ * has is mapped over it at the same address (a space wait in progress
+ * sleeps on it from its next step). */
 int lanew_holder(struct lanew *s, const struct proto_holder *h, const int *fds, unsigned nfds);
+
+/* Whether a holder of one of its lanes names a page or wake word not
+ * mapped yet (its PROTO_HOLDER push is still to be read). */
+bool lanew_unresolved(const struct lanew *s);
+
+/* Whether this owner has lane `number` (its descriptors came). */
+bool lanew_has_lane(const struct lanew *s, uint32_t number);
 
 /*
  * Publish len bytes on topic (which has a lane).  more: leave the batch

@@ -75,7 +75,10 @@ struct shm_lane_meta_hdr {
 	uint64_t ring_size;
 	uint64_t first_order;  /* the order (source sequence) of its first record */
 	uint64_t broker_id;
-	uint8_t reserved[124 - 80];
+	uint32_t number;       /* the broker's number for it (PROTO_LANE, PROTO_HOLDER): a
+				* restarted broker re-adopts it under that number, which
+				* its writer and readers know it by */
+	uint8_t reserved[124 - 84];
 	uint32_t checksum;
 };
 
@@ -185,6 +188,7 @@ static_assert(SHM_LANE_RING_OFFSET == sizeof(struct shm_lane_wpage), "ring after
 static_assert(sizeof(struct shm_lane_meta_hdr) == 128, "meta header size");
 static_assert(offsetof(struct shm_lane_meta_hdr, publisher) == 16, "meta publisher");
 static_assert(offsetof(struct shm_lane_meta_hdr, ring_size) == 56, "meta ring_size");
+static_assert(offsetof(struct shm_lane_meta_hdr, number) == 80, "meta lane number");
 static_assert(offsetof(struct shm_lane_meta_hdr, checksum) == 124, "meta checksum last");
 static_assert(sizeof(struct shm_lane_meta_state) == SHM_LINE, "meta state is one line");
 static_assert(offsetof(struct shm_lane_meta_state, cut_pos) == 8, "cut_pos");

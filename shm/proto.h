@@ -123,8 +123,13 @@ struct proto_lane_topic {
 	struct proto_hdr h;
 	uint64_t session_id;
 	uint32_t topic_id;
-	uint32_t pad;
+	uint32_t flags;        /* PROTO_LANE_TOPIC_* */
 };
+
+/* flags of proto_lane_topic */
+#define PROTO_LANE_TOPIC_FDS 0x1u /* the lane's descriptors, though the broker thinks it
+				     sent them: a reply that made the lane was lost (the
+				     broker died, or the connection, before it was read) */
 
 /*
  * PROTO_LANE_BAD (reader -> broker): the session's owner found a record
@@ -172,6 +177,9 @@ struct proto_lane {
 #define PROTO_HOLDER_PAGE 0x1u /* the cursor page (read-only) */
 #define PROTO_HOLDER_WAKE 0x2u /* the reader's rx_wake page */
 #define PROTO_HOLDER_ARM 0x4u  /* the reader's arm page (read-only) */
+#define PROTO_HOLDER_TX_WAKE 0x8u /* alone (no reader): the lane's tx_wake page, which the
+				     writer sleeps on from now on (a restarted broker's
+				     new page; its readers get it in PROTO_LANE) */
 
 /* PROTO_HOLDER (broker -> writer, request id 0): the pages of a reader a
  * hold entry of one of its lanes names, as far as the writer lacks them. */

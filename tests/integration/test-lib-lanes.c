@@ -24,6 +24,7 @@
 #include "harness.h"
 #include "libclient/internal.h"
 #include "shm/atomics.h"
+#include "shm/clock.h"
 #include "shm/lane.h"
 #include "shm/layout.h"
 #include "shm/ring.h"
@@ -508,6 +509,293 @@ static void test_successor_after_kill(void)
 	munmap(accepted, 4096);
 }
 
+/* Shared by broker_restart's processes. */
+struct restart_run {
+	uint64_t published;    /* the publisher: accepted so far */
+	uint32_t ready;        /* reader "a" subscribed */
+	uint32_t go;           /* the publisher: publish the second half */
+	uint32_t bad;          /* a reader: a message out of order, or lost */
+	uint64_t got;          /* reader "a": the last value taken */
+	uint64_t pending;      /* ... the one an ack it is making covers */
+	uint64_t acked;        /* ... the one its last ack covered */
+	uint64_t first;        /* reader "a" restarted: its first value */
+};
+
+/* Reader "a", or its successor after a SIGKILL (again): values in order
+ * from 1 (the successor: from where the ack stood) to n, noting each
+ * ack around it. */
+static void __attribute__((noreturn)) restart_reader(const struct tb *t, struct restart_run *run,
+						     uint64_t n, bool again)
+{
+	struct shmb_client *c;
+	struct shmb_session *s;
+	uint64_t next = 0;
+	struct shmb_msg m;
+
+	if (connect_open(t, "a", 0, &c, &s) < 0 || (!again && shmb_subscribe(s, "t") < 0))
+		_exit(30);
+	store_release(&run->ready, 1);
+	while (next != n + 1) {
+		uint64_t v;
+		int r = shmb_recv(s, &m, 200);
+
+		if (r == -ETIMEDOUT || r == -EAGAIN)
+			continue;
+		if (r < 0 || m.len != 8)
+			_exit(31);
+		memcpy(&v, m.data, 8);
+		if (!next) {
+			next = again ? v : 1;
+			store_release(&run->first, v);
+		}
+		if (v != next || m.src_seq != v - 1) {
+			store_release(&run->bad, 1);
+			_exit(32);
+		}
+		store_release(&run->got, v);
+		next++;
+		if (!(v % 64)) {
+			store_release(&run->pending, v);
+			if (shmb_ack(s) < 0)
+				_exit(33);
+			store_release(&run->acked, v);
+		}
+	}
+	shmb_ack(s);
+	shmb_close(c);
+	_exit(0);
+}
+
+/*
+ * The broker SIGKILLed while a lane pair streams, and started again on
+ * the same directory: it re-adopts the lane with its holder.  The reader
+ * reads every message once and in order across the restart; a subscriber
+ * new after the restart gets the publisher's messages from its subscribe
+ * on; and the reader, SIGKILLed after the restart and started again on
+ * its session, resumes from its acknowledgement with nothing lost.
+ */
+static void test_broker_restart(void)
+{
+	const uint64_t half = 100000, n = 2 * half;
+	struct restart_run *run = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint64_t last = 0, from = 0, acked, pending, first, at_restart;
+	struct shmb_client *c;
+	struct shmb_session *s;
+	struct shmb_msg m;
+	pid_t pub, rd;
+	struct tb t;
+
+	CU_ASSERT_FATAL(run != MAP_FAILED);
+	harness_alarm(120);
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	if ((rd = fork_or_die()) == 0)
+		restart_reader(&t, run, n, false);
+	/* the reader holds before the first message: every one is its */
+	WAIT_FOR_FATAL(load_acquire(&run->ready), 10000);
+	if ((pub = fork_or_die()) == 0) {
+		struct shmb_client *pc;
+		struct shmb_session *ps;
+
+		if (connect_open(&t, "p", 0, &pc, &ps) < 0)
+			_exit(20);
+		/* the first half paced, so that the broker dies mid-stream;
+		 * the second once told */
+		for (uint64_t i = 1; i <= n; i++) {
+			if (i == half + 1)
+				for (int k = 0; !load_acquire(&run->go) && k < 60000; k++)
+					usleep(1000);
+			if (shmb_publish(ps, "t", &i, sizeof(i), 30000) < 0)
+				_exit(21);
+			store_release(&run->published, i);
+			if (i <= half && !(i % 64))
+				usleep(100);
+		}
+		shmb_session_close(ps);
+		shmb_close(pc);
+		_exit(0);
+	}
+	WAIT_FOR_FATAL(load_acquire(&run->got) >= 2000, 10000);
+	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
+	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
+	printf("\n  broker killed: %llu published, %llu read\n",
+	       (unsigned long long)load_acquire(&run->published),
+	       (unsigned long long)load_acquire(&run->got));
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT(tb_log_count(&t, "lanes re-adopted: 1 lane(s)") == 1);
+	CU_ASSERT(tb_log_count(&t, "quarantined at start-up") == 0);
+	at_restart = load_acquire(&run->got);
+	/* a new subscriber: the publisher's messages from its subscribe on */
+	CU_ASSERT_FATAL(connect_open(&t, "n", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	/* the reader again, once it read past the restart */
+	WAIT_FOR_FATAL(load_acquire(&run->got) >= at_restart + 1000, 30000);
+	kill(rd, SIGKILL);
+	CU_ASSERT_FATAL(tb_wait_child(rd, 5000) == 128 + SIGKILL);
+	CU_ASSERT(!load_acquire(&run->bad));
+	acked = load_acquire(&run->acked);
+	pending = load_acquire(&run->pending);
+	printf("  reader killed after %llu (acknowledged up to %llu)\n",
+	       (unsigned long long)load_acquire(&run->got), (unsigned long long)acked);
+	if ((rd = fork_or_die()) == 0)
+		restart_reader(&t, run, n, true);
+	store_release(&run->go, 1);
+	while (last != n && shmb_recv(s, &m, 10000) == 0) {
+		uint64_t v;
+
+		CU_ASSERT_FATAL(m.len == 8);
+		memcpy(&v, m.data, 8);
+		if (!from)
+			from = v;
+		else if (v != last + 1)
+			printf("  new subscriber: %llu after %llu\n", (unsigned long long)v,
+			       (unsigned long long)last);
+		CU_ASSERT_FATAL((v == from || v == last + 1) && m.src_seq == v - 1);
+		last = v;
+		if (!(v % 64))
+			CU_ASSERT_FATAL(shmb_ack(s) == 0);
+	}
+	/* all of the second half, published after it subscribed */
+	CU_ASSERT(last == n);
+	CU_ASSERT(from >= 1 && from <= half + 1);
+	CU_ASSERT(tb_wait_child(pub, 30000) == 0);
+	CU_ASSERT(tb_wait_child(rd, 30000) == 0);
+	first = load_acquire(&run->first);
+	printf("  restarted reader resumed at %llu; the new subscriber read %llu to %llu\n",
+	       (unsigned long long)first, (unsigned long long)from, (unsigned long long)last);
+	/* from its acknowledgement: the one it made, or the one under way */
+	CU_ASSERT(first == acked + 1 || first == pending + 1);
+	CU_ASSERT(!load_acquire(&run->bad));
+	CU_ASSERT(load_acquire(&run->got) == n);
+	shmb_close(c);
+	CU_ASSERT(tb_log_count(&t, "quarantined") == tb_log_count(&t, "0 quarantined"));
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(run, 4096);
+}
+
+/* Shared by restart_wakes' two processes. */
+struct wake_run {
+	uint32_t round;        /* the reader: it sleeps in shmb_recv for round k */
+	uint32_t full;         /* the writer: its lane is full, its next publish waits */
+	uint64_t acked_ns;     /* the reader: its first ack after that */
+	uint64_t returned_ns;  /* the writer: when that publish returned */
+};
+
+#define WAKE_ROUNDS 5
+
+/*
+ * After a broker restart each side has new wake pages (the old ones were
+ * the dead broker's memfds): a reader asleep is woken by its writer's
+ * commit, and a writer asleep for room by its reader's ack, not by the
+ * end of a 1 s sleep.  Each wake is timed against a bound far below that
+ * second.
+ */
+static void test_restart_wakes(void)
+{
+	struct wake_run *run = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+				    -1, 0);
+	uint64_t seed = harness_seed("restart wakes"), worst = 0, got = 0, v;
+	struct shmb_client *c;
+	struct shmb_session *s;
+	struct shmb_msg m;
+	pid_t w;
+	struct tb t;
+
+	CU_ASSERT_FATAL(run != MAP_FAILED);
+	harness_alarm(120);
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "r", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	if ((w = fork_or_die()) == 0) {
+		struct shmb_client *wc;
+		struct shmb_session *ws;
+		uint64_t x = 0;
+		int r;
+
+		if (connect_open(&t, "w", 0, &wc, &ws) < 0 ||
+		    shmb_publish(ws, "t", &x, sizeof(x), 5000) < 0)
+			_exit(20);
+		/* after the restart (the reader's round 1): enough publishes to
+		 * read the broker's pushes, then one per round, a while after
+		 * the reader went to sleep */
+		for (uint32_t k = 1; k <= WAKE_ROUNDS; k++) {
+			for (int i = 0; !load_acquire(&run->round) && i < 30000; i++)
+				usleep(1000);
+			if (k == 1)
+				for (int i = 0; i < 64; i++)
+					if (shmb_publish(ws, "t", &x, sizeof(x), 5000) < 0)
+						_exit(21);
+			for (int i = 0; load_acquire(&run->round) < k && i < 30000; i++)
+				usleep(1000);
+			usleep(100000 + (unsigned)(harness_rand(&seed) % 200000));
+			x = clock_mono_ns();
+			if (shmb_publish(ws, "t", &x, sizeof(x), 5000) < 0)
+				_exit(22);
+		}
+		/* fill the lane (its reader reads no more), then wait for room */
+		x = 0;
+		while ((r = shmb_publish(ws, "t", &x, sizeof(x), 0)) == 0)
+			;
+		if (r != -EAGAIN && r != -ETIMEDOUT)
+			_exit(23);
+		store_release(&run->full, 1);
+		if (shmb_publish(ws, "t", &x, sizeof(x), 10000) < 0)
+			_exit(24);
+		store_release(&run->returned_ns, clock_mono_ns());
+		shmb_close(wc);
+		_exit(0);
+	}
+	CU_ASSERT_FATAL(shmb_recv(s, &m, 5000) == 0);
+	CU_ASSERT_FATAL(shmb_ack(s) == 0);
+	CU_ASSERT_FATAL(kill(t.pid, SIGKILL) == 0);
+	CU_ASSERT_FATAL(tb_wait_child(t.pid, 5000) == 128 + SIGKILL);
+	tb_use_dir(t.dir);
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	WAIT_FOR_FATAL(tb_log_count(&t, "resumed by its owner") == 2, 10000);
+	/* the writer's warm-up, which also brings this side its pushes */
+	store_release(&run->round, 1);
+	while (got < 64 && shmb_recv(s, &m, 5000) == 0)
+		got++;
+	CU_ASSERT_FATAL(got == 64);
+	for (uint32_t k = 1; k <= WAKE_ROUNDS; k++) {
+		uint64_t lat;
+
+		store_release(&run->round, k);
+		CU_ASSERT_FATAL(shmb_recv(s, &m, 5000) == 0);
+		memcpy(&v, m.data, 8);
+		lat = clock_mono_ns() - v;
+		if (lat > worst)
+			worst = lat;
+		CU_ASSERT_FATAL(shmb_ack(s) == 0);
+	}
+	/* the writer's turn to sleep */
+	WAIT_FOR_FATAL(load_acquire(&run->full), 10000);
+	usleep(200000);
+	got = 0;
+	while (shmb_recv(s, &m, 0) == 0)
+		if (!(++got % 64)) {
+			CU_ASSERT_FATAL(shmb_ack(s) == 0);
+			if (!run->acked_ns)
+				store_release(&run->acked_ns, clock_mono_ns());
+		}
+	CU_ASSERT_FATAL(shmb_ack(s) == 0);
+	if (!run->acked_ns)
+		store_release(&run->acked_ns, clock_mono_ns());
+	CU_ASSERT(tb_wait_child(w, 15000) == 0);
+	printf("\n  after the restart: a sleeping reader woken %.1f ms after the commit at worst;"
+	       " the writer %.1f ms after the first ack\n", worst / 1e6,
+	       ((int64_t)run->returned_ns - (int64_t)run->acked_ns) / 1e6);
+	/* a wake that missed costs up to the 1 s a sleep lasts */
+	CU_ASSERT(worst < 250000000ull);
+	CU_ASSERT(run->returned_ns && run->returned_ns < run->acked_ns + 250000000ull);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(run, 4096);
+}
+
 /* `shmbctl lanes --json` of t's broker into out (NUL-terminated). */
 static int shmbctl_lanes(const struct tb *t, char *out, size_t cap)
 {
@@ -644,6 +932,8 @@ static const struct harness_test tests[] = {
 	{ "pollable_fd", test_pollable_fd },
 	{ "forged_lane", test_forged_lane },
 	{ "successor_after_kill", test_successor_after_kill },
+	{ "broker_restart", test_broker_restart },
+	{ "restart_wakes", test_restart_wakes },
 	{ "shmbctl_lanes", test_shmbctl_lanes },
 	{ NULL, NULL },
 };

@@ -53,7 +53,7 @@ static struct lanefile_params local_params(uint32_t class_no)
 	return (struct lanefile_params){
 		.kind = SHM_LANE_LOCAL, .publisher = 42, .generation = 3, .class_no = class_no,
 		.class_uids = { 1000, 0 }, .nclass_uids = 2, .ring_size = RING,
-		.first_order = 100, .broker_id = 9,
+		.first_order = 100, .broker_id = 9, .number = 77,
 	};
 }
 
@@ -128,7 +128,7 @@ static void test_make_open_round_trip(void)
 	CU_ASSERT(h.kind == SHM_LANE_LOCAL && h.publisher == 42 && h.generation == 3 &&
 		  h.class_no == 0 && h.nclass_uids == 2 && h.class_uids[0] == 1000 &&
 		  h.class_uids[1] == 0 && h.ring_size == RING && h.first_order == 100 &&
-		  h.broker_id == 9);
+		  h.broker_id == 9 && h.number == 77);
 	CU_ASSERT(lanefile_state(&a)->state == SHM_LANE_OPEN);
 	/* what clients get: read-only but for the broker's own data and meta */
 	CU_ASSERT(accmode(a.data_fd) == O_RDWR && accmode(a.meta_fd) == O_RDWR);
