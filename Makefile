@@ -30,7 +30,7 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/ctl-admin.c broker
               broker/link.c broker/link-data.c broker/link-dial.c broker/link-file.c broker/link-accept.c \
               broker/linkauth.c broker/linkproto.c broker/wire.c broker/replay.c \
               broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c broker/lanefile.c broker/lanes.c broker/ctl-lanes.c \
-              broker/lanes-adopt.c
+              broker/lanes-adopt.c broker/lanes-bridge.c
 
 UNIT_TESTS := test-layout test-lane-rw test-lane-edges test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto \
               test-state test-router test-sigbus test-lanefile test-lanereg test-lanew test-laneset
@@ -269,9 +269,13 @@ test-links-short: $(BUILD)/tests/test-links
 	SHMB_LINK_N=50000 tests/run-tests.sh $(BUILD)/tests/test-links
 
 # the direct data path through a real shmbd --lanes (ASan: the broker's
-# lane register and the library's lane writer under it)
-test-lanes-int: $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes $(BUILD)/shmbctl
+# lane register, its links' reader of lanes, and the library's lane
+# writer and reader under it)
+test-lanes-int: $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes $(BUILD)/shmbctl \
+		$(BUILD)/tests/test-links
 	tests/run-tests.sh $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes
+	# the links fed from lanes (broker/lanes-bridge.c), broker kills included
+	SHMB_TEST_BROKER_ARGS=--lanes SHMB_LINK_N=50000 tests/run-tests.sh $(BUILD)/tests/test-links
 
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \

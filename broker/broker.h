@@ -25,6 +25,7 @@ struct uid_count;
 struct link;
 struct link_pending;
 struct lanes_reg;
+struct lbridge;
 
 struct broker_opts {
 	const char *dir;             /* SHMB_DIR */
@@ -105,6 +106,7 @@ struct broker {
 	uint32_t link_cgen;    /* tags of link connections: never reused, across slots */
 	uint64_t link_accept_paused; /* out of fds: the link port's accept waits (since) */
 	struct lanes_reg *lanes; /* --lanes: the register of lanes (ctl-lanes.c); NULL when off */
+	struct lbridge *lanes_bridge; /* --lanes: the links' reader of lanes (lanes-bridge.c) */
 };
 
 #endif

@@ -41,6 +41,7 @@
 #include "broker/guard.h"
 #include "broker/harden.h"
 #include "broker/lanes-adopt.h"
+#include "broker/lanes-bridge.h"
 #include "broker/lanes.h"
 #include "broker/log.h"
 #include "broker/session.h"
@@ -50,7 +51,7 @@
 
 static int session_dir(void *ctx, uint64_t id)
 {
-	struct session *s = session_by_id(ctx, id);
+	struct session *s = id == LANES_BRIDGE_ID ? lanes_bridge_session(ctx) : session_by_id(ctx, id);
 
 	return s ? s->dirfd : -1;
 }
@@ -90,8 +91,13 @@ int ctl_lanes_start(struct broker *b)
 	b->lanes->guard = guard_hook;
 	b->lanes->client_fd = client_fd;
 	b->lanes->ctx = b;
+	/* the links' reader first: re-adoption re-makes it too */
+	r = lanes_bridge_init(b);
 	/* the lanes of an earlier run, with their holders (lanes-adopt.c) */
-	r = lanes_adopt(b);
+	if (r == 0)
+		r = lanes_adopt(b);
+	if (r == 0)
+		r = lanes_bridge_start(b);
 	if (r < 0) {
 		ctl_lanes_stop(b);
 		return r;
@@ -106,6 +112,7 @@ void ctl_lanes_stop(struct broker *b)
 	if (!b->lanes)
 		return;
 	lanes_adopt_stop();
+	lanes_bridge_free(b);
 	close(b->lanes->lanes_dirfd);
 	lanes_free(b->lanes);
 	free(b->lanes);
@@ -138,14 +145,21 @@ static void send_topics(struct session *s)
 
 /* Send every queued push to its session's owner (if it still has that
  * owner generation); then close their descriptors. */
-static void flush(struct broker *b)
+void ctl_lanes_flush(struct broker *b)
 {
 	struct lanes_reg *g = b->lanes;
 	int r;
 
 	for (unsigned i = 0; i < g->npush; i++) {
 		struct lpush *p = &g->push[i];
-		struct session *s = session_by_id(b, p->session);
+		struct session *s;
+
+		if (p->session == LANES_BRIDGE_ID) {
+			/* the broker's own reader, for the links */
+			lanes_bridge_push(b, p);
+			continue;
+		}
+		s = session_by_id(b, p->session);
 
 		if (!s || !s->owner || s->generation != p->generation)
 			continue;
@@ -234,6 +248,10 @@ static unsigned readers_of(struct broker *b, const struct topic *t, struct lread
 		if (r)
 			out[n++] = r;
 	}
+	/* the links' reader, when a link bridges it (out has room for one
+	 * more) */
+	if (t->links && lanes_bridge_reader(b))
+		out[n++] = lanes_bridge_reader(b);
 	return n;
 }
 
@@ -285,6 +303,9 @@ int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_top
 		return ctl_reply_err(c, q->h.req_id, -ENOENT, "no such topic");
 	if (c->uid != 0 && t->owner != c->uid)
 		return ctl_reply_err(c, q->h.req_id, -EPERM, "topic %s is another uid's", t->name);
+	/* a topic bridged since the links' reader last looked */
+	if (t->links)
+		lanes_bridge_topics(b);
 	/* descriptors for a lane new to its writer, or one whose first
 	 * reply it never read (it asks again, saying so) */
 	fresh = !lanes_find(b->lanes, s->id, s->generation) || (q->flags & PROTO_LANE_TOPIC_FDS);
@@ -306,7 +327,7 @@ int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_top
 	}
 	/* the reply before the pushes: the writer maps its lane first */
 	ret = lane_reply(b, c, q->h.req_id, l, fresh);
-	flush(b);
+	ctl_lanes_flush(b);
 	return ret;
 }
 
@@ -319,7 +340,7 @@ void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic)
 	r = reader_of(b, s);
 	if (!r || lanes_subscribe(b->lanes, r, topic) < 0)
 		log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
-	flush(b);
+	ctl_lanes_flush(b);
 }
 
 void ctl_lanes_reader_self(struct broker *b, struct session *s)
@@ -331,7 +352,7 @@ void ctl_lanes_reader_self(struct broker *b, struct session *s)
 	r = reader_of(b, s);
 	if (!r || lanes_reader_self(b->lanes, r) < 0)
 		log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
-	flush(b);
+	ctl_lanes_flush(b);
 }
 
 void ctl_lanes_opened(struct broker *b, struct session *s)
@@ -342,7 +363,7 @@ void ctl_lanes_opened(struct broker *b, struct session *s)
 		reader_of(b, s);
 	} else if (s->owner && s->owner->lanes &&
 		   lanes_resend(b->lanes, s->id, s->generation, s->lane_reader) < 0) {
-		/* flush() sends what was queued; the owner lacks the rest */
+		/* ctl_lanes_flush() sends what was queued; the owner lacks the rest */
 		log_msg(LOG_WARNING, "session %s: lanes not all told again: %s", s->name,
 			b->lanes->why);
 	} else if (s->owner && !s->owner->lanes && s->lane_reader) {
@@ -358,7 +379,7 @@ void ctl_lanes_opened(struct broker *b, struct session *s)
 	if (s->owner && s->owner->lanes && s->lane_reader &&
 	    lanes_reader_self(b->lanes, s->lane_reader) < 0)
 		log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
-	flush(b);
+	ctl_lanes_flush(b);
 }
 
 void ctl_lanes_wake_reader(struct session *s)

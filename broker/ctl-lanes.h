@@ -17,6 +17,10 @@ struct session;
 /* At start-up: SHMB_DIR/lanes and the register (with --lanes). */
 int ctl_lanes_start(struct broker *b);
 void ctl_lanes_stop(struct broker *b);
+/* Send every push the register queued to its session's owner (if it
+ * still has that owner generation; the links' reader applies its own),
+ * then close their descriptors. */
+void ctl_lanes_flush(struct broker *b);
 
 /* PROTO_LANE_TOPIC: the reply, then the pushes it caused. */
 int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_topic *q);

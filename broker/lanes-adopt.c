@@ -44,6 +44,7 @@
 
 #include "broker/broker.h"
 #include "broker/lanes-adopt.h"
+#include "broker/lanes-bridge.h"
 #include "broker/lanes.h"
 #include "broker/log.h"
 #include "broker/session.h"
@@ -158,15 +159,21 @@ static struct apage *page_add(struct adoption *a)
 	return memset(&a->pages[a->npages++], 0, sizeof(struct apage));
 }
 
-/* Every cursor page file of every re-adopted session. */
+/* Every cursor page file of every re-adopted session, and of the links'
+ * reader (lanes-bridge.c), which stands in as one more session. */
 static void pages_scan(struct adoption *a)
 {
-	for (unsigned i = 0; i < a->b->nsessions; i++) {
-		struct session *s = a->b->sessions[i];
-		int fd = fcntl(s->dirfd, F_DUPFD_CLOEXEC, 0);
-		DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	for (unsigned i = 0; i <= a->b->nsessions; i++) {
+		struct session *s = i < a->b->nsessions ? a->b->sessions[i]
+						       : lanes_bridge_session(a->b);
+		int fd;
+		DIR *d;
 		struct dirent *e;
 
+		if (!s)
+			continue;
+		fd = fcntl(s->dirfd, F_DUPFD_CLOEXEC, 0);
+		d = fd >= 0 ? fdopendir(fd) : NULL;
 		if (!d) {
 			if (fd >= 0)
 				close(fd);

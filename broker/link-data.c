@@ -20,6 +20,7 @@
 
 #include "broker/array.h"
 #include "broker/broker.h"
+#include "broker/lanes-bridge.h"
 #include "broker/link-int.h"
 #include "broker/link.h"
 #include "broker/log.h"
@@ -68,6 +69,8 @@ void link_topics_recompute(struct broker *b)
 	for (unsigned k = 0; k < b->ntopics; k++)
 		if (b->topics[k])
 			b->topics[k]->links = link_topic_mask(b, b->topics[k]->name);
+	/* lane publishers' bridged topics are read for the links too */
+	lanes_bridge_topics(b);
 }
 
 /* ---- data ---- */
@@ -144,8 +147,8 @@ bool link_in_flight(struct broker *b, uint64_t src_broker, uint64_t src_session)
 }
 
 /* Local message for the peer: into the replay ring (and the wire when up). */
-int link_offer(struct broker *b, unsigned i, struct session *pub, uint64_t seq, const struct topic *t,
-	       const void *payload, uint32_t len)
+int link_offer(struct broker *b, unsigned i, uint64_t src, const char *src_name, uint64_t seq,
+	       const struct topic *t, const void *payload, uint32_t len)
 {
 	struct link *l = b->links[i];
 	struct delivered *d = NULL;
@@ -155,7 +158,7 @@ int link_offer(struct broker *b, unsigned i, struct session *pub, uint64_t seq, 
 	if (!l || !l->f)
 		return 0;
 	for (unsigned k = 0; k < l->nsent; k++)
-		if (l->sent[k].src_session == pub->id) {
+		if (l->sent[k].src_session == src) {
 			d = &l->sent[k];
 			break;
 		}
@@ -169,11 +172,11 @@ int link_offer(struct broker *b, unsigned i, struct session *pub, uint64_t seq, 
 		if (ARRAY_ROOM(l->sent, l->nsent, l->capsent, 16) < 0)
 			return -EAGAIN;
 		d = &l->sent[l->nsent++];
-		*d = (struct delivered){ .src_session = pub->id, .seq = 0 };
+		*d = (struct delivered){ .src_session = src, .seq = 0 };
 	}
 	if (d->seq > seq)
 		return 0; /* taken in an earlier, partial pass */
-	m = (struct wire_data){ .src_session = pub->id, .src_seq = seq,
+	m = (struct wire_data){ .src_session = src, .src_seq = seq,
 				.topic_len = (uint32_t)strlen(t->name), .payload = payload, .len = len };
 	memcpy(m.topic, t->name, m.topic_len + 1);
 	r = lp_send(&l->lp, &m);
@@ -183,7 +186,7 @@ int link_offer(struct broker *b, unsigned i, struct session *pub, uint64_t seq, 
 		/* larger than a frame or the ring: said, counted, never silent */
 		l->too_big++;
 		link_event(l, LOG_WARNING, "message %llu of session %s (%u bytes) not forwarded: %s"
-			   " (%llu so far)", (unsigned long long)seq, pub->name, len, strerror(-r),
+			   " (%llu so far)", (unsigned long long)seq, src_name, len, strerror(-r),
 			   (unsigned long long)l->too_big);
 	} else {
 		/* the bytes are in the ring before the count says so */

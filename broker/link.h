@@ -116,9 +116,11 @@ uint64_t link_next_due(struct broker *b, uint64_t now);
 bool link_in_flight(struct broker *b, uint64_t src_broker, uint64_t src_session);
 /* Which links forward a topic of this name (bit per link slot). */
 uint64_t link_topic_mask(struct broker *b, const char *name);
-/* The router offers a locally published message to link slot i: 0, or
- * -EAGAIN while its replay buffer is full of what the peer has not routed. */
-int link_offer(struct broker *b, unsigned i, struct session *pub, uint64_t seq,
+/* The router (or, for a lane publisher, the links' reader of lanes)
+ * offers message seq of local session src (named src_name, for the log)
+ * to link slot i: 0, or -EAGAIN while its replay buffer is full of what
+ * the peer has not routed.  A source's messages come in sequence order. */
+int link_offer(struct broker *b, unsigned i, uint64_t src, const char *src_name, uint64_t seq,
 	       const struct topic *t, const void *payload, uint32_t len);
 void link_stop(struct broker *b);
 /* Admin (shmbctl links): the link of that name, unless it is still being

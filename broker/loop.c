@@ -38,6 +38,7 @@
 #include "broker/session.h"
 #include "broker/topic.h"
 #include "broker/uring-futex.h"
+#include "broker/lanes-bridge.h"
 #include "shm/atomics.h"
 #include "shm/clock.h"
 
@@ -316,7 +317,9 @@ static bool sleep_idle(struct broker *b)
 	set_waiting(b);
 	/* pairs with the client's fence in wake_signal(): flag, then rings */
 	fence_full();
-	if (router_run(b) || link_run(b, clock_mono_ns())) {
+	/* the links' reader of lanes arms its wake and looks once more */
+	if (lanes_bridge_arm(b) || router_run(b) || link_run(b, clock_mono_ns())) {
+		lanes_bridge_woke(b);
 		clear_waiting(b);
 		free(vals);
 		return true;
@@ -341,6 +344,7 @@ static bool sleep_idle(struct broker *b)
 	}
 	b->sleeps++;
 	io_uring_submit_and_wait_timeout(&b->ring, &cqe, 1, &ts, NULL);
+	lanes_bridge_woke(b);
 	clear_waiting(b);
 	return false;
 }

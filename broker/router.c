@@ -21,6 +21,7 @@
 #include "broker/broker.h"
 #include "broker/ctl-lanes.h"
 #include "broker/dlv.h"
+#include "broker/lanes-bridge.h"
 #include "broker/link.h"
 #include "broker/log.h"
 #include "broker/router.h"
@@ -274,7 +275,8 @@ static uint64_t route_ring(struct broker *b, struct session *s, struct ring_cons
 			}
 			/* bridged: each link takes it too (one hop: only local publishers) */
 			for (uint64_t lm = t->links; lm; lm &= lm - 1)
-				if (link_offer(b, (unsigned)__builtin_ctzll(lm), s, m[i].hdr.seq, t,
+				if (link_offer(b, (unsigned)__builtin_ctzll(lm), s->id, s->name,
+					       m[i].hdr.seq, t,
 					       (const uint8_t *)m[i].payload + sizeof(tx),
 					       m[i].len - (uint32_t)sizeof(tx)) == -EAGAIN)
 					blocked = true;
@@ -335,5 +337,6 @@ uint64_t router_run(struct broker *b)
 
 	for (unsigned i = 0; i < b->nsessions; i++)
 		moved += router_session(b, b->sessions[i]);
-	return moved;
+	/* lane publishers' messages for the links (--lanes) */
+	return moved + lanes_bridge_run(b);
 }

@@ -7,6 +7,9 @@
 # (test-lib-lanes forged_lane forges one in a lane instead); see
 # docs/design/data-path.md, section 9, step 3.  Every test-restart case:
 # a restarted broker re-adopts the lanes (section 7, "Re-adoption").
+# Every test-links case (50 000 messages each way, as test-links-short):
+# the broker reads its lane publishers' lanes for the links
+# (broker/lanes-bridge.c), through faults and broker SIGKILLs.
 # Usage: test-lib-lanes.sh BUILD_DIR.  Prints one RESULT line.
 set -u
 build=$1
@@ -40,6 +43,11 @@ for t in clean_restart broker_killed sigterm_drain owner_switches_killed drop_ol
 	damaged_at_start state_fuzz state_write_fails state_huge_ids state_nul state_churn \
 	state_destroy_compacts state_compact_mid_change state_escaped_topic; do
 	run test-restart "$t"
+done
+SHMB_LINK_N=50000
+export SHMB_LINK_N
+for t in origin key_checks refusals stalled faults broker_kills; do
+	run test-links "$t"
 done
 echo "RESULT test-lib-lanes.sh passed=$passed failed=$failed skipped=0"
 [ "$failed" -eq 0 ]
