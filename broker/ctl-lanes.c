@@ -343,6 +343,19 @@ void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic)
 	ctl_lanes_flush(b);
 }
 
+void ctl_lanes_unsubscribed(struct broker *b, struct session *s, uint32_t topic)
+{
+	struct lreader *r = s->lane_reader;
+	unsigned n;
+
+	if (!b->lanes || !r || r->generation != s->generation)
+		return;
+	n = lanes_unsubscribe(b->lanes, r, topic);
+	if (n)
+		log_msg(LOG_DEBUG, "session %s: %u lane(s) let go at an unsubscribe", s->name, n);
+	ctl_lanes_flush(b);
+}
+
 void ctl_lanes_reader_self(struct broker *b, struct session *s)
 {
 	struct lreader *r;

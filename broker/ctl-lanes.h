@@ -31,6 +31,10 @@ int ctl_lane_bad(struct broker *b, struct conn *c, const struct proto_lane_bad *
 
 /* s subscribed to topic: holders on the lanes that carry it. */
 void ctl_lanes_subscribed(struct broker *b, struct session *s, uint32_t topic);
+/* s unsubscribed from topic: the lanes its reader holds that carry no
+ * topic it still reads are let go (lanes_unsubscribe), so an idle reader
+ * holds no publisher of a topic it left. */
+void ctl_lanes_unsubscribed(struct broker *b, struct session *s, uint32_t topic);
 
 enum ctl_lanes_end {
 	/* the owner's connection went (or it was detached for being slow):

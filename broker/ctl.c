@@ -324,6 +324,9 @@ static int do_sub(struct broker *b, struct conn *c, const struct proto_sub *q, b
 		  : topic_unsubscribe(b, s, q->topic_id);
 	if (sub && err == 0)
 		ctl_lanes_reader_self(b, s);
+	/* before the reply: the lanes let go are known when it returns */
+	if (!sub && err == 0)
+		ctl_lanes_unsubscribed(b, s, q->topic_id);
 	err = ctl_reply_err(c, q->h.req_id, err, err ? "no such topic" : "ok");
 	/* after the reply: the lanes' pushes follow it */
 	if (sub && err == 0)

@@ -504,9 +504,13 @@ static int entry_rewrite(struct blane *l, unsigned idx, const struct hold_view *
 		return -EBADMSG;
 	}
 	hold_free(&l->hold, idx);
-	/* the block timeout counts from the restart */
-	l->holders[l->nholders++] = (struct lhold){ .r = r, .idx = n, .kind = v->kind, .start = S,
-						    .seen = S, .seen_ns = clock_mono_ns() };
+	/* the block timeout counts from the restart; a block reader's WATCH
+	 * entry (let go at an unsubscribe or the block timeout: which, the
+	 * dead broker knew) is held again by its next subscribe to one of
+	 * the lane's topics, as one let go at an unsubscribe */
+	l->holders[l->nholders++] = (struct lhold){
+		.r = r, .idx = n, .kind = v->kind, .start = S, .seen = S, .seen_ns = clock_mono_ns(),
+		.released = v->kind == SHM_HOLD_WATCH && !r->drop_oldest };
 	return 0;
 }
 

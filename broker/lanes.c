@@ -566,15 +566,27 @@ int lanes_reader_self(struct lanes_reg *g, struct lreader *r)
 static int holder_add(struct lanes_reg *g, struct blane *l, struct lreader *r)
 {
 	const struct shm_lane_wpage *wp = (const void *)l->f.data;
+	struct lhold *h = held_by(l, r);
 	struct hold_view v;
 	struct lpage *p;
 	uint32_t slot, flags;
 	uint64_t P, S;
-	bool fresh;
+	bool fresh, rehold = false;
 	int idx, ret;
 
-	if (held_by(l, r) || l->cut)
+	if (l->cut)
 		return 0;
+	if (h && h->released && h->kind == SHM_HOLD_WATCH) {
+		/* let go at an unsubscribe: held again from the floor on, its
+		 * reader reading on from where it stands if that is higher
+		 * (its old slot keeps its let-go bit: until it takes the new
+		 * one it reads as a drop-oldest reader, safely) */
+		hold_free(&l->hold, (unsigned)h->idx);
+		*h = l->holders[--l->nholders];
+		rehold = true;
+	} else if (h) {
+		return 0;
+	}
 	p = page_slot(g, r, l->publisher, &slot, &fresh);
 	if (!p)
 		return -ENOMEM;
@@ -597,6 +609,8 @@ static int holder_add(struct lanes_reg *g, struct blane *l, struct lreader *r)
 	l->holders[l->nholders++] = (struct lhold){ .r = r, .idx = idx, .kind = v.kind, .start = S,
 						    .seen = S, .seen_ns = clock_mono_ns() };
 	ret = push_lane(g, l, r, p, slot, fresh, S);
+	if (!ret && rehold)
+		g->push[g->npush - 1].msg.lane.flags |= PROTO_LANE_REHOLD;
 	if (!ret)
 		ret = push_holder(g, l, r, p, flags);
 	return ret;
@@ -669,7 +683,7 @@ static int holder_move(struct lanes_reg *g, struct blane *l, struct lhold *h, st
 	flags = writer_lacks(l, r, p);
 	hold_free(&l->hold, (unsigned)h->idx);
 	*h = (struct lhold){ .r = r, .idx = idx, .kind = v.kind, .start = S, .seen = S,
-			     .seen_ns = clock_mono_ns() };
+			     .seen_ns = clock_mono_ns(), .released = h->released };
 	ret = push_lane(g, l, r, p, s, fresh, S);
 	if (!ret)
 		ret = push_holder(g, l, r, p, flags);
@@ -778,6 +792,58 @@ int lanes_topic_use(struct lanes_reg *g, uint64_t session, uint32_t generation, 
 	}
 	*out = l;
 	return 0;
+}
+
+/* Whether l carries a topic r reads. */
+static bool lane_read_by(const struct blane *l, const struct lreader *r)
+{
+	for (unsigned i = 0; i < r->ntopics; i++)
+		if (lanefile_topic_isset(&l->f, r->topics[i]))
+			return true;
+	return false;
+}
+
+unsigned lanes_unsubscribe(struct lanes_reg *g, struct lreader *r, uint32_t topic)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < r->ntopics; i++)
+		if (r->topics[i] == topic) {
+			r->topics[i] = r->topics[--r->ntopics];
+			break;
+		}
+	if (r->drop_oldest)
+		return 0; /* its WATCH entries hold nothing back */
+	for (struct blane *l = g->lanes; l; l = l->next) {
+		struct lhold *h = held_by(l, r);
+
+		/* a cut lane holds no writer back: it goes once read */
+		if (!h || h->kind != SHM_HOLD_HOLD || l->cut ||
+		    !lanefile_topic_isset(&l->f, topic) || lane_read_by(l, r))
+			continue;
+		if (lanes_let_go(l, r) == 0) {
+			struct lpush *ps;
+
+			h = held_by(l, r);
+			if (h)
+				h->released = true;
+			n++;
+			/* the reader is told: what it jumps over there from now
+			 * on is of topics it left, no gap */
+			ps = push_new(g, r->session, r->generation);
+			if (ps)
+				ps->msg.lane = (struct proto_lane){
+					.h = { PROTO_LANE, sizeof(struct proto_lane), 0 },
+					.session_id = r->session,
+					.generation = r->generation,
+					.lane = l->number,
+					.publisher = l->publisher,
+					.kind = SHM_LANE_LOCAL,
+					.flags = PROTO_LANE_RELEASED,
+				};
+		}
+	}
+	return n;
 }
 
 int lanes_subscribe(struct lanes_reg *g, struct lreader *r, uint32_t topic)

@@ -38,6 +38,9 @@ struct lhold {
 	 * its slot, and when that last crossed into a new slice, as far as
 	 * the broker saw (from where and when it started) */
 	uint64_t seen, seen_ns;
+	/* let go because its reader reads none of the lane's topics any more
+	 * (an unsubscribe): held again when it reads one of them */
+	bool released;
 };
 
 struct blane {
@@ -211,6 +214,17 @@ int lanes_topic_use(struct lanes_reg *g, uint64_t session, uint32_t generation, 
 /* The reader subscribed to topic: a holder on every open lane that
  * carries it and that it does not hold yet. */
 int lanes_subscribe(struct lanes_reg *g, struct lreader *r, uint32_t topic);
+
+/*
+ * The reader no longer reads topic: each open lane it holds that carries
+ * none of the topics it still reads is let go as lanes_let_go() does (it
+ * reads on without holding, and its writer goes on past it), marked
+ * released: a later subscribe to one of the lane's topics, or the lane's
+ * first record of another topic it reads, holds it again (a new entry by
+ * the floor protocol, told with PROTO_LANE_REHOLD).  Returns how many
+ * lanes were let go.
+ */
+unsigned lanes_unsubscribe(struct lanes_reg *g, struct lreader *r, uint32_t topic);
 
 /*
  * An owner switch's steps 1 and 2 (data-path.md, section 7) for the

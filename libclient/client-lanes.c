@@ -299,6 +299,11 @@ static void apply_lane(struct client_lanes *ln, const struct proto_lane *m, cons
 	unsigned k = 2;
 	int page_fd = -1, wake_fd = -1;
 
+	if (m->flags == PROTO_LANE_RELEASED) {
+		if (nfds == 0)
+			(void)laneset_released(&ln->set, m->lane);
+		return;
+	}
 	if (m->lane == 0 && m->flags == PROTO_LANE_SELF) {
 		/* only the reader's own words (sent at its subscribe) */
 		want = 2;
@@ -352,6 +357,9 @@ static void apply_lane(struct client_lanes *ln, const struct proto_lane *m, cons
 		return;
 	if (page_fd >= 0)
 		(void)laneset_cursor_page(&ln->set, m->publisher, m->page, page_fd);
+	/* let go at an unsubscribe, held again: read on from where it stands */
+	if ((m->flags & PROTO_LANE_REHOLD) && laneset_rehold(&ln->set, &d) != -ENOENT)
+		return;
 	if (laneset_add(&ln->set, &d, fds[0], fds[1], wake_fd) == -EEXIST && wake_fd >= 0)
 		(void)laneset_set_tx_wake(&ln->set, m->lane, wake_fd);
 }

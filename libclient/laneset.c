@@ -44,6 +44,8 @@ struct laneset_lane {
 	struct laneset_pub *pub;
 	uint32_t no, page, slot;
 	bool drop_oldest, in_place;
+	bool held_drop, held_in_place; /* as the broker described it (a let-go changes the two above) */
+	bool released;             /* let go at an unsubscribe: what it jumps over is no gap */
 	bool toobig;               /* head is longer than the caller's buffer */
 	bool empty;                /* the merge's first look found nothing */
 	bool gone;                 /* over or bad: reported, read no more */
@@ -332,8 +334,8 @@ static int lane_start(struct laneset *s, struct laneset_lane *l, const struct la
 	l->no = d->lane;
 	l->page = d->cursor_page;
 	l->slot = d->cursor_slot;
-	l->drop_oldest = d->drop_oldest;
-	l->in_place = d->in_place && !d->drop_oldest;
+	l->drop_oldest = l->held_drop = d->drop_oldest;
+	l->in_place = l->held_in_place = d->in_place && !d->drop_oldest;
 	l->done = l->ackpos = d->start;
 	p->lane[p->nlane++] = l;
 	return 0;
@@ -373,6 +375,74 @@ int laneset_add(struct laneset *s, const struct laneset_desc *d, int data_fd, in
 		pubs_prune(s);
 	}
 	return ret;
+}
+
+static void lane_gone(struct laneset *s, struct laneset_lane *l, int ev);
+
+int laneset_released(struct laneset *s, uint32_t lane)
+{
+	unsigned at;
+	struct laneset_lane *l = lane_find(s, lane, &at);
+
+	if (!l)
+		return say(s, -ENOENT, "lane %u is not read", lane);
+	l->released = true;
+	l->missed = 0;
+	return 0;
+}
+
+int laneset_rehold(struct laneset *s, const struct laneset_desc *d)
+{
+	unsigned at;
+	struct laneset_lane *l = lane_find(s, d->lane, &at);
+	struct laneset_page *pg;
+	uint64_t pos = d->start, order = d->order;
+	bool received;
+	int ret;
+
+	s->why[0] = '\0';
+	if (!l || l->gone)
+		return say(s, -ENOENT, "lane %u is not read", d->lane);
+	if (d->cursor_slot >= SHM_CURSOR_SLOTS || d->start % SHM_REC_ALIGN ||
+	    d->publisher != l->pub->id)
+		return say(s, -EINVAL, "lane %u: cursor slot %u, start %llu or publisher out of range",
+			   d->lane, d->cursor_slot, (unsigned long long)d->start);
+	for (unsigned i = 0; i < l->pub->nlane; i++)
+		if (l->pub->lane[i] != l && l->pub->lane[i]->page == d->cursor_page &&
+		    l->pub->lane[i]->slot == d->cursor_slot)
+			return say(s, -EEXIST, "lane %u: cursor slot %u.%u is lane %u's", d->lane,
+				   d->cursor_page, d->cursor_slot, l->pub->lane[i]->no);
+	/* where it stands is held too when it is at or above the new start;
+	 * below it, what lay there was overwritten (records of topics it did
+	 * not read then) */
+	if (l->done >= d->start) {
+		pos = l->done;
+		order = l->r.last_order;
+	}
+	pg = page_of(l->pub, d->cursor_page);
+	received = l->r.received;
+	ret = lane_reader_init(&l->r, l->data, l->data_len - SHM_LANE_RING_OFFSET, l->meta,
+			       pg ? &pg->pg->slot[d->cursor_slot] : NULL, received, l->held_drop, pos,
+			       order);
+	if (ret < 0) {
+		lane_gone(s, l, LANESET_EV_BAD);
+		return say(s, ret, "lane %u: cannot read it from %llu", d->lane,
+			   (unsigned long long)pos);
+	}
+	l->r.tx_wake = l->tx_wake;
+	l->page = d->cursor_page;
+	l->slot = d->cursor_slot;
+	l->drop_oldest = l->held_drop;
+	l->in_place = l->held_in_place;
+	l->toobig = l->empty = l->returned = l->released = false;
+	l->missed = 0;
+	l->done = l->ackpos = pos;
+	if (s->buf_owner == l)
+		s->buf_owner = NULL;
+	/* the broker wrote the start there; this is at or above it */
+	if (l->r.slot)
+		store_release(l->r.slot, pos);
+	return 0;
 }
 
 int laneset_set_tx_wake(struct laneset *s, uint32_t lane, int fd)
@@ -661,7 +731,8 @@ static int take(struct laneset *s, struct laneset_lane *l, void *buf, uint32_t c
 		*m = m2;
 	}
 	*out = (struct laneset_msg){ .len = m->len, .topic_id = m->topic_id, .publisher = l->pub->id,
-				   .order = m->order, .missed = l->missed + m->missed, .lane = l->no,
+				   .order = m->order,
+				   .missed = l->released ? 0 : l->missed + m->missed, .lane = l->no,
 				   .origin = m->origin };
 	if (l->toobig || (copy && m->len > cap))
 		return -EMSGSIZE;

@@ -115,6 +115,22 @@ void laneset_free(struct laneset *s);
 int laneset_add(struct laneset *s, const struct laneset_desc *d, int data_fd, int meta_fd,
 	      int tx_wake_fd);
 
+/*
+ * A lane read already, let go by the broker at an unsubscribe (it reads
+ * as a drop-oldest reader since), held again on d's cursor page and slot
+ * from d->start: it reads on as d describes it first, from where it
+ * stands when that is at or above d->start, else from d->start (what lay
+ * below was overwritten, and gaps there are not counted).  The page comes
+ * first (laneset_cursor_page()).  0, -ENOENT (not read: add it instead),
+ * -EINVAL, -EEXIST (the slot is another lane's).
+ */
+int laneset_rehold(struct laneset *s, const struct laneset_desc *d);
+
+/* The broker let the lane go at an unsubscribe (none of its topics is
+ * read now): what the reader jumps over there until laneset_rehold() is
+ * no gap.  0 or -ENOENT. */
+int laneset_released(struct laneset *s, uint32_t lane);
+
 /* The writer's tx_wake page, once it came; or another page than the one
  * the lane has (a restarted broker makes new ones), mapped over it at the
  * same address.  0, -ENOENT, -EEXIST (that same page), -EMSGSIZE. */

@@ -153,6 +153,13 @@ struct proto_lane_bad {
 #define PROTO_LANE_WAKE 0x8u        /* the writer's tx_wake comes with it (after the page) */
 #define PROTO_LANE_SELF 0x10u       /* the reader's own rx_wake and arm page come with it
 				       (last, in that order; `arm_slot` is its word there) */
+#define PROTO_LANE_REHOLD 0x20u     /* a lane the reader reads already, let go at an
+				       unsubscribe, is held again on this page and slot:
+				       it reads on from `start` or where it stands,
+				       whichever is higher */
+#define PROTO_LANE_RELEASED 0x40u   /* alone, no descriptors: the broker let the lane go at
+				       an unsubscribe (the reader reads on as a drop-oldest
+				       reader; what it skips there is no gap) */
 
 /* PROTO_LANE (broker -> reader, request id 0): a lane to read, with data
  * and meta (read-only), then the descriptors its flags name. */

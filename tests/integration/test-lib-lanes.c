@@ -409,6 +409,119 @@ static void test_forged_lane(void)
 	munmap(flags, 4096);
 }
 
+static void count_gaps(const struct shmb_event *ev, void *arg)
+{
+	if (ev->kind == SHMB_EV_GAP)
+		__atomic_add_fetch((uint64_t *)arg, 1, __ATOMIC_RELAXED);
+}
+
+/* Publish from..to on topic (8 bytes: the number) while the reader r
+ * keeps up; false at the first publish that fails (a writer held). */
+static bool flood(struct shmb_session *ps, const char *topic, uint64_t from, uint64_t to,
+		  struct shmb_session *r, uint64_t *r_next)
+{
+	struct shmb_msg m;
+
+	for (uint64_t i = from; i <= to; i++) {
+		int ret = shmb_publish(ps, topic, &i, sizeof(i), 5000);
+
+		if (ret < 0) {
+			printf("\n  message %llu on %s: %s\n", (unsigned long long)i, topic,
+			       strerror(-ret));
+			return false;
+		}
+		while (shmb_recv(r, &m, 0) == 0) {
+			uint64_t v;
+
+			memcpy(&v, m.data, 8);
+			CU_ASSERT_FATAL(v == *r_next);
+			(*r_next)++;
+		}
+		shmb_ack(r);
+	}
+	return true;
+}
+
+/* Receive from s until `last` of topic came (5 s without a message:
+ * stop); every value above *seen and rising.  Returns how many. */
+static uint64_t take_until(struct shmb_session *s, const char *topic, uint64_t last, uint64_t *seen)
+{
+	struct shmb_msg m;
+	uint64_t got = 0;
+
+	while (*seen < last && shmb_recv(s, &m, 5000) == 0) {
+		uint64_t v;
+
+		CU_ASSERT_FATAL(m.len == 8);
+		CU_ASSERT_FATAL(!strcmp(m.topic, topic));
+		memcpy(&v, m.data, 8);
+		if (v <= *seen)
+			printf("\n  %s: %llu after %llu\n", topic, (unsigned long long)v,
+			       (unsigned long long)*seen);
+		CU_ASSERT_FATAL(v > *seen);
+		*seen = v;
+		got++;
+	}
+	shmb_ack(s);
+	return got;
+}
+
+/*
+ * An idle subscriber that unsubscribed holds no publisher of that topic
+ * (as on the relay): its lane is let go at the unsubscribe, so the
+ * publisher streams 30 lane rings past it while another subscriber keeps
+ * up (with --block-timeout at a minute, a held publisher would time out
+ * in 5 s).  Subscribing again holds the lane again: every message from
+ * then on arrives, nothing it had before comes twice, and no gap is told.
+ * The same after a second unsubscribe, held again this time by the
+ * publisher's first message of the session's other topic on that lane.
+ */
+static void test_unsubscribe_releases(void)
+{
+	struct shmb_client *ic, *rc, *pc;
+	struct shmb_session *is, *rs, *ps;
+	uint64_t gaps = 0, r_next = 1, seen = 0, seen_b = 0, n = 20000;
+	struct tb t;
+
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", "--tx-ring-size", "65536", "--rx-ring-size", "65536",
+				 "--block-timeout", "60000", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "idle", 0, &ic, &is) == 0);
+	shmb_set_event_cb(ic, count_gaps, &gaps);
+	CU_ASSERT_FATAL(shmb_subscribe(is, "a") == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(is, "b") == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "reader", 0, &rc, &rs) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(rs, "a") == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "pub", 0, &pc, &ps) == 0);
+	CU_ASSERT_FATAL(flood(ps, "a", 1, 100, rs, &r_next));
+	CU_ASSERT_FATAL(take_until(is, "a", 100, &seen) == 100);
+
+	/* idle and unsubscribed: the publisher goes on past it */
+	CU_ASSERT_FATAL(shmb_unsubscribe(is, "a") == 0);
+	CU_ASSERT(flood(ps, "a", 101, n, rs, &r_next));
+	/* subscribed again: from then on, everything */
+	CU_ASSERT_FATAL(shmb_subscribe(is, "a") == 0);
+	CU_ASSERT(flood(ps, "a", n + 1, n + 100, rs, &r_next));
+	CU_ASSERT(take_until(is, "a", n + 100, &seen) >= 100);
+	CU_ASSERT(seen == n + 100);
+
+	/* again; held again by the first "b" on the lane this time */
+	CU_ASSERT_FATAL(shmb_unsubscribe(is, "a") == 0);
+	CU_ASSERT(flood(ps, "a", n + 101, 2 * n, rs, &r_next));
+	for (uint64_t i = 1; i <= 50; i++)
+		CU_ASSERT_FATAL(shmb_publish(ps, "b", &i, sizeof(i), 5000) == 0);
+	CU_ASSERT(take_until(is, "b", 50, &seen_b) == 50);
+	CU_ASSERT(r_next == 2 * n + 1);
+	printf("\n  the other reader got %llu of %llu; the idle one's gaps: %llu\n",
+	       (unsigned long long)r_next - 1, (unsigned long long)2 * n, (unsigned long long)gaps);
+	CU_ASSERT(gaps == 0);
+	CU_ASSERT(tb_log_count(&t, "longer than --block-timeout") == 0);
+	shmb_close(pc);
+	shmb_close(rc);
+	shmb_close(ic);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
 /*
  * A lane publisher SIGKILLed mid-stream (its subscriber reading along),
  * then a successor on its session: the successor's first sequence is
@@ -935,6 +1048,7 @@ static const struct harness_test tests[] = {
 	{ "broker_restart", test_broker_restart },
 	{ "restart_wakes", test_restart_wakes },
 	{ "shmbctl_lanes", test_shmbctl_lanes },
+	{ "unsubscribe_releases", test_unsubscribe_releases },
 	{ NULL, NULL },
 };
 
