@@ -37,6 +37,11 @@
 #define SLEEP_MAX_NS 1000000000ull /* no sleep longer without a look */
 #define NOISY_RETURNS 16u          /* wake-ups in a row without data ... */
 #define NOISY_STEP_NS 1000000ull   /* ... then a look every ms for the rest of the wait */
+/* With records returned and not acknowledged, a sleep is at most this
+ * long: a writer sees no progress in the slot, may take the reader for a
+ * noisy one and skip a wake (shm/lane-rw.c wakes it at most once a ms
+ * then, and only at a commit): the reader looks for itself as often. */
+#define UNACKED_STEP_NS 1000000ull
 
 struct laneset_lane {
 	struct lane_reader r;
@@ -894,6 +899,16 @@ static bool laneset_look(struct laneset *s)
 	return s->events != events || !budget || (s->look_more && s->look_more(s->ctx));
 }
 
+/* Whether a record was returned (or skipped) and not acknowledged. */
+static bool unacked(const struct laneset *s)
+{
+	for (unsigned i = 0; i < s->npub; i++)
+		for (unsigned j = 0; j < s->pub[i]->nlane; j++)
+			if (s->pub[i]->lane[j]->done > s->pub[i]->lane[j]->ackpos)
+				return true;
+	return false;
+}
+
 int laneset_wait(struct laneset *s, uint32_t *rx_wake, struct shm_arm_page *arm,
 	       uint32_t arm_slot, uint64_t spin_ns, const struct timespec *deadline)
 {
@@ -917,7 +932,7 @@ int laneset_wait(struct laneset *s, uint32_t *rx_wake, struct shm_arm_page *arm,
 		/* pairs with a writer's fetch_add_release after it saw the arm */
 		uint32_t v = load_acquire(rx_wake);
 		bool noisy = returns >= NOISY_RETURNS, found;
-		uint64_t step = noisy ? NOISY_STEP_NS : SLEEP_MAX_NS;
+		uint64_t step = noisy ? NOISY_STEP_NS : unacked(s) ? UNACKED_STEP_NS : SLEEP_MAX_NS;
 		struct timespec d;
 
 		if (s->before_sleep)
@@ -947,6 +962,8 @@ int laneset_wait(struct laneset *s, uint32_t *rx_wake, struct shm_arm_page *arm,
 			/* woken: the next look says whether for data */
 			returns++;
 			fetch_add_relaxed(&s->wait_returns, 1);
+		} else if (step == UNACKED_STEP_NS) {
+			fetch_add_relaxed(&s->unacked_steps, 1);
 		}
 		lane_disarm(arm, arm_slot);
 	}

@@ -90,7 +90,7 @@ struct laneset {
 	bool sweep;               /* a lane is over: release it once acknowledged */
 	/* statistics */
 	/* statistics, read by other threads (relaxed atomics) */
-	uint64_t skipped, order_falls, wait_returns, noisy_steps;
+	uint64_t skipped, order_falls, wait_returns, noisy_steps, unacked_steps;
 	char why[160];            /* after a refusal: what was wrong */
 };
 

@@ -757,6 +757,39 @@ static void test_wait_noisy(void)
 	fx_close(&f);
 }
 
+/* A writer that took the reader for a noisy one skips a wake (a reader
+ * that acknowledges rarely shows it no progress): with a record returned
+ * and not acknowledged, the reader looks every ms by itself and finds a
+ * commit nobody woke it for at once, not a second later. */
+static void test_wait_unacked(void)
+{
+	struct fx f;
+	struct rdr *rd = &f.rd;
+	struct tlane *l = f.a;
+	struct laneset_msg m;
+	struct waiter w = { .rd = rd, .deadline_ns = 20000000000ull };
+	pthread_t t;
+
+	fx_open(&f, 1, 1, SHM_HOLD_HOLD, false);
+	CU_ASSERT_FATAL(put(l, 1, T_READ, 64) == 0 && lane_commit(&l->w) == 0);
+	CU_ASSERT_FATAL(laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1);
+	pthread_create(&t, NULL, waiter_main, &w);
+	WAIT_FOR(armed(rd), 5000);
+	/* the writer backed off: it sees no arm bit, wakes nobody */
+	lane_disarm(rd->arm, ARM_SLOT);
+	CU_ASSERT_FATAL(put(l, 2, T_READ, 64) == 0 && lane_commit(&l->w) == 0);
+	CU_ASSERT(l->w.wakes == 0);
+	WAIT_FOR(load_acquire(&w.done), 5000);
+	pthread_join(t, NULL);
+	printf("\n  found after %.1f ms, %llu short sleeps\n", (double)w.took / 1e6,
+	       (unsigned long long)load_relaxed(&rd->set.unacked_steps));
+	CU_ASSERT(w.ret == 1);
+	/* a 1 s sleep would take 1000 ms; a loaded machine may stretch 1 ms */
+	CU_ASSERT(w.took < 300000000ull);
+	CU_ASSERT(load_relaxed(&rd->set.unacked_steps) >= 1);
+	fx_close(&f);
+}
+
 struct spacer {
 	struct tlane *l;
 	int ret;
@@ -944,6 +977,7 @@ static const struct harness_test laneset_tests[] = {
 	{ "truncated", test_truncated },
 	{ "wait", test_wait },
 	{ "wait_noisy", test_wait_noisy },
+	{ "wait_unacked", test_wait_unacked },
 	{ "space_wait", test_space_wait },
 	{ "late_pages", test_late_pages },
 	{ "refused", test_refused },
