@@ -172,15 +172,22 @@ int lanew_topic(struct lanew *s, uint32_t topic, uint32_t number)
 	if (!l)
 		return fail(s, -ENOENT, "a topic for a lane this owner does not have");
 	s->last_lane = NULL;
-	for (unsigned i = 0; i < s->ntopics; i++)
-		if (s->topics[i].topic == topic) {
-			s->topics[i].lane = l;
-			return 0;
-		}
-	if (s->ntopics == LANEW_TOPICS)
-		return fail(s, -ENOSPC, "too many topics");
-	s->topics[s->ntopics].topic = topic;
-	s->topics[s->ntopics++].lane = l;
+	if (topic >= SHM_LANE_TOPIC_BITS)
+		return fail(s, -EINVAL, "a topic id out of range");
+	if (topic >= s->topics_cap) {
+		uint32_t cap = s->topics_cap ? s->topics_cap : 64;
+		struct lanew_lane **n;
+
+		while (cap <= topic)
+			cap *= 2;
+		n = realloc(s->by_topic, cap * sizeof(*n));
+		if (!n)
+			return fail(s, -ENOMEM, "no memory for the topic table");
+		memset(n + s->topics_cap, 0, (cap - s->topics_cap) * sizeof(*n));
+		s->by_topic = n;
+		s->topics_cap = cap;
+	}
+	s->by_topic[topic] = l;
 	return 0;
 }
 
@@ -282,13 +289,11 @@ static struct lanew_lane *lane_of(struct lanew *s, uint32_t topic)
 {
 	if (s->last_lane && s->last_topic == topic)
 		return s->last_lane;
-	for (unsigned i = 0; i < s->ntopics; i++)
-		if (s->topics[i].topic == topic) {
-			s->last_topic = topic;
-			s->last_lane = s->topics[i].lane;
-			return s->last_lane;
-		}
-	return NULL;
+	if (topic >= s->topics_cap || !s->by_topic[topic])
+		return NULL;
+	s->last_topic = topic;
+	s->last_lane = s->by_topic[topic];
+	return s->last_lane;
 }
 
 static int lane_commit_open(struct lanew *s)
@@ -359,5 +364,6 @@ void lanew_free(struct lanew *s)
 				sigbus_remove(t[k][i].guard);
 			munmap(t[k][i].map, 4096);
 		}
+	free(s->by_topic);
 	memset(s, 0, sizeof(*s));
 }

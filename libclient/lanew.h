@@ -23,7 +23,6 @@
 
 #define LANEW_LANES 16    /* lanes of one generation (classes) */
 #define LANEW_PAGES 1024  /* readers' cursor pages, wake pages, arm pages each */
-#define LANEW_TOPICS 4096 /* topics one generation publishes on */
 
 struct lanew_lane {
 	uint32_t number;       /* the broker's number for it */
@@ -50,8 +49,10 @@ struct lanew {
 	unsigned nlanes;
 	struct lanew_map pages[LANEW_PAGES], wakes[LANEW_PAGES], arms[LANEW_PAGES];
 	unsigned npages, nwakes, narms;
-	struct { uint32_t topic; struct lanew_lane *lane; } topics[LANEW_TOPICS];
-	unsigned ntopics;
+	/* each topic's lane by topic id (the broker's ids are dense, below
+	 * SHM_LANE_TOPIC_BITS): grown as ids come, NULL where none */
+	struct lanew_lane **by_topic;
+	uint32_t topics_cap;
 	struct lanew_lane *last_lane; /* the lane of last_topic: a stream on one topic */
 	uint32_t last_topic;          /* looks nothing up (valid while last_lane is set) */
 	struct lanew_lane *open;   /* the lane with a batch not committed yet */

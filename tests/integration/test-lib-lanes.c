@@ -966,6 +966,183 @@ static void test_shmbctl_lanes(void)
 	tb_cleanup(&t);
 }
 
+/* How many lanes shmbctl lists, and how many of them `writer` writes. */
+static unsigned lanes_listed(const struct tb *t, const char *writer, unsigned *of_writer)
+{
+	static char out[1 << 20];
+	char key[128];
+	unsigned n = 0;
+
+	*of_writer = 0;
+	if (shmbctl_lanes(t, out, sizeof(out)) < 0)
+		return 0;
+	snprintf(key, sizeof(key), "\"writer\":\"%s\"", writer);
+	for (const char *p = out; (p = strstr(p, "\"writer\":")); p++) {
+		n++;
+		if (!strncmp(p, key, strlen(key)))
+			(*of_writer)++;
+	}
+	return n;
+}
+
+/* One publisher on 10 000 topics uses one lane; a subscriber of all of
+ * them gets every message once and in order. */
+static void test_wide_topics(void)
+{
+	const unsigned n = 10000;
+	struct shmb_client *c, *pc;
+	struct shmb_session *s, *ps;
+	struct shmb_msg m;
+	unsigned got = 0, mine = 0;
+	char topic[32];
+	struct tb t;
+
+	harness_alarm(120);
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "wide-r", 0, &c, &s) == 0);
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(topic, sizeof(topic), "wide.%u", i);
+		CU_ASSERT_FATAL(shmb_subscribe(s, topic) == 0);
+	}
+	CU_ASSERT_FATAL(connect_open(&t, "wide-p", 0, &pc, &ps) == 0);
+	for (uint64_t i = 0; i < n; i++) {
+		int r;
+
+		snprintf(topic, sizeof(topic), "wide.%llu", (unsigned long long)i);
+		r = shmb_publish(ps, topic, &i, sizeof(i), 5000);
+		if (r < 0)
+			printf("\n  message %llu on %s: %s\n", (unsigned long long)i, topic,
+			       strerror(-r));
+		CU_ASSERT_FATAL(r == 0);
+		/* the reader keeps up: one lane ring need not hold them all */
+		while (shmb_recv(s, &m, 0) == 0) {
+			uint64_t v;
+
+			memcpy(&v, m.data, 8);
+			snprintf(topic, sizeof(topic), "wide.%llu", (unsigned long long)v);
+			CU_ASSERT_FATAL(v == got && !strcmp(m.topic, topic));
+			got++;
+		}
+		shmb_ack(s);
+	}
+	while (got < n && shmb_recv(s, &m, 5000) == 0) {
+		uint64_t v;
+
+		memcpy(&v, m.data, 8);
+		CU_ASSERT_FATAL(v == got);
+		got++;
+	}
+	CU_ASSERT(got == n);
+	CU_ASSERT(lanes_listed(&t, "wide-p", &mine) == 1);
+	printf("\n  %u topics, %u messages, %u lane(s) of the publisher\n", n, got, mine);
+	CU_ASSERT(mine == 1);
+	shmb_close(pc);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+}
+
+#define MANY_LANES 1000
+#define MANY_ROUNDS 8
+
+struct many_run {
+	uint32_t ready, round;
+	uint64_t sent_ns[MANY_ROUNDS + 1];
+	uint32_t from[MANY_ROUNDS + 1];
+};
+
+/*
+ * A reader of 1 000 lanes (1 000 publisher sessions, one lane each) sleeps
+ * on one word: asleep in shmb_recv, it is woken by a commit into any of
+ * them, a random one each round, within a bound far below the second a
+ * reader sleeps at most without a wake.
+ */
+static void test_many_lanes(void)
+{
+	struct many_run *run = mmap(NULL, sizeof(*run), PROT_READ | PROT_WRITE,
+				    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint64_t seed = harness_seed("many lanes"), worst = 0;
+	struct shmb_client *c;
+	struct shmb_session *s;
+	struct shmb_msg m;
+	unsigned got = 0, mine = 0;
+	pid_t w;
+	struct tb t;
+
+	CU_ASSERT_FATAL(run != MAP_FAILED);
+	memset(run, 0, sizeof(*run));
+	harness_alarm(180);
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", "--rx-ring-size", "16384", NULL) == 0);
+	CU_ASSERT_FATAL(connect_open(&t, "many-r", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	if ((w = fork_or_die()) == 0) {
+		struct shmb_connect_opts co = { .dir = t.dir };
+		struct shmb_session_opts so = { .policy = SHMB_POLICY_DEFAULT,
+						.rx_ring_size = 4096, .tx_ring_size = 4096 };
+		static struct shmb_session *ps[MANY_LANES];
+		struct shmb_client *pc;
+		char name[32];
+
+		if (shmb_connect(&co, &pc) < 0)
+			_exit(20);
+		for (unsigned i = 0; i < MANY_LANES; i++) {
+			uint64_t x = 0;
+
+			snprintf(name, sizeof(name), "many-p%u", i);
+			if (shmb_session_open(pc, name, &so, &ps[i]) < 0 ||
+			    shmb_publish(ps[i], "t", &x, sizeof(x), 10000) < 0)
+				_exit(21);
+		}
+		store_release(&run->ready, 1);
+		for (uint32_t k = 1; k <= MANY_ROUNDS; k++) {
+			unsigned j = (unsigned)(harness_rand(&seed) % MANY_LANES);
+			uint64_t x;
+
+			for (int i = 0; load_acquire(&run->round) < k && i < 60000; i++)
+				usleep(1000);
+			/* a while after the reader went to sleep */
+			usleep(50000 + (unsigned)(harness_rand(&seed) % 100000));
+			run->from[k] = j;
+			x = clock_mono_ns();
+			store_release(&run->sent_ns[k], x);
+			if (shmb_publish(ps[j], "t", &x, sizeof(x), 5000) < 0)
+				_exit(22);
+		}
+		for (int i = 0; load_acquire(&run->round) <= MANY_ROUNDS && i < 60000; i++)
+			usleep(1000);
+		shmb_close(pc);
+		_exit(0);
+	}
+	/* the first message of each publisher: 1 000 lanes read */
+	while (got < MANY_LANES && shmb_recv(s, &m, 10000) == 0)
+		got++;
+	shmb_ack(s);
+	CU_ASSERT_FATAL(got == MANY_LANES);
+	WAIT_FOR_FATAL(load_acquire(&run->ready), 30000);
+	CU_ASSERT(lanes_listed(&t, "many-p0", &mine) >= MANY_LANES);
+	CU_ASSERT(mine == 1);
+	for (uint32_t k = 1; k <= MANY_ROUNDS; k++) {
+		uint64_t took;
+
+		store_release(&run->round, k);
+		CU_ASSERT_FATAL(shmb_recv(s, &m, 10000) == 0);
+		took = clock_mono_ns() - load_acquire(&run->sent_ns[k]);
+		if (took > worst)
+			worst = took;
+		shmb_ack(s);
+	}
+	store_release(&run->round, MANY_ROUNDS + 1);
+	printf("\n  %u lanes read; %u wakes through any of them, the slowest %.2f ms\n", got,
+	       MANY_ROUNDS, (double)worst / 1e6);
+	/* without a wake the reader would sleep out its second */
+	CU_ASSERT(worst < 300000000ull);
+	CU_ASSERT(tb_wait_child(w, 30000) == 0);
+	shmb_close(c);
+	CU_ASSERT(tb_stop(&t) == 0);
+	tb_cleanup(&t);
+	munmap(run, sizeof(*run));
+}
+
 struct thr_pub {
 	struct shmb_session *s;
 	uint64_t n;
@@ -1049,6 +1226,8 @@ static const struct harness_test tests[] = {
 	{ "restart_wakes", test_restart_wakes },
 	{ "shmbctl_lanes", test_shmbctl_lanes },
 	{ "unsubscribe_releases", test_unsubscribe_releases },
+	{ "wide_topics", test_wide_topics },
+	{ "many_lanes", test_many_lanes },
 	{ NULL, NULL },
 };
 
