@@ -125,6 +125,19 @@ static void session_info(struct broker *b, struct session *s, struct proto_sessi
 	i->tx_seq = s->tx_cons.seq;
 	i->published = s->routed_in;
 	i->delivered = s->delivered_out;
+	if (b->lanes && !s->quarantined) {
+		/* on lanes the broker sees no message: what the lanes hold */
+		struct lanes_session_stats ls;
+		const struct lreader *r = s->lane_reader && s->lane_reader->generation == s->generation
+						  ? s->lane_reader : NULL;
+
+		lanes_session_stats(b->lanes, s->id, s->generation, r, &ls);
+		if (ls.next_seq > i->tx_seq)
+			i->tx_seq = ls.next_seq;
+		i->published += ls.published;
+		i->rx_depth_msgs += ls.depth_msgs;
+		i->rx_depth_bytes += ls.depth_bytes;
+	}
 	i->dropped = s->dropped_oldest;
 	i->full_ms = s->full_since && now > s->full_since ? (now - s->full_since) / 1000000 : 0;
 	clock_gettime(CLOCK_REALTIME, &rt);

@@ -1253,6 +1253,62 @@ int lanes_walk_check(struct lanes_reg *g, uint32_t number, const struct lreader 
 	return 0;
 }
 
+/* Records from pos (a boundary a holder stands at) to end, at most a lap. */
+static uint64_t records_between(const struct blane *l, uint64_t pos, uint64_t end)
+{
+	struct ring_cons c;
+	struct ring_msg m;
+	uint64_t n = 0;
+
+	if (pos >= end || end - pos > l->ring.size ||
+	    ring_cons_init(&c, &l->ring, NULL, NULL, pos, RING_SEQ_ANY, LANE_REC_GEN,
+			   LANE_REC_GEN) < 0)
+		return 0;
+	while (c.pos < end && ring_peek(&c, &m) == 0 && m.end <= end) {
+		ring_consume(&c, &m);
+		n++;
+	}
+	return n;
+}
+
+void lanes_session_stats(struct lanes_reg *g, uint64_t session, uint32_t generation,
+			 const struct lreader *r, struct lanes_session_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	for (struct blane *l = g->lanes; l; l = l->next) {
+		const struct shm_lane_wpage *wp = (const void *)l->f.data;
+		struct lhold *h = r ? held_by(l, r) : NULL;
+		uint64_t end, order = 0, lseq = 0;
+
+		if ((l->publisher != session && !h) ||
+		    lanefile_state(&l->f)->state == SHM_LANE_BAD)
+			continue;
+		if (!l->cut && lane_find_end(&l->ring, wp, l->known_end, &end) == 0)
+			l->known_end = end;
+		end = l->cut ? l->cut_pos : l->known_end;
+		if (l->publisher == session) {
+			if (l->cut) {
+				order = l->last_order;
+				lseq = l->cut_lane_seq;
+			} else if (lane_last_order(&l->ring, wp, 0, end, &order, &lseq) < 0) {
+				order = lseq = 0;
+			}
+			st->published += lseq;
+			if (l->generation == generation && order > st->next_seq)
+				st->next_seq = order;
+		}
+		if (h) {
+			const uint64_t *slot = old_slot(l, h);
+			uint64_t v = slot ? load_acquire(slot) : end;
+
+			if (v < end) {
+				st->depth_bytes += end - v;
+				st->depth_msgs += records_between(l, v, end);
+			}
+		}
+	}
+}
+
 void lanes_lane_stats(struct blane *l, uint64_t now_ns, struct lane_stats *st)
 {
 	const struct shm_lane_wpage *wp = (const void *)l->f.data;

@@ -287,6 +287,20 @@ struct lane_stats {
 
 void lanes_lane_stats(struct blane *l, uint64_t now_ns, struct lane_stats *st);
 
+/* What the admin views show of a session on lanes (read from files its
+ * writers and readers write: shown, never acted on). */
+struct lanes_session_stats {
+	uint64_t next_seq;     /* the highest order in its generation's lanes (= next sequence) */
+	uint64_t published;    /* records in its lanes still in the register */
+	uint64_t depth_msgs;   /* records after its reader's slots, in the lanes it holds */
+	uint64_t depth_bytes;
+};
+
+/* For session's publisher generation `generation` and its reader r (NULL:
+ * none).  Walks each lane it writes or r holds, at most a lap. */
+void lanes_session_stats(struct lanes_reg *g, uint64_t session, uint32_t generation,
+			 const struct lreader *r, struct lanes_session_stats *st);
+
 /*
  * A reader r says lane `number` has a bad record: 1 when the broker's own
  * walk finds one (or the lane is BAD already), 0 when it finds the lane

@@ -161,7 +161,18 @@ static void test_listing_pages(void)
 	tb_cleanup(&t);
 }
 
-/* Depth, sequence, topic counts and events say what happened. */
+/* Whether the broker runs lanes (test-lib-lanes.sh runs cases so). */
+static bool on_lanes(void)
+{
+	const char *a = getenv("SHMB_TEST_BROKER_ARGS");
+
+	return a && strstr(a, "--lanes");
+}
+
+/* Depth, sequence, topic counts and events say what happened.  On lanes
+ * the depth and sequence come from the lanes (the broker reads them);
+ * the counts of messages the broker delivered and routed stay the
+ * relay's: on lanes it sees no message. */
 static void test_session_figures(void)
 {
 	struct shmb_client *pc, *sc;
@@ -188,12 +199,14 @@ static void test_session_figures(void)
 	CU_ASSERT(i.state == PROTO_SESSION_DETACHED);
 	CU_ASSERT(i.rx_depth_msgs == 10);
 	CU_ASSERT(i.rx_depth_bytes >= 10 * 10 && i.rx_depth_bytes < 10 * 100);
-	CU_ASSERT(i.delivered == 10 && i.ntopics == 1);
+	CU_ASSERT(i.ntopics == 1);
+	CU_ASSERT(on_lanes() || i.delivered == 10);
 	CU_ASSERT(!strcmp(i.detach_reason, "closed by its owner"));
 
 	n = list(pc, PROTO_LIST_TOPICS, NULL, -1, (void **)&tv, NULL);
 	CU_ASSERT_FATAL(n == 1);
-	CU_ASSERT(!strcmp(tv[0].name, "fig") && tv[0].subscribers == 1 && tv[0].routed == 10);
+	CU_ASSERT(!strcmp(tv[0].name, "fig") && tv[0].subscribers == 1);
+	CU_ASSERT(on_lanes() || tv[0].routed == 10);
 	free(tv);
 
 	/* resumed, 4 read and acknowledged: 6 left */

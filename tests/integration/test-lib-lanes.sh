@@ -7,6 +7,7 @@
 # (test-lib-lanes forged_lane forges one in a lane instead); see
 # docs/design/data-path.md, section 9, step 3.  Every test-restart case:
 # a restarted broker re-adopts the lanes (section 7, "Re-adoption").
+# test-redial's and test-admin's cases (below).
 # Every test-links case (50 000 messages each way, as test-links-short):
 # the broker reads its lane publishers' lanes for the links
 # (broker/lanes-bridge.c), through faults and broker SIGKILLs.
@@ -43,6 +44,16 @@ for t in clean_restart broker_killed sigterm_drain owner_switches_killed drop_ol
 	damaged_at_start state_fuzz state_write_fails state_huge_ids state_nul state_churn \
 	state_destroy_compacts state_compact_mid_change state_escaped_topic; do
 	run test-restart "$t"
+done
+# test-redial's four (on lanes a pair delivers while the broker is dead)
+# and test-admin's cases but drop_oldest_depth, whose figures are the
+# relay's RX ring's (on lanes a drop-oldest reader counts its own gaps)
+for t in client_before_broker reconnect_while_streaming broker_killed version_mismatch; do
+	run test-redial "$t"
+done
+for t in list_truncated_tx kick_token_restart kick_ephemeral list_flood listing_pages \
+	session_figures kick other_uid malformed_admin; do
+	run test-admin "$t"
 done
 SHMB_LINK_N=50000
 export SHMB_LINK_N
