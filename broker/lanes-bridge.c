@@ -189,33 +189,18 @@ void lanes_bridge_push(struct broker *b, const struct lpush *p)
 {
 	struct lbridge *br = bridge(b);
 	const struct proto_lane *m = &p->msg.lane;
-	unsigned want, k = 2;
 	int page_fd = -1, wake_fd = -1, ret;
 	struct laneset_desc d;
 
-	if (!br || p->msg.h.type != PROTO_LANE || m->lane == 0)
+	if (!br || p->msg.h.type != PROTO_LANE || m->lane == 0 || (m->flags & PROTO_LANE_RELEASED))
 		return;
-	want = 2 + !!(m->flags & PROTO_LANE_PAGE) + !!(m->flags & PROTO_LANE_WAKE) +
-	       2 * !!(m->flags & PROTO_LANE_SELF);
-	if (p->nfds != want) {
-		log_msg(LOG_ERR, "links: lane %u came with %u descriptors, not %u: not read", m->lane,
-			p->nfds, want);
+	if (laneset_push_desc(m, p->fds, p->nfds, &d, &page_fd, &wake_fd) < 0) {
+		log_msg(LOG_ERR, "links: lane %u came with %u descriptors, not what its flags say:"
+			" not read", m->lane, p->nfds);
 		return;
 	}
-	if (m->flags & PROTO_LANE_PAGE)
-		page_fd = p->fds[k++];
-	if (m->flags & PROTO_LANE_WAKE)
-		wake_fd = p->fds[k++];
-	d = (struct laneset_desc){
-		.lane = m->lane,
-		.kind = m->kind,
-		.publisher = m->publisher,
-		.start = m->start,
-		.order = m->order,
-		.cursor_page = m->page,
-		.cursor_slot = m->slot,
-		/* copied out before a link takes it: never read in place */
-	};
+	/* copied out before a link takes it: never read in place */
+	d.in_place = d.drop_oldest = false;
 	/* a page or lane it has already (a resend) is refused: nothing to do */
 	if (page_fd >= 0)
 		(void)laneset_cursor_page(&br->set, m->publisher, m->page, page_fd);

@@ -283,21 +283,8 @@ static void *page_map(int fd)
 static void apply_lane(struct client_lanes *ln, const struct proto_lane *m, const int *fds,
 		       unsigned nfds)
 {
-	unsigned want = 2 + !!(m->flags & PROTO_LANE_PAGE) + !!(m->flags & PROTO_LANE_WAKE) +
-			2 * !!(m->flags & PROTO_LANE_SELF);
-	struct laneset_desc d = {
-		.lane = m->lane,
-		.kind = m->kind,
-		.publisher = m->publisher,
-		.start = m->start,
-		.order = m->order,
-		.cursor_page = m->page,
-		.cursor_slot = m->slot,
-		.drop_oldest = m->flags & PROTO_LANE_DROP_OLDEST,
-		.in_place = m->flags & PROTO_LANE_IN_PLACE,
-	};
-	unsigned k = 2;
-	int page_fd = -1, wake_fd = -1;
+	struct laneset_desc d;
+	int page_fd = -1, wake_fd = -1, k;
 
 	if (m->flags == PROTO_LANE_RELEASED) {
 		if (nfds == 0)
@@ -306,15 +293,14 @@ static void apply_lane(struct client_lanes *ln, const struct proto_lane *m, cons
 	}
 	if (m->lane == 0 && m->flags == PROTO_LANE_SELF) {
 		/* only the reader's own words (sent at its subscribe) */
-		want = 2;
+		if (nfds != 2)
+			return;
 		k = 0;
+	} else {
+		k = laneset_push_desc(m, fds, nfds, &d, &page_fd, &wake_fd);
+		if (k < 0)
+			return; /* not what the flags say: a broker bug; the lane is not read */
 	}
-	if (nfds != want)
-		return; /* not what the flags say: a broker bug; the lane is not read */
-	if (m->flags & PROTO_LANE_PAGE)
-		page_fd = fds[k++];
-	if (m->flags & PROTO_LANE_WAKE)
-		wake_fd = fds[k++];
 	if ((m->flags & PROTO_LANE_SELF) && m->arm_slot < SHM_ARM_SLOTS) {
 		struct stat st;
 		uint32_t *w = NULL;

@@ -346,6 +346,31 @@ static int lane_start(struct laneset *s, struct laneset_lane *l, const struct la
 	return 0;
 }
 
+int laneset_push_desc(const struct proto_lane *m, const int *fds, unsigned nfds,
+		      struct laneset_desc *d, int *page_fd, int *wake_fd)
+{
+	unsigned want = 2 + !!(m->flags & PROTO_LANE_PAGE) + !!(m->flags & PROTO_LANE_WAKE) +
+			2 * !!(m->flags & PROTO_LANE_SELF);
+	unsigned k = 2;
+
+	if (nfds != want)
+		return -EINVAL;
+	*d = (struct laneset_desc){
+		.lane = m->lane,
+		.kind = m->kind,
+		.publisher = m->publisher,
+		.start = m->start,
+		.order = m->order,
+		.cursor_page = m->page,
+		.cursor_slot = m->slot,
+		.drop_oldest = m->flags & PROTO_LANE_DROP_OLDEST,
+		.in_place = m->flags & PROTO_LANE_IN_PLACE,
+	};
+	*page_fd = (m->flags & PROTO_LANE_PAGE) ? fds[k++] : -1;
+	*wake_fd = (m->flags & PROTO_LANE_WAKE) ? fds[k++] : -1;
+	return (int)k;
+}
+
 int laneset_add(struct laneset *s, const struct laneset_desc *d, int data_fd, int meta_fd,
 	      int tx_wake_fd)
 {

@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "shm/lane-rw.h"
+#include "shm/proto.h"
 
 #define LANESET_QUANTUM 64u  /* records a publisher gets per turn, at most */
 
@@ -93,6 +94,16 @@ struct laneset {
 	uint64_t skipped, order_falls, wait_returns, noisy_steps, unacked_steps;
 	char why[160];            /* after a refusal: what was wrong */
 };
+
+/*
+ * What a PROTO_LANE push for a lane (not lane 0) describes: *d, and which
+ * of its descriptors are the cursor page and the writer's tx_wake (-1:
+ * none); data and meta are fds[0] and fds[1].  Returns the index of the
+ * descriptors after them (the reader's own words, with PROTO_LANE_SELF),
+ * or -EINVAL when nfds is not what the flags say (the lane is not read).
+ */
+int laneset_push_desc(const struct proto_lane *m, const int *fds, unsigned nfds,
+		      struct laneset_desc *d, int *page_fd, int *wake_fd);
 
 /* 0 or -ENOMEM. */
 int laneset_init(struct laneset *s, laneset_event_fn on_event, void *ctx);
