@@ -51,6 +51,14 @@
 #define BRIDGE_DIR ".bridge"   /* in lanes/: lanes-adopt.c skips dot names */
 #define BRIDGE_BATCH 4096      /* records per call: the loop's other work goes on */
 #define BRIDGE_UID ((uid_t)-1) /* no process has it: an arm page of its own */
+/* A writer can bump the reader's rx_wake at will (it maps it to wake it):
+ * this many wake-ups in a window that brought records for fewer than
+ * half of them, and the reader sleeps unarmed for a while, looked at
+ * every ms instead (as the relay backs off a noisy tx_signal). */
+#define NOISY_WAKES 100u
+#define NOISY_WINDOW_NS 200000000ull
+#define NOISY_BACKOFF_NS 200000000ull
+#define NOISY_POLL_NS 1000000ull
 
 struct lbridge {
 	struct session s;      /* the stand-in: id, name, dirfd, generation, uid */
@@ -63,6 +71,10 @@ struct lbridge {
 	bool futex_armed;
 	uint64_t arm_seq;
 	uint64_t offered, bad;
+	/* noisy wake-ups: the window's start, its wake-ups and records */
+	uint64_t win_start, win_moved, backoff_until;
+	uint32_t win_wakes;
+	uint64_t backoffs;
 };
 
 static struct lbridge *bridge(struct broker *b)
@@ -99,8 +111,10 @@ static void futex_done(struct broker *b, unsigned kind, unsigned a, uint32_t gen
 	(void)gen;
 	(void)res;
 	(void)more;
-	if (bridge(b))
+	if (bridge(b)) {
 		bridge(b)->futex_armed = false;
+		bridge(b)->win_wakes++;
+	}
 }
 
 int lanes_bridge_init(struct broker *b)
@@ -261,10 +275,11 @@ static int bridge_offer(struct broker *b, const struct laneset_msg *m)
 uint64_t lanes_bridge_run(struct broker *b)
 {
 	struct lbridge *br = bridge(b);
-	uint64_t moved = 0;
+	uint64_t moved = 0, skipped;
 
 	if (!br || !br->s.lane_reader)
 		return 0;
+	skipped = load_relaxed(&br->set.skipped);
 	while (moved < BRIDGE_BATCH) {
 		if (!br->pending) {
 			int k = laneset_next(&br->set, br->buf, br->cap, &br->m);
@@ -292,7 +307,38 @@ uint64_t lanes_bridge_run(struct broker *b)
 	 * waiting for room is not, nor anything after it */
 	if (moved && !br->pending)
 		laneset_ack(&br->set);
+	/* records of topics no link bridges are what an honest writer woke
+	 * it for too */
+	br->win_moved += moved + load_relaxed(&br->set.skipped) - skipped;
 	return moved;
+}
+
+/* Once a window: back off when its wake-ups brought too little. */
+static bool backed_off(struct lbridge *br, uint64_t now)
+{
+	if (now - br->win_start >= NOISY_WINDOW_NS) {
+		if (br->win_wakes > NOISY_WAKES && br->win_moved < br->win_wakes / 2) {
+			if (now >= br->backoff_until)
+				log_msg(LOG_WARNING, "links: a lane writer wakes the broker's reader of"
+					" lanes with no records (%u wake-ups, %llu records in %llu"
+					" ms): backed off, looked at every ms", br->win_wakes,
+					(unsigned long long)br->win_moved,
+					(unsigned long long)(NOISY_WINDOW_NS / 1000000));
+			br->backoff_until = now + NOISY_BACKOFF_NS;
+			br->backoffs++;
+		}
+		br->win_start = now;
+		br->win_wakes = 0;
+		br->win_moved = 0;
+	}
+	return now < br->backoff_until;
+}
+
+uint64_t lanes_bridge_poll_ns(struct broker *b)
+{
+	struct lbridge *br = bridge(b);
+
+	return br && clock_mono_ns() < br->backoff_until ? NOISY_POLL_NS : 0;
 }
 
 bool lanes_bridge_arm(struct broker *b)
@@ -303,6 +349,9 @@ bool lanes_bridge_arm(struct broker *b)
 
 	if (!r || !r->arm)
 		return false;
+	if (backed_off(br, clock_mono_ns()))
+		/* unarmed: writers do not wake it, the loop looks every ms */
+		return lanes_bridge_run(b) > 0;
 	v = load_acquire(r->rx_wake);
 	br->arm_seq += 1 + !(br->arm_seq + 1); /* fresh, never 0 */
 	lane_arm(r->arm->map, r->arm_slot, br->arm_seq);

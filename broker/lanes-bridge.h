@@ -54,5 +54,8 @@ uint64_t lanes_bridge_run(struct broker *b);
  * (do not sleep).  After the sleep, lanes_bridge_woke(). */
 bool lanes_bridge_arm(struct broker *b);
 void lanes_bridge_woke(struct broker *b);
+/* While the reader is backed off (its wake-ups brought too little): the
+ * loop's longest sleep, in ns; 0 otherwise. */
+uint64_t lanes_bridge_poll_ns(struct broker *b);
 
 #endif

@@ -304,6 +304,10 @@ static bool sleep_idle(struct broker *b)
 	if (due < 1000000000ull && due < (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec)
 		ts = (struct __kernel_timespec){ .tv_sec = (long long)(due / 1000000000ull),
 						 .tv_nsec = (long long)(due % 1000000000ull) };
+	/* the links' reader of lanes backed off: it is looked at every ms */
+	due = lanes_bridge_poll_ns(b);
+	if (due && due < (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec)
+		ts = (struct __kernel_timespec){ .tv_nsec = (long long)due };
 
 	if (b->uring_futex && b->nsessions) {
 		vals = calloc(b->nsessions, sizeof(*vals));

@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <libgen.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -26,6 +27,7 @@
 #include "libclient/internal.h"
 #include "shm/atomics.h"
 #include "shm/clock.h"
+#include "shm/futex.h"
 #include "shm/lane.h"
 #include "shm/layout.h"
 #include "shm/ring.h"
@@ -1096,6 +1098,85 @@ static void test_bridge_lets_go(void)
 	unlink(key);
 }
 
+/* The first mapping of a memfd named `name` in this process, or NULL. */
+static uint32_t *mapped_memfd(const char *name)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	void *at = NULL;
+
+	while (f && !at && fgets(line, sizeof(line), f)) {
+		unsigned long lo;
+
+		if (strstr(line, name) && sscanf(line, "%lx-", &lo) == 1)
+			at = (void *)lo;
+	}
+	if (f)
+		fclose(f);
+	return at;
+}
+
+/*
+ * A lane writer that bumps and wakes the broker's reader of lanes (the
+ * links' reader, whose rx_wake it maps to wake it) in a loop, with no
+ * record: the broker backs that reader off (logged) instead of running
+ * its loop for each wake-up, and the writer's messages still reach the
+ * link's replay ring.
+ */
+static void test_bridge_wake_spam(void)
+{
+	uint32_t *flags = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char key[64];
+	pid_t w;
+	struct tb t;
+
+	CU_ASSERT_FATAL(flags != MAP_FAILED);
+	key_file(key);
+	CU_ASSERT_FATAL(tb_start(&t, "--lanes", "--link", "away=127.0.0.1:1", "--bridge", "a",
+				 "--link-key", key, NULL) == 0);
+	if ((w = fork_or_die()) == 0) {
+		struct shmb_client *pc;
+		struct shmb_session *ps;
+		uint32_t *word;
+		uint64_t x = 0, until;
+
+		if (connect_open(&t, "spammer", 0, &pc, &ps) < 0)
+			_exit(20);
+		/* its lane, and the broker's reader's pages with a later publish
+		 * (the request for topic c's lane brings the push); a reader
+		 * of nothing, it maps no rx_wake of its own */
+		if (shmb_publish(ps, "a", &x, sizeof(x), 5000) < 0 ||
+		    shmb_publish(ps, "c", &x, sizeof(x), 5000) < 0 ||
+		    shmb_publish(ps, "a", &x, sizeof(x), 5000) < 0)
+			_exit(21);
+		word = mapped_memfd("shmb-rx-wake");
+		if (!word)
+			_exit(22);
+		store_release(&flags[0], 1);
+		for (until = clock_mono_ns() + 3000000000ull;
+		     clock_mono_ns() < until && !load_acquire(&flags[1]);) {
+			fetch_add_release(word, 1);
+			futex_wake(word, INT_MAX);
+		}
+		/* honest again: what it publishes is still read */
+		for (x = 1; x <= 100; x++)
+			if (shmb_publish(ps, "a", &x, sizeof(x), 5000) < 0)
+				_exit(23);
+		shmb_close(pc);
+		_exit(0);
+	}
+	WAIT_FOR_FATAL(load_acquire(&flags[0]), 10000);
+	WAIT_FOR(tb_log_count(&t, "wakes the broker's reader of lanes with no records") >= 1, 10000);
+	store_release(&flags[1], 1);
+	CU_ASSERT(tb_wait_child(w, 30000) == 0);
+	CU_ASSERT(tb_stop(&t) == 0);
+	/* 2 + 100 records of "a", each offered to the link */
+	CU_ASSERT(tb_log_count(&t, "links: 102 lane records offered to the links") == 1);
+	tb_cleanup(&t);
+	unlink(key);
+	munmap(flags, 4096);
+}
+
 #define MANY_LANES 1000
 #define MANY_ROUNDS 8
 
@@ -1283,6 +1364,7 @@ static const struct harness_test tests[] = {
 	{ "wide_topics", test_wide_topics },
 	{ "many_lanes", test_many_lanes },
 	{ "bridge_lets_go", test_bridge_lets_go },
+	{ "bridge_wake_spam", test_bridge_wake_spam },
 	{ NULL, NULL },
 };
 
