@@ -88,6 +88,10 @@ struct client_lanes {
 	int poll_efd;
 	uint32_t poll_armed;    /* atomic */
 	uint32_t poll_v;
+	/* armed with records returned and not acknowledged: a writer may
+	 * take it for a noisy reader and skip its wake, so the waker makes
+	 * its fd readable every ms (as laneset_wait() looks; atomic) */
+	uint32_t poll_unacked;
 };
 
 static void close_fds(const int *fds, unsigned n)
@@ -657,6 +661,7 @@ void client_lanes_wake(struct shmb_session *s)
  * allows.
  */
 #define WAKER_MAX 127 /* sessions watched at once, besides the control word */
+#define POLL_UNACKED_NS 1000000ull /* an armed fd with records unacknowledged: a look a ms */
 
 static void efd_kick(int fd)
 {
@@ -673,8 +678,8 @@ static void *waker_main(void *arg)
 	for (;;) {
 		struct futex_waitv wv[WAKER_MAX + 1];
 		unsigned n = 1;
-		uint64_t now = clock_mono_ns();
-		bool all;
+		uint64_t now = clock_mono_ns(), due;
+		bool all, short_pass, want_short = false;
 		long r;
 
 		pthread_mutex_lock(&c->slock);
@@ -688,6 +693,7 @@ static void *waker_main(void *arg)
 		all = now >= c->waker.tick_due;
 		if (all)
 			c->waker.tick_due = now + c->waker.tick_ns;
+		short_pass = c->waker.short_due && now >= c->waker.short_due;
 		for (unsigned i = 0; i < c->nsessions; i++) {
 			struct client_lanes *ln = c->sessions[i]->ln;
 			uint32_t *w;
@@ -701,6 +707,15 @@ static void *waker_main(void *arg)
 			w = load_acquire(&ln->rx_wake);
 			if (!w || !load_acquire(&ln->poll_armed))
 				continue;
+			if (load_relaxed(&ln->poll_unacked)) {
+				if (short_pass) {
+					/* a look of its own, a ms on */
+					store_relaxed(&ln->poll_armed, 0);
+					efd_kick(ln->poll_efd);
+					continue;
+				}
+				want_short = true;
+			}
 			if (load_acquire(w) != load_relaxed(&ln->poll_v)) {
 				/* moved: tell the poller, watch no more until it
 				 * looked and armed again */
@@ -714,14 +729,17 @@ static void *waker_main(void *arg)
 								.flags = FUTEX_32 };
 			}
 		}
+		c->waker.short_due = want_short ? now + POLL_UNACKED_NS : 0;
 		pthread_mutex_unlock(&c->slock);
 		if (all)
 			continue;
+		due = want_short && c->waker.short_due < c->waker.tick_due ? c->waker.short_due
+									  : c->waker.tick_due;
 		if (have_waitv) {
 			struct timespec d;
 
-			d.tv_sec = (time_t)(c->waker.tick_due / 1000000000ull);
-			d.tv_nsec = (long)(c->waker.tick_due % 1000000000ull);
+			d.tv_sec = (time_t)(due / 1000000000ull);
+			d.tv_nsec = (long)(due % 1000000000ull);
 			r = syscall(SYS_futex_waitv, wv, n, 0, &d, CLOCK_MONOTONIC);
 			if (r < 0 && errno == ENOSYS)
 				have_waitv = false;
@@ -824,12 +842,21 @@ bool client_lanes_poll_arm(struct shmb_session *s)
 	/* as laneset_wait() arms: the value first, then the arm, a fence,
 	 * and a look the caller makes; the waker sleeps on that value */
 	store_relaxed(&ln->poll_v, load_acquire(w));
+	store_relaxed(&ln->poll_unacked, laneset_unacked(&ln->set));
 	ln->set.arm_seq += 1 + !(ln->set.arm_seq + 1);
 	lane_arm(ln->arm, ln->arm_slot, ln->set.arm_seq);
 	store_release(&ln->poll_armed, 1);
 	fence_full();
 	waker_kick(s->c);
 	return true;
+}
+
+struct shm_arm_page *client_session_lane_arm(struct shmb_session *s, uint32_t *slot)
+{
+	if (!s->ln || !load_acquire(&s->ln->rx_wake))
+		return NULL;
+	*slot = s->ln->arm_slot;
+	return s->ln->arm;
 }
 
 void *client_session_lane_data(struct shmb_session *s, size_t *len)

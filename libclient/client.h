@@ -110,6 +110,7 @@ struct shmb_client {
 		uint32_t word;        /* its own futex word: a session armed, or stop */
 		uint64_t tick_due;    /* every polled fd turns readable once a second */
 		uint64_t tick_ns;     /* (SHMB_LANE_POLL_TICK_MS, for tests) */
+		uint64_t short_due;   /* armed fds with records unacknowledged: every ms (0: none) */
 	} waker;
 
 	/* the connection thread's own */

@@ -36,5 +36,8 @@ void *client_session_tx_base(struct shmb_session *s, size_t *len, int *fd);
 /* Tests: the data file of the session's first lane (its page 0, then the
  * ring), to forge a record in it; NULL when it writes no lane. */
 void *client_session_lane_data(struct shmb_session *s, size_t *len);
+/* A lane reader's arm page and its word's slot there, or NULL (tests
+ * play a writer that skips its wake by clearing the arm bit). */
+struct shm_arm_page *client_session_lane_arm(struct shmb_session *s, uint32_t *slot);
 
 #endif

@@ -924,8 +924,7 @@ static bool laneset_look(struct laneset *s)
 	return s->events != events || !budget || (s->look_more && s->look_more(s->ctx));
 }
 
-/* Whether a record was returned (or skipped) and not acknowledged. */
-static bool unacked(const struct laneset *s)
+bool laneset_unacked(const struct laneset *s)
 {
 	for (unsigned i = 0; i < s->npub; i++)
 		for (unsigned j = 0; j < s->pub[i]->nlane; j++)
@@ -957,7 +956,8 @@ int laneset_wait(struct laneset *s, uint32_t *rx_wake, struct shm_arm_page *arm,
 		/* pairs with a writer's fetch_add_release after it saw the arm */
 		uint32_t v = load_acquire(rx_wake);
 		bool noisy = returns >= NOISY_RETURNS, found;
-		uint64_t step = noisy ? NOISY_STEP_NS : unacked(s) ? UNACKED_STEP_NS : SLEEP_MAX_NS;
+		uint64_t step = noisy ? NOISY_STEP_NS : laneset_unacked(s) ? UNACKED_STEP_NS
+									   : SLEEP_MAX_NS;
 		struct timespec d;
 
 		if (s->before_sleep)

@@ -173,6 +173,10 @@ void laneset_topics_clear(struct laneset *s);
  */
 int laneset_next(struct laneset *s, void *buf, uint32_t cap, struct laneset_msg *out);
 
+/* Whether a record was returned (or skipped) and not acknowledged: the
+ * writers see no progress in its slots then. */
+bool laneset_unacked(const struct laneset *s);
+
 /* Acknowledge, per lane, every record returned or skipped so far; wakes
  * a writer waiting for the space; releases lanes that are over. */
 void laneset_ack(struct laneset *s);
