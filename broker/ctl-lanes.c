@@ -1,13 +1,13 @@
 /*
- * broker/ctl-lanes.c - the direct data path in the running broker, behind
- * --lanes (experimental, off by default; docs/design/data-path.md,
- * section 9, step 3): the register of lanes (lanes.c) made at start-up,
+ * broker/ctl-lanes.c - the direct data path in the running broker, on by
+ * default (--no-lanes turns it off; docs/design/data-path.md, section 9,
+ * step 3): the register of lanes (lanes.c) made at start-up,
  * PROTO_LANE_TOPIC answered, subscriptions and the ends of owner
  * generations passed on, and the pushes it queues sent to the owners.
  *
- * Until libshmb reads and writes lanes, only clients that speak these
- * messages use them (tests/integration/test-lanes.c); the relay path
- * runs as before beside them.
+ * Only clients that ask for lanes in their HELLO use them (libshmb unless
+ * SHMB_LANES=0, and tests/integration/test-lanes.c's raw clients); the
+ * relay path runs as before beside them.
  *
  * A generation's lanes outlive a lost connection: libshmb reconnects and
  * REATTACHes with the same generation, is sent again what it missed, and
@@ -292,7 +292,7 @@ int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_top
 	int ret;
 
 	if (!b->lanes)
-		return ctl_reply_err(c, q->h.req_id, -EOPNOTSUPP, "lanes are off (shmbd --lanes)");
+		return ctl_reply_err(c, q->h.req_id, -EOPNOTSUPP, "lanes are off (shmbd --no-lanes)");
 	if (!c->lanes)
 		return ctl_reply_err(c, q->h.req_id, -EPROTO, "say PROTO_HELLO_LANES first");
 	if (!s || s->uid != c->uid)
@@ -597,7 +597,7 @@ int ctl_lane_bad(struct broker *b, struct conn *c, const struct proto_lane_bad *
 	int ret;
 
 	if (!b->lanes)
-		return ctl_reply_err(c, q->h.req_id, -EOPNOTSUPP, "lanes are off (shmbd --lanes)");
+		return ctl_reply_err(c, q->h.req_id, -EOPNOTSUPP, "lanes are off (shmbd --no-lanes)");
 	if (!s || s->uid != c->uid || s->owner != c)
 		return ctl_reply_err(c, q->h.req_id, -ENOENT, "no such session of yours attached here");
 	ret = lanes_walk_check(b->lanes, q->lane, s->lane_reader, &l);

@@ -1,6 +1,7 @@
 /*
- * broker/ctl-lanes.h - the direct data path in the running broker, behind
- * --lanes (ctl-lanes.c).  Every function does nothing when lanes are off.
+ * broker/ctl-lanes.h - the direct data path in the running broker, on by
+ * default (ctl-lanes.c; --no-lanes turns it off).  Every function does
+ * nothing when lanes are off.
  */
 #ifndef BROKER_CTL_LANES_H
 #define BROKER_CTL_LANES_H
@@ -14,7 +15,7 @@ struct broker;
 struct conn;
 struct session;
 
-/* At start-up: SHMB_DIR/lanes and the register (with --lanes). */
+/* At start-up: SHMB_DIR/lanes and the register (unless --no-lanes). */
 int ctl_lanes_start(struct broker *b);
 void ctl_lanes_stop(struct broker *b);
 /* Send every push the register queued to its session's owner (if it
