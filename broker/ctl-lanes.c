@@ -395,6 +395,28 @@ void ctl_lanes_opened(struct broker *b, struct session *s)
 	ctl_lanes_flush(b);
 }
 
+void ctl_lanes_ownerless(struct broker *b, struct session *s)
+{
+	struct lreader *r;
+
+	if (!b->lanes || s->owner || !s->lane_reader ||
+	    s->lane_reader->generation == s->generation)
+		return;
+	/* readers_of() holds new lanes for a detached session only through
+	 * a reader of its current generation: left at the fenced one, it
+	 * would miss every lane made before its next owner comes */
+	r = lanes_reader_switch(b->lanes, s->lane_reader, s->generation);
+	if (!r) {
+		log_msg(LOG_WARNING, "session %s: lanes: its holds are let go at the kick: %s",
+			s->name, b->lanes->why);
+		lanes_reader_end(b->lanes, s->lane_reader);
+	}
+	s->lane_reader = r;
+	/* the pushes went to no owner: the next one is sent them when it
+	 * takes this generation's holds over (ctl_lanes_opened) */
+	ctl_lanes_flush(b);
+}
+
 void ctl_lanes_wake_reader(struct session *s)
 {
 	if (s->lane_reader)

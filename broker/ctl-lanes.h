@@ -81,6 +81,12 @@ void ctl_lanes_deaths(struct broker *b);
  * it may have missed while detached (lanes_resend). */
 void ctl_lanes_opened(struct broker *b, struct session *s);
 
+/* s has a new owner generation and no owner yet (an admin's kick): its
+ * reader moves to that generation now, holds and all, so the lanes made
+ * while it waits are held for it too (as its RX ring receives on the
+ * relay) and its next owner takes them over with the rest. */
+void ctl_lanes_ownerless(struct broker *b, struct session *s);
+
 /* s's RX sleepers are being woken: a lane reader of s sleeps on its
  * rx_wake alone (its RX ring is one more source), so that is woken too. */
 void ctl_lanes_wake_reader(struct session *s);
