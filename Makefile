@@ -260,22 +260,23 @@ test-unit: $(UNIT_BINS)
 
 # The broker's hostile-input suite (malformed control messages, clients
 # scribbling over or truncating their segments), broker and client built
-# the same way as the test.
+# the same way as the test: on lanes (the broker's default), then on the
+# relay.
 test-hostile-broker: $(INT_BINS)
 	SHMB_TEST_ONLY=broker-hostile tests/run-tests.sh $(INT_BINS)
+	SHMB_TEST_BROKER_ARGS=--no-lanes SHMB_TEST_ONLY=broker-hostile tests/run-tests.sh $(INT_BINS)
 
-# The remote links between two brokers, with a shorter stream (ASan is slow).
+# The remote links between two brokers, with a shorter stream (ASan is
+# slow): fed by lane publishers (the default), then by relay publishers.
 test-links-short: $(BUILD)/tests/test-links
 	SHMB_LINK_N=50000 tests/run-tests.sh $(BUILD)/tests/test-links
+	SHMB_TEST_BROKER_ARGS=--no-lanes SHMB_LINK_N=50000 tests/run-tests.sh $(BUILD)/tests/test-links
 
-# the direct data path through a real shmbd --lanes (ASan: the broker's
-# lane register, its links' reader of lanes, and the library's lane
-# writer and reader under it)
-test-lanes-int: $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes $(BUILD)/shmbctl \
-		$(BUILD)/tests/test-links
+# the direct data path through a real shmbd (ASan: the broker's lane
+# register and the library's lane writer and reader under it; the links'
+# reader of lanes, broker/lanes-bridge.c, runs in test-links-short)
+test-lanes-int: $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes $(BUILD)/shmbctl
 	tests/run-tests.sh $(BUILD)/tests/test-lanes $(BUILD)/tests/test-lib-lanes
-	# the links fed from lanes (broker/lanes-bridge.c), broker kills included
-	SHMB_TEST_BROKER_ARGS=--lanes SHMB_LINK_N=50000 tests/run-tests.sh $(BUILD)/tests/test-links
 
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
@@ -320,7 +321,7 @@ tsan:
 
 BENCH_COMMON := $(BUILD)/obj/bench/common.o $(BUILD)/obj/bench/result.o $(BUILD)/obj/bench/shmbd.o
 
-# the lanes' rows speak shmbd --lanes' messages through the tests' raw client
+# the lanes' rows speak shmbd's lane messages through the tests' raw client
 $(BUILD)/bench/bench-broker: $(BUILD)/obj/tests/lane-client.o
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BENCH_COMMON) $(BUILD)/libshmb-internal.a

@@ -169,7 +169,7 @@ static void stream(int npub, int nsub, uint32_t size, uint64_t n, struct bres *r
 	munmap(sh, sizeof(*sh));
 }
 
-/* ---- the direct data path through the same broker (shmbd --lanes) -------------- */
+/* ---- the direct data path through the same broker (its default) --------------- */
 
 extern char bench_dir[64];
 static unsigned lanes_run; /* names each run's sessions afresh */
@@ -383,8 +383,8 @@ static void run(int pin_mode)
 	bench_pinned = pin_mode;
 	bench_pin(0);
 	for (int rep = 0; rep < bench_reps(); rep++) {
-		/* the broker runs lanes (below): the relay's rows keep libshmb
-		 * on the relay; "shmb lib lanes" rows let it use them */
+		/* the broker runs lanes (its default): the relay's rows keep
+		 * libshmb on the relay; "shmb lib lanes" rows let it use them */
 		setenv("SHMB_LANES", "0", 1);
 		for (int k = 0; k < 3 && bench_want("shmb spin"); k++) {
 			uint64_t n = bench_n(sizes[k] == 64 ? 2000000 : sizes[k] == 1024 ? 500000 : 30000);
@@ -404,7 +404,7 @@ static void run(int pin_mode)
 		}
 		if (bench_want("shmb lanes")) {
 			/* the direct data path: the broker makes the lane, then
-			 * stands aside (experimental, shmbd --lanes) */
+			 * stands aside */
 			struct bres l1 = bres_new("shmb lanes", "oneway", 64, rep);
 			struct bres lb = bres_new("shmb lanes batched", "oneway", 64, rep);
 
@@ -461,7 +461,9 @@ int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
-	bench_broker_start((const char *const[]){ "--lanes", NULL });
+	/* lanes are the broker's default; --no-lanes would leave the lanes'
+	 * rows nothing to run on */
+	bench_broker_start(NULL);
 	if (argc < 2 || strcmp(argv[1], "--pinned-only"))
 		run(0);
 	if (sysconf(_SC_NPROCESSORS_ONLN) >= 2)

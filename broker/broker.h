@@ -41,7 +41,7 @@ struct broker_opts {
 	uint64_t max_memory_per_uid; /* bytes of segments (rx + two tx files per session) */
 	bool no_uring_futex;         /* force the timer fallback (tests) */
 	bool no_landlock;            /* hand clients plain descriptors (tests, old kernels) */
-	bool lanes;                  /* --lanes: the direct data path (experimental, ctl-lanes.c) */
+	bool lanes;                  /* the direct data path (ctl-lanes.c); off: --no-lanes */
 	uint64_t fallback_tick_us;   /* the fallback's polling period */
 	enum exitw_mode exit_reasons;/* --exit-reasons */
 	/* remote links (docs/links.md) */
@@ -105,8 +105,8 @@ struct broker {
 	uint32_t pending_gen;
 	uint32_t link_cgen;    /* tags of link connections: never reused, across slots */
 	uint64_t link_accept_paused; /* out of fds: the link port's accept waits (since) */
-	struct lanes_reg *lanes; /* --lanes: the register of lanes (ctl-lanes.c); NULL when off */
-	struct lbridge *lanes_bridge; /* --lanes: the links' reader of lanes (lanes-bridge.c) */
+	struct lanes_reg *lanes; /* the register of lanes (ctl-lanes.c); NULL when off */
+	struct lbridge *lanes_bridge; /* the links' reader of lanes (lanes-bridge.c) */
 };
 
 #endif

@@ -236,7 +236,7 @@ static int lane_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* The lanes (shmbd --lanes): root sees all, another uid its own writers'. */
+/* The lanes (unless shmbd --no-lanes): root sees all, another uid its own writers'. */
 static int list_lanes(struct broker *b, struct conn *c, const struct proto_list *q,
 		      struct proto_list_reply *p)
 {

@@ -1,13 +1,13 @@
 /*
- * broker/ctl-lanes.c - the direct data path in the running broker, behind
- * --lanes (experimental, off by default; docs/design/data-path.md,
- * section 9, step 3): the register of lanes (lanes.c) made at start-up,
+ * broker/ctl-lanes.c - the direct data path in the running broker, on by
+ * default (--no-lanes turns it off; docs/design/data-path.md, section 9,
+ * step 3): the register of lanes (lanes.c) made at start-up,
  * PROTO_LANE_TOPIC answered, subscriptions and the ends of owner
  * generations passed on, and the pushes it queues sent to the owners.
  *
- * Until libshmb reads and writes lanes, only clients that speak these
- * messages use them (tests/integration/test-lanes.c); the relay path
- * runs as before beside them.
+ * Only clients that ask for lanes in their HELLO use them (libshmb unless
+ * SHMB_LANES=0, and tests/integration/test-lanes.c's raw clients); the
+ * relay path runs as before beside them.
  *
  * A generation's lanes outlive a lost connection: libshmb reconnects and
  * REATTACHes with the same generation, is sent again what it missed, and
@@ -292,7 +292,7 @@ int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_top
 	int ret;
 
 	if (!b->lanes)
-		return ctl_reply_err(c, q->h.req_id, -EOPNOTSUPP, "lanes are off (shmbd --lanes)");
+		return ctl_reply_err(c, q->h.req_id, -EOPNOTSUPP, "lanes are off (shmbd --no-lanes)");
 	if (!c->lanes)
 		return ctl_reply_err(c, q->h.req_id, -EPROTO, "say PROTO_HELLO_LANES first");
 	if (!s || s->uid != c->uid)
@@ -392,6 +392,28 @@ void ctl_lanes_opened(struct broker *b, struct session *s)
 	if (s->owner && s->owner->lanes && s->lane_reader &&
 	    lanes_reader_self(b->lanes, s->lane_reader) < 0)
 		log_msg(LOG_WARNING, "session %s: lanes: %s", s->name, b->lanes->why);
+	ctl_lanes_flush(b);
+}
+
+void ctl_lanes_ownerless(struct broker *b, struct session *s)
+{
+	struct lreader *r;
+
+	if (!b->lanes || s->owner || !s->lane_reader ||
+	    s->lane_reader->generation == s->generation)
+		return;
+	/* readers_of() holds new lanes for a detached session only through
+	 * a reader of its current generation: left at the fenced one, it
+	 * would miss every lane made before its next owner comes */
+	r = lanes_reader_switch(b->lanes, s->lane_reader, s->generation);
+	if (!r) {
+		log_msg(LOG_WARNING, "session %s: lanes: its holds are let go at the kick: %s",
+			s->name, b->lanes->why);
+		lanes_reader_end(b->lanes, s->lane_reader);
+	}
+	s->lane_reader = r;
+	/* the pushes went to no owner: the next one is sent them when it
+	 * takes this generation's holds over (ctl_lanes_opened) */
 	ctl_lanes_flush(b);
 }
 
@@ -597,7 +619,7 @@ int ctl_lane_bad(struct broker *b, struct conn *c, const struct proto_lane_bad *
 	int ret;
 
 	if (!b->lanes)
-		return ctl_reply_err(c, q->h.req_id, -EOPNOTSUPP, "lanes are off (shmbd --lanes)");
+		return ctl_reply_err(c, q->h.req_id, -EOPNOTSUPP, "lanes are off (shmbd --no-lanes)");
 	if (!s || s->uid != c->uid || s->owner != c)
 		return ctl_reply_err(c, q->h.req_id, -ENOENT, "no such session of yours attached here");
 	ret = lanes_walk_check(b->lanes, q->lane, s->lane_reader, &l);

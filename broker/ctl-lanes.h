@@ -1,6 +1,7 @@
 /*
- * broker/ctl-lanes.h - the direct data path in the running broker, behind
- * --lanes (ctl-lanes.c).  Every function does nothing when lanes are off.
+ * broker/ctl-lanes.h - the direct data path in the running broker, on by
+ * default (ctl-lanes.c; --no-lanes turns it off).  Every function does
+ * nothing when lanes are off.
  */
 #ifndef BROKER_CTL_LANES_H
 #define BROKER_CTL_LANES_H
@@ -14,7 +15,7 @@ struct broker;
 struct conn;
 struct session;
 
-/* At start-up: SHMB_DIR/lanes and the register (with --lanes). */
+/* At start-up: SHMB_DIR/lanes and the register (unless --no-lanes). */
 int ctl_lanes_start(struct broker *b);
 void ctl_lanes_stop(struct broker *b);
 /* Send every push the register queued to its session's owner (if it
@@ -79,6 +80,12 @@ void ctl_lanes_deaths(struct broker *b);
  * the same owner back over a lane connection is sent again every push
  * it may have missed while detached (lanes_resend). */
 void ctl_lanes_opened(struct broker *b, struct session *s);
+
+/* s has a new owner generation and no owner yet (an admin's kick): its
+ * reader moves to that generation now, holds and all, so the lanes made
+ * while it waits are held for it too (as its RX ring receives on the
+ * relay) and its next owner takes them over with the rest. */
+void ctl_lanes_ownerless(struct broker *b, struct session *s);
 
 /* s's RX sleepers are being woken: a lane reader of s sleeps on its
  * rx_wake alone (its RX ring is one more source), so that is woken too. */

@@ -14,7 +14,7 @@ struct broker;
 #define LANES_READER_MARK "lane-reader"
 
 /*
- * At start-up with --lanes, once the sessions are re-adopted and the
+ * At start-up with lanes on, once the sessions are re-adopted and the
  * register is made (hooks set, nothing in it): every lanes/ directory is
  * checked and taken back with its holders, or cut, removed or moved
  * aside into quarantine/ (each said in the log); the numbers the register

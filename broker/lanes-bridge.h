@@ -1,6 +1,6 @@
 /*
  * broker/lanes-bridge.h - the links' reader of lanes (docs/design/
- * data-path.md, section 7, "Links"): with --lanes, the broker holds every
+ * data-path.md, section 7, "Links"): with lanes on, the broker holds every
  * lane that carries a bridged topic, as one more reader, and offers what
  * it reads to the links as the relay offers what it routes from a TX ring.
  */

@@ -70,9 +70,11 @@ static void usage(FILE *f)
 		"      --no-landlock          hand clients plain descriptors of their TX files\n"
 		"                             (by default they are opened under Landlock, where the\n"
 		"                             kernel has ABI 3, so clients cannot truncate them)\n"
-		"      --lanes                the direct data path, experimental: clients that\n"
-		"                             speak it publish into lanes their subscribers read\n"
-		"                             (libshmb does not yet; docs/design/data-path.md)\n"
+		"      --no-lanes             no direct data path: every message goes through the\n"
+		"                             broker's relay (by default publishers write into\n"
+		"                             lanes their subscribers read; docs/design/data-path.md)\n"
+		"      --lanes                the default, accepted for older command lines (it\n"
+		"                             undoes an earlier --no-lanes or the config's)\n"
 		"      --exit-reasons auto|bpf|pidfd|off  how the broker learns why a session's\n"
 		"                             owner went (\"killed by SIGKILL\", \"exited 3\"):\n"
 		"                             bpf: an exit tracer (needs CAP_BPF and CAP_PERFMON,\n"
@@ -271,6 +273,11 @@ static int set_opt(struct broker *b, struct secs *t, int o, const char *val)
 		break;
 	case 22: r = parse_bool(val, &b->o.no_landlock); break;
 	case 23: r = parse_bool(val, &b->o.lanes); break;
+	case 24:
+		r = parse_bool(val, &on);
+		if (!r)
+			b->o.lanes = !on;
+		break;
 	case 21: r = parse_u64(val, &b->o.link_timeout_ms);
 		if (!r && !b->o.link_timeout_ms)
 			r = -EINVAL;
@@ -398,6 +405,7 @@ static const struct option main_opts[] = {
 	{ "link-timeout-ms", required_argument, NULL, 21 },
 	{ "no-landlock", no_argument, NULL, 22 },
 	{ "lanes", no_argument, NULL, 23 },
+	{ "no-lanes", no_argument, NULL, 24 },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
@@ -424,6 +432,8 @@ static void opts_defaults(struct broker *b)
 		.link_buffer = 16u << 20,
 		.link_heartbeat_ms = 1000,
 		.link_timeout_ms = 5000,
+		/* the direct data path; --no-lanes keeps every message on the relay */
+		.lanes = true,
 	};
 }
 
@@ -563,7 +573,7 @@ static int main_modules(struct broker *b)
 	link_start(b);
 	r = ctl_lanes_start(b);
 	if (r < 0) {
-		log_msg(LOG_ERR, "--lanes: cannot set up %s/lanes: %s", b->o.dir, strerror(-r));
+		log_msg(LOG_ERR, "lanes: cannot set up %s/lanes: %s", b->o.dir, strerror(-r));
 		return -1;
 	}
 	return 0;

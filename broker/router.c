@@ -337,6 +337,6 @@ uint64_t router_run(struct broker *b)
 
 	for (unsigned i = 0; i < b->nsessions; i++)
 		moved += router_session(b, b->sessions[i]);
-	/* lane publishers' messages for the links (--lanes) */
+	/* lane publishers' messages for the links */
 	return moved + lanes_bridge_run(b);
 }

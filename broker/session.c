@@ -616,6 +616,7 @@ int session_kick(struct broker *b, struct session *s, bool delete, uid_t by)
 		session_detach(b, s, "kicked by an admin");
 	else if (state_session(b, s) < 0)
 		log_msg(LOG_WARNING, "session %s: its kick could not be recorded", s->name);
+	ctl_lanes_ownerless(b, s);
 	return 0;
 }
 

@@ -105,8 +105,8 @@ struct session {
 
 	struct log_event ev[SESSION_EVENTS]; /* a ring: the newest at (nev - 1) % SESSION_EVENTS */
 	uint64_t nev;          /* events ever recorded */
-	struct lreader *lane_reader; /* --lanes: this owner generation as a lane reader */
-	/* --lanes: the highest order in the cut lanes of its earlier owner
+	struct lreader *lane_reader; /* lanes: this owner generation as a lane reader */
+	/* lanes: the highest order in the cut lanes of its earlier owner
 	 * generations (order = source sequence + 1: the sequence after their
 	 * last record; 0: none).  Only rises; kept from a cut (a detached
 	 * owner's death, say) to the next generation, whose start sequence

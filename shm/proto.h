@@ -237,7 +237,7 @@ enum proto_list_kind {
 	PROTO_LIST_EVENTS = 3,   /* struct proto_event_info: one session's, oldest first */
 	PROTO_LIST_LINKS = 4,    /* struct proto_link_info, in slot order (NAME: only that one) */
 	PROTO_LIST_LINK_EVENTS = 5, /* struct proto_event_info: the link NAME's, oldest first */
-	PROTO_LIST_LANES = 6,    /* struct proto_lane_info, by lane number (shmbd --lanes) */
+	PROTO_LIST_LANES = 6,    /* struct proto_lane_info, by lane number (unless shmbd --no-lanes) */
 };
 
 /* flags of proto_list and proto_kick */
@@ -394,7 +394,7 @@ struct proto_reply {
 		struct {
 			uint32_t version;
 			uint32_t flags;   /* PROTO_HELLO_LANES: the broker runs lanes
-					     (shmbd --lanes) and this client asked */
+					     (unless shmbd --no-lanes) and this client asked */
 			uint64_t broker_id;
 			uint64_t broker_pid;
 		} hello;

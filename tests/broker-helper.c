@@ -79,7 +79,7 @@ int tb_start(struct tb *t, ...)
 		argv[argc++] = a;
 	va_end(ap);
 	/* SHMB_TEST_BROKER_ARGS: one more option for every broker of the run
-	 * (the lane runs of the stream tests use it for --lanes) */
+	 * (test-lib-lanes.sh's relay runs of the stream tests: --no-lanes) */
 	extra = getenv("SHMB_TEST_BROKER_ARGS");
 	if (extra && *extra && argc < 30)
 		argv[argc++] = extra;
@@ -98,6 +98,13 @@ int tb_start(struct tb *t, ...)
 	if (!TRY_WAIT_FOR((r = tb_started(t)) != 0, 10000))
 		return -ETIMEDOUT;
 	return r > 0 ? 0 : -ECHILD;
+}
+
+bool tb_on_lanes(void)
+{
+	const char *a = getenv("SHMB_TEST_BROKER_ARGS");
+
+	return !a || !strstr(a, "--no-lanes");
 }
 
 int tb_wait_child(pid_t pid, unsigned timeout_ms)

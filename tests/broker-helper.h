@@ -19,6 +19,11 @@ struct tb {
  * (NULL-terminated).  0 or -errno. */
 int tb_start(struct tb *t, ...);
 
+/* Do this run's brokers run lanes?  They do by default; not when
+ * SHMB_TEST_BROKER_ARGS is --no-lanes (test-lib-lanes.sh's relay runs).
+ * For a case that passes no lane option of its own. */
+bool tb_on_lanes(void);
+
 /* The next tb_start() uses this (existing, empty) directory instead of a
  * fresh one under /dev/shm. */
 void tb_use_dir(const char *dir);

@@ -411,7 +411,7 @@ static int show_lanes(struct shmb_client *c, const struct adm *a)
 		       v[k].holders, v[k].watchers, (unsigned long long)v[k].lag,
 		       (unsigned long long)v[k].short_ms);
 	if (!n)
-		printf("(no lanes: none written yet, or the broker runs without --lanes)\n");
+		printf("(no lanes: none written yet, or the broker runs with --no-lanes)\n");
 	free(v);
 	return 0;
 }

@@ -975,7 +975,7 @@ static void test_lying_reader(void)
 	tb_cleanup(&t);
 }
 
-/* Without --lanes the broker says so, and a session that is not the
+/* With --no-lanes the broker says so, and a session that is not the
  * caller's gets no lane. */
 static void test_refused(void)
 {
@@ -984,7 +984,7 @@ static void test_refused(void)
 	struct lanew w;
 
 	lanew_init(&w, 1);
-	CU_ASSERT_FATAL(tb_start(&t, NULL) == 0);
+	CU_ASSERT_FATAL(tb_start(&t, "--no-lanes", NULL) == 0);
 	CU_ASSERT_FATAL(rc_open(&c, t.dir, "w", SHM_POLICY_BLOCK) == 0);
 	CU_ASSERT(rc_lane_topic(&c, &w) == -EOPNOTSUPP);
 	close(c.fd);

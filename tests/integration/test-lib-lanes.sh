@@ -1,33 +1,37 @@
 #!/bin/sh
-# test-broker's and test-restart's cases that hold on the direct data path
-# too, against a broker started with --lanes (libshmb then publishes into
-# lanes and reads them; tests/broker-helper.c passes SHMB_TEST_BROKER_ARGS
-# to shmbd).  All of test-broker's but scribbling_client, which forges a
-# record in the TX ring, which a lane publisher does not write
-# (test-lib-lanes forged_lane forges one in a lane instead); see
-# docs/design/data-path.md, section 9, step 3.  Every test-restart case:
-# a restarted broker re-adopts the lanes (section 7, "Re-adoption").
-# test-redial's and test-admin's cases (below).
-# Every test-links case (50 000 messages each way, as test-links-short):
-# the broker reads its lane publishers' lanes for the links
-# (broker/lanes-bridge.c), through faults and broker SIGKILLs.
+# The relay kept covered now that lanes are the broker's default: the
+# cases of test-broker, test-restart, test-redial, test-admin and
+# test-links run again against a broker started with --no-lanes
+# (tests/broker-helper.c passes SHMB_TEST_BROKER_ARGS to shmbd; libshmb
+# then publishes into the session's TX ring and the broker routes each
+# message into its subscribers' RX rings).  Their default runs in
+# `make test` are on lanes (docs/design/data-path.md, section 9, step 3).
+# Every test-broker case but scribbling_client, which forges a record in
+# the TX ring and so always starts its broker with --no-lanes.  Every test-restart case: a restarted
+# broker re-adopts the sessions and routes what their TX rings hold.
+# test-redial's four (on the relay the broker routes every message: one
+# sent while it is dead arrives after it is back) and test-admin's cases
+# but drop_oldest_depth, which always runs on the relay (its figures are
+# the RX ring's).  Every test-links case (50 000 messages each way, as
+# test-links-short): the broker routes relay publishers' messages to the
+# links, through faults and broker SIGKILLs.
 # Usage: test-lib-lanes.sh BUILD_DIR.  Prints one RESULT line.
 set -u
 build=$1
 passed=0 failed=0
 
-# run BINARY CASE: one case against a broker with --lanes
+# run BINARY CASE: one case against a broker with --no-lanes
 run() {
-	out=$(SHMB_TEST_BROKER_ARGS=--lanes "$build/tests/$1" "$2" 2>&1 </dev/null)
+	out=$(SHMB_TEST_BROKER_ARGS=--no-lanes "$build/tests/$1" "$2" 2>&1 </dev/null)
 	line=$(echo "$out" | grep '^RESULT ' | tail -n 1)
 	p=$(echo "$line" | sed -n 's/.*passed=\([0-9]*\).*/\1/p')
 	f=$(echo "$line" | sed -n 's/.*failed=\([0-9]*\).*/\1/p')
 	if [ -z "$line" ] || [ "${p:-0}" -ne 1 ] || [ "${f:-1}" -ne 0 ]; then
 		echo "$out"
-		echo "lanes: $1 $2 FAILED"
+		echo "relay: $1 $2 FAILED"
 		failed=$((failed + 1))
 	else
-		echo "lanes: $1 $2 passed"
+		echo "relay: $1 $2 passed"
 		passed=$((passed + 1))
 	fi
 }
@@ -45,9 +49,6 @@ for t in clean_restart broker_killed sigterm_drain owner_switches_killed drop_ol
 	state_destroy_compacts state_compact_mid_change state_escaped_topic; do
 	run test-restart "$t"
 done
-# test-redial's four (on lanes a pair delivers while the broker is dead)
-# and test-admin's cases but drop_oldest_depth, whose figures are the
-# relay's RX ring's (on lanes a drop-oldest reader counts its own gaps)
 for t in client_before_broker reconnect_while_streaming broker_killed version_mismatch; do
 	run test-redial "$t"
 done

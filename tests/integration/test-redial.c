@@ -423,12 +423,11 @@ static void test_reconnect_while_streaming(void)
 
 /* ---- the broker killed, then started again ------------------------------------------- */
 
-/* Whether the broker runs lanes (test-lib-lanes.sh runs cases so). */
+/* Whether the broker runs lanes (the default; test-lib-lanes.sh runs the
+ * cases again with --no-lanes, on the relay). */
 static bool on_lanes(void)
 {
-	const char *a = getenv("SHMB_TEST_BROKER_ARGS");
-
-	return a && strstr(a, "--lanes");
+	return tb_on_lanes();
 }
 
 static void test_broker_killed(void)

@@ -194,14 +194,13 @@ static uint64_t rx_written(const char *dir)
 	return sum;
 }
 
-/* Does the broker run lanes (SHMB_TEST_BROKER_ARGS=--lanes)?  Then the
- * messages go through no RX ring, and a delivery is one a subscriber took
- * (a lane needs no broker to move: the stream flows on while it is down). */
+/* Does the broker run lanes (the default; not in test-lib-lanes.sh's
+ * --no-lanes runs)?  Then the messages go through no RX ring, and a
+ * delivery is one a subscriber took (a lane needs no broker to move: the
+ * stream flows on while it is down). */
 static bool on_lanes(void)
 {
-	const char *a = getenv("SHMB_TEST_BROKER_ARGS");
-
-	return a && strstr(a, "--lanes");
+	return tb_on_lanes();
 }
 
 /* Deliveries so far: records in the RX rings, or on lanes what the

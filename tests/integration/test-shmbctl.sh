@@ -90,6 +90,21 @@ else
 	bad "config_file_and_flags" "the broker did not serve where the file and then the flag said"
 fi
 rm -rf "$cfg" "$cfgdir" "$flagdir"
+# lanes are on by default (the broker makes SHMB_DIR/lanes); --no-lanes,
+# or no-lanes = yes in the file, turns them off; --lanes after the file's
+# no-lanes turns them on again
+ld=$dir.lanes
+printf 'no-lanes = yes\nquiet = yes\n' >"$cfg"
+lanes_made() { [ -d "$ld/lanes" ]; }
+if served "$ld" --dir "$ld" --quiet && lanes_made && rm -rf "$ld" &&
+	served "$ld" --dir "$ld" --quiet --no-lanes && ! lanes_made && rm -rf "$ld" &&
+	served "$ld" --dir "$ld" --config "$cfg" && ! lanes_made && rm -rf "$ld" &&
+	served "$ld" --dir "$ld" --config "$cfg" --lanes && lanes_made; then
+	ok "lanes_default_and_no_lanes"
+else
+	bad "lanes_default_and_no_lanes" "lanes/ made or not made against the flags and the file"
+fi
+rm -rf "$cfg" "$ld"
 
 # ---- crash forensics: why a session's owner went (docs/design/service.md) ---
 # Each case starts its own broker; every wait has a deadline.
