@@ -267,16 +267,16 @@ static void test_pollable_fd(void)
 
 	setenv("SHMB_LANE_POLL_TICK_MS", "60000", 1);
 	CU_ASSERT_FATAL(tb_start(&t, "--lanes", NULL) == 0);
-	CU_ASSERT_FATAL(connect_open(&t, "poller", 0, &c, &s) == 0);
-	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
-	fd = shmb_session_fd(s);
-	CU_ASSERT_FATAL(fd >= 0);
-	CU_ASSERT(shmb_recv(s, &m, 0) == -EAGAIN);
-	CU_ASSERT(fd_ready(fd, 0) == 0);
+	/* forked before this process has a client: a child of a process
+	 * whose library threads run (the connection's, the waker) may
+	 * inherit a lock one of them held */
 	if ((pub = fork_or_die()) == 0) {
 		struct shmb_client *pc;
 		struct shmb_session *ps;
 
+		/* the reader's go, once it waits on its fd (30 s at most) */
+		for (int k = 0; !load_acquire(&done[1]) && k < 30000; k++)
+			usleep(1000);
 		if (connect_open(&t, "pub", 0, &pc, &ps) < 0)
 			_exit(20);
 		for (uint64_t i = 1; i <= n; i++) {
@@ -291,6 +291,13 @@ static void test_pollable_fd(void)
 			usleep(1000);
 		_exit(0);
 	}
+	CU_ASSERT_FATAL(connect_open(&t, "poller", 0, &c, &s) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(s, "t") == 0);
+	fd = shmb_session_fd(s);
+	CU_ASSERT_FATAL(fd >= 0);
+	CU_ASSERT(shmb_recv(s, &m, 0) == -EAGAIN);
+	CU_ASSERT(fd_ready(fd, 0) == 0);
+	store_release(&done[1], 1);
 	while (next <= n && fd_ready(fd, 5000) == 1) {
 		waits++;
 		while (shmb_recv(s, &m, 0) == 0) {
