@@ -225,14 +225,6 @@ void lanes_bridge_push(struct broker *b, const struct lpush *p)
 		log_msg(LOG_WARNING, "links: lane %u not read: %s", m->lane, br->set.why);
 }
 
-static bool reads(const struct lreader *r, uint32_t topic)
-{
-	for (unsigned i = 0; i < r->ntopics; i++)
-		if (r->topics[i] == topic)
-			return true;
-	return false;
-}
-
 void lanes_bridge_topics(struct broker *b)
 {
 	struct lbridge *br = bridge(b);
@@ -242,7 +234,7 @@ void lanes_bridge_topics(struct broker *b)
 	for (unsigned k = 0; k < b->ntopics; k++) {
 		const struct topic *t = b->topics[k];
 
-		if (!t || !t->links || reads(r, t->id))
+		if (!t || !t->links || lanes_reader_reads(r, t->id))
 			continue;
 		/* a topic once bridged stays read: whether a record goes to a
 		 * link is its topic's mask at the time (bridge_offer) */
@@ -361,12 +353,8 @@ bool lanes_bridge_arm(struct broker *b)
 	if (lanes_bridge_run(b))
 		return true;
 	if (b->uring_futex && !br->futex_armed) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
+		struct io_uring_sqe *sqe = loop_sqe(b);
 
-		if (!sqe) {
-			io_uring_submit(&b->ring);
-			sqe = io_uring_get_sqe(&b->ring);
-		}
 		if (sqe) {
 			uring_prep_futex_wait(sqe, r->rx_wake, v);
 			io_uring_sqe_set_data64(sqe, (uint64_t)LANES_BRIDGE_OP_FUTEX << 56);

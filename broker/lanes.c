@@ -427,25 +427,54 @@ static uint32_t writer_lacks(struct blane *l, const struct lreader *r, const str
 	       (sent_once(l, 3ull << 62 | r->arm->number) ? 0 : PROTO_HOLDER_ARM);
 }
 
+/* A PROTO_HOLDER push to the writer of l (NULL: no memory). */
+static struct lpush *writer_push(struct lanes_reg *g, const struct blane *l, uint32_t flags)
+{
+	struct lpush *ps = push_new(g, l->publisher, l->generation);
+
+	if (ps)
+		ps->msg.holder = (struct proto_holder){
+			.h = { PROTO_HOLDER, sizeof(struct proto_holder), 0 },
+			.session_id = l->publisher,
+			.generation = l->generation,
+			.lane = l->number,
+			.flags = flags,
+		};
+	return ps;
+}
+
+/* A PROTO_LANE push to reader r about l (NULL: no memory). */
+static struct lpush *reader_push(struct lanes_reg *g, const struct blane *l,
+				 const struct lreader *r, uint32_t flags)
+{
+	struct lpush *ps = push_new(g, r->session, r->generation);
+
+	if (ps)
+		ps->msg.lane = (struct proto_lane){
+			.h = { PROTO_LANE, sizeof(struct proto_lane), 0 },
+			.session_id = r->session,
+			.generation = r->generation,
+			.lane = l->number,
+			.publisher = l->publisher,
+			.ring_size = l->ring.size,
+			.kind = SHM_LANE_LOCAL,
+			.flags = flags,
+		};
+	return ps;
+}
+
 /* Tell the writer of l about holder r (on page p), the descriptors it lacks. */
 static int push_holder(struct lanes_reg *g, struct blane *l, struct lreader *r, struct lpage *p,
 		       uint32_t flags)
 {
-	struct lpush *ps = push_new(g, l->publisher, l->generation);
+	struct lpush *ps = writer_push(g, l, flags);
 	int ret = 0;
 
 	if (!ps)
 		return -ENOMEM;
-	ps->msg.holder = (struct proto_holder){
-		.h = { PROTO_HOLDER, sizeof(struct proto_holder), 0 },
-		.session_id = l->publisher,
-		.generation = l->generation,
-		.lane = l->number,
-		.reader = r->number,
-		.page = p->number,
-		.arm_page = r->arm->number,
-		.flags = flags,
-	};
+	ps->msg.holder.reader = r->number;
+	ps->msg.holder.page = p->number;
+	ps->msg.holder.arm_page = r->arm->number;
 	if (flags & PROTO_HOLDER_PAGE)
 		ret = push_fd(ps, p->ro);
 	if (!ret && (flags & PROTO_HOLDER_WAKE))
@@ -478,44 +507,25 @@ static int push_self(struct lpush *ps, struct lreader *r)
  * its readers are told it in their PROTO_LANE. */
 static int push_tx_wake(struct lanes_reg *g, struct blane *l)
 {
-	struct lpush *ps = push_new(g, l->publisher, l->generation);
+	struct lpush *ps = writer_push(g, l, PROTO_HOLDER_TX_WAKE);
 
-	if (!ps)
-		return -ENOMEM;
-	ps->msg.holder = (struct proto_holder){
-		.h = { PROTO_HOLDER, sizeof(struct proto_holder), 0 },
-		.session_id = l->publisher,
-		.generation = l->generation,
-		.lane = l->number,
-		.flags = PROTO_HOLDER_TX_WAKE,
-	};
-	return push_fd(ps, l->tx_wake_fd);
+	return ps ? push_fd(ps, l->tx_wake_fd) : -ENOMEM;
 }
 
 /* Tell reader r about lane l (from S), with its page when it is new. */
 static int push_lane(struct lanes_reg *g, struct blane *l, struct lreader *r, struct lpage *p,
 		     uint32_t slot, bool fresh, uint64_t S)
 {
-	struct lpush *ps = push_new(g, r->session, r->generation);
+	struct lpush *ps = reader_push(g, l, r, (r->drop_oldest ? PROTO_LANE_DROP_OLDEST : 0) |
+					 (r->uid == l->uid ? PROTO_LANE_IN_PLACE : 0) |
+					 (fresh ? PROTO_LANE_PAGE : 0) | PROTO_LANE_WAKE);
 	int ret;
 
 	if (!ps)
 		return -ENOMEM;
-	ps->msg.lane = (struct proto_lane){
-		.h = { PROTO_LANE, sizeof(struct proto_lane), 0 },
-		.session_id = r->session,
-		.generation = r->generation,
-		.lane = l->number,
-		.publisher = l->publisher,
-		.start = S,
-		.ring_size = l->ring.size,
-		.kind = SHM_LANE_LOCAL,
-		.flags = (r->drop_oldest ? PROTO_LANE_DROP_OLDEST : 0) |
-			 (r->uid == l->uid ? PROTO_LANE_IN_PLACE : 0) |
-			 (fresh ? PROTO_LANE_PAGE : 0) | PROTO_LANE_WAKE,
-		.page = p->number,
-		.slot = slot,
-	};
+	ps->msg.lane.start = S;
+	ps->msg.lane.page = p->number;
+	ps->msg.lane.slot = slot;
 	ret = push_fd(ps, l->f.data_ro);
 	if (!ret)
 		ret = push_fd(ps, l->f.meta_ro);
@@ -763,7 +773,7 @@ int lanes_resend(struct lanes_reg *g, uint64_t session, uint32_t generation, str
 	return ret;
 }
 
-static bool reader_reads(const struct lreader *r, uint32_t topic)
+bool lanes_reader_reads(const struct lreader *r, uint32_t topic)
 {
 	for (unsigned i = 0; i < r->ntopics; i++)
 		if (r->topics[i] == topic)
@@ -822,25 +832,13 @@ unsigned lanes_unsubscribe(struct lanes_reg *g, struct lreader *r, uint32_t topi
 		    !lanefile_topic_isset(&l->f, topic) || lane_read_by(l, r))
 			continue;
 		if (lanes_let_go(l, r) == 0) {
-			struct lpush *ps;
-
 			h = held_by(l, r);
 			if (h)
 				h->released = true;
 			n++;
 			/* the reader is told: what it jumps over there from now
 			 * on is of topics it left, no gap */
-			ps = push_new(g, r->session, r->generation);
-			if (ps)
-				ps->msg.lane = (struct proto_lane){
-					.h = { PROTO_LANE, sizeof(struct proto_lane), 0 },
-					.session_id = r->session,
-					.generation = r->generation,
-					.lane = l->number,
-					.publisher = l->publisher,
-					.kind = SHM_LANE_LOCAL,
-					.flags = PROTO_LANE_RELEASED,
-				};
+			(void)reader_push(g, l, r, PROTO_LANE_RELEASED);
 		}
 	}
 	return n;
@@ -848,7 +846,7 @@ unsigned lanes_unsubscribe(struct lanes_reg *g, struct lreader *r, uint32_t topi
 
 int lanes_subscribe(struct lanes_reg *g, struct lreader *r, uint32_t topic)
 {
-	if (!reader_reads(r, topic)) {
+	if (!lanes_reader_reads(r, topic)) {
 		if (r->ntopics == r->topics_cap) {
 			unsigned cap = r->topics_cap ? 2 * r->topics_cap : 8;
 			uint32_t *t = realloc(r->topics, cap * sizeof(*t));

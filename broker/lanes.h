@@ -211,6 +211,9 @@ int lanes_topic_use(struct lanes_reg *g, uint64_t session, uint32_t generation, 
 		    uint64_t ring_size, uint32_t topic, struct lreader **readers, unsigned nreaders,
 		    struct blane **out);
 
+/* Whether the reader reads topic (the register's list of it). */
+bool lanes_reader_reads(const struct lreader *r, uint32_t topic);
+
 /* The reader subscribed to topic: a holder on every open lane that
  * carries it and that it does not hold yet. */
 int lanes_subscribe(struct lanes_reg *g, struct lreader *r, uint32_t topic);

@@ -53,7 +53,7 @@ _Static_assert(OP_CANCEL < LOOP_KIND_MODULE, "the loop's kinds end below the mod
 /* futex waits: session id (40 bits) and generation (16 bits) */
 #define UD_FUTEX(id, gen) (((uint64_t)OP_FUTEX << 56) | ((uint64_t)((gen) & 0xffff) << 40) | ((id) & 0xffffffffffull))
 
-static struct io_uring_sqe *sqe_get(struct broker *b)
+struct io_uring_sqe *loop_sqe(struct broker *b)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
 
@@ -66,7 +66,7 @@ static struct io_uring_sqe *sqe_get(struct broker *b)
 
 static void arm_accept(struct broker *b)
 {
-	struct io_uring_sqe *sqe = sqe_get(b);
+	struct io_uring_sqe *sqe = loop_sqe(b);
 
 	io_uring_prep_multishot_accept(sqe, b->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	io_uring_sqe_set_data64(sqe, UD(OP_ACCEPT, 0, 0));
@@ -74,7 +74,7 @@ static void arm_accept(struct broker *b)
 
 static void arm_poll(struct broker *b, int fd, uint64_t ud)
 {
-	struct io_uring_sqe *sqe = sqe_get(b);
+	struct io_uring_sqe *sqe = loop_sqe(b);
 
 	io_uring_prep_poll_multishot(sqe, fd, POLLIN);
 	io_uring_sqe_set_data64(sqe, ud);
@@ -82,7 +82,7 @@ static void arm_poll(struct broker *b, int fd, uint64_t ud)
 
 static void cancel(struct broker *b, uint64_t ud)
 {
-	struct io_uring_sqe *sqe = sqe_get(b);
+	struct io_uring_sqe *sqe = loop_sqe(b);
 
 	io_uring_prep_cancel64(sqe, ud, 0);
 	io_uring_sqe_set_data64(sqe, UD(OP_CANCEL, 0, 0));
@@ -131,7 +131,7 @@ void loop_on(struct broker *b, unsigned kind, loop_handler *fn)
 void loop_poll(struct broker *b, int fd, unsigned events, bool multishot, unsigned kind, unsigned a,
 	       uint32_t gen)
 {
-	struct io_uring_sqe *sqe = sqe_get(b);
+	struct io_uring_sqe *sqe = loop_sqe(b);
 
 	if (multishot)
 		io_uring_prep_poll_multishot(sqe, fd, events);
@@ -142,7 +142,7 @@ void loop_poll(struct broker *b, int fd, unsigned events, bool multishot, unsign
 
 void loop_accept(struct broker *b, int fd, unsigned kind, unsigned a, uint32_t gen)
 {
-	struct io_uring_sqe *sqe = sqe_get(b);
+	struct io_uring_sqe *sqe = loop_sqe(b);
 
 	io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	io_uring_sqe_set_data64(sqe, UD(kind, a, gen));
@@ -335,7 +335,7 @@ static bool sleep_idle(struct broker *b)
 
 			if (!s->tx_open || s->futex_armed || s->backoff_until > clock_mono_ns())
 				continue;
-			sqe = sqe_get(b);
+			sqe = loop_sqe(b);
 			uring_prep_futex_wait(sqe, &s->txc->tx_signal, vals[i]);
 			io_uring_sqe_set_data64(sqe, UD_FUTEX(s->id, s->generation));
 			s->futex_armed = true;

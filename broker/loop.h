@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct io_uring_sqe;
+
 struct broker;
 struct conn;
 struct session;
@@ -32,6 +34,9 @@ typedef void loop_handler(struct broker *b, unsigned kind, unsigned a, uint32_t 
 			  bool more);
 /* From now on completions of kind go to fn (set up before the first request). */
 void loop_on(struct broker *b, unsigned kind, loop_handler *fn);
+/* A free submission entry of the ring (submitting what is queued when it
+ * is full); NULL when even that frees none. */
+struct io_uring_sqe *loop_sqe(struct broker *b);
 /* Poll fd for events (once, or multishot until cancelled). */
 void loop_poll(struct broker *b, int fd, unsigned events, bool multishot, unsigned kind, unsigned a,
 	       uint32_t gen);
