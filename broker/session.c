@@ -517,10 +517,10 @@ int session_open(struct broker *b, struct conn *c, const struct proto_open *req,
 	return 0;
 }
 
-void session_detach(struct broker *b, struct session *s, const char *reason)
+bool session_detach(struct broker *b, struct session *s, const char *reason)
 {
 	if (!s->owner)
-		return;
+		return false;
 	/* its holds stay; its lanes stay open for the same owner's REATTACH
 	 * while its process lives, unless it may not come back */
 	ctl_lanes_session_end(b, s, s->generation,
@@ -542,15 +542,16 @@ void session_detach(struct broker *b, struct session *s, const char *reason)
 			 * (its readers read the lane to its cut) */
 			snprintf(why, sizeof(why), "%s; what it published is delivered", reason);
 			session_destroy(b, s, why);
-			return;
+			return true;
 		}
 		/* what it published is delivered first, then it goes (expire) */
 		log_msg(LOG_INFO, "session %s: %s; delivering what it published, then destroying it",
 			s->name, reason);
-		return;
+		return false;
 	}
 	log_msg(LOG_NOTICE, "session %s detached: %s (owner pid %d); keeps receiving for %llu ms",
 		s->name, reason, (int)s->owner_pid, (unsigned long long)b->o.session_ttl_ms);
+	return false;
 }
 
 unsigned session_conn_gone(struct broker *b, struct conn *c, const char *reason)
@@ -612,9 +613,11 @@ int session_kick(struct broker *b, struct session *s, bool delete, uid_t by)
 		(unsigned)s->uid, (int)s->owner_pid, (unsigned)by);
 	session_event(s, "kicked by uid %u: owner pid %d fenced off, generation now %u", (unsigned)by,
 		      (int)s->owner_pid, s->generation);
-	if (old)
-		session_detach(b, s, "kicked by an admin");
-	else if (state_session(b, s) < 0)
+	if (old) {
+		/* an ephemeral session with nothing left to deliver goes at once */
+		if (session_detach(b, s, "kicked by an admin"))
+			return 0;
+	} else if (state_session(b, s) < 0)
 		log_msg(LOG_WARNING, "session %s: its kick could not be recorded", s->name);
 	ctl_lanes_ownerless(b, s);
 	return 0;

@@ -120,7 +120,7 @@ struct session *session_find(struct broker *b, uid_t uid, const char *name);
 struct session *session_by_id(struct broker *b, uint64_t id);
 int session_open(struct broker *b, struct conn *c, const struct proto_open *req, struct session **out,
 		 int *created, int *notify_rd);
-void session_detach(struct broker *b, struct session *s, const char *reason);
+bool session_detach(struct broker *b, struct session *s, const char *reason);
 void session_destroy(struct broker *b, struct session *s, const char *reason);
 void session_expire(struct broker *b, uint64_t now_ns);
 void session_quarantine(struct broker *b, struct session *s, const char *why);
