@@ -30,7 +30,7 @@ BROKER_SRC := broker/main.c broker/loop.c broker/ctl.c broker/ctl-admin.c broker
               broker/link.c broker/link-data.c broker/link-dial.c broker/link-file.c broker/link-accept.c \
               broker/linkauth.c broker/linkproto.c broker/wire.c broker/replay.c \
               broker/exit.c broker/exit-bpf.c broker/exit-pidfd.c broker/lanefile.c broker/lanes.c broker/ctl-lanes.c \
-              broker/lanes-adopt.c broker/lanes-bridge.c
+              broker/lanes-adopt.c broker/lanes-bridge.c broker/breader.c broker/lanes-spill.c
 
 UNIT_TESTS := test-layout test-lane-rw test-lane-edges test-ring test-futex test-segment test-hostile test-uring-futex test-replay test-lifecycle test-registry test-wire test-linkauth test-fault-proxy test-linkproto \
               test-state test-router test-sigbus test-lanefile test-lanereg test-lanew test-laneset

@@ -42,6 +42,7 @@
 #include "broker/harden.h"
 #include "broker/lanes-adopt.h"
 #include "broker/lanes-bridge.h"
+#include "broker/lanes-spill.h"
 #include "broker/lanes.h"
 #include "broker/log.h"
 #include "broker/session.h"
@@ -91,6 +92,7 @@ int ctl_lanes_start(struct broker *b)
 	b->lanes->guard = guard_hook;
 	b->lanes->client_fd = client_fd;
 	b->lanes->ctx = b;
+	lanes_spill_init(b);
 	/* the links' reader first: re-adoption re-makes it too */
 	r = lanes_bridge_init(b);
 	/* the lanes of an earlier run, with their holders (lanes-adopt.c) */
@@ -102,8 +104,8 @@ int ctl_lanes_start(struct broker *b)
 		ctl_lanes_stop(b);
 		return r;
 	}
-	log_msg(LOG_NOTICE, "lanes on (experimental): clients that speak them publish into shared"
-		" lanes their subscribers read directly");
+	log_msg(LOG_NOTICE, "lanes on: clients that speak them publish into shared lanes their"
+		" subscribers read directly");
 	return 0;
 }
 
@@ -112,6 +114,7 @@ void ctl_lanes_stop(struct broker *b)
 	if (!b->lanes)
 		return;
 	lanes_adopt_stop();
+	lanes_spill_free(b);
 	lanes_bridge_free(b);
 	close(b->lanes->lanes_dirfd);
 	lanes_free(b->lanes);
@@ -159,6 +162,9 @@ void ctl_lanes_flush(struct broker *b)
 			lanes_bridge_push(b, p);
 			continue;
 		}
+		/* a spilled session's reader is the broker's */
+		if (lanes_spill_push(b, p))
+			continue;
 		s = session_by_id(b, p->session);
 
 		if (!s || !s->owner || s->generation != p->generation)
@@ -200,23 +206,27 @@ static void reader_mark(struct session *s, bool on)
 			" broker holds lanes for it only once it holds one", s->name, strerror(errno));
 }
 
+/* A new owner that reads lanes takes the holds over where the last
+ * reader acknowledged; one that does not lets them go. */
+static void reader_switch(struct broker *b, struct session *s)
+{
+	struct lreader *r = NULL;
+
+	if (s->owner && s->owner->lanes)
+		r = lanes_reader_switch(b->lanes, s->lane_reader, s->generation);
+	if (!r) {
+		lanes_reader_end(b->lanes, s->lane_reader);
+		s->lane_reader = NULL;
+	} else {
+		s->lane_reader = r;
+	}
+}
+
 /* The session's reader for this owner generation, made on first use. */
 static struct lreader *reader_of(struct broker *b, struct session *s)
 {
-	if (s->lane_reader && s->lane_reader->generation != s->generation) {
-		struct lreader *r = NULL;
-
-		/* a new owner that reads lanes takes over where the last one
-		 * acknowledged; one that does not lets them go */
-		if (s->owner && s->owner->lanes)
-			r = lanes_reader_switch(b->lanes, s->lane_reader, s->generation);
-		if (!r) {
-			lanes_reader_end(b->lanes, s->lane_reader);
-			s->lane_reader = NULL;
-		} else {
-			s->lane_reader = r;
-		}
-	}
+	if (s->lane_reader && s->lane_reader->generation != s->generation)
+		reader_switch(b, s);
 	if (!s->lane_reader) {
 		s->lane_reader = lanes_reader_new(b->lanes, s->id, s->generation, s->uid,
 						  s->policy == SHM_POLICY_DROP_OLDEST);
@@ -368,12 +378,43 @@ void ctl_lanes_reader_self(struct broker *b, struct session *s)
 	ctl_lanes_flush(b);
 }
 
-void ctl_lanes_opened(struct broker *b, struct session *s)
+/* s's owner went and may come back while its process lives: a copy of
+ * its pidfd tells when it cannot (ctl_lanes_deaths). */
+static void watch_reader(struct session *s, uint32_t gen)
+{
+	if (!s->lane_reader || s->lane_reader->drop_oldest || s->lane_reader->generation != gen ||
+	    s->reader_watch_pidfd >= 0 || s->owner_pidfd < 0)
+		return;
+	s->reader_watch_pidfd = fcntl(s->owner_pidfd, F_DUPFD_CLOEXEC, 0);
+}
+
+static void unwatch_reader(struct session *s)
+{
+	if (s->reader_watch_pidfd >= 0)
+		close(s->reader_watch_pidfd);
+	s->reader_watch_pidfd = -1;
+}
+
+void ctl_lanes_spill(struct broker *b, struct session *s, const char *why)
 {
 	if (!b->lanes)
 		return;
-	if (s->lane_reader && s->lane_reader->generation != s->generation) {
-		reader_of(b, s);
+	unwatch_reader(s);
+	if (lanes_spill_start(b, s, why) < 0)
+		log_msg(LOG_WARNING, "session %s: not spilled (%s): its holds hold", s->name, why);
+}
+
+void ctl_lanes_opened(struct broker *b, struct session *s)
+{
+	bool spilled;
+
+	if (!b->lanes)
+		return;
+	unwatch_reader(s);
+	/* the copying stops at its slots, where the new owner starts */
+	spilled = lanes_spill_stop(b, s);
+	if (s->lane_reader && (spilled || s->lane_reader->generation != s->generation)) {
+		reader_switch(b, s);
 	} else if (s->owner && s->owner->lanes &&
 		   lanes_resend(b->lanes, s->id, s->generation, s->lane_reader) < 0) {
 		/* ctl_lanes_flush() sends what was queued; the owner lacks the rest */
@@ -399,7 +440,13 @@ void ctl_lanes_ownerless(struct broker *b, struct session *s)
 {
 	struct lreader *r;
 
-	if (!b->lanes || s->owner || !s->lane_reader ||
+	if (!b->lanes || s->owner || !s->lane_reader)
+		return;
+	/* no process has the new generation: copied for it until one does
+	 * (the switch to it is the spill's) */
+	lanes_spill_stop(b, s);
+	unwatch_reader(s);
+	if (lanes_spill_start(b, s, "its owner was kicked") > 0 ||
 	    s->lane_reader->generation == s->generation)
 		return;
 	/* readers_of() holds new lanes for a detached session only through
@@ -459,7 +506,14 @@ void ctl_lanes_session_end(struct broker *b, struct session *s, uint32_t gen,
 	}
 	/* as a reader: it holds on while the session lives, detached or not
 	 * (a block session's writers wait for it, as with its RX ring);
-	 * its next owner takes the holds over (ctl_lanes_opened) */
+	 * its next owner takes the holds over (ctl_lanes_opened); once its
+	 * owner cannot come back, the broker copies for it (lanes-spill.c) */
+	if (how == CTL_LANES_DETACHED)
+		watch_reader(s, gen);
+	if (how == CTL_LANES_GONE) {
+		lanes_spill_stop(b, s);
+		unwatch_reader(s);
+	}
 	if (how == CTL_LANES_GONE && s->lane_reader) {
 		lanes_reader_end(b->lanes, s->lane_reader);
 		s->lane_reader = NULL;
@@ -482,6 +536,18 @@ void ctl_lanes_deaths(struct broker *b)
 {
 	if (!b->lanes)
 		return;
+	/* a detached reader's process that died comes back to no session */
+	for (unsigned i = 0; i < b->nsessions; i++) {
+		struct session *s = b->sessions[i];
+		struct pollfd pf = { .fd = s->reader_watch_pidfd, .events = POLLIN };
+
+		if (s->reader_watch_pidfd < 0)
+			continue;
+		if (s->owner)
+			unwatch_reader(s);
+		else if (poll(&pf, 1, 0) == 1)
+			ctl_lanes_spill(b, s, "its detached owner died");
+	}
 	for (struct blane *l = b->lanes->lanes; l; l = l->next) {
 		struct pollfd pf = { .fd = l->watch_pidfd, .events = POLLIN };
 		struct session *s;

@@ -87,6 +87,11 @@ void ctl_lanes_opened(struct broker *b, struct session *s);
  * relay) and its next owner takes them over with the rest. */
 void ctl_lanes_ownerless(struct broker *b, struct session *s);
 
+/* s, a reader with no owner, cannot come back as it was (why: closed by
+ * its owner, say): the broker copies what its lanes bring it into its RX
+ * ring until its next owner comes (lanes-spill.c). */
+void ctl_lanes_spill(struct broker *b, struct session *s, const char *why);
+
 /* s's RX sleepers are being woken: a lane reader of s sleeps on its
  * rx_wake alone (its RX ring is one more source), so that is woken too. */
 void ctl_lanes_wake_reader(struct session *s);

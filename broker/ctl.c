@@ -279,6 +279,8 @@ static int do_close(struct broker *b, struct conn *c, const struct proto_close *
 		ctl_lanes_session_end(b, s, s->generation, CTL_LANES_ENDED);
 		session_detach(b, s, "closed by its owner");
 		snprintf(s->exit_reason, sizeof(s->exit_reason), "closed normally");
+		/* its generation is over: copied for until its next owner */
+		ctl_lanes_spill(b, s, "closed by its owner");
 	}
 	return ctl_reply_err(c, q->h.req_id, 0, "ok");
 }

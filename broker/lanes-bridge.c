@@ -41,8 +41,8 @@
 #include "broker/link.h"
 #include "broker/log.h"
 #include "broker/loop.h"
+#include "broker/breader.h"
 #include "broker/topic.h"
-#include "broker/uring-futex.h"
 #include "libclient/laneset.h"
 #include "shm/atomics.h"
 #include "shm/clock.h"
@@ -51,14 +51,6 @@
 #define BRIDGE_DIR ".bridge"   /* in lanes/: lanes-adopt.c skips dot names */
 #define BRIDGE_BATCH 4096      /* records per call: the loop's other work goes on */
 #define BRIDGE_UID ((uid_t)-1) /* no process has it: an arm page of its own */
-/* A writer can bump the reader's rx_wake at will (it maps it to wake it):
- * this many wake-ups in a window that brought records for fewer than
- * half of them, and the reader sleeps unarmed for a while, looked at
- * every ms instead (as the relay backs off a noisy tx_signal). */
-#define NOISY_WAKES 100u
-#define NOISY_WINDOW_NS 200000000ull
-#define NOISY_BACKOFF_NS 200000000ull
-#define NOISY_POLL_NS 1000000ull
 
 struct lbridge {
 	struct session s;      /* the stand-in: id, name, dirfd, generation, uid */
@@ -68,13 +60,8 @@ struct lbridge {
 	uint32_t cap;
 	struct laneset_msg m;  /* read, not yet taken by every link */
 	bool pending;
-	bool futex_armed;
-	uint64_t arm_seq;
+	struct lwait w;        /* its sleep on rx_wake (lwait.c) */
 	uint64_t offered, bad;
-	/* noisy wake-ups: the window's start, its wake-ups and records */
-	uint64_t win_start, win_moved, backoff_until;
-	uint32_t win_wakes;
-	uint64_t backoffs;
 };
 
 static struct lbridge *bridge(struct broker *b)
@@ -111,10 +98,8 @@ static void futex_done(struct broker *b, unsigned kind, unsigned a, uint32_t gen
 	(void)gen;
 	(void)res;
 	(void)more;
-	if (bridge(b)) {
-		bridge(b)->futex_armed = false;
-		bridge(b)->win_wakes++;
-	}
+	if (bridge(b))
+		lwait_done(&bridge(b)->w);
 }
 
 int lanes_bridge_init(struct broker *b)
@@ -145,7 +130,7 @@ int lanes_bridge_init(struct broker *b)
 	br->s.policy = SHM_POLICY_BLOCK;
 	br->s.dirfd = fd;
 	snprintf(br->s.name, sizeof(br->s.name), "%s", "(the links)");
-	br->arm_seq = clock_mono_ns();
+	lwait_init(&br->w);
 	b->lanes_bridge = br;
 	loop_on(b, LANES_BRIDGE_OP_FUTEX, futex_done);
 	return 0;
@@ -197,32 +182,10 @@ void lanes_bridge_free(struct broker *b)
 	b->lanes_bridge = NULL;
 }
 
-/* A PROTO_LANE push: data, meta, [cursor page], [tx_wake], [rx_wake, arm]
- * (its own words: the broker has them already). */
 void lanes_bridge_push(struct broker *b, const struct lpush *p)
 {
-	struct lbridge *br = bridge(b);
-	const struct proto_lane *m = &p->msg.lane;
-	int page_fd = -1, wake_fd = -1, ret;
-	struct laneset_desc d;
-
-	if (!br || p->msg.h.type != PROTO_LANE || m->lane == 0 || (m->flags & PROTO_LANE_RELEASED))
-		return;
-	if (laneset_push_desc(m, p->fds, p->nfds, &d, &page_fd, &wake_fd) < 0) {
-		log_msg(LOG_ERR, "links: lane %u came with %u descriptors, not what its flags say:"
-			" not read", m->lane, p->nfds);
-		return;
-	}
-	/* copied out before a link takes it: never read in place */
-	d.in_place = d.drop_oldest = false;
-	/* a page or lane it has already (a resend) is refused: nothing to do */
-	if (page_fd >= 0)
-		(void)laneset_cursor_page(&br->set, m->publisher, m->page, page_fd);
-	ret = laneset_add(&br->set, &d, p->fds[0], p->fds[1], wake_fd);
-	if (ret == -EEXIST && wake_fd >= 0)
-		(void)laneset_set_tx_wake(&br->set, m->lane, wake_fd);
-	else if (ret < 0 && ret != -EEXIST)
-		log_msg(LOG_WARNING, "links: lane %u not read: %s", m->lane, br->set.why);
+	if (bridge(b))
+		(void)breader_push(&bridge(b)->set, p, "links");
 }
 
 void lanes_bridge_topics(struct broker *b)
@@ -301,73 +264,35 @@ uint64_t lanes_bridge_run(struct broker *b)
 		laneset_ack(&br->set);
 	/* records of topics no link bridges are what an honest writer woke
 	 * it for too */
-	br->win_moved += moved + load_relaxed(&br->set.skipped) - skipped;
+	br->w.win_moved += moved + load_relaxed(&br->set.skipped) - skipped;
 	return moved;
-}
-
-/* Once a window: back off when its wake-ups brought too little. */
-static bool backed_off(struct lbridge *br, uint64_t now)
-{
-	if (now - br->win_start >= NOISY_WINDOW_NS) {
-		if (br->win_wakes > NOISY_WAKES && br->win_moved < br->win_wakes / 2) {
-			if (now >= br->backoff_until)
-				log_msg(LOG_WARNING, "links: a lane writer wakes the broker's reader of"
-					" lanes with no records (%u wake-ups, %llu records in %llu"
-					" ms): backed off, looked at every ms", br->win_wakes,
-					(unsigned long long)br->win_moved,
-					(unsigned long long)(NOISY_WINDOW_NS / 1000000));
-			br->backoff_until = now + NOISY_BACKOFF_NS;
-			br->backoffs++;
-		}
-		br->win_start = now;
-		br->win_wakes = 0;
-		br->win_moved = 0;
-	}
-	return now < br->backoff_until;
 }
 
 uint64_t lanes_bridge_poll_ns(struct broker *b)
 {
 	struct lbridge *br = bridge(b);
 
-	return br && clock_mono_ns() < br->backoff_until ? NOISY_POLL_NS : 0;
+	return br ? lwait_poll_ns(&br->w, clock_mono_ns()) : 0;
 }
 
 bool lanes_bridge_arm(struct broker *b)
 {
 	struct lbridge *br = bridge(b);
 	struct lreader *r = br ? br->s.lane_reader : NULL;
-	uint32_t v;
 
 	if (!r || !r->arm)
 		return false;
-	if (backed_off(br, clock_mono_ns()))
+	if (lwait_backed_off(&br->w, clock_mono_ns(), "links"))
 		/* unarmed: writers do not wake it, the loop looks every ms */
 		return lanes_bridge_run(b) > 0;
-	v = load_acquire(r->rx_wake);
-	br->arm_seq += 1 + !(br->arm_seq + 1); /* fresh, never 0 */
-	lane_arm(r->arm->map, r->arm_slot, br->arm_seq);
-	/* pairs with the writer's fence between its commit and its look at
-	 * the bits: it sees the arm, or this look sees the record */
-	fence_full();
+	lwait_arm(&br->w, r);
 	if (lanes_bridge_run(b))
 		return true;
-	if (b->uring_futex && !br->futex_armed) {
-		struct io_uring_sqe *sqe = loop_sqe(b);
-
-		if (sqe) {
-			uring_prep_futex_wait(sqe, r->rx_wake, v);
-			io_uring_sqe_set_data64(sqe, (uint64_t)LANES_BRIDGE_OP_FUTEX << 56);
-			br->futex_armed = true;
-		}
-	}
+	lwait_sleep(b, &br->w, r, (uint64_t)LANES_BRIDGE_OP_FUTEX << 56);
 	return false;
 }
 
 void lanes_bridge_woke(struct broker *b)
 {
-	struct lreader *r = lanes_bridge_reader(b);
-
-	if (r && r->arm)
-		lane_disarm(r->arm->map, r->arm_slot);
+	lwait_woke(lanes_bridge_reader(b));
 }

@@ -514,7 +514,7 @@ static int push_tx_wake(struct lanes_reg *g, struct blane *l)
 
 /* Tell reader r about lane l (from S), with its page when it is new. */
 static int push_lane(struct lanes_reg *g, struct blane *l, struct lreader *r, struct lpage *p,
-		     uint32_t slot, bool fresh, uint64_t S)
+		     uint32_t slot, bool fresh, uint64_t S, uint64_t order)
 {
 	struct lpush *ps = reader_push(g, l, r, (r->drop_oldest ? PROTO_LANE_DROP_OLDEST : 0) |
 					 (r->uid == l->uid ? PROTO_LANE_IN_PLACE : 0) |
@@ -524,6 +524,7 @@ static int push_lane(struct lanes_reg *g, struct blane *l, struct lreader *r, st
 	if (!ps)
 		return -ENOMEM;
 	ps->msg.lane.start = S;
+	ps->msg.lane.order = order;
 	ps->msg.lane.page = p->number;
 	ps->msg.lane.slot = slot;
 	ret = push_fd(ps, l->f.data_ro);
@@ -618,7 +619,7 @@ static int holder_add(struct lanes_reg *g, struct blane *l, struct lreader *r)
 	l->known_end = P;
 	l->holders[l->nholders++] = (struct lhold){ .r = r, .idx = idx, .kind = v.kind, .start = S,
 						    .seen = S, .seen_ns = clock_mono_ns() };
-	ret = push_lane(g, l, r, p, slot, fresh, S);
+	ret = push_lane(g, l, r, p, slot, fresh, S, 0);
 	if (!ret && rehold)
 		g->push[g->npush - 1].msg.lane.flags |= PROTO_LANE_REHOLD;
 	if (!ret)
@@ -693,8 +694,9 @@ static int holder_move(struct lanes_reg *g, struct blane *l, struct lhold *h, st
 	flags = writer_lacks(l, r, p);
 	hold_free(&l->hold, (unsigned)h->idx);
 	*h = (struct lhold){ .r = r, .idx = idx, .kind = v.kind, .start = S, .seen = S,
-			     .seen_ns = clock_mono_ns(), .released = h->released };
-	ret = push_lane(g, l, r, p, s, fresh, S);
+			     .seen_ns = clock_mono_ns(), .released = h->released,
+			     .order = h->kind == SHM_HOLD_WATCH ? h->order : 0 };
+	ret = push_lane(g, l, r, p, s, fresh, S, h->order);
 	if (!ret)
 		ret = push_holder(g, l, r, p, flags);
 	return ret;
@@ -763,7 +765,7 @@ int lanes_resend(struct lanes_reg *g, uint64_t session, uint32_t generation, str
 			 * again from the start) */
 			if (h->r == r && !(l->cut && load_acquire(&p->map->slot[slot]) >=
 							 load_acquire(&lanefile_state(&l->f)->cut_pos)))
-				ret = push_lane(g, l, r, p, slot, !p->told, h->start);
+				ret = push_lane(g, l, r, p, slot, !p->told, h->start, 0);
 			if (!ret && mine)
 				ret = push_holder(g, l, h->r, p, all);
 		}
@@ -1149,6 +1151,32 @@ unsigned lanes_stuck(struct blane *l, uint64_t now, uint64_t timeout_ns, struct 
 			out[n++] = h->r;
 	}
 	return n;
+}
+
+struct blane *lanes_by_number(struct lanes_reg *g, uint32_t number)
+{
+	struct blane *l;
+
+	for (l = g->lanes; l && l->number != number; l = l->next)
+		;
+	return l;
+}
+
+bool lanes_writer_short(const struct blane *l)
+{
+	const struct shm_lane_wpage *wp = (const void *)l->f.data;
+
+	return load_relaxed(&wp->short_since) != 0;
+}
+
+int lanes_let_go_order(struct blane *l, struct lreader *r, uint64_t order)
+{
+	int ret = lanes_let_go(l, r);
+	struct lhold *h = ret == 0 ? held_by(l, r) : NULL;
+
+	if (h)
+		h->order = order;
+	return ret;
 }
 
 int lanes_let_go(struct blane *l, struct lreader *r)

@@ -41,6 +41,10 @@ struct lhold {
 	/* let go because its reader reads none of the lane's topics any more
 	 * (an unsubscribe): held again when it reads one of them */
 	bool released;
+	/* let go by a spill whose spool was full: the order of the last
+	 * record before its slot (0: not known), told to the reader that
+	 * takes it over, which counts what it finds overwritten from it */
+	uint64_t order;
 };
 
 struct blane {
@@ -272,8 +276,16 @@ unsigned lanes_stuck(struct blane *l, uint64_t now, uint64_t timeout_ns, struct 
  * and still wakes it), and the writer's tx_wake woken.  -ENOENT (nothing
  * done) when r holds no HOLD entry of l whose page is known. */
 int lanes_let_go(struct blane *l, struct lreader *r);
+/* The same, the order of the last record before r's slot kept with the
+ * entry for the reader that takes it over (lanes_reader_switch()). */
+int lanes_let_go_order(struct blane *l, struct lreader *r, uint64_t order);
 
 struct blane *lanes_find(struct lanes_reg *g, uint64_t session, uint32_t generation);
+/* The lane numbered `number`, or NULL. */
+struct blane *lanes_by_number(struct lanes_reg *g, uint32_t number);
+/* Whether l's writer says it is short of room now (its `short_since`:
+ * the writer's word, acted on only against its own lane). */
+bool lanes_writer_short(const struct blane *l);
 
 /* Put l in the register's list by its number, the oldest first: whoever
  * walks it (a resend, a reader's switch) tells a reader of a publisher's

@@ -39,6 +39,7 @@
 #include "broker/topic.h"
 #include "broker/uring-futex.h"
 #include "broker/lanes-bridge.h"
+#include "broker/lanes-spill.h"
 #include "shm/atomics.h"
 #include "shm/clock.h"
 
@@ -304,8 +305,11 @@ static bool sleep_idle(struct broker *b)
 	if (due < 1000000000ull && due < (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec)
 		ts = (struct __kernel_timespec){ .tv_sec = (long long)(due / 1000000000ull),
 						 .tv_nsec = (long long)(due % 1000000000ull) };
-	/* the links' reader of lanes backed off: it is looked at every ms */
+	/* the links' reader of lanes, or a spill, backed off: it is looked at
+	 * every ms */
 	due = lanes_bridge_poll_ns(b);
+	if (!due || (lanes_spill_poll_ns(b) && lanes_spill_poll_ns(b) < due))
+		due = lanes_spill_poll_ns(b);
 	if (due && due < (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec)
 		ts = (struct __kernel_timespec){ .tv_nsec = (long long)due };
 
@@ -321,9 +325,12 @@ static bool sleep_idle(struct broker *b)
 	set_waiting(b);
 	/* pairs with the client's fence in wake_signal(): flag, then rings */
 	fence_full();
-	/* the links' reader of lanes arms its wake and looks once more */
-	if (lanes_bridge_arm(b) || router_run(b) || link_run(b, clock_mono_ns())) {
+	/* the links' reader of lanes and each spill arm their wakes and look
+	 * once more */
+	if (lanes_bridge_arm(b) | lanes_spill_arm(b) || router_run(b) ||
+	    link_run(b, clock_mono_ns())) {
 		lanes_bridge_woke(b);
+		lanes_spill_woke(b);
 		clear_waiting(b);
 		free(vals);
 		return true;
@@ -349,6 +356,7 @@ static bool sleep_idle(struct broker *b)
 	b->sleeps++;
 	io_uring_submit_and_wait_timeout(&b->ring, &cqe, 1, &ts, NULL);
 	lanes_bridge_woke(b);
+	lanes_spill_woke(b);
 	clear_waiting(b);
 	return false;
 }

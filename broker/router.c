@@ -22,6 +22,7 @@
 #include "broker/ctl-lanes.h"
 #include "broker/dlv.h"
 #include "broker/lanes-bridge.h"
+#include "broker/lanes-spill.h"
 #include "broker/link.h"
 #include "broker/log.h"
 #include "broker/router.h"
@@ -221,6 +222,22 @@ int router_deliver_remote(struct broker *b, struct topic *t, uint64_t src_broker
 	return 0;
 }
 
+int router_spool(struct broker *b, struct session *sub, const struct session *pub, uint64_t pub_id,
+		 uint64_t seq, uint32_t topic_id, const void *data, uint32_t len)
+{
+	struct src_msg x = {
+		.src_broker = b->broker_id,
+		.src_session = pub_id,
+		.seq = seq,
+		.topic_id = topic_id,
+		.data = data,
+		.len = len,
+		.from = pub ? pub->name : "(a publisher gone)",
+	};
+
+	return deliver_to(b, sub, &x);
+}
+
 void router_commit(struct broker *b)
 {
 	commit_dirty(b);
@@ -338,5 +355,5 @@ uint64_t router_run(struct broker *b)
 	for (unsigned i = 0; i < b->nsessions; i++)
 		moved += router_session(b, b->sessions[i]);
 	/* lane publishers' messages for the links */
-	return moved + lanes_bridge_run(b);
+	return moved + lanes_bridge_run(b) + lanes_spill_run(b);
 }

@@ -178,6 +178,7 @@ void session_blank(struct session *s)
 {
 	s->rx = s->tx = s->drain_tx = (struct segment)SEGMENT_INIT;
 	s->dirfd = s->owner_pidfd = s->adopted_pidfd = s->notify_wr = -1;
+	s->reader_watch_pidfd = -1;
 	s->dlv_touched = -1;
 }
 

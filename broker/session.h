@@ -106,6 +106,8 @@ struct session {
 	struct log_event ev[SESSION_EVENTS]; /* a ring: the newest at (nev - 1) % SESSION_EVENTS */
 	uint64_t nev;          /* events ever recorded */
 	struct lreader *lane_reader; /* lanes: this owner generation as a lane reader */
+	struct spill *spill;         /* lanes: the broker copies its lanes into its spool (lanes-spill.c) */
+	int reader_watch_pidfd;      /* lanes: its detached owner, watched for its death (ctl-lanes.c) */
 	/* lanes: the highest order in the cut lanes of its earlier owner
 	 * generations (order = source sequence + 1: the sequence after their
 	 * last record; 0: none).  Only rises; kept from a cut (a detached

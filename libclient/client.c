@@ -297,6 +297,11 @@ SHMB_EXPORT int shmb_session_open(struct shmb_client *c, const char *name,
 		 * before the session is listed, where pushes find it */
 		if (r == 0 && load_relaxed(&c->lanes) && !s->ln)
 			r = client_lanes_open(s, s->tx_start_seq);
+		/* what the broker copied from lanes while the session had no
+		 * owner (its spool) comes before the lanes it stopped at: the
+		 * RX ring is read up to here before any lane */
+		if (r == 0 && s->ln)
+			s->spool_until = load_acquire(&s->rxc->rx_write);
 		if (r == 0) {
 			/* in the array under the same c->lock as the open: the
 			 * next reattach knows it */
@@ -790,12 +795,22 @@ static int lanes_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms
 	client_lanes_poll_disarm(s);
 	for (;;) {
 		bool rx_first = client_lanes_rx_first(s);
+		bool spool = s->spool_until && s->rx_cons.pos < s->spool_until;
 
 		if (stale(s))
 			return stale_err(s);
-		r = rx_first ? rx_try(s, m) : client_lanes_next(s, m);
-		if (r == -EAGAIN)
-			r = rx_first ? client_lanes_next(s, m) : rx_try(s, m);
+		if (spool) {
+			r = rx_try(s, m);
+			if (r == -EAGAIN) {
+				s->spool_until = 0; /* not there after all: both, as always */
+				continue;
+			}
+		} else {
+			s->spool_until = 0;
+			r = rx_first ? rx_try(s, m) : client_lanes_next(s, m);
+			if (r == -EAGAIN)
+				r = rx_first ? client_lanes_next(s, m) : rx_try(s, m);
+		}
 		if (r == 0)
 			msg_topic(s, m);
 		if (r != -EAGAIN && armed)

@@ -137,6 +137,7 @@ struct shmb_session {
 	struct shm_tx_ctrl *txc;
 	struct ring_prod tx_prod;
 	struct ring_cons rx_cons;
+	uint64_t spool_until;       /* lanes: the RX ring is read up to here before any lane (a spool) */
 	uint64_t tx_start_seq;
 	bool unacked;
 	int notify_rd; /* read end of the broker's poll pipe; the number never changes */

@@ -764,7 +764,7 @@ static int take(struct laneset *s, struct laneset_lane *l, void *buf, uint32_t c
 				   .order = m->order,
 				   .missed = l->released ? 0 : l->missed + m->missed, .lane = l->no,
 				   .origin = m->origin };
-	if (l->toobig || (copy && m->len > cap))
+	if (l->toobig || s->peek || (copy && m->len > cap))
 		return -EMSGSIZE;
 	out->data = m->payload;
 	if (copy && m->len) {
@@ -891,6 +891,20 @@ int laneset_next(struct laneset *s, void *buf, uint32_t cap, struct laneset_msg 
 	faults_check(s);
 	sweep(s);
 	return 0;
+}
+
+int laneset_peek(struct laneset *s, struct laneset_msg *out)
+{
+	int ret;
+
+	s->peek = true;
+	ret = laneset_next(s, NULL, 0, out);
+	s->peek = false;
+	if (ret == -EMSGSIZE) {
+		out->data = NULL;
+		return 1;
+	}
+	return ret < 0 ? 0 : ret;
 }
 
 void laneset_ack(struct laneset *s)

@@ -89,6 +89,7 @@ struct laneset {
 	uint64_t arm_seq;         /* fresh arm values */
 	uint64_t events;
 	bool sweep;               /* a lane is over: release it once acknowledged */
+	bool peek;                /* laneset_peek(): every record is "too long" */
 	/* statistics */
 	/* statistics, read by other threads (relaxed atomics) */
 	uint64_t skipped, order_falls, wait_returns, noisy_steps, unacked_steps;
@@ -172,6 +173,10 @@ void laneset_topics_clear(struct laneset *s);
  * (copied).
  */
 int laneset_next(struct laneset *s, void *buf, uint32_t cap, struct laneset_msg *out);
+
+/* The message laneset_next() would return, its payload not read and the
+ * record left unread (out->data NULL): 1, or 0 when there is none now. */
+int laneset_peek(struct laneset *s, struct laneset_msg *out);
 
 /* Whether a record was returned (or skipped) and not acknowledged: the
  * writers see no progress in its slots then. */

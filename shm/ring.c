@@ -104,6 +104,31 @@ int ring_prod_free(struct ring_prod *p, uint64_t *out)
 	return 0;
 }
 
+int ring_prod_room(struct ring_prod *p, uint32_t *max_payload)
+{
+	uint64_t used, avail, to_end, a, wrapped;
+	int r = prod_refresh(p);
+
+	if (r < 0)
+		return r;
+	used = p->rsv - p->cons_cache;
+	/* ring_reserve's 8 bytes of headroom */
+	avail = p->r.size > used + sizeof(uint64_t) ? p->r.size - used - sizeof(uint64_t) : 0;
+	to_end = p->r.size - (p->rsv & p->r.mask);
+	/* where it is now, or after padding to the end (only for a record
+	 * that does not fit before the end) */
+	a = to_end < avail ? to_end : avail;
+	wrapped = avail > to_end ? avail - to_end : 0;
+	if (wrapped > a)
+		a = wrapped;
+	a &= ~(uint64_t)(SHM_REC_ALIGN - 1);
+	if (a < SHM_REC_HDR_SIZE)
+		return -EAGAIN;
+	a -= SHM_REC_HDR_SIZE;
+	*max_payload = a < ring_max_payload(&p->r) ? (uint32_t)a : ring_max_payload(&p->r);
+	return 0;
+}
+
 /*
  * Write the commit word of the record at pos: held back if it opens the
  * batch (the CAS in ring_commit() publishes it), written directly if an

@@ -118,6 +118,11 @@ int ring_write(struct ring_prod *p, const void *buf, uint32_t len, uint16_t type
 /* Bytes free for the producer now (refreshes the consumer position). */
 int ring_prod_free(struct ring_prod *p, uint64_t *out);
 
+/* The longest payload ring_reserve() takes now (refreshes the consumer
+ * position): 0 and *max_payload, -EAGAIN when not even an empty record
+ * fits, or -EBADMSG as ring_reserve() says. */
+int ring_prod_room(struct ring_prod *p, uint32_t *max_payload);
+
 /*
  * Drop-oldest: treat everything before pos as consumed, whatever the
  * consumer says.  pos must lie on a record boundary between the

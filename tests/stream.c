@@ -45,9 +45,15 @@ struct stats *stats_new(void)
 int connect_open(const struct tb *t, const char *name, unsigned flags,
 			struct shmb_client **c, struct shmb_session **s)
 {
+	return connect_open_rx(t, name, flags, 1u << 16, c, s);
+}
+
+int connect_open_rx(const struct tb *t, const char *name, unsigned flags, uint32_t rx_ring_size,
+		    struct shmb_client **c, struct shmb_session **s)
+{
 	struct shmb_connect_opts co = { .dir = t->dir };
 	struct shmb_session_opts so = { .policy = SHMB_POLICY_DEFAULT, .flags = flags,
-					.rx_ring_size = 1u << 16, .tx_ring_size = 1u << 16 };
+					.rx_ring_size = rx_ring_size, .tx_ring_size = 1u << 16 };
 	int r = shmb_connect(&co, c);
 
 	if (r < 0)
@@ -64,9 +70,11 @@ int connect_open(const struct tb *t, const char *name, unsigned flags,
 int stream_take(struct stats *st, int idx, const struct shmb_msg *m, int npub,
 		struct shmb_session *s, unsigned *unacked)
 {
-	struct payload p;
+	struct payload p = { 0 };
 
 	if (!payload_ok(m, &p) || p.pub >= (uint32_t)npub || m->src_seq != p.n) {
+		fprintf(stderr, "subscriber %d: a bad message (src_seq %llu, %u bytes)\n", idx,
+			(unsigned long long)m->src_seq, (unsigned)m->len);
 		st->errors[idx]++;
 		return 12;
 	}
@@ -76,6 +84,8 @@ int stream_take(struct stats *st, int idx, const struct shmb_msg *m, int npub,
 		store_release(&st->next[idx][p.pub], p.n + 1);
 		st->received[idx]++;
 	} else {
+		fprintf(stderr, "subscriber %d: message %llu of publisher %u where %llu was next\n",
+			idx, (unsigned long long)p.n, p.pub, (unsigned long long)st->next[idx][p.pub]);
 		st->errors[idx]++; /* a gap */
 		return 13;
 	}

@@ -45,6 +45,9 @@ struct stats *stats_new(void);
 /* Connect to t's broker and open session `name` (64 KiB rings). */
 int connect_open(const struct tb *t, const char *name, unsigned flags, struct shmb_client **c,
 		 struct shmb_session **s);
+/* The same, with an RX ring of rx_ring_size bytes. */
+int connect_open_rx(const struct tb *t, const char *name, unsigned flags, uint32_t rx_ring_size,
+		    struct shmb_client **c, struct shmb_session **s);
 
 /* Check one received message against what subscriber idx has seen from
  * npub publishers (order per publisher; a repeat counts as a duplicate),

@@ -593,6 +593,188 @@ static void test_unsubscribe_releases(void)
 	tb_cleanup(&t);
 }
 
+/* Receive from s, expecting next, next + 1, ... up to last (5 s without
+ * a message: stop).  Returns the next one expected. */
+static uint64_t take_exact(struct shmb_session *s, uint64_t next, uint64_t last)
+{
+	struct shmb_msg m;
+
+	while (next <= last && shmb_recv(s, &m, 5000) == 0) {
+		uint64_t v;
+
+		CU_ASSERT_FATAL(m.len == 8);
+		memcpy(&v, m.data, 8);
+		if (v != next)
+			printf("\n  %llu where %llu was next\n", (unsigned long long)v,
+			       (unsigned long long)next);
+		CU_ASSERT_FATAL(v == next);
+		CU_ASSERT_FATAL(m.missed == 0);
+		next++;
+		if (!(next % 64))
+			shmb_ack(s);
+	}
+	shmb_ack(s);
+	return next;
+}
+
+/* A spill's cast: a subscriber "spilled" (an RX ring of rx bytes) in a
+ * child that reads 1..100, acknowledges and is SIGKILLed; a live
+ * subscriber of "t" and its publisher in this process, 1..100 sent. */
+struct spill_cast {
+	struct tb t;
+	struct shmb_client *lc, *pc;
+	struct shmb_session *ls, *ps;
+	uint64_t l_next;
+};
+
+static void spill_cast(struct spill_cast *k, uint32_t rx)
+{
+	uint32_t *flags = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct shmb_client *c;
+	struct shmb_session *s;
+	pid_t kid;
+
+	CU_ASSERT_FATAL(flags != MAP_FAILED);
+	k->l_next = 1;
+	CU_ASSERT_FATAL(tb_start(&k->t, "--tx-ring-size", "4096", "--rx-ring-size", "4096",
+				 "--session-ttl", "600000", "--block-timeout", "600000", NULL) == 0);
+	kid = fork();
+	CU_ASSERT_FATAL(kid >= 0);
+	if (kid == 0) {
+		if (connect_open_rx(&k->t, "spilled", 0, rx, &c, &s) < 0 ||
+		    shmb_subscribe(s, "t") < 0)
+			_exit(20);
+		store_release(&flags[0], 1);
+		if (take_exact(s, 1, 100) != 101)
+			_exit(21);
+		store_release(&flags[1], 1);
+		for (;;)
+			pause();
+	}
+	WAIT_FOR_FATAL(load_acquire(&flags[0]) == 1, 10000);
+	CU_ASSERT_FATAL(connect_open(&k->t, "live", 0, &k->lc, &k->ls) == 0);
+	CU_ASSERT_FATAL(shmb_subscribe(k->ls, "t") == 0);
+	CU_ASSERT_FATAL(connect_open(&k->t, "pub", 0, &k->pc, &k->ps) == 0);
+	CU_ASSERT_FATAL(flood(k->ps, "t", 1, 100, k->ls, &k->l_next));
+	WAIT_FOR_FATAL(load_acquire(&flags[1]) == 1, 10000);
+	kill(kid, SIGKILL);
+	CU_ASSERT(tb_wait_child(kid, 10000) != 0);
+	munmap(flags, 4096);
+}
+
+static void spill_cast_end(struct spill_cast *k)
+{
+	CU_ASSERT(tb_log_count(&k->t, "longer than --block-timeout") == 0);
+	shmb_close(k->pc);
+	shmb_close(k->lc);
+	CU_ASSERT(tb_stop(&k->t) == 0);
+	tb_cleanup(&k->t);
+}
+
+/*
+ * A subscriber SIGKILLed, its session kept for ten minutes, holds its
+ * publisher no longer: the broker takes its holds over and copies what
+ * the lanes bring it into its RX ring (its spool).  The publisher
+ * streams 300 lane rings past it while a live subscriber keeps up (with
+ * --block-timeout at ten minutes, a held publisher would time out in
+ * 5 s); the dead one's successor gets every message from its last
+ * acknowledgement on, once and in order, the spool's first, then the
+ * lanes' from where the copying stopped; and then the same again, killed
+ * a second time.
+ */
+static void test_spill_dead_reader(void)
+{
+	const uint64_t n = 20000;
+	struct spill_cast k;
+	struct shmb_client *c;
+	struct shmb_session *s;
+	uint64_t next;
+
+	spill_cast(&k, 4u << 20);
+	/* dead: the publisher goes on past it */
+	CU_ASSERT(flood(k.ps, "t", 101, n, k.ls, &k.l_next));
+	CU_ASSERT(k.l_next == n + 1);
+	CU_ASSERT(tb_log_count(&k.t, "its detached owner died: what its lanes bring it is copied") == 1);
+
+	/* its successor: the spool, then the lanes, from its acknowledgement */
+	CU_ASSERT_FATAL(connect_open_rx(&k.t, "spilled", 0, 4u << 20, &c, &s) == 0);
+	next = take_exact(s, 101, n);
+	printf("\n  the successor got %llu..%llu of %llu\n", 101ull, (unsigned long long)next - 1,
+	       (unsigned long long)n);
+	CU_ASSERT(next == n + 1);
+	/* it reads the lane again: what comes now comes from there */
+	CU_ASSERT(flood(k.ps, "t", n + 1, n + 100, k.ls, &k.l_next));
+	CU_ASSERT(take_exact(s, n + 1, n + 100) == n + 101);
+
+	/* closed by its owner: spilled again, and the next owner gets it all */
+	CU_ASSERT(shmb_session_close(s) == 0);
+	shmb_close(c);
+	CU_ASSERT(flood(k.ps, "t", n + 101, 2 * n, k.ls, &k.l_next));
+	CU_ASSERT_FATAL(connect_open_rx(&k.t, "spilled", 0, 4u << 20, &c, &s) == 0);
+	CU_ASSERT(take_exact(s, n + 101, 2 * n) == 2 * n + 1);
+	CU_ASSERT(tb_log_count(&k.t, "closed by its owner: what its lanes bring it is copied") == 1);
+	shmb_close(c);
+	spill_cast_end(&k);
+}
+
+/*
+ * The spool full: a subscriber SIGKILLed with a 64 KiB RX ring, its
+ * publisher streaming 20 000 messages past it (300 lane rings; a live
+ * subscriber keeps up).  The broker copies what fits, then lets the lane
+ * go: the publisher never waits for it.  Its successor gets the spool,
+ * then whatever the lane still holds, every message whole and in order,
+ * and what was overwritten told as a gap whose count makes up exactly
+ * the difference (each message's value is the one expected plus what it
+ * says was missed).
+ */
+static void test_spill_full_gap(void)
+{
+	const uint64_t n = 20000;
+	uint64_t next = 101, got = 0, missed = 0, gaps = 0;
+	struct spill_cast k;
+	struct shmb_client *c;
+	struct shmb_session *s;
+	struct shmb_msg m;
+
+	spill_cast(&k, 1u << 16);
+	WAIT_FOR(tb_log_count(&k.t, "its detached owner died: what its lanes bring it is copied") == 1,
+		 10000);
+	/* the spool fills; the lane is let go, and the publisher goes on */
+	CU_ASSERT(flood(k.ps, "t", 101, n, k.ls, &k.l_next));
+	CU_ASSERT(k.l_next == n + 1);
+	CU_ASSERT(tb_log_count(&k.t, "its RX ring has no room") == 1);
+
+	CU_ASSERT_FATAL(connect_open(&k.t, "spilled", 0, &c, &s) == 0);
+	shmb_set_event_cb(c, count_gaps, &gaps);
+	while (next <= n && shmb_recv(s, &m, 5000) == 0) {
+		uint64_t v;
+
+		CU_ASSERT_FATAL(m.len == 8);
+		memcpy(&v, m.data, 8);
+		if (v != next + m.missed)
+			printf("\n  %llu where %llu + %llu missed was next\n", (unsigned long long)v,
+			       (unsigned long long)next, (unsigned long long)m.missed);
+		CU_ASSERT_FATAL(v == next + m.missed);
+		missed += m.missed;
+		next = v + 1;
+		got++;
+		if (!(got % 64))
+			shmb_ack(s);
+	}
+	shmb_ack(s);
+	printf("\n  the successor got %llu of %llu, %llu told lost in %llu gap(s)\n",
+	       (unsigned long long)got, (unsigned long long)n - 100, (unsigned long long)missed,
+	       (unsigned long long)gaps);
+	CU_ASSERT(next == n + 1);
+	CU_ASSERT(got + missed == n - 100);
+	CU_ASSERT(missed > 0 && gaps >= 1);
+	/* and the lane is read again from then on */
+	CU_ASSERT(flood(k.ps, "t", n + 1, n + 100, k.ls, &k.l_next));
+	CU_ASSERT(take_exact(s, n + 1, n + 100) == n + 101);
+	shmb_close(c);
+	spill_cast_end(&k);
+}
+
 /*
  * A lane publisher SIGKILLed mid-stream (its subscriber reading along),
  * then a successor on its session: the successor's first sequence is
@@ -1430,6 +1612,8 @@ static const struct harness_test tests[] = {
 	{ "restart_wakes", test_restart_wakes },
 	{ "shmbctl_lanes", test_shmbctl_lanes },
 	{ "unsubscribe_releases", test_unsubscribe_releases },
+	{ "spill_dead_reader", test_spill_dead_reader },
+	{ "spill_full_gap", test_spill_full_gap },
 	{ "wide_topics", test_wide_topics },
 	{ "many_lanes", test_many_lanes },
 	{ "bridge_lets_go", test_bridge_lets_go },
