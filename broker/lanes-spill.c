@@ -26,8 +26,9 @@
  * from that order.  Budgets and overflow files are not built yet.
  *
  * Must never: acknowledge a record before its copy is committed (a broker
- * killed between the two copies it again after its restart, and the
- * delivery table drops that copy); consume a record the spool has no room
+ * killed between the two leaves the slot behind the copy: the next owner
+ * skips what the spool gave it, SHM_RX_SPOOLED and laneset_floor(); a
+ * spill started again drops it by the delivery table); consume a record the spool has no room
  * for (laneset_next() is given the room as its cap: such a record's lane
  * is let go instead, unread); trust a byte of a
  * lane (laneset checks every record, under libshmb's SIGBUS guard).

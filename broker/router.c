@@ -120,6 +120,7 @@ static int drop_oldest(struct broker *b, struct session *sub)
 struct src_msg {
 	uint64_t src_broker, src_session, seq; /* its source, as the delivery tables know it */
 	uint32_t topic_id;
+	uint32_t flags;       /* SHM_RX_* */
 	const void *data;
 	uint32_t len;
 	const char *from;     /* for the log */
@@ -131,6 +132,7 @@ static int deliver_to(struct broker *b, struct session *sub, const struct src_ms
 	struct delivered *d = dlv_get(b, sub, x->src_broker, x->src_session);
 	struct shm_msg_rx rx = {
 		.topic_id = x->topic_id,
+		.flags = x->flags,
 		.src_broker = x->src_broker,
 		.src_session = x->src_session,
 		.src_seq = x->seq,
@@ -230,6 +232,7 @@ int router_spool(struct broker *b, struct session *sub, const struct session *pu
 		.src_session = pub_id,
 		.seq = seq,
 		.topic_id = topic_id,
+		.flags = SHM_RX_SPOOLED,
 		.data = data,
 		.len = len,
 		.from = pub ? pub->name : "(a publisher gone)",

@@ -495,6 +495,11 @@ uint64_t client_lanes_next_seq(const struct shmb_session *s)
 
 /* ---- the reader --------------------------------------------------------------- */
 
+void client_lanes_spooled(struct shmb_session *s, uint64_t publisher, uint64_t order)
+{
+	(void)laneset_floor(&s->ln->set, publisher, order);
+}
+
 int client_lanes_topic(struct shmb_session *s, uint32_t topic, bool on)
 {
 	return laneset_topic(&s->ln->set, topic, on);

@@ -763,6 +763,9 @@ static int recv_take(struct shmb_session *s, struct shmb_msg *m, struct ring_msg
 	msg_topic(s, m);
 	m->src_broker = rx.src_broker;
 	m->src_session = rx.src_session;
+	/* a spill's copy: the lane's records up to it are copies too */
+	if ((rx.flags & SHM_RX_SPOOLED) && s->ln)
+		client_lanes_spooled(s, rx.src_session, rx.src_seq + 1);
 	m->src_seq = rx.src_seq;
 	ring_consume(&s->rx_cons, rm);
 	s->unacked = true;

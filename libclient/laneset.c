@@ -617,6 +617,7 @@ void laneset_free(struct laneset *s)
 	}
 	free(s->pub);
 	free(s->topics);
+	free(s->floors);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -667,6 +668,38 @@ static void lane_skip(struct laneset *s, struct laneset_lane *l)
 		store_ack(l, l->done);
 }
 
+/* l's head came already through the RX ring (laneset_floor()). */
+static bool below_floor(const struct laneset *s, const struct laneset_lane *l)
+{
+	for (unsigned i = 0; i < s->nfloors; i++)
+		if (s->floors[i].publisher == l->pub->id)
+			return l->head.order <= s->floors[i].order;
+	return false;
+}
+
+int laneset_floor(struct laneset *s, uint64_t publisher, uint64_t order)
+{
+	unsigned i;
+
+	for (i = 0; i < s->nfloors && s->floors[i].publisher != publisher; i++)
+		;
+	if (i == s->nfloors) {
+		if (s->nfloors == s->capfloors) {
+			unsigned cap = s->capfloors ? 2 * s->capfloors : 4;
+			struct laneset_floor *f = realloc(s->floors, cap * sizeof(*f));
+
+			if (!f)
+				return -ENOMEM;
+			s->floors = f;
+			s->capfloors = cap;
+		}
+		s->floors[s->nfloors++] = (struct laneset_floor){ publisher, 0 };
+	}
+	if (order > s->floors[i].order)
+		s->floors[i].order = order;
+	return 0;
+}
+
 /* The lane's next record of a topic read, in l->head: LANE_REC, or
  * LANE_NONE (nothing now, the lane gone, or *budget skips spent). */
 static int lane_head(struct laneset *s, struct laneset_lane *l, void *buf, uint32_t cap,
@@ -694,7 +727,7 @@ static int lane_head(struct laneset *s, struct laneset_lane *l, void *buf, uint3
 			lane_gone(s, l, LANESET_EV_END);
 		} else if (ret < 0 && !l->toobig) {
 			lane_gone(s, l, LANESET_EV_BAD);
-		} else if (topic_on(s, l->head.topic_id)) {
+		} else if (topic_on(s, l->head.topic_id) && !below_floor(s, l)) {
 			return LANE_REC;
 		} else if (*budget) {
 			(*budget)--;

@@ -68,12 +68,17 @@ typedef void (*laneset_event_fn)(void *ctx, int event, uint64_t publisher, uint3
 
 struct laneset_pub;
 struct laneset_lane;
+struct laneset_floor {
+	uint64_t publisher, order;
+};
 
 struct laneset {
 	struct laneset_pub **pub;
 	unsigned npub;
 	unsigned cur;             /* the publisher whose turn it is */
 	uint8_t *topics;          /* one bit per topic id read by the session */
+	struct laneset_floor *floors; /* laneset_floor(): per publisher, rarely any */
+	unsigned nfloors, capfloors;
 	laneset_event_fn on_event;
 	void *ctx;
 	/* laneset_wait() calls it after loading rx_wake, before it arms: the
@@ -158,6 +163,11 @@ int laneset_cursor_page(struct laneset *s, uint64_t publisher, uint32_t page_no,
 /* Stop reading a lane and unmap it now.  0 or -ENOENT (never added, or
  * already released after its end or a fault). */
 int laneset_remove(struct laneset *s, uint32_t lane);
+
+/* Records of publisher up to `order` came another way (the broker's
+ * copies into the session's RX ring, a spill): its lane records up to
+ * there are skipped as copies, acknowledged over.  0 or -ENOMEM. */
+int laneset_floor(struct laneset *s, uint64_t publisher, uint64_t order);
 
 /* Read topic_id or not.  0 or -EINVAL. */
 int laneset_topic(struct laneset *s, uint32_t topic_id, bool on);

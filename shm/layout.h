@@ -230,6 +230,10 @@ struct shm_msg_tx {
 	uint32_t reserved;
 };
 
+/* Bits of shm_msg_rx.flags. */
+#define SHM_RX_SPOOLED 0x1u /* copied from a lane by the broker (a spill): libshmb
+			     * skips lane records of that publisher up to it */
+
 struct shm_msg_rx {
 	uint32_t topic_id;
 	uint32_t flags;
