@@ -69,7 +69,7 @@ bool lwait_backed_off(struct lwait *w, uint64_t now, const char *who)
 {
 	if (now - w->win_start >= NOISY_WINDOW_NS) {
 		if (w->win_wakes > NOISY_WAKES && w->win_moved < w->win_wakes / 2) {
-			if (now >= w->backoff_until)
+			if (now >= w->backoff_until && who)
 				log_msg(LOG_WARNING, "%s: a lane writer wakes the broker's reader of"
 					" lanes with no records (%u wake-ups, %llu records in %llu"
 					" ms): backed off, looked at every ms", who, w->win_wakes,

@@ -36,7 +36,8 @@ struct lwait {
 void lwait_init(struct lwait *w);
 
 /* Once a window: whether w is backed off now (its wake-ups brought too
- * little); who names the reader in the log. */
+ * little); who names the reader in the log (NULL: not logged; a spill's
+ * let-go lanes still wake it, honestly). */
 bool lwait_backed_off(struct lwait *w, uint64_t now, const char *who);
 
 /* Arm r's slot with a fresh value after loading rx_wake, then a full

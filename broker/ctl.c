@@ -247,9 +247,10 @@ static int do_open(struct broker *b, struct conn *c, const struct proto_open *q)
 	ret = ctl_send_reply(c, &r, fds, 3);
 	for (int i = 0; i < 3; i++)
 		close(fds[i]);
-	/* after the reply: a new owner's lanes follow it */
-	if (ret == 0)
-		ctl_lanes_opened(b, s);
+	/* after the reply: a new owner's lanes follow it (and a spill
+	 * stops, the holds move to the new generation, even when the reply
+	 * could not be sent: that owner's loss is noticed next) */
+	ctl_lanes_opened(b, s);
 	return ret;
 }
 

@@ -53,13 +53,18 @@
 #include "shm/layout.h"
 
 #define SPILL_BATCH 4096 /* records per call: the loop's other work goes on */
-/* A record waiting for room in a full spool: its writer is looked at every
- * ms (it does not wake the broker when it runs short itself), every 50 ms
- * once that went on for 2 s (an idle writer, a cut lane: a broker that
- * idles with such a spill wakes 20 times a second, not 1000). */
+/* A record waiting for room in a full spool: its writers are looked at
+ * every ms (they do not wake the broker when they run short), every
+ * second once that went on for 2 s (an idle writer: a broker that idles
+ * with such a spill wakes once a second, its housekeeping tick). */
 #define WAITING_POLL_NS 1000000ull
 #define WAITING_SLOW_AFTER_NS 2000000000ull
-#define WAITING_SLOW_POLL_NS 50000000ull
+#define WAITING_SLOW_POLL_NS 1000000000ull
+
+struct ids {
+	uint64_t *id;
+	unsigned n, cap;
+};
 
 struct spill {
 	struct session *s;
@@ -72,6 +77,8 @@ struct spill {
 	bool full_said;       /* the log said once that the spool was full */
 	bool waiting;         /* a record waits for room, its writer not short yet */
 	uint64_t waiting_since;
+	struct ids paused;    /* publishers skipped for this pass (waiting for room) */
+	struct ids dropped;   /* publishers no longer copied (their lanes let go) */
 	uint64_t copied, let_go, bad;
 	char who[160];        /* for the log */
 };
@@ -110,6 +117,8 @@ void lanes_spill_init(struct broker *b)
 static void spill_free(struct spill *sp)
 {
 	spills[sp->slot] = NULL;
+	free(sp->paused.id);
+	free(sp->dropped.id);
 	laneset_free(&sp->set);
 	free(sp->buf);
 	free(sp);
@@ -229,6 +238,72 @@ bool lanes_spill_stop(struct broker *b, struct session *s)
 	return true;
 }
 
+/* A list of publisher ids (a spill's paused and dropped ones). */
+static bool ids_has(const struct ids *v, uint64_t id)
+{
+	for (unsigned i = 0; i < v->n; i++)
+		if (v->id[i] == id)
+			return true;
+	return false;
+}
+
+static int ids_add(struct ids *v, uint64_t id)
+{
+	if (ids_has(v, id))
+		return 0;
+	if (v->n == v->cap) {
+		unsigned cap = v->cap ? 2 * v->cap : 8;
+		uint64_t *n = realloc(v->id, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		v->id = n;
+		v->cap = cap;
+	}
+	v->id[v->n++] = id;
+	return 0;
+}
+
+/* Copying of publisher `pub` ends for this spill (design: per reader and
+ * publisher, so that a publisher's records reach the reader all through
+ * the spool or all through its lanes, in order): what was copied is
+ * committed and acknowledged, then each of its lanes is let go at the
+ * broker's slot (its writer goes on; the next owner reads it on from
+ * there and is told what was overwritten, counted from `order` on lane
+ * `lane`, the order before its next record, and as at least one on the
+ * others), and so is each lane of it that comes later. */
+static void spill_drop(struct broker *b, struct spill *sp, uint64_t pub, uint32_t lane,
+		       uint64_t order, const char *why)
+{
+	struct session *s = sp->s;
+	uint32_t lanes[16];
+	unsigned n, total = 0;
+
+	router_commit(b);
+	if (laneset_unacked(&sp->set))
+		laneset_ack(&sp->set);
+	while ((n = laneset_lanes(&sp->set, pub, lanes, 16)) > 0) {
+		for (unsigned i = 0; i < n; i++) {
+			struct blane *l = lanes_by_number(b->lanes, lanes[i]);
+
+			if (l)
+				(void)lanes_let_go_order(l, s->lane_reader,
+							 lanes[i] == lane ? order : 0);
+			(void)laneset_remove(&sp->set, lanes[i]);
+		}
+		total += n;
+	}
+	if (ids_add(&sp->dropped, pub) < 0)
+		log_msg(LOG_ERR, "%s: no memory: later lanes of session %llu may be copied", sp->who,
+			(unsigned long long)pub);
+	sp->let_go += total;
+	log_msg(sp->full_said ? LOG_INFO : LOG_WARNING, "session %s: %s: the %u lane(s) of session"
+		" %llu it read are let go (that publisher goes on; the next owner reads them on"
+		" from where the copying stopped and is told what was overwritten)", s->name, why,
+		total, (unsigned long long)pub);
+	sp->full_said = true;
+}
+
 /* Whether slot `slot` of r's cursor page `page` was let go (line 0). */
 static bool let_go_slot(const struct lreader *r, uint32_t page, uint32_t slot)
 {
@@ -242,63 +317,57 @@ bool lanes_spill_push(struct broker *b, const struct lpush *p)
 {
 	struct session *s = session_by_id(b, p->session);
 	const struct proto_lane *m = &p->msg.lane;
+	struct spill *sp = s ? s->spill : NULL;
 
-	if (!s || !s->spill || s->generation != p->generation)
+	if (!sp || s->generation != p->generation)
 		return false;
-	/* a lane let go before the spill (the block timeout, an unsubscribe)
-	 * is not copied: the spool cannot say what its reader lost there,
-	 * and the next owner reads it on from the slot, counting that */
-	if (p->msg.h.type == PROTO_LANE && m->lane && s->lane_reader &&
-	    let_go_slot(s->lane_reader, m->page, m->slot))
+	if (p->msg.h.type != PROTO_LANE || !m->lane || (m->flags & PROTO_LANE_RELEASED))
 		return true;
-	(void)breader_push(&s->spill->set, p, s->spill->who);
+	if (ids_has(&sp->dropped, m->publisher)) {
+		/* its publisher is not copied any more: let go at once */
+		struct blane *l = lanes_by_number(b->lanes, m->lane);
+
+		if (l)
+			(void)lanes_let_go_order(l, s->lane_reader, 0);
+		return true;
+	}
+	/* a lane let go before the spill (the block timeout, an unsubscribe):
+	 * the spool cannot say what its reader lost there; its publisher is
+	 * not copied at all, or its other lanes' records would come before
+	 * this one's older ones */
+	if (s->lane_reader && let_go_slot(s->lane_reader, m->page, m->slot)) {
+		spill_drop(b, sp, m->publisher, m->lane, 0, "a lane was let go before the spill");
+		return true;
+	}
+	(void)breader_push(&sp->set, p, sp->who);
 	return true;
 }
 
-/* The lane of m (the next record) does not fit in the spool: what was
- * copied is committed and acknowledged, then the lane is let go (its
- * writer goes on; the next owner reads it on from the broker's slot,
- * counting what it finds overwritten after `order`, the last order it
- * had) and no longer read here. */
-static void spill_let_go(struct broker *b, struct spill *sp, const struct laneset_msg *m,
-			 uint64_t order)
+/* m of publisher P waits for room in the spool.  P is dropped (all its
+ * lanes let go) once a writer of its lanes is short of room; until then
+ * its lanes keep what the spool cannot (a reader back soon loses
+ * nothing), P is paused for this pass while the others are copied, and
+ * the spill is looked at again soon (lanes_spill_poll_ns()). */
+static void spill_no_room(struct broker *b, struct spill *sp, const struct laneset_msg *m)
 {
-	struct session *s = sp->s;
-	struct blane *l;
+	uint32_t lanes[16];
+	unsigned n = laneset_lanes(&sp->set, m->publisher, lanes, 16);
+	bool a_short = false;
 
-	router_commit(b);
-	if (laneset_unacked(&sp->set))
-		laneset_ack(&sp->set);
-	l = lanes_by_number(b->lanes, m->lane);
-	if (l && lanes_let_go_order(l, s->lane_reader, order) < 0)
-		l = NULL;
-	(void)laneset_remove(&sp->set, m->lane);
-	sp->let_go++;
-	if (!sp->full_said)
-		log_msg(LOG_WARNING, "session %s: its RX ring has no room for a message of %u bytes"
-			" from session %llu: lane %u is let go (its publisher goes on; the next"
-			" owner reads on from where the copying stopped and is told what was"
-			" overwritten)%s", s->name, m->len, (unsigned long long)m->publisher,
-			m->lane, l ? "" : " (it was not held)");
-	sp->full_said = true;
-}
+	for (unsigned i = 0; i < n && !a_short; i++) {
+		struct blane *l = lanes_by_number(b->lanes, lanes[i]);
 
-/* m waits for room in the spool.  Its lane is let go once its writer is
- * short of room too (until then the lane keeps what the spool cannot:
- * a reader back soon loses nothing); true then.  Else the spill is
- * looked at again in a ms (lanes_spill_poll_ns()). */
-static bool spill_no_room(struct broker *b, struct spill *sp, const struct laneset_msg *m)
-{
-	struct blane *l = lanes_by_number(b->lanes, m->lane);
-
-	if (!l || lanes_writer_short(l)) {
-		spill_let_go(b, sp, m, m->order ? m->order - 1 : 0);
-		return true;
+		a_short = !l || lanes_writer_short(l);
+	}
+	if (a_short || laneset_pause(&sp->set, m->publisher, true) < 0 ||
+	    ids_add(&sp->paused, m->publisher) < 0) {
+		spill_drop(b, sp, m->publisher, m->lane, m->order ? m->order - 1 : 0,
+			   "its RX ring is full");
+		return;
 	}
 	if (!sp->waiting_since)
 		sp->waiting_since = clock_mono_ns();
 	sp->waiting = true;
-	return false;
 }
 
 static uint64_t spill_run(struct broker *b, struct spill *sp)
@@ -306,6 +375,10 @@ static uint64_t spill_run(struct broker *b, struct spill *sp)
 	struct session *s = sp->s;
 	uint64_t moved = 0, skipped = load_relaxed(&sp->set.skipped);
 
+	/* each pass looks at every publisher again */
+	for (unsigned i = 0; i < sp->paused.n; i++)
+		(void)laneset_pause(&sp->set, sp->paused.id[i], false);
+	sp->paused.n = 0;
 	sp->waiting = false;
 	while (moved < SPILL_BATCH) {
 		struct laneset_msg m;
@@ -313,41 +386,43 @@ static uint64_t spill_run(struct broker *b, struct spill *sp)
 		int k;
 
 		if (ring_prod_room(&s->rx_prod, &room) < 0 || room < sizeof(struct shm_msg_rx)) {
-			/* not even an empty message fits: the next one's lane */
-			if (laneset_peek(&sp->set, &m) <= 0 || !spill_no_room(b, sp, &m))
+			/* not even an empty message fits: the next one's publisher */
+			if (laneset_peek(&sp->set, &m) <= 0)
 				break;
+			spill_no_room(b, sp, &m);
 			continue;
 		}
 		room -= (uint32_t)sizeof(struct shm_msg_rx);
 		k = laneset_next(&sp->set, sp->buf, room < sp->cap ? room : sp->cap, &m);
 		if (k == -EMSGSIZE && m.len > sp->cap) {
-			/* longer than the spool can ever hold */
-			spill_let_go(b, sp, &m, m.order ? m.order - 1 : 0);
+			spill_drop(b, sp, m.publisher, m.lane, m.order ? m.order - 1 : 0,
+				   "a message is longer than its RX ring can hold");
 			continue;
 		}
 		if (k == -EMSGSIZE) {
-			if (!spill_no_room(b, sp, &m))
-				break;
+			spill_no_room(b, sp, &m);
 			continue;
 		}
 		if (k <= 0)
 			break;
 		if (m.missed) {
-			/* a gap the spool cannot carry (a lane let go before the
-			 * spill, whose push was not skipped): m is read and will
-			 * be acknowledged, so the next owner counts it with the
-			 * gap, from the order before both */
-			spill_let_go(b, sp, &m, m.order > m.missed ? m.order - 1 - m.missed : 0);
+			/* a gap the spool cannot carry (not expected: a lane let
+			 * go before the spill is not read): m is read and will be
+			 * acknowledged, so the next owner counts it with the gap,
+			 * from the order before both */
+			spill_drop(b, sp, m.publisher, m.lane,
+				   m.order > m.missed + 1 ? m.order - 1 - m.missed : 0,
+				   "a lane had lost records");
 			continue;
 		}
 		if (!m.order)
 			continue;
 		if (router_spool(b, s, session_by_id(b, m.publisher), m.publisher, m.order - 1,
 				 m.topic_id, m.data, m.len) < 0) {
-			/* no memory for its delivery table: read, not copied, so
-			 * not acknowledged; copying starts again from what was
-			 * (the take-over walk from the broker's slots), and the
-			 * delivery table drops what was copied since */
+			/* no memory: read, not copied, so not acknowledged;
+			 * copying starts again from what was (the take-over walk
+			 * from the broker's slots), and the reader skips what it
+			 * had twice (SHM_RX_SPOOLED) */
 			log_msg(LOG_WARNING, "%s: a record could not be copied (no memory): copying"
 				" starts again from what was acknowledged", sp->who);
 			spill_end(b, sp, false);
@@ -365,6 +440,11 @@ static uint64_t spill_run(struct broker *b, struct spill *sp)
 	}
 	if (moved || laneset_unacked(&sp->set)) {
 		router_commit(b);
+		/* a commit refused quarantines the session: nothing acknowledged */
+		if (s->quarantined) {
+			spill_end(b, sp, false);
+			return moved;
+		}
 		laneset_ack(&sp->set);
 	}
 	if (!sp->waiting)
@@ -391,11 +471,13 @@ bool lanes_spill_arm(struct broker *b)
 	for (unsigned i = 0; i < nspills; i++) {
 		struct spill *sp = spills[i];
 		struct lreader *r;
+		uint32_t tag;
 
 		if (!sp)
 			continue;
+		tag = sp->tag;
 		r = sp->s->lane_reader;
-		if (lwait_backed_off(&sp->w, now, sp->who)) {
+		if (lwait_backed_off(&sp->w, now, NULL)) {
 			found |= spill_run(b, sp) > 0;
 			continue;
 		}
@@ -405,8 +487,9 @@ bool lanes_spill_arm(struct broker *b)
 			found = true;
 			continue;
 		}
-		/* spill_run() may have ended it */
-		if (spills[i] == sp)
+		/* spill_run() may have ended it, and started another in its
+		 * slot (its memory too): the tag tells */
+		if (spills[i] == sp && sp->tag == tag && sp->s->lane_reader == r)
 			lwait_sleep(b, &sp->w, r, ((uint64_t)LANES_SPILL_OP_FUTEX << 56) |
 						  ((uint64_t)sp->slot << 32) | sp->tag);
 	}

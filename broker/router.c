@@ -129,7 +129,10 @@ struct src_msg {
 /* Deliver one message to one subscriber: 0, or -EAGAIN when it is full. */
 static int deliver_to(struct broker *b, struct session *sub, const struct src_msg *x)
 {
-	struct delivered *d = dlv_get(b, sub, x->src_broker, x->src_session);
+	/* a spill's copies are told apart by the reader (SHM_RX_SPOOLED):
+	 * they take no entry of the delivery table */
+	bool spooled = x->flags & SHM_RX_SPOOLED;
+	struct delivered *d = spooled ? NULL : dlv_get(b, sub, x->src_broker, x->src_session);
 	struct shm_msg_rx rx = {
 		.topic_id = x->topic_id,
 		.flags = x->flags,
@@ -140,9 +143,9 @@ static int deliver_to(struct broker *b, struct session *sub, const struct src_ms
 	uint8_t *dst;
 	int r;
 
-	if (!d)
+	if (!d && !spooled)
 		return -EAGAIN;
-	if (d->seq > x->seq)
+	if (d && d->seq > x->seq)
 		return 0; /* delivered in an earlier, partial pass */
 	for (;;) {
 		r = ring_reserve(&sub->rx_prod, (uint32_t)sizeof(rx) + x->len, SHM_REC_DATA, 0,
@@ -160,8 +163,10 @@ static int deliver_to(struct broker *b, struct session *sub, const struct src_ms
 		/* larger than this subscriber's ring can ever hold */
 		log_msg(LOG_WARNING, "message of %u bytes from %s too large for %s: not delivered",
 			x->len, x->from, sub->name);
-		d->seq = x->seq + 1;
-		sub->dlv_touched = (int)(d - sub->dlv);
+		if (d) {
+			d->seq = x->seq + 1;
+			sub->dlv_touched = (int)(d - sub->dlv);
+		}
 		return 0;
 	}
 	if (r < 0) {
@@ -170,12 +175,15 @@ static int deliver_to(struct broker *b, struct session *sub, const struct src_ms
 	}
 	memcpy(dst, &rx, sizeof(rx));
 	memcpy(dst + sizeof(rx), x->data, x->len);
-	d->seq = x->seq + 1;
-	sub->dlv_touched = (int)(d - sub->dlv);
+	if (d) {
+		d->seq = x->seq + 1;
+		sub->dlv_touched = (int)(d - sub->dlv);
+	}
 	sub->delivered_out++;
 	if (mark_dirty(sub) < 0) {
 		ring_abort(&sub->rx_prod);
-		d->seq = x->seq;
+		if (d)
+			d->seq = x->seq;
 		return -EAGAIN;
 	}
 	return 0;

@@ -23,10 +23,10 @@ uint64_t router_session(struct broker *b, struct session *s);
 int router_deliver_remote(struct broker *b, struct topic *t, uint64_t src_broker, uint64_t src_session,
 			  uint64_t seq, const void *payload, uint32_t len);
 /* A lane record of publisher pub_id (pub: its session, NULL when gone)
- * into sub's spool, its RX ring, as the router delivers (sub's delivery
- * table drops what it has already: a copy made again after a broker
- * restart).  0, or -EAGAIN (no room, or no memory for the table).
- * router_commit() makes it visible. */
+ * into sub's spool, its RX ring, as the router delivers, marked
+ * SHM_RX_SPOOLED (the reader skips a copy made again; the delivery table
+ * is not used).  0, or -EAGAIN (no room, or no memory).  router_commit()
+ * makes it visible. */
 int router_spool(struct broker *b, struct session *sub, const struct session *pub, uint64_t pub_id,
 		 uint64_t seq, uint32_t topic_id, const void *data, uint32_t len);
 void router_commit(struct broker *b);

@@ -500,6 +500,11 @@ void client_lanes_spooled(struct shmb_session *s, uint64_t publisher, uint64_t o
 	(void)laneset_floor(&s->ln->set, publisher, order);
 }
 
+bool client_lanes_spool_dup(const struct shmb_session *s, uint64_t publisher, uint64_t order)
+{
+	return laneset_below_floor(&s->ln->set, publisher, order);
+}
+
 int client_lanes_topic(struct shmb_session *s, uint32_t topic, bool on)
 {
 	return laneset_topic(&s->ln->set, topic, on);

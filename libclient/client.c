@@ -742,7 +742,8 @@ static void msg_topic(struct shmb_session *s, struct shmb_msg *m)
 }
 
 /* Hand the record rm to the caller as m (a gap before it told), and
- * consume it. */
+ * consume it: 0; 1 when it was a copy already returned (consumed, not
+ * handed). */
 static int recv_take(struct shmb_session *s, struct shmb_msg *m, struct ring_msg *rm)
 {
 	struct shm_msg_rx rx;
@@ -750,6 +751,14 @@ static int recv_take(struct shmb_session *s, struct shmb_msg *m, struct ring_msg
 	if (rm->len < sizeof(rx))
 		return -EBADMSG;
 	memcpy(&rx, rm->payload, sizeof(rx));
+	/* a spill's copy made again (copying started again from behind what
+	 * an earlier one gave): not returned twice */
+	if ((rx.flags & SHM_RX_SPOOLED) && s->ln &&
+	    client_lanes_spool_dup(s, rx.src_session, rx.src_seq + 1)) {
+		ring_consume(&s->rx_cons, rm);
+		s->unacked = true;
+		return 1;
+	}
 	m->missed = 0;
 	if (s->gap_from) {
 		m->missed = rm->hdr.seq - (s->gap_from - 1);
@@ -778,12 +787,15 @@ static int rx_try(struct shmb_session *s, struct shmb_msg *m)
 	struct ring_msg rm;
 	int r;
 
-	do
-		r = ring_peek(&s->rx_cons, &rm);
-	while (r != -EAGAIN && s->drop_oldest && recv_dropped(s, &rm, r));
-	if (r < 0)
-		return r;
-	return recv_take(s, m, &rm);
+	do {
+		do
+			r = ring_peek(&s->rx_cons, &rm);
+		while (r != -EAGAIN && s->drop_oldest && recv_dropped(s, &rm, r));
+		if (r < 0)
+			return r;
+		r = recv_take(s, m, &rm);
+	} while (r == 1);
+	return r;
 }
 
 /* The next message of a session that reads lanes besides its RX ring

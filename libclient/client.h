@@ -235,6 +235,8 @@ int client_lanes_topic(struct shmb_session *s, uint32_t topic, bool on);
 /* An RX record the broker copied from publisher's lane (order): the
  * lanes' records of that publisher up to it are skipped as copies. */
 void client_lanes_spooled(struct shmb_session *s, uint64_t publisher, uint64_t order);
+/* Whether such a record was returned already (a copy made again). */
+bool client_lanes_spool_dup(const struct shmb_session *s, uint64_t publisher, uint64_t order);
 /* The next lane message: 0, -EAGAIN (none), or an error. */
 int client_lanes_next(struct shmb_session *s, struct shmb_msg *m);
 void client_lanes_ack(struct shmb_session *s);

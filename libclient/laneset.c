@@ -79,6 +79,7 @@ struct laneset_pub {
 	unsigned npage;
 	unsigned turn;             /* records left of its quantum; 0: a new turn */
 	uint64_t last_order;       /* of the last record returned */
+	bool paused;               /* laneset_pause(): not read for now */
 };
 
 __attribute__((format(printf, 3, 4)))
@@ -671,9 +672,34 @@ static void lane_skip(struct laneset *s, struct laneset_lane *l)
 /* l's head came already through the RX ring (laneset_floor()). */
 static bool below_floor(const struct laneset *s, const struct laneset_lane *l)
 {
+	return s->nfloors && laneset_below_floor(s, l->pub->id, l->head.order);
+}
+
+int laneset_pause(struct laneset *s, uint64_t publisher, bool on)
+{
+	struct laneset_pub *p = pub_find(s, publisher);
+
+	if (!p)
+		return -ENOENT;
+	p->paused = on;
+	return 0;
+}
+
+unsigned laneset_lanes(const struct laneset *s, uint64_t publisher, uint32_t *out, unsigned cap)
+{
+	const struct laneset_pub *p = pub_find(s, publisher);
+	unsigned n = 0;
+
+	for (unsigned i = 0; p && i < p->nlane && n < cap; i++)
+		out[n++] = p->lane[i]->no;
+	return n;
+}
+
+bool laneset_below_floor(const struct laneset *s, uint64_t publisher, uint64_t order)
+{
 	for (unsigned i = 0; i < s->nfloors; i++)
-		if (s->floors[i].publisher == l->pub->id)
-			return l->head.order <= s->floors[i].order;
+		if (s->floors[i].publisher == publisher)
+			return order <= s->floors[i].order;
 	return false;
 }
 
@@ -909,6 +935,11 @@ int laneset_next(struct laneset *s, void *buf, uint32_t cap, struct laneset_msg 
 		if (s->cur >= s->npub)
 			s->cur = 0;
 		p = s->pub[s->cur];
+		if (p->paused) {
+			p->turn = 0;
+			s->cur++;
+			continue;
+		}
 		if (!p->turn)
 			p->turn = pub_quantum(s, p);
 		ret = pub_take(s, p, buf, cap, out, &budget);

@@ -169,6 +169,16 @@ int laneset_remove(struct laneset *s, uint32_t lane);
  * there are skipped as copies, acknowledged over.  0 or -ENOMEM. */
 int laneset_floor(struct laneset *s, uint64_t publisher, uint64_t order);
 
+/* Whether order of publisher is at or below its floor. */
+bool laneset_below_floor(const struct laneset *s, uint64_t publisher, uint64_t order);
+
+/* Read publisher's lanes or not, for now (a paused publisher is skipped
+ * by laneset_next() and laneset_peek()).  0 or -ENOENT. */
+int laneset_pause(struct laneset *s, uint64_t publisher, bool on);
+
+/* The numbers of publisher's lanes (at most cap into out): how many. */
+unsigned laneset_lanes(const struct laneset *s, uint64_t publisher, uint32_t *out, unsigned cap);
+
 /* Read topic_id or not.  0 or -EINVAL. */
 int laneset_topic(struct laneset *s, uint32_t topic_id, bool on);
 
