@@ -147,15 +147,20 @@ static void send_topics(struct session *s)
 }
 
 /* Send every queued push to its session's owner (if it still has that
- * owner generation); then close their descriptors. */
-void ctl_lanes_flush(struct broker *b)
+ * owner generation) but those for session `keep` (0: none), which stay
+ * queued; close the sent ones' descriptors. */
+static void flush_but(struct broker *b, uint64_t keep)
 {
 	struct lanes_reg *g = b->lanes;
+	unsigned kept = 0;
 	int r;
 
 	for (unsigned i = 0; i < g->npush; i++) {
 		struct lpush *p = &g->push[i];
 		struct session *s;
+
+		if (keep && p->session == keep)
+			continue;
 
 		if (p->session == LANES_BRIDGE_ID) {
 			/* the broker's own reader, for the links */
@@ -185,7 +190,29 @@ void ctl_lanes_flush(struct broker *b)
 			 * ring's word */
 			wake_signal(&s->rxc->rx_signal, &s->txc->rx_waiters);
 	}
-	lanes_push_done(g);
+	if (!keep) {
+		lanes_push_done(g);
+		return;
+	}
+	/* the sent ones' descriptors closed, the kept ones moved down */
+	for (unsigned i = 0; i < g->npush; i++) {
+		struct lpush *p = &g->push[i];
+
+		if (p->session == keep) {
+			if (kept != i)
+				g->push[kept] = *p;
+			kept++;
+			continue;
+		}
+		for (unsigned k = 0; k < p->nfds; k++)
+			close(p->fds[k]);
+	}
+	g->npush = kept;
+}
+
+void ctl_lanes_flush(struct broker *b)
+{
+	flush_but(b, 0);
 }
 
 /* Whether s's owners read lanes, in its directory: a restarted broker
@@ -335,7 +362,12 @@ int ctl_lane_topic(struct broker *b, struct conn *c, const struct proto_lane_top
 		log_msg(LOG_WARNING, "session %s: %s", s->name, b->lanes->why);
 		return ctl_reply_err(c, q->h.req_id, ret, "%s", b->lanes->why);
 	}
-	/* the reply before the pushes: the writer maps its lane first */
+	/* the readers are told before the writer's reply: a writer that
+	 * fills the lane before a reader's push came waits for a reader that
+	 * cannot know the lane yet (a thread that publishes and then polls
+	 * for what another session of its own reads would wait for itself);
+	 * the writer's own pushes after its reply (it maps its lane first) */
+	flush_but(b, s->id);
 	ret = lane_reply(b, c, q->h.req_id, l, fresh);
 	ctl_lanes_flush(b);
 	return ret;
