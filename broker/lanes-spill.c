@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/array.h"
 #include "broker/breader.h"
 #include "broker/broker.h"
 #include "broker/ctl-lanes.h"
@@ -79,7 +80,7 @@ struct spill {
 	uint64_t waiting_since;
 	struct ids paused;    /* publishers skipped for this pass (waiting for room) */
 	struct ids dropped;   /* publishers no longer copied (their lanes let go) */
-	uint64_t copied, let_go, bad;
+	uint64_t copied, let_go;
 	char who[160];        /* for the log */
 };
 
@@ -93,7 +94,6 @@ static void on_event(void *ctx, int event, uint64_t publisher, uint32_t lane)
 
 	if (event != LANESET_EV_BAD)
 		return;
-	sp->bad++;
 	log_msg(LOG_WARNING, "%s: lane %u of session %llu is bad: what it still held is not"
 		" copied", sp->who, lane, (unsigned long long)publisher);
 }
@@ -251,15 +251,8 @@ static int ids_add(struct ids *v, uint64_t id)
 {
 	if (ids_has(v, id))
 		return 0;
-	if (v->n == v->cap) {
-		unsigned cap = v->cap ? 2 * v->cap : 8;
-		uint64_t *n = realloc(v->id, cap * sizeof(*n));
-
-		if (!n)
-			return -ENOMEM;
-		v->id = n;
-		v->cap = cap;
-	}
+	if (ARRAY_ROOM(v->id, v->n, v->cap, 8) < 0)
+		return -ENOMEM;
 	v->id[v->n++] = id;
 	return 0;
 }
