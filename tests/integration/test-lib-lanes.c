@@ -1019,7 +1019,12 @@ static void __attribute__((noreturn)) restart_reader(const struct tb *t, struct 
 	uint64_t next = 0;
 	struct shmb_msg m;
 
-	if (connect_open(t, "a", 0, &c, &s) < 0 || (!again && shmb_subscribe(s, "t") < 0))
+	/* a spool (its RX ring) for the whole stream: killed, the reader is
+	 * spilled while the publisher streams on, and gets everything back
+	 * only if the spool holds what the lane cannot (a smaller one is a
+	 * counted gap: spill_full_gap) */
+	if (connect_open_rx(t, "a", 0, 16u << 20, &c, &s) < 0 ||
+	    (!again && shmb_subscribe(s, "t") < 0))
 		_exit(30);
 	store_release(&run->ready, 1);
 	while (next != n + 1) {
