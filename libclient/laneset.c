@@ -324,17 +324,34 @@ static int lane_start(struct laneset *s, struct laneset_lane *l, const struct la
 	struct laneset_pub *p = pub_get(s, d->publisher);
 	struct laneset_page *pg = p ? page_of(p, d->cursor_page) : NULL;
 	struct laneset_lane **nl = p ? realloc(p->lane, (p->nlane + 1) * sizeof(*nl)) : NULL;
+	uint64_t start = d->start, order = d->order, at;
 	int ret;
 
 	if (!nl)
 		return say(s, -ENOMEM, "lane %u: no memory", d->lane);
 	p->lane = nl;
+	/*
+	 * A push sent again (a reattach) for a lane this set read to its cut
+	 * and let go names where the broker's hold started, which may be
+	 * below what was read and acknowledged since: the broker checks the
+	 * cursor before it sends, the reader may ack its end just after.  The
+	 * broker writes a new hold's start into its slot before the push and
+	 * only this reader writes there after, so what the slot says is
+	 * acknowledged already: read on from there, never twice.
+	 */
+	if (pg) {
+		at = load_acquire(&pg->pg->slot[d->cursor_slot]);
+		if (at > start && at % SHM_REC_ALIGN == 0 && at - start <= h->ring_size) {
+			start = at;
+			order = 0;
+		}
+	}
 	ret = lane_reader_init(&l->r, l->data, h->ring_size, l->meta,
 			       pg ? &pg->pg->slot[d->cursor_slot] : NULL, h->kind == SHM_LANE_RECEIVED,
-			       d->drop_oldest, d->start, d->order);
+			       d->drop_oldest, start, order);
 	if (ret < 0)
 		return say(s, ret, "lane %u: cannot read it from %llu", d->lane,
-			   (unsigned long long)d->start);
+			   (unsigned long long)start);
 	l->r.tx_wake = l->tx_wake;
 	l->pub = p;
 	l->no = d->lane;
@@ -342,7 +359,7 @@ static int lane_start(struct laneset *s, struct laneset_lane *l, const struct la
 	l->slot = d->cursor_slot;
 	l->drop_oldest = l->held_drop = d->drop_oldest;
 	l->in_place = l->held_in_place = d->in_place && !d->drop_oldest;
-	l->done = l->ackpos = d->start;
+	l->done = l->ackpos = start;
 	p->lane[p->nlane++] = l;
 	return 0;
 }

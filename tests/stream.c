@@ -79,7 +79,11 @@ int stream_take(struct stats *st, int idx, const struct shmb_msg *m, int npub,
 		return 12;
 	}
 	if (p.n < st->next[idx][p.pub]) {
-		st->dups[idx]++; /* seen before a kill, not acknowledged then */
+		/* seen before a kill, not acknowledged then */
+		if (!st->dups[idx]++)
+			fprintf(stderr, "subscriber %d: message %llu of publisher %u delivered again, %llu next\n",
+				idx, (unsigned long long)p.n, p.pub,
+				(unsigned long long)st->next[idx][p.pub]);
 	} else if (p.n == st->next[idx][p.pub]) {
 		store_release(&st->next[idx][p.pub], p.n + 1);
 		st->received[idx]++;
