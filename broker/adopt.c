@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,6 +366,10 @@ static const char *session_adopt(struct broker *b, const struct state_session *s
 		snprintf(proc, sizeof(proc), "/proc/%d", st->pid);
 		if (stat(proc, &ps) == 0 && ps.st_uid == s->uid)
 			s->adopted_pidfd = sys_pidfd_open(st->pid);
+		/* one that exited and is not reaped yet is gone too */
+		if (s->adopted_pidfd >= 0 &&
+		    poll(&(struct pollfd){ .fd = s->adopted_pidfd, .events = POLLIN }, 1, 0) == 1)
+			session_adopted_forget(s);
 	}
 	s->detached_ns = clock_mono_ns();
 	s->detach_reason = "the broker restarted";

@@ -70,6 +70,8 @@ static int client_fd(void *ctx, int dirfd, const char *name, int own_fd)
 	return harden_client_fd(ctx, dirfd, name, own_fd);
 }
 
+static void adopted_readers(struct broker *b);
+
 int ctl_lanes_start(struct broker *b)
 {
 	int fd, r;
@@ -104,9 +106,35 @@ int ctl_lanes_start(struct broker *b)
 		ctl_lanes_stop(b);
 		return r;
 	}
+	adopted_readers(b);
 	log_msg(LOG_NOTICE, "lanes on: clients that speak them publish into shared lanes their"
 		" subscribers read directly");
 	return 0;
+}
+
+/*
+ * After a restart, the re-adopted block readers with no owner: one whose
+ * last owner is gone cannot come back and is spilled now (an earlier
+ * run's spill starts again from its cursor slots; the copies it made
+ * again carry SHM_RX_SPOOLED, which the next owner skips by its floor);
+ * one whose owner lives may REATTACH, and its death is watched as a
+ * detached owner's is (ctl_lanes_deaths).
+ */
+static void adopted_readers(struct broker *b)
+{
+	for (unsigned i = 0; i < b->nsessions; i++) {
+		struct session *s = b->sessions[i];
+
+		if (s->owner || !s->lane_reader || s->lane_reader->drop_oldest ||
+		    s->lane_reader->generation != s->generation)
+			continue;
+		if (s->adopted_pidfd >= 0) {
+			if (s->reader_watch_pidfd < 0)
+				s->reader_watch_pidfd = fcntl(s->adopted_pidfd, F_DUPFD_CLOEXEC, 0);
+		} else {
+			ctl_lanes_spill(b, s, "its owner did not live through the broker's restart");
+		}
+	}
 }
 
 void ctl_lanes_stop(struct broker *b)
@@ -432,6 +460,9 @@ void ctl_lanes_spill(struct broker *b, struct session *s, const char *why)
 	if (!b->lanes)
 		return;
 	unwatch_reader(s);
+	/* its owner generation is over: a process with the pid it had is not
+	 * its owner coming back (a REATTACH would find its holds moved) */
+	session_adopted_forget(s);
 	if (lanes_spill_start(b, s, why) < 0)
 		log_msg(LOG_WARNING, "session %s: not spilled (%s): its holds hold", s->name, why);
 }

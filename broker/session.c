@@ -158,7 +158,7 @@ static int owner_new(struct broker *b, struct session *s, struct conn *c)
 	return r < 0 ? r : state_session(b, s);
 }
 
-static void adopted_forget(struct session *s)
+void session_adopted_forget(struct session *s)
 {
 	if (s->adopted_pidfd >= 0)
 		close(s->adopted_pidfd);
@@ -335,7 +335,7 @@ static int notify_new(struct session *s)
 
 static void owner_set(struct session *s, struct conn *c)
 {
-	adopted_forget(s);
+	session_adopted_forget(s);
 	s->full_since = 0;
 	s->owner = c;
 	s->owner_pid = c->pid;
@@ -604,7 +604,7 @@ int session_kick(struct broker *b, struct session *s, bool delete, uid_t by)
 	r = session_new_generation(b, s);
 	if (r < 0)
 		return r;
-	adopted_forget(s);
+	session_adopted_forget(s);
 	r = token_new(s);
 	if (r < 0)
 		return r;
@@ -638,7 +638,7 @@ void session_destroy(struct broker *b, struct session *s, const char *reason)
 	if (state_gone(b, s->id) < 0)
 		log_msg(LOG_WARNING, "session %s: its destruction could not be recorded; the next"
 			" start will quarantine what is left of it", s->name);
-	adopted_forget(s);
+	session_adopted_forget(s);
 	for (unsigned i = 0; i < s->ntopics; i++) {
 		struct topic *t = topic_by_id(b, s->topics[i]);
 

@@ -128,6 +128,9 @@ void session_expire(struct broker *b, uint64_t now_ns);
 void session_quarantine(struct broker *b, struct session *s, const char *why);
 void session_reap(struct broker *b);
 void session_drain_done(struct session *s);
+/* A re-adopted session's last owner is known gone: its pid no longer
+ * counts as that owner's (a process that reuses it is someone else). */
+void session_adopted_forget(struct session *s);
 bool session_tx_drained(struct session *s);
 /* Where a new owner starts reading RX, and the sequence found there. */
 void session_rx_start(struct session *s, uint64_t *pos, uint64_t *seq);

@@ -628,7 +628,27 @@ struct spill_cast {
 	uint64_t ps_id;        /* the publisher's session id */
 };
 
+/* When the subscriber dies: */
+enum spill_when {
+	SPILL_KILLED,         /* killed with the broker running */
+	SPILL_BROKER_DOWN,    /* killed while the broker is down (SIGKILLed) */
+	SPILL_AFTER_RESTART,  /* stopped before the broker's SIGKILL, killed after its restart */
+};
+
+static void broker_restart(struct spill_cast *k)
+{
+	CU_ASSERT_FATAL(kill(k->t.pid, SIGKILL) == 0);
+	CU_ASSERT_FATAL(tb_wait_child(k->t.pid, 5000) == 128 + SIGKILL);
+}
+
+static void spill_cast_when(struct spill_cast *k, uint32_t rx, enum spill_when when);
+
 static void spill_cast(struct spill_cast *k, uint32_t rx)
+{
+	spill_cast_when(k, rx, SPILL_KILLED);
+}
+
+static void spill_cast_when(struct spill_cast *k, uint32_t rx, enum spill_when when)
 {
 	uint32_t *flags = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	struct shmb_client *c;
@@ -664,7 +684,20 @@ static void spill_cast(struct spill_cast *k, uint32_t rx)
 	}
 	CU_ASSERT_FATAL(flood(k->ps, "t", 1, 100, k->ls, &k->l_next));
 	WAIT_FOR_FATAL(load_acquire(&flags[1]) == 1, 10000);
-	kill(kid, SIGKILL);
+	if (when == SPILL_AFTER_RESTART)
+		CU_ASSERT_FATAL(kill(kid, SIGSTOP) == 0);
+	if (when != SPILL_KILLED)
+		broker_restart(k);
+	if (when != SPILL_AFTER_RESTART)
+		kill(kid, SIGKILL);
+	if (when != SPILL_KILLED) {
+		tb_use_dir(k->t.dir);
+		CU_ASSERT_FATAL(tb_start(&k->t, "--tx-ring-size", "4096", "--rx-ring-size", "4096",
+					 "--session-ttl", "600000", "--block-timeout", "600000",
+					 NULL) == 0);
+	}
+	if (when == SPILL_AFTER_RESTART)
+		kill(kid, SIGKILL);
 	CU_ASSERT(tb_wait_child(kid, 10000) != 0);
 	munmap(flags, 4096);
 }
@@ -722,6 +755,48 @@ static void test_spill_dead_reader(void)
 	CU_ASSERT(tb_log_count(&k.t, "closed by its owner: what its lanes bring it is copied") == 1);
 	shmb_close(c);
 	spill_cast_end(&k);
+}
+
+/*
+ * A subscriber that dies around a broker restart holds its publisher no
+ * longer either: SIGKILLed while the broker is down (its owner is gone
+ * when the broker re-adopts it: spilled at the start), or stopped before
+ * the broker's SIGKILL and killed after the restart, before it could
+ * REATTACH (its re-adopted owner's death is watched).  The publisher
+ * streams 300 lane rings past it; the successor gets every message from
+ * the last acknowledgement on, once and in order.
+ */
+static void spill_around_restart(enum spill_when when, const char *logged)
+{
+	const uint64_t n = 20000;
+	struct spill_cast k;
+	struct shmb_client *c;
+	struct shmb_session *s;
+	uint64_t next;
+
+	spill_cast_when(&k, 4u << 20, when);
+	CU_ASSERT(flood(k.ps, "t", 101, n, k.ls, &k.l_next));
+	CU_ASSERT(k.l_next == n + 1);
+	CU_ASSERT(tb_log_count(&k.t, logged) == 1);
+	CU_ASSERT_FATAL(connect_open_rx(&k.t, "spilled", 0, 4u << 20, &c, &s) == 0);
+	next = take_exact(s, 101, n);
+	printf("\n  the successor got %llu..%llu of %llu\n", 101ull, (unsigned long long)next - 1,
+	       (unsigned long long)n);
+	CU_ASSERT(next == n + 1);
+	shmb_close(c);
+	spill_cast_end(&k);
+}
+
+static void test_spill_broker_down(void)
+{
+	spill_around_restart(SPILL_BROKER_DOWN, "its owner did not live through the broker's restart:"
+			     " what its lanes bring it is copied");
+}
+
+static void test_spill_after_restart(void)
+{
+	spill_around_restart(SPILL_AFTER_RESTART, "its detached owner died: what its lanes bring it"
+			     " is copied");
 }
 
 /*
@@ -1739,6 +1814,8 @@ static const struct harness_test tests[] = {
 	{ "shmbctl_lanes", test_shmbctl_lanes },
 	{ "unsubscribe_releases", test_unsubscribe_releases },
 	{ "spill_dead_reader", test_spill_dead_reader },
+	{ "spill_broker_down", test_spill_broker_down },
+	{ "spill_after_restart", test_spill_after_restart },
 	{ "spill_full_gap", test_spill_full_gap },
 	{ "spill_two_publishers", test_spill_two_publishers },
 	{ "poll_new_lane", test_poll_new_lane },
