@@ -419,22 +419,30 @@ static void run(int pin_mode)
 				bres_emit(&lf);
 			}
 		}
-		if (bench_want("shmb lib lanes")) {
+		if (bench_want("shmb lib lanes") || bench_want("shmb lib lanes batched") ||
+		    bench_want("shmb lib lanes spin") || bench_want("shmb lib lanes block")) {
 			/* libshmb itself on lanes: the same calls as "shmb spin"
-			 * and "shmb batched", the broker off the message path */
+			 * and "shmb batched", the broker off the message path
+			 * (each row can run alone, for a profile of it:
+			 * SHMB_BENCH_ONLY="shmb lib lanes batched") */
 			struct bres l1 = bres_new("shmb lib lanes", "oneway", 64, rep);
 			struct bres lb = bres_new("shmb lib lanes batched", "oneway", 64, rep);
 
 			unsetenv("SHMB_LANES");
-			stream(1, 1, 64, bench_n(2000000), &l1);
-			bres_emit(&l1);
-			pub_batch = 64;
-			stream(1, 1, 64, bench_n(2000000), &lb);
-			pub_batch = 1;
-			bres_emit(&lb);
-			if (!bench_pinned)
+			if (bench_want("shmb lib lanes")) {
+				stream(1, 1, 64, bench_n(2000000), &l1);
+				bres_emit(&l1);
+			}
+			if (bench_want("shmb lib lanes batched")) {
+				pub_batch = 64;
+				stream(1, 1, 64, bench_n(2000000), &lb);
+				pub_batch = 1;
+				bres_emit(&lb);
+			}
+			if (!bench_pinned && bench_want("shmb lib lanes spin"))
 				emit_rtt("shmb lib lanes spin", rep, 1000000, lat_n);
-			emit_rtt("shmb lib lanes block", rep, 1, lat_n / 4);
+			if (bench_want("shmb lib lanes block"))
+				emit_rtt("shmb lib lanes block", rep, 1, lat_n / 4);
 			setenv("SHMB_LANES", "0", 1);
 		}
 		if (!bench_want("shmb rtt"))

@@ -517,7 +517,8 @@ int client_lanes_next(struct shmb_session *s, struct shmb_msg *m)
 	int r;
 
 	maybe_drain(s);
-	self_switch(s);
+	if (ln->next_wake)
+		self_switch(s);
 	while ((r = laneset_next(&ln->set, ln->buf, ln->buf_cap, &lm)) == -EMSGSIZE) {
 		uint8_t *b = malloc(lm.len);
 

@@ -31,7 +31,7 @@ struct slot {
 
 static struct slot slots[SIGBUS_SLOTS];
 static unsigned high;            /* slots in use are below it (release) */
-static uint64_t faults;
+uint64_t sigbus_faults_n;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static struct sigaction prev;
@@ -54,7 +54,7 @@ int sigbus_handle(int sig, siginfo_t *info, void *ucontext)
 			 0) == MAP_FAILED)
 			return 0;
 		slots[i].bad = 1;
-		fetch_add_relaxed(&faults, 1);
+		fetch_add_relaxed(&sigbus_faults_n, 1);
 		return 1;
 	}
 	return 0;
@@ -130,7 +130,3 @@ bool sigbus_bad(int slot)
 	return slot >= 0 && slot < SIGBUS_SLOTS && slots[slot].bad;
 }
 
-uint64_t sigbus_faults(void)
-{
-	return load_relaxed(&faults);
-}
