@@ -26,6 +26,7 @@
 #include "broker/ctl-int.h"
 #include "broker/guard.h"
 #include "broker/lanefile.h"
+#include "broker/lanes-spill.h"
 #include "broker/lanes.h"
 #include "broker/link.h"
 #include "broker/log.h"
@@ -137,6 +138,14 @@ static void session_info(struct broker *b, struct session *s, struct proto_sessi
 		i->published += ls.published;
 		i->rx_depth_msgs += ls.depth_msgs;
 		i->rx_depth_bytes += ls.depth_bytes;
+	}
+	{
+		uint64_t since;
+
+		if (lanes_spill_figures(s, &i->spill_copied, &i->spill_let_go, &since)) {
+			i->flags |= PROTO_SI_SPILLED;
+			i->spill_ms = now > since ? (now - since) / 1000000 : 0;
+		}
 	}
 	i->dropped = s->dropped_oldest;
 	i->full_ms = s->full_since && now > s->full_since ? (now - s->full_since) / 1000000 : 0;

@@ -81,6 +81,7 @@ struct spill {
 	struct ids paused;    /* publishers skipped for this pass (waiting for room) */
 	struct ids dropped;   /* publishers no longer copied (their lanes let go) */
 	uint64_t copied, let_go;
+	uint64_t since_ns;    /* when it started */
 	char who[160];        /* for the log */
 };
 
@@ -183,6 +184,7 @@ int lanes_spill_start(struct broker *b, struct session *s, const char *why)
 		return -ENOMEM;
 	}
 	sp->s = s;
+	sp->since_ns = clock_mono_ns();
 	sp->tag = ++next_tag;
 	lwait_init(&sp->w);
 	snprintf(sp->who, sizeof(sp->who), "session %s (spilled)", s->name);
@@ -205,6 +207,19 @@ int lanes_spill_start(struct broker *b, struct session *s, const char *why)
 		" now on (its publishers go on while it has room)", s->name, why);
 	session_event(s, "spilled: %s", why);
 	return 1;
+}
+
+bool lanes_spill_figures(const struct session *s, uint64_t *copied, uint64_t *let_go,
+			 uint64_t *since_ns)
+{
+	const struct spill *sp = s->spill;
+
+	if (!sp)
+		return false;
+	*copied = sp->copied;
+	*let_go = sp->let_go;
+	*since_ns = sp->since_ns;
+	return true;
 }
 
 /* Copying ends; what was read is acknowledged only when ack says so. */

@@ -39,6 +39,11 @@ int lanes_spill_start(struct broker *b, struct session *s, const char *why);
  * next owner's take-over starts.  Whether s was spilled. */
 bool lanes_spill_stop(struct broker *b, struct session *s);
 
+/* s's spill, if it is spilled: what it copied, the lanes it let go, and
+ * when it started (CLOCK_MONOTONIC ns).  False when it is not. */
+bool lanes_spill_figures(const struct session *s, uint64_t *copied, uint64_t *let_go,
+			 uint64_t *since_ns);
+
 /* A push the register queued for a spilled session's reader: true when
  * taken here (its descriptors stay the register's). */
 bool lanes_spill_push(struct broker *b, const struct lpush *p);

@@ -288,6 +288,7 @@ enum proto_session_state {
 #define PROTO_SI_EPHEMERAL 0x1u
 #define PROTO_SI_FULL 0x2u     /* its full RX ring holds publishers back */
 #define PROTO_SI_DRAINING 0x4u /* a previous owner's TX file is still delivered */
+#define PROTO_SI_SPILLED 0x8u  /* its lanes are copied into its RX ring (spill_*) */
 
 struct proto_session_info {
 	uint64_t id;
@@ -312,6 +313,10 @@ struct proto_session_info {
 	char name[PROTO_NAME_MAX + 8];  /* NUL-terminated, as are the texts below */
 	char detach_reason[64];
 	char exit_reason[48];
+	/* PROTO_SI_SPILLED: the copying's figures (data-path.md, section 9, step 5) */
+	uint64_t spill_copied;  /* records copied into its RX ring by this spill */
+	uint64_t spill_let_go;  /* lanes let go when its RX ring was full: a gap for it */
+	uint64_t spill_ms;      /* since the spill started */
 };
 
 struct proto_topic_info {
@@ -461,7 +466,7 @@ static_assert(sizeof(struct proto_reply) <= PROTO_MAX_MSG, "reply fits");
 static_assert(sizeof(struct proto_list) == 168, "list");
 static_assert(sizeof(struct proto_kick) == 160, "kick");
 static_assert(sizeof(struct proto_list_reply) == 40, "list reply");
-static_assert(sizeof(struct proto_session_info) == 368, "session info");
+static_assert(sizeof(struct proto_session_info) == 392, "session info");
 static_assert(sizeof(struct proto_topic_info) == 240, "topic info");
 static_assert(sizeof(struct proto_event_info) == 128, "event info");
 static_assert(sizeof(struct proto_link_info) == 1016, "link info");

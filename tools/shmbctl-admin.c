@@ -204,6 +204,13 @@ static void session_json(FILE *f, const struct proto_session_info *i)
 	json_str(f, i->detach_reason);
 	fprintf(f, ",\"exit_reason\":");
 	json_str(f, i->exit_reason);
+	if (i->flags & PROTO_SI_SPILLED)
+		fprintf(f, ",\"spilled\":true,\"spill_copied\":%llu,\"spill_let_go\":%llu,"
+			"\"spill_s\":%llu", (unsigned long long)i->spill_copied,
+			(unsigned long long)i->spill_let_go, (unsigned long long)(i->spill_ms / 1000));
+	else
+		fprintf(f, ",\"spilled\":false,\"spill_copied\":null,\"spill_let_go\":null,"
+			"\"spill_s\":null");
 	fputc('}', f);
 }
 
@@ -310,6 +317,12 @@ int admin_session(struct shmb_client *c, const char *name, const struct adm *a)
 		if (i->policy == SHM_POLICY_DROP_OLDEST)
 			printf("dropped         %llu message(s) before they were read\n",
 			       (unsigned long long)i->dropped);
+		if (i->flags & PROTO_SI_SPILLED)
+			printf("spool           its lanes copied into its RX ring for %s: %llu record(s),"
+			       " %llu lane(s) let go when it was full%s\n",
+			       human_ms(i->spill_ms, b3, sizeof(b3)), (unsigned long long)i->spill_copied,
+			       (unsigned long long)i->spill_let_go,
+			       i->spill_let_go ? " (a gap its next owner is told of)" : "");
 		printf("subscriptions   %u topic(s)\n"
 		       "last detach     %s\n"
 		       "owner's end     %s\n"

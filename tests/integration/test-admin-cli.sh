@@ -85,6 +85,20 @@ else
 	bad "session_detail" "$(echo "$out" | tr '\n' '|')"
 fi
 
+# the broker runs lanes (its default, not --no-lanes here), so the closed
+# reader "idle" is spilled: its lanes are copied into its RX ring
+# (nothing yet: "one two three" came through the relay), and session
+# NAME says so
+out=$(ctl session idle)
+if echo "$out" | grep -q '^spool  *its lanes copied into its RX ring for .*: 0 record(s), 0 lane(s) let go when it was full$' &&
+	{ ! command -v jq >/dev/null ||
+	  ctl session idle --json | jq -e '.session.spilled == true and
+		.session.spill_copied == 0 and .session.spill_let_go == 0 and .session.spill_s >= 0' >/dev/null; }; then
+	ok "session_spool"
+else
+	bad "session_spool" "$(echo "$out" | tr '\n' '|') $(ctl session idle --json)"
+fi
+
 # a reader killed with SIGKILL: EXIT and its events say so (the broker's
 # crash detection: BPF, or PIDFD_INFO_EXIT once the shell reaps it)
 method=$(ctl status | sed -n 's/^crash detection *//p')

@@ -201,6 +201,14 @@ static void test_session_figures(void)
 	CU_ASSERT(i.ntopics == 1);
 	CU_ASSERT(on_lanes() || i.delivered == 10);
 	CU_ASSERT(!strcmp(i.detach_reason, "closed by its owner"));
+	/* on lanes, closed, it is spilled: its lanes copied into its RX ring */
+	if (on_lanes()) {
+		WAIT_FOR(info(pc, "fig-sub", &i) == 0 && i.spill_copied == 10, 5000);
+		CU_ASSERT(i.flags & PROTO_SI_SPILLED);
+		CU_ASSERT(i.spill_copied == 10 && i.spill_let_go == 0 && i.spill_ms < 60000);
+	} else {
+		CU_ASSERT(!(i.flags & PROTO_SI_SPILLED) && i.spill_copied == 0);
+	}
 
 	n = list(pc, PROTO_LIST_TOPICS, NULL, -1, (void **)&tv, NULL);
 	CU_ASSERT_FATAL(n == 1);
@@ -216,6 +224,7 @@ static void test_session_figures(void)
 	CU_ASSERT(shmb_ack(ss) == 0);
 	CU_ASSERT_FATAL(info(pc, "fig-sub", &i) == 0);
 	CU_ASSERT(i.rx_depth_msgs == 6 && i.generation == 2 && i.state == PROTO_SESSION_ATTACHED);
+	CU_ASSERT(!(i.flags & PROTO_SI_SPILLED)); /* its owner's open ended the spill */
 	{
 		const char *const want[] = { "created by pid", "detached: closed by its owner",
 					     "attached by pid", NULL };
