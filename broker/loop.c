@@ -369,7 +369,11 @@ static bool sleep_idle(struct broker *b)
  * records are picked up by the next tick; a session that behaves again is
  * re-armed as usual.
  */
-#define WAKE_SPAM 500
+/* 100 in a 200 ms window: a busy broker on a loaded machine sleeps and
+ * wakes no more than a few thousand times a second, and at 500 a spammer
+ * that kept it at half a CPU was never caught; an honest client's wakes
+ * each bring a record, so the ratio, not the count, tells them apart */
+#define WAKE_SPAM 100
 
 static void wake_backoff(struct broker *b, uint64_t now)
 {
