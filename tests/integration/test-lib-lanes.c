@@ -9,7 +9,9 @@
  * The stream tests of test-broker also run against a broker with --lanes
  * (tests/integration/test-lib-lanes.sh).
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <poll.h>
@@ -633,7 +635,43 @@ enum spill_when {
 	SPILL_KILLED,         /* killed with the broker running */
 	SPILL_BROKER_DOWN,    /* killed while the broker is down (SIGKILLed) */
 	SPILL_AFTER_RESTART,  /* stopped before the broker's SIGKILL, killed after its restart */
+	SPILL_LYING,          /* killed with the broker running, its cursor slots lowered to 0 first */
 };
+
+/* A hostile reader's last act: every acknowledgement in its cursor pages
+ * (sessions/<id>/cur.*) set back to 0, below what its writer overwrote
+ * since (the writer ignores a slot that falls; a take-over trusts it). */
+static int slots_lower(const struct tb *t, struct shmb_session *s)
+{
+	struct shmb_session_info i;
+	char path[700];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	if (shmb_session_info(s, &i) < 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/sessions/%llu", t->dir, (unsigned long long)i.session_id);
+	d = opendir(path);
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		static const uint8_t zero[SHM_CURSOR_SLOTS * 8];
+		char f[1000];
+		int fd;
+
+		if (strncmp(e->d_name, "cur.", 4))
+			continue;
+		snprintf(f, sizeof(f), "%s/%s", path, e->d_name);
+		fd = open(f, O_WRONLY);
+		if (fd >= 0 && pwrite(fd, zero, sizeof(zero), SHM_LINE) == (ssize_t)sizeof(zero))
+			n++;
+		if (fd >= 0)
+			close(fd);
+	}
+	closedir(d);
+	return n;
+}
 
 static void broker_restart(struct spill_cast *k)
 {
@@ -650,6 +688,7 @@ static void spill_cast(struct spill_cast *k, uint32_t rx)
 
 static void spill_cast_when(struct spill_cast *k, uint32_t rx, enum spill_when when)
 {
+	bool restart;
 	uint32_t *flags = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	struct shmb_client *c;
 	struct shmb_session *s;
@@ -668,6 +707,8 @@ static void spill_cast_when(struct spill_cast *k, uint32_t rx, enum spill_when w
 		store_release(&flags[0], 1);
 		if (take_exact(s, 1, 100) != 101)
 			_exit(21);
+		if (when == SPILL_LYING && slots_lower(&k->t, s) < 1)
+			_exit(22);
 		store_release(&flags[1], 1);
 		for (;;)
 			pause();
@@ -684,13 +725,14 @@ static void spill_cast_when(struct spill_cast *k, uint32_t rx, enum spill_when w
 	}
 	CU_ASSERT_FATAL(flood(k->ps, "t", 1, 100, k->ls, &k->l_next));
 	WAIT_FOR_FATAL(load_acquire(&flags[1]) == 1, 10000);
+	restart = when == SPILL_BROKER_DOWN || when == SPILL_AFTER_RESTART;
 	if (when == SPILL_AFTER_RESTART)
 		CU_ASSERT_FATAL(kill(kid, SIGSTOP) == 0);
-	if (when != SPILL_KILLED)
+	if (restart)
 		broker_restart(k);
 	if (when != SPILL_AFTER_RESTART)
 		kill(kid, SIGKILL);
-	if (when != SPILL_KILLED) {
+	if (restart) {
 		tb_use_dir(k->t.dir);
 		CU_ASSERT_FATAL(tb_start(&k->t, "--tx-ring-size", "4096", "--rx-ring-size", "4096",
 					 "--session-ttl", "600000", "--block-timeout", "600000",
@@ -797,6 +839,27 @@ static void test_spill_after_restart(void)
 {
 	spill_around_restart(SPILL_AFTER_RESTART, "its detached owner died: what its lanes bring it"
 			     " is copied");
+}
+
+/*
+ * A subscriber that lowers its acknowledgements to 0 before it dies (a
+ * lie) spoils nothing for anyone else: it is spilled from where the lie
+ * and its hold entry's floor allow (its successor may get again what it
+ * had acknowledged: its own loss), the publisher streams 50 lane rings
+ * on past it, and the live subscriber gets every message once and in
+ * order.
+ */
+static void test_spill_lying_reader(void)
+{
+	const uint64_t n = 5000;
+	struct spill_cast k;
+
+
+	spill_cast_when(&k, 4u << 20, SPILL_LYING);
+	CU_ASSERT(flood(k.ps, "t", 101, n, k.ls, &k.l_next));
+	CU_ASSERT(k.l_next == n + 1);
+	CU_ASSERT(tb_log_count(&k.t, "its detached owner died: what its lanes bring it is copied") == 1);
+	spill_cast_end(&k);
 }
 
 /*
@@ -1816,6 +1879,7 @@ static const struct harness_test tests[] = {
 	{ "spill_dead_reader", test_spill_dead_reader },
 	{ "spill_broker_down", test_spill_broker_down },
 	{ "spill_after_restart", test_spill_after_restart },
+	{ "spill_lying_reader", test_spill_lying_reader },
 	{ "spill_full_gap", test_spill_full_gap },
 	{ "spill_two_publishers", test_spill_two_publishers },
 	{ "poll_new_lane", test_poll_new_lane },
