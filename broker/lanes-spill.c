@@ -69,6 +69,8 @@ struct ids {
 
 struct spill {
 	struct session *s;
+	struct lreader *r;    /* the broker's reader it reads with (the session's
+				 reader while it lasts) */
 	struct laneset set;
 	uint8_t *buf;         /* a record copied out of its lane */
 	uint32_t cap;
@@ -202,6 +204,7 @@ int lanes_spill_start(struct broker *b, struct session *s, const char *why)
 		return -ENOMEM;
 	}
 	s->lane_reader = r;
+	sp->r = r;
 	ctl_lanes_flush(b);
 	log_msg(LOG_NOTICE, "session %s: %s: what its lanes bring it is copied into its RX ring from"
 		" now on (its publishers go on while it has room)", s->name, why);
@@ -233,7 +236,7 @@ static void spill_end(struct broker *b, struct spill *sp, bool ack)
 		laneset_ack(&sp->set);
 	if (sp->w.futex_armed)
 		loop_cancel(b, LANES_SPILL_OP_FUTEX, sp->slot, sp->tag);
-	lwait_woke(s->lane_reader);
+	lwait_woke(sp->r);
 	s->spill = NULL;
 	spill_free(sp);
 }
@@ -295,8 +298,7 @@ static void spill_drop(struct broker *b, struct spill *sp, uint64_t pub, uint32_
 			struct blane *l = lanes_by_number(b->lanes, lanes[i]);
 
 			if (l)
-				(void)lanes_let_go_order(l, s->lane_reader,
-							 lanes[i] == lane ? order : 0);
+				(void)lanes_let_go_order(l, sp->r, lanes[i] == lane ? order : 0);
 			(void)laneset_remove(&sp->set, lanes[i]);
 		}
 		total += n;
@@ -327,7 +329,9 @@ bool lanes_spill_push(struct broker *b, const struct lpush *p)
 	const struct proto_lane *m = &p->msg.lane;
 	struct spill *sp = s ? s->spill : NULL;
 
-	if (!sp || s->generation != p->generation)
+	/* only what is meant for the reader it reads with: the writer's
+	 * pushes of a session with no owner go on to be dropped as ever */
+	if (!sp || s->generation != p->generation || p->reader != sp->r->number)
 		return false;
 	if (p->msg.h.type != PROTO_LANE || !m->lane || (m->flags & PROTO_LANE_RELEASED))
 		return true;
@@ -336,14 +340,14 @@ bool lanes_spill_push(struct broker *b, const struct lpush *p)
 		struct blane *l = lanes_by_number(b->lanes, m->lane);
 
 		if (l)
-			(void)lanes_let_go_order(l, s->lane_reader, 0);
+			(void)lanes_let_go_order(l, sp->r, 0);
 		return true;
 	}
 	/* a lane let go before the spill (the block timeout, an unsubscribe):
 	 * the spool cannot say what its reader lost there; its publisher is
 	 * not copied at all, or its other lanes' records would come before
 	 * this one's older ones */
-	if (s->lane_reader && let_go_slot(s->lane_reader, m->page, m->slot)) {
+	if (let_go_slot(sp->r, m->page, m->slot)) {
 		spill_drop(b, sp, m->publisher, m->lane, 0, "a lane was let go before the spill");
 		return true;
 	}
@@ -484,7 +488,7 @@ bool lanes_spill_arm(struct broker *b)
 		if (!sp)
 			continue;
 		tag = sp->tag;
-		r = sp->s->lane_reader;
+		r = sp->r;
 		if (lwait_backed_off(&sp->w, now, NULL)) {
 			found |= spill_run(b, sp) > 0;
 			continue;
@@ -497,7 +501,7 @@ bool lanes_spill_arm(struct broker *b)
 		}
 		/* spill_run() may have ended it, and started another in its
 		 * slot (its memory too): the tag tells */
-		if (spills[i] == sp && sp->tag == tag && sp->s->lane_reader == r)
+		if (spills[i] == sp && sp->tag == tag && sp->r == r)
 			lwait_sleep(b, &sp->w, r, ((uint64_t)LANES_SPILL_OP_FUTEX << 56) |
 						  ((uint64_t)sp->slot << 32) | sp->tag);
 	}
@@ -509,7 +513,7 @@ void lanes_spill_woke(struct broker *b)
 	(void)b;
 	for (unsigned i = 0; i < nspills; i++)
 		if (spills[i])
-			lwait_woke(spills[i]->s->lane_reader);
+			lwait_woke(spills[i]->r);
 }
 
 uint64_t lanes_spill_poll_ns(struct broker *b)

@@ -450,6 +450,8 @@ static struct lpush *reader_push(struct lanes_reg *g, const struct blane *l,
 	struct lpush *ps = push_new(g, r->session, r->generation);
 
 	if (ps)
+		ps->reader = r->number;
+	if (ps)
 		ps->msg.lane = (struct proto_lane){
 			.h = { PROTO_LANE, sizeof(struct proto_lane), 0 },
 			.session_id = r->session,
@@ -561,6 +563,7 @@ int lanes_reader_self(struct lanes_reg *g, struct lreader *r)
 	ps = push_new(g, r->session, r->generation);
 	if (!ps)
 		return -ENOMEM;
+	ps->reader = r->number;
 	ps->msg.lane = (struct proto_lane){
 		.h = { PROTO_LANE, sizeof(struct proto_lane), 0 },
 		.session_id = r->session,

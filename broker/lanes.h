@@ -118,6 +118,7 @@ struct lreader {
 struct lpush {
 	uint64_t session;
 	uint32_t generation;
+	uint32_t reader;       /* the lreader it is for (its number); 0: the writer's */
 	union {
 		struct proto_hdr h;
 		struct proto_lane lane;

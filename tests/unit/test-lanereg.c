@@ -538,6 +538,47 @@ static void test_classes(void)
 	lane_env_close(&e);
 }
 
+/*
+ * Every push names the reader it is for: two readers of one session and
+ * generation (a spill's reader beside its owner's) each get their own
+ * LANE push, the writer's HOLDER pushes name none.  A spill takes only
+ * its own reader's pushes (broker/lanes-spill.c).
+ */
+static void test_push_target(void)
+{
+	struct lane_env e;
+	struct lreader *r[2];
+	struct blane *l;
+	unsigned lanes[2] = { 0, 0 }, holders = 0;
+
+	lane_env_open(&e, 64 * 1024);
+	r[0] = lanes_reader_new(&e.g, 6, 1, 1000, false);
+	r[1] = lanes_reader_new(&e.g, 6, 1, 1000, false);
+	CU_ASSERT_FATAL(r[0] && r[1] && r[0]->number != r[1]->number);
+	lanes_subscribe(&e.g, r[0], TOPIC);
+	lanes_subscribe(&e.g, r[1], TOPIC);
+	CU_ASSERT_FATAL(lanes_topic_use(&e.g, PUB, 1, 1000, 0, TOPIC, r, 2, &l) == 0);
+	CU_ASSERT(lanes_reader_self(&e.g, r[1]) == 0 || r[1]->told_self);
+	for (unsigned i = 0; i < e.g.npush; i++) {
+		const struct lpush *p = &e.g.push[i];
+
+		if (p->msg.h.type == PROTO_HOLDER) {
+			CU_ASSERT(p->reader == 0 && p->session == PUB);
+			holders++;
+		} else if (p->msg.h.type == PROTO_LANE && p->msg.lane.lane) {
+			CU_ASSERT_FATAL(p->reader == r[0]->number || p->reader == r[1]->number);
+			lanes[p->reader == r[1]->number]++;
+		} else if (p->msg.h.type == PROTO_LANE) {
+			/* a reader's own pages (lane 0) */
+			CU_ASSERT(p->reader == r[0]->number || p->reader == r[1]->number);
+		}
+	}
+	CU_ASSERT(lanes[0] == 1 && lanes[1] == 1);
+	CU_ASSERT(holders >= 2);
+	lanes_push_done(&e.g);
+	lane_env_close(&e);
+}
+
 /* A lane whose hold table is full (other holders: SPILL entries), a
  * reader refused there, then one entry freed and the reader taken: *l the
  * lane, the pushes of the second subscribe queued. */
@@ -600,6 +641,7 @@ static const struct harness_test reg_tests[] = {
 	{ "end_to_end", test_end_to_end },
 	{ "reader_end", test_reader_end },
 	{ "classes", test_classes },
+	{ "push_target", test_push_target },
 	{ "cut_watchers", test_cut_watchers },
 	{ "stuck", test_stuck },
 	{ "refused_writer", test_refused_writer },
