@@ -444,8 +444,8 @@ int laneset_rehold(struct laneset *s, const struct laneset_desc *d)
 	unsigned at;
 	struct laneset_lane *l = lane_find(s, d->lane, &at);
 	struct laneset_page *pg;
-	uint64_t pos = d->start, order = d->order;
-	bool received;
+	uint64_t pos = d->start, order = d->order, ack;
+	bool received, returned;
 	int ret;
 
 	s->why[0] = '\0';
@@ -467,6 +467,13 @@ int laneset_rehold(struct laneset *s, const struct laneset_desc *d)
 		pos = l->done;
 		order = l->r.last_order;
 	}
+	/* the new slot says what the application acknowledged (at least the
+	 * broker's start): records returned and not yet acknowledged stay
+	 * held, and a crash before the ack brings them again */
+	ack = l->ackpos > d->start ? l->ackpos : d->start;
+	if (ack > pos)
+		ack = pos;
+	returned = l->returned && pos > ack;
 	pg = page_of(l->pub, d->cursor_page);
 	received = l->r.received;
 	ret = lane_reader_init(&l->r, l->data, l->data_len - SHM_LANE_RING_OFFSET, l->meta,
@@ -482,14 +489,17 @@ int laneset_rehold(struct laneset *s, const struct laneset_desc *d)
 	l->slot = d->cursor_slot;
 	l->drop_oldest = l->held_drop;
 	l->in_place = l->held_in_place;
-	l->toobig = l->empty = l->returned = l->released = false;
+	l->toobig = l->empty = l->released = false;
+	l->returned = returned;
 	l->missed = 0;
-	l->done = l->ackpos = pos;
+	l->done = pos;
+	l->ackpos = ack;
+	l->r.acked = ack; /* the next ack writes the slot */
 	if (s->buf_owner == l)
 		s->buf_owner = NULL;
 	/* the broker wrote the start there; this is at or above it */
 	if (l->r.slot)
-		store_release(l->r.slot, pos);
+		store_release(l->r.slot, ack);
 	return 0;
 }
 

@@ -607,6 +607,48 @@ static void test_push_again(void)
 	fx_close(&f);
 }
 
+/*
+ * A lane held again (an unsubscribe's let-go, then a subscribe: the
+ * broker's REHOLD push names a new slot and its start) while messages
+ * returned from it wait for their acknowledgement: the new slot says what
+ * was acknowledged, not what was read, so a crash before the ack brings
+ * them again; reading goes on from where it stood; the ack moves the slot.
+ */
+static void test_rehold_unacked(void)
+{
+	struct fx f;
+	struct rdr *rd = &f.rd;
+	struct laneset_msg m;
+	struct laneset_desc d;
+	uint64_t *slot2;
+
+	fx_open(&f, 1, 1, SHM_HOLD_HOLD, false);
+	for (uint64_t order = 1; order <= 10; order++)
+		CU_ASSERT_FATAL(put(f.a, order, T_READ, 64) == 0);
+	CU_ASSERT_FATAL(lane_commit(&f.a->w) == 0);
+	for (int i = 0; i < 5; i++)
+		CU_ASSERT_FATAL(laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1);
+	CU_ASSERT(m.order == 5);
+	CU_ASSERT(slot_of(f.a) == f.a->start); /* nothing acknowledged */
+	d = (struct laneset_desc){ .lane = f.a->no, .kind = SHM_LANE_LOCAL, .publisher = f.a->pub->id,
+				   .start = f.a->start, .cursor_page = 0, .cursor_slot = f.a->slot + 1,
+				   .in_place = true };
+	slot2 = &f.a->pub->cur->slot[f.a->slot + 1];
+	store_release(slot2, f.a->start); /* as the broker writes a new hold's start */
+	CU_ASSERT_FATAL(laneset_rehold(&rd->set, &d) == 0);
+	CU_ASSERT(load_acquire(slot2) == f.a->start);
+	CU_ASSERT_FATAL(laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1);
+	CU_ASSERT(m.order == 6 && intact(&m));
+	laneset_ack(&rd->set);
+	CU_ASSERT(load_acquire(slot2) > f.a->start);
+	while (laneset_next(&rd->set, rd->buf, sizeof(rd->buf), &m) == 1)
+		;
+	CU_ASSERT(m.order == 10);
+	laneset_ack(&rd->set);
+	CU_ASSERT(load_acquire(slot2) == f.a->w.p.pos);
+	fx_close(&f);
+}
+
 /* ---- drop-oldest ---------------------------------------------------------------- */
 
 /* A drop-oldest reader lapped again and again by a writer nobody holds:
@@ -1060,6 +1102,7 @@ static const struct harness_test laneset_tests[] = {
 	{ "skip_unread", test_skip_unread },
 	{ "floor", test_floor },
 	{ "push_again", test_push_again },
+	{ "rehold_unacked", test_rehold_unacked },
 	{ "drop_oldest", test_drop_oldest },
 	{ "bad_record", test_bad_record },
 	{ "truncated", test_truncated },
