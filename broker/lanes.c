@@ -449,19 +449,19 @@ static struct lpush *reader_push(struct lanes_reg *g, const struct blane *l,
 {
 	struct lpush *ps = push_new(g, r->session, r->generation);
 
-	if (ps)
-		ps->reader = r->number;
-	if (ps)
-		ps->msg.lane = (struct proto_lane){
-			.h = { PROTO_LANE, sizeof(struct proto_lane), 0 },
-			.session_id = r->session,
-			.generation = r->generation,
-			.lane = l->number,
-			.publisher = l->publisher,
-			.ring_size = l->ring.size,
-			.kind = SHM_LANE_LOCAL,
-			.flags = flags,
-		};
+	if (!ps)
+		return NULL;
+	ps->reader = r->number;
+	ps->msg.lane = (struct proto_lane){
+		.h = { PROTO_LANE, sizeof(struct proto_lane), 0 },
+		.session_id = r->session,
+		.generation = r->generation,
+		.lane = l->number,
+		.publisher = l->publisher,
+		.ring_size = l->ring.size,
+		.kind = SHM_LANE_LOCAL,
+		.flags = flags,
+	};
 	return ps;
 }
 

@@ -823,8 +823,8 @@ static int lanes_recv(struct shmb_session *s, struct shmb_msg *m, int timeout_ms
 		} else {
 			s->spool_until = 0;
 			/* the RX ring's turn only when it has something (its
-			 * write position: one load, where a look was a fifth of
-			 * a lane message's cost) */
+			 * write position: one load, where a look cost a call,
+			 * a peek and its checks at every other message) */
 			rx_first = rx_first && load_acquire(&s->rxc->rx_write) != s->rx_cons.pos;
 			r = rx_first ? rx_try(s, m) : client_lanes_next(s, m);
 			if (r == -EAGAIN)
