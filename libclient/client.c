@@ -747,14 +747,15 @@ static void msg_topic(struct shmb_session *s, struct shmb_msg *m)
 static int recv_take(struct shmb_session *s, struct shmb_msg *m, struct ring_msg *rm)
 {
 	struct shm_msg_rx rx;
+	bool spooled;
 
 	if (rm->len < sizeof(rx))
 		return -EBADMSG;
 	memcpy(&rx, rm->payload, sizeof(rx));
+	spooled = (rx.flags & SHM_RX_SPOOLED) && s->ln;
 	/* a spill's copy made again (copying started again from behind what
 	 * an earlier one gave): not returned twice */
-	if ((rx.flags & SHM_RX_SPOOLED) && s->ln &&
-	    client_lanes_spool_dup(s, rx.src_session, rx.src_seq + 1)) {
+	if (spooled && client_lanes_spool_dup(s, rx.src_session, rx.src_seq + 1)) {
 		ring_consume(&s->rx_cons, rm);
 		s->unacked = true;
 		return 1;
@@ -773,7 +774,7 @@ static int recv_take(struct shmb_session *s, struct shmb_msg *m, struct ring_msg
 	m->src_broker = rx.src_broker;
 	m->src_session = rx.src_session;
 	/* a spill's copy: the lane's records up to it are copies too */
-	if ((rx.flags & SHM_RX_SPOOLED) && s->ln)
+	if (spooled)
 		client_lanes_spooled(s, rx.src_session, rx.src_seq + 1);
 	m->src_seq = rx.src_seq;
 	ring_consume(&s->rx_cons, rm);
